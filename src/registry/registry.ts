@@ -1,0 +1,582 @@
+/**
+ * The replicated registry: one Yjs document, split into *segments*.
+ *
+ * Layout: a root map `segments` whose keys are `<owner>/<generation>` and
+ * whose values are Y.Maps `worker_id → Entry`. Only the owner writes into its
+ * own segments (plus whole-segment deletes of a dead owner, which are
+ * idempotent). Two entries for the same worker — it failed over — are
+ * resolved by data: highest incarnation wins, a tombstone wins a tie, then
+ * the larger owner id (see `compareEntries`). No wall clock decides.
+ *
+ * Compaction: when its current segment carries too many dead entries, the
+ * owner writes its live entries into a fresh generation and deletes the old
+ * segment in one transaction. Deleting a nested Y.Map lets Yjs garbage
+ * collect all of its content into a single GC range, so the document stays
+ * within a constant factor of a fresh encoding of the live entries, and peers
+ * replace the owner's part wholesale just by applying the update.
+ * docs/internals.md has the measurements behind this shape.
+ */
+import { EventEmitter } from 'node:events'
+import { randomBytes } from 'node:crypto'
+import * as Y from 'yjs'
+import {
+  DEFAULT_SEGMENT_GARBAGE_RATIO, DEFAULT_SEGMENT_MIN_GARBAGE, DEFAULT_TOMBSTONE_TTL_MS
+} from '../constants.ts'
+import { InvalidStateError } from '../errors.ts'
+import { isEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
+
+export const ROOT = 'segments'
+export const SEGMENT_KEY = /^([A-Za-z0-9][A-Za-z0-9._-]{0,63})\/([0-9a-z]{1,16}\.[0-9a-f]{1,16})$/
+
+/** Transaction origins: who caused a change. */
+export const Origin = {
+  /** A write by this controller (register, deregister, compaction). */
+  local: 'local',
+  /** An update received from a peer (gossip or sync). */
+  remote: 'remote',
+  /** A `/state/import`. */
+  import: 'import',
+  /** Replay from the data dir at start-up. */
+  load: 'load'
+} as const
+export type Origin = typeof Origin[keyof typeof Origin]
+
+export interface RegistryInit {
+  /** This controller's id: the owner of everything it registers. */
+  controllerId: string
+  /** Rotate the own segment once dead entries exceed this fraction of live ones. @default 0.5 */
+  segmentGarbageRatio?: number
+  /** ... and at least this many. @default 256 */
+  segmentMinGarbage?: number
+  /** Lifetime of a non-owner tombstone (ms, wall clock, only for cleanup). @default 600000 */
+  tombstoneTtlMs?: number
+  /** Wall clock (ms), injectable for tests. @default Date.now */
+  now?: () => number
+}
+
+/** One worker whose effective record changed. */
+export interface WorkerChange {
+  workerId: string
+  before?: WorkerRecord
+  after?: WorkerRecord
+}
+
+export interface RegistryEvents {
+  /** The effective view changed (emitted synchronously at the end of each transaction). */
+  change: [changes: WorkerChange[], origin: Origin]
+  /** A Yjs update was applied or produced; persist or forward it. */
+  update: [update: Uint8Array, origin: Origin]
+  /** An entry or segment from a peer was ignored because it is malformed. */
+  invalid: [reason: string]
+}
+
+export interface RegisterInput {
+  worker_id: string
+  worker_url: string
+  capabilities: Capability[]
+  /** The worker's own attach counter; the registry never goes below what it has seen + 1. */
+  incarnation?: number
+}
+
+export interface RegistryStats {
+  /** Live workers in the effective view. */
+  workers: number
+  /** Segments in the document (all owners). */
+  segments: number
+  /** This controller's current segment key, if it has written one. */
+  ownSegment: string | null
+  /** Dead entries in the own segment since its generation started. */
+  ownGarbage: number
+  /** Generations this controller has rotated through since start. */
+  compactions: number
+}
+
+/** Orders two entries for the same worker: > 0 when `a` wins. Pure data, same answer everywhere. */
+export function compareEntries (a: Entry, b: Entry): number {
+  if (a.incarnation !== b.incarnation) return a.incarnation - b.incarnation
+  const ta = isTombstone(a) ? 1 : 0
+  const tb = isTombstone(b) ? 1 : 0
+  if (ta !== tb) return ta - tb
+  if (a.owner !== b.owner) return a.owner < b.owner ? -1 : 1
+  const ra = isTombstone(a) ? a.deleted_at : a.registered_at
+  const rb = isTombstone(b) ? b.deleted_at : b.registered_at
+  return ra - rb
+}
+
+const sameRecord = (a: WorkerRecord | undefined, b: WorkerRecord | undefined): boolean =>
+  a === b || (a != null && b != null && a.owner === b.owner && a.incarnation === b.incarnation && a.registered_at === b.registered_at)
+
+export class Registry extends EventEmitter<RegistryEvents> {
+  readonly controllerId: string
+  readonly doc: Y.Doc
+  private readonly root: Y.Map<unknown>
+  private readonly ratio: number
+  private readonly minGarbage: number
+  private readonly tombstoneTtlMs: number
+  private readonly now: () => number
+
+  /** Mirror of the document: segment key → worker id → entry (valid entries only). */
+  private readonly segments = new Map<string, Map<string, Entry>>()
+  /** worker id → segments holding an entry for it. */
+  private readonly locations = new Map<string, Set<string>>()
+  /** The effective registry: worker id → winning record (tombstoned workers absent). */
+  private readonly view = new Map<string, WorkerRecord>()
+  private ownSegment: string | null = null
+  private ownGarbage = 0
+  private compactions = 0
+  private cleanupQueued = false
+
+  constructor (init: RegistryInit) {
+    super()
+    this.controllerId = init.controllerId
+    this.ratio = init.segmentGarbageRatio ?? DEFAULT_SEGMENT_GARBAGE_RATIO
+    this.minGarbage = init.segmentMinGarbage ?? DEFAULT_SEGMENT_MIN_GARBAGE
+    this.tombstoneTtlMs = init.tombstoneTtlMs ?? DEFAULT_TOMBSTONE_TTL_MS
+    this.now = init.now ?? Date.now
+    this.doc = new Y.Doc({ gc: true })
+    this.root = this.doc.getMap(ROOT)
+    this.root.observeDeep((events, tr) => { this.onEvents(events, tr) })
+    this.doc.on('update', (update: Uint8Array, origin: unknown) => {
+      this.emit('update', update, (origin as Origin) ?? Origin.local)
+    })
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  get size (): number { return this.view.size }
+
+  get (workerId: string): WorkerRecord | undefined { return this.view.get(workerId) }
+
+  workers (): IterableIterator<WorkerRecord> { return this.view.values() }
+
+  /** Owner ids that hold at least one segment. */
+  owners (): Set<string> {
+    const out = new Set<string>()
+    for (const key of this.segments.keys()) out.add(ownerOf(key))
+    return out
+  }
+
+  stats (): RegistryStats {
+    return {
+      workers: this.view.size,
+      segments: this.segments.size,
+      ownSegment: this.ownSegment,
+      ownGarbage: this.ownGarbage,
+      compactions: this.compactions
+    }
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /**
+   * Registers (or re-registers) a worker as owned by this controller. The
+   * incarnation is the larger of what the worker sent and one more than any
+   * incarnation this replica has seen for it, so the new attachment wins
+   * here at once and wherever this update travels.
+   */
+  register (input: RegisterInput): WorkerRecord {
+    const seen = this.maxIncarnation(input.worker_id)
+    const record: WorkerRecord = {
+      worker_id: input.worker_id,
+      worker_url: input.worker_url,
+      capabilities: input.capabilities,
+      incarnation: Math.max(input.incarnation ?? 0, seen + 1),
+      owner: this.controllerId,
+      registered_at: this.now()
+    }
+    this.doc.transact(() => {
+      const seg = this.ownSegmentMap()
+      if (seg.has(record.worker_id)) this.ownGarbage++
+      seg.set(record.worker_id, record)
+    }, Origin.local)
+    this.maybeCompact()
+    return record
+  }
+
+  /**
+   * Takes over a worker known from another owner (it heartbeats here now):
+   * the same registration, one incarnation higher, owned by this controller.
+   */
+  adopt (workerId: string): WorkerRecord | undefined {
+    const cur = this.view.get(workerId)
+    if (cur == null) return undefined
+    if (cur.owner === this.controllerId) return cur
+    return this.register({ worker_id: cur.worker_id, worker_url: cur.worker_url, capabilities: cur.capabilities })
+  }
+
+  /**
+   * Removes a worker. Its own entries are deleted; if another segment still
+   * holds an entry for it (a stale attachment elsewhere) a tombstone is left
+   * so that entry cannot win again. Returns false when the worker is unknown.
+   */
+  deregister (workerId: string): boolean {
+    const locs = this.locations.get(workerId)
+    if (locs == null || locs.size === 0) return false
+    const known = this.view.has(workerId)
+    const foreign = [...locs].some(k => ownerOf(k) !== this.controllerId)
+    this.doc.transact(() => {
+      for (const key of locs) {
+        if (ownerOf(key) !== this.controllerId) continue
+        const seg = this.root.get(key)
+        if (seg instanceof Y.Map && seg.has(workerId)) {
+          seg.delete(workerId)
+          if (key === this.ownSegment) this.ownGarbage++
+        }
+      }
+      if (foreign) {
+        const tomb: Tombstone = {
+          worker_id: workerId,
+          incarnation: this.maxIncarnation(workerId),
+          owner: this.controllerId,
+          deleted_at: this.now(),
+          tombstone: true
+        }
+        const seg = this.ownSegmentMap()
+        if (seg.has(workerId)) this.ownGarbage++
+        seg.set(workerId, tomb)
+      }
+    }, Origin.local)
+    this.maybeCompact()
+    return known
+  }
+
+  /**
+   * Deletes every segment of `owner` (a controller gone for longer than the
+   * stale window). Safe when several controllers do it at once: deleting a
+   * deleted key is a no-op, and a live owner simply republishes.
+   */
+  dropOwner (owner: string): number {
+    if (owner === this.controllerId) return 0
+    const keys = [...this.segments.keys()].filter(k => ownerOf(k) === owner)
+    if (keys.length === 0) return 0
+    this.doc.transact(() => { for (const k of keys) this.root.delete(k) }, Origin.local)
+    return keys.length
+  }
+
+  /** Rotates the own segment when it carries enough garbage. Returns true if it did. */
+  maybeCompact (): boolean {
+    const live = this.ownSegment == null ? 0 : (this.segments.get(this.ownSegment)?.size ?? 0)
+    if (this.ownGarbage < Math.max(this.minGarbage, this.ratio * live)) return false
+    this.compact()
+    return true
+  }
+
+  /**
+   * Writes this controller's live entries into a new generation and deletes
+   * all of its older segments, in one transaction. Entries superseded by
+   * another owner and expired tombstones are dropped on the way.
+   */
+  compact (): void {
+    const keep = this.ownLiveEntries()
+    const old = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId)
+    this.doc.transact(() => {
+      const key = newSegmentKey(this.controllerId, this.now())
+      const seg = new Y.Map<Entry>()
+      for (const e of keep) seg.set(e.worker_id, e)
+      this.root.set(key, seg)
+      for (const k of old) this.root.delete(k)
+      this.ownSegment = key
+    }, Origin.local)
+    this.ownGarbage = 0
+    this.compactions++
+  }
+
+  // ------------------------------------------------------- sync and export
+
+  /** The whole document as one Yjs update. */
+  encodeState (): Uint8Array { return Y.encodeStateAsUpdate(this.doc) }
+
+  encodeStateVector (): Uint8Array { return Y.encodeStateVector(this.doc) }
+
+  /** What a peer with state vector `sv` is missing. */
+  encodeDiff (sv: Uint8Array): Uint8Array { return Y.encodeStateAsUpdate(this.doc, sv) }
+
+  /**
+   * Merges an update from a peer, an import or the data dir. It is checked
+   * first (validateUpdate); a malformed update throws InvalidStateError and
+   * changes nothing. Merging is idempotent and order-independent.
+   */
+  applyUpdate (update: Uint8Array, origin: Origin): void {
+    validateUpdate(update)
+    try {
+      Y.applyUpdate(this.doc, update, origin)
+    } catch (err) {
+      throw new InvalidStateError(`update could not be applied: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  // -------------------------------------------------------------- internals
+
+  private maxIncarnation (workerId: string): number {
+    let max = 0
+    for (const key of this.locations.get(workerId) ?? []) {
+      const e = this.segments.get(key)?.get(workerId)
+      if (e != null && e.incarnation > max) max = e.incarnation
+    }
+    return max
+  }
+
+  private ownSegmentMap (): Y.Map<Entry> {
+    if (this.ownSegment != null) {
+      const seg = this.root.get(this.ownSegment)
+      if (seg instanceof Y.Map) return seg as Y.Map<Entry>
+    }
+    // Adopt the newest own segment left by a previous run, or start a generation.
+    const own = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId).sort()
+    const last = own.at(-1)
+    if (last != null) {
+      // A segment of ours from a previous run (replayed from disk or synced back): keep writing there.
+      const seg = this.root.get(last) as Y.Map<Entry>
+      this.ownSegment = last
+      this.ownGarbage = countGarbage(seg)
+      return seg
+    }
+    const key = newSegmentKey(this.controllerId, this.now())
+    const seg = new Y.Map<Entry>()
+    this.root.set(key, seg)
+    this.ownSegment = key
+    this.ownGarbage = 0
+    return seg
+  }
+
+  /** This controller's entries that still matter: winning records and fresh tombstones. */
+  private ownLiveEntries (): Entry[] {
+    const out: Entry[] = []
+    const cutoff = this.now() - this.tombstoneTtlMs
+    const seen = new Set<string>()
+    for (const [key, seg] of this.segments) {
+      if (ownerOf(key) !== this.controllerId) continue
+      for (const id of seg.keys()) {
+        if (seen.has(id)) continue
+        seen.add(id)
+        const best = this.bestOwnEntry(id)
+        if (best == null) continue
+        if (isTombstone(best)) {
+          if (best.deleted_at >= cutoff && this.hasForeignEntry(id)) out.push(best)
+        } else if (sameRecord(this.view.get(id), best)) {
+          out.push(best)
+        }
+      }
+    }
+    return out
+  }
+
+  private bestOwnEntry (workerId: string): Entry | undefined {
+    let best: Entry | undefined
+    for (const key of this.locations.get(workerId) ?? []) {
+      if (ownerOf(key) !== this.controllerId) continue
+      const e = this.segments.get(key)?.get(workerId)
+      if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
+    }
+    return best
+  }
+
+  private hasForeignEntry (workerId: string): boolean {
+    for (const key of this.locations.get(workerId) ?? []) if (ownerOf(key) !== this.controllerId) return true
+    return false
+  }
+
+  private onEvents (events: Array<Y.YEvent<any>>, tr: Y.Transaction): void {
+    const touched = new Set<string>()
+    const fresh = new Set<string>()
+    // Root events first: whole segments added or removed. Content of a
+    // segment created in this transaction is read here, because Yjs does not
+    // emit events for types created in the same transaction.
+    for (const ev of events) {
+      if (ev.target !== this.root) continue
+      for (const [key, change] of ev.changes.keys) {
+        if (change.action === 'delete' || change.action === 'update') this.dropSegment(key, touched)
+        if (change.action === 'add' || change.action === 'update') {
+          this.readSegment(key, touched)
+          fresh.add(key)
+        }
+      }
+    }
+    for (const ev of events) {
+      if (ev.target === this.root) continue
+      const key = ev.path[0]
+      if (typeof key !== 'string' || fresh.has(key)) continue
+      if (ev.path.length !== 1) {
+        this.emit('invalid', `nested type below segment ${key} ignored`)
+        continue
+      }
+      const mirror = this.segments.get(key)
+      if (mirror == null) continue
+      const seg = ev.target as Y.Map<unknown>
+      for (const [id, change] of ev.changes.keys) {
+        this.unlocate(id, key, mirror)
+        if (change.action !== 'delete') this.locate(id, key, mirror, seg.get(id))
+        touched.add(id)
+      }
+    }
+    if (touched.size === 0) return
+    const changes: WorkerChange[] = []
+    let superseded = false
+    for (const id of touched) {
+      const before = this.view.get(id)
+      const after = this.resolve(id)
+      if (after == null) this.view.delete(id)
+      else this.view.set(id, after)
+      if (!sameRecord(before, after)) changes.push({ workerId: id, before, after })
+      if (after != null && after.owner !== this.controllerId && this.bestOwnEntry(id) != null) superseded = true
+    }
+    if (superseded) this.queueCleanup()
+    if (changes.length > 0) this.emit('change', changes, (tr.origin as Origin) ?? Origin.local)
+  }
+
+  /** Own entries that lost to a newer attachment elsewhere are deleted soon after (outside the observer). */
+  private queueCleanup (): void {
+    if (this.cleanupQueued) return
+    this.cleanupQueued = true
+    queueMicrotask(() => {
+      this.cleanupQueued = false
+      const stale: Array<[string, string]> = []
+      for (const [key, seg] of this.segments) {
+        if (ownerOf(key) !== this.controllerId) continue
+        for (const [id, e] of seg) {
+          const win = this.view.get(id)
+          if (!isTombstone(e) && win != null && win.owner !== this.controllerId && compareEntries(win, e) > 0) stale.push([key, id])
+        }
+      }
+      if (stale.length === 0) return
+      this.doc.transact(() => {
+        for (const [key, id] of stale) {
+          const seg = this.root.get(key)
+          if (seg instanceof Y.Map) seg.delete(id)
+          if (key === this.ownSegment) this.ownGarbage++
+        }
+      }, Origin.local)
+      this.maybeCompact()
+    })
+  }
+
+  private readSegment (key: string, touched: Set<string>): void {
+    const value = this.root.get(key)
+    if (!SEGMENT_KEY.test(key) || !(value instanceof Y.Map)) {
+      this.emit('invalid', `segment ${JSON.stringify(key).slice(0, 80)} ignored: not a capmesh segment`)
+      return
+    }
+    const mirror = new Map<string, Entry>()
+    this.segments.set(key, mirror)
+    for (const [id, entry] of value.entries()) {
+      this.locate(id, key, mirror, entry)
+      touched.add(id)
+    }
+  }
+
+  private dropSegment (key: string, touched: Set<string>): void {
+    const mirror = this.segments.get(key)
+    if (mirror == null) return
+    for (const id of mirror.keys()) {
+      this.locations.get(id)?.delete(key)
+      if (this.locations.get(id)?.size === 0) this.locations.delete(id)
+      touched.add(id)
+    }
+    this.segments.delete(key)
+    if (key === this.ownSegment) {
+      this.ownSegment = null
+      this.ownGarbage = 0
+      // Someone dropped our segment (they thought us dead): republish what we own.
+      if (mirror.size > 0) this.queueRepublish(mirror)
+    }
+  }
+
+  private queueRepublish (lost: Map<string, Entry>): void {
+    queueMicrotask(() => {
+      const back = [...lost.values()].filter(e => {
+        const win = this.view.get(e.worker_id)
+        return !isTombstone(e) && (win == null || compareEntries(e, win) >= 0)
+      })
+      if (back.length === 0) return
+      this.doc.transact(() => {
+        const seg = this.ownSegmentMap()
+        for (const e of back) seg.set(e.worker_id, e)
+      }, Origin.local)
+    })
+  }
+
+  private locate (id: string, key: string, mirror: Map<string, Entry>, value: unknown): void {
+    if (!isEntry(value) || value.worker_id !== id || value.owner !== ownerOf(key)) {
+      this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
+      return
+    }
+    mirror.set(id, value)
+    let locs = this.locations.get(id)
+    if (locs == null) this.locations.set(id, locs = new Set())
+    locs.add(key)
+  }
+
+  private unlocate (id: string, key: string, mirror: Map<string, Entry>): void {
+    mirror.delete(id)
+    const locs = this.locations.get(id)
+    if (locs == null) return
+    locs.delete(key)
+    if (locs.size === 0) this.locations.delete(id)
+  }
+
+  private resolve (id: string): WorkerRecord | undefined {
+    let best: Entry | undefined
+    for (const key of this.locations.get(id) ?? []) {
+      const e = this.segments.get(key)?.get(id)
+      if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
+    }
+    return best == null || isTombstone(best) ? undefined : best
+  }
+}
+
+/** Dead keys a segment still carries (deleted entries keep their key in the document). */
+function countGarbage (seg: Y.Map<any>): number {
+  let n = 0
+  for (const item of seg._map.values()) if (item.deleted) n++
+  return n
+}
+
+export const ownerOf = (segmentKey: string): string => segmentKey.slice(0, segmentKey.indexOf('/'))
+
+/** `<owner>/<time base36>.<random hex>`: sortable by creation time, unique across restarts. */
+function newSegmentKey (owner: string, now: number): string {
+  return `${owner}/${now.toString(36).padStart(9, '0')}.${randomBytes(4).toString('hex')}`
+}
+
+/**
+ * Checks an update's structure without applying it: it must decode, and
+ * every item must belong to the `segments` map with a valid segment key, be a
+ * Y.Map (a segment) or a plain value that is a valid entry (or deleted).
+ * Anything else — other root types, text, binary, sub-documents — is
+ * rejected with InvalidStateError naming what was wrong.
+ */
+export function validateUpdate (update: Uint8Array): void {
+  let decoded: ReturnType<typeof Y.decodeUpdate>
+  try {
+    decoded = Y.decodeUpdate(update)
+  } catch (err) {
+    throw new InvalidStateError(`not a Yjs update: ${(err as Error).message}`, { cause: err })
+  }
+  for (const s of decoded.structs) {
+    if (!(s instanceof Y.Item)) continue
+    // Decoded (not integrated) items name their parent: a root type's name, a parent ID, or null when copied from the origin.
+    const parent = s.parent as unknown
+    const atRoot = typeof parent === 'string'
+    if (atRoot && parent !== ROOT) throw new InvalidStateError(`unknown root type "${parent.slice(0, 40)}"`)
+    if (atRoot && s.parentSub != null && !SEGMENT_KEY.test(s.parentSub)) {
+      throw new InvalidStateError(`invalid segment key ${JSON.stringify(s.parentSub).slice(0, 80)}`)
+    }
+    if (atRoot && s.parentSub == null) throw new InvalidStateError('array content in the segments map')
+    const c = s.content
+    if (c instanceof Y.ContentDeleted) continue
+    if (c instanceof Y.ContentType) {
+      if (!(c.type instanceof Y.Map)) throw new InvalidStateError('only maps may be nested in the registry')
+      if (parent != null && !atRoot) throw new InvalidStateError('nested map below a segment')
+      continue
+    }
+    if (c instanceof Y.ContentAny) {
+      if (atRoot) throw new InvalidStateError('plain value where a segment was expected')
+      for (const v of c.arr) {
+        if (!isEntry(v)) throw new InvalidStateError(`malformed entry ${JSON.stringify(v)?.slice(0, 120)}`)
+        if (s.parentSub != null && v.worker_id !== s.parentSub) throw new InvalidStateError(`entry for ${v.worker_id} stored under key ${s.parentSub}`)
+      }
+      continue
+    }
+    throw new InvalidStateError(`unsupported content ${c.constructor.name}`)
+  }
+}

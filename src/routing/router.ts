@@ -1,0 +1,298 @@
+/**
+ * Route selection over an in-memory index of the registry view.
+ *
+ * The index keys workers by `verb + capability name`; each key holds the
+ * healthy workers (all, and per owning controller) and the pending ones in
+ * IndexedSets, kept up to date on every registry change and health
+ * transition. So a plain route is O(1) in the number of workers; filters
+ * (version, GPU, SLO, budget, saturation) and `least_loaded` cost O(k) in the
+ * candidates for that one capability, and only when asked for.
+ *
+ * Preference order: healthy workers of the preferred controller (the query's
+ * `affinity`, else the answering controller itself), then every healthy
+ * worker, then `pending` ones (restored or imported, not yet confirmed).
+ */
+import { NoHealthyWorkerError, NoWorkerError } from '../errors.ts'
+import type { HealthState } from '../liveness/index.ts'
+import type { Capability, WorkerRecord } from '../registry/index.ts'
+import { IdempotencyCache, type IdempotencyCacheInit } from './idempotency.ts'
+import { IndexedSet } from './indexed-set.ts'
+
+export type Strategy = 'round_robin' | 'least_loaded'
+
+export interface RouteQuery {
+  verb: string
+  capability: string
+  /** Exact capability version. */
+  version?: string
+  /** Only workers whose capability declares `requires_gpu: true`. */
+  requires_gpu?: boolean
+  /** Skip workers whose declared SLO is worse than these. */
+  slo_constraints?: { latency_p95_ms?: number, latency_p99_ms?: number, availability?: number }
+  /** Skip workers whose `cost_tokens_per_invocation` exceeds this; cheapest first. */
+  budget_tokens?: number
+  /** Same key within its TTL → same worker while it stays healthy. */
+  idempotency_key?: string
+  /** Preferred controller id: its workers first, others as fallback. */
+  affinity?: string
+  /** @default 'round_robin' */
+  strategy?: Strategy
+  /** Who is asking (carried for audit; not used to select). */
+  requester_identity?: string
+}
+
+export interface RouteResult {
+  worker_id: string
+  worker_url: string
+  verb: string
+  capability: string
+  version: string
+  /** Controller the worker is attached to. */
+  controller_id: string
+  incarnation: number
+  state: HealthState
+  load: number
+  cost_tokens_per_invocation?: number
+  strategy: Strategy
+}
+
+export interface RouterInit {
+  /** Id of the controller answering: preferred owner when a query names no affinity. */
+  controllerId: string
+  /** Seconds for `Retry-After` when a capability has no healthy worker. @default 1 */
+  retryAfterSeconds?: number
+  idempotency?: IdempotencyCacheInit
+}
+
+interface Indexed {
+  record: WorkerRecord
+  state: HealthState
+  load: number
+}
+
+class Bucket {
+  /** worker id → its capabilities with this verb + name (a worker may offer several versions). */
+  readonly offers = new Map<string, Capability[]>()
+  readonly healthy = new IndexedSet<string>()
+  readonly healthyByOwner = new Map<string, IndexedSet<string>>()
+  readonly pending = new IndexedSet<string>()
+  cursor = 0
+  readonly verb: string
+  readonly name: string
+  constructor (verb: string, name: string) {
+    this.verb = verb
+    this.name = name
+  }
+}
+
+const keyOf = (verb: string, name: string): string => `${verb}\u0000${name}`
+
+export class Router {
+  readonly controllerId: string
+  private readonly retryAfter: number
+  private readonly buckets = new Map<string, Bucket>()
+  private readonly workers = new Map<string, Indexed>()
+  private readonly idem: IdempotencyCache
+
+  constructor (init: RouterInit) {
+    this.controllerId = init.controllerId
+    this.retryAfter = init.retryAfterSeconds ?? 1
+    this.idem = new IdempotencyCache(init.idempotency)
+  }
+
+  // ---------------------------------------------------------- index upkeep
+
+  /** Adds or replaces a worker (a registry change). */
+  upsert (record: WorkerRecord, state: HealthState, load = 0): void {
+    if (this.workers.has(record.worker_id)) this.remove(record.worker_id)
+    const w: Indexed = { record, state, load }
+    this.workers.set(record.worker_id, w)
+    for (const key of this.keysOf(record)) {
+      let b = this.buckets.get(key)
+      if (b == null) {
+        const cap = record.capabilities.find(c => keyOf(c.verb, c.name) === key)!
+        this.buckets.set(key, b = new Bucket(cap.verb, cap.name))
+      }
+      b.offers.set(record.worker_id, record.capabilities.filter(c => keyOf(c.verb, c.name) === key))
+      this.place(b, w, true)
+    }
+  }
+
+  remove (workerId: string): void {
+    const w = this.workers.get(workerId)
+    if (w == null) return
+    for (const key of this.keysOf(w.record)) {
+      const b = this.buckets.get(key)
+      if (b == null) continue
+      this.place(b, w, false)
+      b.offers.delete(workerId)
+      if (b.offers.size === 0) this.buckets.delete(key)
+    }
+    this.workers.delete(workerId)
+  }
+
+  setState (workerId: string, state: HealthState): void {
+    const w = this.workers.get(workerId)
+    if (w == null || w.state === state) return
+    for (const key of this.keysOf(w.record)) this.place(this.buckets.get(key)!, w, false)
+    w.state = state
+    for (const key of this.keysOf(w.record)) this.place(this.buckets.get(key)!, w, true)
+  }
+
+  setLoad (workerId: string, load: number): void {
+    const w = this.workers.get(workerId)
+    if (w != null) w.load = load
+  }
+
+  /** Capabilities offered, with how many workers offer each and how many are healthy. */
+  capabilities (): Array<{ verb: string, name: string, versions: string[], workers: number, healthy_workers: number }> {
+    const out = []
+    for (const b of this.buckets.values()) {
+      const versions = new Set<string>()
+      for (const caps of b.offers.values()) for (const c of caps) versions.add(c.version)
+      out.push({ verb: b.verb, name: b.name, versions: [...versions].sort(), workers: b.offers.size, healthy_workers: b.healthy.size })
+    }
+    return out.sort((a, b) => a.verb === b.verb ? (a.name < b.name ? -1 : 1) : (a.verb < b.verb ? -1 : 1))
+  }
+
+  // --------------------------------------------------------------- routing
+
+  /**
+   * Picks a worker for `q`. Throws NoWorkerError (404) when nobody offers a
+   * matching capability, NoHealthyWorkerError (503, retry later) when some
+   * worker does but none is routable right now.
+   */
+  route (q: RouteQuery): RouteResult {
+    const b = this.buckets.get(keyOf(q.verb, q.capability))
+    if (b == null) throw new NoWorkerError(q.capability, q.verb)
+    const strategy = q.strategy ?? 'round_robin'
+    const filtered = q.version != null || q.requires_gpu === true || q.slo_constraints != null || q.budget_tokens != null
+
+    if (q.idempotency_key != null) {
+      const idemKey = `${b.verb}\u0000${b.name}\u0000${q.idempotency_key}`
+      const prev = this.idem.get(idemKey)
+      const w = prev == null ? undefined : this.workers.get(prev)
+      if (w != null && w.state === 'healthy') {
+        const cap = this.match(b, w, q)
+        if (cap != null) return this.result(w, cap, strategy)
+      }
+      const res = this.pick(b, q, strategy, filtered)
+      this.idem.set(idemKey, res.worker_id)
+      return res
+    }
+    return this.pick(b, q, strategy, filtered)
+  }
+
+  private pick (b: Bucket, q: RouteQuery, strategy: Strategy, filtered: boolean): RouteResult {
+    const preferred = b.healthyByOwner.get(q.affinity ?? this.controllerId)
+    for (const tier of [preferred, b.healthy, b.pending]) {
+      if (tier == null || tier.size === 0) continue
+      const hit = this.select(b, tier, q, strategy, filtered)
+      if (hit != null) return this.result(hit[0], hit[1], strategy)
+    }
+    // Nothing routable. 503 if a worker in any state would match (it may recover), else 404.
+    for (const id of b.offers.keys()) {
+      const w = this.workers.get(id)!
+      if (this.match(b, w, q, true) != null) throw new NoHealthyWorkerError(q.capability, q.verb, this.retryAfter)
+    }
+    throw new NoWorkerError(q.capability, q.verb)
+  }
+
+  private select (b: Bucket, tier: IndexedSet<string>, q: RouteQuery, strategy: Strategy, filtered: boolean): [Indexed, Capability] | undefined {
+    const n = tier.size
+    const start = b.cursor % n
+    const exhaustive = strategy === 'least_loaded' || q.budget_tokens != null
+    let best: [Indexed, Capability] | undefined
+    let bestIdx = 0
+    for (let i = 0; i < n; i++) {
+      const idx = (start + i) % n
+      const w = this.workers.get(tier.at(idx))!
+      const cap = filtered || w.load > 0 ? this.match(b, w, q) : b.offers.get(w.record.worker_id)![0]
+      if (cap == null) continue
+      if (!exhaustive) {
+        b.cursor = idx + 1
+        return [w, cap]
+      }
+      if (best == null || this.better(w, cap, best, q, strategy)) {
+        best = [w, cap]
+        bestIdx = idx
+      }
+    }
+    if (best != null) b.cursor = bestIdx + 1
+    return best
+  }
+
+  /** Budget queries: cheapest first, then least loaded. least_loaded: lowest load, then cheapest. */
+  private better (w: Indexed, cap: Capability, best: [Indexed, Capability], q: RouteQuery, strategy: Strategy): boolean {
+    const cost = cap.cost_tokens_per_invocation ?? 0
+    const bestCost = best[1].cost_tokens_per_invocation ?? 0
+    if (strategy === 'least_loaded') {
+      if (w.load !== best[0].load) return w.load < best[0].load
+      return q.budget_tokens != null && cost < bestCost
+    }
+    return cost < bestCost
+  }
+
+  /** The worker's capability in `b` that satisfies every filter of `q`, or undefined. */
+  private match (b: Bucket, w: Indexed, q: RouteQuery, ignoreLoad = false): Capability | undefined {
+    const caps = b.offers.get(w.record.worker_id)
+    if (caps == null) return undefined
+    for (const c of caps) {
+      if (q.version != null && c.version !== q.version) continue
+      if (q.requires_gpu === true && !c.requires_gpu) continue
+      if (q.budget_tokens != null && (c.cost_tokens_per_invocation ?? 0) > q.budget_tokens) continue
+      const slo = q.slo_constraints
+      if (slo != null) {
+        if (slo.latency_p95_ms != null && c.slo?.latency_p95_ms != null && c.slo.latency_p95_ms > slo.latency_p95_ms) continue
+        if (slo.latency_p99_ms != null && c.slo?.latency_p99_ms != null && c.slo.latency_p99_ms > slo.latency_p99_ms) continue
+        if (slo.availability != null && c.slo?.availability != null && c.slo.availability < slo.availability) continue
+      }
+      if (!ignoreLoad && w.load >= c.max_concurrency) continue
+      return c
+    }
+    return undefined
+  }
+
+  private result (w: Indexed, cap: Capability, strategy: Strategy): RouteResult {
+    const r: RouteResult = {
+      worker_id: w.record.worker_id,
+      worker_url: w.record.worker_url,
+      verb: cap.verb,
+      capability: cap.name,
+      version: cap.version,
+      controller_id: w.record.owner,
+      incarnation: w.record.incarnation,
+      state: w.state,
+      load: w.load,
+      strategy
+    }
+    if (cap.cost_tokens_per_invocation != null) r.cost_tokens_per_invocation = cap.cost_tokens_per_invocation
+    return r
+  }
+
+  private keysOf (record: WorkerRecord): Set<string> {
+    const keys = new Set<string>()
+    for (const c of record.capabilities) keys.add(keyOf(c.verb, c.name))
+    return keys
+  }
+
+  /** Puts `w` into (or takes it out of) the routable sets of `b` that match its state. */
+  private place (b: Bucket, w: Indexed, add: boolean): void {
+    const id = w.record.worker_id
+    if (w.state === 'healthy') {
+      let own = b.healthyByOwner.get(w.record.owner)
+      if (own == null && add) b.healthyByOwner.set(w.record.owner, own = new IndexedSet())
+      if (add) {
+        b.healthy.add(id)
+        own!.add(id)
+      } else {
+        b.healthy.delete(id)
+        own?.delete(id)
+        if (own?.size === 0) b.healthyByOwner.delete(w.record.owner)
+      }
+    } else if (w.state === 'pending') {
+      if (add) b.pending.add(id)
+      else b.pending.delete(id)
+    }
+  }
+}
