@@ -12,6 +12,5 @@ export { Registry, Origin, ROOT, SEGMENT_KEY, compareEntries, ownerOf, validateU
 export type { RegisterInput, RegistryEvents, RegistryInit, RegistryStats, WorkerChange } from './registry.ts'
 export { FileStore } from './store.ts'
 export type { FileStoreInit, LoadResult } from './store.ts'
-export { exportState, importState, STATE_FORMAT } from './portable.ts'
-export type { PortableState } from './portable.ts'
+export { exportState, importState, PortableState, STATE_FORMAT } from './portable.ts'
 export * from './schema.ts'

@@ -1,0 +1,17 @@
+import type { Api, ApiComponents } from '../types.ts'
+
+const started = Date.now()
+
+/** GET /health — liveness of the controller itself and a summary of what it holds. */
+export function healthRoute (app: Api, { core, health }: ApiComponents): void {
+  app.get('/health', { schema: { summary: 'Controller health' } }, async () => {
+    return {
+      status: 'ok',
+      controller_id: core.controllerId,
+      uptime_s: Math.round((Date.now() - started) / 1000),
+      workers: { total: core.registry.size, ...core.liveness.counts() },
+      registry: core.registry.stats(),
+      ...health()
+    }
+  })
+}

@@ -1,0 +1,56 @@
+/**
+ * Builds the controller's fastify app: HTTPS only (there is no option for a
+ * plain listener), JSON bodies with a size limit, TypeBox validation without
+ * type coercion (a string is never silently taken for a number), one error
+ * handler, and an OpenAPI document at /openapi.json.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyServerOptions } from 'fastify'
+import swagger from '@fastify/swagger'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { errorHandler } from './plugins/errors.ts'
+import { deregisterRoute } from './routes/deregister.ts'
+import { healthRoute } from './routes/health.ts'
+import { heartbeatRoute } from './routes/heartbeat.ts'
+import { listingRoutes } from './routes/listing.ts'
+import { registerRoute } from './routes/register.ts'
+import { routeRoute } from './routes/route.ts'
+import { stateRoutes } from './routes/state.ts'
+import type { Api, ApiComponents } from './types.ts'
+
+export interface ApiInit extends ApiComponents {
+  /** PEM certificate and key the server presents. */
+  tls: { cert: string, key: string }
+  /** Max request body (bytes) outside /state/import. */
+  bodyLimit: number
+  /** A pino logger for request/error logs. @default none (silent) */
+  logger?: FastifyBaseLogger
+}
+
+export async function buildApi (init: ApiInit): Promise<Api> {
+  // fastify's overloads type an https server differently; the routes only need the TypeBox provider.
+  const app = Fastify({
+    https: { cert: init.tls.cert, key: init.tls.key },
+    bodyLimit: init.bodyLimit,
+    ...(init.logger != null ? { loggerInstance: init.logger } : { logger: false }),
+    // Clients are long-lived workers heartbeating over keep-alive.
+    keepAliveTimeout: 65_000,
+    requestTimeout: 30_000,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } }
+  } as unknown as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as Api
+
+  errorHandler(app)
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'capmesh controller', version: '1', description: 'Worker registry and routing (the platform wire contract).' }
+    }
+  })
+  registerRoute(app, init)
+  heartbeatRoute(app, init)
+  deregisterRoute(app, init)
+  routeRoute(app, init)
+  listingRoutes(app, init)
+  healthRoute(app, init)
+  stateRoutes(app, init)
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  return app
+}

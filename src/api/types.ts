@@ -1,0 +1,15 @@
+import type { FastifyBaseLogger, FastifyInstance, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { ControllerCore } from '../controller/core.ts'
+
+/** The fastify instance every route file receives: TypeBox-typed requests. */
+export type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>
+
+/** What the routes need from the controller. */
+export interface ApiComponents {
+  core: ControllerCore
+  /** Extra facts for /health (store sizes, TLS, mesh), supplied by the controller. */
+  health: () => Record<string, unknown>
+  /** Max `/state/import` body (bytes). */
+  importBodyLimit: number
+}

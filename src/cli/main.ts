@@ -1,0 +1,133 @@
+/**
+ * `capmesh` subcommands, thin over the library: parse flags (commander),
+ * build a config, call into src/, print results, exit with a clear message
+ * and code on bad input (2) or failure (1).
+ */
+import { readFileSync, writeFileSync } from 'node:fs'
+import { Command, CommanderError } from 'commander'
+import { parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
+import { Controller } from '../controller/index.ts'
+import { CapmeshError } from '../errors.ts'
+import { ensureTls, readCa } from '../tls/index.ts'
+import { httpsClient } from '../utils/https-client.ts'
+import { runDemo } from './demo.ts'
+import { stopOnSignal } from './signals.ts'
+
+const program = new Command()
+  .name('capmesh')
+  .description('A peer-to-peer service-registry mesh for capability-routed workers.')
+  .showHelpAfterError()
+  .exitOverride()
+
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+
+program.command('controller')
+  .description('start one controller (HTTPS API + registry)')
+  .option('--config <file>', 'JSON config file (flags override it)')
+  .option('--id <id>', 'controller id, unique in the mesh')
+  .option('--host <host>', 'HTTPS bind address (default 127.0.0.1)')
+  .option('--https-port <port>', 'HTTPS port (default 9000; 0 = any free port)')
+  .option('--data-dir <dir>', 'data dir (default .capmesh/<id>)')
+  .option('--tls-dir <dir>', 'TLS dir; a local CA is created there if empty (default <data-dir>/tls)')
+  .option('--tls-cert <file>', 'server certificate (PEM), with --tls-key and --tls-ca')
+  .option('--tls-key <file>', 'server private key (PEM)')
+  .option('--tls-ca <file>', 'CA certificate clients trust (PEM)')
+  .option('--heartbeat-interval <duration>', 'expected worker heartbeat interval (default 30s)')
+  .option('--unhealthy-after <duration>', 'no heartbeat for this long: unhealthy (default 60s)')
+  .option('--stale-after <duration>', 'no heartbeat for this long: removed (default 120s)')
+  .option('--fsync <bool>', 'fsync every registry write (default false)')
+  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+  .action(async (opts: Record<string, unknown>) => {
+    const { config: file, ...flags } = opts
+    const layers: RawConfig[] = []
+    if (typeof file === 'string') layers.push(readConfigFile(file))
+    layers.push(parseRawConfig(flags, 'flag'))
+    const controller = new Controller({ config: resolveControllerConfig(...layers) })
+    await controller.start()
+    stopOnSignal(async () => { await controller.stop() })
+  })
+
+const certs = program.command('certs').description('local development certificates')
+certs.command('init')
+  .description('create a CA and a server certificate in DIR (reused if present)')
+  .requiredOption('--dir <dir>', 'TLS dir to create')
+  .option('--host <host>', 'extra host name or IP the certificate covers (repeatable)', collect, [])
+  .action(async (opts: { dir: string, host: string[] }) => {
+    const tls = await ensureTls({ dir: opts.dir, hosts: opts.host })
+    console.log(`${tls.createdCa ? 'created' : 'reused'} CA ${tls.caPath}`)
+    console.log(`server certificate ${tls.certPath} (key ${tls.keyPath})`)
+  })
+
+const state = program.command('state').description('export or import a controller registry')
+state.command('export')
+  .description('write a controller\'s registry as a portable JSON document')
+  .requiredOption('--controller <url>', 'controller URL, e.g. https://127.0.0.1:9000')
+  .requiredOption('--ca <file>', 'CA certificate to trust (PEM)')
+  .option('--out <file>', 'output file (default: stdout)')
+  .action(async (opts: { controller: string, ca: string, out?: string }) => {
+    const client = httpsClient({ ca: readFileSync(opts.ca, 'utf8') })
+    try {
+      const res = await client.json('GET', new URL('/state/export', opts.controller).href)
+      if (res.status !== 200) throw new Error(`export failed: HTTP ${res.status} ${JSON.stringify(res.body)}`)
+      const text = JSON.stringify(res.body) + '\n'
+      if (opts.out != null) writeFileSync(opts.out, text)
+      else process.stdout.write(text)
+      console.error(`exported ${res.body.workers as number} workers from ${opts.controller}`)
+    } finally {
+      await client.close()
+    }
+  })
+state.command('import')
+  .description('merge a portable registry document into a controller')
+  .argument('<file>', 'document written by `capmesh state export`')
+  .requiredOption('--controller <url>', 'controller URL')
+  .requiredOption('--ca <file>', 'CA certificate to trust (PEM)')
+  .action(async (file: string, opts: { controller: string, ca: string }) => {
+    const client = httpsClient({ ca: readFileSync(opts.ca, 'utf8') })
+    try {
+      const doc = JSON.parse(readFileSync(file, 'utf8')) as unknown
+      const res = await client.json('POST', new URL('/state/import', opts.controller).href, doc)
+      if (res.status !== 200) throw new Error(`import failed: HTTP ${res.status} ${JSON.stringify(res.body)}`)
+      console.log(`imported: ${res.body.added as number} new workers, ${res.body.workers as number} in total`)
+    } finally {
+      await client.close()
+    }
+  })
+
+program.command('route')
+  .description('ask a controller for a worker')
+  .requiredOption('--verb <verb>', 'verb, e.g. invoke')
+  .requiredOption('--capability <name>', 'capability name')
+  .option('--controller <url>', 'controller URL', 'https://127.0.0.1:9000')
+  .option('--tls-dir <dir>', 'TLS dir whose ca.pem to trust', '.capmesh/tls')
+  .action(async (opts: { verb: string, capability: string, controller: string, tlsDir: string }) => {
+    const client = httpsClient({ ca: readCa(opts.tlsDir) })
+    try {
+      const res = await client.json('POST', new URL('/route', opts.controller).href, { verb: opts.verb, capability: opts.capability })
+      console.log(JSON.stringify(res.body, null, 2))
+      if (res.status !== 200) process.exitCode = 1
+    } finally {
+      await client.close()
+    }
+  })
+
+program.command('demo')
+  .description('run a local demo: a controller plus demo workers (what `npm start` runs)')
+  .option('--data-dir <dir>', 'root for the demo\'s data', '.capmesh')
+  .action(async (opts: { dataDir: string }) => {
+    await runDemo({ root: opts.dataDir })
+  })
+
+try {
+  await program.parseAsync(process.argv)
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exit(err.exitCode === 0 ? 0 : 2)
+  }
+  if (err instanceof CapmeshError && (err.code === 'CAPMESH_ERR_CONFIG' || err.code === 'CAPMESH_ERR_VALIDATION')) {
+    console.error(`capmesh: ${err.message}`)
+    process.exit(2)
+  }
+  console.error(`capmesh: ${err instanceof Error ? err.message : String(err)}`)
+  process.exit(1)
+}

@@ -1,0 +1,27 @@
+/**
+ * capmesh — a peer-to-peer service-registry mesh for capability-routed
+ * workers. This is the package's public surface.
+ *
+ * @example
+ * import { controller, resolveControllerConfig, localPreset } from 'capmesh'
+ * const c = await controller(resolveControllerConfig(localPreset({ id: 'a' })))
+ */
+import { startController, type Controller } from './controller/index.ts'
+import type { ControllerConfig } from './config.ts'
+
+/** Starts a controller with a resolved configuration. */
+export async function controller (config: ControllerConfig): Promise<Controller> {
+  return await startController({ config })
+}
+
+export { Controller, ControllerCore } from './controller/index.ts'
+export { localPreset, parseRawConfig, readConfigFile, resolveControllerConfig } from './config.ts'
+export type { ControllerConfig, RawConfig } from './config.ts'
+export * from './errors.ts'
+export { Liveness } from './liveness/index.ts'
+export type { HealthState } from './liveness/index.ts'
+export { Registry, Origin } from './registry/index.ts'
+export type { Capability, WorkerRecord } from './registry/index.ts'
+export { Router } from './routing/index.ts'
+export type { RouteQuery, RouteResult } from './routing/index.ts'
+export { ensureTls, readCa } from './tls/index.ts'

@@ -1,0 +1,59 @@
+/**
+ * A small JSON-over-HTTPS client (undici) that trusts exactly the CA it is
+ * given: the CLI, the demo, the agent and the tests all speak to controllers
+ * through it. Certificate verification is always on.
+ */
+import { Agent, request } from 'undici'
+
+export interface HttpsClientInit {
+  /** PEM CA certificate(s) to trust. */
+  ca: string | string[]
+  /** Per-request timeout (ms), connect included. @default 30000 */
+  timeoutMs?: number
+  /** Keep-alive connections per origin. @default 8 */
+  connections?: number
+}
+
+export interface JsonResponse<T = any> {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: T
+}
+
+export interface HttpsClient {
+  /** Sends `body` as JSON (if given) and parses the JSON reply; non-JSON replies come back as text. */
+  json: <T = any>(method: 'GET' | 'POST', url: string, body?: unknown, opts?: { timeoutMs?: number, signal?: AbortSignal }) => Promise<JsonResponse<T>>
+  close: () => Promise<void>
+}
+
+export function httpsClient (init: HttpsClientInit): HttpsClient {
+  const timeoutMs = init.timeoutMs ?? 30_000
+  const dispatcher = new Agent({
+    connect: { ca: init.ca, timeout: timeoutMs },
+    connections: init.connections ?? 8,
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs
+  })
+  return {
+    async json (method, url, body, opts = {}) {
+      const t = opts.timeoutMs ?? timeoutMs
+      const signal = opts.signal != null ? AbortSignal.any([opts.signal, AbortSignal.timeout(t)]) : AbortSignal.timeout(t)
+      const res = await request(url, {
+        method,
+        dispatcher,
+        signal,
+        headers: body !== undefined ? { 'content-type': 'application/json' } : {},
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+        headersTimeout: t,
+        bodyTimeout: t
+      })
+      const text = await res.body.text()
+      let parsed: unknown = text
+      if (String(res.headers['content-type'] ?? '').includes('json') && text.length > 0) parsed = JSON.parse(text)
+      return { status: res.statusCode, headers: res.headers, body: parsed as any }
+    },
+    async close () {
+      await dispatcher.close()
+    }
+  }
+}
