@@ -4,8 +4,9 @@
  * Every field is validated; a bad value is a ConfigError that names it.
  */
 import { readFileSync } from 'node:fs'
-import { dirname, isAbsolute, join, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import * as C from './constants.ts'
+import { multiaddr } from '@multiformats/multiaddr'
 import { ConfigError } from './errors.ts'
 import { parseDuration } from './utils/duration.ts'
 
@@ -49,6 +50,16 @@ export interface ControllerConfig {
   fsync: boolean
   /** Log level for the controller's pino logger. @default 'info' */
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  /** libp2p TCP port (bound on `host`); 0 picks a free one. @default 9100 */
+  p2pPort: number
+  /** Multiaddrs of other controllers to join (`/ip4/127.0.0.1/tcp/9101`, `/p2p/<id>` optional). @default [] */
+  bootstrap: string[]
+  /** Anti-entropy with a random peer this often (ms). @default 5000 */
+  syncIntervalMs: number
+  /** Re-dial lost peers this often (ms). @default 1000 */
+  reconnectIntervalMs: number
+  /** Publish the liveness digest this often (ms). @default min(1000, heartbeatInterval) */
+  digestIntervalMs: number
 }
 
 /** Keys a config file or flag may set, with the parser for each. */
@@ -79,6 +90,19 @@ const bool: Parser = (v, k) => {
   if (v === false || v === 'false') return false
   throw new ConfigError(`${k}: expected true or false, got ${JSON.stringify(v)}`)
 }
+const multiaddrs: Parser = (v, k) => {
+  const list = typeof v === 'string' ? v.split(',').map(x => x.trim()).filter(x => x.length > 0) : v
+  if (!Array.isArray(list) || list.some(x => typeof x !== 'string')) throw new ConfigError(`${k}: expected a list of multiaddrs, got ${JSON.stringify(v)}`)
+  for (const a of list as string[]) {
+    try {
+      const ma = multiaddr(a)
+      if (!ma.getComponents().some(c => c.name === 'tcp')) throw new Error('no /tcp/ part')
+    } catch (err) {
+      throw new ConfigError(`${k}: "${a}" is not a TCP multiaddr like /ip4/127.0.0.1/tcp/9101 (${(err as Error).message})`)
+    }
+  }
+  return list
+}
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 const logLevel: Parser = (v, k) => {
   if (typeof v !== 'string' || !LOG_LEVELS.includes(v)) throw new ConfigError(`${k}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(v)}`)
@@ -105,7 +129,12 @@ const FIELDS: Record<string, [keyof RawConfig, Parser]> = {
   importBodyLimit: ['importBodyLimit', bytes],
   idempotencyTtl: ['idempotencyTtlMs', duration],
   fsync: ['fsync', bool],
-  logLevel: ['logLevel', logLevel]
+  logLevel: ['logLevel', logLevel],
+  p2pPort: ['p2pPort', port],
+  bootstrap: ['bootstrap', multiaddrs],
+  syncInterval: ['syncIntervalMs', duration],
+  reconnectInterval: ['reconnectIntervalMs', duration],
+  digestInterval: ['digestIntervalMs', duration]
 }
 
 /** What a config file or the flags may give before defaults are filled in. */
@@ -126,6 +155,11 @@ export interface RawConfig {
   idempotencyTtlMs?: number
   fsync?: boolean
   logLevel?: ControllerConfig['logLevel']
+  p2pPort?: number
+  bootstrap?: string[]
+  syncIntervalMs?: number
+  reconnectIntervalMs?: number
+  digestIntervalMs?: number
 }
 
 const kebabToCamel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
@@ -133,20 +167,15 @@ const kebabToCamel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string
 /**
  * Parses a loose object (a config file's JSON or commander's flags) into a
  * RawConfig. Unknown keys are errors, so a typo never goes unnoticed.
- * Relative paths in a config file are resolved against the file's folder.
  */
-export function parseRawConfig (input: Record<string, unknown>, source: string, baseDir?: string): RawConfig {
+export function parseRawConfig (input: Record<string, unknown>, source: string): RawConfig {
   const out: Record<string, unknown> = {}
   for (const [rawKey, value] of Object.entries(input)) {
     if (value === undefined) continue
     const key = kebabToCamel(rawKey)
     const field = FIELDS[key]
     if (field == null) throw new ConfigError(`${source}: unknown option "${rawKey}" (known: ${Object.keys(FIELDS).join(', ')})`)
-    let parsed = field[1](value, `${source}: ${rawKey}`)
-    if (baseDir != null && typeof parsed === 'string' && ['dataDir', 'tlsDir', 'tlsCert', 'tlsKey', 'tlsCa'].includes(field[0]) && !isAbsolute(parsed)) {
-      parsed = resolve(baseDir, parsed)
-    }
-    out[field[0]] = parsed
+    out[field[0]] = field[1](value, `${source}: ${rawKey}`)
   }
   return out as RawConfig
 }
@@ -191,7 +220,15 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
     importBodyLimit: raw.importBodyLimit ?? C.DEFAULT_IMPORT_BODY_LIMIT_BYTES,
     idempotencyTtlMs: raw.idempotencyTtlMs ?? C.DEFAULT_IDEMPOTENCY_TTL_MS,
     fsync: raw.fsync ?? C.DEFAULT_FSYNC,
-    logLevel: raw.logLevel ?? 'info'
+    logLevel: raw.logLevel ?? 'info',
+    p2pPort: raw.p2pPort ?? C.DEFAULT_P2P_PORT,
+    bootstrap: raw.bootstrap ?? [],
+    syncIntervalMs: raw.syncIntervalMs ?? C.DEFAULT_SYNC_INTERVAL_MS,
+    reconnectIntervalMs: raw.reconnectIntervalMs ?? C.DEFAULT_RECONNECT_INTERVAL_MS,
+    digestIntervalMs: raw.digestIntervalMs ?? Math.min(C.DEFAULT_DIGEST_INTERVAL_MS, raw.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS)
+  }
+  if (cfg.digestIntervalMs >= cfg.unhealthyAfterMs) {
+    throw new ConfigError(`digest-interval (${cfg.digestIntervalMs}ms) must be shorter than unhealthy-after (${cfg.unhealthyAfterMs}ms), or peers would mark this controller's workers unhealthy between digests`)
   }
   const tls = [raw.tlsCert, raw.tlsKey, raw.tlsCa]
   if (tls.some(v => v != null)) {
@@ -208,18 +245,21 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
 }
 
 /**
- * Preset for tests and simulations: ephemeral port, 200 ms heartbeats,
- * unhealthy after 600 ms, removed after 1.2 s, quiet logs.
+ * Preset for tests and simulations: ephemeral ports, 200 ms heartbeats,
+ * unhealthy after 600 ms, removed after 1.2 s, digests every 100 ms,
+ * anti-entropy every 500 ms, re-dial every 250 ms, quiet logs.
  */
 export function localPreset (overrides: RawConfig = {}): RawConfig {
   return {
     httpsPort: 0,
+    p2pPort: 0,
     heartbeatIntervalMs: 200,
     unhealthyAfterMs: 600,
     staleAfterMs: 1200,
+    digestIntervalMs: 100,
+    syncIntervalMs: 500,
+    reconnectIntervalMs: 250,
     logLevel: 'silent',
     ...overrides
   }
 }
-
-export const configDir = (file: string): string => dirname(resolve(file))

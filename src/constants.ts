@@ -56,3 +56,29 @@ export const DEFAULT_TOMBSTONE_TTL_MS = 10 * 60_000
 export const MAX_CAPABILITIES_PER_WORKER = 256
 export const MAX_ID_LENGTH = 256
 export const MAX_URL_LENGTH = 2048
+
+/** Anti-entropy with one random peer this often; also runs on every new connection. */
+export const DEFAULT_SYNC_INTERVAL_MS = 5000
+/** Re-dial missing peers this often (capped back-off: at most 4x). Bounds how fast a healed partition reconnects. */
+export const DEFAULT_RECONNECT_INTERVAL_MS = 1000
+/** Largest gossip message; bigger updates (a compaction of a large segment) travel by sync instead. */
+export const DEFAULT_MAX_GOSSIP_BYTES = 1024 * 1024
+/** Largest sync frame: a whole registry must fit (100k workers encode to ~19 MB). */
+export const DEFAULT_MAX_SYNC_FRAME_BYTES = 256 * 1024 * 1024
+/** A sync exchange that takes longer is abandoned (and retried later). */
+export const DEFAULT_SYNC_TIMEOUT_MS = 15_000
+/** Liveness digests go out this often; also bounds how stale a remote worker's health can be. */
+export const DEFAULT_DIGEST_INTERVAL_MS = 1000
+
+/**
+ * Self-preservation (as Netflix Eureka): if more than this fraction of the
+ * workers a controller tracks are silent at once, it assumes it is cut off
+ * and stops evicting them (they stay listed, unhealthy, not routed to).
+ */
+export const DEFAULT_SELF_PRESERVATION_WORKER_RATIO = 0.15
+/** ... the same when it loses contact with more than this fraction of its peers. */
+export const DEFAULT_SELF_PRESERVATION_PEER_RATIO = 0.5
+/** Self-preservation needs at least this many tracked workers (tiny registries would otherwise never evict). */
+export const DEFAULT_SELF_PRESERVATION_MIN_WORKERS = 5
+/** Evict anyway after this many stale windows in self-preservation: silent workers re-register when they return. */
+export const DEFAULT_SELF_PRESERVATION_MAX_WINDOWS = 5

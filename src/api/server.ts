@@ -9,7 +9,7 @@ import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { errorHandler } from './plugins/errors.ts'
 import { deregisterRoute } from './routes/deregister.ts'
-import { healthRoute } from './routes/health.ts'
+import { healthRoute, meshRoute } from './routes/health.ts'
 import { heartbeatRoute } from './routes/heartbeat.ts'
 import { listingRoutes } from './routes/listing.ts'
 import { registerRoute } from './routes/register.ts'
@@ -50,6 +50,7 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   routeRoute(app, init)
   listingRoutes(app, init)
   healthRoute(app, init)
+  meshRoute(app, init)
   stateRoutes(app, init)
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   return app

@@ -10,6 +10,8 @@ export interface ApiComponents {
   core: ControllerCore
   /** Extra facts for /health (store sizes, TLS, mesh), supplied by the controller. */
   health: () => Record<string, unknown>
+  /** Mesh status for GET /mesh (peers, sync, owners), supplied by the controller. */
+  mesh: () => Record<string, unknown>
   /** Max `/state/import` body (bytes). */
   importBodyLimit: number
 }

@@ -8,10 +8,12 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
 import { pino, type Logger } from 'pino'
 import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { ConfigError, InvalidStateError } from '../errors.ts'
+import { Mesh } from '../gossip/index.ts'
 import { FileStore, Origin } from '../registry/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import { ControllerCore } from './core.ts'
@@ -27,6 +29,8 @@ export class Controller {
   readonly core: ControllerCore
   readonly log: Logger
   private store: FileStore | null = null
+  private mesh: Mesh | null = null
+  private digestTimer: NodeJS.Timeout | null = null
   private app: Api | null = null
   private tls: TlsMaterial | null = null
   private sweepTimer: NodeJS.Timeout | null = null
@@ -72,7 +76,27 @@ export class Controller {
     if (this.tls.createdCa) this.log.info({ ca: this.tls.caPath }, 'created a local development CA')
 
     this.core.on('expired', (id, state) => { this.log.info({ worker: id, state }, 'worker expired') })
+    this.core.on('owner', (owner, from, to) => { this.log.info({ owner, from, to }, `controller ${owner} is ${to}`) })
+    this.core.on('dropped', (owner, segments) => { this.log.info({ owner, segments }, `dropped the entries of controller ${owner} (gone for the stale window)`) })
+    this.core.on('selfPreservation', (kind, on) => {
+      this.log.warn({ kind, on }, on ? `self-preservation ON: too many ${kind} silent at once, not evicting` : `self-preservation off (${kind})`)
+    })
     this.core.registry.on('invalid', reason => { this.log.warn({ reason }, 'ignored malformed registry data') })
+
+    this.mesh = new Mesh({
+      registry: this.core.registry,
+      dataDir: cfg.dataDir,
+      host: cfg.host,
+      port: cfg.p2pPort,
+      bootstrap: cfg.bootstrap,
+      syncIntervalMs: cfg.syncIntervalMs,
+      reconnectIntervalMs: cfg.reconnectIntervalMs,
+      log: this.log.child({ component: 'mesh' })
+    })
+    this.mesh.on('digest', (id, d) => { this.core.onDigest(id, d) })
+    this.mesh.on('heard', id => { this.core.onHeard(id) })
+    this.mesh.on('peer:connect', id => { this.log.debug({ peer: id }, 'peer connected') })
+    await this.mesh.start()
 
     this.app = await buildApi({
       core: this.core,
@@ -80,22 +104,35 @@ export class Controller {
       bodyLimit: cfg.bodyLimit,
       importBodyLimit: cfg.importBodyLimit,
       logger: this.log.child({ component: 'api' }, { level: cfg.logLevel === 'debug' || cfg.logLevel === 'trace' ? cfg.logLevel : 'warn' }),
-      health: () => this.healthExtras()
+      health: () => this.healthExtras(),
+      mesh: () => this.meshStatus()
     })
     await this.app.listen({ host: cfg.host, port: cfg.httpsPort })
 
     const tick = Math.min(1000, Math.max(20, Math.floor(cfg.unhealthyAfterMs / 10)))
     this.sweepTimer = setInterval(() => { this.core.sweep() }, tick)
     this.sweepTimer.unref()
-    this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: this.core.registry.size, restored: this.restored }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
+    this.digestTimer = setInterval(() => { this.mesh?.publishDigest(this.core.digest()) }, cfg.digestIntervalMs)
+    this.digestTimer.unref()
+    this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: this.core.registry.size, restored: this.restored, peerId: this.mesh.peerId, p2p: this.mesh.multiaddrs }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
     return this
+  }
+
+  /** The libp2p side (peer id, addresses, partitions for tests). */
+  get p2p (): Mesh {
+    if (this.mesh == null) throw new Error('controller is not started')
+    return this.mesh
   }
 
   async stop (): Promise<void> {
     if (this.sweepTimer != null) clearInterval(this.sweepTimer)
+    if (this.digestTimer != null) clearInterval(this.digestTimer)
     this.sweepTimer = null
+    this.digestTimer = null
     await this.app?.close()
     this.app = null
+    await this.mesh?.stop()
+    this.mesh = null
     if (this.store != null) {
       this.store.snapshot(this.core.registry.encodeState())
       this.store.close()
@@ -149,8 +186,39 @@ export class Controller {
     })
   }
 
+  private meshStatus (): Record<string, unknown> {
+    const m = this.mesh?.status()
+    const owners: Record<string, unknown> = {}
+    for (const [id, o] of this.core.owners.entries()) {
+      owners[id] = {
+        status: o.status,
+        last_heard_ms_ago: o.lastHeard != null ? Math.round(performance.now() - o.lastHeard) : null,
+        registry_hash: o.registryHash,
+        registry_hash_matches: o.registryHash != null ? o.registryHash === this.core.registryHash : null,
+        self_preservation: o.selfPreservation
+      }
+    }
+    return {
+      controller_id: this.config.id,
+      peer_id: m?.peer_id ?? null,
+      listen_addrs: m?.listen_addrs ?? [],
+      connected_peers: m?.connected ?? 0,
+      peers: m?.peers ?? [],
+      owners,
+      registry_hash: this.core.registryHash,
+      self_preservation: this.core.selfPreservation
+    }
+  }
+
   private healthExtras (): Record<string, unknown> {
     return {
+      mesh: {
+        peer_id: this.mesh?.peerId ?? null,
+        listen_addrs: this.mesh?.multiaddrs ?? [],
+        connected_peers: this.mesh?.connectedPeers().length ?? 0,
+        registry_hash: this.core.registryHash,
+        self_preservation: this.core.selfPreservation
+      },
       store: this.store?.stats() ?? null,
       tls: { ca_path: this.tls?.caPath ?? null },
       config: {

@@ -13,7 +13,10 @@
  */
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
-import { DEFAULT_STALE_AFTER_MS, DEFAULT_UNHEALTHY_AFTER_MS } from '../constants.ts'
+import {
+  DEFAULT_SELF_PRESERVATION_MAX_WINDOWS, DEFAULT_SELF_PRESERVATION_MIN_WORKERS, DEFAULT_SELF_PRESERVATION_WORKER_RATIO,
+  DEFAULT_STALE_AFTER_MS, DEFAULT_UNHEALTHY_AFTER_MS
+} from '../constants.ts'
 
 export type HealthState = 'healthy' | 'unhealthy' | 'draining' | 'pending'
 
@@ -36,6 +39,12 @@ export interface LivenessInit {
   now?: () => number
   /** Wall clock (ms), display only. @default Date.now */
   wallNow?: () => number
+  /** Silent fraction of tracked workers above which nobody is evicted (self-preservation). @default 0.15 */
+  selfPreservationRatio?: number
+  /** Fewest tracked workers for self-preservation to apply. @default 5 */
+  selfPreservationMinWorkers?: number
+  /** Longest self-preservation (ms) before evicting anyway. @default 5 × staleAfterMs */
+  selfPreservationMaxMs?: number
 }
 
 export interface LivenessEvents {
@@ -45,6 +54,8 @@ export interface LivenessEvents {
   load: [workerId: string, load: number]
   /** A worker went silent for longer than the stale window. */
   expire: [workerId: string, last: WorkerHealth]
+  /** Self-preservation switched on (true) or off (false). */
+  selfPreservation: [on: boolean, silent: number, tracked: number]
 }
 
 export interface HeartbeatInput {
@@ -60,6 +71,11 @@ export class Liveness extends EventEmitter<LivenessEvents> {
   private readonly now: () => number
   private readonly wallNow: () => number
   private readonly table = new Map<string, WorkerHealth>()
+  private readonly spRatio: number
+  private readonly spMinWorkers: number
+  private readonly spMaxMs: number
+  /** Monotonic ms since self-preservation is on, null when off. */
+  private spSince: number | null = null
 
   constructor (init: LivenessInit = {}) {
     super()
@@ -67,7 +83,13 @@ export class Liveness extends EventEmitter<LivenessEvents> {
     this.staleAfterMs = init.staleAfterMs ?? DEFAULT_STALE_AFTER_MS
     this.now = init.now ?? (() => performance.now())
     this.wallNow = init.wallNow ?? Date.now
+    this.spRatio = init.selfPreservationRatio ?? DEFAULT_SELF_PRESERVATION_WORKER_RATIO
+    this.spMinWorkers = init.selfPreservationMinWorkers ?? DEFAULT_SELF_PRESERVATION_MIN_WORKERS
+    this.spMaxMs = init.selfPreservationMaxMs ?? DEFAULT_SELF_PRESERVATION_MAX_WINDOWS * this.staleAfterMs
   }
+
+  /** True while too many workers are silent at once to believe they all died: nobody is evicted. */
+  get selfPreservation (): boolean { return this.spSince != null }
 
   get size (): number { return this.table.size }
 
@@ -129,12 +151,33 @@ export class Liveness extends EventEmitter<LivenessEvents> {
   sweep (): void {
     const now = this.now()
     const expired: Array<[string, WorkerHealth]> = []
+    // Pending entries (restored, imported) were never confirmed: they don't count as contact lost.
+    let silentCount = 0
+    let tracked = 0
     for (const [id, h] of this.table) {
       const silent = now - h.lastSeen
+      if (h.state !== 'pending') {
+        tracked++
+        if (silent >= this.unhealthyAfterMs) silentCount++
+      }
       if (silent >= this.staleAfterMs) expired.push([id, h])
       else if (h.state === 'healthy' && silent >= this.unhealthyAfterMs) this.move(id, h, 'unhealthy')
     }
+    // Many workers silent at once more likely means this controller is cut off than that they all died.
+    const partitioned = tracked >= this.spMinWorkers && silentCount / tracked > this.spRatio
+    if (partitioned && this.spSince == null) {
+      this.spSince = now
+      this.emit('selfPreservation', true, silentCount, tracked)
+    } else if (!partitioned && this.spSince != null) {
+      this.spSince = null
+      this.emit('selfPreservation', false, silentCount, tracked)
+    }
+    const preserve = this.spSince != null && now - this.spSince < this.spMaxMs
     for (const [id, h] of expired) {
+      if (preserve && h.state !== 'pending') {
+        if (h.state === 'healthy') this.move(id, h, 'unhealthy')
+        continue
+      }
       this.table.delete(id)
       this.emit('expire', id, h)
     }

@@ -6,7 +6,7 @@ const started = Date.now()
 export function healthRoute (app: Api, { core, health }: ApiComponents): void {
   app.get('/health', { schema: { summary: 'Controller health' } }, async () => {
     return {
-      status: 'ok',
+      status: core.selfPreservation.workers || core.selfPreservation.peers ? 'self_preservation' : 'ok',
       controller_id: core.controllerId,
       uptime_s: Math.round((Date.now() - started) / 1000),
       workers: { total: core.registry.size, ...core.liveness.counts() },
@@ -14,4 +14,9 @@ export function healthRoute (app: Api, { core, health }: ApiComponents): void {
       ...health()
     }
   })
+}
+
+/** GET /mesh — peer id, addresses, connected controllers, sync state with each, owner liveness. */
+export function meshRoute (app: Api, { mesh }: ApiComponents): void {
+  app.get('/mesh', { schema: { summary: 'Mesh status' } }, async () => mesh())
 }

@@ -1,0 +1,17 @@
+/**
+ * gossip — the only code that touches libp2p: the node (TCP, noise, yamux,
+ * identify, ping, gossipsub), the versioned envelopes and their validators,
+ * the anti-entropy sync protocol, and the persistent peer identity.
+ *
+ * @example
+ * const mesh = new Mesh({ registry, dataDir, port: 9100, bootstrap: ['/ip4/127.0.0.1/tcp/9101'], log })
+ * await mesh.start()
+ * mesh.on('digest', (controllerId, digest) => core.onDigest(controllerId, digest))
+ */
+export { Mesh, LIVENESS_TOPIC, REGISTRY_TOPIC } from './mesh.ts'
+export type { MeshEvents, MeshInit, PeerStatus } from './mesh.ts'
+export { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Digest, Kind, DecodeError } from './envelope.ts'
+export type { Envelope } from './envelope.ts'
+export { SYNC_PROTOCOL, syncInitiator, syncResponder } from './sync.ts'
+export type { SyncResult } from './sync.ts'
+export { loadOrCreatePeerKey } from './keys.ts'

@@ -1,0 +1,445 @@
+/**
+ * The only code that touches libp2p. A Mesh joins one controller's registry
+ * to the other controllers':
+ *
+ * - local registry updates are batched per tick and published on the
+ *   registry topic (too large for one message: a sync hint instead);
+ * - every incoming message is validated in the gossipsub topic validator
+ *   before it can touch the document, and a peer sending garbage is rejected
+ *   (gossipsub scores it down) and logged once;
+ * - anti-entropy (sync.ts) runs when a connection opens, on a hint, and
+ *   every `syncIntervalMs` with a random peer;
+ * - a reconnect loop re-dials bootstrap addresses and known controllers, so
+ *   a healed partition or a restarted peer rejoins by itself;
+ * - liveness digests from the core go out on their own topic.
+ *
+ * `block()` / `unblock()` cut and restore links to given peers through the
+ * connection gater: what tests and the simulation harness use for partitions.
+ */
+import { EventEmitter } from 'node:events'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { bootstrap } from '@libp2p/bootstrap'
+import { gossipsub, TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import type { Logger } from 'pino'
+import * as Y from 'yjs'
+import {
+  DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_FRAME_BYTES, DEFAULT_RECONNECT_INTERVAL_MS, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS
+} from '../constants.ts'
+import { Origin, validateUpdate, type Registry } from '../registry/index.ts'
+import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, type Digest, type Envelope } from './envelope.ts'
+import { loadOrCreatePeerKey } from './keys.ts'
+import { SYNC_PROTOCOL, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
+
+export const REGISTRY_TOPIC = 'capmesh/registry/1'
+export const LIVENESS_TOPIC = 'capmesh/liveness/1'
+
+export interface MeshInit {
+  registry: Registry
+  /** Folder for the persistent peer key (`peer.key`). */
+  dataDir: string
+  /** p2p bind address. @default '127.0.0.1' */
+  host?: string
+  /** p2p TCP port; 0 picks one. @default 9100 */
+  port?: number
+  /** Multiaddrs of other controllers (`/ip4/127.0.0.1/tcp/9101`, peer id optional). @default [] */
+  bootstrap?: string[]
+  /** Anti-entropy with a random peer this often (ms). @default 5000 */
+  syncIntervalMs?: number
+  /** Re-dial missing peers this often (ms); back-off caps at 4x. @default 1000 */
+  reconnectIntervalMs?: number
+  /** Largest gossip message (bytes); larger updates travel by sync. @default 1 MiB */
+  maxMessageBytes?: number
+  /** Largest sync frame (bytes): a whole registry must fit. @default 256 MiB */
+  maxSyncFrameBytes?: number
+  /** Give up a sync after this long (ms). @default 15000 */
+  syncTimeoutMs?: number
+  log: Logger
+}
+
+export interface PeerStatus {
+  peer_id: string
+  controller_id: string | null
+  connected: boolean
+  /** ISO time of the last completed anti-entropy exchange. */
+  last_sync_at: string | null
+  last_sync_ms: number | null
+  /** State vectors were equal at the last exchange. */
+  in_sync: boolean | null
+  last_message_at: string | null
+}
+
+export interface MeshEvents {
+  /** A valid liveness digest from a controller. Listeners must not block. */
+  digest: [controllerId: string, digest: Digest]
+  /** Any valid message from a controller: proof that it is alive. */
+  heard: [controllerId: string]
+  /** A sync completed. */
+  sync: [result: SyncResult & { peerId: string, ms: number }]
+  'peer:connect': [peerId: string]
+  'peer:disconnect': [peerId: string]
+}
+
+interface PeerState {
+  controllerId: string | null
+  lastSyncAt: number | null
+  lastSyncMs: number | null
+  inSync: boolean | null
+  lastMessageAt: number | null
+  /** Where it listens (learnt from its digests); dialled when not connected. */
+  addrs: Multiaddr[]
+}
+
+export class Mesh extends EventEmitter<MeshEvents> {
+  private readonly init: MeshInit
+  private readonly registry: Registry
+  private readonly log: Logger
+  private readonly maxMessageBytes: number
+  private readonly maxSyncFrameBytes: number
+  private readonly syncTimeoutMs: number
+  private node: Libp2p<{ pubsub: GossipSub }> | null = null
+  private readonly peers = new Map<string, PeerState>()
+  private readonly blocked = new Set<string>()
+  private readonly loggedBadPeers = new Set<string>()
+  private readonly syncing = new Set<string>()
+  private readonly decoded = new WeakMap<Uint8Array, Envelope>()
+  private readonly redial = new Map<string, { fails: number, next: number }>()
+  /** Bootstrap address → the peer found there (addresses may omit the peer id). */
+  private readonly addrPeer = new Map<string, string>()
+  private pending: Uint8Array[] = []
+  private flushQueued = false
+  private timers: NodeJS.Timeout[] = []
+  private stopped = false
+  private readonly onUpdate = (update: Uint8Array, origin: Origin): void => {
+    if (origin !== Origin.local && origin !== Origin.import) return
+    this.pending.push(update)
+    if (!this.flushQueued) {
+      this.flushQueued = true
+      setImmediate(() => { this.flush() })
+    }
+  }
+
+  constructor (init: MeshInit) {
+    super()
+    this.init = init
+    this.registry = init.registry
+    this.log = init.log
+    this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_GOSSIP_BYTES
+    this.maxSyncFrameBytes = init.maxSyncFrameBytes ?? DEFAULT_MAX_SYNC_FRAME_BYTES
+    this.syncTimeoutMs = init.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS
+  }
+
+  get peerId (): string { return this.libp2p.peerId.toString() }
+
+  get multiaddrs (): string[] { return this.libp2p.getMultiaddrs().map(String) }
+
+  private get libp2p (): Libp2p<{ pubsub: GossipSub }> {
+    if (this.node == null) throw new Error('mesh is not started')
+    return this.node
+  }
+
+  async start (): Promise<void> {
+    const key = await loadOrCreatePeerKey(join(this.init.dataDir, 'peer.key'))
+    const withPeerId = (this.init.bootstrap ?? []).filter(a => a.includes('/p2p/'))
+    const blocked = this.blocked
+    this.node = await createLibp2p({
+      privateKey: key,
+      addresses: { listen: [`/ip4/${this.init.host ?? '127.0.0.1'}/tcp/${this.init.port ?? 9100}`] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionGater: {
+        denyDialPeer: (peer: PeerId) => blocked.has(peer.toString()),
+        denyInboundEncryptedConnection: (peer: PeerId) => blocked.has(peer.toString()),
+        denyOutboundEncryptedConnection: (peer: PeerId) => blocked.has(peer.toString())
+      },
+      peerDiscovery: withPeerId.length > 0 ? [bootstrap({ list: withPeerId })] : [],
+      services: {
+        identify: identify(),
+        ping: ping(),
+        pubsub: gossipsub({
+          allowPublishToZeroTopicPeers: true,
+          floodPublish: true,
+          emitSelf: false,
+          allowedTopics: [REGISTRY_TOPIC, LIVENESS_TOPIC],
+          maxInboundDataLength: this.maxMessageBytes + 64 * 1024
+        })
+      }
+    })
+    const pubsub = this.libp2p.services.pubsub
+    pubsub.topicValidators.set(REGISTRY_TOPIC, (peer, msg) => this.validate(peer, msg))
+    pubsub.topicValidators.set(LIVENESS_TOPIC, (peer, msg) => this.validate(peer, msg))
+    pubsub.addEventListener('message', evt => { this.onMessage(evt.detail) })
+    pubsub.subscribe(REGISTRY_TOPIC)
+    pubsub.subscribe(LIVENESS_TOPIC)
+
+    await this.libp2p.handle(SYNC_PROTOCOL, (stream: Stream, conn) => {
+      this.respond(stream, conn.remotePeer.toString())
+    }, { maxInboundStreams: 16 })
+
+    this.libp2p.addEventListener('peer:connect', evt => {
+      const id = evt.detail.toString()
+      this.peerState(id)
+      this.redial.delete(id)
+      this.emit('peer:connect', id)
+      // One side starts the exchange (the smaller peer id); the periodic sync covers a failure.
+      if (id > this.peerId) void this.syncWith(id)
+    })
+    this.libp2p.addEventListener('peer:disconnect', evt => { this.emit('peer:disconnect', evt.detail.toString()) })
+
+    this.registry.on('update', this.onUpdate)
+    const syncEvery = this.init.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS
+    const reconnectEvery = this.init.reconnectIntervalMs ?? DEFAULT_RECONNECT_INTERVAL_MS
+    this.timers.push(setInterval(() => { void this.syncRandomPeer() }, syncEvery))
+    this.timers.push(setInterval(() => { this.reconnect(reconnectEvery) }, reconnectEvery))
+    for (const t of this.timers) t.unref()
+    this.reconnect(reconnectEvery)
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    for (const t of this.timers) clearInterval(t)
+    this.timers = []
+    this.registry.off('update', this.onUpdate)
+    await this.node?.stop()
+    this.node = null
+  }
+
+  /** Publishes a liveness digest. */
+  publishDigest (digest: Digest): void {
+    if (this.node == null) return
+    const withAddrs: Digest = { ...digest, addrs: this.multiaddrs.slice(0, 16) }
+    this.publish(LIVENESS_TOPIC, { kind: Kind.digest, controllerId: this.registry.controllerId, payload: encodeDigest(withAddrs) })
+  }
+
+  /** Runs anti-entropy with one peer now. Resolves to null if it could not. */
+  async syncWith (peerId: string): Promise<SyncResult | null> {
+    if (this.syncing.has(peerId) || this.stopped || this.blocked.has(peerId)) return null
+    this.syncing.add(peerId)
+    const t0 = performance.now()
+    try {
+      const signal = AbortSignal.timeout(this.syncTimeoutMs)
+      const stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal })
+      const res = await syncInitiator(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })
+      this.recordSync(peerId, res, performance.now() - t0)
+      return res
+    } catch (err) {
+      if (!this.stopped) this.log.debug({ peer: peerId, err: (err as Error).message }, 'sync failed')
+      return null
+    } finally {
+      this.syncing.delete(peerId)
+    }
+  }
+
+  /** Peers currently connected (any libp2p peer, controllers or not). */
+  connectedPeers (): string[] {
+    return this.node == null ? [] : this.node.getPeers().map(String)
+  }
+
+  /**
+   * Cuts every link to `peerIds` and refuses new ones until unblocked.
+   * Used for partitions in tests and simulations.
+   */
+  async block (peerIds: string[]): Promise<void> {
+    for (const p of peerIds) this.blocked.add(p)
+    await Promise.all(peerIds.map(async p => {
+      await this.node?.hangUp(peerIdFromString(p)).catch(() => {})
+    }))
+  }
+
+  unblock (peerIds?: string[]): void {
+    for (const p of peerIds ?? [...this.blocked]) {
+      this.blocked.delete(p)
+      this.redial.delete(p)
+    }
+  }
+
+  status (): { peer_id: string, listen_addrs: string[], connected: number, peers: PeerStatus[] } {
+    const connected = new Set(this.connectedPeers())
+    const peers: PeerStatus[] = []
+    for (const [id, s] of this.peers) {
+      if (s.controllerId == null && !connected.has(id)) continue
+      peers.push({
+        peer_id: id,
+        controller_id: s.controllerId,
+        connected: connected.has(id),
+        last_sync_at: s.lastSyncAt != null ? new Date(s.lastSyncAt).toISOString() : null,
+        last_sync_ms: s.lastSyncMs != null ? Math.round(s.lastSyncMs * 10) / 10 : null,
+        in_sync: s.inSync,
+        last_message_at: s.lastMessageAt != null ? new Date(s.lastMessageAt).toISOString() : null
+      })
+    }
+    return { peer_id: this.peerId, listen_addrs: this.multiaddrs, connected: connected.size, peers }
+  }
+
+  // -------------------------------------------------------------- internals
+
+  private flush (): void {
+    this.flushQueued = false
+    if (this.pending.length === 0 || this.node == null) return
+    const update = this.pending.length === 1 ? this.pending[0] : Y.mergeUpdates(this.pending)
+    this.pending = []
+    const controllerId = this.registry.controllerId
+    if (update.length + 80 <= this.maxMessageBytes) {
+      this.publish(REGISTRY_TOPIC, { kind: Kind.update, controllerId, payload: update })
+    } else {
+      // Too big for one gossip message (a compaction of a large segment): peers pull it by sync.
+      this.publish(REGISTRY_TOPIC, { kind: Kind.hint, controllerId, payload: new Uint8Array(0) })
+    }
+  }
+
+  private publish (topic: string, e: Envelope): void {
+    if (this.node == null) return
+    this.node.services.pubsub.publish(topic, encodeEnvelope(e)).catch((err: Error) => {
+      this.log.debug({ topic, err: err.message }, 'publish failed')
+    })
+  }
+
+  private validate (peer: PeerId, msg: Message): TopicValidatorResult {
+    try {
+      const env = decodeEnvelope(msg.data, this.maxMessageBytes)
+      if (msg.topic === REGISTRY_TOPIC) {
+        if (env.kind === Kind.update) validateUpdate(env.payload)
+        else if (env.kind !== Kind.hint) throw new Error(`kind ${env.kind} on the registry topic`)
+      } else if (msg.topic === LIVENESS_TOPIC) {
+        if (env.kind !== Kind.digest) throw new Error(`kind ${env.kind} on the liveness topic`)
+        decodeDigest(env.payload)
+      }
+      this.decoded.set(msg.data, env)
+      return TopicValidatorResult.Accept
+    } catch (err) {
+      const from = msg.type === 'signed' ? msg.from.toString() : peer.toString()
+      if (!this.loggedBadPeers.has(from)) {
+        this.loggedBadPeers.add(from)
+        this.log.warn({ peer: from, via: peer.toString(), topic: msg.topic, err: (err as Error).message }, 'rejected a malformed gossip message (further ones from this peer are rejected silently)')
+      }
+      return TopicValidatorResult.Reject
+    }
+  }
+
+  private onMessage (msg: Message): void {
+    const env = this.decoded.get(msg.data) ?? safeDecode(msg.data, this.maxMessageBytes)
+    if (env == null) return
+    const from = msg.type === 'signed' ? msg.from.toString() : null
+    if (from != null) {
+      const s = this.peerState(from)
+      s.controllerId = env.controllerId
+      s.lastMessageAt = Date.now()
+    }
+    this.emit('heard', env.controllerId)
+    try {
+      if (env.kind === Kind.update) this.registry.applyUpdate(env.payload, Origin.remote)
+      else if (env.kind === Kind.digest) {
+        const d = decodeDigest(env.payload)
+        if (from != null && d.addrs != null) this.learnAddrs(from, d.addrs)
+        this.emit('digest', env.controllerId, d)
+      }
+      else if (env.kind === Kind.hint && from != null) void this.syncWith(from)
+    } catch (err) {
+      this.log.warn({ peer: from, err: (err as Error).message }, 'could not apply a gossip message')
+    }
+  }
+
+  private respond (stream: Stream, peerId: string): void {
+    const t0 = performance.now()
+    const signal = AbortSignal.timeout(this.syncTimeoutMs)
+    syncResponder(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal }).then(res => {
+      this.recordSync(peerId, res, performance.now() - t0)
+    }, (err: Error) => {
+      stream.abort(err)
+      if (!this.loggedBadPeers.has(`sync:${peerId}`)) {
+        this.loggedBadPeers.add(`sync:${peerId}`)
+        this.log.warn({ peer: peerId, err: err.message }, 'aborted a sync exchange')
+      }
+    })
+  }
+
+  private recordSync (peerId: string, res: SyncResult, ms: number): void {
+    const s = this.peerState(peerId)
+    s.controllerId = res.peerController
+    s.lastSyncAt = Date.now()
+    s.lastSyncMs = ms
+    s.inSync = res.wasInSync
+    this.emit('heard', res.peerController)
+    this.emit('sync', { ...res, peerId, ms })
+  }
+
+  private async syncRandomPeer (): Promise<void> {
+    const candidates = this.connectedPeers().filter(p => this.peers.get(p)?.controllerId != null || !this.loggedBadPeers.has(p))
+    if (candidates.length === 0) return
+    await this.syncWith(candidates[Math.floor(Math.random() * candidates.length)])
+  }
+
+  /** Dials bootstrap addresses and known controllers that are not connected, with capped back-off. */
+  private reconnect (every: number): void {
+    if (this.node == null || this.stopped) return
+    const node = this.node
+    const connected = new Set(node.getPeers().map(String))
+    const now = performance.now()
+    const targets: Array<[string, Multiaddr | PeerId]> = []
+    for (const addr of this.init.bootstrap ?? []) {
+      const ma = multiaddr(addr)
+      const pid = ma.getComponents().find(c => c.name === 'p2p')?.value ?? this.addrPeer.get(addr)
+      if (pid != null && (connected.has(pid) || this.blocked.has(pid))) continue
+      targets.push([addr, ma])
+    }
+    for (const [id, s] of this.peers) {
+      if (s.controllerId == null || connected.has(id) || this.blocked.has(id)) continue
+      // A known address is dialled directly; otherwise libp2p tries what its peer store has.
+      targets.push([id, s.addrs[0] ?? peerIdFromString(id)])
+    }
+    for (const [key, target] of targets) {
+      const r = this.redial.get(key) ?? { fails: 0, next: 0 }
+      if (r.next > now) continue
+      node.dial(target, { signal: AbortSignal.timeout(Math.max(2000, every * 4)) }).then(conn => {
+        this.redial.delete(key)
+        const remote = conn.remotePeer.toString()
+        if (key.startsWith('/')) this.addrPeer.set(key, remote)
+        this.peerState(remote)
+      }, () => {
+        r.fails++
+        r.next = performance.now() + Math.min(every * 2 ** Math.min(r.fails, 2), every * 4)
+        this.redial.set(key, r)
+      })
+    }
+  }
+
+  /** Remembers where a controller listens (from its digest) so the reconnect loop can dial it directly. */
+  private learnAddrs (peerId: string, addrs: string[]): void {
+    if (peerId === this.peerId || this.node == null) return
+    const s = this.peerState(peerId)
+    if (s.addrs.length > 0) return
+    const valid: Multiaddr[] = []
+    for (const a of addrs) {
+      try {
+        const ma = multiaddr(a)
+        const pid = ma.getComponents().find(c => c.name === 'p2p')?.value
+        if (pid === peerId) valid.push(ma)
+      } catch {}
+    }
+    s.addrs = valid
+  }
+
+  private peerState (id: string): PeerState {
+    let s = this.peers.get(id)
+    if (s == null) this.peers.set(id, s = { controllerId: null, lastSyncAt: null, lastSyncMs: null, inSync: null, lastMessageAt: null, addrs: [] })
+    return s
+  }
+}
+
+function safeDecode (data: Uint8Array, max: number): Envelope | null {
+  try {
+    return decodeEnvelope(data, max)
+  } catch {
+    return null
+  }
+}

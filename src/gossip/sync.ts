@@ -1,0 +1,117 @@
+/**
+ * Anti-entropy over a libp2p stream protocol (`/capmesh/sync/1.0.0`).
+ * Gossip is lossy while a partition lasts; this is what makes the mesh
+ * converge anyway. Four length-prefixed frames:
+ *
+ *   initiator → responder  HELLO(controller id, state vector)
+ *   responder → initiator  HELLO(controller id, state vector)
+ *   responder → initiator  DIFF(what the initiator lacks)
+ *   initiator → responder  DIFF(what the responder lacks)
+ *
+ * Both sides validate a DIFF before it touches the document (Registry.
+ * applyUpdate); a malformed frame aborts the stream and changes nothing.
+ */
+import type { Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import * as Y from 'yjs'
+import { CONTROLLER_ID } from '../config.ts'
+import { Origin, type Registry } from '../registry/index.ts'
+import { DecodeError } from './envelope.ts'
+
+export const SYNC_PROTOCOL = '/capmesh/sync/1.0.0'
+
+const HELLO = 1
+const DIFF = 2
+
+export interface SyncResult {
+  /** The other side's controller id. */
+  peerController: string
+  /** State vectors were equal before the exchange. */
+  wasInSync: boolean
+  bytesSent: number
+  bytesReceived: number
+}
+
+export interface SyncOptions {
+  /** Largest frame accepted (bytes). */
+  maxFrameBytes: number
+  signal: AbortSignal
+}
+
+const enc = new TextEncoder()
+const dec = new TextDecoder('utf-8', { fatal: true })
+
+function hello (controllerId: string, sv: Uint8Array): Uint8Array {
+  const id = enc.encode(controllerId)
+  const out = new Uint8Array(2 + id.length + sv.length)
+  out[0] = HELLO
+  out[1] = id.length
+  out.set(id, 2)
+  out.set(sv, 2 + id.length)
+  return out
+}
+
+function readHello (frame: Uint8Array): { controllerId: string, sv: Uint8Array } {
+  if (frame.length < 2 || frame[0] !== HELLO) throw new DecodeError('expected a HELLO frame')
+  const len = frame[1]
+  if (2 + len > frame.length) throw new DecodeError('truncated HELLO')
+  let controllerId: string
+  try {
+    controllerId = dec.decode(frame.subarray(2, 2 + len))
+  } catch {
+    throw new DecodeError('HELLO controller id is not utf-8')
+  }
+  if (!CONTROLLER_ID.test(controllerId)) throw new DecodeError('HELLO carries an invalid controller id')
+  const sv = frame.subarray(2 + len)
+  try {
+    Y.decodeStateVector(sv)
+  } catch {
+    throw new DecodeError('HELLO carries a malformed state vector')
+  }
+  return { controllerId, sv }
+}
+
+function diff (update: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + update.length)
+  out[0] = DIFF
+  out.set(update, 1)
+  return out
+}
+
+function readDiff (frame: Uint8Array): Uint8Array {
+  if (frame.length < 1 || frame[0] !== DIFF) throw new DecodeError('expected a DIFF frame')
+  return frame.subarray(1)
+}
+
+const svEqual = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((v, i) => v === b[i])
+
+/** Runs the initiator side on an opened stream. */
+export async function syncInitiator (stream: Stream, registry: Registry, opts: SyncOptions): Promise<SyncResult> {
+  const lp = lpStream(stream, { maxDataLength: opts.maxFrameBytes })
+  const o = { signal: opts.signal }
+  const mySv = registry.encodeStateVector()
+  const h = hello(registry.controllerId, mySv)
+  await lp.write(h, o)
+  const theirs = readHello((await lp.read(o)).subarray())
+  const incoming = readDiff((await lp.read(o)).subarray())
+  registry.applyUpdate(incoming, Origin.remote)
+  const out = diff(registry.encodeDiff(theirs.sv))
+  await lp.write(out, o)
+  await stream.close(o)
+  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: h.length + out.length, bytesReceived: incoming.length }
+}
+
+/** Runs the responder side on an incoming stream. */
+export async function syncResponder (stream: Stream, registry: Registry, opts: SyncOptions): Promise<SyncResult> {
+  const lp = lpStream(stream, { maxDataLength: opts.maxFrameBytes })
+  const o = { signal: opts.signal }
+  const theirs = readHello((await lp.read(o)).subarray())
+  const mySv = registry.encodeStateVector()
+  const h = hello(registry.controllerId, mySv)
+  const out = diff(registry.encodeDiff(theirs.sv))
+  await lp.writeV([h, out], o)
+  const incoming = readDiff((await lp.read(o)).subarray())
+  registry.applyUpdate(incoming, Origin.remote)
+  await stream.close(o)
+  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: h.length + out.length, bytesReceived: incoming.length }
+}
