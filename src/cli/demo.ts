@@ -1,20 +1,36 @@
 /**
- * `npm start`: a local demo on loopback. A controller on :9000 with a shared
- * TLS dir, two demo workers registered through the HTTP API and kept alive
- * by heartbeats, then a ready-to-paste curl for /route. Ctrl-C stops all.
+ * `npm start` and `capmesh local`: a mesh on loopback in one command.
+ * Controllers run as real child processes (`capmesh controller --config`),
+ * share one CA, and find each other through their bootstrap lists; demo
+ * workers attach to different controllers and heartbeat their owner. The
+ * demo then proves the point: it routes through a controller the worker is
+ * *not* attached to, and prints the curl to do the same. Ctrl-C stops all.
  */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { resolveControllerConfig } from '../config.ts'
-import { Controller } from '../controller/index.ts'
-import { httpsClient } from '../utils/https-client.ts'
+import { readConfigFile } from '../config.ts'
+import { ensureTls } from '../tls/index.ts'
+import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
+import { spawnController, type ChildController } from './launch.ts'
 import { stopOnSignal } from './signals.ts'
 
-export interface DemoInit {
-  /** Folder for data dirs and the shared TLS dir. */
-  root: string
+export interface MeshRunInit {
+  /** Config files of the controllers to start. */
+  configs: string[]
+  /** Demo workers to attach, spread over the controllers. @default 2 per controller, at most 3 */
+  workers?: number
+  /** Keep running until Ctrl-C. @default true */
+  wait?: boolean
 }
 
-const capability = (name: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+interface DemoWorker {
+  body: { worker_id: string, worker_url: string, capabilities: Array<Record<string, unknown>> }
+  controller: ChildController
+}
+
+const CAPS = ['echo', 'upper', 'reverse']
+
+const capability = (name: string, i: number): Record<string, unknown> => ({
   name,
   verb: 'invoke',
   version: '1.0.0',
@@ -22,49 +38,148 @@ const capability = (name: string, extra: Record<string, unknown> = {}): Record<s
   output_schema: { type: 'object', properties: { text: { type: 'string' } } },
   requires_gpu: false,
   max_concurrency: 8,
-  ...extra
+  cost_tokens_per_invocation: 1 + (i % 3)
 })
 
-export async function runDemo (init: DemoInit): Promise<void> {
-  const root = resolve(init.root)
-  const tlsDir = join(root, 'tls')
-  const controller = new Controller({
-    config: resolveControllerConfig({ id: 'a', httpsPort: 9000, dataDir: join(root, 'a'), tlsDir, heartbeatIntervalMs: 2000, unhealthyAfterMs: 5000, staleAfterMs: 10_000, logLevel: 'warn' })
+/** Writes configs for an N-controller loopback mesh (`capmesh local`) and returns their paths. */
+export function generateLocalConfigs (n: number, opts: { root: string, httpsBase: number, p2pBase: number }): string[] {
+  const dir = resolve(opts.root, `local-${n}`)
+  mkdirSync(dir, { recursive: true })
+  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`)
+  return ids.map((id, i) => {
+    const file = join(dir, `${id}.json`)
+    // Each joins through up to three others: enough to find the rest through their digests.
+    const peers = [1, 2, 3].map(k => (i + k) % n).filter((j, k, all) => j !== i && all.indexOf(j) === k)
+    writeFileSync(file, JSON.stringify({
+      id,
+      host: '127.0.0.1',
+      httpsPort: opts.httpsBase + i,
+      p2pPort: opts.p2pBase + i,
+      dataDir: join(dir, id),
+      tlsDir: resolve(opts.root, 'tls'),
+      bootstrap: peers.map(j => `/ip4/127.0.0.1/tcp/${opts.p2pBase + j}`),
+      heartbeatInterval: '2s',
+      unhealthyAfter: '6s',
+      staleAfter: '12s',
+      logLevel: 'info'
+    }, null, 2) + '\n')
+    return file
   })
-  await controller.start()
-  const client = httpsClient({ ca: controller.ca.pem })
-  const workers = [
-    { worker_id: 'demo-echo-1', worker_url: 'https://127.0.0.1:7001', capabilities: [capability('echo', { cost_tokens_per_invocation: 1 })] },
-    { worker_id: 'demo-upper-1', worker_url: 'https://127.0.0.1:7002', capabilities: [capability('upper', { slo: { latency_p95_ms: 50 } })] }
-  ]
-  for (const w of workers) {
-    const res = await client.json('POST', `${controller.url}/register`, w)
-    console.log(`registered ${w.worker_id} → ${JSON.stringify(res.body)}`)
+}
+
+export async function runMesh (init: MeshRunInit): Promise<{ controllers: ChildController[], stop: () => Promise<void> }> {
+  const configs = init.configs.map(f => ({ file: f, cfg: readConfigFile(f) }))
+  const tlsDirs = new Set(configs.map(c => resolve(c.cfg.tlsDir ?? join(c.cfg.dataDir ?? '.capmesh', 'tls'))))
+  if (tlsDirs.size !== 1) throw new Error('the demo expects every controller to share one TLS dir')
+  const tlsDir = [...tlsDirs][0]
+  // Create the shared CA once, before the controllers race for it.
+  const tls = await ensureTls({ dir: tlsDir })
+  const controllers: ChildController[] = []
+  const stopAll = async (): Promise<void> => { await Promise.all(controllers.map(async c => { await c.stop() })) }
+  try {
+    await Promise.all(configs.map(async ({ file, cfg }) => {
+      const id = cfg.id ?? file
+      const c = await spawnController({ id, args: ['--config', file], onLog: line => { printLog(id, line) } })
+      controllers.push(c)
+    }))
+  } catch (err) {
+    await stopAll()
+    throw err
   }
-  const beat = setInterval(() => {
-    for (const w of workers) {
-      client.json('POST', `${controller.url}/heartbeat`, { worker_id: w.worker_id }).then(async res => {
-        if (res.body?.error === 'worker_not_registered') await client.json('POST', `${controller.url}/register`, w)
-      }).catch(err => { console.error(`heartbeat ${w.worker_id}: ${(err as Error).message}`) })
-    }
-  }, 2000)
+  controllers.sort((a, b) => a.id < b.id ? -1 : 1)
+  const client = httpsClient({ ca: tls.ca, timeoutMs: 5000 })
 
+  await waitFor(async () => {
+    const meshes = await Promise.all(controllers.map(async c => (await client.json('GET', `${c.url}/mesh`)).body))
+    return meshes.every(m => (m.connected_peers as number) >= controllers.length - 1)
+  }, 20_000)
+  console.log(`\nmesh formed: ${controllers.length} controllers, every one connected to every other`)
+
+  const n = init.workers ?? Math.min(3, controllers.length * 2)
+  const workers: DemoWorker[] = Array.from({ length: n }, (_, i) => ({
+    controller: controllers[i % controllers.length],
+    body: { worker_id: `demo-${CAPS[i % CAPS.length]}-${i + 1}`, worker_url: `https://127.0.0.1:${7001 + i}`, capabilities: [capability(CAPS[i % CAPS.length], i)] }
+  }))
+  for (const w of workers) {
+    const res = await client.json('POST', `${w.controller.url}/register`, w.body)
+    if (res.status !== 200) throw new Error(`registering ${w.body.worker_id}: ${JSON.stringify(res.body)}`)
+  }
+  console.log(`registered ${workers.length} demo workers at ${[...new Set(workers.map(w => w.controller.id))].join(', ')}`)
+  const beat = setInterval(() => { void heartbeat(client, workers) }, 2000)
+  beat.unref()
+
+  // Route through a controller the first worker is NOT attached to.
+  const w = workers.find(x => x.body.capabilities[0].name === 'upper') ?? workers[0]
+  const via = controllers.find(c => c.id !== w.controller.id) ?? w.controller
+  const cap = String(w.body.capabilities[0].name)
+  const t0 = performance.now()
+  const routed = await waitFor(async () => {
+    const r = await client.json('POST', `${via.url}/route`, { verb: 'invoke', capability: cap })
+    return r.status === 200 ? r.body : null
+  }, 10_000)
+  console.log(`\n${cap} is attached to ${w.controller.id}; ${via.id} routed to it after ${Math.round(performance.now() - t0)} ms:\n  ${JSON.stringify(routed)}`)
   console.log(`
-capmesh demo running
-  controller a   ${controller.url}   (data ${controller.config.dataDir})
-  CA             ${controller.ca.path}
+capmesh local mesh running
+${controllers.map(c => `  ${c.id.padEnd(4)} ${c.url}   p2p ${c.p2p[0]}   pid ${c.pid}`).join('\n')}
+  CA   ${tls.caPath}
 
-Try:
-  curl --cacert ${controller.ca.path} -X POST ${controller.url}/route -H 'content-type: application/json' -d '{"verb":"invoke","capability":"echo"}'
-  curl --cacert ${controller.ca.path} ${controller.url}/workers
-  curl --cacert ${controller.ca.path} '${controller.url}/route?verb=invoke&capability=upper'
+Route via ${via.id} (the worker is attached to ${w.controller.id}):
+  curl --cacert ${tls.caPath} -X POST ${via.url}/route -H 'content-type: application/json' -d '{"verb":"invoke","capability":"${cap}"}'
+More:
+  curl --cacert ${tls.caPath} ${controllers[0].url}/workers
+  curl --cacert ${tls.caPath} ${controllers[0].url}/mesh
+  npx capmesh route --verb invoke --capability echo --controller ${controllers.at(-1)!.url} --tls-dir ${tlsDir}
 
 Ctrl-C stops everything.`)
 
-  stopOnSignal(async () => {
+  const stop = async (): Promise<void> => {
     clearInterval(beat)
-    for (const w of workers) await client.json('POST', `${controller.url}/deregister`, { worker_id: w.worker_id }).catch(() => {})
+    await Promise.all(workers.map(async x => await client.json('POST', `${x.controller.url}/deregister`, { worker_id: x.body.worker_id }).catch(() => {})))
     await client.close()
-    await controller.stop()
-  })
+    await stopAll()
+  }
+  if (init.wait !== false) stopOnSignal(stop)
+  return { controllers, stop }
 }
+
+async function heartbeat (client: HttpsClient, workers: DemoWorker[]): Promise<void> {
+  await Promise.all(workers.map(async w => {
+    try {
+      const res = await client.json('POST', `${w.controller.url}/heartbeat`, { worker_id: w.body.worker_id })
+      if (res.body?.error === 'worker_not_registered') await client.json('POST', `${w.controller.url}/register`, w.body)
+    } catch (err) {
+      console.error(`heartbeat ${w.body.worker_id} → ${w.controller.id}: ${(err as Error).message}`)
+    }
+  }))
+}
+
+async function waitFor<T> (check: () => Promise<T | null | false>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < end) {
+    try {
+      const v = await check()
+      if (v != null && v !== false) return v
+    } catch (err) {
+      last = err
+    }
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  throw new Error(`timed out${last != null ? `: ${String(last)}` : ''}`)
+}
+
+const SHOWN = new Set(['controller a is alive', 'created a local development CA'])
+
+/** One readable line per interesting controller log event (the rest stays quiet). */
+function printLog (id: string, line: Record<string, unknown> | string): void {
+  if (typeof line === 'string') {
+    console.log(`[${id}] ${line}`)
+    return
+  }
+  const msg = String(line.msg ?? '')
+  const level = Number(line.level ?? 30)
+  if (level >= 40 || msg.startsWith('controller ') || SHOWN.has(msg)) console.log(`[${id}] ${msg}`)
+}
+
+/** Reads a JSON file (for tests of generated configs). */
+export const readJson = (f: string): unknown => JSON.parse(readFileSync(f, 'utf8'))

@@ -3,14 +3,15 @@
  * build a config, call into src/, print results, exit with a clear message
  * and code on bad input (2) or failure (1).
  */
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { Command, CommanderError } from 'commander'
 import { parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
 import { Controller } from '../controller/index.ts'
-import { CapmeshError } from '../errors.ts'
+import { CapmeshError, ConfigError } from '../errors.ts'
 import { ensureTls, readCa } from '../tls/index.ts'
 import { httpsClient } from '../utils/https-client.ts'
-import { runDemo } from './demo.ts'
+import { generateLocalConfigs, runMesh } from './demo.ts'
 import { stopOnSignal } from './signals.ts'
 
 const program = new Command()
@@ -117,11 +118,36 @@ program.command('route')
   })
 
 program.command('demo')
-  .description('run a local demo: a controller plus demo workers (what `npm start` runs)')
-  .option('--data-dir <dir>', 'root for the demo\'s data', '.capmesh')
-  .action(async (opts: { dataDir: string }) => {
-    await runDemo({ root: opts.dataDir })
+  .description('start the 3-controller mesh of nodes/local plus demo workers (what `npm start` runs)')
+  .option('--nodes <dir>', 'folder of controller config files', 'nodes/local')
+  .action(async (opts: { nodes: string }) => {
+    const dir = resolve(opts.nodes)
+    const files = readdirSync(dir).filter(f => f.endsWith('.json')).sort().map(f => join(dir, f))
+    if (files.length === 0) throw new ConfigError(`no controller configs (*.json) in ${dir}`)
+    await runMesh({ configs: files })
   })
+
+program.command('local')
+  .description('start an N-controller mesh on loopback in one command (generated configs, one shared CA)')
+  .option('--controllers <n>', 'number of controllers', '3')
+  .option('--workers <m>', 'demo workers to attach, spread over the controllers', '3')
+  .option('--https-port <port>', 'HTTPS port of the first controller (the others count up)', '9000')
+  .option('--p2p-port <port>', 'libp2p port of the first controller (the others count up)', '9100')
+  .option('--root <dir>', 'where generated configs, data and the CA go', '.capmesh')
+  .action(async (opts: { controllers: string, workers: string, httpsPort: string, p2pPort: string, root: string }) => {
+    const n = int(opts.controllers, '--controllers', 1, 64)
+    const m = int(opts.workers, '--workers', 0, 10_000)
+    const httpsBase = int(opts.httpsPort, '--https-port', 1, 65535 - n)
+    const p2pBase = int(opts.p2pPort, '--p2p-port', 1, 65535 - n)
+    const configs = generateLocalConfigs(n, { root: opts.root, httpsBase, p2pBase })
+    await runMesh({ configs, workers: m })
+  })
+
+function int (v: string, flag: string, min: number, max: number): number {
+  const n = Number(v)
+  if (!/^\d+$/.test(v) || n < min || n > max) throw new ConfigError(`${flag}: expected an integer ${min}-${max}, got "${v}"`)
+  return n
+}
 
 try {
   await program.parseAsync(process.argv)

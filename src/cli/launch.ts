@@ -1,0 +1,70 @@
+/**
+ * Starts controllers as child processes (`capmesh controller ...`) and
+ * learns their URL, peer id and p2p addresses from the start-up log line.
+ * Used by `npm start`, `capmesh local`, tests and simulations: everything
+ * started here is stopped by its pid.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+
+export const CLI = fileURLToPath(new URL('../../bin/capmesh.js', import.meta.url))
+
+export interface ChildController {
+  id: string
+  pid: number
+  url: string
+  peerId: string
+  p2p: string[]
+  process: ChildProcess
+  /** SIGTERM, then SIGKILL if it is not gone within `graceMs`. */
+  stop: (graceMs?: number) => Promise<void>
+}
+
+export interface SpawnInit {
+  /** Arguments after `capmesh controller`. */
+  args: string[]
+  /** Label for the output prefix. */
+  id: string
+  /** Every log line of the child (pino JSON, parsed when possible). */
+  onLog?: (line: Record<string, unknown> | string) => void
+  /** Give up if it has not said it is listening by then (ms). @default 20000 */
+  timeoutMs?: number
+  cwd?: string
+}
+
+export async function spawnController (init: SpawnInit): Promise<ChildController> {
+  const child = spawn(process.execPath, [CLI, 'controller', ...init.args], { cwd: init.cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise<void>(resolve => child.once('exit', () => { resolve() }))
+  const stop = async (graceMs = 5000): Promise<void> => {
+    if (child.exitCode != null || child.signalCode != null) return
+    child.kill('SIGTERM')
+    const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
+    await exited
+    clearTimeout(t)
+  }
+  const stderr: string[] = []
+  child.stderr.on('data', (d: Buffer) => { stderr.push(d.toString()) })
+  return await new Promise<ChildController>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop(0)
+      reject(new Error(`controller ${init.id} did not start within ${init.timeoutMs ?? 20_000} ms: ${stderr.join('').slice(-2000)}`))
+    }, init.timeoutMs ?? 20_000)
+    let ready = false
+    createInterface({ input: child.stdout }).on('line', line => {
+      let parsed: Record<string, unknown> | string = line
+      try { parsed = JSON.parse(line) as Record<string, unknown> } catch {}
+      init.onLog?.(parsed)
+      if (!ready && typeof parsed === 'object' && typeof parsed.url === 'string' && typeof parsed.peerId === 'string') {
+        ready = true
+        clearTimeout(timer)
+        resolve({ id: init.id, pid: child.pid!, url: parsed.url, peerId: parsed.peerId, p2p: parsed.p2p as string[], process: child, stop })
+      }
+    })
+    child.once('exit', (code, signal) => {
+      if (ready) return
+      clearTimeout(timer)
+      reject(new Error(`controller ${init.id} exited (${code ?? signal}) before listening: ${stderr.join('').slice(-2000)}`))
+    })
+  })
+}
