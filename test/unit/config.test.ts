@@ -1,0 +1,155 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { localPreset, parseRawConfig, readConfigFile, resolveControllerConfig } from '../../src/config.ts'
+import { ConfigError } from '../../src/errors.ts'
+import { formatDuration, parseDuration } from '../../src/utils/duration.ts'
+
+function configError (fn: () => unknown): ConfigError {
+  try {
+    fn()
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as ConfigError).name).toBe('ConfigError')
+    expect((err as ConfigError).code).toBe('CAPMESH_ERR_CONFIG')
+    return err as ConfigError
+  }
+  throw new Error('expected a ConfigError')
+}
+
+describe('parseDuration', () => {
+  it.each([
+    ['500ms', 500], ['2s', 2000], ['1.5s', 1500], ['1.5m', 90_000], ['1h', 3_600_000], ['250', 250], [' 3s ', 3000], ['0', 0], [750, 750]
+  ] as Array<[string | number, number]>)('%j → %i ms', (input, ms) => {
+    expect(parseDuration(input)).toBe(ms)
+  })
+
+  it.each(['', 'abc', '5d', '-1s', '1e3', 's', '2 s', '1,5s'])('rejects %j', input => {
+    configError(() => parseDuration(input, 'stale-after'))
+  })
+
+  it.each([-1, Number.NaN, Number.POSITIVE_INFINITY])('rejects the number %d', input => {
+    configError(() => parseDuration(input))
+  })
+
+  it('formatDuration writes what parseDuration reads back', () => {
+    for (const ms of [5, 999, 1000, 1500, 59_000, 60_000, 90_000]) expect(parseDuration(formatDuration(ms))).toBe(ms)
+  })
+})
+
+describe('parseRawConfig', () => {
+  it('reads camelCase and kebab-case keys, parsing durations, ports, sizes and booleans', () => {
+    expect(parseRawConfig({
+      id: 'a', 'https-port': '9001', heartbeatInterval: '1s', 'unhealthy-after': '3s', staleAfter: 6000,
+      'body-limit': '4096', fsync: 'true', 'log-level': 'debug', dataDir: 'x', 'idempotency-ttl': '1m'
+    }, 'flag')).toEqual({
+      id: 'a', httpsPort: 9001, heartbeatIntervalMs: 1000, unhealthyAfterMs: 3000, staleAfterMs: 6000,
+      bodyLimit: 4096, fsync: true, logLevel: 'debug', dataDir: 'x', idempotencyTtlMs: 60_000
+    })
+  })
+
+  it('skips undefined values (flags not given)', () => {
+    expect(parseRawConfig({ id: undefined, host: '::1' }, 'flag')).toEqual({ host: '::1' })
+  })
+
+  it.each([
+    ['an unknown option', { colour: 'blue' }],
+    ['a port out of range', { httpsPort: 70000 }],
+    ['a negative port', { httpsPort: -1 }],
+    ['a port that is not a number', { httpsPort: 'http' }],
+    ['a fractional port', { httpsPort: 1.5 }],
+    ['a body limit under 1 KiB', { bodyLimit: 1023 }],
+    ['a body limit that is not a number', { bodyLimit: '1MB' }],
+    ['a zero duration', { heartbeatInterval: '0s' }],
+    ['a malformed duration', { staleAfter: 'soon' }],
+    ['a duration of the wrong type', { unhealthyAfter: true }],
+    ['a non-boolean fsync', { fsync: 'yes' }],
+    ['an unknown log level', { logLevel: 'verbose' }],
+    ['an empty id', { id: '' }],
+    ['a non-string host', { host: 127001 }]
+  ])('rejects %s', (_name, input) => {
+    configError(() => parseRawConfig(input as Record<string, unknown>, 'flag'))
+  })
+})
+
+describe('resolveControllerConfig', () => {
+  it('fills the platform defaults', () => {
+    const cfg = resolveControllerConfig({})
+    expect(cfg).toMatchObject({
+      id: 'controller',
+      host: '127.0.0.1',
+      httpsPort: 9000,
+      dataDir: resolve('.capmesh/controller'),
+      tlsDir: resolve('.capmesh/controller/tls'),
+      heartbeatIntervalMs: 30_000,
+      unhealthyAfterMs: 60_000,
+      staleAfterMs: 120_000,
+      bodyLimit: 256 * 1024,
+      importBodyLimit: 64 * 1024 * 1024,
+      fsync: false,
+      logLevel: 'info'
+    })
+    expect(cfg.tlsFiles).toBeUndefined()
+  })
+
+  it('derives the data and TLS dirs from the id, later layers winning', () => {
+    const cfg = resolveControllerConfig({ id: 'a', httpsPort: 1 }, { id: 'b', dataDir: '/tmp/x' }, { httpsPort: 2 })
+    expect(cfg).toMatchObject({ id: 'b', httpsPort: 2, dataDir: '/tmp/x', tlsDir: '/tmp/x/tls' })
+    expect(resolveControllerConfig({ id: 'n1' }).dataDir).toBe(resolve('.capmesh/n1'))
+  })
+
+  it('takes given TLS files together', () => {
+    const cfg = resolveControllerConfig({ tlsCert: 'c.pem', tlsKey: 'k.pem', tlsCa: 'ca.pem' })
+    expect(cfg.tlsFiles).toEqual({ cert: resolve('c.pem'), key: resolve('k.pem'), ca: resolve('ca.pem') })
+  })
+
+  it.each([
+    ['an id with a space', { id: 'my controller' }],
+    ['an id starting with a dot', { id: '.hidden' }],
+    ['an id over 64 characters', { id: 'x'.repeat(65) }],
+    ['unhealthy-after equal to the heartbeat interval', { heartbeatIntervalMs: 60_000 }],
+    ['unhealthy-after shorter than the heartbeat interval', { heartbeatIntervalMs: 1000, unhealthyAfterMs: 500, staleAfterMs: 5000 }],
+    ['stale-after equal to unhealthy-after', { staleAfterMs: 60_000 }],
+    ['stale-after shorter than unhealthy-after', { heartbeatIntervalMs: 100, unhealthyAfterMs: 1000, staleAfterMs: 900 }],
+    ['a TLS certificate without its key and CA', { tlsCert: 'c.pem' }],
+    ['a TLS key and CA without a certificate', { tlsKey: 'k.pem', tlsCa: 'ca.pem' }]
+  ])('rejects %s', (_name, raw) => {
+    configError(() => resolveControllerConfig(raw))
+  })
+
+  it('the local preset resolves to short timeouts on ephemeral ports, overridable', () => {
+    const cfg = resolveControllerConfig(localPreset({ id: 't' }))
+    expect(cfg).toMatchObject({ id: 't', httpsPort: 0, heartbeatIntervalMs: 200, unhealthyAfterMs: 600, staleAfterMs: 1200, logLevel: 'silent' })
+    expect(resolveControllerConfig(localPreset({ staleAfterMs: 5000 })).staleAfterMs).toBe(5000)
+  })
+})
+
+describe('readConfigFile', () => {
+  let dir: string
+  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'capmesh-config-')) })
+  afterEach(() => { rmSync(dir, { recursive: true, force: true }) })
+
+  const file = (name: string, text: string): string => {
+    const p = join(dir, name)
+    writeFileSync(p, text)
+    return p
+  }
+
+  it('reads a JSON object of options; flags override it', () => {
+    const raw = readConfigFile(file('a.json', JSON.stringify({ id: 'a', 'https-port': 9005, 'stale-after': '3m', heartbeatInterval: '10s' })))
+    expect(raw).toEqual({ id: 'a', httpsPort: 9005, staleAfterMs: 180_000, heartbeatIntervalMs: 10_000 })
+    expect(resolveControllerConfig(raw, parseRawConfig({ 'https-port': '9009' }, 'flag'))).toMatchObject({ id: 'a', httpsPort: 9009, staleAfterMs: 180_000 })
+  })
+
+  it.each([
+    ['a missing file', (): string => join(dir, 'nope.json')],
+    ['invalid JSON', (): string => file('bad.json', '{"id": ')],
+    ['a JSON array', (): string => file('arr.json', '[1, 2]')],
+    ['JSON null', (): string => file('null.json', 'null')],
+    ['an unknown key', (): string => file('typo.json', '{"stale_after": "2s"}')],
+    ['a bad value', (): string => file('val.json', '{"httpsPort": "eighty"}')]
+  ])('rejects %s', (_name, path) => {
+    configError(() => readConfigFile(path()))
+  })
+})

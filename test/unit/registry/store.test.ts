@@ -1,0 +1,167 @@
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { StoreError } from '../../../src/errors.ts'
+import { FileStore, Origin, Registry } from '../../../src/registry/index.ts'
+
+let dir: string
+const stores: FileStore[] = []
+
+beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'capmesh-store-')) })
+afterEach(() => {
+  for (const s of stores.splice(0)) s.close()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+function open (init: { compactBytes?: number, fsync?: boolean } = {}): FileStore {
+  const s = new FileStore({ dir, ...init })
+  stores.push(s)
+  return s
+}
+
+const bytes = (...v: number[]): Uint8Array => new Uint8Array(v)
+const logPath = (): string => join(dir, 'updates.log')
+const snapshotPath = (): string => join(dir, 'snapshot.bin')
+
+function errorOf (fn: () => unknown): Error {
+  try {
+    fn()
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error('expected an error')
+}
+
+describe('FileStore', () => {
+  it('loads nothing from an empty (even missing) dir', () => {
+    rmSync(dir, { recursive: true, force: true })
+    expect(open().load()).toEqual({ updates: [], truncatedBytes: 0 })
+  })
+
+  it('replays appended updates in order after a reopen', () => {
+    const s = open()
+    s.load()
+    s.append(bytes(1, 2, 3))
+    s.append(bytes())
+    s.append(bytes(4))
+    s.close()
+    expect(open().load()).toEqual({ updates: [bytes(1, 2, 3), bytes(), bytes(4)], truncatedBytes: 0 })
+  })
+
+  it('refuses to append before load()', () => {
+    const err = errorOf(() => { open().append(bytes(1)) })
+    expect(err).toBeInstanceOf(StoreError)
+    expect((err as StoreError).code).toBe('CAPMESH_ERR_STORE')
+  })
+
+  describe('a torn log tail (a crash mid-write)', () => {
+    const prepare = (): number => {
+      const s = open()
+      s.load()
+      s.append(bytes(1, 1))
+      s.append(bytes(2, 2, 2))
+      s.close()
+      return statSync(logPath()).size
+    }
+
+    it('a partial header is cut off', () => {
+      const good = prepare()
+      appendFileSync(logPath(), Buffer.from([9, 0, 0]))
+      const res = open().load()
+      expect(res).toEqual({ updates: [bytes(1, 1), bytes(2, 2, 2)], truncatedBytes: 3 })
+      expect(statSync(logPath()).size).toBe(good)
+    })
+
+    it('a record shorter than its header says is cut off', () => {
+      const good = prepare()
+      const rec = Buffer.alloc(8 + 4)
+      rec.writeUInt32LE(100, 0)
+      appendFileSync(logPath(), rec)
+      expect(open().load()).toEqual({ updates: [bytes(1, 1), bytes(2, 2, 2)], truncatedBytes: 12 })
+      expect(statSync(logPath()).size).toBe(good)
+    })
+
+    it('a last record with a bad checksum is cut off', () => {
+      prepare()
+      const buf = readFileSync(logPath())
+      buf[buf.length - 1] ^= 0xff
+      writeFileSync(logPath(), buf)
+      expect(open().load()).toEqual({ updates: [bytes(1, 1)], truncatedBytes: 8 + 3 })
+    })
+
+    it('a real record cut in the middle is cut off, and later appends survive the next load', () => {
+      prepare()
+      truncateSync(logPath(), statSync(logPath()).size - 2)
+      const s = open()
+      expect(s.load()).toEqual({ updates: [bytes(1, 1)], truncatedBytes: 8 + 1 })
+      s.append(bytes(7))
+      s.close()
+      expect(open().load()).toEqual({ updates: [bytes(1, 1), bytes(7)], truncatedBytes: 0 })
+    })
+  })
+
+  it('snapshot() replaces the snapshot and empties the log; later appends follow it', () => {
+    const s = open()
+    s.load()
+    s.append(bytes(1))
+    s.append(bytes(2))
+    s.snapshot(bytes(9, 9))
+    expect(statSync(logPath()).size).toBe(0)
+    expect(s.stats()).toEqual({ logBytes: 0, snapshotBytes: 8 + 2 })
+    s.append(bytes(3))
+    s.close()
+    expect(open().load()).toEqual({ updates: [bytes(9, 9), bytes(3)], truncatedBytes: 0 })
+  })
+
+  it('a corrupt snapshot is a StoreError, never a silent empty registry', () => {
+    const s = open()
+    s.load()
+    s.snapshot(bytes(1, 2, 3, 4))
+    s.close()
+    const buf = readFileSync(snapshotPath())
+    buf[buf.length - 1] ^= 0xff
+    writeFileSync(snapshotPath(), buf)
+    const err = errorOf(() => open().load())
+    expect(err).toBeInstanceOf(StoreError)
+    expect((err as StoreError).code).toBe('CAPMESH_ERR_STORE')
+  })
+
+  it('wantsSnapshot once the log outgrows compactBytes and the last snapshot', () => {
+    const s = open({ compactBytes: 100 })
+    s.load()
+    s.append(new Uint8Array(50))
+    expect(s.wantsSnapshot()).toBe(false)
+    s.append(new Uint8Array(50))
+    expect(s.wantsSnapshot()).toBe(true)
+    s.snapshot(new Uint8Array(300))
+    expect(s.wantsSnapshot()).toBe(false)
+    s.append(new Uint8Array(200))
+    expect(s.wantsSnapshot()).toBe(false)
+    s.append(new Uint8Array(200))
+    expect(s.wantsSnapshot()).toBe(true)
+  })
+
+  it('persists a registry: replaying snapshot + log (with a torn tail) gives the same view', () => {
+    const s = open({ compactBytes: 2048, fsync: true })
+    s.load()
+    const reg = new Registry({ controllerId: 'a' })
+    reg.on('update', u => {
+      s.append(u)
+      if (s.wantsSnapshot()) s.snapshot(reg.encodeState())
+    })
+    for (let i = 0; i < 60; i++) reg.register({ worker_id: `w${i}`, worker_url: `https://127.0.0.1:7000/${i}`, capabilities: [{ name: 'echo', verb: 'invoke', version: '1', input_schema: {}, output_schema: {}, requires_gpu: false, max_concurrency: 1 }] })
+    for (let i = 0; i < 60; i += 3) reg.deregister(`w${i}`)
+    expect(s.stats().snapshotBytes).toBeGreaterThan(0)
+    s.close()
+    appendFileSync(logPath(), Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]))
+
+    const { updates, truncatedBytes } = open().load()
+    expect(truncatedBytes).toBe(7)
+    const restored = new Registry({ controllerId: 'a' })
+    for (const u of updates) restored.applyUpdate(u, Origin.load)
+    expect([...restored.workers()].sort((x, y) => x.worker_id < y.worker_id ? -1 : 1))
+      .toEqual([...reg.workers()].sort((x, y) => x.worker_id < y.worker_id ? -1 : 1))
+    expect(restored.size).toBe(40)
+  })
+})
