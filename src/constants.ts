@@ -82,3 +82,22 @@ export const DEFAULT_SELF_PRESERVATION_PEER_RATIO = 0.5
 export const DEFAULT_SELF_PRESERVATION_MIN_WORKERS = 5
 /** Evict anyway after this many stale windows in self-preservation: silent workers re-register when they return. */
 export const DEFAULT_SELF_PRESERVATION_MAX_WINDOWS = 5
+
+/** Agent: registration retries per controller before moving to the next (platform default). */
+export const DEFAULT_AGENT_RETRIES = 3
+/** Agent: first retry delay; doubles per retry, with jitter (platform default). */
+export const DEFAULT_AGENT_RETRY_BASE_MS = 100
+/** Agent: per-attempt timeout of a registration (platform default). */
+export const DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS = 30_000
+/** Agent: consecutive heartbeat failures before failing over. Bounds failover time at threshold x interval. */
+export const DEFAULT_AGENT_FAILURE_THRESHOLD = 2
+/** Agent: how long a failed controller is skipped (unless every other one failed too). */
+export const DEFAULT_AGENT_QUARANTINE_MS = 30_000
+/** Agent: /health round trips per controller when measuring closeness (median taken). */
+export const DEFAULT_AGENT_PROBES = 3
+/** Agent: re-measure closeness this often; 0 disables. */
+export const DEFAULT_AGENT_REPROBE_MS = 60_000
+/** Agent: move only to a controller this much faster (fraction of the current RTT) ... */
+export const DEFAULT_AGENT_HYSTERESIS_RATIO = 0.5
+/** ... and by at least this many ms, so loopback jitter never causes a move. */
+export const DEFAULT_AGENT_HYSTERESIS_MIN_MS = 5

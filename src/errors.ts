@@ -23,6 +23,10 @@ export const ERROR_CODES = {
   CAPMESH_ERR_CONFIG: { status: 400, description: 'The controller configuration is invalid (flag or config file).' },
   CAPMESH_ERR_TLS: { status: 500, description: 'TLS material could not be created or loaded.' },
   CAPMESH_ERR_STORE: { status: 500, description: 'The data dir could not be read or written.' },
+  CAPMESH_ERR_CONTROLLER_UNAVAILABLE: { status: 503, description: 'Worker agent: a controller could not be reached (refused, reset, TLS failure) or answered 5xx. Retried, then the next controller is tried.' },
+  CAPMESH_ERR_TIMEOUT: { status: 504, description: 'Worker agent: a controller did not answer within the per-attempt timeout. Retried like an unavailable controller.' },
+  CAPMESH_ERR_REJECTED: { status: 400, description: 'Worker agent: a controller rejected the registration (4xx). Permanent: not retried; the controller\'s reason is attached.' },
+  CAPMESH_ERR_NO_CONTROLLER: { status: 503, description: 'Worker agent: no controller in the failover list accepted the worker.' },
   CAPMESH_ERR_INTERNAL: { status: 500, description: 'An unexpected internal error (a bug: please report it).' }
 } as const satisfies Record<string, Omit<ErrorSpec, 'code'>>
 
@@ -104,5 +108,50 @@ export class StoreError extends CapmeshError {
   constructor (message: string, options?: ErrorOptions) {
     super('CAPMESH_ERR_STORE', message, undefined, options)
     this.name = 'StoreError'
+  }
+}
+
+/** Agent: a controller could not be reached or answered 5xx (retryable). */
+export class ControllerUnavailableError extends CapmeshError {
+  readonly controller: string
+  constructor (controller: string, message: string, options?: ErrorOptions) {
+    super('CAPMESH_ERR_CONTROLLER_UNAVAILABLE', `${controller}: ${message}`, undefined, options)
+    this.name = 'ControllerUnavailableError'
+    this.controller = controller
+  }
+}
+
+/** Agent: a controller did not answer in time (retryable). */
+export class ControllerTimeoutError extends CapmeshError {
+  readonly controller: string
+  constructor (controller: string, timeoutMs: number, options?: ErrorOptions) {
+    super('CAPMESH_ERR_TIMEOUT', `${controller}: no answer within ${timeoutMs} ms`, undefined, options)
+    this.name = 'ControllerTimeoutError'
+    this.controller = controller
+  }
+}
+
+/** Agent: a controller rejected the worker with a 4xx (permanent). `reason` is the controller's body. */
+export class RegistrationRejectedError extends CapmeshError {
+  readonly controller: string
+  readonly httpStatus: number
+  readonly reason: unknown
+  constructor (controller: string, httpStatus: number, reason: unknown) {
+    const msg = typeof reason === 'object' && reason != null && 'message' in reason ? String((reason as { message: unknown }).message) : JSON.stringify(reason)
+    super('CAPMESH_ERR_REJECTED', `${controller} rejected the worker (HTTP ${httpStatus}): ${msg}`, reason)
+    this.name = 'RegistrationRejectedError'
+    this.controller = controller
+    this.httpStatus = httpStatus
+    this.reason = reason
+  }
+}
+
+/** Agent: every controller in the list failed. */
+export class NoControllerError extends CapmeshError {
+  readonly failures: Array<{ controller: string, error: string }>
+  constructor (failures: Array<{ controller: string, error: string }>) {
+    super('CAPMESH_ERR_NO_CONTROLLER', `no controller accepted the worker: ${failures.map(f => `${f.controller} (${f.error})`).join('; ') || 'none configured'}`, failures)
+    this.name = 'NoControllerError'
+    this.failures = failures
   }
 }

@@ -15,6 +15,8 @@ export async function controller (config: ControllerConfig): Promise<Controller>
 }
 
 export { Controller, ControllerCore } from './controller/index.ts'
+export { registerBatch, WorkerAgent, workerAgent } from './agent/index.ts'
+export type { AgentCounters, AgentEvents, BatchResult, WorkerAgentInit } from './agent/index.ts'
 export { localPreset, parseRawConfig, readConfigFile, resolveControllerConfig } from './config.ts'
 export type { ControllerConfig, RawConfig } from './config.ts'
 export * from './errors.ts'

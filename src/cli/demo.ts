@@ -2,7 +2,8 @@
  * `npm start` and `capmesh local`: a mesh on loopback in one command.
  * Controllers run as real child processes (`capmesh controller --config`),
  * share one CA, and find each other through their bootstrap lists; demo
- * workers attach to different controllers and heartbeat their owner. The
+ * workers (`capmesh worker`: real agents serving HTTPS) attach to different
+ * controllers. The
  * demo then proves the point: it routes through a controller the worker is
  * *not* attached to, and prints the curl to do the same. Ctrl-C stops all.
  */
@@ -10,8 +11,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { readConfigFile } from '../config.ts'
 import { ensureTls } from '../tls/index.ts'
-import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
-import { spawnController, type ChildController } from './launch.ts'
+import { httpsClient } from '../utils/https-client.ts'
+import { spawnController, spawnWorker, type ChildController, type ChildWorker } from './launch.ts'
 import { stopOnSignal } from './signals.ts'
 
 export interface MeshRunInit {
@@ -24,22 +25,13 @@ export interface MeshRunInit {
 }
 
 interface DemoWorker {
-  body: { worker_id: string, worker_url: string, capabilities: Array<Record<string, unknown>> }
+  id: string
+  cap: string
   controller: ChildController
+  child: ChildWorker
 }
 
 const CAPS = ['echo', 'upper', 'reverse']
-
-const capability = (name: string, i: number): Record<string, unknown> => ({
-  name,
-  verb: 'invoke',
-  version: '1.0.0',
-  input_schema: { type: 'object', properties: { text: { type: 'string' } } },
-  output_schema: { type: 'object', properties: { text: { type: 'string' } } },
-  requires_gpu: false,
-  max_concurrency: 8,
-  cost_tokens_per_invocation: 1 + (i % 3)
-})
 
 /** Writes configs for an N-controller loopback mesh (`capmesh local`) and returns their paths. */
 export function generateLocalConfigs (n: number, opts: { root: string, httpsBase: number, p2pBase: number }): string[] {
@@ -96,22 +88,30 @@ export async function runMesh (init: MeshRunInit): Promise<{ controllers: ChildC
   console.log(`\nmesh formed: ${controllers.length} controllers, every one connected to every other`)
 
   const n = init.workers ?? Math.min(3, controllers.length * 2)
-  const workers: DemoWorker[] = Array.from({ length: n }, (_, i) => ({
-    controller: controllers[i % controllers.length],
-    body: { worker_id: `demo-${CAPS[i % CAPS.length]}-${i + 1}`, worker_url: `https://127.0.0.1:${7001 + i}`, capabilities: [capability(CAPS[i % CAPS.length], i)] }
+  const all = controllers.map(c => c.url).join(',')
+  const workers: DemoWorker[] = await Promise.all(Array.from({ length: n }, async (_, i) => {
+    const controller = controllers[i % controllers.length]
+    const cap = CAPS[i % CAPS.length]
+    const id = `demo-${cap}-${i + 1}`
+    // Affinity pins each demo worker to a different controller; the full list is its failover list.
+    const child = await spawnWorker({
+      id,
+      args: ['--capability', `invoke:${cap}@1.0.0`, '--controllers', all, '--tls-dir', tlsDir, '--heartbeat-interval', '1s', '--affinity', controller.id],
+      onLine: line => { console.log(line) }
+    })
+    return { id, cap, controller, child }
   }))
-  for (const w of workers) {
-    const res = await client.json('POST', `${w.controller.url}/register`, w.body)
-    if (res.status !== 200) throw new Error(`registering ${w.body.worker_id}: ${JSON.stringify(res.body)}`)
-  }
-  console.log(`registered ${workers.length} demo workers at ${[...new Set(workers.map(w => w.controller.id))].join(', ')}`)
-  const beat = setInterval(() => { void heartbeat(client, workers) }, 2000)
-  beat.unref()
+  console.log(`started ${workers.length} demo workers (real agents), attached to ${[...new Set(workers.map(w => w.controller.id))].join(', ')}`)
 
   // Route through a controller the first worker is NOT attached to.
-  const w = workers.find(x => x.body.capabilities[0].name === 'upper') ?? workers[0]
+  const w = workers.find(x => x.cap === 'upper') ?? workers[0]
+  if (w == null) {
+    console.log('no demo workers requested; the mesh is running. Ctrl-C stops it.')
+    if (init.wait !== false) stopOnSignal(stopAll)
+    return { controllers, stop: stopAll }
+  }
   const via = controllers.find(c => c.id !== w.controller.id) ?? w.controller
-  const cap = String(w.body.capabilities[0].name)
+  const cap = w.cap
   const t0 = performance.now()
   const routed = await waitFor(async () => {
     const r = await client.json('POST', `${via.url}/route`, { verb: 'invoke', capability: cap })
@@ -125,6 +125,9 @@ ${controllers.map(c => `  ${c.id.padEnd(4)} ${c.url}   p2p ${c.p2p[0]}   pid ${c
 
 Route via ${via.id} (the worker is attached to ${w.controller.id}):
   curl --cacert ${tls.caPath} -X POST ${via.url}/route -H 'content-type: application/json' -d '{"verb":"invoke","capability":"${cap}"}'
+Route and call the worker:
+  npx capmesh route --verb invoke --capability ${cap} --controller ${via.url} --tls-dir ${tlsDir} --invoke "hello mesh"
+Watch a failover: kill controller ${w.controller.id} (kill ${w.controller.pid}) and route again via ${via.id}.
 More:
   curl --cacert ${tls.caPath} ${controllers[0].url}/workers
   curl --cacert ${tls.caPath} ${controllers[0].url}/mesh
@@ -133,24 +136,12 @@ More:
 Ctrl-C stops everything.`)
 
   const stop = async (): Promise<void> => {
-    clearInterval(beat)
-    await Promise.all(workers.map(async x => await client.json('POST', `${x.controller.url}/deregister`, { worker_id: x.body.worker_id }).catch(() => {})))
+    await Promise.all(workers.map(async x => { await x.child.stop() }))
     await client.close()
     await stopAll()
   }
   if (init.wait !== false) stopOnSignal(stop)
   return { controllers, stop }
-}
-
-async function heartbeat (client: HttpsClient, workers: DemoWorker[]): Promise<void> {
-  await Promise.all(workers.map(async w => {
-    try {
-      const res = await client.json('POST', `${w.controller.url}/heartbeat`, { worker_id: w.body.worker_id })
-      if (res.body?.error === 'worker_not_registered') await client.json('POST', `${w.controller.url}/register`, w.body)
-    } catch (err) {
-      console.error(`heartbeat ${w.body.worker_id} → ${w.controller.id}: ${(err as Error).message}`)
-    }
-  }))
 }
 
 async function waitFor<T> (check: () => Promise<T | null | false>, timeoutMs: number): Promise<T> {

@@ -68,3 +68,47 @@ export async function spawnController (init: SpawnInit): Promise<ChildController
     })
   })
 }
+
+export interface ChildWorker {
+  id: string
+  pid: number
+  url: string
+  process: ChildProcess
+  stop: (graceMs?: number) => Promise<void>
+}
+
+/** Starts `capmesh worker ...` and resolves once it serves and is attached. */
+export async function spawnWorker (init: { id: string, args: string[], onLine?: (line: string) => void, timeoutMs?: number }): Promise<ChildWorker> {
+  const child = spawn(process.execPath, [CLI, 'worker', '--id', init.id, ...init.args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise<void>(resolve => child.once('exit', () => { resolve() }))
+  const stop = async (graceMs = 5000): Promise<void> => {
+    if (child.exitCode != null || child.signalCode != null) return
+    child.kill('SIGTERM')
+    const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
+    await exited
+    clearTimeout(t)
+  }
+  const stderr: string[] = []
+  child.stderr.on('data', (d: Buffer) => { stderr.push(d.toString()) })
+  return await new Promise<ChildWorker>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop(0)
+      reject(new Error(`worker ${init.id} did not start within ${init.timeoutMs ?? 20_000} ms: ${stderr.join('').slice(-2000)}`))
+    }, init.timeoutMs ?? 20_000)
+    let ready = false
+    createInterface({ input: child.stdout }).on('line', line => {
+      init.onLine?.(line)
+      const m = / serving .* at (https:\/\/\S+)$/.exec(line)
+      if (!ready && m != null) {
+        ready = true
+        clearTimeout(timer)
+        resolve({ id: init.id, pid: child.pid!, url: m[1], process: child, stop })
+      }
+    })
+    child.once('exit', (code, signal) => {
+      if (ready) return
+      clearTimeout(timer)
+      reject(new Error(`worker ${init.id} exited (${code ?? signal}) before serving: ${stderr.join('').slice(-2000)}`))
+    })
+  })
+}

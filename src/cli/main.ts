@@ -13,6 +13,8 @@ import { ensureTls, readCa } from '../tls/index.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { generateLocalConfigs, runMesh } from './demo.ts'
 import { stopOnSignal } from './signals.ts'
+import { startDemoWorker } from './worker.ts'
+import { parseDuration } from '../utils/duration.ts'
 
 const program = new Command()
   .name('capmesh')
@@ -101,20 +103,57 @@ state.command('import')
   })
 
 program.command('route')
-  .description('ask a controller for a worker')
+  .description('ask a controller for a worker (and, with --invoke, call it)')
   .requiredOption('--verb <verb>', 'verb, e.g. invoke')
   .requiredOption('--capability <name>', 'capability name')
   .option('--controller <url>', 'controller URL', 'https://127.0.0.1:9000')
   .option('--tls-dir <dir>', 'TLS dir whose ca.pem to trust', '.capmesh/tls')
-  .action(async (opts: { verb: string, capability: string, controller: string, tlsDir: string }) => {
-    const client = httpsClient({ ca: readCa(opts.tlsDir) })
+  .option('--invoke [text]', 'also POST {text} to the chosen worker\'s /invoke')
+  .action(async (opts: { verb: string, capability: string, controller: string, tlsDir: string, invoke?: string | boolean }) => {
+    const client = httpsClient({ ca: readCa(opts.tlsDir), timeoutMs: 10_000 })
     try {
       const res = await client.json('POST', new URL('/route', opts.controller).href, { verb: opts.verb, capability: opts.capability })
       console.log(JSON.stringify(res.body, null, 2))
-      if (res.status !== 200) process.exitCode = 1
+      if (res.status !== 200) {
+        process.exitCode = 1
+        return
+      }
+      if (opts.invoke != null && opts.invoke !== false) {
+        const text = typeof opts.invoke === 'string' ? opts.invoke : 'hello from capmesh'
+        const out = await client.json('POST', new URL('/invoke', res.body.worker_url as string).href, { text, capability: opts.capability })
+        console.log(JSON.stringify(out.body, null, 2))
+        if (out.status !== 200) process.exitCode = 1
+      }
     } finally {
       await client.close()
     }
+  })
+
+program.command('worker')
+  .description('start a demo worker: serves its capability over HTTPS and stays attached through the agent')
+  .requiredOption('--id <id>', 'worker id')
+  .requiredOption('--capability <spec>', 'VERB:NAME[@VERSION], e.g. invoke:upper@1.0.0 (repeatable)', collect)
+  .requiredOption('--controllers <urls>', 'controller URLs, comma-separated: the failover list')
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA is trusted and issues this worker\'s certificate)', '.capmesh/tls')
+  .option('--host <host>', 'bind address', '127.0.0.1')
+  .option('--port <port>', 'HTTPS port (0 = any free port)', '0')
+  .option('--heartbeat-interval <duration>', 'heartbeat interval', '1s')
+  .option('--affinity <controller-id>', 'preferred controller id')
+  .action(async (opts: { id: string, capability: string[], controllers: string, tlsDir: string, host: string, port: string, heartbeatInterval: string, affinity?: string }) => {
+    const w = await startDemoWorker({
+      id: opts.id,
+      capabilities: opts.capability,
+      controllers: opts.controllers.split(',').map(s => s.trim()).filter(s => s.length > 0),
+      tlsDir: opts.tlsDir,
+      host: opts.host,
+      port: int(opts.port, '--port', 0, 65535),
+      heartbeatIntervalMs: parseDuration(opts.heartbeatInterval, '--heartbeat-interval'),
+      affinity: opts.affinity
+    })
+    stopOnSignal(async () => {
+      await w.agent.drain()
+      await w.stop()
+    })
   })
 
 program.command('demo')
@@ -130,13 +169,13 @@ program.command('demo')
 program.command('local')
   .description('start an N-controller mesh on loopback in one command (generated configs, one shared CA)')
   .option('--controllers <n>', 'number of controllers', '3')
-  .option('--workers <m>', 'demo workers to attach, spread over the controllers', '3')
+  .option('--workers <m>', 'demo workers (one process each, at most 32), spread over the controllers', '3')
   .option('--https-port <port>', 'HTTPS port of the first controller (the others count up)', '9000')
   .option('--p2p-port <port>', 'libp2p port of the first controller (the others count up)', '9100')
   .option('--root <dir>', 'where generated configs, data and the CA go', '.capmesh')
   .action(async (opts: { controllers: string, workers: string, httpsPort: string, p2pPort: string, root: string }) => {
     const n = int(opts.controllers, '--controllers', 1, 64)
-    const m = int(opts.workers, '--workers', 0, 10_000)
+    const m = int(opts.workers, '--workers', 0, 32)
     const httpsBase = int(opts.httpsPort, '--https-port', 1, 65535 - n)
     const p2pBase = int(opts.p2pPort, '--p2p-port', 1, 65535 - n)
     const configs = generateLocalConfigs(n, { root: opts.root, httpsBase, p2pBase })

@@ -1,0 +1,383 @@
+/**
+ * The worker agent: keeps one worker attached to the mesh.
+ *
+ * - **Closest controller**: probes every controller (median of a few
+ *   `/health` round trips) and attaches to the fastest that answers, or to
+ *   the `affinity` controller when it is reachable. Re-probes periodically and
+ *   moves only when another controller is clearly closer (hysteresis).
+ * - **Registration** with exponential back-off and jitter (p-retry), then
+ *   the next controller in order of closeness. A failing controller is
+ *   quarantined (skipped until the others were tried), as Eureka's client
+ *   does; success clears it. Network errors, timeouts and 5xx are retried; a
+ *   4xx is permanent and reported with the controller's reason.
+ * - **Heartbeats** carry the worker's load. `worker_not_registered` → re-register
+ *   at once. `failureThreshold` consecutive failures → fail over to the next
+ *   closest controller, with a bumped incarnation so the newest attachment
+ *   wins everywhere.
+ *
+ * Only the wire contract is used: any controller speaking it will do.
+ */
+import { EventEmitter } from 'node:events'
+import { performance } from 'node:perf_hooks'
+import pRetry, { AbortError } from 'p-retry'
+import * as C from '../constants.ts'
+import {
+  ControllerTimeoutError, ControllerUnavailableError, NoControllerError, RegistrationRejectedError
+} from '../errors.ts'
+import type { Capability } from '../registry/index.ts'
+import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
+import { probeControllers, type ProbeResult } from './probe.ts'
+
+export interface WorkerAgentInit {
+  /** The worker's id (printable ASCII, no spaces). */
+  workerId: string
+  /** Where the worker serves (https://host:port). */
+  workerUrl: string
+  /** What it offers (the full CapabilitySchema). */
+  capabilities: Capability[]
+  /** Controller URLs: the failover list. */
+  controllers: string[]
+  /** PEM CA certificate(s) to trust. Required unless `client` is given. */
+  ca?: string | string[]
+  /** A shared HTTPS client (the agent does not close it). @default one of its own */
+  client?: HttpsClient
+  /** Heartbeat interval (ms). @default 30000 */
+  heartbeatIntervalMs?: number
+  /** Preferred controller id: attach there when it is reachable. @default none */
+  affinity?: string
+  /** Registration retries per controller. @default 3 */
+  retries?: number
+  /** First retry delay (ms), doubling, with jitter. @default 100 */
+  retryBaseMs?: number
+  /** Per-attempt timeout (ms) of a registration. @default 30000 */
+  attemptTimeoutMs?: number
+  /** Consecutive heartbeat failures before failing over. @default 2 */
+  failureThreshold?: number
+  /** How long a failed controller is skipped (ms). @default 30000 */
+  quarantineMs?: number
+  /** /health round trips per controller when probing. @default 3 */
+  probes?: number
+  /** Re-probe closeness this often (ms); 0 = never. @default 60000 */
+  reprobeIntervalMs?: number
+  /** Move only to a controller faster by this fraction of the current RTT ... @default 0.5 */
+  hysteresisRatio?: number
+  /** ... and by at least this many ms. @default 5 */
+  hysteresisMinMs?: number
+  /** In-flight requests, sent with each heartbeat. @default () => 0 */
+  load?: () => number
+  /** Closeness already measured (registerBatch probes once for all). @default probe on start */
+  ranking?: ProbeResult[]
+}
+
+export interface AgentCounters {
+  registrations: { ok: number, failed: number, rejected: number }
+  retries: number
+  failovers: number
+  moves: number
+  reregistrations: number
+  heartbeats: { ok: number, failed: number }
+  /** Last and average (EWMA) heartbeat round trip, ms. */
+  heartbeatRttMs: { last: number | null, avg: number | null }
+}
+
+export interface AgentEvents {
+  attached: [info: { controller: string, controllerId: string | null, rttMs: number | null, reason: AttachReason }]
+  registered: [info: { controller: string, incarnation: number }]
+  heartbeat_failed: [info: { controller: string, error: Error, consecutive: number }]
+  failover: [info: { from: string, to: string, incarnation: number }]
+  reregistered: [info: { controller: string, incarnation: number }]
+  draining: [info: { controller: string | null }]
+  stopped: []
+  /** Attaching failed everywhere (the agent keeps trying at each heartbeat), or a permanent rejection. */
+  error: [error: Error]
+}
+
+export type AttachReason = 'start' | 'failover' | 'move' | 'reregister' | 'retry'
+export type AgentState = 'idle' | 'attached' | 'detached' | 'draining' | 'stopped'
+
+export class WorkerAgent extends EventEmitter<AgentEvents> {
+  readonly workerId: string
+  readonly counters: AgentCounters = {
+    registrations: { ok: 0, failed: 0, rejected: 0 },
+    retries: 0,
+    failovers: 0,
+    moves: 0,
+    reregistrations: 0,
+    heartbeats: { ok: 0, failed: 0 },
+    heartbeatRttMs: { last: null, avg: null }
+  }
+
+  private readonly init: WorkerAgentInit
+  private readonly client: HttpsClient
+  private readonly ownClient: boolean
+  private readonly interval: number
+  private readonly quarantineMs: number
+  private readonly threshold: number
+  private ranking: ProbeResult[] = []
+  private readonly quarantine = new Map<string, number>()
+  private current: { url: string, id: string | null } | null = null
+  private _incarnation = 0
+  private _state: AgentState = 'idle'
+  private failures = 0
+  private timer: NodeJS.Timeout | null = null
+  private reprobeTimer: NodeJS.Timeout | null = null
+  private busy: Promise<void> | null = null
+
+  constructor (init: WorkerAgentInit) {
+    super()
+    if (init.controllers.length === 0) throw new NoControllerError([])
+    if (init.client == null && init.ca == null) throw new TypeError('WorkerAgent needs `ca` (or a shared `client`)')
+    this.init = init
+    this.workerId = init.workerId
+    this.ownClient = init.client == null
+    this.client = init.client ?? httpsClient({ ca: init.ca!, timeoutMs: init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS })
+    this.interval = init.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS
+    this.quarantineMs = init.quarantineMs ?? C.DEFAULT_AGENT_QUARANTINE_MS
+    this.threshold = init.failureThreshold ?? C.DEFAULT_AGENT_FAILURE_THRESHOLD
+  }
+
+  get state (): AgentState { return this._state }
+  get incarnation (): number { return this._incarnation }
+  /** The controller the worker is attached to, or null. */
+  get controller (): { url: string, id: string | null } | null { return this.current }
+
+  /**
+   * Probes, attaches, and starts heartbeating. Rejects with
+   * RegistrationRejectedError (permanent) or NoControllerError (none
+   * reachable; call start() again later).
+   */
+  async start (): Promise<void> {
+    if (this._state === 'stopped') throw new Error('agent was stopped')
+    this.ranking = this.init.ranking ?? await this.probe()
+    await this.attach('start')
+    this.schedule()
+    const every = this.init.reprobeIntervalMs ?? C.DEFAULT_AGENT_REPROBE_MS
+    if (every > 0) {
+      this.reprobeTimer = setInterval(() => { void this.exclusive(async () => { await this.reprobe() }) }, every)
+      this.reprobeTimer.unref()
+    }
+  }
+
+  /** Marks the worker draining: still listed, no new routes. */
+  async drain (): Promise<void> {
+    this._state = 'draining'
+    if (this.current != null) {
+      await this.client.json('POST', this.endpoint(this.current.url, '/drain'), { worker_id: this.workerId }, { timeoutMs: this.interval }).catch(() => {})
+    }
+    this.emit('draining', { controller: this.current?.url ?? null })
+  }
+
+  /** Stops heartbeating and deregisters. */
+  async stop (): Promise<void> {
+    if (this._state === 'stopped') return
+    this._state = 'stopped'
+    if (this.timer != null) clearTimeout(this.timer)
+    if (this.reprobeTimer != null) clearInterval(this.reprobeTimer)
+    await this.busy?.catch(() => {})
+    if (this.current != null) {
+      await this.client.json('POST', this.endpoint(this.current.url, '/deregister'), { worker_id: this.workerId }, { timeoutMs: Math.min(this.interval, 5000) }).catch(() => {})
+    }
+    if (this.ownClient) await this.client.close()
+    this.emit('stopped')
+  }
+
+  // ---------------------------------------------------------------- attach
+
+  private async probe (): Promise<ProbeResult[]> {
+    return await probeControllers(this.client, this.init.controllers, {
+      probes: this.init.probes ?? C.DEFAULT_AGENT_PROBES,
+      timeoutMs: Math.min(this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS, 5000)
+    })
+  }
+
+  /** Controllers to try, best first: affinity (if reachable), then by closeness; quarantined ones last. */
+  private order (exclude?: string): string[] {
+    const now = performance.now()
+    const ranked = [...this.ranking]
+    for (const url of this.init.controllers) if (!ranked.some(r => r.url === url)) ranked.push({ url, controllerId: null, rttMs: Infinity })
+    const aff = this.init.affinity
+    ranked.sort((a, b) => {
+      const pa = aff != null && a.controllerId === aff && a.rttMs < Infinity ? 0 : 1
+      const pb = aff != null && b.controllerId === aff && b.rttMs < Infinity ? 0 : 1
+      return pa !== pb ? pa - pb : a.rttMs - b.rttMs
+    })
+    const urls = ranked.map(r => r.url).filter(u => u !== exclude)
+    const open = urls.filter(u => (this.quarantine.get(u) ?? 0) <= now)
+    const held = urls.filter(u => (this.quarantine.get(u) ?? 0) > now).sort((a, b) => this.quarantine.get(a)! - this.quarantine.get(b)!)
+    // The excluded (just failed) controller goes last: it may be the only one left.
+    return [...open, ...held, ...(exclude != null ? [exclude] : [])]
+  }
+
+  private async attach (reason: AttachReason, exclude?: string): Promise<void> {
+    const failures: Array<{ controller: string, error: string }> = []
+    for (const url of this.order(exclude)) {
+      try {
+        await this.registerWithRetry(url)
+        this.quarantine.delete(url)
+        const from = this.current?.url
+        const r = this.ranking.find(x => x.url === url)
+        this.current = { url, id: r?.controllerId ?? null }
+        this.failures = 0
+        if (this._state !== 'draining') this._state = 'attached'
+        this.emit('attached', { controller: url, controllerId: this.current.id, rttMs: r != null && r.rttMs < Infinity ? r.rttMs : null, reason })
+        if (reason === 'failover' && from != null) {
+          this.counters.failovers++
+          this.emit('failover', { from, to: url, incarnation: this._incarnation })
+        }
+        return
+      } catch (err) {
+        if (err instanceof RegistrationRejectedError) {
+          this.counters.registrations.rejected++
+          this.emit('error', err)
+          throw err
+        }
+        this.counters.registrations.failed++
+        this.quarantine.set(url, performance.now() + this.quarantineMs)
+        failures.push({ controller: url, error: (err as Error).message })
+      }
+    }
+    this._state = 'detached'
+    this.current = null
+    const err = new NoControllerError(failures)
+    this.emit('error', err)
+    throw err
+  }
+
+  private async registerWithRetry (url: string): Promise<void> {
+    const timeoutMs = this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS
+    await pRetry(async () => {
+      try {
+        await this.registerOnce(url, timeoutMs)
+      } catch (err) {
+        if (err instanceof RegistrationRejectedError) throw new AbortError(err)
+        throw err
+      }
+    }, {
+      retries: this.init.retries ?? C.DEFAULT_AGENT_RETRIES,
+      minTimeout: this.init.retryBaseMs ?? C.DEFAULT_AGENT_RETRY_BASE_MS,
+      factor: 2,
+      randomize: true,
+      onFailedAttempt: ({ retriesLeft }) => { if (retriesLeft > 0) this.counters.retries++ }
+    })
+  }
+
+  private async registerOnce (url: string, timeoutMs: number): Promise<void> {
+    this._incarnation++
+    const body = {
+      worker_id: this.workerId,
+      worker_url: this.init.workerUrl,
+      capabilities: this.init.capabilities,
+      incarnation: this._incarnation
+    }
+    const res = await this.call(url, '/register', body, timeoutMs)
+    if (res.status >= 400 && res.status < 500) throw new RegistrationRejectedError(url, res.status, res.body)
+    if (res.status !== 200 || res.body?.status !== 'registered') {
+      throw new ControllerUnavailableError(url, `unexpected answer to /register (HTTP ${res.status}): ${JSON.stringify(res.body).slice(0, 200)}`)
+    }
+    if (Number.isInteger(res.body.incarnation) && res.body.incarnation > this._incarnation) this._incarnation = res.body.incarnation
+    this.counters.registrations.ok++
+    this.emit('registered', { controller: url, incarnation: this._incarnation })
+  }
+
+  /** One HTTPS call with the agent's error types: unavailable (network, TLS, 5xx) or timeout. */
+  private async call (url: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number, body: any }> {
+    let res
+    try {
+      res = await this.client.json('POST', this.endpoint(url, path), body, { timeoutMs })
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      if (e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT') {
+        throw new ControllerTimeoutError(url, timeoutMs, { cause: err })
+      }
+      throw new ControllerUnavailableError(url, e.code != null ? `${e.code} ${e.message}` : e.message, { cause: err })
+    }
+    if (res.status >= 500) throw new ControllerUnavailableError(url, `HTTP ${res.status}`)
+    if (typeof res.body !== 'object' || res.body == null) throw new ControllerUnavailableError(url, `not a JSON answer (HTTP ${res.status})`)
+    return res
+  }
+
+  private endpoint (base: string, path: string): string {
+    return new URL(path, base).href
+  }
+
+  // ------------------------------------------------------------- heartbeat
+
+  private schedule (): void {
+    if (this._state === 'stopped') return
+    this.timer = setTimeout(() => {
+      void this.exclusive(async () => { await this.beat() }).finally(() => { this.schedule() })
+    }, this.interval)
+    this.timer.unref()
+  }
+
+  /** Runs `fn` unless another attach/heartbeat is in progress (they never overlap). */
+  private async exclusive (fn: () => Promise<void>): Promise<void> {
+    if (this.busy != null || this._state === 'stopped') return
+    this.busy = fn().catch(() => {}).finally(() => { this.busy = null })
+    await this.busy
+  }
+
+  private async beat (): Promise<void> {
+    if (this.current == null) {
+      // Detached: every controller failed last time; try again from the top.
+      this.ranking = await this.probe()
+      await this.attach('retry').catch(() => {})
+      return
+    }
+    const url = this.current.url
+    const body: Record<string, unknown> = { worker_id: this.workerId, load: Math.max(0, Math.floor(this.init.load?.() ?? 0)) }
+    if (this._state === 'draining') body.status = 'draining'
+    const t0 = performance.now()
+    try {
+      const res = await this.call(url, '/heartbeat', body, Math.min(this.interval, this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS))
+      if (res.body.error === 'worker_not_registered') {
+        // The controller lost its state (restart with an empty data dir): register again right away.
+        this.counters.reregistrations++
+        await this.registerWithRetry(url)
+        this.emit('reregistered', { controller: url, incarnation: this._incarnation })
+        if (this._state === 'draining') await this.drain()
+        return
+      }
+      if (res.status !== 200 || res.body.status !== 'acknowledged') throw new ControllerUnavailableError(url, `unexpected heartbeat answer (HTTP ${res.status})`)
+      const rtt = performance.now() - t0
+      this.counters.heartbeats.ok++
+      this.counters.heartbeatRttMs.last = rtt
+      this.counters.heartbeatRttMs.avg = this.counters.heartbeatRttMs.avg == null ? rtt : 0.8 * this.counters.heartbeatRttMs.avg + 0.2 * rtt
+      this.failures = 0
+    } catch (err) {
+      this.counters.heartbeats.failed++
+      this.failures++
+      this.emit('heartbeat_failed', { controller: url, error: err as Error, consecutive: this.failures })
+      if (this.failures >= this.threshold) {
+        this.quarantine.set(url, performance.now() + this.quarantineMs)
+        await this.attach('failover', url).catch(() => {})
+        if (this._state === 'draining' && this.current != null) await this.drain()
+      }
+    }
+  }
+
+  /** Moves to a clearly closer controller (never on jitter). */
+  private async reprobe (): Promise<void> {
+    if (this.current == null || this._state !== 'attached') return
+    this.ranking = await this.probe()
+    const cur = this.ranking.find(r => r.url === this.current!.url)
+    const best = this.ranking[0]
+    if (cur == null || best == null || best.url === cur.url || best.rttMs === Infinity) return
+    if (this.init.affinity != null && cur.controllerId === this.init.affinity) return
+    const margin = Math.max(this.init.hysteresisMinMs ?? C.DEFAULT_AGENT_HYSTERESIS_MIN_MS, (this.init.hysteresisRatio ?? C.DEFAULT_AGENT_HYSTERESIS_RATIO) * cur.rttMs)
+    if (cur.rttMs - best.rttMs < margin) return
+    try {
+      await this.registerWithRetry(best.url)
+      this.current = { url: best.url, id: best.controllerId }
+      this.counters.moves++
+      this.emit('attached', { controller: best.url, controllerId: best.controllerId, rttMs: best.rttMs, reason: 'move' })
+    } catch {
+      // Staying where we are is fine.
+    }
+  }
+}
+
+/** Creates an agent (not started). */
+export function workerAgent (init: WorkerAgentInit): WorkerAgent {
+  return new WorkerAgent(init)
+}

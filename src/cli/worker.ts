@@ -1,0 +1,114 @@
+/**
+ * `capmesh worker`: a demo worker that really serves its capability over
+ * HTTPS (`POST /invoke {"text": ...}`: echo, upper, reverse, or echo for any
+ * other name), with a certificate issued by the mesh's local CA, and stays
+ * attached through the worker agent. One log line per attach and failover.
+ */
+import Fastify from 'fastify'
+import { Type } from 'typebox'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { workerAgent, type WorkerAgent } from '../agent/index.ts'
+import { ConfigError } from '../errors.ts'
+import type { Capability } from '../registry/index.ts'
+import { ensureTls } from '../tls/index.ts'
+
+export interface DemoWorkerInit {
+  id: string
+  /** `VERB:NAME[@VERSION]` specs. */
+  capabilities: string[]
+  controllers: string[]
+  tlsDir: string
+  host?: string
+  /** 0 = any free port. */
+  port?: number
+  heartbeatIntervalMs?: number
+  affinity?: string
+  log?: (line: string) => void
+}
+
+const SPEC = /^([A-Za-z0-9._-]+):([A-Za-z0-9._-]+)(?:@([A-Za-z0-9._+-]+))?$/
+
+export function parseCapabilitySpec (spec: string): Capability {
+  const m = SPEC.exec(spec)
+  if (m == null) throw new ConfigError(`--capability "${spec}": expected VERB:NAME[@VERSION], e.g. invoke:upper@1.0.0`)
+  return {
+    verb: m[1],
+    name: m[2],
+    version: m[3] ?? '1.0.0',
+    input_schema: { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] },
+    output_schema: { type: 'object', properties: { result: { type: 'string' } } },
+    requires_gpu: false,
+    max_concurrency: 16
+  }
+}
+
+const OPS: Record<string, (s: string) => string> = {
+  upper: s => s.toUpperCase(),
+  lower: s => s.toLowerCase(),
+  reverse: s => [...s].reverse().join(''),
+  echo: s => s
+}
+
+export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: string, agent: WorkerAgent, stop: () => Promise<void> }> {
+  const log = init.log ?? ((l: string) => { console.log(l) })
+  const caps = init.capabilities.map(parseCapabilitySpec)
+  if (caps.length === 0) throw new ConfigError('give at least one --capability VERB:NAME[@VERSION]')
+  if (init.controllers.length === 0) throw new ConfigError('give --controllers URL,URL,...')
+  for (const u of init.controllers) {
+    if (!/^https:\/\/[^\s/]+/.test(u)) throw new ConfigError(`--controllers: "${u}" is not an https:// URL`)
+  }
+  const host = init.host ?? '127.0.0.1'
+  const certName = `worker-${init.id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 56)}`
+  const tls = await ensureTls({ dir: init.tlsDir, hosts: [host], name: certName })
+  let inflight = 0
+
+  const app = Fastify({ https: { cert: tls.cert, key: tls.key }, bodyLimit: 64 * 1024 } as any).withTypeProvider<TypeBoxTypeProvider>()
+  app.get('/health', async () => ({ status: 'ok', worker_id: init.id, inflight }))
+  app.post('/invoke', {
+    schema: { body: Type.Object({ text: Type.String({ maxLength: 16_384 }), capability: Type.Optional(Type.String({ maxLength: 256 })) }) }
+  }, async (req) => {
+    inflight++
+    try {
+      const name = req.body.capability ?? caps[0].name
+      const cap = caps.find(c => c.name === name)
+      if (cap == null) return await Promise.reject(Object.assign(new Error(`this worker does not offer ${name}`), { statusCode: 404 }))
+      return { worker_id: init.id, capability: cap.name, result: (OPS[cap.name] ?? OPS.echo)(req.body.text) }
+    } finally {
+      inflight--
+    }
+  })
+  await app.listen({ host, port: init.port ?? 0 })
+  const addr = app.server.address()
+  const port = typeof addr === 'object' && addr != null ? addr.port : 0
+  const url = `https://${host}:${port}`
+
+  const agent = workerAgent({
+    workerId: init.id,
+    workerUrl: url,
+    capabilities: caps,
+    controllers: init.controllers,
+    ca: tls.ca,
+    heartbeatIntervalMs: init.heartbeatIntervalMs ?? 1000,
+    affinity: init.affinity,
+    load: () => inflight
+  })
+  agent.on('attached', a => { log(`[${init.id}] attached to ${a.controllerId ?? '?'} ${a.controller} (${a.reason}${a.rttMs != null ? `, rtt ${a.rttMs.toFixed(1)} ms` : ''}, incarnation ${agent.incarnation})`) })
+  agent.on('failover', f => { log(`[${init.id}] FAILOVER ${f.from} -> ${f.to} (incarnation ${f.incarnation})`) })
+  agent.on('reregistered', r => { log(`[${init.id}] re-registered at ${r.controller} (controller had lost its state)`) })
+  agent.on('error', e => { log(`[${init.id}] ${e.name}: ${e.message}`) })
+  try {
+    await agent.start()
+  } catch (err) {
+    await app.close()
+    throw err
+  }
+  log(`[${init.id}] serving ${caps.map(c => `${c.verb}:${c.name}@${c.version}`).join(', ')} at ${url}`)
+  return {
+    url,
+    agent,
+    stop: async () => {
+      await agent.stop()
+      await app.close()
+    }
+  }
+}
