@@ -56,6 +56,12 @@ export const DEFAULT_TOMBSTONE_TTL_MS = 10 * 60_000
 export const MAX_CAPABILITIES_PER_WORKER = 256
 export const MAX_ID_LENGTH = 256
 export const MAX_URL_LENGTH = 2048
+/**
+ * Deepest nesting accepted in any JSON a client or peer sends (schemas in a
+ * capability included). Yjs and JSON serialisation recurse: a 5,000-deep
+ * document would overflow the stack later, far from where it came in.
+ */
+export const MAX_JSON_DEPTH = 64
 
 /** Anti-entropy with one random peer this often; also runs on every new connection. */
 export const DEFAULT_SYNC_INTERVAL_MS = 5000

@@ -7,6 +7,9 @@
 import Fastify, { type FastifyBaseLogger, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { MAX_JSON_DEPTH } from '../constants.ts'
+import { ValidationError } from '../errors.ts'
+import { tooDeep } from '../utils/json.ts'
 import { errorHandler } from './plugins/errors.ts'
 import { deregisterRoute } from './routes/deregister.ts'
 import { healthRoute, meshRoute } from './routes/health.ts'
@@ -39,6 +42,17 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   } as unknown as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as Api
 
   errorHandler(app)
+  // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
+  app.removeContentTypeParser('text/plain')
+  // Refuse absurdly nested JSON before validation or storage recurse into it.
+  app.addHook('preValidation', async (req) => {
+    // Only objects: every endpoint wants one, and the schema rejects anything else without recursing.
+    const body = req.body
+    const where = body != null && typeof body === 'object' && !Array.isArray(body) ? tooDeep(body, MAX_JSON_DEPTH) : null
+    if (where != null) {
+      throw new ValidationError(`body${where} is nested deeper than ${MAX_JSON_DEPTH} levels`, [{ field: `body${where}`, message: `must not nest deeper than ${MAX_JSON_DEPTH} levels` }])
+    }
+  })
   await app.register(swagger, {
     openapi: {
       info: { title: 'capmesh controller', version: '1', description: 'Worker registry and routing (the platform wire contract).' }

@@ -120,7 +120,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private timers: NodeJS.Timeout[] = []
   private stopped = false
   private readonly onUpdate = (update: Uint8Array, origin: Origin): void => {
-    if (origin !== Origin.local && origin !== Origin.import) return
+    if (origin !== Origin.local && origin !== Origin.import && origin !== Origin.restore) return
     this.pending.push(update)
     if (!this.flushQueued) {
       this.flushQueued = true

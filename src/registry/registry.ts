@@ -37,7 +37,9 @@ export const Origin = {
   /** A `/state/import`. */
   import: 'import',
   /** Replay from the data dir at start-up. */
-  load: 'load'
+  load: 'load',
+  /** This controller putting back its own entries after a peer dropped its segment. */
+  restore: 'restore'
 } as const
 export type Origin = typeof Origin[keyof typeof Origin]
 
@@ -382,10 +384,11 @@ export class Registry extends EventEmitter<RegistryEvents> {
     // Root events first: whole segments added or removed. Content of a
     // segment created in this transaction is read here, because Yjs does not
     // emit events for types created in the same transaction.
+    const byPeer = tr.origin !== Origin.local && tr.origin !== Origin.restore
     for (const ev of events) {
       if (ev.target !== this.root) continue
       for (const [key, change] of ev.changes.keys) {
-        if (change.action === 'delete' || change.action === 'update') this.dropSegment(key, touched)
+        if (change.action === 'delete' || change.action === 'update') this.dropSegment(key, touched, byPeer)
         if (change.action === 'add' || change.action === 'update') {
           this.readSegment(key, touched)
           fresh.add(key)
@@ -464,7 +467,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     }
   }
 
-  private dropSegment (key: string, touched: Set<string>): void {
+  private dropSegment (key: string, touched: Set<string>, byPeer: boolean): void {
     const mirror = this.segments.get(key)
     if (mirror == null) return
     for (const id of mirror.keys()) {
@@ -476,22 +479,22 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (key === this.ownSegment) {
       this.ownSegment = null
       this.ownGarbage = 0
-      // Someone dropped our segment (they thought us dead): republish what we own.
-      if (mirror.size > 0) this.queueRepublish(mirror)
     }
+    // A peer dropped one of our segments (it thought us gone): put back what we still own.
+    if (byPeer && ownerOf(key) === this.controllerId && mirror.size > 0) this.queueRepublish(mirror)
   }
 
   private queueRepublish (lost: Map<string, Entry>): void {
     queueMicrotask(() => {
       const back = [...lost.values()].filter(e => {
         const win = this.view.get(e.worker_id)
-        return !isTombstone(e) && (win == null || compareEntries(e, win) >= 0)
+        return !isTombstone(e) && (win == null || compareEntries(e, win) > 0)
       })
       if (back.length === 0) return
       this.doc.transact(() => {
         const seg = this.ownSegmentMap()
         for (const e of back) seg.set(e.worker_id, e)
-      }, Origin.local)
+      }, Origin.restore)
     })
   }
 

@@ -6,7 +6,8 @@
  */
 import { Type, type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
-import { MAX_CAPABILITIES_PER_WORKER, MAX_ID_LENGTH, MAX_URL_LENGTH } from '../constants.ts'
+import { MAX_CAPABILITIES_PER_WORKER, MAX_ID_LENGTH, MAX_JSON_DEPTH, MAX_URL_LENGTH } from '../constants.ts'
+import { tooDeep } from '../utils/json.ts'
 
 /** Printable ASCII, no spaces: safe in logs, URLs and map keys. */
 export const WorkerId = Type.String({ minLength: 1, maxLength: MAX_ID_LENGTH, pattern: '^[\\x21-\\x7e]+$', description: 'Worker id: printable ASCII without spaces.' })
@@ -83,5 +84,7 @@ const checkTombstone = Compile(Tombstone)
 
 /** True when `value` is a well-formed registry entry (record or tombstone). */
 export function isEntry (value: unknown): value is Entry {
+  // Depth first: the schema check itself recurses.
+  if (tooDeep(value, MAX_JSON_DEPTH) != null) return false
   return checkRecord.Check(value) || checkTombstone.Check(value)
 }

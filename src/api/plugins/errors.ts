@@ -6,7 +6,7 @@
  * logged with its stack.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { CapmeshError, NoHealthyWorkerError, NoWorkerError, type ErrorCode, type FieldProblem } from '../../errors.ts'
+import { CapmeshError, NoHealthyWorkerError, NoWorkerError, ValidationError, type ErrorCode, type FieldProblem } from '../../errors.ts'
 
 interface AjvIssue {
   instancePath: string
@@ -43,6 +43,9 @@ export function errorHandler (app: FastifyInstance): void {
       const details = (err.validation as AjvIssue[]).map(i => problemOf(i, err.validationContext ?? 'body'))
       const summary = details.map(d => `${d.field} ${d.message}`).join('; ')
       return reply.code(400).send({ error: 'validation_failed', code: 'CAPMESH_ERR_VALIDATION', message: summary, details })
+    }
+    if (err instanceof ValidationError) {
+      return reply.code(400).send({ error: 'validation_failed', code: err.code, message: err.message, details: err.problems })
     }
     if (err instanceof NoHealthyWorkerError) {
       void reply.header('retry-after', String(err.retryAfter))
