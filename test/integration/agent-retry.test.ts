@@ -1,0 +1,351 @@
+/**
+ * Worker agent, registration: retries with exponential back-off, quarantine
+ * of a failing controller, every kind of broken controller (down, hanging,
+ * garbage, wrong CA) and permanent rejections. Real in-process controllers
+ * and small fake controllers — node:https servers with a certificate issued
+ * by the project's own CA, so the agent verifies TLS as usual — that answer
+ * however a test needs. No test may leave an unhandled rejection behind.
+ */
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { workerAgent, type WorkerAgent, type WorkerAgentInit } from '../../src/agent/index.ts'
+import type { Controller } from '../../src/controller/index.ts'
+import { NoControllerError, RegistrationRejectedError } from '../../src/errors.ts'
+import type { Capability } from '../../src/registry/index.ts'
+import { ensureTls, type TlsMaterial } from '../../src/tls/index.ts'
+import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+
+let bed: TestBed
+let c0: Controller
+let fakeTls: TlsMaterial
+let otherCaTls: TlsMaterial
+const agents: WorkerAgent[] = []
+const servers: Array<{ close: () => Promise<void> }> = []
+const unhandled: unknown[] = []
+const onUnhandled = (err: unknown): void => { unhandled.push(err) }
+
+beforeAll(async () => {
+  process.on('unhandledRejection', onUnhandled)
+  process.on('uncaughtException', onUnhandled)
+  bed = await testBed('agent-retry')
+  c0 = await bed.start({ id: 'c0' })
+  fakeTls = await ensureTls({ dir: bed.tlsDir, name: 'fake' })
+  // A second, unrelated CA: its certificates must be refused.
+  otherCaTls = await ensureTls({ dir: join(bed.root, 'other-ca'), name: 'other' })
+})
+afterAll(async () => {
+  await bed.cleanup()
+  process.off('unhandledRejection', onUnhandled)
+  process.off('uncaughtException', onUnhandled)
+})
+afterEach(async () => {
+  for (const a of agents.splice(0)) await a.stop()
+  for (const s of servers.splice(0)) await s.close()
+  expect(unhandled, 'unhandled rejections or exceptions').toEqual([])
+})
+
+describe('retries with back-off', () => {
+  it('a controller answering 503 twice: two retries, then registered there', async () => {
+    const fake = await fakeController('fake', n => n <= 2 ? { status: 503, body: { error: 'busy' } } : 'ok')
+    const a = agent('r1', [fake.url], { retryBaseMs: 200 })
+    await a.start()
+    expect(a.controller).toEqual({ url: fake.url, id: 'fake' })
+    expect(a.counters.retries).toBe(2)
+    expect(a.counters.registrations).toEqual({ ok: 1, failed: 0, rejected: 0 })
+    expect(fake.registers).toHaveLength(3)
+    const [g1, g2] = gaps(fake.registers)
+    // Exponential: the second wait is drawn from twice the range of the first.
+    expect(g1).toBeGreaterThanOrEqual(200 - 2)
+    expect(g2).toBeGreaterThanOrEqual(400 - 2)
+    expect(g2).toBeGreaterThan(g1)
+  })
+
+  it('the waits grow exponentially over the default three retries', async () => {
+    const fake = await fakeController('fake', n => n <= 3 ? { status: 502, body: { error: 'bad gateway' } } : 'ok')
+    const a = agent('r2', [fake.url], { retryBaseMs: 100 })
+    await a.start()
+    expect(a.counters.retries).toBe(3)
+    expect(fake.registers).toHaveLength(4)
+    const [g1, g2, g3] = gaps(fake.registers)
+    // Each wait is base * 2^k * (1..2): at least the doubled base, and the third at least twice the first.
+    expect(g1).toBeGreaterThanOrEqual(100 - 2)
+    expect(g2).toBeGreaterThanOrEqual(200 - 2)
+    expect(g3).toBeGreaterThanOrEqual(400 - 2)
+    expect(g3).toBeGreaterThan(1.5 * g1)
+  })
+
+  it('a controller that always fails is given up after the retries, quarantined, and skipped at the next failover', async () => {
+    const q0 = await bed.start({ id: 'q0' })
+    const q1 = await bed.start({ id: 'q1' })
+    const bad = await fakeController('bad', () => ({ status: 503, body: { error: 'unavailable' } }))
+    // Affinity makes the failing controller the first choice, so the agent must try it and move on.
+    const a = agent('r3', [bad.url, q0.url, q1.url], { affinity: 'bad', retries: 2, retryBaseMs: 20 })
+    const failovers: Array<{ from: string, to: string }> = []
+    a.on('failover', f => { failovers.push(f) })
+    await a.start()
+    expect(bad.registers).toHaveLength(3)
+    expect(a.counters.registrations).toEqual({ ok: 1, failed: 1, rejected: 0 })
+    expect(a.counters.retries).toBe(2)
+    const first = a.controller!
+    expect(['q0', 'q1']).toContain(first.id)
+
+    // The controller in use dies: the agent fails over to the other good one, not back to the
+    // quarantined affinity controller, which sees no further registration attempt.
+    const [dying, survivor] = first.id === 'q0' ? [q0, q1] : [q1, q0]
+    const dyingUrl = dying.url
+    await dying.stop()
+    await eventually(() => failovers.length === 1, 'a failover')
+    expect(failovers[0]).toMatchObject({ from: dyingUrl, to: survivor.url })
+    expect(a.controller?.url).toBe(survivor.url)
+    expect(bad.registers).toHaveLength(3)
+  })
+})
+
+describe('broken controllers: the agent moves on and never crashes', () => {
+  it('a port with nothing listening', async () => {
+    const url = await deadUrl()
+    const alone = agent('d1', [url], { retries: 1, retryBaseMs: 10 })
+    const err = await alone.start().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NoControllerError)
+    expect((err as NoControllerError).code).toBe('CAPMESH_ERR_NO_CONTROLLER')
+    expect((err as NoControllerError).failures.map(f => f.controller)).toEqual([url])
+    expect(alone.state).toBe('detached')
+
+    const a = agent('d2', [url, c0.url], { retries: 1, retryBaseMs: 10 })
+    await a.start()
+    expect(a.controller).toEqual({ url: c0.url, id: 'c0' })
+  })
+
+  it('a server that accepts TCP and never answers (not even the TLS handshake)', async () => {
+    const hang = await tcpBlackHole()
+    const alone = agent('h1', [hang.url], { retries: 1, retryBaseMs: 10, attemptTimeoutMs: 300 })
+    const err = await alone.start().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NoControllerError)
+    expect(hang.connections).toBeGreaterThanOrEqual(2)
+
+    const a = agent('h2', [hang.url, c0.url], { retries: 1, retryBaseMs: 10, attemptTimeoutMs: 300 })
+    await a.start()
+    expect(a.controller).toEqual({ url: c0.url, id: 'c0' })
+  })
+
+  it('a controller that answers /health but hangs on /register: each attempt times out, then the next controller', async () => {
+    const fake = await fakeController('hang', () => 'hang')
+    const a = agent('h3', [fake.url, c0.url], { affinity: 'hang', retries: 2, retryBaseMs: 10, attemptTimeoutMs: 300 })
+    await a.start()
+    expect(fake.registers).toHaveLength(3)
+    expect(a.counters.retries).toBe(2)
+    expect(a.counters.registrations).toEqual({ ok: 1, failed: 1, rejected: 0 })
+    expect(a.controller).toEqual({ url: c0.url, id: 'c0' })
+  })
+
+  it('a controller answering garbage (non-JSON 200, or JSON of the wrong shape)', async () => {
+    const html = await fakeController('html', () => ({ status: 200, raw: '<html>it works</html>', contentType: 'text/html' }))
+    const a = agent('g1', [html.url, c0.url], { affinity: 'html', retries: 1, retryBaseMs: 10 })
+    await a.start()
+    expect(html.registers).toHaveLength(2)
+    expect(a.controller).toEqual({ url: c0.url, id: 'c0' })
+
+    const odd = await fakeController('odd', () => ({ status: 200, body: { ok: true } }))
+    const b = agent('g2', [odd.url, c0.url], { affinity: 'odd', retries: 1, retryBaseMs: 10 })
+    await b.start()
+    expect(odd.registers).toHaveLength(2)
+    expect(b.controller).toEqual({ url: c0.url, id: 'c0' })
+    expect(b.counters.registrations.failed).toBe(1)
+  })
+
+  it('a server whose certificate comes from a different CA: TLS is refused, no request is ever sent', async () => {
+    const other = await otherCaServer()
+    const alone = agent('t1', [other.url], { retries: 1, retryBaseMs: 10 })
+    const err = await alone.start().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(NoControllerError)
+    expect(other.connections).toBeGreaterThan(0)
+    expect(other.requests).toBe(0)
+
+    const a = agent('t2', [other.url, c0.url], { retries: 1, retryBaseMs: 10 })
+    await a.start()
+    expect(a.controller).toEqual({ url: c0.url, id: 'c0' })
+    expect(other.requests).toBe(0)
+  })
+})
+
+describe('permanent rejections', () => {
+  it('an invalid worker id: rejected at once with the controller\'s reason, no retry, no other controller tried', async () => {
+    const spare = await fakeController('spare', () => 'ok')
+    const a = agent('bad id', [c0.url, spare.url], { affinity: 'c0' })
+    const errors: Error[] = []
+    a.on('error', e => { errors.push(e) })
+    const err = await a.start().catch((e: unknown) => e) as RegistrationRejectedError
+    expect(err).toBeInstanceOf(RegistrationRejectedError)
+    expect(err.name).toBe('RegistrationRejectedError')
+    expect(err.code).toBe('CAPMESH_ERR_REJECTED')
+    expect(err.controller).toBe(c0.url)
+    expect(err.httpStatus).toBe(400)
+    expect(err.reason).toMatchObject({ error: 'validation_failed', code: 'CAPMESH_ERR_VALIDATION' })
+    expect((err.reason as { details: Array<{ field: string }> }).details.map(d => d.field)).toContain('body/worker_id')
+    expect(errors).toEqual([err])
+    expect(a.counters.retries).toBe(0)
+    expect(a.counters.registrations).toEqual({ ok: 0, failed: 0, rejected: 1 })
+    expect(spare.registers).toHaveLength(0)
+    expect(a.controller).toBeNull()
+  })
+
+  it('an invalid capability: rejected with the field the controller names', async () => {
+    const a = workerAgent({
+      workerId: 'p2',
+      workerUrl: 'https://127.0.0.1:7000/p2',
+      capabilities: [{ ...cap('cap-p2'), max_concurrency: 0 }],
+      controllers: [c0.url],
+      ca: bed.ca
+    })
+    agents.push(a)
+    a.on('error', () => {})
+    const err = await a.start().catch((e: unknown) => e) as RegistrationRejectedError
+    expect(err).toBeInstanceOf(RegistrationRejectedError)
+    expect(err.code).toBe('CAPMESH_ERR_REJECTED')
+    expect((err.reason as { details: Array<{ field: string }> }).details.map(d => d.field)).toContain('body/capabilities/0/max_concurrency')
+    expect(a.counters.retries).toBe(0)
+    const listed = await bed.client.json('GET', `${c0.url}/workers`)
+    expect(listed.body.workers.map((w: { worker_id: string }) => w.worker_id)).not.toContain('p2')
+  })
+})
+
+// ----------------------------------------------------------------- helpers
+
+function cap (name: string): Capability {
+  return { name, verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 4 }
+}
+
+function agent (id: string, controllers: string[], extra: Partial<WorkerAgentInit> = {}): WorkerAgent {
+  const a = workerAgent({
+    workerId: id,
+    workerUrl: `https://127.0.0.1:7000/w`,
+    capabilities: [cap(`cap-${id.replace(/\s/g, '_')}`)],
+    controllers,
+    ca: bed.ca,
+    heartbeatIntervalMs: 100,
+    ...extra
+  })
+  // The agent reports failures as 'error' events too; these tests read them from start()'s rejection.
+  a.on('error', () => {})
+  agents.push(a)
+  return a
+}
+
+function gaps (times: number[]): number[] {
+  return times.slice(1).map((t, i) => t - times[i])
+}
+
+type Answer = 'ok' | 'hang' | { status: number, body?: unknown, raw?: string, contentType?: string }
+
+interface FakeController {
+  url: string
+  /** Arrival time (performance.now()) of every /register. */
+  registers: number[]
+  close: () => Promise<void>
+}
+
+/**
+ * A fake controller speaking the wire contract over HTTPS (certificate from
+ * the project CA): /health says `id`; /register answers `answer(n)` for the
+ * n-th attempt ('ok' = a proper registration); heartbeats and deregistrations
+ * are acknowledged.
+ */
+async function fakeController (id: string, answer: (n: number) => Answer): Promise<FakeController> {
+  const registers: number[] = []
+  const hanging = new Set<import('node:http').ServerResponse>()
+  const server: HttpsServer = createHttpsServer({ cert: fakeTls.cert, key: fakeTls.key }, (req, res) => {
+    let raw = ''
+    req.on('data', (d: Buffer) => { raw += d.toString() })
+    req.on('end', () => {
+      const body = raw.length > 0 ? JSON.parse(raw) as Record<string, unknown> : {}
+      const send = (status: number, payload: unknown, type = 'application/json'): void => {
+        res.writeHead(status, { 'content-type': type })
+        res.end(typeof payload === 'string' ? payload : JSON.stringify(payload))
+      }
+      switch (req.url) {
+        case '/health': return send(200, { status: 'ok', controller_id: id })
+        case '/register': {
+          registers.push(performance.now())
+          const a = answer(registers.length)
+          if (a === 'hang') { hanging.add(res); return }
+          if (a === 'ok') return send(200, { status: 'registered', worker_id: body.worker_id, incarnation: body.incarnation ?? 1, controller_id: id })
+          return send(a.status, a.raw ?? a.body, a.contentType)
+        }
+        case '/heartbeat': return send(200, { status: 'acknowledged', timestamp: new Date().toISOString(), state: 'healthy' })
+        case '/deregister': return send(200, { status: 'deregistered', worker_id: body.worker_id, known: true })
+        default: return send(404, { error: 'not_found' })
+      }
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const fake = {
+    url: `https://127.0.0.1:${portOf(server)}`,
+    registers,
+    close: async () => {
+      for (const r of hanging) r.destroy()
+      server.closeAllConnections()
+      await new Promise<void>(resolve => server.close(() => { resolve() }))
+    }
+  }
+  servers.push(fake)
+  return fake
+}
+
+/** Accepts TCP connections and never writes a byte. */
+async function tcpBlackHole (): Promise<{ url: string, connections: number }> {
+  const sockets = new Set<Socket>()
+  const state = { url: '', connections: 0 }
+  const server: TcpServer = createTcpServer(s => {
+    state.connections++
+    sockets.add(s)
+    s.on('error', () => {})
+    s.on('close', () => sockets.delete(s))
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  state.url = `https://127.0.0.1:${portOf(server)}`
+  servers.push({
+    close: async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>(resolve => server.close(() => { resolve() }))
+    }
+  })
+  return state
+}
+
+/** A server that would answer like a controller, but with a certificate from another CA. */
+async function otherCaServer (): Promise<{ url: string, connections: number, requests: number }> {
+  const state = { url: '', connections: 0, requests: 0 }
+  const server = createHttpsServer({ cert: otherCaTls.cert, key: otherCaTls.key }, (_req, res) => {
+    state.requests++
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(JSON.stringify({ status: 'registered', controller_id: 'impostor' }))
+  })
+  server.on('connection', () => { state.connections++ })
+  server.on('tlsClientError', () => {})
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  state.url = `https://127.0.0.1:${portOf(server)}`
+  servers.push({
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>(resolve => server.close(() => { resolve() }))
+    }
+  })
+  return state
+}
+
+/** A loopback URL where nothing listens (a port that was just free). */
+async function deadUrl (): Promise<string> {
+  const s = createTcpServer()
+  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
+  const port = portOf(s)
+  await new Promise<void>(resolve => s.close(() => { resolve() }))
+  return `https://127.0.0.1:${port}`
+}
+
+function portOf (server: { address: () => unknown }): number {
+  const addr = server.address() as { port: number } | null
+  return addr?.port ?? 0
+}
