@@ -1,0 +1,95 @@
+/**
+ * The demo worker CLI end to end: `capmesh worker` as a child process (its
+ * own HTTPS endpoint with a certificate from the project CA, attached
+ * through the agent) against real in-process controllers; `capmesh route
+ * --invoke` as a child process calls it through a controller; the worker
+ * logs its failover; SIGTERM drains and deregisters it.
+ */
+import { spawn } from 'node:child_process'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { CLI, spawnWorker, type ChildWorker } from '../../src/cli/launch.ts'
+import type { Controller } from '../../src/controller/index.ts'
+import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+
+let bed: TestBed
+const workers: ChildWorker[] = []
+const controllers: Controller[] = []
+
+beforeAll(async () => { bed = await testBed('agent-cli') })
+afterAll(async () => { await bed.cleanup() })
+afterEach(async () => {
+  for (const w of workers.splice(0)) await w.stop()
+  for (const c of controllers.splice(0)) await c.stop()
+})
+
+describe('capmesh worker / capmesh route --invoke', () => {
+  it('a worker started from the CLI serves its capability through a controller, and SIGTERM deregisters it', async () => {
+    const c = await start('cli0')
+    const lines: string[] = []
+    const w = await worker('cli-w1', ['--capability', 'invoke:upper@1.0.0', '--controllers', c.url], lines)
+    expect(w.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/)
+    expect(lines.some(l => l.includes('[cli-w1] attached to cli0') && l.includes('(start'))).toBe(true)
+
+    const out = await capmesh(['route', '--verb', 'invoke', '--capability', 'upper', '--controller', c.url, '--tls-dir', bed.tlsDir, '--invoke', 'hello mesh'])
+    expect(out.code).toBe(0)
+    const [routed, invoked] = jsonDocuments(out.stdout)
+    expect(routed).toMatchObject({ worker_id: 'cli-w1', worker_url: w.url, controller_id: 'cli0', state: 'healthy' })
+    expect(invoked).toEqual({ worker_id: 'cli-w1', capability: 'upper', result: 'HELLO MESH' })
+
+    await w.stop()
+    expect(w.process.exitCode).toBe(0)
+    // Deregistered on the way out, not merely expired later.
+    const gone = await bed.client.json('POST', `${c.url}/route`, { verb: 'invoke', capability: 'upper' })
+    expect(gone.status).toBe(404)
+    const after = await capmesh(['route', '--verb', 'invoke', '--capability', 'upper', '--controller', c.url, '--tls-dir', bed.tlsDir])
+    expect(after.code).toBe(1)
+    expect(jsonDocuments(after.stdout)[0]).toMatchObject({ error: 'no_worker_available' })
+  })
+
+  it('the worker logs its failover in one line and stays invokable through the other controller', async () => {
+    const a = await start('cli-a')
+    const b = await start('cli-b')
+    const aUrl = a.url
+    const lines: string[] = []
+    await worker('cli-w2', ['--capability', 'invoke:reverse', '--controllers', `${a.url},${b.url}`, '--affinity', 'cli-a'], lines)
+    expect(lines.some(l => l.includes('[cli-w2] attached to cli-a'))).toBe(true)
+
+    await a.stop()
+    const failover = await eventually(() => lines.find(l => l.includes('[cli-w2] FAILOVER')), 'a FAILOVER line')
+    expect(failover).toContain(`${aUrl} -> ${b.url}`)
+    const out = await capmesh(['route', '--verb', 'invoke', '--capability', 'reverse', '--controller', b.url, '--tls-dir', bed.tlsDir, '--invoke', 'abc'])
+    expect(out.code).toBe(0)
+    expect(jsonDocuments(out.stdout)[1]).toMatchObject({ worker_id: 'cli-w2', result: 'cba' })
+  })
+})
+
+// ----------------------------------------------------------------- helpers
+
+async function start (id: string): Promise<Controller> {
+  const c = await bed.start({ id })
+  controllers.push(c)
+  return c
+}
+
+async function worker (id: string, args: string[], lines: string[]): Promise<ChildWorker> {
+  // The controllers expect a heartbeat every 200 ms (local preset).
+  const w = await spawnWorker({ id, args: [...args, '--tls-dir', bed.tlsDir, '--heartbeat-interval', '200ms'], onLine: l => { lines.push(l) } })
+  workers.push(w)
+  return w
+}
+
+/** Runs `capmesh ...` to completion. */
+async function capmesh (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const code = await new Promise<number | null>(resolve => child.once('exit', code => { resolve(code) }))
+  return { code, stdout, stderr }
+}
+
+/** `capmesh route` prints pretty-printed JSON documents one after the other. */
+function jsonDocuments (text: string): any[] {
+  return text.split(/\n(?=\{)/).filter(s => s.trim().length > 0).map(s => JSON.parse(s))
+}
