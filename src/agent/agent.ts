@@ -143,14 +143,20 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
 
   /**
    * Probes, attaches, and starts heartbeating. Rejects with
-   * RegistrationRejectedError (permanent) or NoControllerError (none
-   * reachable; call start() again later).
+   * RegistrationRejectedError (permanent: the agent gives up) or
+   * NoControllerError (none reachable right now: the agent keeps trying at
+   * every heartbeat interval until stop(), emitting `attached` when it gets
+   * through).
    */
   async start (): Promise<void> {
     if (this._state === 'stopped') throw new Error('agent was stopped')
     this.ranking = this.init.ranking ?? await this.probe()
-    await this.attach('start')
-    this.schedule()
+    try {
+      await this.attach('start')
+    } finally {
+      // Keep trying in the background unless the worker itself was rejected.
+      if (this._state !== 'idle' || this.current != null) this.schedule()
+    }
     const every = this.init.reprobeIntervalMs ?? C.DEFAULT_AGENT_REPROBE_MS
     if (every > 0) {
       this.reprobeTimer = setInterval(() => { void this.exclusive(async () => { await this.reprobe() }) }, every)
@@ -165,6 +171,17 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       await this.client.json('POST', this.endpoint(this.current.url, '/drain'), { worker_id: this.workerId }, { timeoutMs: this.interval }).catch(() => {})
     }
     this.emit('draining', { controller: this.current?.url ?? null })
+  }
+
+  /**
+   * Stops heartbeating *without* deregistering: what a crashed worker looks
+   * like to the mesh. For tests and the simulation harness.
+   */
+  abandon (): void {
+    this._state = 'stopped'
+    if (this.timer != null) clearTimeout(this.timer)
+    if (this.reprobeTimer != null) clearInterval(this.reprobeTimer)
+    if (this.ownClient) void this.client.close()
   }
 
   /** Stops heartbeating and deregisters. */
@@ -211,6 +228,8 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   private async attach (reason: AttachReason, exclude?: string): Promise<void> {
     const failures: Array<{ controller: string, error: string }> = []
     for (const url of this.order(exclude)) {
+      // stop() may have been called while a failover was in flight: don't attach anywhere new.
+      if (this._state === 'stopped') break
       try {
         await this.registerWithRetry(url)
         this.quarantine.delete(url)
@@ -218,7 +237,8 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         const r = this.ranking.find(x => x.url === url)
         this.current = { url, id: r?.controllerId ?? null }
         this.failures = 0
-        if (this._state !== 'draining') this._state = 'attached'
+        // Never resurrect a stopped agent (stop() deregisters at `current` once this returns).
+        if (this._state !== 'draining' && this._state !== 'stopped') this._state = 'attached'
         this.emit('attached', { controller: url, controllerId: this.current.id, rttMs: r != null && r.rttMs < Infinity ? r.rttMs : null, reason })
         if (reason === 'failover' && from != null) {
           this.counters.failovers++
@@ -236,7 +256,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         failures.push({ controller: url, error: (err as Error).message })
       }
     }
-    this._state = 'detached'
+    if ((this._state as AgentState) !== 'stopped') this._state = 'detached'
     this.current = null
     const err = new NoControllerError(failures)
     this.emit('error', err)
@@ -257,6 +277,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       minTimeout: this.init.retryBaseMs ?? C.DEFAULT_AGENT_RETRY_BASE_MS,
       factor: 2,
       randomize: true,
+      shouldRetry: () => this._state !== 'stopped',
       onFailedAttempt: ({ retriesLeft }) => { if (retriesLeft > 0) this.counters.retries++ }
     })
   }

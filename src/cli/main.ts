@@ -5,7 +5,7 @@
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { Command, CommanderError } from 'commander'
+import { Command, CommanderError, Option } from 'commander'
 import { parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
 import { Controller } from '../controller/index.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
@@ -14,6 +14,8 @@ import { httpsClient } from '../utils/https-client.ts'
 import { generateLocalConfigs, runMesh } from './demo.ts'
 import { stopOnSignal } from './signals.ts'
 import { startDemoWorker } from './worker.ts'
+import { acceptSimControl } from '../sim/control.ts'
+import { explain, loadScenario, runScenario } from '../sim/index.ts'
 import { parseDuration } from '../utils/duration.ts'
 
 const program = new Command()
@@ -45,13 +47,15 @@ program.command('controller')
   .option('--digest-interval <duration>', 'publish the liveness digest this often (default 1s)')
   .option('--fsync <bool>', 'fsync every registry write (default false)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+  .addOption(new Option('--sim-control', 'accept fault commands from the parent process over IPC (simulation harness)').hideHelp())
   .action(async (opts: Record<string, unknown>) => {
-    const { config: file, ...flags } = opts
+    const { config: file, simControl, ...flags } = opts
     const layers: RawConfig[] = []
     if (typeof file === 'string') layers.push(readConfigFile(file))
     layers.push(parseRawConfig(flags, 'flag'))
     const controller = new Controller({ config: resolveControllerConfig(...layers) })
     await controller.start()
+    if (simControl === true) acceptSimControl(controller)
     stopOnSignal(async () => { await controller.stop() })
   })
 
@@ -180,6 +184,31 @@ program.command('local')
     const p2pBase = int(opts.p2pPort, '--p2p-port', 1, 65535 - n)
     const configs = generateLocalConfigs(n, { root: opts.root, httpsBase, p2pBase })
     await runMesh({ configs, workers: m })
+  })
+
+program.command('sim')
+  .description('run a simulation scenario from simulations/ against real controllers and agents')
+  .argument('<scenario>', 'scenario name (simulations/<name>.ts) or path')
+  .option('--nodes <n>', 'controllers (default: the scenario\'s)')
+  .option('--workers <m>', 'workers (default: the scenario\'s)')
+  .option('--seed <s>', 'seed: same seed, same schedule', '1')
+  .option('--duration <d>', 'planned length, e.g. 30s (default: the scenario\'s)')
+  .option('--out <dir>', 'write report.json and report.html there')
+  .action(async (name: string, opts: { nodes?: string, workers?: string, seed: string, duration?: string, out?: string }) => {
+    const s = await loadScenario(name)
+    const { result, report, files } = await runScenario(s, {
+      nodes: opts.nodes != null ? int(opts.nodes, '--nodes', 2, 64) : undefined,
+      workers: opts.workers != null ? int(opts.workers, '--workers', 1, 20_000) : undefined,
+      seed: opts.seed,
+      durationMs: opts.duration != null ? parseDuration(opts.duration, '--duration') : undefined,
+      out: opts.out,
+      progress: line => { console.log(line) }
+    })
+    console.log('')
+    for (const v of report.verdicts) console.log(`${v.ok ? 'PASS' : 'FAIL'}  ${v.invariant.padEnd(24)} ${v.summary}`)
+    if (!result.ok) console.log(`\n${explain(result)}`)
+    if (files != null) console.log(`\nreport: ${files.html}\n        ${files.json}`)
+    process.exitCode = result.ok ? 0 : 3
   })
 
 function int (v: string, flag: string, min: number, max: number): number {

@@ -142,6 +142,16 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
     return this.router.route(q)
   }
 
+  /** Workers per state as this controller routes them (own and others'). O(workers). */
+  stateCounts (): Record<HealthState, number> & { total: number } {
+    const c = { total: 0, healthy: 0, unhealthy: 0, draining: 0, pending: 0 }
+    for (const rec of this.registry.workers()) {
+      c.total++
+      c[this.stateOf(rec)]++
+    }
+    return c
+  }
+
   /** The state this controller routes `rec` by. */
   stateOf (rec: WorkerRecord): HealthState {
     if (rec.owner === this.controllerId) return this.liveness.get(rec.worker_id)?.state ?? 'pending'

@@ -115,6 +115,12 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly redial = new Map<string, { fails: number, next: number }>()
   /** Bootstrap address → the peer found there (addresses may omit the peer id). */
   private readonly addrPeer = new Map<string, string>()
+  /**
+   * Simulated faults, for tests and the simulation harness: every incoming
+   * gossip message is dropped with probability `lossRate`, and incoming
+   * messages and sync exchanges are delayed by `delayMs`. Zero in production.
+   */
+  readonly faults = { delayMs: 0, lossRate: 0 }
   private pending: Uint8Array[] = []
   private flushQueued = false
   private timers: NodeJS.Timeout[] = []
@@ -227,6 +233,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.syncing.add(peerId)
     const t0 = performance.now()
     try {
+      if (this.faults.delayMs > 0) await new Promise(resolve => setTimeout(resolve, this.faults.delayMs))
       const signal = AbortSignal.timeout(this.syncTimeoutMs)
       const stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal })
       const res = await syncInitiator(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })
@@ -327,6 +334,16 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   private onMessage (msg: Message): void {
+    if (this.faults.lossRate > 0 && Math.random() < this.faults.lossRate) return
+    if (this.faults.delayMs > 0) {
+      setTimeout(() => { this.handleMessage(msg) }, this.faults.delayMs)
+      return
+    }
+    this.handleMessage(msg)
+  }
+
+  private handleMessage (msg: Message): void {
+    if (this.stopped) return
     const env = this.decoded.get(msg.data) ?? safeDecode(msg.data, this.maxMessageBytes)
     if (env == null) return
     const from = msg.type === 'signed' ? msg.from.toString() : null
@@ -352,7 +369,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private respond (stream: Stream, peerId: string): void {
     const t0 = performance.now()
     const signal = AbortSignal.timeout(this.syncTimeoutMs)
-    syncResponder(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal }).then(res => {
+    const delay = this.faults.delayMs > 0 ? new Promise(resolve => setTimeout(resolve, this.faults.delayMs)) : Promise.resolve()
+    delay.then(async () => await syncResponder(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })).then(res => {
       this.recordSync(peerId, res, performance.now() - t0)
     }, (err: Error) => {
       stream.abort(err)

@@ -486,8 +486,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   private queueRepublish (lost: Map<string, Entry>): void {
     queueMicrotask(() => {
+      // Only what would still win: not what a tombstone or a newer attachment has since superseded.
       const back = [...lost.values()].filter(e => {
-        const win = this.view.get(e.worker_id)
+        const win = this.winner(e.worker_id)
         return !isTombstone(e) && (win == null || compareEntries(e, win) > 0)
       })
       if (back.length === 0) return
@@ -517,12 +518,18 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (locs.size === 0) this.locations.delete(id)
   }
 
-  private resolve (id: string): WorkerRecord | undefined {
+  /** The winning entry for a worker, tombstones included. */
+  private winner (id: string): Entry | undefined {
     let best: Entry | undefined
     for (const key of this.locations.get(id) ?? []) {
       const e = this.segments.get(key)?.get(id)
       if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
     }
+    return best
+  }
+
+  private resolve (id: string): WorkerRecord | undefined {
+    const best = this.winner(id)
     return best == null || isTombstone(best) ? undefined : best
   }
 }

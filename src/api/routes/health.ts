@@ -9,7 +9,8 @@ export function healthRoute (app: Api, { core, health }: ApiComponents): void {
       status: core.selfPreservation.workers || core.selfPreservation.peers ? 'self_preservation' : 'ok',
       controller_id: core.controllerId,
       uptime_s: Math.round((Date.now() - started) / 1000),
-      workers: { total: core.registry.size, ...core.liveness.counts() },
+      workers: core.stateCounts(),
+      own_workers: core.liveness.counts(),
       registry: core.registry.stats(),
       ...health()
     }

@@ -1,0 +1,486 @@
+/**
+ * The simulation harness: real controllers (child processes: real libp2p
+ * over TCP, real HTTPS), real worker agents, faults on a schedule, and a
+ * recorder that keeps asking every reachable controller for routes and
+ * registry digests.
+ *
+ * Topology. Every worker has a *home*: the place of one controller. Its
+ * HTTPS paths to every controller go through a FaultProxy per (home,
+ * controller) pair, so a partition cuts the workers' paths exactly like the
+ * controllers' gossip links (`block` over the sim-control IPC channel): a
+ * worker on the wrong side cannot reach a controller on the other side.
+ * The recorder is a client at each controller's place: it asks controllers
+ * directly.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import seedrandom from 'seedrandom'
+import { WorkerAgent } from '../agent/index.ts'
+import { spawnController, type ChildController } from '../cli/launch.ts'
+import type { Capability } from '../registry/index.ts'
+import { ensureTls } from '../tls/index.ts'
+import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
+import { FaultProxy } from './proxy.ts'
+import type { Checkpoint, FaultRecord, RouteSample, SimRecord, StateSample, WorkerFate } from './record.ts'
+
+export interface SimTiming {
+  /** Worker heartbeat interval (ms). @default 500 */
+  heartbeatMs: number
+  /** Controllers: unhealthy after (ms). @default 1500 */
+  unhealthyMs: number
+  /** Controllers: removed after (ms). @default 3000 */
+  staleMs: number
+}
+
+export interface SimInit {
+  scenario: string
+  nodes: number
+  workers: number
+  seed: string
+  /** Planned scenario length (ms); the scenario decides how to use it. */
+  durationMs: number
+  timing?: Partial<SimTiming>
+  /** How often each controller is asked for a route (ms). @default 200 */
+  probeIntervalMs?: number
+  /** Longest wait for convergence at a checkpoint (ms). @default 20000 */
+  convergeTimeoutMs?: number
+  /** Progress lines (elapsed, faults, agreement). @default none */
+  progress?: (line: string) => void
+}
+
+interface SimNode {
+  index: number
+  id: string
+  dataDir: string
+  child: ChildController | null
+  /** proxies[j]: the path from home j to this controller. */
+  proxies: FaultProxy[]
+}
+
+interface SimWorker {
+  id: string
+  home: number
+  capability: string
+  agent: WorkerAgent
+  fate: WorkerFate
+}
+
+export const DEFAULT_TIMING: SimTiming = { heartbeatMs: 500, unhealthyMs: 1500, staleMs: 3000 }
+
+export class Simulation {
+  readonly init: SimInit
+  readonly timing: SimTiming
+  /** Seeded: the schedule and every random choice of a scenario come from here. */
+  readonly rng: seedrandom.PRNG
+  readonly nodes: SimNode[] = []
+  private readonly workers = new Map<string, SimWorker>()
+  private readonly root: string
+  private ca = ''
+  private client: HttpsClient | null = null
+  private t0 = 0
+  private groups: number[][] | null = null
+  private readonly faults: FaultRecord[] = []
+  private readonly routes: RouteSample[] = []
+  private readonly states: StateSample[] = []
+  private readonly checkpoints: Checkpoint[] = []
+  private readonly rss: Array<{ t: number, node: string, rssMb: number }> = []
+  private probeTimer: NodeJS.Timeout | null = null
+  private progressTimer: NodeJS.Timeout | null = null
+  private nextWorker = 0
+  private capabilities: string[] = []
+  private probing = false
+  private tick = 0
+  /** How long starting the cluster and attaching the workers took (ms). */
+  setupMs = 0
+
+  constructor (init: SimInit) {
+    this.init = init
+    this.timing = { ...DEFAULT_TIMING, ...init.timing }
+    this.rng = seedrandom(init.seed)
+    this.root = mkdtempSync(join(tmpdir(), 'capmesh-sim-'))
+  }
+
+  /** Milliseconds since the simulation started. */
+  now (): number { return performance.now() - this.t0 }
+
+  get size (): number { return this.nodes.length }
+
+  /** Ids of the workers in a given fate. */
+  workerIds (fate?: WorkerFate['status']): string[] {
+    return [...this.workers.values()].filter(w => fate == null || w.fate.status === fate).map(w => w.id)
+  }
+
+  // ----------------------------------------------------------------- setup
+
+  async start (): Promise<void> {
+    this.t0 = performance.now()
+    const tls = await ensureTls({ dir: join(this.root, 'tls') })
+    this.ca = tls.ca
+    this.client = httpsClient({ ca: tls.ca, timeoutMs: 2000, connections: 32 })
+    for (let i = 0; i < this.init.nodes; i++) {
+      this.nodes.push({ index: i, id: `n${i + 1}`, dataDir: join(this.root, `n${i + 1}`), child: null, proxies: [] })
+    }
+    // The first controller, then the rest joining through it (digests spread everyone's addresses).
+    await this.spawn(this.nodes[0])
+    await Promise.all(this.nodes.slice(1).map(async n => { await this.spawn(n) }))
+    for (const n of this.nodes) {
+      for (let j = 0; j < this.nodes.length; j++) n.proxies.push(await new FaultProxy(this.target(n)).start())
+    }
+    await this.waitFor(async () => (await this.meshSizes()).every(s => s >= this.nodes.length - 1), 30_000, 'a full mesh')
+    this.capabilities = Array.from({ length: Math.max(3, Math.min(20, Math.ceil(this.init.workers / 30))) }, (_, i) => `cap-${i}`)
+    await this.addWorkers(this.init.workers)
+    // The scenario's clock starts now, with the cluster up and every worker attached.
+    this.setupMs = performance.now() - this.t0
+    this.t0 = performance.now()
+    for (const w of this.workers.values()) w.fate.since = 0
+    this.probeTimer = setInterval(() => { void this.probe() }, this.init.probeIntervalMs ?? 200)
+    if (this.init.progress != null) this.progressTimer = setInterval(() => { void this.progressLine() }, 1000)
+  }
+
+  async stop (): Promise<void> {
+    if (this.probeTimer != null) clearInterval(this.probeTimer)
+    if (this.progressTimer != null) clearInterval(this.progressTimer)
+    for (const w of this.workers.values()) w.agent.abandon()
+    await Promise.all(this.nodes.map(async n => { await n.child?.kill() }))
+    for (const n of this.nodes) for (const p of n.proxies) await p.stop()
+    await this.client?.close()
+    rmSync(this.root, { recursive: true, force: true })
+  }
+
+  private target (n: SimNode): { host: string, port: number } {
+    const u = new URL(n.child!.url)
+    return { host: '127.0.0.1', port: Number(u.port) }
+  }
+
+  private async spawn (n: SimNode): Promise<void> {
+    const peers = this.nodes.filter(x => x !== n && x.child != null).slice(0, 3).map(x => x.child!.p2p[0])
+    const t = this.timing
+    n.child = await spawnController({
+      id: n.id,
+      ipc: true,
+      args: [
+        '--id', n.id, '--https-port', '0', '--p2p-port', '0', '--data-dir', n.dataDir, '--tls-dir', join(this.root, 'tls'),
+        '--heartbeat-interval', `${t.heartbeatMs}ms`, '--unhealthy-after', `${t.unhealthyMs}ms`, '--stale-after', `${t.staleMs}ms`,
+        '--digest-interval', `${Math.min(250, Math.floor(t.unhealthyMs / 4))}ms`, '--sync-interval', '1s', '--reconnect-interval', '250ms',
+        '--log-level', 'info',
+        ...peers.flatMap(p => ['--bootstrap', p])
+      ]
+    })
+  }
+
+  private async meshSizes (): Promise<number[]> {
+    return await Promise.all(this.up().map(async n => {
+      const r = await this.client!.json('GET', `${n.child!.url}/mesh`)
+      return Number(r.body.connected_peers ?? 0)
+    }))
+  }
+
+  private up (): SimNode[] { return this.nodes.filter(n => n.child != null) }
+
+  // --------------------------------------------------------------- workers
+
+  /** Starts `n` new worker agents, spread over homes and capabilities. */
+  async addWorkers (n: number): Promise<string[]> {
+    const ids: string[] = []
+    const specs = Array.from({ length: n }, () => {
+      const k = this.nextWorker++
+      return { id: `w${k}`, home: k % this.nodes.length, capability: this.capabilities[k % this.capabilities.length] }
+    })
+    let next = 0
+    const run = async (): Promise<void> => {
+      while (next < specs.length) {
+        const s = specs[next++]
+        if (await this.startWorker(s.id, s.home, s.capability)) ids.push(s.id)
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(16, specs.length) }, run))
+    return ids
+  }
+
+  private async startWorker (id: string, home: number, capability: string): Promise<boolean> {
+    const urls = this.nodes.map(n => `https://127.0.0.1:${n.proxies[home].port}`)
+    // Closeness is the topology: home first, then the others in order (no probing, so the run is repeatable).
+    const ranking = this.nodes.map((n, i) => ({ url: urls[i], controllerId: n.id, rttMs: i === home ? 1 : 10 + ((i - home + this.nodes.length) % this.nodes.length) }))
+    const cap: Capability = { name: capability, verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 8 }
+    const agent = new WorkerAgent({
+      workerId: id,
+      workerUrl: `https://127.0.0.1:${20000 + (Number(id.slice(1)) % 40000)}`,
+      capabilities: [cap],
+      controllers: urls,
+      client: this.client!,
+      ranking,
+      heartbeatIntervalMs: this.timing.heartbeatMs,
+      attemptTimeoutMs: Math.max(1000, this.timing.heartbeatMs * 2),
+      retries: 2,
+      quarantineMs: this.timing.staleMs,
+      reprobeIntervalMs: 0
+    })
+    agent.on('error', () => {})
+    const w: SimWorker = { id, home, capability, agent, fate: { id, home, capability, status: 'alive', since: this.now() } }
+    this.workers.set(id, w)
+    try {
+      await agent.start()
+      return true
+    } catch {
+      // Could not attach anywhere (e.g. started during a partition with its side down): it keeps trying.
+      return false
+    }
+  }
+
+  // ----------------------------------------------------------------- faults
+
+  private fault (name: string, args: unknown): FaultRecord {
+    const f: FaultRecord = { t: this.now(), name, args }
+    this.faults.push(f)
+    this.init.progress?.(`${(f.t / 1000).toFixed(1).padStart(6)}s  fault ${name} ${JSON.stringify(args)}`)
+    return f
+  }
+
+  /** No traffic between the groups: gossip links cut, new dials refused, workers' paths across cut. */
+  async partition (groups: number[][]): Promise<void> {
+    const groupOf = new Map<number, number>()
+    groups.forEach((g, gi) => { for (const i of g) groupOf.set(i, gi) })
+    for (const n of this.nodes) if (!groupOf.has(n.index)) throw new Error(`partition: node ${n.index} is in no group`)
+    this.groups = groups
+    this.fault('partition', groups.map(g => g.map(i => this.nodes[i].id)))
+    await this.applyPartition()
+  }
+
+  private async applyPartition (): Promise<void> {
+    const groups = this.groups
+    const groupOf = new Map<number, number>()
+    groups?.forEach((g, gi) => { for (const i of g) groupOf.set(i, gi) })
+    const same = (a: number, b: number): boolean => groups == null || groupOf.get(a) === groupOf.get(b)
+    for (const n of this.nodes) for (let j = 0; j < this.nodes.length; j++) n.proxies[j].setCut(!same(j, n.index))
+    await Promise.all(this.up().map(async n => {
+      const others = this.up().filter(o => !same(o.index, n.index)).map(o => o.child!.peerId)
+      await n.child!.control({ cmd: 'unblock' })
+      if (others.length > 0) await n.child!.control({ cmd: 'block', peers: others })
+    }))
+  }
+
+  /** Restores every link. */
+  async heal (): Promise<void> {
+    this.groups = null
+    this.fault('heal', null)
+    await this.applyPartition()
+  }
+
+  /** Cuts one controller (and the workers homed there) off from the rest. */
+  async isolate (node: number): Promise<void> {
+    await this.partition([[node], this.nodes.map(n => n.index).filter(i => i !== node)])
+  }
+
+  /** kill -9 of one controller: no goodbye, no final snapshot. */
+  async crash (node: number): Promise<void> {
+    const n = this.nodes[node]
+    if (n.child == null) return
+    this.fault('crash', n.id)
+    await n.child.kill()
+    n.child = null
+  }
+
+  /** Restarts a crashed (or running) controller, on its data dir or on an empty one. */
+  async restart (node: number, opts: { keepData: boolean }): Promise<void> {
+    const n = this.nodes[node]
+    this.fault('restart', { node: n.id, keepData: opts.keepData })
+    await n.child?.kill()
+    n.child = null
+    if (!opts.keepData) rmSync(n.dataDir, { recursive: true, force: true })
+    await this.spawn(n)
+    for (const p of n.proxies) p.target = this.target(n)
+    if (this.groups != null) await this.applyPartition()
+  }
+
+  /** Adds latency to one controller's links: its workers' HTTPS paths and its gossip/sync handling. */
+  async slow (node: number, ms: number): Promise<void> {
+    const n = this.nodes[node]
+    this.fault('slow', { node: n.id, ms })
+    for (const p of n.proxies) p.delayMs = ms
+    await n.child?.control({ cmd: 'faults', delayMs: ms, lossRate: 0 })
+  }
+
+  /** Drops each incoming gossip message with probability `rate` on every controller (anti-entropy still runs). */
+  async loss (rate: number): Promise<void> {
+    this.fault('loss', rate)
+    await Promise.all(this.up().map(async n => { await n.child!.control({ cmd: 'faults', delayMs: 0, lossRate: rate }) }))
+  }
+
+  /** Clears slow and loss everywhere. */
+  async clearNetworkFaults (): Promise<void> {
+    this.fault('clear', null)
+    for (const n of this.nodes) for (const p of n.proxies) p.delayMs = 0
+    await Promise.all(this.up().map(async n => { await n.child!.control({ cmd: 'faults', delayMs: 0, lossRate: 0 }) }))
+  }
+
+  /** A worker dies without deregistering. */
+  killWorker (id: string): void {
+    const w = this.workers.get(id)
+    if (w == null || w.fate.status !== 'alive') return
+    this.fault('killWorker', id)
+    w.agent.abandon()
+    w.fate = { ...w.fate, status: 'killed', since: this.now() }
+  }
+
+  /** A worker says it is shutting down (listed, not routed). */
+  async drainWorker (id: string): Promise<void> {
+    const w = this.workers.get(id)
+    if (w == null || w.fate.status !== 'alive') return
+    this.fault('drainWorker', id)
+    w.fate = { ...w.fate, status: 'draining', since: this.now() }
+    await w.agent.drain()
+  }
+
+  /** `n` workers deregister and stop, `n` new ones register. */
+  async churn (n: number): Promise<void> {
+    this.fault('churn', n)
+    const alive = this.workerIds('alive')
+    const leaving = this.pick(alive, n)
+    await Promise.all(leaving.map(async id => {
+      const w = this.workers.get(id)!
+      w.fate = { ...w.fate, status: 'stopped', since: this.now() }
+      await w.agent.stop()
+    }))
+    await this.addWorkers(n)
+  }
+
+  /** `k` distinct items of `xs`, chosen by the seeded generator. */
+  pick<T> (xs: T[], k: number): T[] {
+    const copy = [...xs]
+    const out: T[] = []
+    while (out.length < k && copy.length > 0) out.push(copy.splice(Math.floor(this.rng() * copy.length), 1)[0])
+    return out
+  }
+
+  /** Sleeps until `ms` after the start. */
+  async at (ms: number): Promise<void> {
+    const wait = ms - this.now()
+    if (wait > 0) await new Promise(resolve => setTimeout(resolve, wait))
+  }
+
+  // -------------------------------------------------------------- checking
+
+  /**
+   * Waits until every running controller agrees (same registry hash, same
+   * healthy count, equal to the workers alive) and records a checkpoint with
+   * each controller's healthy set, for the checker.
+   */
+  async checkpoint (label: string): Promise<Checkpoint> {
+    const start = this.now()
+    const since = [...this.faults].reverse().find(f => f.name === 'heal' || f.name === 'restart' || f.name === 'clear')?.t ?? start
+    const expected = this.workerIds('alive').length
+    let converged = false
+    let lastSeen = ''
+    const deadline = performance.now() + (this.init.convergeTimeoutMs ?? 20_000)
+    while (performance.now() < deadline) {
+      try {
+        const s = await Promise.all(this.up().map(async n => (await this.client!.json('GET', `${n.child!.url}/health`)).body))
+        const hashes = new Set(s.map(h => h.mesh?.registry_hash))
+        const healthy = s.map(h => Number(h.workers?.healthy ?? -1))
+        lastSeen = `hashes ${hashes.size}, healthy ${healthy.join('/')} (expected ${expected})`
+        if (hashes.size === 1 && healthy.every(x => x === expected)) {
+          converged = true
+          break
+        }
+      } catch (err) {
+        lastSeen = (err as Error).message
+      }
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    const at = this.now()
+    const views: Checkpoint['views'] = {}
+    for (const n of this.up()) {
+      const r = await this.client!.json('GET', `${n.child!.url}/workers?limit=10000`).catch(() => null)
+      views[n.id] = (r?.body?.workers ?? []).map((w: any) => ({ worker_id: w.worker_id, state: w.state, controller_id: w.controller_id, incarnation: w.incarnation }))
+    }
+    const attachments: Checkpoint['attachments'] = {}
+    for (const w of this.workers.values()) {
+      if (w.fate.status === 'alive' || w.fate.status === 'draining') attachments[w.id] = { controller: w.agent.controller?.id ?? null, incarnation: w.agent.incarnation }
+    }
+    const cp: Checkpoint = { label, t: at, startedAt: start, faultEndedAt: since, converged, convergenceMs: converged ? at - since : null, detail: lastSeen, views, attachments, fates: [...this.workers.values()].map(w => ({ ...w.fate })) }
+    this.checkpoints.push(cp)
+    this.init.progress?.(`${(at / 1000).toFixed(1).padStart(6)}s  checkpoint ${label}: ${converged ? `converged ${(cp.convergenceMs! / 1000).toFixed(2)} s after the last fault ended` : `NOT converged (${lastSeen})`}`)
+    return cp
+  }
+
+  /** Everything recorded, for the checker and the report. */
+  record (): SimRecord {
+    return {
+      scenario: this.init.scenario,
+      seed: this.init.seed,
+      nodes: this.nodes.map(n => n.id),
+      workers: this.init.workers,
+      timing: this.timing,
+      durationMs: this.now(),
+      setupMs: this.setupMs,
+      faults: this.faults,
+      routes: this.routes,
+      states: this.states,
+      checkpoints: this.checkpoints,
+      fates: [...this.workers.values()].map(w => ({ ...w.fate })),
+      rss: this.rss
+    }
+  }
+
+  // -------------------------------------------------------------- recorder
+
+  private async probe (): Promise<void> {
+    if (this.probing) return
+    this.probing = true
+    this.tick++
+    try {
+      await Promise.all(this.up().map(async n => {
+        const capability = this.capabilities[Math.floor(Math.random() * this.capabilities.length)]
+        const t = this.now()
+        try {
+          const r = await this.client!.json('POST', `${n.child!.url}/route`, { verb: 'invoke', capability }, { timeoutMs: 1000 })
+          this.routes.push({ t, node: n.id, capability, status: r.status, worker: r.status === 200 ? r.body.worker_id : null, owner: r.status === 200 ? r.body.controller_id : null })
+        } catch {
+          this.routes.push({ t, node: n.id, capability, status: 0, worker: null, owner: null })
+        }
+        if (this.tick % 3 === 0) {
+          try {
+            const h = (await this.client!.json('GET', `${n.child!.url}/health`, undefined, { timeoutMs: 1000 })).body
+            this.states.push({ t: this.now(), node: n.id, hash: String(h.mesh?.registry_hash ?? ''), healthy: Number(h.workers?.healthy ?? 0), total: Number(h.workers?.total ?? 0), selfPreservation: h.status === 'self_preservation' })
+          } catch {}
+          const rss = readRss(n.child!.pid)
+          if (rss != null) this.rss.push({ t: this.now(), node: n.id, rssMb: rss })
+        }
+      }))
+    } finally {
+      this.probing = false
+    }
+  }
+
+  private async progressLine (): Promise<void> {
+    const recent = this.states.filter(s => s.t > this.now() - 1500)
+    const latest = new Map<string, StateSample>()
+    for (const s of recent) latest.set(s.node, s)
+    const hashes = new Set([...latest.values()].map(s => s.hash))
+    const routes = this.routes.filter(r => r.t > this.now() - 1000)
+    const ok = routes.filter(r => r.status === 200).length
+    const faults = this.groups != null ? `partition ${this.groups.map(g => g.map(i => this.nodes[i].id).join('+')).join(' | ')}` : 'whole'
+    const down = this.nodes.filter(n => n.child == null).map(n => n.id)
+    this.init.progress?.(`${(this.now() / 1000).toFixed(1).padStart(6)}s  ${faults}${down.length > 0 ? `, down ${down.join(',')}` : ''}; agreement: ${hashes.size <= 1 ? 'all agree' : `${hashes.size} views`}; routes ok ${ok}/${routes.length}; workers alive ${this.workerIds('alive').length}`)
+  }
+
+  private async waitFor (check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+    const end = performance.now() + timeoutMs
+    while (performance.now() < end) {
+      try { if (await check()) return } catch {}
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    throw new Error(`simulation: timed out waiting for ${what}`)
+  }
+}
+
+function readRss (pid: number): number | null {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m != null ? Math.round(Number(m[1]) / 1024) : null
+  } catch {
+    return null
+  }
+}
