@@ -238,7 +238,8 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         this.current = { url, id: r?.controllerId ?? null }
         this.failures = 0
         // Never resurrect a stopped agent (stop() deregisters at `current` once this returns).
-        if (this._state !== 'draining' && this._state !== 'stopped') this._state = 'attached'
+        const now = this._state as AgentState
+        if (now !== 'draining' && now !== 'stopped') this._state = 'attached'
         this.emit('attached', { controller: url, controllerId: this.current.id, rttMs: r != null && r.rttMs < Infinity ? r.rttMs : null, reason })
         if (reason === 'failover' && from != null) {
           this.counters.failovers++
