@@ -90,7 +90,7 @@ describe('registerBatch', () => {
   })
 
   it('never has more registrations in flight than `concurrency`', async () => {
-    const fake = await slowFakeController(100)
+    const fake = await slowFakeController(200)
     // A client with plenty of connections, so only the batch itself can bound what is in flight.
     const client = httpsClient({ ca: bed.ca, connections: 64 })
     closers.push(async () => { await client.close() })

@@ -78,7 +78,7 @@ describe('closest controller', () => {
 
   it('re-probing moves to a controller that has become clearly closer, once', async () => {
     const [, c1, c2] = mesh
-    const slowC1 = await latencyProxy(c1.url, 30)
+    const slowC1 = await latencyProxy(c1.url, 50)
     const fastC2 = await latencyProxy(c2.url, 0)
     fastC2.down = true
     const a = agent('mover', [slowC1.url, fastC2.url], { reprobeIntervalMs: 100 })
@@ -110,8 +110,9 @@ describe('closest controller', () => {
   it('hysteresis: between two controllers of similar latency it never moves', async () => {
     const [, c1, c2] = mesh
     // Same added delay on both: which one measures faster changes from probe to probe (jitter).
-    const p1 = await latencyProxy(c1.url, 15)
-    const p2 = await latencyProxy(c2.url, 15)
+    // 40 ms per chunk keeps the hysteresis margin (half the RTT) well above a loaded machine's jitter.
+    const p1 = await latencyProxy(c1.url, 40)
+    const p2 = await latencyProxy(c2.url, 40)
     const a = agent('steady', [p1.url, p2.url], { reprobeIntervalMs: 50 })
     await a.start()
     const first = a.controller
