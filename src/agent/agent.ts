@@ -292,6 +292,8 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       incarnation: this._incarnation
     }
     const res = await this.call(url, '/register', body, timeoutMs)
+    // 408 and 429 say "not now", not "never": retried like an unavailable controller.
+    if (res.status === 408 || res.status === 429) throw new ControllerUnavailableError(url, `HTTP ${res.status} (try later)`)
     if (res.status >= 400 && res.status < 500) throw new RegistrationRejectedError(url, res.status, res.body)
     if (res.status !== 200 || res.body?.status !== 'registered') {
       throw new ControllerUnavailableError(url, `unexpected answer to /register (HTTP ${res.status}): ${JSON.stringify(res.body).slice(0, 200)}`)
@@ -324,11 +326,19 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
 
   // ------------------------------------------------------------- heartbeat
 
-  private schedule (): void {
+  /**
+   * Heartbeats at a fixed rate: the next one is due an interval after the
+   * previous one *started*, so a slow answer does not stretch the period and
+   * failover stays within failureThreshold × interval.
+   */
+  private schedule (delay = this.interval): void {
     if (this._state === 'stopped') return
     this.timer = setTimeout(() => {
-      void this.exclusive(async () => { await this.beat() }).finally(() => { this.schedule() })
-    }, this.interval)
+      const started = performance.now()
+      void this.exclusive(async () => { await this.beat() }).finally(() => {
+        this.schedule(Math.max(0, this.interval - (performance.now() - started)))
+      })
+    }, delay)
     this.timer.unref()
   }
 
@@ -351,7 +361,8 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     if (this._state === 'draining') body.status = 'draining'
     const t0 = performance.now()
     try {
-      const res = await this.call(url, '/heartbeat', body, Math.min(this.interval, this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS))
+      // Half an interval: a hung controller costs at most that per failed beat, never the next beat's slot.
+      const res = await this.call(url, '/heartbeat', body, Math.min(Math.max(50, this.interval / 2), this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS))
       if (res.body.error === 'worker_not_registered') {
         // The controller lost its state (restart with an empty data dir): register again right away.
         this.counters.reregistrations++

@@ -38,7 +38,7 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
     async json (method, url, body, opts = {}) {
       const t = opts.timeoutMs ?? timeoutMs
       const signal = opts.signal != null ? AbortSignal.any([opts.signal, AbortSignal.timeout(t)]) : AbortSignal.timeout(t)
-      const res = await request(url, {
+      const pending = request(url, {
         method,
         dispatcher,
         signal,
@@ -47,6 +47,16 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
         headersTimeout: t,
         bodyTimeout: t
       })
+      // undici only honours the signal once a connection is up; while connecting or in the TLS
+      // handshake (a black-holed peer) only the pool's connect timeout would apply. Race the signal.
+      pending.catch(() => {})
+      let onAbort = (): void => {}
+      const aborted = new Promise<never>((_resolve, reject) => {
+        onAbort = () => { reject(signal.reason) }
+        if (signal.aborted) onAbort()
+        else signal.addEventListener('abort', onAbort, { once: true })
+      })
+      const res = await Promise.race([pending, aborted]).finally(() => { signal.removeEventListener('abort', onAbort) })
       const text = await res.body.text()
       let parsed: unknown = text
       if (String(res.headers['content-type'] ?? '').includes('json') && text.length > 0) parsed = JSON.parse(text)
