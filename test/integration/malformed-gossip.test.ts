@@ -1,0 +1,509 @@
+/**
+ * A hostile peer on the mesh: a real extra libp2p node (TCP, noise, yamux,
+ * identify, gossipsub — the same stack as src/gossip/mesh.ts) dials a
+ * controller, subscribes to both topics and publishes malformed envelopes,
+ * malformed Yjs updates and oversized messages; it also speaks garbage on
+ * `/capmesh/sync/1.0.0`, as the side that opens the stream and as the side
+ * that answers one.
+ *
+ * What must hold: the attacked controller stays up (/health 200), its
+ * registry is unchanged (registry_hash, /workers, and the encoded document
+ * byte for byte), its peers are unaffected, every rejection is logged with
+ * the sending peer, and valid traffic still flows afterwards.
+ *
+ * Timeouts are long here (unhealthy 60 s) so nothing legitimate changes the
+ * registry while the attack runs: any change is the attacker's doing.
+ */
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import type { Libp2p, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { tcp } from '@libp2p/tcp'
+import { byteStream, lpStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { pino } from 'pino'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import * as Y from 'yjs'
+import { localPreset, resolveControllerConfig } from '../../src/config.ts'
+import { Controller } from '../../src/controller/index.ts'
+import { encodeEnvelope, Kind, LIVENESS_TOPIC, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
+import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+
+type Node = Libp2p<{ pubsub: GossipSub, identify: unknown }>
+
+let bed: TestBed
+let controllers: Controller[] = []
+let nodes: Node[] = []
+/** Every JSON log record of the attacked controller. */
+let records: Array<Record<string, any>> = []
+let victim: Controller
+let others: Controller[]
+
+const post = async (base: string, path: string, body: unknown) => await bed.client.json('POST', base + path, body)
+const get = async (base: string, path: string) => await bed.client.json('GET', base + path)
+
+function workerBody (id: string): Record<string, unknown> {
+  return { worker_id: id, worker_url: `https://127.0.0.1:7000/${id}`, capabilities: [capability(`cap-${id}`)] }
+}
+
+/** Long timeouts: no worker goes unhealthy or stale while the test runs. */
+const calm = { heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 100 }
+
+async function startController (id: string, bootstrap: string[], log = false): Promise<Controller> {
+  const config = resolveControllerConfig(localPreset({ id, dataDir: join(bed.root, id), tlsDir: bed.tlsDir, bootstrap, ...calm }))
+  let logger
+  if (log) {
+    const sink = new Writable({
+      write (chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString().split('\n')) {
+          if (line.length === 0) continue
+          try { records.push(JSON.parse(line)) } catch {}
+        }
+        done()
+      }
+    })
+    logger = pino({ level: 'debug', base: { controller: id } }, sink)
+  }
+  const c = new Controller({ config, logger })
+  await c.start()
+  controllers.push(c)
+  return c
+}
+
+/** Three controllers (m0 is the one attacked), three workers at each, converged. */
+beforeEach(async () => {
+  bed = await testBed('malformed')
+  records = []
+  victim = await startController('m0', [], true)
+  others = [
+    await startController('m1', [victim.p2p.multiaddrs[0]]),
+    await startController('m2', [victim.p2p.multiaddrs[0]])
+  ]
+  const all = [victim, ...others]
+  await eventually(() => all.every(c => c.p2p.connectedPeers().filter(p => all.some(o => o.p2p.peerId === p)).length === 2), 'a full mesh', 15_000)
+  for (const [i, c] of all.entries()) {
+    for (let j = 0; j < 3; j++) expect((await post(c.url, '/register', workerBody(`w${i}-${j}`))).status).toBe(200)
+  }
+  await eventually(() => all.every(c => c.core.registry.size === 9 && c.core.registryHash === victim.core.registryHash), 'nine workers everywhere')
+})
+
+afterEach(async () => {
+  for (const n of nodes.splice(0)) {
+    try { await n.stop() } catch {}
+  }
+  for (const c of controllers.splice(0)) await c.stop().catch(() => {})
+  await bed.cleanup()
+})
+
+interface Snapshot { hash: string, workers: unknown, state: Buffer }
+
+async function snapshot (c: Controller): Promise<Snapshot> {
+  const res = await get(c.url, '/workers?limit=10000')
+  expect(res.status).toBe(200)
+  return { hash: (await get(c.url, '/mesh')).body.registry_hash, workers: res.body, state: Buffer.from(c.core.registry.encodeState()) }
+}
+
+async function snapshots (): Promise<Snapshot[]> {
+  return await Promise.all([victim, ...others].map(snapshot))
+}
+
+/** The attacked controller is up, and no controller's registry changed in any way. */
+async function unchanged (before: Snapshot[]): Promise<void> {
+  const health = await get(victim.url, '/health')
+  expect(health.status).toBe(200)
+  expect(health.body.controller_id).toBe('m0')
+  const after = await snapshots()
+  const changed: string[] = []
+  for (const [i, s] of after.entries()) {
+    const name = ['m0', 'm1', 'm2'][i]
+    if (s.hash !== before[i].hash) changed.push(`${name}: registry_hash`)
+    if (JSON.stringify(s.workers) !== JSON.stringify(before[i].workers)) changed.push(`${name}: /workers`)
+    if (!s.state.equals(before[i].state)) changed.push(`${name}: encoded registry`)
+  }
+  expect(changed, 'what the attack changed').toEqual([])
+}
+
+/** The victim's encoded registry is no longer what it was (an update was applied). */
+function changedState (before: Snapshot[]): boolean {
+  return !Buffer.from(victim.core.registry.encodeState()).equals(before[0].state)
+}
+
+/** Valid traffic still flows: a registration at m1 reaches m0 and m2 and is routable there. */
+async function stillFlows (id: string): Promise<void> {
+  expect((await post(others[0].url, '/register', workerBody(id))).status).toBe(200)
+  await eventually(async () => {
+    for (const c of [victim, others[1]]) {
+      const r = await post(c.url, '/route', { verb: 'invoke', capability: `cap-${id}` })
+      if (r.status !== 200 || r.body.worker_id !== id) return false
+    }
+    return true
+  }, `${id}, registered at m1, to be routable at m0 and m2`, 10_000, 50)
+  await eventually(() => [victim, ...others].every(c => c.core.registryHash === victim.core.registryHash), 'one registry hash again')
+}
+
+// ------------------------------------------------------------------ the attacker
+
+let lastDial = 0
+
+/**
+ * A libp2p node like a controller's, dialled to the victim and subscribed to
+ * both topics. Dials are spaced by 250 ms: libp2p refuses more than 5 inbound
+ * connections a second from one host (inboundConnectionThreshold), and every
+ * attacker comes from 127.0.0.1.
+ */
+async function attacker (): Promise<Node> {
+  const wait = lastDial + 250 - Date.now()
+  if (wait > 0) await new Promise(resolve => setTimeout(resolve, wait))
+  lastDial = Date.now()
+  const node = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, floodPublish: true, emitSelf: false, maxInboundDataLength: 8 * 1024 * 1024 })
+    }
+  }) as Node
+  nodes.push(node)
+  await node.dial(multiaddr(victim.p2p.multiaddrs[0]))
+  node.services.pubsub.subscribe(REGISTRY_TOPIC)
+  node.services.pubsub.subscribe(LIVENESS_TOPIC)
+  // gossipsub drops (silently) what is published before its outbound stream to a peer is open.
+  const outbound = (node.services.pubsub as unknown as { streamsOutbound: Map<string, unknown> }).streamsOutbound
+  await eventually(() => outbound.has(victim.p2p.peerId) &&
+    [REGISTRY_TOPIC, LIVENESS_TOPIC].every(t => node.services.pubsub.getSubscribers(t).some(p => p.toString() === victim.p2p.peerId)),
+  'the attacker to see the victim subscribed to both topics, with a stream open to it', 5_000)
+  return node
+}
+
+function logged (msg: string, peer: string, topic?: string): boolean {
+  return records.some(r => typeof r.msg === 'string' && r.msg.startsWith(msg) && r.peer === peer && (topic == null || r.topic === topic))
+}
+
+/**
+ * Stops an attacker. Done after each case: gossipsub's default peer scoring
+ * penalises more than 10 peers on one IP address (IP colocation) and ignores
+ * every message from them past 14, and all of these come from 127.0.0.1.
+ */
+async function retire (node: Node): Promise<void> {
+  nodes = nodes.filter(n => n !== node)
+  await node.stop()
+}
+
+/** Publishes `data` from a fresh attacker and waits until the victim's validator rejected it (logged with the sender). */
+async function rejected (topic: string, data: Uint8Array, what: string): Promise<void> {
+  const node = await attacker()
+  const res = await node.services.pubsub.publish(topic, data)
+  expect(res.recipients.map(String), `${what} was sent to the victim`).toContain(victim.p2p.peerId)
+  await eventually(() => logged('rejected a malformed gossip message', node.peerId.toString(), topic), `the victim to reject ${what}`, 5_000)
+  await retire(node)
+}
+
+const enc = new TextEncoder()
+
+function envelope (kind: number, payload: Uint8Array, controllerId = 'evil'): Uint8Array {
+  return encodeEnvelope({ kind: kind as Kind, controllerId, payload })
+}
+
+function rawEnvelope (head: number[], payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(head.length + payload.length)
+  out.set(head)
+  out.set(payload, head.length)
+  return out
+}
+
+/** A Yjs update made by `build` on an empty document. */
+function update (build: (doc: Y.Doc) => void): Uint8Array {
+  const doc = new Y.Doc()
+  doc.transact(() => { build(doc) })
+  return Y.encodeStateAsUpdate(doc)
+}
+
+const SEGMENT = 'evil/000000001.deadbeef'
+
+function entry (id: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { worker_id: id, worker_url: `https://127.0.0.1:7000/${id}`, capabilities: [capability(`cap-${id}`)], incarnation: 1, owner: 'evil', registered_at: Date.now(), ...extra }
+}
+
+function segmentWith (fill: (seg: Y.Map<unknown>) => void): Uint8Array {
+  return update(doc => {
+    const seg = new Y.Map<unknown>()
+    doc.getMap('segments').set(SEGMENT, seg)
+    fill(seg)
+  })
+}
+
+/** Random bytes that cannot pass for an envelope (first byte is not the magic). */
+function junk (n: number): Uint8Array {
+  const b = randomBytes(n)
+  if (b[0] === 0xca) b[0] = 0x00
+  return b
+}
+
+// ---------------------------------------------------------------- sync frames
+
+function hello (controllerId: string, sv: Uint8Array): Uint8Array {
+  const id = enc.encode(controllerId)
+  return rawEnvelope([1, id.length, ...id], sv)
+}
+
+const diff = (u: Uint8Array): Uint8Array => rawEnvelope([2], u)
+
+/** Opens a sync stream from `node` to the victim. */
+async function openSync (node: Node): Promise<Stream> {
+  return await node.dialProtocol(peerIdFromString(victim.p2p.peerId), SYNC_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+}
+
+/** Pulls the victim's whole document over a well-formed sync exchange (anyone on the mesh can). */
+async function pullState (node: Node): Promise<Y.Doc> {
+  const stream = await openSync(node)
+  const lp = lpStream(stream, { maxDataLength: 64 * 1024 * 1024 })
+  const signal = AbortSignal.timeout(5_000)
+  await lp.write(hello('evil', Y.encodeStateVector(new Y.Doc())), { signal })
+  await lp.read({ signal })
+  const theirs = (await lp.read({ signal })).subarray()
+  await lp.write(diff(Y.encodeStateAsUpdate(new Y.Doc())), { signal })
+  await stream.close({ signal })
+  const doc = new Y.Doc()
+  Y.applyUpdate(doc, theirs.subarray(1))
+  return doc
+}
+
+/** The update produced by editing a replica of the victim's document. */
+function editReplica (replica: Y.Doc, edit: (segments: Y.Map<unknown>, doc: Y.Doc) => void): Uint8Array {
+  const copy = new Y.Doc()
+  Y.applyUpdate(copy, Y.encodeStateAsUpdate(replica))
+  const updates: Uint8Array[] = []
+  copy.on('update', (u: Uint8Array) => { updates.push(u) })
+  copy.transact(() => { edit(copy.getMap('segments'), copy) })
+  return Y.mergeUpdates(updates)
+}
+
+/** The victim's own segment (a Y.Map) in a replica. */
+function victimSegment (segments: Y.Map<unknown>): Y.Map<unknown> {
+  const key = [...segments.keys()].find(k => k.startsWith('m0/'))!
+  return segments.get(key) as Y.Map<unknown>
+}
+
+/**
+ * At most eight attackers per test (each attacked controller is fresh): with
+ * its two peers that keeps the peers on 127.0.0.1 at ten, the most gossipsub's
+ * default scoring takes from one address before it penalises all of them
+ * (IP colocation; it remembers disconnected peers for an hour).
+ */
+const validEntryUpdate = (): Uint8Array => segmentWith(seg => { seg.set('x', entry('x')) })
+const digestJson = (d: Record<string, unknown>): Uint8Array => enc.encode(JSON.stringify(d))
+const goodDigest = { epoch: 'e', seq: 1, owned: 0, exceptions: [], loads: [], registry_hash: '0', self_preservation: false }
+const id4 = [...enc.encode('evil')]
+
+const gossipCases: Array<[string, Array<[string, string, () => Uint8Array]>]> = [
+  ['malformed envelopes', [
+    ['random bytes', REGISTRY_TOPIC, () => junk(300)],
+    ['an empty message', REGISTRY_TOPIC, () => new Uint8Array(0)],
+    ['a bad magic byte', REGISTRY_TOPIC, () => rawEnvelope([0xcb, 1, Kind.update, 4, ...id4], validEntryUpdate())],
+    ['a wrong envelope version', REGISTRY_TOPIC, () => rawEnvelope([0xca, 2, Kind.update, 4, ...id4], validEntryUpdate())],
+    ['an unknown kind', REGISTRY_TOPIC, () => rawEnvelope([0xca, 1, 9, 4, ...id4], validEntryUpdate())],
+    ['a truncated controller id', REGISTRY_TOPIC, () => rawEnvelope([0xca, 1, Kind.update, 200, ...id4])],
+    ['a controller id that is not utf-8', REGISTRY_TOPIC, () => rawEnvelope([0xca, 1, Kind.update, 2, 0xff, 0xfe], validEntryUpdate())],
+    ['an invalid controller id', REGISTRY_TOPIC, () => envelope(Kind.update, validEntryUpdate(), '../evil id')]
+  ]],
+  ['valid envelopes carrying malformed Yjs updates', [
+    ['garbage instead of a Yjs update', REGISTRY_TOPIC, () => envelope(Kind.update, junk(200))],
+    ['a foreign root type (text)', REGISTRY_TOPIC, () => envelope(Kind.update, update(doc => { doc.getText('evil').insert(0, 'hello') }))],
+    ['a foreign root map', REGISTRY_TOPIC, () => envelope(Kind.update, update(doc => { doc.getMap('other').set('k', 1) }))],
+    ['a segment with an invalid key', REGISTRY_TOPIC, () => envelope(Kind.update, update(doc => { doc.getMap('segments').set('../../etc/passwd', new Y.Map()) }))],
+    ['a plain value where a segment belongs', REGISTRY_TOPIC, () => envelope(Kind.update, update(doc => { doc.getMap('segments').set(SEGMENT, entry('x')) }))],
+    ['a malformed entry', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => { seg.set('x', { worker_id: 'x', nonsense: true }) }))],
+    ['an entry stored under another worker\'s key', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => { seg.set('y', entry('x')) }))],
+    ['a map nested below a segment', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => { seg.set('x', new Y.Map()) }))]
+  ]],
+  ['more malformed entries, misplaced kinds, an oversized message and malformed digests', [
+    ['an entry without capabilities', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => { seg.set('x', entry('x', { capabilities: [] })) }))],
+    ['text nested below a segment', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => { seg.set('x', new Y.Text('t')) }))],
+    ['a digest on the registry topic', REGISTRY_TOPIC, () => envelope(Kind.digest, digestJson(goodDigest))],
+    // A valid update otherwise: were it applied, the registry would show worker "big".
+    ['a message just over the 1 MiB gossip limit', REGISTRY_TOPIC, () => envelope(Kind.update,
+      segmentWith(seg => { seg.set('big', entry('big', { capabilities: [capability('cap-big', { constraints: { pad: 'x'.repeat(1024 * 1024) } })] })) }))],
+    ['a digest that is not JSON', LIVENESS_TOPIC, () => envelope(Kind.digest, enc.encode('{"epoch": '))],
+    ['a digest with the wrong schema', LIVENESS_TOPIC, () => envelope(Kind.digest, digestJson({ epoch: 'e', seq: -1, owned: 'many' }))],
+    ['a digest with an extra field', LIVENESS_TOPIC, () => envelope(Kind.digest, digestJson({ ...goodDigest, admin: true }))],
+    ['a digest with an unknown health code', LIVENESS_TOPIC, () => envelope(Kind.digest, digestJson({ ...goodDigest, owned: 1, exceptions: [['w0-0', 'z']] }))]
+  ]]
+]
+
+describe('a hostile peer on the gossip topics', () => {
+  it.each(gossipCases)('%s are rejected, logged with the sender, and change nothing', async (_group, cases) => {
+    const before = await snapshots()
+    for (const [what, topic, data] of cases) await rejected(topic, data(), what)
+    // The validator saw every one of them: one warning per attacker, each naming its sender.
+    expect(records.filter(r => r.msg?.startsWith('rejected a malformed gossip message')).length).toBe(cases.length)
+    await unchanged(before)
+    expect(victim.core.registry.get('x')).toBeUndefined()
+    expect(victim.core.registry.get('big')).toBeUndefined()
+    await stillFlows('after-gossip-garbage')
+  })
+
+  it('a registry update on the liveness topic and random bytes there are rejected; a message larger than gossipsub accepts changes nothing', async () => {
+    const before = await snapshots()
+    await rejected(LIVENESS_TOPIC, envelope(Kind.update, validEntryUpdate()), 'a registry update on the liveness topic')
+    await rejected(LIVENESS_TOPIC, junk(64), 'random bytes on the liveness topic')
+    // Larger than gossipsub accepts at all (1 MiB + 64 KiB): its RPC is refused before validation
+    // (and gossipsub drops that peer's stream). A valid update otherwise: had it been applied, the
+    // registry would show worker "huge".
+    const huge = await attacker()
+    const res = await huge.services.pubsub.publish(REGISTRY_TOPIC, envelope(Kind.update,
+      segmentWith(seg => { seg.set('huge', entry('huge', { capabilities: [capability('cap-huge', { constraints: { pad: 'x'.repeat(2 * 1024 * 1024) } })] })) })))
+    expect(res.recipients.map(String)).toContain(victim.p2p.peerId)
+    await new Promise(resolve => setTimeout(resolve, 500))
+    await unchanged(before)
+    expect(victim.core.registry.get('huge')).toBeUndefined()
+    await stillFlows('after-oversized')
+  })
+})
+
+const sv0 = Y.encodeStateVector(new Y.Doc())
+type Attack = (stream: Stream) => Promise<void>
+const frames = (...fs: Array<() => Uint8Array>): Attack => async stream => {
+  const lp = lpStream(stream)
+  for (const f of fs) await lp.write(f())
+}
+const helloOk = (): Uint8Array => hello('evil', sv0)
+
+const syncCases: Array<[string, Array<[string, Attack]>]> = [
+  ['garbage frames', [
+    ['a length prefix longer than any frame needs', async stream => { await byteStream(stream).write(new Uint8Array([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00])) }],
+    ['a frame longer than the 256 MiB limit', async stream => { await byteStream(stream).write(new Uint8Array([0x80, 0x80, 0x80, 0xa0, 0x01])) }],
+    ['an empty frame', frames(() => new Uint8Array(0))],
+    ['random bytes as a frame', frames(() => junk(100))],
+    ['a frame of an unknown kind', frames(() => rawEnvelope([9, 4, ...id4], sv0))],
+    ['a DIFF instead of a HELLO', frames(() => diff(validEntryUpdate()))],
+    ['a HELLO with a truncated controller id', frames(() => rawEnvelope([1, 200, ...id4]))],
+    ['a HELLO with an invalid controller id', frames(() => hello('no spaces allowed', sv0))]
+  ]],
+  ['malformed HELLOs and DIFFs with junk', [
+    ['a HELLO with a controller id that is not utf-8', frames(() => rawEnvelope([1, 2, 0xff, 0xfe], sv0))],
+    ['a HELLO with a malformed state vector', frames(() => rawEnvelope([1, 4, ...id4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]))],
+    ['a valid HELLO then a DIFF of random bytes', frames(helloOk, () => diff(junk(300)))],
+    ['a valid HELLO then a DIFF with a foreign root type', frames(helloOk, () => diff(update(doc => { doc.getArray('evil').push([1, 2, 3]) })))],
+    ['a valid HELLO then a DIFF with a malformed entry', frames(helloOk, () => diff(segmentWith(seg => { seg.set('x', { worker_id: 'x' }) })))],
+    ['a valid HELLO then a second HELLO instead of the DIFF', frames(helloOk, helloOk)],
+    ['a valid HELLO then the end of the stream', async stream => {
+      await lpStream(stream).write(helloOk())
+      await stream.close()
+    }]
+  ]]
+]
+
+describe('a hostile peer on the sync protocol', () => {
+  it.each(syncCases)('%s abort the exchange, are logged with the peer, and change nothing', async (_group, cases) => {
+    const before = await snapshots()
+    for (const [what, attack] of cases) {
+      const node = await attacker()
+      const stream = await openSync(node)
+      await attack(stream)
+      await eventually(() => logged('aborted a sync exchange', node.peerId.toString()), `the victim to abort the exchange on ${what}`, 5_000)
+      await retire(node)
+    }
+    await unchanged(before)
+    await stillFlows('after-sync-garbage')
+  })
+
+  it('a peer answering the controller\'s own sync with garbage cannot change its registry, and the stream is not left open', async () => {
+    const before = await snapshots()
+    const answers: Array<[string, (stream: Stream) => Promise<void>]> = [
+      ['a garbage HELLO', async stream => { await lpStream(stream).write(junk(64)) }],
+      ['a valid HELLO then a junk DIFF', async stream => { await lpStream(stream).writeV([helloOk(), diff(junk(200))]) }],
+      ['a valid HELLO then a DIFF with a foreign root type', async stream => {
+        await lpStream(stream).writeV([helloOk(), diff(update(doc => { doc.getText('evil').insert(0, 'x') }))])
+      }]
+    ]
+    const leftOpen: string[] = []
+    for (const [what, answer] of answers) {
+      const node = await attacker()
+      let served: Stream | null = null
+      await node.handle(SYNC_PROTOCOL, async (stream: Stream) => {
+        served = stream
+        await lpStream(stream).read() // the controller's HELLO
+        await answer(stream)
+      })
+      const res = await victim.p2p.syncWith(node.peerId.toString())
+      expect(res, `a sync answered with ${what} fails`).toBeNull()
+      expect(served, `the controller dialled the attacker for ${what}`).not.toBeNull()
+      // The controller gave up on the exchange: its side of the stream should be closed or reset.
+      try {
+        await eventually(() => served!.status !== 'open' || served!.remoteWriteStatus !== 'writable', 'the stream to close', 2_000)
+      } catch {
+        leftOpen.push(what)
+      }
+      await retire(node)
+    }
+    await unchanged(before)
+    await stillFlows('after-sync-answers')
+    expect(leftOpen, 'sync streams the controller left open after a failed exchange').toEqual([])
+  })
+})
+
+describe('well-formed Yjs updates that overwrite existing registry items with malformed content', () => {
+  // Items that overwrite an existing key carry no parent in the encoded update (Yjs infers it from
+  // the item they replace), so they must be checked against the document they would land in.
+  const overwrites: Array<[string, (segments: Y.Map<unknown>, doc: Y.Doc) => void]> = [
+    ['a map written over a worker\'s entry', segments => { victimSegment(segments).set('w0-0', new Y.Map()) }],
+    ['another worker\'s entry written over a worker\'s entry', segments => {
+      const seg = victimSegment(segments)
+      seg.set('w0-1', { ...(seg.get('w0-0') as Record<string, unknown>) })
+    }],
+    ['a plain value written over a whole segment', segments => {
+      const key = [...segments.keys()].find(k => k.startsWith('m0/'))!
+      segments.set(key, { worker_id: 'x', incarnation: 99, owner: 'm0', deleted_at: 1, tombstone: true })
+    }]
+  ]
+
+  it.each(overwrites)('%s, sent as gossip, is rejected and changes nothing', async (_what, edit) => {
+    const before = await snapshots()
+    const node = await attacker()
+    const replica = await pullState(node)
+    const res = await node.services.pubsub.publish(REGISTRY_TOPIC, envelope(Kind.update, editReplica(replica, edit)))
+    expect(res.recipients.map(String)).toContain(victim.p2p.peerId)
+    await eventually(() => logged('rejected a malformed gossip message', node.peerId.toString(), REGISTRY_TOPIC) || changedState(before),
+      'the victim to reject the update (or, wrongly, apply it)', 5_000)
+    // Give an accepted message time to be forwarded to the other controllers before comparing.
+    await new Promise(resolve => setTimeout(resolve, 300))
+    await unchanged(before)
+  })
+
+  it.each(overwrites)('%s, sent as a sync DIFF, is rejected and changes nothing', async (_what, edit) => {
+    const before = await snapshots()
+    const node = await attacker()
+    const replica = await pullState(node)
+    const stream = await openSync(node)
+    await lpStream(stream).writeV([hello('evil', Y.encodeStateVector(replica)), diff(editReplica(replica, edit))])
+    await eventually(() => logged('aborted a sync exchange', node.peerId.toString()) || changedState(before),
+      'the victim to abort the exchange (or, wrongly, apply the DIFF)', 5_000)
+    await new Promise(resolve => setTimeout(resolve, 300))
+    await unchanged(before)
+  })
+
+  it('an update whose items depend on content nobody has is not kept', async () => {
+    const before = await snapshots()
+    // Two updates of one document: the second overwrites a key the first created. Only the second is sent.
+    const doc = new Y.Doc()
+    doc.getMap('segments').set(SEGMENT, new Y.Map())
+    const sv = Y.encodeStateVector(doc)
+    doc.getMap('segments').set(SEGMENT, new Y.Map())
+    const orphan = Y.encodeStateAsUpdate(doc, sv)
+    const node = await attacker()
+    const res = await node.services.pubsub.publish(REGISTRY_TOPIC, envelope(Kind.update, orphan))
+    expect(res.recipients.map(String)).toContain(victim.p2p.peerId)
+    await eventually(() => logged('rejected a malformed gossip message', node.peerId.toString(), REGISTRY_TOPIC) || changedState(before),
+      'the victim to reject the update (or, wrongly, keep it)', 5_000)
+    await new Promise(resolve => setTimeout(resolve, 300))
+    await unchanged(before)
+  })
+})
