@@ -1,13 +1,39 @@
 import { defineConfig } from 'vitest/config'
 
+// Simulations start whole clusters of controller processes and hundreds of agents: they run
+// after everything else, one file at a time, so they never compete with other integration
+// tests for this machine's two cores.
+const SIM = 'test/integration/sim-*.test.ts'
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
-    // Integration tests start real controllers and libp2p nodes: keep CPU contention on 2 cores sane.
-    maxWorkers: 2,
     reporters: ['default', 'json'],
-    outputFile: { json: 'reports/vitest.json' }
+    outputFile: { json: 'reports/vitest.json' },
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'main',
+          include: ['test/**/*.test.ts'],
+          exclude: [SIM],
+          // Integration tests start real controllers and libp2p nodes: keep CPU contention on 2 cores sane.
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 }
+        }
+      },
+      {
+        extends: true,
+        test: {
+          name: 'sim',
+          include: [SIM],
+          maxWorkers: 1,
+          fileParallelism: false,
+          testTimeout: 240_000,
+          sequence: { groupOrder: 1 }
+        }
+      }
+    ]
   }
 })

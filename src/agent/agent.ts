@@ -361,8 +361,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     if (this._state === 'draining') body.status = 'draining'
     const t0 = performance.now()
     try {
-      // Half an interval: a hung controller costs at most that per failed beat, never the next beat's slot.
-      const res = await this.call(url, '/heartbeat', body, Math.min(Math.max(50, this.interval / 2), this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS))
+      // At most one interval: with fixed-rate scheduling the next beat starts as this one times out,
+      // so a hung controller is left after failureThreshold intervals, like a dead one.
+      const res = await this.call(url, '/heartbeat', body, Math.min(this.interval, this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS))
       if (res.body.error === 'worker_not_registered') {
         // The controller lost its state (restart with an empty data dir): register again right away.
         this.counters.reregistrations++

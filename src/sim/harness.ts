@@ -26,11 +26,11 @@ import { FaultProxy } from './proxy.ts'
 import type { Checkpoint, FaultRecord, RouteSample, SimRecord, StateSample, WorkerFate } from './record.ts'
 
 export interface SimTiming {
-  /** Worker heartbeat interval (ms). @default 500 */
+  /** Worker heartbeat interval (ms). @default 1000 */
   heartbeatMs: number
-  /** Controllers: unhealthy after (ms). @default 1500 */
+  /** Controllers: unhealthy after (ms). @default 3000 */
   unhealthyMs: number
-  /** Controllers: removed after (ms). @default 3000 */
+  /** Controllers: removed after (ms). @default 6000 */
   staleMs: number
 }
 
@@ -67,7 +67,8 @@ interface SimWorker {
   fate: WorkerFate
 }
 
-export const DEFAULT_TIMING: SimTiming = { heartbeatMs: 500, unhealthyMs: 1500, staleMs: 3000 }
+/** Short enough that a run shows every transition in seconds, long enough for a loaded 2-core machine. */
+export const DEFAULT_TIMING: SimTiming = { heartbeatMs: 1000, unhealthyMs: 3000, staleMs: 6000 }
 
 export class Simulation {
   readonly init: SimInit

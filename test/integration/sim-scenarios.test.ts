@@ -23,6 +23,6 @@ describe('simulation scenarios (N=5, 200 workers)', () => {
       expect(report.faults.length).toBeGreaterThan(2)
       expect(report.checkpoints.length).toBeGreaterThan(0)
       expect(report.checkpoints.every(c => c.converged)).toBe(true)
-    }, 120_000)
+    }, 240_000)
   }
 })
