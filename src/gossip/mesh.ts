@@ -293,12 +293,19 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private flush (): void {
     this.flushQueued = false
     if (this.pending.length === 0 || this.node == null) return
-    const update = this.pending.length === 1 ? this.pending[0] : Y.mergeUpdates(this.pending)
+    const pending = this.pending
     this.pending = []
     const controllerId = this.registry.controllerId
-    if (update.length + 80 <= this.maxMessageBytes) {
-      this.publish(REGISTRY_TOPIC, { kind: Kind.update, controllerId, payload: update })
-    } else {
+    // Size first: merging is super-linear in the number of updates, and a batch this big travels by sync anyway.
+    const bytes = pending.reduce((n, u) => n + u.length, 0)
+    if (bytes + 80 <= this.maxMessageBytes) {
+      const update = pending.length === 1 ? pending[0] : Y.mergeUpdates(pending)
+      if (update.length + 80 <= this.maxMessageBytes) {
+        this.publish(REGISTRY_TOPIC, { kind: Kind.update, controllerId, payload: update })
+        return
+      }
+    }
+    {
       // Too big for one gossip message (a compaction of a large segment): peers pull it by sync.
       this.publish(REGISTRY_TOPIC, { kind: Kind.hint, controllerId, payload: new Uint8Array(0) })
     }

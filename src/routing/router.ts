@@ -11,6 +11,13 @@
  * Preference order: healthy workers of the preferred controller (the query's
  * `affinity`, else the answering controller itself), then every healthy
  * worker, then `pending` ones (restored or imported, not yet confirmed).
+ *
+ * `least_loaded` and `budget_tokens` compare at most CHOICE_WINDOW candidates
+ * per tier, taken in round-robin order (the "power of d choices" idea): the
+ * decision stays O(1) with 100k workers on one capability, and successive
+ * queries look at successive windows. A query that matches nothing is
+ * answered from a per-capability negative cache until that capability's
+ * workers change.
  */
 import { NoHealthyWorkerError, NoWorkerError } from '../errors.ts'
 import type { HealthState } from '../liveness/index.ts'
@@ -70,7 +77,16 @@ interface Indexed {
   load: number
 }
 
+/** Candidates compared per tier by least_loaded and budget queries. */
+export const CHOICE_WINDOW = 64
+/** Remembered "nothing matches" answers per capability. */
+const NEGATIVE_CACHE = 64
+
 class Bucket {
+  /** Bumped on every change to this capability's workers, their states or loads. */
+  epoch = 0
+  /** filter signature → the error it got, valid while `epoch` is unchanged. */
+  readonly misses = new Map<string, { epoch: number, error: NoWorkerError | NoHealthyWorkerError }>()
   /** worker id → its capabilities with this verb + name (a worker may offer several versions). */
   readonly offers = new Map<string, Capability[]>()
   readonly healthy = new IndexedSet<string>()
@@ -141,7 +157,17 @@ export class Router {
 
   setLoad (workerId: string, load: number): void {
     const w = this.workers.get(workerId)
-    if (w != null) w.load = load
+    if (w == null || w.load === load) return
+    w.load = load
+    // Saturation depends on load: a cached "nothing matches" may no longer hold.
+    this.touch(w)
+  }
+
+  private touch (w: Indexed): void {
+    for (const key of this.keysOf(w.record)) {
+      const b = this.buckets.get(key)
+      if (b != null) b.epoch++
+    }
   }
 
   /** Capabilities offered, with how many workers offer each and how many are healthy. */
@@ -184,6 +210,9 @@ export class Router {
   }
 
   private pick (b: Bucket, q: RouteQuery, strategy: Strategy, filtered: boolean): RouteResult {
+    const sig = filtered ? `${q.version ?? ''}\u0000${q.requires_gpu === true ? 1 : 0}\u0000${q.budget_tokens ?? ''}\u0000${q.slo_constraints?.latency_p95_ms ?? ''}\u0000${q.slo_constraints?.latency_p99_ms ?? ''}\u0000${q.slo_constraints?.availability ?? ''}` : ''
+    const miss = b.misses.get(sig)
+    if (miss != null && miss.epoch === b.epoch) throw miss.error
     const preferred = b.healthyByOwner.get(q.affinity ?? this.controllerId)
     for (const tier of [preferred, b.healthy, b.pending]) {
       if (tier == null || tier.size === 0) continue
@@ -191,25 +220,32 @@ export class Router {
       if (hit != null) return this.result(hit[0], hit[1], strategy)
     }
     // Nothing routable. 503 if a worker in any state would match (it may recover), else 404.
+    let error: NoWorkerError | NoHealthyWorkerError = new NoWorkerError(q.capability, q.verb)
     for (const id of b.offers.keys()) {
       const w = this.workers.get(id)!
-      if (this.match(b, w, q, true) != null) throw new NoHealthyWorkerError(q.capability, q.verb, this.retryAfter)
+      if (this.match(b, w, q, true) != null) {
+        error = new NoHealthyWorkerError(q.capability, q.verb, this.retryAfter)
+        break
+      }
     }
-    throw new NoWorkerError(q.capability, q.verb)
+    if (b.misses.size >= NEGATIVE_CACHE) b.misses.clear()
+    b.misses.set(sig, { epoch: b.epoch, error })
+    throw error
   }
 
   private select (b: Bucket, tier: IndexedSet<string>, q: RouteQuery, strategy: Strategy, filtered: boolean): [Indexed, Capability] | undefined {
     const n = tier.size
     const start = b.cursor % n
-    const exhaustive = strategy === 'least_loaded' || q.budget_tokens != null
+    const comparing = strategy === 'least_loaded' || q.budget_tokens != null
     let best: [Indexed, Capability] | undefined
     let bestIdx = 0
+    let compared = 0
     for (let i = 0; i < n; i++) {
       const idx = (start + i) % n
       const w = this.workers.get(tier.at(idx))!
       const cap = filtered || w.load > 0 ? this.match(b, w, q) : b.offers.get(w.record.worker_id)![0]
       if (cap == null) continue
-      if (!exhaustive) {
+      if (!comparing) {
         b.cursor = idx + 1
         return [w, cap]
       }
@@ -217,6 +253,9 @@ export class Router {
         best = [w, cap]
         bestIdx = idx
       }
+      // An idle worker is as good as least_loaded gets (and, without a budget, cost does not matter).
+      if (strategy === 'least_loaded' && q.budget_tokens == null && best[0].load === 0) break
+      if (++compared >= CHOICE_WINDOW) break
     }
     if (best != null) b.cursor = bestIdx + 1
     return best
@@ -278,6 +317,7 @@ export class Router {
 
   /** Puts `w` into (or takes it out of) the routable sets of `b` that match its state. */
   private place (b: Bucket, w: Indexed, add: boolean): void {
+    b.epoch++
     const id = w.record.worker_id
     if (w.state === 'healthy') {
       let own = b.healthyByOwner.get(w.record.owner)
