@@ -12,8 +12,8 @@
  * `affinity`, else the answering controller itself), then every healthy
  * worker, then `pending` ones (restored or imported, not yet confirmed).
  *
- * `least_loaded` and `budget_tokens` compare at most CHOICE_WINDOW candidates
- * per tier, taken in round-robin order (the "power of d choices" idea): the
+ * `least_loaded` and `budget_tokens` look at most CHOICE_WINDOW candidates
+ * past the first match, in round-robin order (the "power of d choices" idea): the
  * decision stays O(1) with 100k workers on one capability, and successive
  * queries look at successive windows. A query that matches nothing is
  * answered from a per-capability negative cache until that capability's
@@ -77,8 +77,8 @@ interface Indexed {
   load: number
 }
 
-/** Candidates compared per tier by least_loaded and budget queries. */
-export const CHOICE_WINDOW = 64
+/** Candidates looked at past the first match by least_loaded and budget queries (d in "power of d choices"). */
+export const CHOICE_WINDOW = 16
 /** Remembered "nothing matches" answers per capability. */
 const NEGATIVE_CACHE = 64
 
@@ -239,8 +239,10 @@ export class Router {
     const comparing = strategy === 'least_loaded' || q.budget_tokens != null
     let best: [Indexed, Capability] | undefined
     let bestIdx = 0
-    let compared = 0
+    // Once one candidate matched, look at most CHOICE_WINDOW further (matching or not).
+    let window = 0
     for (let i = 0; i < n; i++) {
+      if (best != null && ++window > CHOICE_WINDOW) break
       const idx = (start + i) % n
       const w = this.workers.get(tier.at(idx))!
       const cap = filtered || w.load > 0 ? this.match(b, w, q) : b.offers.get(w.record.worker_id)![0]
@@ -255,7 +257,6 @@ export class Router {
       }
       // An idle worker is as good as least_loaded gets (and, without a budget, cost does not matter).
       if (strategy === 'least_loaded' && q.budget_tokens == null && best[0].load === 0) break
-      if (++compared >= CHOICE_WINDOW) break
     }
     if (best != null) b.cursor = bestIdx + 1
     return best
