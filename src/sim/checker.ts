@@ -141,7 +141,8 @@ function availability (rec: SimRecord, out: Violation[]): Verdict {
   let worst: number | null = null
   let samples = 0
   for (const iv of intervals) {
-    const from = iv.start + grace(rec)
+    // Excused: the other side's owners are not yet known silent (unhealthy window) plus a digest and a probe.
+    const from = iv.start + rec.timing.unhealthyMs + 1000
     if (from >= iv.end) continue
     for (const group of iv.groups) {
       const members = new Set(group)

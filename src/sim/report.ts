@@ -137,7 +137,7 @@ export function renderHtml (r: Report): string {
 <script>
 const R = ${data};
 const COLORS = ['#1a73e8','#e8710a','#1e8e3e','#d01884','#9334e6','#12b5cb','#f9ab00','#5f6368','#c5221f','#7cb342'];
-const nodes = Object.keys(R.rss_mb.by_node).length ? Object.keys(R.rss_mb.by_node) : [...new Set(R.series.route_success.flatMap(s => Object.keys(s.ratio)))];
+const nodes = [...new Set(R.series.route_success.flatMap(s => Object.keys(s.ratio)))].sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
 const bands = [];
 let open = null;
 for (const f of R.faults) {
@@ -157,12 +157,12 @@ const xAxis = { type: 'linear', min: 0, max: Math.ceil(R.duration_ms / 1000), ti
 const kinds = [...new Set(R.faults.map(f => f.name))];
 new Chart(document.getElementById('timeline'), { type: 'scatter', plugins: [shade],
   data: { datasets: [{ label: 'faults', data: R.faults.map(f => ({ x: f.t / 1000, y: kinds.indexOf(f.name) })), pointRadius: 6, backgroundColor: '#c5221f' }] },
-  options: { maintainAspectRatio: false, animation: false, scales: { x: xAxis, y: { min: -0.5, max: kinds.length - 0.5, ticks: { stepSize: 1, callback: v => kinds[v] ?? '' } } },
+  options: { maintainAspectRatio: false, animation: false, scales: { x: xAxis, y: { min: -1, max: kinds.length, ticks: { stepSize: 1, autoSkip: false, callback: v => Number.isInteger(v) ? (kinds[v] ?? '') : '' } } },
     plugins: { legend: { display: false }, tooltip: { callbacks: { label: c => { const f = R.faults[c.dataIndex]; return f.name + ' ' + JSON.stringify(f.args) } } } } } });
 new Chart(document.getElementById('agreement'), { type: 'line', plugins: [shade],
   data: { datasets: [
     ...nodes.map((n, i) => ({ label: n, data: R.series.agreement.filter(p => p.healthy[n] != null).map(p => ({ x: p.t, y: p.healthy[n] })), borderColor: COLORS[i % COLORS.length], pointRadius: 0, borderWidth: 1.5 })),
-    { label: 'distinct views', yAxisID: 'y2', data: R.series.agreement.map(p => ({ x: p.t, y: p.distinct_views })), borderColor: '#000', borderDash: [4, 4], pointRadius: 0, borderWidth: 1 }
+    { label: 'distinct views', yAxisID: 'y2', data: R.series.agreement.filter(p => p.distinct_views > 0).map(p => ({ x: p.t, y: p.distinct_views })), borderColor: '#000', borderDash: [4, 4], pointRadius: 0, borderWidth: 1 }
   ] },
   options: { maintainAspectRatio: false, animation: false, parsing: false, scales: { x: xAxis, y: { title: { display: true, text: 'healthy workers' } }, y2: { position: 'right', min: 0, ticks: { stepSize: 1 }, grid: { drawOnChartArea: false }, title: { display: true, text: 'distinct views' } } } } });
 new Chart(document.getElementById('routes'), { type: 'line', plugins: [shade],
