@@ -10,6 +10,7 @@ export default scenario({
     for (let i = 0; i < sim.size; i++) {
       await sim.at(sim.d(0.1 + i * step))
       await sim.restart(i, { keepData: i % 2 === 0 })
+      await sim.checkpoint(`after restarting ${sim.nodes[i].id}`)
     }
   }
 })
