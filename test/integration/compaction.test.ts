@@ -52,17 +52,17 @@ async function deregister (c: Controller, id: string): Promise<void> {
 }
 
 /**
- * Churn at `c` for `ms`: `lanes` sequential loops, each over its own ids
- * (`<prefix>-<n>`, n cycling through `ids`), registering an id and, two times
- * out of three, deregistering it again — every write an overwrite or a delete
- * in `c`'s own segment. Returns the number of acknowledged operations.
+ * Churn at `c` until at least `minOps` operations are acknowledged: `lanes`
+ * sequential loops, each over its own ids (`<prefix>-<n>`, n cycling through
+ * `ids`), registering an id and, two times out of three, deregistering it
+ * again — every write an overwrite or a delete in `c`'s own segment. Returns
+ * the number of acknowledged operations.
  */
-async function churn (c: Controller, prefix: string, ms: number, ids = 60, lanes = 3): Promise<number> {
-  const end = Date.now() + ms
+async function churn (c: Controller, prefix: string, minOps: number, ids = 60, lanes = 3): Promise<number> {
   let ops = 0
   await Promise.all(Array.from({ length: lanes }, async (_v, lane) => {
-    for (let round = 0; Date.now() < end; round++) {
-      for (let n = lane; n < ids && Date.now() < end; n += lanes) {
+    for (let round = 0; ops < minOps; round++) {
+      for (let n = lane; n < ids && ops < minOps; n += lanes) {
         const id = `${prefix}-${n}`
         await register(c, id)
         ops++
@@ -123,12 +123,11 @@ describe('compaction', () => {
     timers.push(setInterval(() => { k0.core.registry.compact() }, 20))
     timers.push(setInterval(() => { k3.core.registry.compact() }, 100))
 
-    const writeMs = 3_000
     const [k0Ops, k1Ops, k2Ops, k3Ops] = await Promise.all([
-      churn(k0, 'k0-c', writeMs),
-      churn(k1, 'k1-c', writeMs),
-      churn(k2, 'k2-c', writeMs),
-      churn(k3, 'k3-c', writeMs),
+      churn(k0, 'k0-c', 250),
+      churn(k1, 'k1-c', 250),
+      churn(k2, 'k2-c', 250),
+      churn(k3, 'k3-c', 250),
       (async () => {
         // Meanwhile, on the connected side, other owners act on k0's workers while k0 compacts:
         // k1 deregisters five of them (a tombstone in k1's segment), k2 takes five over (they
@@ -151,9 +150,9 @@ describe('compaction', () => {
     ])
     for (const t of timers.splice(0)) clearInterval(t)
     // The write phase really was concurrent with many compactions, on both sides of the cut.
-    expect(k0Ops + k1Ops + k2Ops + k3Ops).toBeGreaterThan(400)
-    expect(k0.core.registry.stats().compactions - k0Before).toBeGreaterThan(50)
-    expect(k3.core.registry.stats().compactions - k3Before).toBeGreaterThan(10)
+    expect(Math.min(k0Ops, k1Ops, k2Ops, k3Ops)).toBeGreaterThanOrEqual(250)
+    expect(k0.core.registry.stats().compactions - k0Before).toBeGreaterThan(20)
+    expect(k3.core.registry.stats().compactions - k3Before).toBeGreaterThan(5)
     // The cut was real: each side removed the other's worker only on its own side so far.
     expect(k3.core.registry.get('k3-base-0')).toBeDefined()
     expect(k3.core.registry.get('k1-base-0')).toBeUndefined()
