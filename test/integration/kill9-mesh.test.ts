@@ -208,7 +208,8 @@ describe('kill -9 of a controller while registrations flow', () => {
       const owners = await Promise.all([a, b].map(async proc => (await get(proc.url, '/mesh')).body.owners.kc?.status))
       return owners.every(s => s === 'gone')
     }, 'the survivors to write kc off as gone', 10_000, 50)
-    expect(routed).toBeGreaterThan(10)
+    // Checked again and again across the whole time kc was dead (at least the stale window).
+    expect(routed).toBeGreaterThanOrEqual(8)
     // Its workers are no longer routed by the survivors, which dropped its entries.
     for (const proc of [a, b]) expect((await post(proc.url, '/route', { verb: 'invoke', capability: 'cap-kc-base-0' })).status).not.toBe(200)
     await eventually(async () => {
