@@ -67,6 +67,8 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   private digestSeq = 0
   private hash = 0n
   private peerSpSince: number | null = null
+  /** When peer self-preservation last ended: owners get a stale window to be heard again before any drop. */
+  private peerSpEndedAt = -Infinity
 
   constructor (init: ControllerCoreInit) {
     super()
@@ -259,10 +261,13 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       this.emit('selfPreservation', 'peers', true)
     } else if (!partitioned && this.peerSpSince != null) {
       this.peerSpSince = null
+      this.peerSpEndedAt = now
       this.emit('selfPreservation', 'peers', false)
     }
     const preserve = this.peerSpSince != null && now - this.peerSpSince < DEFAULT_SELF_PRESERVATION_MAX_WINDOWS * this.staleAfterMs
-    if (preserve) return
+    // Right after a heal, owners still marked gone are usually alive and not yet heard from
+    // (their digests arrive once gossipsub grafts the new links): give them a stale window.
+    if (preserve || now - this.peerSpEndedAt < this.staleAfterMs) return
     for (const [owner, o] of this.owners.entries()) {
       if (o.status !== 'gone' || owner === this.controllerId) continue
       if ((this.byOwner.get(owner)?.size ?? 0) === 0) continue

@@ -177,6 +177,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
           floodPublish: true,
           emitSelf: false,
           allowedTopics: [REGISTRY_TOPIC, LIVENESS_TOPIC],
+          // Controllers often share a host (and always do on loopback): the default IP-colocation
+          // penalty would stop gossip to every peer past the 10th on one address.
+          scoreParams: { IPColocationFactorWeight: 0 },
           maxInboundDataLength: this.maxMessageBytes + 64 * 1024
         })
       }
@@ -232,14 +235,17 @@ export class Mesh extends EventEmitter<MeshEvents> {
     if (this.syncing.has(peerId) || this.stopped || this.blocked.has(peerId)) return null
     this.syncing.add(peerId)
     const t0 = performance.now()
+    let stream: Stream | undefined
     try {
       if (this.faults.delayMs > 0) await new Promise(resolve => setTimeout(resolve, this.faults.delayMs))
       const signal = AbortSignal.timeout(this.syncTimeoutMs)
-      const stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal })
+      stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal })
       const res = await syncInitiator(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })
       this.recordSync(peerId, res, performance.now() - t0)
       return res
     } catch (err) {
+      // A failed exchange must not leave its stream open: libp2p caps streams per protocol and connection.
+      stream?.abort(err as Error)
       if (!this.stopped) this.log.debug({ peer: peerId, err: (err as Error).message }, 'sync failed')
       return null
     } finally {

@@ -433,20 +433,22 @@ export class Simulation {
     this.tick++
     try {
       await Promise.all(this.up().map(async n => {
+        // A crash may clear n.child while this probe is in flight: keep our own reference.
+        const child = n.child!
         const capability = this.capabilities[Math.floor(Math.random() * this.capabilities.length)]
         const t = this.now()
         try {
-          const r = await this.client!.json('POST', `${n.child!.url}/route`, { verb: 'invoke', capability }, { timeoutMs: 1000 })
+          const r = await this.client!.json('POST', `${child.url}/route`, { verb: 'invoke', capability }, { timeoutMs: 1000 })
           this.routes.push({ t, node: n.id, capability, status: r.status, worker: r.status === 200 ? r.body.worker_id : null, owner: r.status === 200 ? r.body.controller_id : null })
         } catch {
           this.routes.push({ t, node: n.id, capability, status: 0, worker: null, owner: null })
         }
         if (this.tick % 3 === 0) {
           try {
-            const h = (await this.client!.json('GET', `${n.child!.url}/health`, undefined, { timeoutMs: 1000 })).body
+            const h = (await this.client!.json('GET', `${child.url}/health`, undefined, { timeoutMs: 1000 })).body
             this.states.push({ t: this.now(), node: n.id, hash: String(h.mesh?.registry_hash ?? ''), healthy: Number(h.workers?.healthy ?? 0), total: Number(h.workers?.total ?? 0), selfPreservation: h.status === 'self_preservation' })
           } catch {}
-          const rss = readRss(n.child!.pid)
+          const rss = readRss(child.pid)
           if (rss != null) this.rss.push({ t: this.now(), node: n.id, rssMb: rss })
         }
       }))
