@@ -35,7 +35,7 @@ import * as Y from 'yjs'
 import {
   DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_FRAME_BYTES, DEFAULT_RECONNECT_INTERVAL_MS, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS
 } from '../constants.ts'
-import { Origin, validateUpdate, type Registry } from '../registry/index.ts'
+import { MissingDependencyError, Origin, validateUpdate, type Registry } from '../registry/index.ts'
 import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, type Digest, type Envelope } from './envelope.ts'
 import { loadOrCreatePeerKey } from './keys.ts'
 import { SYNC_PROTOCOL, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
@@ -328,7 +328,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     try {
       const env = decodeEnvelope(msg.data, this.maxMessageBytes)
       if (msg.topic === REGISTRY_TOPIC) {
-        if (env.kind === Kind.update) validateUpdate(env.payload)
+        if (env.kind === Kind.update) validateUpdate(env.payload, this.registry.doc)
         else if (env.kind !== Kind.hint) throw new Error(`kind ${env.kind} on the registry topic`)
       } else if (msg.topic === LIVENESS_TOPIC) {
         if (env.kind !== Kind.digest) throw new Error(`kind ${env.kind} on the liveness topic`)
@@ -337,6 +337,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
       this.decoded.set(msg.data, env)
       return TopicValidatorResult.Accept
     } catch (err) {
+      // Out of order, not malformed: drop it without blaming the sender; anti-entropy will bring it.
+      if (err instanceof MissingDependencyError) return TopicValidatorResult.Ignore
       const from = msg.type === 'signed' ? msg.from.toString() : peer.toString()
       if (!this.loggedBadPeers.has(from)) {
         this.loggedBadPeers.add(from)

@@ -8,7 +8,7 @@
  * reg.register({ worker_id: 'w1', worker_url: 'https://127.0.0.1:7001', capabilities })
  * peer.applyUpdate(reg.encodeDiff(peer.encodeStateVector()), Origin.remote)
  */
-export { Registry, Origin, ROOT, SEGMENT_KEY, compareEntries, ownerOf, validateUpdate } from './registry.ts'
+export { MissingDependencyError, Registry, Origin, ROOT, SEGMENT_KEY, compareEntries, ownerOf, validateUpdate } from './registry.ts'
 export type { RegisterInput, RegistryEvents, RegistryInit, RegistryStats, WorkerChange } from './registry.ts'
 export { FileStore } from './store.ts'
 export type { FileStoreInit, LoadResult } from './store.ts'

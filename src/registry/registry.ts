@@ -299,7 +299,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * changes nothing. Merging is idempotent and order-independent.
    */
   applyUpdate (update: Uint8Array, origin: Origin): void {
-    validateUpdate(update)
+    validateUpdate(update, this.doc)
     try {
       Y.applyUpdate(this.doc, update, origin)
     } catch (err) {
@@ -548,42 +548,137 @@ function newSegmentKey (owner: string, now: number): string {
   return `${owner}/${now.toString(36).padStart(9, '0')}.${randomBytes(4).toString('hex')}`
 }
 
+/** An update that builds on content this replica does not have (yet): not malformed, not applicable. */
+export class MissingDependencyError extends InvalidStateError {
+  constructor (message: string) {
+    super(message)
+    this.name = 'MissingDependencyError'
+  }
+}
+
+/** Where an item of an update lands. */
+type Place =
+  | { kind: 'root', key: string }
+  | { kind: 'segment', segment: string, key: string }
+  | { kind: 'collected' }
+  | { kind: 'missing' }
+  | { kind: 'invalid', why: string }
+
 /**
- * Checks an update's structure without applying it: it must decode, and
- * every item must belong to the `segments` map with a valid segment key, be a
- * Y.Map (a segment) or a plain value that is a valid entry (or deleted).
- * Anything else — other root types, text, binary, sub-documents — is
- * rejected with InvalidStateError naming what was wrong.
+ * Checks an update without applying it: it must decode, and every item must
+ * land in the `segments` map under a valid segment key as a Y.Map (a
+ * segment), or inside a segment as a valid entry stored under its own
+ * worker id by its segment's owner (or be a deletion). Items that overwrite
+ * an existing key carry no parent in the encoding; their place is found
+ * through their origin, in the update itself or in `doc`. Anything else —
+ * other root types, text, binary, sub-documents, maps inside segments — is
+ * an InvalidStateError naming what was wrong; an item that builds on content
+ * `doc` does not have is a MissingDependencyError.
  */
-export function validateUpdate (update: Uint8Array): void {
+export function validateUpdate (update: Uint8Array, doc?: Y.Doc): void {
   let decoded: ReturnType<typeof Y.decodeUpdate>
   try {
     decoded = Y.decodeUpdate(update)
   } catch (err) {
     throw new InvalidStateError(`not a Yjs update: ${(err as Error).message}`, { cause: err })
   }
+  const byClient = new Map<number, Y.Item[]>()
   for (const s of decoded.structs) {
     if (!(s instanceof Y.Item)) continue
-    // Decoded (not integrated) items name their parent: a root type's name, a parent ID, or null when copied from the origin.
-    const parent = s.parent as unknown
-    const atRoot = typeof parent === 'string'
-    if (atRoot && parent !== ROOT) throw new InvalidStateError(`unknown root type "${parent.slice(0, 40)}"`)
-    if (atRoot && s.parentSub != null && !SEGMENT_KEY.test(s.parentSub)) {
-      throw new InvalidStateError(`invalid segment key ${JSON.stringify(s.parentSub).slice(0, 80)}`)
+    let list = byClient.get(s.id.client)
+    if (list == null) byClient.set(s.id.client, list = [])
+    list.push(s)
+  }
+  // Structs come sorted by clock per client: binary search, so big updates stay O(n log n).
+  const inUpdate = (id: Y.ID): Y.Item | undefined => {
+    const list = byClient.get(id.client)
+    if (list == null) return undefined
+    let lo = 0
+    let hi = list.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const s = list[mid]
+      if (id.clock < s.id.clock) hi = mid - 1
+      else if (id.clock >= s.id.clock + s.length) lo = mid + 1
+      else return s
     }
-    if (atRoot && s.parentSub == null) throw new InvalidStateError('array content in the segments map')
+    return undefined
+  }
+  const places = new Map<Y.Item, Place>()
+
+  /** Place of an item already in the document (integrated: its parent is a real type). */
+  const placeInDoc = (id: Y.ID): Place => {
+    if (doc == null || id.clock >= Y.getState(doc.store, id.client)) return { kind: 'missing' }
+    let struct: Y.Item | Y.GC
+    try {
+      struct = Y.getItem(doc.store, id) as Y.Item | Y.GC
+    } catch {
+      return { kind: 'missing' }
+    }
+    if (!(struct instanceof Y.Item)) return { kind: 'collected' }
+    const parent = struct.parent as Y.AbstractType<any> | null
+    const key = struct.parentSub
+    if (parent == null || key == null) return { kind: 'invalid', why: 'builds on content outside any map' }
+    if (parent === doc.share.get(ROOT)) return { kind: 'root', key }
+    const owner = parent._item
+    if (owner != null && owner.parent === doc.share.get(ROOT) && owner.parentSub != null) return { kind: 'segment', segment: owner.parentSub, key }
+    return { kind: 'invalid', why: 'builds on content outside the registry' }
+  }
+
+  const placeOf = (item: Y.Item): Place => {
+    // Walk the origin chain iteratively (an update may overwrite one key many times).
+    const chain: Y.Item[] = []
+    let cur: Y.Item | undefined = item
+    let found: Place | undefined
+    while (cur != null && found == null) {
+      const known = places.get(cur)
+      if (known != null) { found = known; break }
+      chain.push(cur)
+      const parent = cur.parent as unknown
+      if (typeof parent === 'string') {
+        found = parent !== ROOT
+          ? { kind: 'invalid', why: `unknown root type "${parent.slice(0, 40)}"` }
+          : cur.parentSub == null ? { kind: 'invalid', why: 'array content in the segments map' } : { kind: 'root', key: cur.parentSub }
+      } else if (parent instanceof Y.ID) {
+        const p = inUpdate(parent)
+        const pp = p != null ? placeOf(p) : placeInDoc(parent)
+        found = pp.kind === 'root' && cur.parentSub != null
+          ? { kind: 'segment', segment: pp.key, key: cur.parentSub }
+          : pp.kind === 'missing' || pp.kind === 'collected' || pp.kind === 'invalid' ? pp : { kind: 'invalid', why: 'nested below a segment' }
+      } else {
+        // No parent in the encoding: it lands where its origin (or right origin) is.
+        const ref = cur.origin ?? cur.rightOrigin
+        if (ref == null) { found = { kind: 'invalid', why: 'an item with neither parent nor origin' }; break }
+        const r = inUpdate(ref)
+        if (r == null) found = placeInDoc(ref)
+        else cur = r
+      }
+    }
+    const place = found ?? { kind: 'missing' }
+    for (const c of chain) places.set(c, place)
+    return place
+  }
+
+  for (const s of decoded.structs) {
+    if (!(s instanceof Y.Item)) continue
+    const place = placeOf(s)
+    if (place.kind === 'invalid') throw new InvalidStateError(place.why)
+    if (place.kind === 'missing') throw new MissingDependencyError(`builds on content this replica does not have (item ${s.id.client}:${s.id.clock})`)
+    if (place.kind === 'collected') continue
     const c = s.content
     if (c instanceof Y.ContentDeleted) continue
+    if (place.kind === 'root' && !SEGMENT_KEY.test(place.key)) throw new InvalidStateError(`invalid segment key ${JSON.stringify(place.key).slice(0, 80)}`)
     if (c instanceof Y.ContentType) {
       if (!(c.type instanceof Y.Map)) throw new InvalidStateError('only maps may be nested in the registry')
-      if (parent != null && !atRoot) throw new InvalidStateError('nested map below a segment')
+      if (place.kind !== 'root') throw new InvalidStateError('nested map below a segment')
       continue
     }
     if (c instanceof Y.ContentAny) {
-      if (atRoot) throw new InvalidStateError('plain value where a segment was expected')
+      if (place.kind !== 'segment') throw new InvalidStateError('plain value where a segment was expected')
       for (const v of c.arr) {
         if (!isEntry(v)) throw new InvalidStateError(`malformed entry ${JSON.stringify(v)?.slice(0, 120)}`)
-        if (s.parentSub != null && v.worker_id !== s.parentSub) throw new InvalidStateError(`entry for ${v.worker_id} stored under key ${s.parentSub}`)
+        if (v.worker_id !== place.key) throw new InvalidStateError(`entry for ${v.worker_id} stored under key ${place.key}`)
+        if (SEGMENT_KEY.test(place.segment) && v.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${v.owner} in the segment of ${ownerOf(place.segment)}`)
       }
       continue
     }

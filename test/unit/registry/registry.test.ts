@@ -339,13 +339,12 @@ describe('Registry', () => {
       expect(r.get('x1')).toEqual(good)
     })
 
-    it('ignores (and reports) an entry whose owner does not match its segment', () => {
+    it('rejects an entry whose owner does not match its segment, changing nothing', () => {
       const r = new Registry({ controllerId: 'a' })
-      const invalid: string[] = []
-      r.on('invalid', reason => invalid.push(reason))
-      r.applyUpdate(update(d => { segment(d, 'y/0000000001.ab').set('x1', good) }), Origin.remote)
+      const err = errorOf(() => { r.applyUpdate(update(d => { segment(d, 'y/0000000001.ab').set('x1', good) }), Origin.remote) })
+      expect(err).toBeInstanceOf(InvalidStateError)
       expect(r.get('x1')).toBeUndefined()
-      expect(invalid).toHaveLength(1)
+      expect(r.stats().segments).toBe(0)
     })
   })
 
