@@ -216,6 +216,8 @@ export class Router {
     const preferred = b.healthyByOwner.get(q.affinity ?? this.controllerId)
     for (const tier of [preferred, b.healthy, b.pending]) {
       if (tier == null || tier.size === 0) continue
+      // The preferred workers are a subset of the healthy ones: if they are all of them, one pass is enough.
+      if (tier === b.healthy && preferred != null && preferred.size === b.healthy.size) continue
       const hit = this.select(b, tier, q, strategy, filtered)
       if (hit != null) return this.result(hit[0], hit[1], strategy)
     }
