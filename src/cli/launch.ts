@@ -42,15 +42,61 @@ export interface SpawnInit {
   ipc?: boolean
 }
 
+/** Stop/kill for a child process, and the tail of its stderr for error messages. */
+function lifecycle (child: ChildProcess): { stop: (graceMs?: number) => Promise<void>, kill: () => Promise<void>, stderr: () => string } {
+  const exited = new Promise<void>(resolve => child.once('exit', () => { resolve() }))
+  const gone = (): boolean => child.exitCode != null || child.signalCode != null
+  const err: string[] = []
+  child.stderr?.on('data', (d: Buffer) => { err.push(d.toString()) })
+  return {
+    async stop (graceMs = 5000) {
+      if (gone()) return
+      child.kill('SIGTERM')
+      const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
+      await exited
+      clearTimeout(t)
+    },
+    async kill () {
+      if (gone()) return
+      child.kill('SIGKILL')
+      await exited
+    },
+    stderr: () => err.join('').slice(-2000)
+  }
+}
+
+/** Resolves with what `ready` finds in the child's stdout lines; rejects if it exits or times out first. */
+async function untilReady<T> (child: ChildProcess, what: string, timeoutMs: number, life: ReturnType<typeof lifecycle>, ready: (line: string) => T | null, onLine?: (line: string) => void): Promise<T> {
+  return await new Promise<T>((resolve, reject) => {
+    let done = false
+    const timer = setTimeout(() => {
+      done = true
+      void life.stop(0)
+      reject(new Error(`${what} did not start within ${timeoutMs} ms: ${life.stderr()}`))
+    }, timeoutMs)
+    createInterface({ input: child.stdout! }).on('line', line => {
+      // Every line goes to onLine, before and after readiness.
+      onLine?.(line)
+      if (done) return
+      const value = ready(line)
+      if (value == null) return
+      done = true
+      clearTimeout(timer)
+      resolve(value)
+    })
+    child.once('exit', (code, signal) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      reject(new Error(`${what} exited (${code ?? signal}) before it was ready: ${life.stderr()}`))
+    })
+  })
+}
+
 export async function spawnController (init: SpawnInit): Promise<ChildController> {
   const args = [CLI, 'controller', ...init.args, ...(init.ipc === true ? ['--sim-control'] : [])]
   const child = spawn(process.execPath, args, { cwd: init.cwd, stdio: init.ipc === true ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<void>(resolve => child.once('exit', () => { resolve() }))
-  const kill = async (): Promise<void> => {
-    if (child.exitCode != null || child.signalCode != null) return
-    child.kill('SIGKILL')
-    await exited
-  }
+  const life = lifecycle(child)
   let nextId = 1
   const waiting = new Map<number, { resolve: () => void, reject: (e: Error) => void }>()
   child.on('message', (raw: unknown) => {
@@ -61,7 +107,10 @@ export async function spawnController (init: SpawnInit): Promise<ChildController
     if (r.ok) w.resolve()
     else w.reject(new Error(r.error ?? 'command failed'))
   })
-  child.once('exit', () => { for (const w of waiting.values()) w.reject(new Error(`controller ${init.id} exited`)); waiting.clear() })
+  child.once('exit', () => {
+    for (const w of waiting.values()) w.reject(new Error(`controller ${init.id} exited`))
+    waiting.clear()
+  })
   const control = async (cmd: DistributiveOmit<SimCommand, 'id'>): Promise<void> => {
     if (child.send == null || !child.connected) throw new Error(`controller ${init.id} has no control channel`)
     const id = nextId++
@@ -70,37 +119,17 @@ export async function spawnController (init: SpawnInit): Promise<ChildController
       child.send({ ...cmd, id } as SimCommand)
     })
   }
-  const stop = async (graceMs = 5000): Promise<void> => {
-    if (child.exitCode != null || child.signalCode != null) return
-    child.kill('SIGTERM')
-    const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
-    await exited
-    clearTimeout(t)
+  // The start-up log line (pino JSON) carries the URL, the peer id and the p2p addresses.
+  const parse = (line: string): Record<string, unknown> | string => {
+    try { return JSON.parse(line) as Record<string, unknown> } catch { return line }
   }
-  const stderr: string[] = []
-  child.stderr!.on('data', (d: Buffer) => { stderr.push(d.toString()) })
-  return await new Promise<ChildController>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      void stop(0)
-      reject(new Error(`controller ${init.id} did not start within ${init.timeoutMs ?? 20_000} ms: ${stderr.join('').slice(-2000)}`))
-    }, init.timeoutMs ?? 20_000)
-    let ready = false
-    createInterface({ input: child.stdout! }).on('line', line => {
-      let parsed: Record<string, unknown> | string = line
-      try { parsed = JSON.parse(line) as Record<string, unknown> } catch {}
-      init.onLog?.(parsed)
-      if (!ready && typeof parsed === 'object' && typeof parsed.url === 'string' && typeof parsed.peerId === 'string') {
-        ready = true
-        clearTimeout(timer)
-        resolve({ id: init.id, pid: child.pid!, url: parsed.url, peerId: parsed.peerId, p2p: parsed.p2p as string[], process: child, stop, kill, control })
-      }
-    })
-    child.once('exit', (code, signal) => {
-      if (ready) return
-      clearTimeout(timer)
-      reject(new Error(`controller ${init.id} exited (${code ?? signal}) before listening: ${stderr.join('').slice(-2000)}`))
-    })
-  })
+  const info = await untilReady(child, `controller ${init.id}`, init.timeoutMs ?? 20_000, life, line => {
+    const parsed = parse(line)
+    return typeof parsed === 'object' && typeof parsed.url === 'string' && typeof parsed.peerId === 'string'
+      ? { url: parsed.url, peerId: parsed.peerId, p2p: parsed.p2p as string[] }
+      : null
+  }, init.onLog != null ? line => { init.onLog!(parse(line)) } : undefined)
+  return { id: init.id, pid: child.pid!, ...info, process: child, stop: life.stop, kill: life.kill, control }
 }
 
 export interface ChildWorker {
@@ -114,35 +143,8 @@ export interface ChildWorker {
 /** Starts `capmesh worker ...` and resolves once it serves and is attached. */
 export async function spawnWorker (init: { id: string, args: string[], onLine?: (line: string) => void, timeoutMs?: number }): Promise<ChildWorker> {
   const child = spawn(process.execPath, [CLI, 'worker', '--id', init.id, ...init.args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const exited = new Promise<void>(resolve => child.once('exit', () => { resolve() }))
-  const stop = async (graceMs = 5000): Promise<void> => {
-    if (child.exitCode != null || child.signalCode != null) return
-    child.kill('SIGTERM')
-    const t = setTimeout(() => child.kill('SIGKILL'), graceMs)
-    await exited
-    clearTimeout(t)
-  }
-  const stderr: string[] = []
-  child.stderr.on('data', (d: Buffer) => { stderr.push(d.toString()) })
-  return await new Promise<ChildWorker>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      void stop(0)
-      reject(new Error(`worker ${init.id} did not start within ${init.timeoutMs ?? 20_000} ms: ${stderr.join('').slice(-2000)}`))
-    }, init.timeoutMs ?? 20_000)
-    let ready = false
-    createInterface({ input: child.stdout }).on('line', line => {
-      init.onLine?.(line)
-      const m = / serving .* at (https:\/\/\S+)$/.exec(line)
-      if (!ready && m != null) {
-        ready = true
-        clearTimeout(timer)
-        resolve({ id: init.id, pid: child.pid!, url: m[1], process: child, stop })
-      }
-    })
-    child.once('exit', (code, signal) => {
-      if (ready) return
-      clearTimeout(timer)
-      reject(new Error(`worker ${init.id} exited (${code ?? signal}) before serving: ${stderr.join('').slice(-2000)}`))
-    })
-  })
+  const life = lifecycle(child)
+  const url = await untilReady(child, `worker ${init.id}`, init.timeoutMs ?? 20_000, life,
+    line => / serving .* at (https:\/\/\S+)$/.exec(line)?.[1] ?? null, init.onLine)
+  return { id: init.id, pid: child.pid!, url, process: child, stop: life.stop }
 }
