@@ -112,6 +112,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly loggedBadPeers = new Set<string>()
   private readonly syncing = new Set<string>()
   private readonly decoded = new WeakMap<Uint8Array, Envelope>()
+  /** Payloads the topic validator already checked against this document (a check stays true as the document grows). */
+  private readonly validated = new WeakSet<Uint8Array>()
   private readonly redial = new Map<string, { fails: number, next: number }>()
   /** Bootstrap address → the peer found there (addresses may omit the peer id). */
   private readonly addrPeer = new Map<string, string>()
@@ -201,7 +203,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       this.redial.delete(id)
       this.emit('peer:connect', id)
       // One side starts the exchange (the smaller peer id); the periodic sync covers a failure.
-      if (id > this.peerId) void this.syncWith(id)
+      if (id > this.peerId) void this.syncWith(id, { background: true })
     })
     this.libp2p.addEventListener('peer:disconnect', evt => { this.emit('peer:disconnect', evt.detail.toString()) })
 
@@ -230,9 +232,17 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.publish(LIVENESS_TOPIC, { kind: Kind.digest, controllerId: this.registry.controllerId, payload: encodeDigest(withAddrs) })
   }
 
-  /** Runs anti-entropy with one peer now. Resolves to null if it could not. */
-  async syncWith (peerId: string): Promise<SyncResult | null> {
+  /**
+   * Runs anti-entropy with one peer now. Resolves to null if it could not.
+   * `background` exchanges (on connect, on a hint, periodic) run one at a
+   * time: after a heal every new link would otherwise pull the same large
+   * delta at once, and each copy costs a full decode and validation. The
+   * ones skipped are covered by the periodic exchange, which by then has
+   * little left to send.
+   */
+  async syncWith (peerId: string, opts: { background?: boolean } = {}): Promise<SyncResult | null> {
     if (this.syncing.has(peerId) || this.stopped || this.blocked.has(peerId)) return null
+    if (opts.background === true && this.syncing.size > 0) return null
     this.syncing.add(peerId)
     const t0 = performance.now()
     let stream: Stream | undefined
@@ -335,6 +345,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
         decodeDigest(env.payload)
       }
       this.decoded.set(msg.data, env)
+      if (env.kind === Kind.update) this.validated.add(env.payload)
       return TopicValidatorResult.Accept
     } catch (err) {
       // Out of order, not malformed: drop it without blaming the sender; anti-entropy will bring it.
@@ -369,13 +380,13 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
     this.emit('heard', env.controllerId)
     try {
-      if (env.kind === Kind.update) this.registry.applyUpdate(env.payload, Origin.remote)
+      if (env.kind === Kind.update) this.registry.applyUpdate(env.payload, Origin.remote, { validated: this.validated.has(env.payload) })
       else if (env.kind === Kind.digest) {
         const d = decodeDigest(env.payload)
         if (from != null && d.addrs != null) this.learnAddrs(from, d.addrs)
         this.emit('digest', env.controllerId, d)
       }
-      else if (env.kind === Kind.hint && from != null) void this.syncWith(from)
+      else if (env.kind === Kind.hint && from != null) void this.syncWith(from, { background: true })
     } catch (err) {
       this.log.warn({ peer: from, err: (err as Error).message }, 'could not apply a gossip message')
     }
@@ -409,7 +420,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private async syncRandomPeer (): Promise<void> {
     const candidates = this.connectedPeers().filter(p => this.peers.get(p)?.controllerId != null || !this.loggedBadPeers.has(p))
     if (candidates.length === 0) return
-    await this.syncWith(candidates[Math.floor(Math.random() * candidates.length)])
+    await this.syncWith(candidates[Math.floor(Math.random() * candidates.length)], { background: true })
   }
 
   /** Dials bootstrap addresses and known controllers that are not connected, with capped back-off. */

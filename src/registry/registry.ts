@@ -298,8 +298,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * first (validateUpdate); a malformed update throws InvalidStateError and
    * changes nothing. Merging is idempotent and order-independent.
    */
-  applyUpdate (update: Uint8Array, origin: Origin): void {
-    validateUpdate(update, this.doc)
+  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: boolean } = {}): void {
+    // `validated`: the caller ran validateUpdate against this document already (the gossip validator).
+    if (opts.validated !== true) validateUpdate(update, this.doc)
     try {
       Y.applyUpdate(this.doc, update, origin)
     } catch (err) {
