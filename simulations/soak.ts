@@ -50,8 +50,8 @@ for (let i = 0; i < seeds; i++) {
   worstConvergence = Math.max(worstConvergence, conv)
   if (avail != null) worstAvailability = Math.min(worstAvailability ?? 1, avail as number)
   maxRss = Math.max(maxRss, report.rss_mb.max ?? 0)
-  rows.push({ seed, ok: result.ok, violations: result.violations.length, worst_convergence_ms: conv, worst_side_availability: avail, rss_mb: report.rss_mb.max, faults: report.faults.length })
-  console.log(`seed ${seed.padStart(3)}: ${result.ok ? 'ok  ' : 'FAIL'}  violations ${result.violations.length}  worst convergence ${conv} ms  worst side availability ${avail == null ? 'n/a' : `${(Number(avail) * 100).toFixed(2)}%`}  RSS max ${report.rss_mb.max} MB  (${report.faults.length} faults)`)
+  rows.push({ seed, ok: result.ok, violations: result.violations.length, worst_convergence_ms: conv, worst_side_availability: avail, rss_mb: report.rss_mb.max, faults: report.faults.length, setup_ms: report.setup_ms, harness_lag_max_ms: report.harness_lag_max_ms })
+  console.log(`seed ${seed.padStart(3)}: ${result.ok ? 'ok  ' : 'FAIL'}  violations ${result.violations.length}  worst convergence ${conv} ms  worst side availability ${avail == null ? 'n/a' : `${(Number(avail) * 100).toFixed(2)}%`}  RSS max ${report.rss_mb.max} MB  (${report.faults.length} faults; setup ${(report.setup_ms / 1000).toFixed(1)} s; harness lag max ${report.harness_lag_max_ms} ms)`)
   if (!result.ok) console.log(explain(result).split('\n').map(l => `      ${l}`).join('\n'))
 }
 const summary = {

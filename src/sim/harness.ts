@@ -15,7 +15,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import seedrandom from 'seedrandom'
 import { WorkerAgent } from '../agent/index.ts'
 import { spawnController, type ChildController } from '../cli/launch.ts'
@@ -89,6 +89,9 @@ export class Simulation {
   private readonly rss: Array<{ t: number, node: string, rssMb: number }> = []
   private probeTimer: NodeJS.Timeout | null = null
   private progressTimer: NodeJS.Timeout | null = null
+  /** Event-loop delay of the harness itself: if it is high, the agents (not the mesh) are starved. */
+  private readonly lag = monitorEventLoopDelay({ resolution: 20 })
+  private lagMaxMs = 0
   private nextWorker = 0
   private capabilities: string[] = []
   private probing = false
@@ -136,11 +139,13 @@ export class Simulation {
     this.setupMs = performance.now() - this.t0
     this.t0 = performance.now()
     for (const w of this.workers.values()) w.fate.since = 0
+    this.lag.enable()
     this.probeTimer = setInterval(() => { void this.probe() }, this.init.probeIntervalMs ?? 200)
     if (this.init.progress != null) this.progressTimer = setInterval(() => { void this.progressLine() }, 1000)
   }
 
   async stop (): Promise<void> {
+    this.lag.disable()
     if (this.probeTimer != null) clearInterval(this.probeTimer)
     if (this.progressTimer != null) clearInterval(this.progressTimer)
     for (const w of this.workers.values()) w.agent.abandon()
@@ -416,6 +421,7 @@ export class Simulation {
       timing: this.timing,
       durationMs: this.now(),
       setupMs: this.setupMs,
+      harnessLagMaxMs: Math.max(this.lagMaxMs, Math.round(this.lag.max / 1e6)),
       faults: this.faults,
       routes: this.routes,
       states: this.states,
@@ -466,7 +472,10 @@ export class Simulation {
     const ok = routes.filter(r => r.status === 200).length
     const faults = this.groups != null ? `partition ${this.groups.map(g => g.map(i => this.nodes[i].id).join('+')).join(' | ')}` : 'whole'
     const down = this.nodes.filter(n => n.child == null).map(n => n.id)
-    this.init.progress?.(`${(this.now() / 1000).toFixed(1).padStart(6)}s  ${faults}${down.length > 0 ? `, down ${down.join(',')}` : ''}; agreement: ${hashes.size <= 1 ? 'all agree' : `${hashes.size} views`}; routes ok ${ok}/${routes.length}; workers alive ${this.workerIds('alive').length}`)
+    const lagMs = Math.round(this.lag.max / 1e6)
+    this.lagMaxMs = Math.max(this.lagMaxMs, lagMs)
+    this.lag.reset()
+    this.init.progress?.(`${(this.now() / 1000).toFixed(1).padStart(6)}s  ${faults}${down.length > 0 ? `, down ${down.join(',')}` : ''}; agreement: ${hashes.size <= 1 ? 'all agree' : `${hashes.size} views`}; routes ok ${ok}/${routes.length}; workers alive ${this.workerIds('alive').length}${lagMs > 250 ? `; harness event-loop lag ${lagMs} ms` : ''}`)
   }
 
   private async waitFor (check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {

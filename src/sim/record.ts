@@ -65,6 +65,8 @@ export interface SimRecord {
   durationMs: number
   /** Starting the cluster and attaching the workers, before t = 0 (ms). */
   setupMs: number
+  /** Worst event-loop delay of the harness process (ms): high means the agents were starved, not the mesh. */
+  harnessLagMaxMs: number
   faults: FaultRecord[]
   routes: RouteSample[]
   states: StateSample[]

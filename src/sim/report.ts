@@ -30,6 +30,9 @@ export interface Report {
   }
   rss_mb: { max: number | null, by_node: Record<string, number> }
   timing: SimRecord['timing']
+  setup_ms: number
+  /** Worst event-loop delay of the harness (ms); a high figure means the agents, not the mesh, were starved. */
+  harness_lag_max_ms: number
 }
 
 export function buildReport (rec: SimRecord, result: CheckResult): Report {
@@ -67,7 +70,9 @@ export function buildReport (rec: SimRecord, result: CheckResult): Report {
     checkpoints: rec.checkpoints.map(c => ({ label: c.label, t: Math.round(c.t), converged: c.converged, convergence_ms: c.convergenceMs == null ? null : Math.round(c.convergenceMs) })),
     series: { agreement, route_success: routeSuccess },
     rss_mb: { max, by_node: byNode },
-    timing: rec.timing
+    timing: rec.timing,
+    setup_ms: Math.round(rec.setupMs),
+    harness_lag_max_ms: rec.harnessLagMaxMs
   }
 }
 
@@ -116,7 +121,7 @@ export function renderHtml (r: Report): string {
 </head>
 <body>
 <h1>capmesh simulation — ${esc(r.scenario)}</h1>
-<p class="sub">seed <code>${esc(r.seed)}</code> · ${r.nodes} controllers · ${r.workers} workers · ${(r.duration_ms / 1000).toFixed(1)} s · heartbeat ${r.timing.heartbeatMs} ms, unhealthy ${r.timing.unhealthyMs} ms, stale ${r.timing.staleMs} ms · controller RSS max ${r.rss_mb.max ?? 'n/a'} MB</p>
+<p class="sub">seed <code>${esc(r.seed)}</code> · ${r.nodes} controllers · ${r.workers} workers · ${(r.duration_ms / 1000).toFixed(1)} s · heartbeat ${r.timing.heartbeatMs} ms, unhealthy ${r.timing.unhealthyMs} ms, stale ${r.timing.staleMs} ms · controller RSS max ${r.rss_mb.max ?? 'n/a'} MB · setup ${(r.setup_ms / 1000).toFixed(1)} s · harness event-loop lag max ${r.harness_lag_max_ms} ms</p>
 <p><span id="overall" class="overall ${r.ok ? 'ok' : 'bad'}">${r.ok ? 'ALL INVARIANTS HOLD' : `${r.violations.length} VIOLATION(S)`}</span></p>
 <h2>Invariants</h2>
 <table id="verdicts"><tr><th></th><th>invariant</th><th>result</th></tr>${verdictRows}</table>
