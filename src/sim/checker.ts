@@ -33,8 +33,6 @@ export interface CheckResult {
 /** Route success needed on each side of a partition, after the grace window. */
 export const AVAILABILITY_TARGET = 0.99
 
-const ROUTED = new Set(['healthy', 'pending'])
-
 export function check (rec: SimRecord): CheckResult {
   const violations: Violation[] = []
   const verdicts: Verdict[] = [
@@ -90,8 +88,12 @@ function ghosts (rec: SimRecord, out: Violation[]): Verdict {
   for (const cp of rec.checkpoints) {
     if (!cp.converged) continue
     const dead = new Map(cp.fates.filter(f => f.status === 'killed' || f.status === 'stopped').map(f => [f.id, f]))
+    // Entries restored from a data dir (or put back after a drop) are `pending` by design until a
+    // heartbeat confirms them or the stale window ends: only after that window are they ghosts.
+    const restoredAt = Math.max(-Infinity, ...rec.faults.filter(f => (f.name === 'restart' || f.name === 'heal') && f.t <= cp.t).map(f => f.t))
+    const ghost = (w: { state: string }): boolean => w.state === 'healthy' || (w.state === 'pending' && cp.t - restoredAt > rec.timing.staleMs + 2000)
     for (const [node, view] of Object.entries(cp.views)) {
-      const bad = view.filter(w => dead.has(w.worker_id) && ROUTED.has(w.state) && cp.t - dead.get(w.worker_id)!.since > grace(rec))
+      const bad = view.filter(w => dead.has(w.worker_id) && ghost(w) && cp.t - dead.get(w.worker_id)!.since > grace(rec))
       if (bad.length > 0) {
         count += bad.length
         out.push({ invariant: 'no-ghosts', t: cp.t, nodes: [node], message: `checkpoint "${cp.label}": ${node} still routes ${bad.length} dead workers`, evidence: bad.slice(0, 10) })
