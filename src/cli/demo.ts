@@ -7,7 +7,7 @@
  * demo then proves the point: it routes through a controller the worker is
  * *not* attached to, and prints the curl to do the same. Ctrl-C stops all.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { readConfigFile } from '../config.ts'
 import { ensureTls } from '../tls/index.ts'
@@ -171,6 +171,3 @@ function printLog (id: string, line: Record<string, unknown> | string): void {
   const level = Number(line.level ?? 30)
   if (level >= 40 || msg.startsWith('controller ') || SHOWN.has(msg)) console.log(`[${id}] ${msg}`)
 }
-
-/** Reads a JSON file (for tests of generated configs). */
-export const readJson = (f: string): unknown => JSON.parse(readFileSync(f, 'utf8'))

@@ -34,15 +34,39 @@ export class DecodeError extends Error {
 const enc = new TextEncoder()
 const dec = new TextDecoder('utf-8', { fatal: true })
 
+/**
+ * A controller id as a wire field: one length byte, then UTF-8. Shared by the
+ * gossip envelope and the sync protocol's HELLO frame.
+ */
+export function writeControllerId (out: Uint8Array, offset: number, id: Uint8Array): number {
+  out[offset] = id.length
+  out.set(id, offset + 1)
+  return offset + 1 + id.length
+}
+
+/** Reads the field written by writeControllerId at `offset`; returns the id and where the rest starts. */
+export function readControllerId (data: Uint8Array, offset: number, what: string): { controllerId: string, end: number } {
+  if (offset >= data.length) throw new DecodeError(`${what}: missing controller id`)
+  const len = data[offset]
+  const end = offset + 1 + len
+  if (end > data.length) throw new DecodeError(`${what}: truncated controller id`)
+  let controllerId: string
+  try {
+    controllerId = dec.decode(data.subarray(offset + 1, end))
+  } catch {
+    throw new DecodeError(`${what}: controller id is not utf-8`)
+  }
+  if (!CONTROLLER_ID.test(controllerId)) throw new DecodeError(`${what}: invalid controller id`)
+  return { controllerId, end }
+}
+
 export function encodeEnvelope (e: Envelope): Uint8Array {
   const id = enc.encode(e.controllerId)
   const out = new Uint8Array(4 + id.length + e.payload.length)
   out[0] = MAGIC
   out[1] = VERSION
   out[2] = e.kind
-  out[3] = id.length
-  out.set(id, 4)
-  out.set(e.payload, 4 + id.length)
+  out.set(e.payload, writeControllerId(out, 3, id))
   return out
 }
 
@@ -53,16 +77,8 @@ export function decodeEnvelope (data: Uint8Array, maxBytes: number): Envelope {
   if (data[1] !== VERSION) throw new DecodeError(`unsupported envelope version ${data[1]}`)
   const kind = data[2]
   if (kind !== Kind.update && kind !== Kind.digest && kind !== Kind.hint) throw new DecodeError(`unknown kind ${kind}`)
-  const idLen = data[3]
-  if (4 + idLen > data.length) throw new DecodeError('truncated controller id')
-  let controllerId: string
-  try {
-    controllerId = dec.decode(data.subarray(4, 4 + idLen))
-  } catch {
-    throw new DecodeError('controller id is not utf-8')
-  }
-  if (!CONTROLLER_ID.test(controllerId)) throw new DecodeError('invalid controller id')
-  return { kind, controllerId, payload: data.subarray(4 + idLen) }
+  const { controllerId, end } = readControllerId(data, 3, 'envelope')
+  return { kind, controllerId, payload: data.subarray(end) }
 }
 
 const StateCode = Type.Union([Type.Literal('u'), Type.Literal('d'), Type.Literal('p')])

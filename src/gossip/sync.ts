@@ -14,9 +14,8 @@
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import * as Y from 'yjs'
-import { CONTROLLER_ID } from '../config.ts'
 import { Origin, type Registry } from '../registry/index.ts'
-import { DecodeError } from './envelope.ts'
+import { DecodeError, readControllerId, writeControllerId } from './envelope.ts'
 
 export const SYNC_PROTOCOL = '/capmesh/sync/1.0.0'
 
@@ -39,30 +38,19 @@ export interface SyncOptions {
 }
 
 const enc = new TextEncoder()
-const dec = new TextDecoder('utf-8', { fatal: true })
 
 function hello (controllerId: string, sv: Uint8Array): Uint8Array {
   const id = enc.encode(controllerId)
   const out = new Uint8Array(2 + id.length + sv.length)
   out[0] = HELLO
-  out[1] = id.length
-  out.set(id, 2)
-  out.set(sv, 2 + id.length)
+  out.set(sv, writeControllerId(out, 1, id))
   return out
 }
 
 function readHello (frame: Uint8Array): { controllerId: string, sv: Uint8Array } {
   if (frame.length < 2 || frame[0] !== HELLO) throw new DecodeError('expected a HELLO frame')
-  const len = frame[1]
-  if (2 + len > frame.length) throw new DecodeError('truncated HELLO')
-  let controllerId: string
-  try {
-    controllerId = dec.decode(frame.subarray(2, 2 + len))
-  } catch {
-    throw new DecodeError('HELLO controller id is not utf-8')
-  }
-  if (!CONTROLLER_ID.test(controllerId)) throw new DecodeError('HELLO carries an invalid controller id')
-  const sv = frame.subarray(2 + len)
+  const { controllerId, end } = readControllerId(frame, 1, 'HELLO')
+  const sv = frame.subarray(end)
   try {
     Y.decodeStateVector(sv)
   } catch {

@@ -130,8 +130,9 @@ export class Liveness extends EventEmitter<LivenessEvents> {
       h.load = input.load
       this.emit('load', workerId, h.load)
     }
-    const to: HealthState = input.draining === true ? 'draining' : (h.state === 'draining' && input.draining !== false ? 'draining' : 'healthy')
-    this.move(workerId, h, to)
+    // Draining sticks until the worker says otherwise (draining: false).
+    const draining = input.draining ?? h.state === 'draining'
+    this.move(workerId, h, draining ? 'draining' : 'healthy')
     return true
   }
 

@@ -5,6 +5,7 @@
  * `cleanup()`.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
@@ -78,4 +79,23 @@ export async function eventually<T> (check: () => T | Promise<T>, what: string, 
     await new Promise(resolve => setTimeout(resolve, everyMs))
   }
   throw new Error(`timed out waiting for ${what}${last != null ? `: ${String(last)}` : ''}`)
+}
+
+/** A TCP port free on 127.0.0.1 right now (for restarting a controller on the same port). */
+export async function freePort (): Promise<number> {
+  const s = createServer()
+  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
+  const port = (s.address() as { port: number }).port
+  await new Promise<void>(resolve => s.close(() => { resolve() }))
+  return port
+}
+
+/** The error `fn` throws (fails the test if it throws none). */
+export function errorOf (fn: () => unknown): Error {
+  try {
+    fn()
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error('expected an error')
 }

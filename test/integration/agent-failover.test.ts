@@ -19,7 +19,7 @@ import { spawnController, type ChildController } from '../../src/cli/launch.ts'
 import type { Controller } from '../../src/controller/index.ts'
 import { NoControllerError } from '../../src/errors.ts'
 import type { Capability } from '../../src/registry/index.ts'
-import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { freePort, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 const agents: WorkerAgent[] = []
@@ -263,12 +263,4 @@ async function freezableProxy (target: string): Promise<{ url: string, frozen: b
   }
   proxies.push(state)
   return state
-}
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>(resolve => s.close(() => { resolve() }))
-  return port
 }

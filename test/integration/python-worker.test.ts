@@ -8,12 +8,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { spawnController, type ChildController } from '../../src/cli/launch.ts'
-import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { freePort, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 const SCRIPT = resolve(import.meta.dirname, '../fixtures/python_worker.py')
 
@@ -98,12 +97,4 @@ async function controller (args: string[]): Promise<ChildController> {
   const c = await spawnController({ id: 'py-ctl', args })
   controllers.push(c)
   return c
-}
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>(resolve => s.close(() => { resolve() }))
-  return port
 }

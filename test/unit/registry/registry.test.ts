@@ -6,6 +6,7 @@ import {
   Origin, Registry, ROOT, compareEntries, exportState, importState, validateUpdate,
   type Capability, type Tombstone, type WorkerChange, type WorkerRecord
 } from '../../../src/registry/index.ts'
+import { errorOf } from '../../helpers/controllers.ts'
 
 function cap (name = 'echo'): Capability {
   return { name, verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: {}, requires_gpu: false, max_concurrency: 4 }
@@ -30,15 +31,6 @@ async function syncAll (regs: Registry[]): Promise<void> {
 function expectConverged (regs: Registry[]): void {
   const first = view(regs[0])
   for (const r of regs.slice(1)) expect(view(r)).toEqual(first)
-}
-
-function errorOf (fn: () => unknown): Error {
-  try {
-    fn()
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected an error')
 }
 
 const record = (over: Partial<WorkerRecord> = {}): WorkerRecord =>

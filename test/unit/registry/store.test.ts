@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StoreError } from '../../../src/errors.ts'
 import { FileStore, Origin, Registry } from '../../../src/registry/index.ts'
+import { errorOf } from '../../helpers/controllers.ts'
 
 let dir: string
 const stores: FileStore[] = []
@@ -23,15 +24,6 @@ function open (init: { compactBytes?: number, fsync?: boolean } = {}): FileStore
 const bytes = (...v: number[]): Uint8Array => new Uint8Array(v)
 const logPath = (): string => join(dir, 'updates.log')
 const snapshotPath = (): string => join(dir, 'snapshot.bin')
-
-function errorOf (fn: () => unknown): Error {
-  try {
-    fn()
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected an error')
-}
 
 describe('FileStore', () => {
   it('loads nothing from an empty (even missing) dir', () => {

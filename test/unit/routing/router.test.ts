@@ -3,6 +3,7 @@ import { NoHealthyWorkerError, NoWorkerError } from '../../../src/errors.ts'
 import type { HealthState } from '../../../src/liveness/index.ts'
 import type { Capability, WorkerRecord } from '../../../src/registry/index.ts'
 import { IdempotencyCache, IndexedSet, Router, type RouteQuery } from '../../../src/routing/index.ts'
+import { errorOf } from '../../helpers/controllers.ts'
 
 function cap (name: string, extra: Partial<Capability> = {}): Capability {
   return { name, verb: 'invoke', version: '1.0.0', input_schema: {}, output_schema: {}, requires_gpu: false, max_concurrency: 10, ...extra }
@@ -22,15 +23,6 @@ const q = (extra: Partial<RouteQuery> = {}): RouteQuery => ({ verb: 'invoke', ca
 
 function picks (r: Router, query: RouteQuery, n = 12): string[] {
   return Array.from({ length: n }, () => r.route(query).worker_id)
-}
-
-function errorOf (fn: () => unknown): Error {
-  try {
-    fn()
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected an error')
 }
 
 describe('Router', () => {
