@@ -261,6 +261,13 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   const registerMs = performance.now() - tReg
   console.log(`  ${HEAL_WORKERS} workers registered across the partition, each side converged internally after ${(registerMs / 1000).toFixed(1)} s`)
 
+  // What the heal costs each controller: exchanges it took part in, and bytes it received by sync.
+  const healSyncs = cs.map(() => ({ count: 0, bytes: 0 }))
+  const syncListeners = cs.map((c, i) => {
+    const fn = (r: { bytesReceived: number }): void => { healSyncs[i].count++; healSyncs[i].bytes += r.bytesReceived }
+    c.p2p.on('sync', fn)
+    return fn
+  })
   const healMeter = meter()
   const t0 = performance.now()
   let firstLinkMs = NaN
@@ -276,6 +283,9 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
     return target() != null
   }, 300_000, 1)
   const healCpu = healMeter()
+  cs.forEach((c, i) => { c.p2p.off('sync', syncListeners[i]) })
+  const syncBytes = healSyncs.map(s => s.bytes)
+  console.log(`  sync during the heal, per controller: ${healSyncs.map(s => s.count).join('/')} exchanges, ${syncBytes.map(b => (b / 1024 / 1024).toFixed(2)).join('/')} MB received`)
   if (cs[0].core.registry.size !== base + HEAL_WORKERS) throw new Error(`converged on ${cs[0].core.registry.size} workers, expected ${base + HEAL_WORKERS}`)
   const perController = [...reached.values()].sort((a, b) => a - b)
   const heal = { workers: HEAL_WORKERS, registerMs, firstLinkMs, convergedMs, cores: healCpu.cores, perControllerP50: pct(perController, 50) }

@@ -16,6 +16,7 @@
  * `block()` / `unblock()` cut and restore links to given peers through the
  * connection gater: what tests and the simulation harness use for partitions.
  */
+import { createHash } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -38,10 +39,21 @@ import {
 import { MissingDependencyError, Origin, validateUpdate, type Registry } from '../registry/index.ts'
 import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, type Digest, type Envelope } from './envelope.ts'
 import { loadOrCreatePeerKey } from './keys.ts'
-import { SYNC_PROTOCOL, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
+import { PeerBusyError, SYNC_PROTOCOL, refuseSync, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
 
 export const REGISTRY_TOPIC = 'capmesh/registry/1'
 export const LIVENESS_TOPIC = 'capmesh/liveness/1'
+
+const NO_BYTES = new Uint8Array(0)
+
+function fastMessageId (msg: { from?: Uint8Array, seqno?: Uint8Array, topic: string, data?: Uint8Array }): string {
+  return createHash('sha1').update(msg.from ?? NO_BYTES).update(msg.seqno ?? NO_BYTES).update(msg.topic).update(msg.data ?? NO_BYTES).digest('base64')
+}
+
+/** Mean pause (ms) before asking a BUSY peer again; it grows with each BUSY answer. */
+const BUSY_PAUSE_MS = 40
+/** BUSY answers after which a wanted exchange is left to the periodic one. */
+const MAX_BUSY_RETRIES = 8
 
 export interface MeshInit {
   registry: Registry
@@ -111,6 +123,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly blocked = new Set<string>()
   private readonly loggedBadPeers = new Set<string>()
   private readonly syncing = new Set<string>()
+  /** Exchanges this controller is answering now. */
+  private responding = 0
+  /** Peers to sync with once this controller is free, with the BUSY answers each has given. */
+  private readonly wanted = new Map<string, number>()
+  private wantedTimer: NodeJS.Timeout | null = null
   private readonly decoded = new WeakMap<Uint8Array, Envelope>()
   /** Payloads the topic validator already checked against this document (a check stays true as the document grows). */
   private readonly validated = new WeakSet<Uint8Array>()
@@ -182,7 +199,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
           // Controllers often share a host (and always do on loopback): the default IP-colocation
           // penalty would stop gossip to every peer past the 10th on one address.
           scoreParams: { IPColocationFactorWeight: 0 },
-          maxInboundDataLength: this.maxMessageBytes + 64 * 1024
+          maxInboundDataLength: this.maxMessageBytes + 64 * 1024,
+          // Every receiver gets a copy from each mesh neighbour; without a fast id each copy has its
+          // signature checked before it is found to be a duplicate (most of an idle mesh's CPU at N=32).
+          // The id covers the data, so a forged copy cannot shadow the real message.
+          fastMsgIdFn: fastMessageId
         })
       }
     })
@@ -203,7 +224,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       this.redial.delete(id)
       this.emit('peer:connect', id)
       // One side starts the exchange (the smaller peer id); the periodic sync covers a failure.
-      if (id > this.peerId) void this.syncWith(id, { background: true })
+      if (id > this.peerId) this.want(id)
     })
     this.libp2p.addEventListener('peer:disconnect', evt => { this.emit('peer:disconnect', evt.detail.toString()) })
 
@@ -220,6 +241,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.stopped = true
     for (const t of this.timers) clearInterval(t)
     this.timers = []
+    if (this.wantedTimer != null) clearTimeout(this.wantedTimer)
+    this.wanted.clear()
     this.registry.off('update', this.onUpdate)
     await this.node?.stop()
     this.node = null
@@ -233,16 +256,17 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   /**
-   * Runs anti-entropy with one peer now. Resolves to null if it could not.
-   * `background` exchanges (on connect, on a hint, periodic) run one at a
-   * time: after a heal every new link would otherwise pull the same large
-   * delta at once, and each copy costs a full decode and validation. The
-   * ones skipped are covered by the periodic exchange, which by then has
-   * little left to send.
+   * Runs anti-entropy with one peer now. Resolves to null if it could not
+   * (including when the peer answered BUSY). A `background` exchange (on
+   * connect, on a hint, periodic) is skipped while this controller is in
+   * another exchange: overlapping exchanges carry deltas computed against
+   * soon-stale state vectors, so after a heal each link would pull the same
+   * large delta again. Connect and hint exchanges are queued (`want`) and
+   * run as soon as this controller is free.
    */
   async syncWith (peerId: string, opts: { background?: boolean } = {}): Promise<SyncResult | null> {
     if (this.syncing.has(peerId) || this.stopped || this.blocked.has(peerId)) return null
-    if (opts.background === true && this.syncing.size > 0) return null
+    if (opts.background === true && this.busy) return null
     this.syncing.add(peerId)
     const t0 = performance.now()
     let stream: Stream | undefined
@@ -251,16 +275,57 @@ export class Mesh extends EventEmitter<MeshEvents> {
       const signal = AbortSignal.timeout(this.syncTimeoutMs)
       stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal })
       const res = await syncInitiator(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })
+      this.wanted.delete(peerId)
       this.recordSync(peerId, res, performance.now() - t0)
       return res
     } catch (err) {
+      if (err instanceof PeerBusyError) {
+        // Ask again shortly, a bounded number of times; the periodic exchange covers the rest.
+        const busy = this.wanted.get(peerId)
+        if (busy != null && busy < MAX_BUSY_RETRIES) this.wanted.set(peerId, busy + 1)
+        else this.wanted.delete(peerId)
+        return null
+      }
+      this.wanted.delete(peerId)
       // A failed exchange must not leave its stream open: libp2p caps streams per protocol and connection.
       stream?.abort(err as Error)
       if (!this.stopped) this.log.debug({ peer: peerId, err: (err as Error).message }, 'sync failed')
       return null
     } finally {
       this.syncing.delete(peerId)
+      this.runWanted()
     }
+  }
+
+  /** True while this controller takes part in a sync exchange, either side. */
+  get busy (): boolean { return this.syncing.size > 0 || this.responding > 0 }
+
+  /** Syncs with `peerId` as soon as this controller is free. */
+  private want (peerId: string): void {
+    if (!this.wanted.has(peerId)) this.wanted.set(peerId, 0)
+    this.runWanted()
+  }
+
+  /** Starts the next wanted exchange if free; after a BUSY answer, after a short random pause. */
+  private runWanted (): void {
+    if (this.stopped || this.busy || this.wantedTimer != null || this.wanted.size === 0) return
+    const connected = new Set(this.connectedPeers())
+    for (const p of this.wanted.keys()) if (!connected.has(p) || this.blocked.has(p)) this.wanted.delete(p)
+    const next = [...this.wanted].sort((a, b) => a[1] - b[1])[0]
+    if (next == null) return
+    const [peer, busyAnswers] = next
+    if (busyAnswers === 0) {
+      void this.syncWith(peer, { background: true })
+      return
+    }
+    // Random pauses break the tie between two controllers that keep finding each other busy.
+    this.wantedTimer = setTimeout(() => {
+      this.wantedTimer = null
+      if (this.busy) return // runWanted runs again when the current exchange ends
+      if (this.wanted.has(peer)) void this.syncWith(peer, { background: true })
+      else this.runWanted()
+    }, BUSY_PAUSE_MS * (0.5 + Math.random()) * busyAnswers)
+    this.wantedTimer.unref()
   }
 
   /** Peers currently connected (any libp2p peer, controllers or not). */
@@ -386,7 +451,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
         if (from != null && d.addrs != null) this.learnAddrs(from, d.addrs)
         this.emit('digest', env.controllerId, d)
       }
-      else if (env.kind === Kind.hint && from != null) void this.syncWith(from, { background: true })
+      else if (env.kind === Kind.hint && from != null) this.want(from)
     } catch (err) {
       this.log.warn({ peer: from, err: (err as Error).message }, 'could not apply a gossip message')
     }
@@ -395,8 +460,14 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private respond (stream: Stream, peerId: string): void {
     const t0 = performance.now()
     const signal = AbortSignal.timeout(this.syncTimeoutMs)
+    if (this.busy) {
+      refuseSync(stream, { maxFrameBytes: this.maxSyncFrameBytes, signal }).catch((err: Error) => { stream.abort(err) })
+      return
+    }
+    this.responding++
     const delay = this.faults.delayMs > 0 ? new Promise(resolve => setTimeout(resolve, this.faults.delayMs)) : Promise.resolve()
     delay.then(async () => await syncResponder(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })).then(res => {
+      this.wanted.delete(peerId)
       this.recordSync(peerId, res, performance.now() - t0)
     }, (err: Error) => {
       stream.abort(err)
@@ -404,6 +475,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
         this.loggedBadPeers.add(`sync:${peerId}`)
         this.log.warn({ peer: peerId, err: err.message }, 'aborted a sync exchange')
       }
+    }).finally(() => {
+      this.responding--
+      this.runWanted()
     })
   }
 

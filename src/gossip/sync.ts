@@ -10,6 +10,13 @@
  *
  * Both sides validate a DIFF before it touches the document (Registry.
  * applyUpdate); a malformed frame aborts the stream and changes nothing.
+ *
+ * A controller takes part in one exchange at a time. One that is already
+ * busy answers a HELLO with BUSY instead (never waits, so two controllers
+ * dialling each other cannot deadlock): exchanges that overlap would each
+ * carry a delta computed against a state vector the other is about to
+ * make stale, and after a heal every copy of the same large delta costs a
+ * full decode and validation.
  */
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
@@ -21,6 +28,15 @@ export const SYNC_PROTOCOL = '/capmesh/sync/1.0.0'
 
 const HELLO = 1
 const DIFF = 2
+const BUSY = 3
+
+/** The peer is in another exchange; try again shortly. */
+export class PeerBusyError extends Error {
+  constructor () {
+    super('the peer is busy with another sync exchange')
+    this.name = 'PeerBusyError'
+  }
+}
 
 export interface SyncResult {
   /** The other side's controller id. */
@@ -80,7 +96,12 @@ export async function syncInitiator (stream: Stream, registry: Registry, opts: S
   const mySv = registry.encodeStateVector()
   const h = hello(registry.controllerId, mySv)
   await lp.write(h, o)
-  const theirs = readHello((await lp.read(o)).subarray())
+  const first = (await lp.read(o)).subarray()
+  if (first.length === 1 && first[0] === BUSY) {
+    await stream.close(o)
+    throw new PeerBusyError()
+  }
+  const theirs = readHello(first)
   const incoming = readDiff((await lp.read(o)).subarray())
   registry.applyUpdate(incoming, Origin.remote)
   const out = diff(registry.encodeDiff(theirs.sv))
@@ -102,4 +123,12 @@ export async function syncResponder (stream: Stream, registry: Registry, opts: S
   registry.applyUpdate(incoming, Origin.remote)
   await stream.close(o)
   return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: h.length + out.length, bytesReceived: incoming.length }
+}
+
+/** Answers an exchange this controller cannot take now (it is in another one). */
+export async function refuseSync (stream: Stream, opts: SyncOptions): Promise<void> {
+  const lp = lpStream(stream, { maxDataLength: opts.maxFrameBytes })
+  readHello((await lp.read({ signal: opts.signal })).subarray())
+  await lp.write(Uint8Array.of(BUSY), { signal: opts.signal })
+  await stream.close({ signal: opts.signal })
 }

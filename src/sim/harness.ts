@@ -12,7 +12,7 @@
  * The recorder is a client at each controller's place: it asks controllers
  * directly.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, type WriteStream } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
@@ -48,6 +48,8 @@ export interface SimInit {
   convergeTimeoutMs?: number
   /** Progress lines (elapsed, faults, agreement). @default none */
   progress?: (line: string) => void
+  /** Folder for each controller's log (`<node>.log`, JSON lines with the simulation time `sim_t`, kept across restarts). @default none */
+  logDir?: string
 }
 
 interface SimNode {
@@ -87,6 +89,7 @@ export class Simulation {
   private readonly states: StateSample[] = []
   private readonly checkpoints: Checkpoint[] = []
   private readonly rss: Array<{ t: number, node: string, rssMb: number }> = []
+  private readonly logs = new Map<string, WriteStream>()
   private probeTimer: NodeJS.Timeout | null = null
   private progressTimer: NodeJS.Timeout | null = null
   /** Event-loop delay of the harness itself: if it is high, the agents (not the mesh) are starved. */
@@ -152,6 +155,7 @@ export class Simulation {
     await Promise.all(this.nodes.map(async n => { await n.child?.kill() }))
     for (const n of this.nodes) for (const p of n.proxies) await p.stop()
     await this.client?.close()
+    await Promise.all([...this.logs.values()].map(async log => { await new Promise(resolve => log.end(resolve)) }))
     rmSync(this.root, { recursive: true, force: true })
   }
 
@@ -163,9 +167,11 @@ export class Simulation {
   private async spawn (n: SimNode): Promise<void> {
     const peers = this.nodes.filter(x => x !== n && x.child != null).slice(0, 3).map(x => x.child!.p2p[0])
     const t = this.timing
+    const log = this.logFor(n)
     n.child = await spawnController({
       id: n.id,
       ipc: true,
+      onLog: log == null ? undefined : line => { log.write(`${JSON.stringify(typeof line === 'string' ? { sim_t: Math.round(this.now()), line } : { sim_t: Math.round(this.now()), ...line })}\n`) },
       args: [
         '--id', n.id, '--https-port', '0', '--p2p-port', '0', '--data-dir', n.dataDir, '--tls-dir', join(this.root, 'tls'),
         '--heartbeat-interval', `${t.heartbeatMs}ms`, '--unhealthy-after', `${t.unhealthyMs}ms`, '--stale-after', `${t.staleMs}ms`,
@@ -174,6 +180,16 @@ export class Simulation {
         ...peers.flatMap(p => ['--bootstrap', p])
       ]
     })
+  }
+
+  private logFor (n: SimNode): WriteStream | null {
+    if (this.init.logDir == null) return null
+    let log = this.logs.get(n.id)
+    if (log == null) {
+      mkdirSync(this.init.logDir, { recursive: true })
+      this.logs.set(n.id, log = createWriteStream(join(this.init.logDir, `${n.id}.log`)))
+    }
+    return log
   }
 
   private async meshSizes (): Promise<number[]> {

@@ -2,6 +2,7 @@
  * Runs one scenario end to end: start the cluster, drive the faults, heal
  * everything, take the final checkpoint, stop, check, report.
  */
+import { join } from 'node:path'
 import { check, type CheckResult } from './checker.ts'
 import { Simulation, type SimTiming } from './harness.ts'
 import type { SimRecord } from './record.ts'
@@ -13,7 +14,7 @@ export interface RunInit {
   workers?: number
   seed?: string
   durationMs?: number
-  /** Folder for report.json and report.html. @default no files */
+  /** Folder for report.json, report.html and the controllers' logs (`logs/`). @default no files */
   out?: string
   timing?: Partial<SimTiming>
   progress?: (line: string) => void
@@ -35,7 +36,8 @@ export async function runScenario (s: Scenario, init: RunInit = {}): Promise<Run
     seed: init.seed ?? '1',
     durationMs,
     timing: init.timing,
-    progress: init.progress
+    progress: init.progress,
+    logDir: init.out != null ? join(init.out, 'logs') : undefined
   })
   const api = sim as SimApi
   api.durationMs = durationMs

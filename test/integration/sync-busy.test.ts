@@ -1,0 +1,74 @@
+/**
+ * One anti-entropy exchange at a time per controller (real controllers,
+ * real TCP libp2p on loopback): a controller already in an exchange answers
+ * BUSY instead of computing a second delta against a state vector that is
+ * about to go stale, and the exchange it refused still happens once it is
+ * free. The periodic sync is set to a minute so that only the retry can
+ * make the second exchange happen.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Controller } from '../../src/controller/index.ts'
+import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+
+let bed: TestBed
+beforeEach(async () => { bed = await testBed('sync-busy') })
+afterEach(async () => { await bed.cleanup() })
+
+async function startMesh (n: number): Promise<Controller[]> {
+  const cs: Controller[] = [await bed.start({ id: 'c0', syncIntervalMs: 60_000 })]
+  for (let i = 1; i < n; i++) cs.push(await bed.start({ id: `c${i}`, syncIntervalMs: 60_000, bootstrap: [cs[0].p2p.multiaddrs[0]] }))
+  await eventually(() => cs.every(c => cs.every(o => o === c || c.p2p.connectedPeers().includes(o.p2p.peerId))), 'a full mesh', 15_000)
+  // The exchanges each new link starts are over before a test takes its own.
+  await eventually(() => cs.every(c => !c.p2p.busy), 'no exchange in progress', 5_000, 5)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  await eventually(() => cs.every(c => !c.p2p.busy), 'no exchange in progress', 5_000, 5)
+  return cs
+}
+
+/** Peer ids `c` completed an exchange with (either side), from now on. */
+function exchanges (c: Controller): Set<string> {
+  const seen = new Set<string>()
+  c.p2p.on('sync', r => { seen.add(r.peerId) })
+  return seen
+}
+
+describe('sync exchanges', () => {
+  it('a controller in an exchange answers BUSY to a second one, and takes it once free', async () => {
+    const [c0, c1, c2] = await startMesh(3)
+    const atC1 = exchanges(c1)
+    // c1 holds its exchange with c0 open for a second (its fault hook delays every exchange).
+    c1.p2p.faults.delayMs = 1_000
+    const first = c0.p2p.syncWith(c1.p2p.peerId)
+    await eventually(() => c1.p2p.busy, 'c1 to be in the exchange with c0', 5_000, 5)
+
+    expect(await c2.p2p.syncWith(c1.p2p.peerId), 'c1 refuses a second exchange while in one').toBeNull()
+    expect(atC1.has(c2.p2p.peerId)).toBe(false)
+
+    expect(await first, 'the first exchange completes').not.toBeNull()
+    c1.p2p.faults.delayMs = 0
+    const again = await c2.p2p.syncWith(c1.p2p.peerId)
+    expect(again, 'a free c1 takes the exchange').not.toBeNull()
+    expect(again!.peerController).toBe('c1')
+    await eventually(() => atC1.has(c2.p2p.peerId), 'c1 to record the exchange with c2', 5_000, 5)
+  })
+
+  it('a link that comes up while one side is busy still gets its exchange', async () => {
+    const [c0, c1, c2] = await startMesh(3)
+    // Whichever of the two has the smaller peer id starts the exchange when their link comes up.
+    await c1.p2p.block([c2.p2p.peerId])
+    await c2.p2p.block([c1.p2p.peerId])
+    await eventually(() => !c1.p2p.connectedPeers().includes(c2.p2p.peerId), 'c1 and c2 to be apart', 5_000)
+    const atC1 = exchanges(c1)
+    const atC2 = exchanges(c2)
+
+    c1.p2p.faults.delayMs = 800
+    const first = c0.p2p.syncWith(c1.p2p.peerId)
+    await eventually(() => c1.p2p.busy, 'c1 to be in the exchange with c0', 5_000, 5)
+    // The link comes back while c1 is busy: whichever side starts the exchange must wait for c1.
+    c1.p2p.unblock()
+    c2.p2p.unblock()
+    await eventually(() => c1.p2p.connectedPeers().includes(c2.p2p.peerId), 'c1 and c2 to reconnect', 5_000, 10)
+    expect(await first).not.toBeNull()
+    await eventually(() => atC1.has(c2.p2p.peerId) && atC2.has(c1.p2p.peerId), 'the exchange between c1 and c2 after the reconnect', 8_000, 20)
+  })
+})
