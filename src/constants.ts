@@ -38,6 +38,8 @@ export const MAX_WORKERS_PAGE = 10_000
  * many bytes and larger than the last snapshot (amortised O(1) per write).
  */
 export const DEFAULT_LOG_COMPACT_BYTES = 1024 * 1024
+/** Pause between the log outgrowing the snapshot and rewriting the snapshot (ms): writes come in bursts. */
+export const SNAPSHOT_DELAY_MS = 1000
 /** fsync the update log on every write. Off: survives kill -9 (the OS has the bytes), not power loss. */
 export const DEFAULT_FSYNC = false
 

@@ -12,9 +12,9 @@
  * 2. heal → converged: the controllers are split into two halves that block
  *    each other (the connection gater, both directions); the workers are
  *    registered in-process, half on each side, spread over that side's
- *    controllers; once each side agrees internally, every block is lifted
- *    and the time until every controller holds the same registry hash is
- *    measured.
+ *    controllers; once each side agrees internally and `--settle` has
+ *    passed, every block is lifted and the time until every controller
+ *    holds the same registry hash is measured.
  *
  * Controller RSS and CPU are those of this one process, which hosts all N
  * controllers (and the bench's own bookkeeping): RSS per controller is the
@@ -34,8 +34,12 @@
  *   --heal-workers N     workers registered across the partition         (10000)
  *   --bootstrap N        controllers each new one bootstraps from        (2)
  *   --mesh-timeout D     how long to wait for a full mesh; measured anyway (60s)
+ *   --settle D           pause between the last partitioned registration and the heal    (6s)
+ *   --verbose            print every sync exchange of the heal as it completes
+ *   --profile-heal FILE  write a CPU profile of the heal phase (.cpuprofile, for Chrome DevTools)
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { Session } from 'node:inspector/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -54,7 +58,10 @@ const { values } = parseArgs({
     gap: { type: 'string', default: '20ms' },
     'heal-workers': { type: 'string', default: '10000' },
     bootstrap: { type: 'string', default: '2' },
-    'mesh-timeout': { type: 'string', default: '60s' }
+    'mesh-timeout': { type: 'string', default: '60s' },
+    'profile-heal': { type: 'string' },
+    settle: { type: 'string', default: '6s' },
+    verbose: { type: 'boolean', default: false }
   }
 })
 const SIZES = values.sizes.split(',').map(Number)
@@ -63,6 +70,7 @@ const GAP_MS = parseDuration(values.gap, '--gap')
 const HEAL_WORKERS = Number(values['heal-workers'])
 const BOOTSTRAP = Number(values.bootstrap)
 const MESH_TIMEOUT_MS = parseDuration(values['mesh-timeout'], '--mesh-timeout')
+const SETTLE_MS = parseDuration(values.settle, '--settle')
 
 const MESH_CONFIG = {
   heartbeatIntervalMs: 10_000,
@@ -260,16 +268,27 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   await until('each side to agree internally', () => sideAgrees(A, base + perSide[0]) && sideAgrees(B, base + perSide[1]), 300_000, 20)
   const registerMs = performance.now() - tReg
   console.log(`  ${HEAL_WORKERS} workers registered across the partition, each side converged internally after ${(registerMs / 1000).toFixed(1)} s`)
+  // A partition usually outlasts gossipsub's message cache (5 heartbeats): healed sooner, the new
+  // links would also replay the last seconds of registrations through IHAVE/IWANT on top of the sync.
+  await sleep(SETTLE_MS)
 
+  let t0 = performance.now()
   // What the heal costs each controller: exchanges it took part in, and bytes it received by sync.
   const healSyncs = cs.map(() => ({ count: 0, bytes: 0 }))
   const syncListeners = cs.map((c, i) => {
-    const fn = (r: { bytesReceived: number }): void => { healSyncs[i].count++; healSyncs[i].bytes += r.bytesReceived }
+    const fn = (r: { bytesReceived: number, peerId: string, ms: number }): void => { healSyncs[i].count++; healSyncs[i].bytes += r.bytesReceived; if (values.verbose === true) console.log(`    ${(performance.now() - t0).toFixed(0)} ms: c${i} ← c${cs.findIndex(x => x.p2p.peerId === r.peerId)} ${(r.bytesReceived / 1e6).toFixed(2)} MB in ${r.ms.toFixed(0)} ms`) }
     c.p2p.on('sync', fn)
     return fn
   })
+  const profiler = values['profile-heal'] != null ? new Session() : null
+  if (profiler != null) {
+    profiler.connect()
+    await profiler.post('Profiler.enable')
+    await profiler.post('Profiler.setSamplingInterval', { interval: 200 })
+    await profiler.post('Profiler.start')
+  }
   const healMeter = meter()
-  const t0 = performance.now()
+  t0 = performance.now()
   let firstLinkMs = NaN
   const reached = new Map<number, number>()
   const target = (): string | null => {
@@ -283,13 +302,18 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
     return target() != null
   }, 300_000, 1)
   const healCpu = healMeter()
+  if (profiler != null) {
+    const { profile } = await profiler.post('Profiler.stop')
+    writeFileSync(`${values['profile-heal']}-n${n}.cpuprofile`, JSON.stringify(profile))
+    profiler.disconnect()
+  }
   cs.forEach((c, i) => { c.p2p.off('sync', syncListeners[i]) })
   const syncBytes = healSyncs.map(s => s.bytes)
   console.log(`  sync during the heal, per controller: ${healSyncs.map(s => s.count).join('/')} exchanges, ${syncBytes.map(b => (b / 1024 / 1024).toFixed(2)).join('/')} MB received`)
   if (cs[0].core.registry.size !== base + HEAL_WORKERS) throw new Error(`converged on ${cs[0].core.registry.size} workers, expected ${base + HEAL_WORKERS}`)
   const perController = [...reached.values()].sort((a, b) => a - b)
   const heal = { workers: HEAL_WORKERS, registerMs, firstLinkMs, convergedMs, cores: healCpu.cores, perControllerP50: pct(perController, 50) }
-  console.log(`  heal → converged: ${ms(convergedMs)} (first link across after ${ms(firstLinkMs)}; half of the controllers complete after ${ms(heal.perControllerP50)}) — CPU ${heal.cores.toFixed(2)} cores`)
+  console.log(`  heal → converged: ${ms(convergedMs)} (first link across after ${ms(firstLinkMs)}; controllers complete after ${perController.map(t => t.toFixed(0)).join(', ')} ms) — CPU ${heal.cores.toFixed(2)} cores`)
   const rssAfterHeal = process.memoryUsage().rss
   console.log(`  RSS of the process (all ${n} controllers): after start ${mb(rssAfterStart)}, after registrations ${mb(rssAfterReg)}, after heal ${mb(rssAfterHeal)} (${mb(rssAfterHeal / n)} per controller)`)
 

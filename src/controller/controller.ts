@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks'
 import { pino, type Logger } from 'pino'
 import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
+import { SNAPSHOT_DELAY_MS } from '../constants.ts'
 import { ConfigError, InvalidStateError } from '../errors.ts'
 import { Mesh } from '../gossip/index.ts'
 import { FileStore, Origin } from '../registry/index.ts'
@@ -34,7 +35,7 @@ export class Controller {
   private app: Api | null = null
   private tls: TlsMaterial | null = null
   private sweepTimer: NodeJS.Timeout | null = null
-  private snapshotQueued = false
+  private snapshotTimer: NodeJS.Timeout | null = null
   private restored = 0
 
   constructor (init: ControllerInit) {
@@ -127,8 +128,10 @@ export class Controller {
   async stop (): Promise<void> {
     if (this.sweepTimer != null) clearInterval(this.sweepTimer)
     if (this.digestTimer != null) clearInterval(this.digestTimer)
+    if (this.snapshotTimer != null) clearTimeout(this.snapshotTimer)
     this.sweepTimer = null
     this.digestTimer = null
+    this.snapshotTimer = null
     await this.app?.close()
     this.app = null
     await this.mesh?.stop()
@@ -177,13 +180,17 @@ export class Controller {
     })
   }
 
+  /**
+   * Rewrites the snapshot a little after the log outgrew it. Nothing waits
+   * for it (the log already holds every update), and after a heal the
+   * encoding of the whole registry would otherwise compete with applying it.
+   */
   private queueSnapshot (): void {
-    if (this.snapshotQueued) return
-    this.snapshotQueued = true
-    setImmediate(() => {
-      this.snapshotQueued = false
+    if (this.snapshotTimer != null) return
+    this.snapshotTimer = setTimeout(() => {
+      this.snapshotTimer = null
       this.store?.snapshot(this.core.registry.encodeState())
-    })
+    }, SNAPSHOT_DELAY_MS)
   }
 
   private meshStatus (): Record<string, unknown> {

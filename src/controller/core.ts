@@ -5,7 +5,7 @@
  * registry change, health transition and digest reaches the index
  * synchronously. The API, the store and the mesh all talk to this object.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import {
@@ -65,7 +65,9 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   private readonly staleAfterMs: number
   private readonly peerRatio: number
   private digestSeq = 0
-  private hash = 0n
+  /** XOR of the entries' 64-bit hashes, as two 32-bit halves (no BigInt on the hot path). */
+  private hashHi = 0
+  private hashLo = 0
   private peerSpSince: number | null = null
   /** When peer self-preservation last ended: owners get a stale window to be heard again before any drop. */
   private peerSpEndedAt = -Infinity
@@ -144,14 +146,9 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
     return this.router.route(q)
   }
 
-  /** Workers per state as this controller routes them (own and others'). O(workers). */
+  /** Workers per state as this controller routes them (own and others'). O(1). */
   stateCounts (): Record<HealthState, number> & { total: number } {
-    const c = { total: 0, healthy: 0, unhealthy: 0, draining: 0, pending: 0 }
-    for (const rec of this.registry.workers()) {
-      c.total++
-      c[this.stateOf(rec)]++
-    }
-    return c
+    return this.router.counts()
   }
 
   /** The state this controller routes `rec` by. */
@@ -196,7 +193,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
    * Order-independent hash of the live entries (worker, incarnation, owner):
    * two controllers with the same hash hold the same registry.
    */
-  get registryHash (): string { return this.hash.toString(16).padStart(16, '0') }
+  get registryHash (): string { return hex32(this.hashHi) + hex32(this.hashLo) }
 
   /** This controller's word about the workers it owns, for its peers. */
   digest (): Digest {
@@ -278,6 +275,12 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
 
   // ------------------------------------------------------------- internals
 
+  private xorEntry (r: WorkerRecord): void {
+    const [hi, lo] = entryHash(r)
+    this.hashHi = (this.hashHi ^ hi) >>> 0
+    this.hashLo = (this.hashLo ^ lo) >>> 0
+  }
+
   private isOwn (workerId: string): boolean {
     return this.registry.get(workerId)?.owner === this.controllerId
   }
@@ -286,7 +289,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
     for (const c of changes) {
       const { workerId: id, before, after } = c
       if (before != null) {
-        this.hash ^= entryHash(before)
+        this.xorEntry(before)
         this.byOwner.get(before.owner)?.delete(id)
       }
       if (after == null) {
@@ -294,7 +297,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
         this.liveness.untrack(id)
         continue
       }
-      this.hash ^= entryHash(after)
+      this.xorEntry(after)
       let set = this.byOwner.get(after.owner)
       if (set == null) this.byOwner.set(after.owner, set = new Set())
       set.add(id)
@@ -314,6 +317,29 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   }
 }
 
-function entryHash (r: WorkerRecord): bigint {
-  return createHash('sha1').update(`${r.worker_id}\u0000${r.incarnation}\u0000${r.owner}`).digest().readBigUInt64BE(0)
+const hex32 = (x: number): string => (x >>> 0).toString(16).padStart(8, '0')
+
+/** murmur3's 32-bit finaliser: every input bit affects every output bit. */
+function fmix32 (h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
+  return (h ^ (h >>> 16)) >>> 0
+}
+
+/**
+ * A 64-bit hash of (worker, incarnation, owner) as two independent 32-bit
+ * FNV-style lanes. Not cryptographic: it only tells whether two replicas
+ * agree, and a crypto hash per entry was a visible cost of applying a heal.
+ */
+function entryHash (r: WorkerRecord): [number, number] {
+  const s = `${r.worker_id}\u0000${r.incarnation}\u0000${r.owner}`
+  let a = 0x811c9dc5
+  let b = 0x9747b28c ^ s.length
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    a = Math.imul(a ^ c, 0x01000193)
+    b = Math.imul(b ^ c, 0x5bd1e995)
+    b ^= b >>> 15
+  }
+  return [fmix32(a), fmix32(b ^ a)]
 }

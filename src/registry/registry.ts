@@ -138,9 +138,6 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.doc = new Y.Doc({ gc: true })
     this.root = this.doc.getMap(ROOT)
     this.root.observeDeep((events, tr) => { this.onEvents(events, tr) })
-    this.doc.on('update', (update: Uint8Array, origin: unknown) => {
-      this.emit('update', update, (origin as Origin) ?? Origin.local)
-    })
   }
 
   // ---------------------------------------------------------------- reads
@@ -186,7 +183,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       owner: this.controllerId,
       registered_at: this.now()
     }
-    this.doc.transact(() => {
+    this.transact(() => {
       const seg = this.ownSegmentMap()
       if (seg.has(record.worker_id)) this.ownGarbage++
       seg.set(record.worker_id, record)
@@ -216,7 +213,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (locs == null || locs.size === 0) return false
     const known = this.view.has(workerId)
     const foreign = [...locs].some(k => ownerOf(k) !== this.controllerId)
-    this.doc.transact(() => {
+    this.transact(() => {
       for (const key of locs) {
         if (ownerOf(key) !== this.controllerId) continue
         const seg = this.root.get(key)
@@ -251,7 +248,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (owner === this.controllerId) return 0
     const keys = [...this.segments.keys()].filter(k => ownerOf(k) === owner)
     if (keys.length === 0) return 0
-    this.doc.transact(() => { for (const k of keys) this.root.delete(k) }, Origin.local)
+    this.transact(() => { for (const k of keys) this.root.delete(k) }, Origin.local)
     return keys.length
   }
 
@@ -271,7 +268,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
   compact (): void {
     const keep = this.ownLiveEntries()
     const old = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId)
-    this.doc.transact(() => {
+    this.transact(() => {
       const key = newSegmentKey(this.controllerId, this.now())
       const seg = new Y.Map<Entry>()
       for (const e of keep) seg.set(e.worker_id, e)
@@ -306,9 +303,26 @@ export class Registry extends EventEmitter<RegistryEvents> {
     } catch (err) {
       throw new InvalidStateError(`update could not be applied: ${(err as Error).message}`, { cause: err })
     }
+    // The bytes as received are what the store logs: replaying them rebuilds the same state, and
+    // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it.
+    this.emit('update', update, origin)
   }
 
   // -------------------------------------------------------------- internals
+
+  /** A local write: runs `fn` in one transaction and emits the update Yjs encodes for it. */
+  private transact (fn: () => void, origin: Origin): void {
+    const updates: Array<[Uint8Array, Origin]> = []
+    const grab = (u: Uint8Array, o: unknown): void => { updates.push([u, (o as Origin) ?? origin]) }
+    // Listening only around local writes: Yjs encodes an update per transaction only while someone listens.
+    this.doc.on('update', grab)
+    try {
+      this.doc.transact(fn, origin)
+    } finally {
+      this.doc.off('update', grab)
+    }
+    for (const [u, o] of updates) this.emit('update', u, o)
+  }
 
   private maxIncarnation (workerId: string): number {
     let max = 0
@@ -443,7 +457,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         }
       }
       if (stale.length === 0) return
-      this.doc.transact(() => {
+      this.transact(() => {
         for (const [key, id] of stale) {
           const seg = this.root.get(key)
           if (seg instanceof Y.Map) seg.delete(id)
@@ -493,7 +507,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         return !isTombstone(e) && (win == null || compareEntries(e, win) > 0)
       })
       if (back.length === 0) return
-      this.doc.transact(() => {
+      this.transact(() => {
         const seg = this.ownSegmentMap()
         for (const e of back) seg.set(e.worker_id, e)
       }, Origin.restore)

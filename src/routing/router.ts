@@ -108,6 +108,8 @@ export class Router {
   private readonly retryAfter: number
   private readonly buckets = new Map<string, Bucket>()
   private readonly workers = new Map<string, Indexed>()
+  /** Workers per state, kept up to date so that /health is O(1) however large the registry. */
+  private readonly perState: Record<HealthState, number> = { healthy: 0, unhealthy: 0, draining: 0, pending: 0 }
   private readonly idem: IdempotencyCache
 
   constructor (init: RouterInit) {
@@ -123,6 +125,7 @@ export class Router {
     if (this.workers.has(record.worker_id)) this.remove(record.worker_id)
     const w: Indexed = { record, state, load }
     this.workers.set(record.worker_id, w)
+    this.perState[state]++
     for (const key of this.keysOf(record)) {
       let b = this.buckets.get(key)
       if (b == null) {
@@ -145,12 +148,20 @@ export class Router {
       if (b.offers.size === 0) this.buckets.delete(key)
     }
     this.workers.delete(workerId)
+    this.perState[w.state]--
+  }
+
+  /** Workers per state, as routed. O(1). */
+  counts (): Record<HealthState, number> & { total: number } {
+    return { total: this.workers.size, ...this.perState }
   }
 
   setState (workerId: string, state: HealthState): void {
     const w = this.workers.get(workerId)
     if (w == null || w.state === state) return
     for (const key of this.keysOf(w.record)) this.place(this.buckets.get(key)!, w, false)
+    this.perState[w.state]--
+    this.perState[state]++
     w.state = state
     for (const key of this.keysOf(w.record)) this.place(this.buckets.get(key)!, w, true)
   }

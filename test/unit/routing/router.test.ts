@@ -282,6 +282,39 @@ describe('Router', () => {
       }
     }
   })
+
+  it('keeps per-state counts equal to a recount through upserts, state changes, replacements and removals', () => {
+    const r = router()
+    const states: HealthState[] = ['healthy', 'unhealthy', 'draining', 'pending']
+    const truth = new Map<string, HealthState>()
+    let seed = 7
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n }
+    for (let step = 0; step < 2_000; step++) {
+      const id = `w${rand(50)}`
+      const op = rand(4)
+      if (op === 0) {
+        const st = states[rand(4)]
+        r.upsert(rec(id, [cap('echo'), cap(`c${rand(3)}`)], 'me', rand(5)), st)
+        truth.set(id, st)
+      } else if (op === 1 && truth.has(id)) {
+        const st = states[rand(4)]
+        r.setState(id, st)
+        truth.set(id, st)
+      } else if (op === 2) {
+        r.remove(id)
+        truth.delete(id)
+      } else {
+        r.setState(id, states[rand(4)]) // unknown ids are ignored
+        if (!truth.has(id)) continue
+        r.setState(id, truth.get(id)!)
+      }
+      if (step % 100 === 0 || step === 1_999) {
+        const recount = { total: truth.size, healthy: 0, unhealthy: 0, draining: 0, pending: 0 }
+        for (const st of truth.values()) recount[st]++
+        expect(r.counts()).toEqual(recount)
+      }
+    }
+  })
 })
 
 describe('IndexedSet', () => {

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest'
+import { ControllerCore } from '../../../src/controller/core.ts'
+import * as Y from 'yjs'
+import { Origin } from '../../../src/registry/index.ts'
+
+const core = (id: string): ControllerCore => new ControllerCore({ controllerId: id, heartbeatIntervalMs: 1000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000 })
+const cap = { name: 'echo', verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 1 }
+const reg = (c: ControllerCore, id: string, incarnation?: number): void => { c.register({ worker_id: id, worker_url: `https://127.0.0.1:7000/${id}`, capabilities: [cap], incarnation }) }
+
+describe('ControllerCore registry hash', () => {
+  it('is the same for the same entries in any order, and returns to the empty value when they leave', () => {
+    const a = core('a')
+    const empty = a.registryHash
+    expect(empty).toMatch(/^[0-9a-f]{16}$/)
+    for (let i = 0; i < 200; i++) reg(a, `w${i}`)
+    const b = core('b')
+    Y.applyUpdate(b.registry.doc, Y.encodeStateAsUpdate(a.registry.doc), Origin.remote)
+    expect(b.registryHash).toBe(a.registryHash)
+    expect(a.registryHash).not.toBe(empty)
+    const hashes = new Set<string>([empty])
+    for (let i = 199; i >= 0; i--) {
+      a.deregister(`w${i}`)
+      hashes.add(a.registryHash)
+    }
+    expect(a.registryHash).toBe(empty)
+    // 199 intermediate sets and the empty one: every one hashed differently.
+    expect(hashes.size).toBe(200)
+  })
+
+  it('tells apart the same worker at another incarnation or owner', () => {
+    const a = core('a')
+    const b = core('b')
+    reg(a, 'w', 1)
+    reg(b, 'w', 1)
+    expect(a.registryHash).not.toBe(b.registryHash)
+    const a2 = core('a')
+    reg(a2, 'w', 2)
+    expect(a2.registryHash).not.toBe(a.registryHash)
+  })
+})
