@@ -82,6 +82,7 @@ export class Controller {
     this.core.on('selfPreservation', (kind, on) => {
       this.log.warn({ kind, on }, on ? `self-preservation ON: too many ${kind} silent at once, not evicting` : `self-preservation off (${kind})`)
     })
+    this.core.registry.on('republished', n => { this.log.info({ entries: n }, `put back ${n} entries a peer dropped while it thought this controller gone`) })
     this.core.registry.on('invalid', reason => { this.log.warn({ reason }, 'ignored malformed registry data') })
 
     this.mesh = new Mesh({

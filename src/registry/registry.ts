@@ -70,6 +70,8 @@ export interface RegistryEvents {
   update: [update: Uint8Array, origin: Origin]
   /** An entry or segment from a peer was ignored because it is malformed. */
   invalid: [reason: string]
+  /** Entries of this controller that a peer dropped (it thought us gone) were written back. */
+  republished: [entries: number]
 }
 
 export interface RegisterInput {
@@ -511,6 +513,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         const seg = this.ownSegmentMap()
         for (const e of back) seg.set(e.worker_id, e)
       }, Origin.restore)
+      this.emit('republished', back.length)
     })
   }
 
