@@ -340,6 +340,33 @@ describe('a mesh of real controllers', () => {
     expect(pulse.lost(), 'workers of c2 had to re-register: c2 did not republish its own entries dropped by its peers').toEqual([])
   })
 
+  // Simulation seed 4 once found such workers still listed, pending, long after their controller came back.
+  it.each([['well before', 0.5], ['around', 1], ['after', 1.6]])('workers that died while their controller was down are removed everywhere once it is back on its data dir (back %s the stale window)', async (_when, factor) => {
+    const cs = await startMesh(3)
+    const stale = cs[0].config.staleAfterMs
+    const pulse = new Pulse()
+    const byId = new Map(cs.map(c => [c.config.id, c]))
+    const live = ['keep-0', 'keep-1']
+    const dead = ['dead-0', 'dead-1', 'dead-2']
+    for (const id of [...live, ...dead]) {
+      await register(cs[1], id, pulse)
+      pulse.add(id, 'c1', () => byId.get('c1')!.url)
+    }
+    await converged(cs, [...live, ...dead])
+
+    // c1 goes down; its dead workers never heartbeat again (nor deregister: their controller is gone).
+    for (const id of dead) pulse.delete(id)
+    await cs[1].stop()
+    await new Promise(resolve => setTimeout(resolve, factor * stale))
+    const back = await start({ id: 'c1', bootstrap: [cs[0].p2p.multiaddrs[0]] })
+    byId.set('c1', back)
+    const mesh = [cs[0], back, cs[2]]
+    await fullMesh(mesh)
+    // The dead ones come back pending from the data dir and expire a stale window later; the live ones stay.
+    await converged(mesh, live, dead)
+    expect(pulse.lost()).toEqual([])
+  })
+
   it('the owner\'s heartbeats keep a worker routable on every controller; once they stop, every controller stops routing it, then forgets it', async () => {
     const cs = await startMesh(3)
     const pulse = new Pulse()
