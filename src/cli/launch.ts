@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import type { SimCommand, SimReply } from '../sim/control.ts'
+import type { SimCommand, SimEvent, SimReply } from '../sim/control.ts'
 
 export const CLI = fileURLToPath(new URL('../../bin/capmesh.js', import.meta.url))
 
@@ -40,6 +40,8 @@ export interface SpawnInit {
   cwd?: string
   /** Open an IPC channel and pass `--sim-control` (simulation harness). @default false */
   ipc?: boolean
+  /** Unsolicited events from the child's control channel (see the `watch` command). */
+  onEvent?: (e: SimEvent) => void
 }
 
 /** Stop/kill for a child process, and the tail of its stderr for error messages. */
@@ -100,6 +102,10 @@ export async function spawnController (init: SpawnInit): Promise<ChildController
   let nextId = 1
   const waiting = new Map<number, { resolve: () => void, reject: (e: Error) => void }>()
   child.on('message', (raw: unknown) => {
+    if ((raw as SimEvent)?.event != null) {
+      init.onEvent?.(raw as SimEvent)
+      return
+    }
     const r = raw as SimReply
     const w = waiting.get(r?.id)
     if (w == null) return

@@ -2,16 +2,47 @@
  * The simulation harness's handle on a controller child process: fault
  * commands over the IPC channel Node opens between parent and child (no
  * network surface; only active with the hidden `--sim-control` flag and when
- * the process was spawned with IPC).
+ * the process was spawned with IPC). Benchmarks also use it to learn the
+ * moment a controller can route a new worker (`watch`), without polling.
  */
+import { performance } from 'node:perf_hooks'
 import type { Controller } from '../controller/index.ts'
 
 export type SimCommand =
   | { id: number, cmd: 'block', peers: string[] }
   | { id: number, cmd: 'unblock' }
   | { id: number, cmd: 'faults', delayMs: number, lossRate: number }
+  /** Report every new worker whose id starts with `prefix` once it routes healthy for `cap-<worker id>`. */
+  | { id: number, cmd: 'watch', prefix: string }
 
 export interface SimReply { id: number, ok: boolean, error?: string }
+
+/** Unsolicited: a watched worker became routable here, at wall-clock `at` (ms, sub-ms precision). */
+export interface SimEvent { event: 'routable', worker: string, at: number }
+
+/** Reports watched workers as they become routable (healthy) on this controller. */
+function watch (controller: Controller, prefix: string): void {
+  const waiting = new Set<string>()
+  const check = (id: string): boolean => {
+    try {
+      const r = controller.core.route({ verb: 'invoke', capability: `cap-${id}` })
+      if (r.worker_id !== id || r.state !== 'healthy') return false
+    } catch {
+      return false
+    }
+    const ev: SimEvent = { event: 'routable', worker: id, at: performance.timeOrigin + performance.now() }
+    process.send?.(ev)
+    return true
+  }
+  controller.core.registry.on('change', changes => {
+    for (const c of changes) {
+      if (c.after == null || c.before != null || !c.workerId.startsWith(prefix)) continue
+      if (!check(c.workerId)) waiting.add(c.workerId)
+    }
+  })
+  // Known but not routable yet (its owner's digest not heard): look again every millisecond.
+  setInterval(() => { for (const id of waiting) if (check(id)) waiting.delete(id) }, 1).unref()
+}
 
 export function acceptSimControl (controller: Controller): void {
   if (process.send == null) throw new Error('--sim-control needs an IPC channel (spawned by the simulation harness)')
@@ -23,6 +54,7 @@ export function acceptSimControl (controller: Controller): void {
       switch (m.cmd) {
         case 'block': await controller.p2p.block(m.peers); break
         case 'unblock': controller.p2p.unblock(); break
+        case 'watch': watch(controller, m.prefix); break
         case 'faults':
           controller.p2p.faults.delayMs = Math.max(0, m.delayMs)
           controller.p2p.faults.lossRate = Math.min(1, Math.max(0, m.lossRate))
