@@ -184,18 +184,35 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     if (this.ownClient) void this.client.close()
   }
 
-  /** Stops heartbeating and deregisters. */
+  /**
+   * Stops heartbeating and deregisters: at the controller it is attached to,
+   * or, if that one cannot be reached, at the next one that knows the worker.
+   * Any controller can remove a worker (it leaves a tombstone that wins over
+   * the owner's entry), so a worker that shuts down while its controller is
+   * down is not left listed until that controller comes back and expires it.
+   */
   async stop (): Promise<void> {
     if (this._state === 'stopped') return
     this._state = 'stopped'
     if (this.timer != null) clearTimeout(this.timer)
     if (this.reprobeTimer != null) clearInterval(this.reprobeTimer)
     await this.busy?.catch(() => {})
-    if (this.current != null) {
-      await this.client.json('POST', this.endpoint(this.current.url, '/deregister'), { worker_id: this.workerId }, { timeoutMs: Math.min(this.interval, 5000) }).catch(() => {})
-    }
+    if (this.current != null) await this.deregisterSomewhere(this.current.url)
     if (this.ownClient) await this.client.close()
     this.emit('stopped')
+  }
+
+  private async deregisterSomewhere (attached: string): Promise<void> {
+    const timeoutMs = Math.min(this.interval, 5000)
+    for (const url of [attached, ...this.order(attached).filter(u => u !== attached)]) {
+      try {
+        const res = await this.client.json('POST', this.endpoint(url, '/deregister'), { worker_id: this.workerId }, { timeoutMs })
+        // Its own controller has removed it (or no longer knows it); another one has only if it knew it.
+        if (res.status === 200 && (url === attached || res.body?.known === true)) return
+      } catch {
+        // Unreachable: the next one.
+      }
+    }
   }
 
   // ---------------------------------------------------------------- attach

@@ -86,6 +86,26 @@ describe('drain and stop', () => {
     expect(stopped).toBe(1)
   })
 
+  it('stop() while its controller is down deregisters at another one: gone everywhere at once, not after the owner returns', async () => {
+    const [d0, d1, d2] = mesh
+    // Heartbeats every 5 s: the agent is still attached to d0 when it stops.
+    const a = agent('st2', [d0.url, d1.url, d2.url], d0.config.id, 5_000)
+    await a.start()
+    for (const c of mesh) await eventually(async () => (await route(c, 'cap-st2')).status === 200, `st2 routable at ${c.config.id}`)
+    const d0Url = d0.url
+    await d0.stop()
+    expect(a.controller?.url).toBe(d0Url)
+    await a.stop()
+    // Removed at once by the controller that took the deregistration, while d0 is not yet counted as
+    // gone anywhere (which takes a stale window and would also drop d0's entries).
+    expect([d1, d2].some(c => c.core.registry.get('st2') == null)).toBe(true)
+    expect([d1, d2].map(c => c.core.owners.get('d0')?.status)).not.toContain('gone')
+    for (const c of [d1, d2]) {
+      await eventually(async () => (await route(c, 'cap-st2')).status === 404, `st2 gone at ${c.config.id}`, 3_000)
+      expect(await stateAt(c, 'st2')).toBeUndefined()
+    }
+  })
+
   it('a draining worker stays draining when it fails over to another controller', async () => {
     const [d0, d1, d2] = mesh
     const d0Url = d0.url
@@ -114,14 +134,14 @@ function cap (name: string): Capability {
 }
 
 /** Worker `id` offers `shared` and its own `cap-<id>`. */
-function agent (id: string, urls: string[], affinity: string): WorkerAgent {
+function agent (id: string, urls: string[], affinity: string, heartbeatIntervalMs = 200): WorkerAgent {
   const a = workerAgent({
     workerId: id,
     workerUrl: `https://127.0.0.1:7000/${id}`,
     capabilities: [cap('shared'), cap(`cap-${id}`)],
     controllers: urls,
     ca: bed.ca,
-    heartbeatIntervalMs: 200,
+    heartbeatIntervalMs,
     affinity
   })
   a.on('error', () => {})
