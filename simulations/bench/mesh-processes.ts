@@ -132,6 +132,7 @@ async function runSize (n: number): Promise<SizeResult> {
       cs.push(await spawnController({
         id: `n${n}-c${i}`,
         ipc: true,
+        timeoutMs: 60_000,
         args: [
           '--id', `n${n}-c${i}`, '--https-port', '0', '--p2p-port', '0', '--data-dir', join(root, `n${n}-c${i}`), '--tls-dir', join(root, 'tls'),
           // Production-like liveness: nobody heartbeats during the run and nobody may expire.

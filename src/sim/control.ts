@@ -34,14 +34,22 @@ function watch (controller: Controller, prefix: string): void {
     process.send?.(ev)
     return true
   }
+  // Known but not routable yet (its owner's digest not heard): look again every millisecond, only while any waits.
+  let timer: NodeJS.Timeout | null = null
+  const retry = (): void => {
+    for (const id of waiting) if (check(id)) waiting.delete(id)
+    if (waiting.size === 0 && timer != null) {
+      clearInterval(timer)
+      timer = null
+    }
+  }
   controller.core.registry.on('change', changes => {
     for (const c of changes) {
       if (c.after == null || c.before != null || !c.workerId.startsWith(prefix)) continue
       if (!check(c.workerId)) waiting.add(c.workerId)
     }
+    if (waiting.size > 0 && timer == null) timer = setInterval(retry, 1)
   })
-  // Known but not routable yet (its owner's digest not heard): look again every millisecond.
-  setInterval(() => { for (const id of waiting) if (check(id)) waiting.delete(id) }, 1).unref()
 }
 
 export function acceptSimControl (controller: Controller): void {
