@@ -16,7 +16,9 @@
  *    passed, every block is lifted and the time until every controller
  *    holds the same registry hash is measured.
  *
- * Controller RSS and CPU are those of this one process, which hosts all N
+ * Before the heal, one controller alone applying the other half's delta is
+ * timed (median of 3 fresh replicas): the same run's baseline, since the
+ * machine's speed varies. Controller RSS and CPU are those of this one process, which hosts all N
  * controllers (and the bench's own bookkeeping): RSS per controller is the
  * total divided by N, CPU is process.cpuUsage() over each phase.
  *
@@ -45,8 +47,8 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
-import { Controller } from '../../src/controller/index.ts'
-import type { Capability } from '../../src/registry/index.ts'
+import { Controller, ControllerCore } from '../../src/controller/index.ts'
+import { Origin, type Capability } from '../../src/registry/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
@@ -130,7 +132,7 @@ interface SizeResult {
   /** CPU of the whole process while the mesh sits idle (cores). */
   idleCores: number
   reg: { p50: number, p99: number, max: number, ackP50: number, afterAckP99: number, count: number, timeouts: number, cores: number }
-  heal: { workers: number, registerMs: number, firstLinkMs: number, convergedMs: number, cores: number, perControllerP50: number }
+  heal: { workers: number, registerMs: number, firstLinkMs: number, convergedMs: number, cores: number, perControllerP50: number, applyBaselineMs: number }
   rss: { afterStart: number, afterReg: number, afterHeal: number }
 }
 
@@ -271,6 +273,19 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   // A partition usually outlasts gossipsub's message cache (5 heartbeats): healed sooner, the new
   // links would also replay the last seconds of registrations through IHAVE/IWANT on top of the sync.
   await sleep(SETTLE_MS)
+  // Baseline of the same run (the machine's speed varies): one controller alone applying the other
+  // half's delta, as each controller must during the heal. Median of three fresh replicas.
+  const applyMs: number[] = []
+  for (let k = 0; k < 3; k++) {
+    const probe = new ControllerCore({ controllerId: `probe-${k}`, heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000 })
+    probe.registry.applyUpdate(B[0].core.registry.encodeState(), Origin.remote)
+    const delta = A[0].core.registry.encodeDiff(probe.registry.encodeStateVector())
+    const t = performance.now()
+    probe.registry.applyUpdate(delta, Origin.remote)
+    applyMs.push(performance.now() - t)
+  }
+  const applyBaselineMs = pct(applyMs.sort((a, b) => a - b), 50)
+  console.log(`  baseline: one controller alone applies the other half's delta in ${ms(applyBaselineMs)} (median of 3)`)
 
   let t0 = performance.now()
   // What the heal costs each controller: exchanges it took part in, and bytes it received by sync.
@@ -312,7 +327,7 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   console.log(`  sync during the heal, per controller: ${healSyncs.map(s => s.count).join('/')} exchanges, ${syncBytes.map(b => (b / 1024 / 1024).toFixed(2)).join('/')} MB received`)
   if (cs[0].core.registry.size !== base + HEAL_WORKERS) throw new Error(`converged on ${cs[0].core.registry.size} workers, expected ${base + HEAL_WORKERS}`)
   const perController = [...reached.values()].sort((a, b) => a - b)
-  const heal = { workers: HEAL_WORKERS, registerMs, firstLinkMs, convergedMs, cores: healCpu.cores, perControllerP50: pct(perController, 50) }
+  const heal = { workers: HEAL_WORKERS, registerMs, firstLinkMs, convergedMs, cores: healCpu.cores, perControllerP50: pct(perController, 50), applyBaselineMs }
   console.log(`  heal → converged: ${ms(convergedMs)} (first link across after ${ms(firstLinkMs)}; controllers complete after ${perController.map(t => t.toFixed(0)).join(', ')} ms) — CPU ${heal.cores.toFixed(2)} cores`)
   const rssAfterHeal = process.memoryUsage().rss
   console.log(`  RSS of the process (all ${n} controllers): after start ${mb(rssAfterStart)}, after registrations ${mb(rssAfterReg)}, after heal ${mb(rssAfterHeal)} (${mb(rssAfterHeal / n)} per controller)`)
@@ -331,10 +346,10 @@ try {
     console.log(`N = ${n}`)
     results.push(await runSize(n, root, join(root, 'tls'), client))
   }
-  console.log(`\n| N | full mesh | idle CPU | reg → routable everywhere p50 / p99 / max | HTTPS ack p50 | heal → converged (${HEAL_WORKERS} workers) | CPU reg / heal | RSS after heal (per controller) |`)
-  console.log('|---|---|---|---|---|---|---|---|')
+  console.log(`\n| N | full mesh | idle CPU | reg → routable everywhere p50 / p99 / max | HTTPS ack p50 | heal → converged (${HEAL_WORKERS} workers) | heal ÷ one apply alone | CPU reg / heal | RSS after heal (per controller) |`)
+  console.log('|---|---|---|---|---|---|---|---|---|')
   for (const r of results) {
-    console.log(`| ${r.n} | ${Number.isNaN(r.meshMs) ? 'not formed' : `${(r.meshMs / 1000).toFixed(1)} s`} | ${r.idleCores.toFixed(2)} cores | ${r.reg.p50.toFixed(1)} / ${r.reg.p99.toFixed(1)} / ${r.reg.max.toFixed(1)} ms${r.reg.timeouts > 0 ? ` (${r.reg.timeouts} timed out)` : ''} | ${r.reg.ackP50.toFixed(1)} ms | ${r.heal.convergedMs.toFixed(0)} ms | ${r.reg.cores.toFixed(2)} / ${r.heal.cores.toFixed(2)} cores | ${mb(r.rss.afterHeal)} (${mb(r.rss.afterHeal / r.n)}) |`)
+    console.log(`| ${r.n} | ${Number.isNaN(r.meshMs) ? 'not formed' : `${(r.meshMs / 1000).toFixed(1)} s`} | ${r.idleCores.toFixed(2)} cores | ${r.reg.p50.toFixed(1)} / ${r.reg.p99.toFixed(1)} / ${r.reg.max.toFixed(1)} ms${r.reg.timeouts > 0 ? ` (${r.reg.timeouts} timed out)` : ''} | ${r.reg.ackP50.toFixed(1)} ms | ${r.heal.convergedMs.toFixed(0)} ms | ${(r.heal.convergedMs / r.heal.applyBaselineMs).toFixed(1)} × ${r.heal.applyBaselineMs.toFixed(0)} ms | ${r.reg.cores.toFixed(2)} / ${r.heal.cores.toFixed(2)} cores | ${mb(r.rss.afterHeal)} (${mb(r.rss.afterHeal / r.n)}) |`)
   }
   console.log(`load average at the end ${loadavg().map(x => x.toFixed(1)).join(' ')}`)
 } finally {
