@@ -52,6 +52,8 @@ function fastMessageId (msg: { from?: Uint8Array, seqno?: Uint8Array, topic: str
 
 /** Mean pause (ms) before asking a BUSY peer again; it grows with each BUSY answer. */
 const BUSY_PAUSE_MS = 40
+/** An exchange older than this no longer makes its controller busy (a stalled or very large one). */
+const BUSY_WINDOW_MS = 3000
 /** BUSY answers after which a wanted exchange is left to the periodic one. */
 const MAX_BUSY_RETRIES = 8
 
@@ -123,8 +125,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly blocked = new Set<string>()
   private readonly loggedBadPeers = new Set<string>()
   private readonly syncing = new Set<string>()
-  /** Exchanges this controller is answering now. */
-  private responding = 0
+  /** Start times (monotonic ms) of the exchanges in progress, either side. */
+  private readonly exchanges = new Set<{ since: number }>()
+  /** Re-runs the wanted queue when the youngest exchange stops counting as busy. */
+  private busyWaitTimer: NodeJS.Timeout | null = null
   /** Peers to sync with once this controller is free, with the BUSY answers each has given. */
   private readonly wanted = new Map<string, number>()
   private wantedTimer: NodeJS.Timeout | null = null
@@ -242,6 +246,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     for (const t of this.timers) clearInterval(t)
     this.timers = []
     if (this.wantedTimer != null) clearTimeout(this.wantedTimer)
+    if (this.busyWaitTimer != null) clearTimeout(this.busyWaitTimer)
     this.wanted.clear()
     this.registry.off('update', this.onUpdate)
     await this.node?.stop()
@@ -268,6 +273,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     if (this.syncing.has(peerId) || this.stopped || this.blocked.has(peerId)) return null
     if (opts.background === true && this.busy) return null
     this.syncing.add(peerId)
+    const exchange = this.begin()
     const t0 = performance.now()
     let stream: Stream | undefined
     try {
@@ -293,12 +299,38 @@ export class Mesh extends EventEmitter<MeshEvents> {
       return null
     } finally {
       this.syncing.delete(peerId)
-      this.runWanted()
+      this.end(exchange)
     }
   }
 
-  /** True while this controller takes part in a sync exchange, either side. */
-  get busy (): boolean { return this.syncing.size > 0 || this.responding > 0 }
+  /**
+   * True while this controller takes part in a sync exchange, either side,
+   * that started less than BUSY_WINDOW_MS ago: an exchange a peer stalls
+   * (up to the sync timeout) must not hold off everyone else's.
+   */
+  get busy (): boolean { return this.busyForMs() > 0 }
+
+  private busyForMs (): number {
+    const now = performance.now()
+    let left = 0
+    for (const e of this.exchanges) left = Math.max(left, e.since + BUSY_WINDOW_MS - now)
+    return left
+  }
+
+  private begin (): { since: number } {
+    const e = { since: performance.now() }
+    this.exchanges.add(e)
+    return e
+  }
+
+  private end (e: { since: number }): void {
+    this.exchanges.delete(e)
+    if (this.busyWaitTimer != null) {
+      clearTimeout(this.busyWaitTimer)
+      this.busyWaitTimer = null
+    }
+    this.runWanted()
+  }
 
   /** Syncs with `peerId` as soon as this controller is free. */
   private want (peerId: string): void {
@@ -308,7 +340,17 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
   /** Starts the next wanted exchange if free; after a BUSY answer, after a short random pause. */
   private runWanted (): void {
-    if (this.stopped || this.busy || this.wantedTimer != null || this.wanted.size === 0) return
+    if (this.stopped || this.wantedTimer != null || this.busyWaitTimer != null || this.wanted.size === 0) return
+    const busyFor = this.busyForMs()
+    if (busyFor > 0) {
+      // Normally an exchange ends first (end() runs the queue); a stalled one stops counting after the window.
+      this.busyWaitTimer = setTimeout(() => {
+        this.busyWaitTimer = null
+        this.runWanted()
+      }, busyFor + 1)
+      this.busyWaitTimer.unref()
+      return
+    }
     const connected = new Set(this.connectedPeers())
     for (const p of this.wanted.keys()) if (!connected.has(p) || this.blocked.has(p)) this.wanted.delete(p)
     const next = [...this.wanted].sort((a, b) => a[1] - b[1])[0]
@@ -321,8 +363,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     // Random pauses break the tie between two controllers that keep finding each other busy.
     this.wantedTimer = setTimeout(() => {
       this.wantedTimer = null
-      if (this.busy) return // runWanted runs again when the current exchange ends
-      if (this.wanted.has(peer)) void this.syncWith(peer, { background: true })
+      if (!this.busy && this.wanted.has(peer)) void this.syncWith(peer, { background: true })
       else this.runWanted()
     }, BUSY_PAUSE_MS * (0.5 + Math.random()) * busyAnswers)
     this.wantedTimer.unref()
@@ -461,24 +502,24 @@ export class Mesh extends EventEmitter<MeshEvents> {
     const t0 = performance.now()
     const signal = AbortSignal.timeout(this.syncTimeoutMs)
     if (this.busy) {
-      refuseSync(stream, { maxFrameBytes: this.maxSyncFrameBytes, signal }).catch((err: Error) => { stream.abort(err) })
+      // Even a refusal reads the HELLO first: garbage is logged and aborted as in an exchange.
+      refuseSync(stream, { maxFrameBytes: this.maxSyncFrameBytes, signal }).catch((err: Error) => { this.syncAborted(stream, peerId, err) })
       return
     }
-    this.responding++
+    const exchange = this.begin()
     const delay = this.faults.delayMs > 0 ? new Promise(resolve => setTimeout(resolve, this.faults.delayMs)) : Promise.resolve()
     delay.then(async () => await syncResponder(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })).then(res => {
       this.wanted.delete(peerId)
       this.recordSync(peerId, res, performance.now() - t0)
-    }, (err: Error) => {
-      stream.abort(err)
-      if (!this.loggedBadPeers.has(`sync:${peerId}`)) {
-        this.loggedBadPeers.add(`sync:${peerId}`)
-        this.log.warn({ peer: peerId, err: err.message }, 'aborted a sync exchange')
-      }
-    }).finally(() => {
-      this.responding--
-      this.runWanted()
-    })
+    }, (err: Error) => { this.syncAborted(stream, peerId, err) }).finally(() => { this.end(exchange) })
+  }
+
+  /** An answered exchange failed (malformed frames, timeout, reset): abort the stream, log once per peer. */
+  private syncAborted (stream: Stream, peerId: string, err: Error): void {
+    stream.abort(err)
+    if (this.loggedBadPeers.has(`sync:${peerId}`)) return
+    this.loggedBadPeers.add(`sync:${peerId}`)
+    this.log.warn({ peer: peerId, err: err.message }, 'aborted a sync exchange')
   }
 
   private recordSync (peerId: string, res: SyncResult, ms: number): void {

@@ -53,7 +53,8 @@ function workerBody (id: string): Record<string, unknown> {
 }
 
 /** Long timeouts: no worker goes unhealthy or stale while the test runs. */
-const calm = { heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 100 }
+// No periodic anti-entropy: a victim busy in one answers an attack's HELLO with BUSY and never reads the rest.
+const calm = { heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 100, syncIntervalMs: 60_000 }
 
 async function startController (id: string, bootstrap: string[], log = false): Promise<Controller> {
   const config = resolveControllerConfig(localPreset({ id, dataDir: join(bed.root, id), tlsDir: bed.tlsDir, bootstrap, ...calm }))
@@ -413,6 +414,22 @@ describe('a hostile peer on the sync protocol', () => {
     }
     await unchanged(before)
     await stillFlows('after-sync-garbage')
+  })
+
+  it('a peer that opens an exchange and stalls holds off the controller\'s other exchanges for a few seconds at most', async () => {
+    const node = await attacker()
+    const stream = await openSync(node)
+    // A valid HELLO, then silence: the victim has sent its half and waits for a DIFF that never comes.
+    await lpStream(stream).write(hello('evil', Y.encodeStateVector(new Y.Doc())))
+    await eventually(() => victim.p2p.busy, 'the victim to be in the stalled exchange', 5_000, 5)
+    expect(await others[0].p2p.syncWith(victim.p2p.peerId), 'refused while the stalled exchange is young').toBeNull()
+    // Well before the 15 s sync timeout, the stalled exchange stops counting: a real peer gets its exchange.
+    const t0 = Date.now()
+    await eventually(async () => await others[0].p2p.syncWith(victim.p2p.peerId) != null, 'an exchange with a real peer despite the stall', 8_000, 250)
+    expect(Date.now() - t0).toBeLessThan(8_000)
+    stream.abort(new Error('done'))
+    await retire(node)
+    await stillFlows('after-stall')
   })
 
   it('a peer answering the controller\'s own sync with garbage cannot change its registry, and the stream is not left open', async () => {
