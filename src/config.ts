@@ -58,8 +58,13 @@ export interface ControllerConfig {
   syncIntervalMs: number
   /** Re-dial lost peers this often (ms). @default 1000 */
   reconnectIntervalMs: number
-  /** Publish the liveness digest this often (ms). @default min(1000, heartbeatInterval) */
+  /**
+   * Look at the liveness digest this often (ms); it goes out when it changed
+   * (at most once per interval), or as a keepalive. @default min(1000, heartbeatInterval)
+   */
   digestIntervalMs: number
+  /** Publish the digest at least this often even when nothing changed (ms): peers' proof that this controller lives. @default max(digestInterval, unhealthyAfter / 4) */
+  digestKeepaliveMs: number
 }
 
 /** Keys a config file or flag may set, with the parser for each. */
@@ -134,7 +139,8 @@ const FIELDS: Record<string, [keyof RawConfig, Parser]> = {
   bootstrap: ['bootstrap', multiaddrs],
   syncInterval: ['syncIntervalMs', duration],
   reconnectInterval: ['reconnectIntervalMs', duration],
-  digestInterval: ['digestIntervalMs', duration]
+  digestInterval: ['digestIntervalMs', duration],
+  digestKeepalive: ['digestKeepaliveMs', duration]
 }
 
 /** What a config file or the flags may give before defaults are filled in. */
@@ -160,6 +166,7 @@ export interface RawConfig {
   syncIntervalMs?: number
   reconnectIntervalMs?: number
   digestIntervalMs?: number
+  digestKeepaliveMs?: number
 }
 
 const kebabToCamel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
@@ -225,10 +232,15 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
     bootstrap: raw.bootstrap ?? [],
     syncIntervalMs: raw.syncIntervalMs ?? C.DEFAULT_SYNC_INTERVAL_MS,
     reconnectIntervalMs: raw.reconnectIntervalMs ?? C.DEFAULT_RECONNECT_INTERVAL_MS,
-    digestIntervalMs: raw.digestIntervalMs ?? Math.min(C.DEFAULT_DIGEST_INTERVAL_MS, raw.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS)
+    digestIntervalMs: raw.digestIntervalMs ?? Math.min(C.DEFAULT_DIGEST_INTERVAL_MS, raw.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS),
+    digestKeepaliveMs: 0
   }
   if (cfg.digestIntervalMs >= cfg.unhealthyAfterMs) {
     throw new ConfigError(`digest-interval (${cfg.digestIntervalMs}ms) must be shorter than unhealthy-after (${cfg.unhealthyAfterMs}ms), or peers would mark this controller's workers unhealthy between digests`)
+  }
+  cfg.digestKeepaliveMs = raw.digestKeepaliveMs ?? Math.max(cfg.digestIntervalMs, Math.floor(cfg.unhealthyAfterMs / C.DIGEST_KEEPALIVES_PER_UNHEALTHY_WINDOW))
+  if (cfg.digestKeepaliveMs < cfg.digestIntervalMs || cfg.digestKeepaliveMs >= cfg.unhealthyAfterMs) {
+    throw new ConfigError(`digest-keepalive (${cfg.digestKeepaliveMs}ms) must be at least digest-interval (${cfg.digestIntervalMs}ms) and shorter than unhealthy-after (${cfg.unhealthyAfterMs}ms), or peers would take this controller for gone between keepalives`)
   }
   const tls = [raw.tlsCert, raw.tlsKey, raw.tlsCa]
   if (tls.some(v => v != null)) {

@@ -39,6 +39,7 @@
  *   --settle D           pause between the last partitioned registration and the heal    (6s)
  *   --verbose            print every sync exchange of the heal as it completes
  *   --profile-heal FILE  write a CPU profile of the heal phase (.cpuprofile, for Chrome DevTools)
+ *   --profile-reg FILE   the same for the registration phase
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
@@ -62,6 +63,7 @@ const { values } = parseArgs({
     bootstrap: { type: 'string', default: '2' },
     'mesh-timeout': { type: 'string', default: '60s' },
     'profile-heal': { type: 'string' },
+    'profile-reg': { type: 'string' },
     settle: { type: 'string', default: '6s' },
     verbose: { type: 'boolean', default: false }
   }
@@ -124,6 +126,24 @@ function routesHealthy (c: Controller, id: string): boolean {
   } catch {
     return false
   }
+}
+
+/** A V8 CPU profiler on this process when `file` is given (for Chrome DevTools or `node --cpu-prof` tools). */
+async function startProfiler (file: string | undefined): Promise<Session | null> {
+  if (file == null) return null
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  await session.post('Profiler.setSamplingInterval', { interval: 200 })
+  await session.post('Profiler.start')
+  return session
+}
+
+async function stopProfiler (session: Session | null, file: string | undefined, n: number): Promise<void> {
+  if (session == null || file == null) return
+  const { profile } = await session.post('Profiler.stop')
+  writeFileSync(`${file}-n${n}.cpuprofile`, JSON.stringify(profile))
+  session.disconnect()
 }
 
 interface SizeResult {
@@ -216,6 +236,7 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
     return { total: t - t0, ack: tAck - t0 }
   }
   for (let k = 0; k < 5; k++) await register(`warm-${n}-${k}`)
+  const regProfiler = await startProfiler(values['profile-reg'])
   const regMeter = meter()
   const totals: number[] = []
   const acks: number[] = []
@@ -232,6 +253,7 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
     await sleep(GAP_MS)
   }
   const regCpu = regMeter()
+  await stopProfiler(regProfiler, values['profile-reg'], n)
   clearInterval(retryTimer)
   cs.forEach((c, i) => { c.core.registry.off('change', listeners[i]) })
   totals.sort((a, b) => a - b)
@@ -295,13 +317,7 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
     c.p2p.on('sync', fn)
     return fn
   })
-  const profiler = values['profile-heal'] != null ? new Session() : null
-  if (profiler != null) {
-    profiler.connect()
-    await profiler.post('Profiler.enable')
-    await profiler.post('Profiler.setSamplingInterval', { interval: 200 })
-    await profiler.post('Profiler.start')
-  }
+  const profiler = await startProfiler(values['profile-heal'])
   const healMeter = meter()
   t0 = performance.now()
   let firstLinkMs = NaN
@@ -317,11 +333,7 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
     return target() != null
   }, 300_000, 1)
   const healCpu = healMeter()
-  if (profiler != null) {
-    const { profile } = await profiler.post('Profiler.stop')
-    writeFileSync(`${values['profile-heal']}-n${n}.cpuprofile`, JSON.stringify(profile))
-    profiler.disconnect()
-  }
+  await stopProfiler(profiler, values['profile-heal'], n)
   cs.forEach((c, i) => { c.p2p.off('sync', syncListeners[i]) })
   const syncBytes = healSyncs.map(s => s.bytes)
   console.log(`  sync during the heal, per controller: ${healSyncs.map(s => s.count).join('/')} exchanges, ${syncBytes.map(b => (b / 1024 / 1024).toFixed(2)).join('/')} MB received`)

@@ -12,9 +12,9 @@ import { performance } from 'node:perf_hooks'
 import { pino, type Logger } from 'pino'
 import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
-import { SNAPSHOT_DELAY_MS } from '../constants.ts'
+import { SNAPSHOT_DELAY_MS, SNAPSHOT_MAX_DELAY_MS } from '../constants.ts'
 import { ConfigError, InvalidStateError } from '../errors.ts'
-import { Mesh } from '../gossip/index.ts'
+import { Mesh, type Digest } from '../gossip/index.ts'
 import { FileStore, Origin } from '../registry/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import { ControllerCore } from './core.ts'
@@ -36,7 +36,11 @@ export class Controller {
   private tls: TlsMaterial | null = null
   private sweepTimer: NodeJS.Timeout | null = null
   private snapshotTimer: NodeJS.Timeout | null = null
+  /** When the current wish for a snapshot began (monotonic ms), null if none. */
+  private snapshotWantedSince: number | null = null
   private restored = 0
+  /** What peers last heard in a digest, to send the next one only when it says something new. */
+  private readonly published = { key: '', hash: '', hashAtLastTick: '', at: -Infinity, force: true }
 
   constructor (init: ControllerInit) {
     this.config = init.config
@@ -93,11 +97,16 @@ export class Controller {
       bootstrap: cfg.bootstrap,
       syncIntervalMs: cfg.syncIntervalMs,
       reconnectIntervalMs: cfg.reconnectIntervalMs,
+      registryHash: () => this.core.registryHash,
       log: this.log.child({ component: 'mesh' })
     })
     this.mesh.on('digest', (id, d) => { this.core.onDigest(id, d) })
     this.mesh.on('heard', id => { this.core.onHeard(id) })
-    this.mesh.on('peer:connect', id => { this.log.debug({ peer: id }, 'peer connected') })
+    this.mesh.on('peer:connect', id => {
+      this.log.debug({ peer: id }, 'peer connected')
+      // A new link (a controller joining, a partition healing): it learns this controller's word and addresses at the next tick.
+      this.published.force = true
+    })
     await this.mesh.start()
 
     this.app = await buildApi({
@@ -114,10 +123,31 @@ export class Controller {
     const tick = Math.min(1000, Math.max(20, Math.floor(cfg.unhealthyAfterMs / 10)))
     this.sweepTimer = setInterval(() => { this.core.sweep() }, tick)
     this.sweepTimer.unref()
-    this.digestTimer = setInterval(() => { this.mesh?.publishDigest(this.core.digest()) }, cfg.digestIntervalMs)
+    this.digestTimer = setInterval(() => { this.tickDigest() }, cfg.digestIntervalMs)
     this.digestTimer.unref()
     this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: this.core.registry.size, restored: this.restored, peerId: this.mesh.peerId, p2p: this.mesh.multiaddrs }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
     return this
+  }
+
+  /**
+   * Publishes the liveness digest when it says something peers do not know:
+   * a worker's state or load changed, self-preservation switched, the
+   * registry hash changed and has held still for one interval (so a stream
+   * of registrations does not make every controller publish), a new peer
+   * connected or the controllers it can introduce changed, or
+   * `digest-keepalive` passed since the last one.
+   */
+  private tickDigest (): void {
+    if (this.mesh == null) return
+    const d = this.core.digest()
+    const p = this.published
+    const key = digestKey(d) + this.mesh.introductions().join(' ')
+    const settledHash = d.registry_hash !== p.hash && d.registry_hash === p.hashAtLastTick
+    p.hashAtLastTick = d.registry_hash
+    const now = performance.now()
+    if (!p.force && key === p.key && !settledHash && now - p.at < this.config.digestKeepaliveMs) return
+    this.mesh.publishDigest(d)
+    Object.assign(p, { key, hash: d.registry_hash, at: now, force: false })
   }
 
   /** The libp2p side (peer id, addresses, partitions for tests). */
@@ -182,16 +212,23 @@ export class Controller {
   }
 
   /**
-   * Rewrites the snapshot a little after the log outgrew it. Nothing waits
-   * for it (the log already holds every update), and after a heal the
-   * encoding of the whole registry would otherwise compete with applying it.
+   * Rewrites the snapshot once the log outgrew it and writes have paused for
+   * SNAPSHOT_DELAY_MS (at most SNAPSHOT_MAX_DELAY_MS after it first wanted
+   * one). Nothing waits for it (the log already holds every update), and
+   * encoding the whole registry in the middle of a heal or a burst of
+   * registrations competes with applying them: it was a tenth of the CPU of
+   * a heal.
    */
   private queueSnapshot (): void {
-    if (this.snapshotTimer != null) return
+    const now = performance.now()
+    this.snapshotWantedSince ??= now
+    if (this.snapshotTimer != null) clearTimeout(this.snapshotTimer)
+    const delay = Math.min(SNAPSHOT_DELAY_MS, this.snapshotWantedSince + SNAPSHOT_MAX_DELAY_MS - now)
     this.snapshotTimer = setTimeout(() => {
       this.snapshotTimer = null
+      this.snapshotWantedSince = null
       this.store?.snapshot(this.core.registry.encodeState())
-    }, SNAPSHOT_DELAY_MS)
+    }, Math.max(0, delay))
   }
 
   private meshStatus (): Record<string, unknown> {
@@ -236,6 +273,11 @@ export class Controller {
       }
     }
   }
+}
+
+/** What a digest says about liveness, as one comparable string. */
+function digestKey (d: Digest): string {
+  return JSON.stringify([d.self_preservation, d.exceptions, d.loads])
 }
 
 function alive (pid: number): boolean {

@@ -1,7 +1,7 @@
 /**
  * What travels on the gossip topics, in a small versioned binary envelope:
  *
- *   0xCA 0x01 <kind:u8> <idLen:u8> <controller id, utf8> <payload>
+ *   0xCA 0x02 <kind:u8> <idLen:u8> <controller id, utf8> <payload>
  *
  * kinds: 1 = a registry update (payload: Yjs update bytes), 2 = a liveness
  * digest (payload: JSON, see Digest), 3 = a sync hint ("I changed more than
@@ -12,8 +12,12 @@ import { Type, type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { CONTROLLER_ID } from '../config.ts'
 
+/** Most controller addresses one digest may introduce. */
+export const MAX_INTRODUCED_PEERS = 256
+
 export const MAGIC = 0xca
-export const VERSION = 1
+/** 2: registry entries are stored as JSON text, digests introduce peers (capmesh 0.2). */
+export const VERSION = 2
 
 export const Kind = { update: 1, digest: 2, hint: 3 } as const
 export type Kind = typeof Kind[keyof typeof Kind]
@@ -102,7 +106,12 @@ export const Digest = Type.Object({
   /** Whether the sender is in self-preservation. */
   self_preservation: Type.Boolean(),
   /** The sender's libp2p listen addresses, so every controller can dial every other (full mesh). */
-  addrs: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 16 }))
+  addrs: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 16 })),
+  /**
+   * An address (with /p2p/<peer id>) of each controller the sender is connected to: a controller
+   * that joins through one bootstrap peer learns the whole mesh from its first digest.
+   */
+  peers: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: MAX_INTRODUCED_PEERS }))
 }, { additionalProperties: false })
 export type Digest = Static<typeof Digest>
 

@@ -36,13 +36,13 @@ import * as Y from 'yjs'
 import {
   DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_FRAME_BYTES, DEFAULT_RECONNECT_INTERVAL_MS, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS
 } from '../constants.ts'
-import { MissingDependencyError, Origin, validateUpdate, type Registry } from '../registry/index.ts'
-import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, type Digest, type Envelope } from './envelope.ts'
+import { MissingDependencyError, Origin, validateUpdate, type Registry, type ValidUpdate } from '../registry/index.ts'
+import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, MAX_INTRODUCED_PEERS, type Digest, type Envelope } from './envelope.ts'
 import { loadOrCreatePeerKey } from './keys.ts'
 import { PeerBusyError, SYNC_PROTOCOL, refuseSync, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
 
-export const REGISTRY_TOPIC = 'capmesh/registry/1'
-export const LIVENESS_TOPIC = 'capmesh/liveness/1'
+export const REGISTRY_TOPIC = 'capmesh/registry/2'
+export const LIVENESS_TOPIC = 'capmesh/liveness/2'
 
 const NO_BYTES = new Uint8Array(0)
 
@@ -54,8 +54,21 @@ function fastMessageId (msg: { from?: Uint8Array, seqno?: Uint8Array, topic: str
 const BUSY_PAUSE_MS = 40
 /** An exchange older than this no longer makes its controller busy (a stalled or very large one). */
 const BUSY_WINDOW_MS = 3000
+/** gossipsub mesh degree and gossip fan-out (see the comment where they are used). */
+const MESH_DEGREE = { D: 1, Dlo: 1, Dhi: 2, Dout: 0, Dscore: 0, Dlazy: 2, gossipFactor: 0, idontwantMinDataSize: 16 * 1024 }
+/** Failed dials after which a controller known only from another's digest is forgotten. */
+const MAX_INTRODUCED_DIALS = 5
+/** How often libp2p pings each connection to find dead links (its default is 10 s). */
+const CONNECTION_PING_INTERVAL_MS = 60_000
 /** BUSY answers after which a wanted exchange is left to the periodic one. */
 const MAX_BUSY_RETRIES = 8
+/**
+ * A periodic exchange goes to a peer whose registry hash (from its digests,
+ * or from the last exchange) differs from this controller's; when every peer
+ * agrees, only every this many periods, with a random one: the net for a
+ * lost digest. At rest a mesh then exchanges almost nothing.
+ */
+const IDLE_SYNC_EVERY = 10
 
 export interface MeshInit {
   registry: Registry
@@ -77,6 +90,8 @@ export interface MeshInit {
   maxSyncFrameBytes?: number
   /** Give up a sync after this long (ms). @default 15000 */
   syncTimeoutMs?: number
+  /** This controller's registry hash, compared with the peers' to pick periodic exchanges. @default every peer always looks different */
+  registryHash?: () => string
   log: Logger
 }
 
@@ -111,6 +126,15 @@ interface PeerState {
   lastMessageAt: number | null
   /** Where it listens (learnt from its digests); dialled when not connected. */
   addrs: Multiaddr[]
+  /** Its registry hash as last known: from its latest digest, or ours right after an exchange with it. */
+  hash: string | null
+  /** When `hash` was learnt, and when the current connection to it opened (monotonic ms). */
+  hashAt: number
+  connectedAt: number
+  /** When the reconnect loop first found it unconnected (monotonic ms), null while connected. */
+  missingSince: number | null
+  /** Known only from another controller's digest (not heard from yet): dialled, forgotten after failing. */
+  introduced: boolean
 }
 
 export class Mesh extends EventEmitter<MeshEvents> {
@@ -134,8 +158,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private wantedTimer: NodeJS.Timeout | null = null
   private readonly decoded = new WeakMap<Uint8Array, Envelope>()
   /** Payloads the topic validator already checked against this document (a check stays true as the document grows). */
-  private readonly validated = new WeakSet<Uint8Array>()
+  private readonly validated = new WeakMap<Uint8Array, ValidUpdate>()
   private readonly redial = new Map<string, { fails: number, next: number }>()
+  /** The bootstrap addresses, parsed once: [as given, parsed, the peer id in it if any]. */
+  private bootstrapAddrs: Array<[string, Multiaddr, string | undefined]> = []
   /** Bootstrap address → the peer found there (addresses may omit the peer id). */
   private readonly addrPeer = new Map<string, string>()
   /**
@@ -147,6 +173,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private pending: Uint8Array[] = []
   private flushQueued = false
   private timers: NodeJS.Timeout[] = []
+  private syncTicks = 0
+  /** This controller's registry hash at the previous periodic tick. */
+  private hashAtLastTick: string | null = null
   private stopped = false
   private readonly onUpdate = (update: Uint8Array, origin: Origin): void => {
     if (origin !== Origin.local && origin !== Origin.import && origin !== Origin.restore) return
@@ -179,6 +208,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
   async start (): Promise<void> {
     const key = await loadOrCreatePeerKey(join(this.init.dataDir, 'peer.key'))
     const withPeerId = (this.init.bootstrap ?? []).filter(a => a.includes('/p2p/'))
+    this.bootstrapAddrs = (this.init.bootstrap ?? []).map(a => {
+      const ma = multiaddr(a)
+      return [a, ma, ma.getComponents().find(c => c.name === 'p2p')?.value]
+    })
     const blocked = this.blocked
     this.node = await createLibp2p({
       privateKey: key,
@@ -192,6 +225,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
         denyOutboundEncryptedConnection: (peer: PeerId) => blocked.has(peer.toString())
       },
       peerDiscovery: withPeerId.length > 0 ? [bootstrap({ list: withPeerId })] : [],
+      // libp2p pings every connection every 10 s by default: at 32 controllers that alone was ~100 pings
+      // a second. Controllers already hear from each other (digests, keepalives); the ping is only
+      // for noticing a dead link, for which a minute is soon enough.
+      connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
       services: {
         identify: identify(),
         ping: ping(),
@@ -207,7 +244,13 @@ export class Mesh extends EventEmitter<MeshEvents> {
           // Every receiver gets a copy from each mesh neighbour; without a fast id each copy has its
           // signature checked before it is found to be a duplicate (most of an idle mesh's CPU at N=32).
           // The id covers the data, so a forged copy cannot shadow the real message.
-          fastMsgIdFn: fastMessageId
+          fastMsgIdFn: fastMessageId,
+          // Controllers keep a full mesh (each dials every other it hears of) and flood-publish, so a
+          // message's first copy reaches every peer in one hop. Mesh forwarding and IHAVE gossip only
+          // cover a link that is missing for a moment (a controller joining, a link being re-dialled),
+          // which anti-entropy covers too: kept to a minimum. With gossipsub's defaults (D = 6) every
+          // message reached each controller ~7 times, at ~0.2-0.5 ms of CPU per copy.
+          ...MESH_DEGREE
         })
       }
     })
@@ -224,7 +267,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
     this.libp2p.addEventListener('peer:connect', evt => {
       const id = evt.detail.toString()
-      this.peerState(id)
+      this.peerState(id).connectedAt = performance.now()
       this.redial.delete(id)
       this.emit('peer:connect', id)
       // One side starts the exchange (the smaller peer id); the periodic sync covers a failure.
@@ -256,8 +299,18 @@ export class Mesh extends EventEmitter<MeshEvents> {
   /** Publishes a liveness digest. */
   publishDigest (digest: Digest): void {
     if (this.node == null) return
-    const withAddrs: Digest = { ...digest, addrs: this.multiaddrs.slice(0, 16) }
+    const withAddrs: Digest = { ...digest, addrs: this.multiaddrs.slice(0, 16), peers: this.introductions() }
     this.publish(LIVENESS_TOPIC, { kind: Kind.digest, controllerId: this.registry.controllerId, payload: encodeDigest(withAddrs) })
+  }
+
+  /** An address of each controller this one is connected to and knows where to reach (for its digests). */
+  introductions (): string[] {
+    const out: string[] = []
+    for (const id of this.connectedPeers()) {
+      const s = this.peers.get(id)
+      if (s?.controllerId != null && s.addrs.length > 0 && out.length < MAX_INTRODUCED_PEERS) out.push(s.addrs[0].toString())
+    }
+    return out.sort()
   }
 
   /**
@@ -286,7 +339,12 @@ export class Mesh extends EventEmitter<MeshEvents> {
       return res
     } catch (err) {
       if (err instanceof PeerBusyError) {
-        // Ask again shortly, a bounded number of times; the periodic exchange covers the rest.
+        // A busy peer with the smaller id calls back once free (see respond); ask another meanwhile.
+        if (peerId < this.peerId) {
+          this.wanted.delete(peerId)
+          return null
+        }
+        // Otherwise ask again shortly, a bounded number of times; the periodic exchange covers the rest.
         const busy = this.wanted.get(peerId)
         if (busy != null && busy < MAX_BUSY_RETRIES) this.wanted.set(peerId, busy + 1)
         else this.wanted.delete(peerId)
@@ -352,7 +410,13 @@ export class Mesh extends EventEmitter<MeshEvents> {
       return
     }
     const connected = new Set(this.connectedPeers())
-    for (const p of this.wanted.keys()) if (!connected.has(p) || this.blocked.has(p)) this.wanted.delete(p)
+    const mine = this.init.registryHash?.()
+    for (const p of this.wanted.keys()) {
+      // Nothing to exchange with a peer that said, on this connection, that it holds what this controller holds.
+      const s = this.peers.get(p)
+      const agrees = s != null && mine != null && s.hash === mine && s.hashAt >= s.connectedAt
+      if (!connected.has(p) || this.blocked.has(p) || agrees) this.wanted.delete(p)
+    }
     const next = [...this.wanted].sort((a, b) => a[1] - b[1])[0]
     if (next == null) return
     const [peer, busyAnswers] = next
@@ -444,14 +508,13 @@ export class Mesh extends EventEmitter<MeshEvents> {
     try {
       const env = decodeEnvelope(msg.data, this.maxMessageBytes)
       if (msg.topic === REGISTRY_TOPIC) {
-        if (env.kind === Kind.update) validateUpdate(env.payload, this.registry.doc)
+        if (env.kind === Kind.update) this.validated.set(env.payload, validateUpdate(env.payload, this.registry.doc))
         else if (env.kind !== Kind.hint) throw new Error(`kind ${env.kind} on the registry topic`)
       } else if (msg.topic === LIVENESS_TOPIC) {
         if (env.kind !== Kind.digest) throw new Error(`kind ${env.kind} on the liveness topic`)
         decodeDigest(env.payload)
       }
       this.decoded.set(msg.data, env)
-      if (env.kind === Kind.update) this.validated.add(env.payload)
       return TopicValidatorResult.Accept
     } catch (err) {
       // Out of order, not malformed: drop it without blaming the sender; anti-entropy will bring it.
@@ -486,10 +549,16 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
     this.emit('heard', env.controllerId)
     try {
-      if (env.kind === Kind.update) this.registry.applyUpdate(env.payload, Origin.remote, { validated: this.validated.has(env.payload) })
+      if (env.kind === Kind.update) this.registry.applyUpdate(env.payload, Origin.remote, { validated: this.validated.get(env.payload) })
       else if (env.kind === Kind.digest) {
         const d = decodeDigest(env.payload)
-        if (from != null && d.addrs != null) this.learnAddrs(from, d.addrs)
+        if (from != null) {
+          if (d.addrs != null) this.learnAddrs(from, d.addrs)
+          if (d.peers != null) this.learnIntroduced(d.peers)
+          const s = this.peerState(from)
+          s.hash = d.registry_hash
+          s.hashAt = performance.now()
+        }
         this.emit('digest', env.controllerId, d)
       }
       else if (env.kind === Kind.hint && from != null) this.want(from)
@@ -503,7 +572,12 @@ export class Mesh extends EventEmitter<MeshEvents> {
     const signal = AbortSignal.timeout(this.syncTimeoutMs)
     if (this.busy) {
       // Even a refusal reads the HELLO first: garbage is logged and aborted as in an exchange.
-      refuseSync(stream, { maxFrameBytes: this.maxSyncFrameBytes, signal }).catch((err: Error) => { this.syncAborted(stream, peerId, err) })
+      // The smaller peer id of the two takes the exchange over: it calls back once free, and the
+      // other stops asking. Without that, a controller refused by every peer of the other side
+      // after a heal kept polling them; with both calling back, two would refuse each other for ever.
+      refuseSync(stream, { maxFrameBytes: this.maxSyncFrameBytes, signal }).then(() => {
+        if (this.peerId < peerId) this.want(peerId)
+      }, (err: Error) => { this.syncAborted(stream, peerId, err) })
       return
     }
     const exchange = this.begin()
@@ -526,16 +600,27 @@ export class Mesh extends EventEmitter<MeshEvents> {
     const s = this.peerState(peerId)
     s.controllerId = res.peerController
     s.lastSyncAt = Date.now()
+    // Each side now holds what the other had: the same registry, unless writes arrived meanwhile.
+    s.hash = this.init.registryHash?.() ?? null
+    s.hashAt = performance.now()
     s.lastSyncMs = ms
     s.inSync = res.wasInSync
     this.emit('heard', res.peerController)
     this.emit('sync', { ...res, peerId, ms })
   }
 
+  /** The periodic exchange: with a peer that seems to differ, or now and then with any (IDLE_SYNC_EVERY). */
   private async syncRandomPeer (): Promise<void> {
     const candidates = this.connectedPeers().filter(p => this.peers.get(p)?.controllerId != null || !this.loggedBadPeers.has(p))
     if (candidates.length === 0) return
-    await this.syncWith(candidates[Math.floor(Math.random() * candidates.length)], { background: true })
+    const mine = this.init.registryHash?.()
+    // While this registry changes, gossip is busy delivering and the peers' hashes are moving targets.
+    const settled = mine == null || mine === this.hashAtLastTick
+    this.hashAtLastTick = mine ?? null
+    const differ = !settled ? [] : mine == null ? candidates : candidates.filter(p => this.peers.get(p)?.hash !== mine)
+    const pool = differ.length > 0 ? differ : ++this.syncTicks % IDLE_SYNC_EVERY === 0 ? candidates : []
+    if (pool.length === 0) return
+    await this.syncWith(pool[Math.floor(Math.random() * pool.length)], { background: true })
   }
 
   /** Dials bootstrap addresses and known controllers that are not connected, with capped back-off. */
@@ -544,22 +629,33 @@ export class Mesh extends EventEmitter<MeshEvents> {
     const node = this.node
     const connected = new Set(node.getPeers().map(String))
     const now = performance.now()
+    const dialTimeoutMs = Math.max(2000, every * 4)
     const targets: Array<[string, Multiaddr | PeerId]> = []
-    for (const addr of this.init.bootstrap ?? []) {
-      const ma = multiaddr(addr)
-      const pid = ma.getComponents().find(c => c.name === 'p2p')?.value ?? this.addrPeer.get(addr)
+    const viaBootstrap = new Set<string>()
+    for (const [addr, ma, id] of this.bootstrapAddrs) {
+      const pid = id ?? this.addrPeer.get(addr)
       if (pid != null && (connected.has(pid) || this.blocked.has(pid))) continue
+      if (pid != null) viaBootstrap.add(pid)
       targets.push([addr, ma])
     }
     for (const [id, s] of this.peers) {
-      if (s.controllerId == null || connected.has(id) || this.blocked.has(id)) continue
+      if (connected.has(id)) s.missingSince = null
+      if ((s.controllerId == null && !s.introduced) || connected.has(id) || this.blocked.has(id) || viaBootstrap.has(id)) continue
+      // Both ends notice a missing link. The smaller peer id dials it (as it starts the exchange);
+      // the other only once that dial would have timed out: two dials at once leave two
+      // connections, each with its own pings and streams for the rest of their lives.
+      s.missingSince ??= now
+      if (id < this.peerId && now - s.missingSince < dialTimeoutMs + every) continue
       // A known address is dialled directly; otherwise libp2p tries what its peer store has.
       targets.push([id, s.addrs[0] ?? peerIdFromString(id)])
     }
     for (const [key, target] of targets) {
       const r = this.redial.get(key) ?? { fails: 0, next: 0 }
       if (r.next > now) continue
-      node.dial(target, { signal: AbortSignal.timeout(Math.max(2000, every * 4)) }).then(conn => {
+      // No second dial while one is in flight (a handshake can outlast a round on a busy machine).
+      r.next = Infinity
+      this.redial.set(key, r)
+      node.dial(target, { signal: AbortSignal.timeout(dialTimeoutMs) }).then(conn => {
         this.redial.delete(key)
         const remote = conn.remotePeer.toString()
         if (key.startsWith('/')) this.addrPeer.set(key, remote)
@@ -568,6 +664,12 @@ export class Mesh extends EventEmitter<MeshEvents> {
         r.fails++
         r.next = performance.now() + Math.min(every * 2 ** Math.min(r.fails, 2), every * 4)
         this.redial.set(key, r)
+        // An introduction nobody could confirm (a stale or invented address) is dropped after a few tries.
+        const s = this.peers.get(key)
+        if (s?.introduced === true && s.controllerId == null && r.fails >= MAX_INTRODUCED_DIALS) {
+          this.peers.delete(key)
+          this.redial.delete(key)
+        }
       })
     }
   }
@@ -588,9 +690,35 @@ export class Mesh extends EventEmitter<MeshEvents> {
     s.addrs = valid
   }
 
+  /**
+   * Takes note of controllers another one says it is connected to, so the
+   * reconnect loop dials them. Claims only: noise checks the peer id when
+   * dialled, and one that cannot be reached is forgotten.
+   */
+  private learnIntroduced (addrs: string[]): void {
+    for (const a of addrs) {
+      let ma: Multiaddr
+      try {
+        ma = multiaddr(a)
+      } catch {
+        continue
+      }
+      const pid = ma.getComponents().find(c => c.name === 'p2p')?.value
+      if (pid == null || pid === this.peerId || this.peers.get(pid)?.addrs.length) continue
+      try {
+        peerIdFromString(pid)
+      } catch {
+        continue
+      }
+      const s = this.peerState(pid)
+      s.addrs = [ma]
+      s.introduced = s.controllerId == null
+    }
+  }
+
   private peerState (id: string): PeerState {
     let s = this.peers.get(id)
-    if (s == null) this.peers.set(id, s = { controllerId: null, lastSyncAt: null, lastSyncMs: null, inSync: null, lastMessageAt: null, addrs: [] })
+    if (s == null) this.peers.set(id, s = { controllerId: null, lastSyncAt: null, lastSyncMs: null, inSync: null, lastMessageAt: null, addrs: [], hash: null, hashAt: -Infinity, connectedAt: 0, missingSince: null, introduced: false })
     return s
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Anti-entropy over a libp2p stream protocol (`/capmesh/sync/1.0.0`).
+ * Anti-entropy over a libp2p stream protocol (`/capmesh/sync/2.0.0`).
  * Gossip is lossy while a partition lasts; this is what makes the mesh
  * converge anyway. Four length-prefixed frames:
  *
@@ -24,7 +24,7 @@ import * as Y from 'yjs'
 import { Origin, type Registry } from '../registry/index.ts'
 import { DecodeError, readControllerId, writeControllerId } from './envelope.ts'
 
-export const SYNC_PROTOCOL = '/capmesh/sync/1.0.0'
+export const SYNC_PROTOCOL = '/capmesh/sync/2.0.0'
 
 const HELLO = 1
 const DIFF = 2

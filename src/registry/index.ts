@@ -9,7 +9,7 @@
  * peer.applyUpdate(reg.encodeDiff(peer.encodeStateVector()), Origin.remote)
  */
 export { MissingDependencyError, Registry, Origin, ROOT, SEGMENT_KEY, compareEntries, ownerOf, validateUpdate } from './registry.ts'
-export type { RegisterInput, RegistryEvents, RegistryInit, RegistryStats, WorkerChange } from './registry.ts'
+export type { RegisterInput, RegistryEvents, RegistryInit, RegistryStats, ValidUpdate, WorkerChange } from './registry.ts'
 export { FileStore } from './store.ts'
 export type { FileStoreInit, LoadResult } from './store.ts'
 export { exportState, importState, PortableState, STATE_FORMAT } from './portable.ts'

@@ -2,7 +2,8 @@
  * The replicated registry: one Yjs document, split into *segments*.
  *
  * Layout: a root map `segments` whose keys are `<owner>/<generation>` and
- * whose values are Y.Maps `worker_id → Entry`. Only the owner writes into its
+ * whose values are Y.Maps `worker_id → Entry` (each entry stored as its JSON
+ * text, see encodeEntry). Only the owner writes into its
  * own segments (plus whole-segment deletes of a dead owner, which are
  * idempotent). Two entries for the same worker — it failed over — are
  * resolved by data: highest incarnation wins, a tombstone wins a tie, then
@@ -23,7 +24,7 @@ import {
   DEFAULT_SEGMENT_GARBAGE_RATIO, DEFAULT_SEGMENT_MIN_GARBAGE, DEFAULT_TOMBSTONE_TTL_MS
 } from '../constants.ts'
 import { InvalidStateError } from '../errors.ts'
-import { isEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
+import { decodeEntry, encodeEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
 
 export const ROOT = 'segments'
 export const SEGMENT_KEY = /^([A-Za-z0-9][A-Za-z0-9._-]{0,63})\/([0-9a-z]{1,16}\.[0-9a-f]{1,16})$/
@@ -125,6 +126,13 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private readonly locations = new Map<string, Set<string>>()
   /** The effective registry: worker id → winning record (tombstoned workers absent). */
   private readonly view = new Map<string, WorkerRecord>()
+  /**
+   * Entries already parsed and checked, by their stored text, for the
+   * transaction in progress: what this controller writes, and what
+   * validateUpdate parsed out of a peer's update. The observer takes them
+   * from here instead of parsing the same text again.
+   */
+  private parsed = new Map<string, Entry>()
   private ownSegment: string | null = null
   private ownGarbage = 0
   private compactions = 0
@@ -188,7 +196,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.transact(() => {
       const seg = this.ownSegmentMap()
       if (seg.has(record.worker_id)) this.ownGarbage++
-      seg.set(record.worker_id, record)
+      this.put(seg, record)
     }, Origin.local)
     this.maybeCompact()
     return record
@@ -234,7 +242,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         }
         const seg = this.ownSegmentMap()
         if (seg.has(workerId)) this.ownGarbage++
-        seg.set(workerId, tomb)
+        this.put(seg, tomb)
       }
     }, Origin.local)
     this.maybeCompact()
@@ -272,8 +280,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const old = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId)
     this.transact(() => {
       const key = newSegmentKey(this.controllerId, this.now())
-      const seg = new Y.Map<Entry>()
-      for (const e of keep) seg.set(e.worker_id, e)
+      const seg = new Y.Map<unknown>()
+      for (const e of keep) this.put(seg, e)
       this.root.set(key, seg)
       for (const k of old) this.root.delete(k)
       this.ownSegment = key
@@ -297,13 +305,16 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * first (validateUpdate); a malformed update throws InvalidStateError and
    * changes nothing. Merging is idempotent and order-independent.
    */
-  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: boolean } = {}): void {
+  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): void {
     // `validated`: the caller ran validateUpdate against this document already (the gossip validator).
-    if (opts.validated !== true) validateUpdate(update, this.doc)
+    const valid = opts.validated ?? validateUpdate(update, this.doc)
+    this.parsed = valid.entries
     try {
       Y.applyUpdate(this.doc, update, origin)
     } catch (err) {
       throw new InvalidStateError(`update could not be applied: ${(err as Error).message}`, { cause: err })
+    } finally {
+      this.parsed = new Map()
     }
     // The bytes as received are what the store logs: replaying them rebuilds the same state, and
     // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it.
@@ -322,8 +333,16 @@ export class Registry extends EventEmitter<RegistryEvents> {
       this.doc.transact(fn, origin)
     } finally {
       this.doc.off('update', grab)
+      this.parsed.clear()
     }
     for (const [u, o] of updates) this.emit('update', u, o)
+  }
+
+  /** Writes `e` into `seg` as its JSON text, remembering the parsed form for the observer. */
+  private put (seg: Y.Map<unknown>, e: Entry): void {
+    const text = encodeEntry(e)
+    this.parsed.set(text, e)
+    seg.set(e.worker_id, text)
   }
 
   private maxIncarnation (workerId: string): number {
@@ -335,23 +354,23 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return max
   }
 
-  private ownSegmentMap (): Y.Map<Entry> {
+  private ownSegmentMap (): Y.Map<unknown> {
     if (this.ownSegment != null) {
       const seg = this.root.get(this.ownSegment)
-      if (seg instanceof Y.Map) return seg as Y.Map<Entry>
+      if (seg instanceof Y.Map) return seg
     }
     // Adopt the newest own segment left by a previous run, or start a generation.
     const own = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId).sort()
     const last = own.at(-1)
     if (last != null) {
       // A segment of ours from a previous run (replayed from disk or synced back): keep writing there.
-      const seg = this.root.get(last) as Y.Map<Entry>
+      const seg = this.root.get(last) as Y.Map<unknown>
       this.ownSegment = last
       this.ownGarbage = countGarbage(seg)
       return seg
     }
     const key = newSegmentKey(this.controllerId, this.now())
-    const seg = new Y.Map<Entry>()
+    const seg = new Y.Map<unknown>()
     this.root.set(key, seg)
     this.ownSegment = key
     this.ownGarbage = 0
@@ -511,18 +530,19 @@ export class Registry extends EventEmitter<RegistryEvents> {
       if (back.length === 0) return
       this.transact(() => {
         const seg = this.ownSegmentMap()
-        for (const e of back) seg.set(e.worker_id, e)
+        for (const e of back) this.put(seg, e)
       }, Origin.restore)
       this.emit('republished', back.length)
     })
   }
 
   private locate (id: string, key: string, mirror: Map<string, Entry>, value: unknown): void {
-    if (!isEntry(value) || value.worker_id !== id || value.owner !== ownerOf(key)) {
+    const entry = (typeof value === 'string' ? this.parsed.get(value) : undefined) ?? decodeEntry(value)
+    if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key)) {
       this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
       return
     }
-    mirror.set(id, value)
+    mirror.set(id, entry)
     let locs = this.locations.get(id)
     if (locs == null) this.locations.set(id, locs = new Set())
     locs.add(key)
@@ -574,6 +594,11 @@ export class MissingDependencyError extends InvalidStateError {
   }
 }
 
+/** What validateUpdate found: the entries it parsed, by their stored text, for applyUpdate to reuse. */
+export interface ValidUpdate {
+  entries: Map<string, Entry>
+}
+
 /** Where an item of an update lands. */
 type Place =
   | { kind: 'root', key: string }
@@ -593,7 +618,8 @@ type Place =
  * an InvalidStateError naming what was wrong; an item that builds on content
  * `doc` does not have is a MissingDependencyError.
  */
-export function validateUpdate (update: Uint8Array, doc?: Y.Doc): void {
+export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
+  const entries = new Map<string, Entry>()
   let decoded: ReturnType<typeof Y.decodeUpdate>
   try {
     decoded = Y.decodeUpdate(update)
@@ -694,12 +720,15 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): void {
     if (c instanceof Y.ContentAny) {
       if (place.kind !== 'segment') throw new InvalidStateError('plain value where a segment was expected')
       for (const v of c.arr) {
-        if (!isEntry(v)) throw new InvalidStateError(`malformed entry ${JSON.stringify(v)?.slice(0, 120)}`)
-        if (v.worker_id !== place.key) throw new InvalidStateError(`entry for ${v.worker_id} stored under key ${place.key}`)
-        if (SEGMENT_KEY.test(place.segment) && v.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${v.owner} in the segment of ${ownerOf(place.segment)}`)
+        const e = decodeEntry(v)
+        if (e == null) throw new InvalidStateError(`malformed entry ${(typeof v === 'string' ? v : JSON.stringify(v) ?? String(v)).slice(0, 120)}`)
+        if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
+        if (SEGMENT_KEY.test(place.segment) && e.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${ownerOf(place.segment)}`)
+        if (typeof v === 'string') entries.set(v, e)
       }
       continue
     }
     throw new InvalidStateError(`unsupported content ${c.constructor.name}`)
   }
+  return { entries }
 }

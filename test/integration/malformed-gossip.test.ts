@@ -3,7 +3,7 @@
  * identify, gossipsub — the same stack as src/gossip/mesh.ts) dials a
  * controller, subscribes to both topics and publishes malformed envelopes,
  * malformed Yjs updates and oversized messages; it also speaks garbage on
- * `/capmesh/sync/1.0.0`, as the side that opens the stream and as the side
+ * `/capmesh/sync/2.0.0`, as the side that opens the stream and as the side
  * that answers one.
  *
  * What must hold: the attacked controller stays up (/health 200), its
@@ -33,6 +33,7 @@ import * as Y from 'yjs'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { encodeEnvelope, Kind, LIVENESS_TOPIC, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
+import { VERSION } from '../../src/gossip/envelope.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 type Node = Libp2p<{ pubsub: GossipSub, identify: unknown }>
@@ -308,11 +309,11 @@ const gossipCases: Array<[string, Array<[string, string, () => Uint8Array]>]> = 
   ['malformed envelopes', [
     ['random bytes', REGISTRY_TOPIC, () => junk(300)],
     ['an empty message', REGISTRY_TOPIC, () => new Uint8Array(0)],
-    ['a bad magic byte', REGISTRY_TOPIC, () => rawEnvelope([0xcb, 1, Kind.update, 4, ...id4], validEntryUpdate())],
-    ['a wrong envelope version', REGISTRY_TOPIC, () => rawEnvelope([0xca, 2, Kind.update, 4, ...id4], validEntryUpdate())],
-    ['an unknown kind', REGISTRY_TOPIC, () => rawEnvelope([0xca, 1, 9, 4, ...id4], validEntryUpdate())],
-    ['a truncated controller id', REGISTRY_TOPIC, () => rawEnvelope([0xca, 1, Kind.update, 200, ...id4])],
-    ['a controller id that is not utf-8', REGISTRY_TOPIC, () => rawEnvelope([0xca, 1, Kind.update, 2, 0xff, 0xfe], validEntryUpdate())],
+    ['a bad magic byte', REGISTRY_TOPIC, () => rawEnvelope([0xcb, VERSION, Kind.update, 4, ...id4], validEntryUpdate())],
+    ['an envelope of capmesh 0.1 (version 1)', REGISTRY_TOPIC, () => rawEnvelope([0xca, 1, Kind.update, 4, ...id4], validEntryUpdate())],
+    ['an unknown kind', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, 9, 4, ...id4], validEntryUpdate())],
+    ['a truncated controller id', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 200, ...id4])],
+    ['a controller id that is not utf-8', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 2, 0xff, 0xfe], validEntryUpdate())],
     ['an invalid controller id', REGISTRY_TOPIC, () => envelope(Kind.update, validEntryUpdate(), '../evil id')]
   ]],
   ['valid envelopes carrying malformed Yjs updates', [
@@ -336,8 +337,30 @@ const gossipCases: Array<[string, Array<[string, string, () => Uint8Array]>]> = 
     ['a digest with the wrong schema', LIVENESS_TOPIC, () => envelope(Kind.digest, digestJson({ epoch: 'e', seq: -1, owned: 'many' }))],
     ['a digest with an extra field', LIVENESS_TOPIC, () => envelope(Kind.digest, digestJson({ ...goodDigest, admin: true }))],
     ['a digest with an unknown health code', LIVENESS_TOPIC, () => envelope(Kind.digest, digestJson({ ...goodDigest, owned: 1, exceptions: [['w0-0', 'z']] }))]
+  ]],
+  // Entries travel as their JSON text (capmesh 0.2); the text is checked like an object entry.
+  ['malformed entry texts and peer introductions', [
+    ['an entry text that is not JSON', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => { seg.set('x', '{"worker_id": "x", ') }))],
+    ['an entry text of the wrong shape', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => { seg.set('x', JSON.stringify({ worker_id: 'x', nonsense: true })) }))],
+    ['an entry text for another worker\'s key', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => { seg.set('y', JSON.stringify(entry('x'))) }))],
+    ['an entry text nested 100 levels deep', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => {
+      seg.set('x', JSON.stringify(entry('x', { capabilities: [capability('cap-x', { input_schema: deep(100) })] })))
+    }))],
+    // Valid otherwise: were it applied, the registry would show worker "x".
+    ['an entry text over the 256 KiB entry limit', REGISTRY_TOPIC, () => envelope(Kind.update, segmentWith(seg => {
+      seg.set('x', JSON.stringify(entry('x', { capabilities: [capability('cap-x', { constraints: { pad: 'x'.repeat(300 * 1024) } })] })))
+    }))],
+    ['a digest whose introduced peers are not addresses', LIVENESS_TOPIC, () => envelope(Kind.digest, digestJson({ ...goodDigest, peers: [1, 2, 3] }))],
+    ['a digest introducing more than 256 peers', LIVENESS_TOPIC, () => envelope(Kind.digest, digestJson({ ...goodDigest, peers: Array.from({ length: 300 }, () => '/ip4/127.0.0.1/tcp/1') }))]
   ]]
 ]
+
+/** A JSON object nested `n` levels deep. */
+function deep (n: number): Record<string, unknown> {
+  let v: Record<string, unknown> = {}
+  for (let i = 0; i < n; i++) v = { v }
+  return v
+}
 
 describe('a hostile peer on the gossip topics', () => {
   it.each(gossipCases)('%s are rejected, logged with the sender, and change nothing', async (_group, cases) => {

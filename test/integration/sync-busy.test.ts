@@ -8,15 +8,19 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
-import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { Origin, Registry } from '../../src/registry/index.ts'
+import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 beforeEach(async () => { bed = await testBed('sync-busy') })
 afterEach(async () => { await bed.cleanup() })
 
+/** No periodic exchange within a test, and no owner judged gone while it runs (the preset's is 1.2 s). */
+const slow = { syncIntervalMs: 60_000, heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000 }
+
 async function startMesh (n: number): Promise<Controller[]> {
-  const cs: Controller[] = [await bed.start({ id: 'c0', syncIntervalMs: 60_000 })]
-  for (let i = 1; i < n; i++) cs.push(await bed.start({ id: `c${i}`, syncIntervalMs: 60_000, bootstrap: [cs[0].p2p.multiaddrs[0]] }))
+  const cs: Controller[] = [await bed.start({ id: 'c0', ...slow })]
+  for (let i = 1; i < n; i++) cs.push(await bed.start({ id: `c${i}`, ...slow, bootstrap: [cs[0].p2p.multiaddrs[0]] }))
   await eventually(() => cs.every(c => cs.every(o => o === c || c.p2p.connectedPeers().includes(o.p2p.peerId))), 'a full mesh', 15_000)
   // The exchanges each new link starts are over before a test takes its own.
   await eventually(() => cs.every(c => !c.p2p.busy), 'no exchange in progress', 5_000, 5)
@@ -60,6 +64,12 @@ describe('sync exchanges', () => {
     await eventually(() => !c1.p2p.connectedPeers().includes(c2.p2p.peerId), 'c1 and c2 to be apart', 5_000)
     const atC1 = exchanges(c1)
     const atC2 = exchanges(c2)
+    // Something only c2 holds (applied as from a peer, so never gossiped): controllers that already
+    // agree skip the exchange, so this is what makes one necessary.
+    const elsewhere = new Registry({ controllerId: 'zz' })
+    elsewhere.register({ worker_id: 'only-at-c2', worker_url: 'https://127.0.0.1:7000/', capabilities: [capability('cap-z') as never] })
+    c2.core.registry.applyUpdate(elsewhere.encodeState(), Origin.remote)
+    expect(c1.core.registry.get('only-at-c2')).toBeUndefined()
 
     c1.p2p.faults.delayMs = 800
     const first = c0.p2p.syncWith(c1.p2p.peerId)
@@ -70,5 +80,6 @@ describe('sync exchanges', () => {
     await eventually(() => c1.p2p.connectedPeers().includes(c2.p2p.peerId), 'c1 and c2 to reconnect', 5_000, 10)
     expect(await first).not.toBeNull()
     await eventually(() => atC1.has(c2.p2p.peerId) && atC2.has(c1.p2p.peerId), 'the exchange between c1 and c2 after the reconnect', 8_000, 20)
+    expect(c1.core.registry.get('only-at-c2')?.owner).toBe('zz')
   })
 })
