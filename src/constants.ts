@@ -39,7 +39,7 @@ export const MAX_WORKERS_PAGE = 10_000
  */
 export const DEFAULT_LOG_COMPACT_BYTES = 1024 * 1024
 /** Rewrite the snapshot once the log outgrew it and no write came for this long (ms): writes come in bursts. */
-export const SNAPSHOT_DELAY_MS = 2000
+export const SNAPSHOT_DELAY_MS = 5000
 /** ... or this long after the log first outgrew it, whatever the writes do (bounds the log's size). */
 export const SNAPSHOT_MAX_DELAY_MS = 30_000
 /** fsync the update log on every write. Off: survives kill -9 (the OS has the bytes), not power loss. */

@@ -134,7 +134,7 @@ async function startProfiler (file: string | undefined): Promise<Session | null>
   const session = new Session()
   session.connect()
   await session.post('Profiler.enable')
-  await session.post('Profiler.setSamplingInterval', { interval: 200 })
+  await session.post('Profiler.setSamplingInterval', { interval: 1000 })
   await session.post('Profiler.start')
   return session
 }

@@ -309,16 +309,21 @@ export class Registry extends EventEmitter<RegistryEvents> {
     // `validated`: the caller ran validateUpdate against this document already (the gossip validator).
     const valid = opts.validated ?? validateUpdate(update, this.doc)
     this.parsed = valid.entries
+    let changed = false
+    const seen = (tr: Y.Transaction): void => { changed = transactionChanged(tr) }
+    this.doc.on('afterTransaction', seen)
     try {
       Y.applyUpdate(this.doc, update, origin)
     } catch (err) {
       throw new InvalidStateError(`update could not be applied: ${(err as Error).message}`, { cause: err })
     } finally {
+      this.doc.off('afterTransaction', seen)
       this.parsed = new Map()
     }
     // The bytes as received are what the store logs: replaying them rebuilds the same state, and
-    // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it.
-    this.emit('update', update, origin)
+    // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it. An update
+    // that brought nothing new (every exchange carries the whole delete set) is not logged again.
+    if (changed) this.emit('update', update, origin)
   }
 
   // -------------------------------------------------------------- internals
@@ -570,6 +575,14 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const best = this.winner(id)
     return best == null || isTombstone(best) ? undefined : best
   }
+}
+
+/** Whether a transaction added or deleted anything (Yjs records only what is new to this document). */
+function transactionChanged (tr: Y.Transaction): boolean {
+  if (tr.deleteSet.clients.size > 0) return true
+  if (tr.afterState.size !== tr.beforeState.size) return true
+  for (const [client, clock] of tr.afterState) if (tr.beforeState.get(client) !== clock) return true
+  return false
 }
 
 /** Dead keys a segment still carries (deleted entries keep their key in the document). */

@@ -3,7 +3,8 @@
  * commands over the IPC channel Node opens between parent and child (no
  * network surface; only active with the hidden `--sim-control` flag and when
  * the process was spawned with IPC). Benchmarks also use it to learn the
- * moment a controller can route a new worker (`watch`), without polling.
+ * moment a controller can route a new worker (`watch`) or its registry hash
+ * changes (`hashes`), without polling.
  */
 import { performance } from 'node:perf_hooks'
 import type { Controller } from '../controller/index.ts'
@@ -14,11 +15,33 @@ export type SimCommand =
   | { id: number, cmd: 'faults', delayMs: number, lossRate: number }
   /** Report every new worker whose id starts with `prefix` once it routes healthy for `cap-<worker id>`. */
   | { id: number, cmd: 'watch', prefix: string }
+  /** Report (or stop reporting) every change of the registry hash, with the number of workers. */
+  | { id: number, cmd: 'hashes', on: boolean }
 
 export interface SimReply { id: number, ok: boolean, error?: string }
 
-/** Unsolicited: a watched worker became routable here, at wall-clock `at` (ms, sub-ms precision). */
-export interface SimEvent { event: 'routable', worker: string, at: number }
+/**
+ * Unsolicited, at wall-clock `at` (ms, sub-ms precision): a watched worker
+ * became routable here, or (while `hashes` is on) the registry hash changed.
+ */
+export type SimEvent =
+  | { event: 'routable', worker: string, at: number }
+  | { event: 'hash', hash: string, workers: number, at: number }
+
+/** Sends the registry hash whenever it changes, until `off()`. */
+function reportHashes (controller: Controller): () => void {
+  let last = ''
+  const send = (): void => {
+    const hash = controller.core.registryHash
+    if (hash === last) return
+    last = hash
+    const ev: SimEvent = { event: 'hash', hash, workers: controller.core.registry.size, at: performance.timeOrigin + performance.now() }
+    process.send?.(ev)
+  }
+  controller.core.registry.on('change', send)
+  send()
+  return () => { controller.core.registry.off('change', send) }
+}
 
 /** Reports watched workers as they become routable (healthy) on this controller. */
 function watch (controller: Controller, prefix: string): void {
@@ -54,6 +77,7 @@ function watch (controller: Controller, prefix: string): void {
 
 export function acceptSimControl (controller: Controller): void {
   if (process.send == null) throw new Error('--sim-control needs an IPC channel (spawned by the simulation harness)')
+  let stopHashes: (() => void) | null = null
   process.on('message', (raw: unknown) => {
     const m = raw as SimCommand
     if (m == null || typeof m !== 'object' || typeof m.id !== 'number') return
@@ -63,6 +87,10 @@ export function acceptSimControl (controller: Controller): void {
         case 'block': await controller.p2p.block(m.peers); break
         case 'unblock': controller.p2p.unblock(); break
         case 'watch': watch(controller, m.prefix); break
+        case 'hashes':
+          stopHashes?.()
+          stopHashes = m.on ? reportHashes(controller) : null
+          break
         case 'faults':
           controller.p2p.faults.delayMs = Math.max(0, m.delayMs)
           controller.p2p.faults.lossRate = Math.min(1, Math.max(0, m.lossRate))

@@ -308,7 +308,11 @@ describe('Registry', () => {
       ['a map nested below a segment', update(d => { segment(d).set('x1', new Y.Map()) })],
       ['a malformed entry', update(d => { segment(d).set('x1', { worker_id: 'x1' }) })],
       ['an entry under another key', update(d => { segment(d).set('x2', good) })],
-      ['binary content', update(d => { segment(d).set('x1', new Uint8Array([1, 2, 3])) })]
+      ['binary content', update(d => { segment(d).set('x1', new Uint8Array([1, 2, 3])) })],
+      ['an entry text that is not JSON', update(d => { segment(d).set('x1', '{"worker_id": "x1",') })],
+      ['an entry text of the wrong shape', update(d => { segment(d).set('x1', JSON.stringify({ worker_id: 'x1' })) })],
+      ['an entry text under another key', update(d => { segment(d).set('x2', JSON.stringify(good)) })],
+      ['an entry text over 256 KiB', update(d => { segment(d).set('x1', JSON.stringify({ ...good, capabilities: [{ ...cap(), constraints: { pad: 'x'.repeat(300 * 1024) } }] })) })]
     ]
 
     it.each(BAD)('rejects %s with InvalidStateError and changes nothing', (_name, u) => {
@@ -323,12 +327,44 @@ describe('Registry', () => {
       expect(view(r).map(w => w.worker_id)).toEqual(['keep'])
     })
 
-    it('accepts a well-formed segment from another controller', () => {
-      const u = update(d => { segment(d).set('x1', good) })
-      expect(() => { validateUpdate(u) }).not.toThrow()
+    it('accepts a well-formed segment from another controller, entries as JSON text or (as capmesh 0.1 wrote them) objects', () => {
+      for (const value of [JSON.stringify(good), good]) {
+        const u = update(d => { segment(d).set('x1', value) })
+        expect(() => { validateUpdate(u) }).not.toThrow()
+        const r = new Registry({ controllerId: 'a' })
+        r.applyUpdate(u, Origin.remote)
+        expect(r.get('x1')).toEqual(good)
+      }
+    })
+
+    it('writes entries as JSON text', () => {
       const r = new Registry({ controllerId: 'a' })
-      r.applyUpdate(u, Origin.remote)
-      expect(r.get('x1')).toEqual(good)
+      r.register(input('w1'))
+      const [seg] = [...(r.doc.getMap(ROOT) as Y.Map<Y.Map<unknown>>).values()]
+      expect(typeof seg.get('w1')).toBe('string')
+      expect(JSON.parse(seg.get('w1') as string)).toEqual(r.get('w1'))
+    })
+
+    it('emits (and so logs) an update only when it brought something new', () => {
+      const a = new Registry({ controllerId: 'a' })
+      a.register(input('w1'))
+      a.register(input('w2'))
+      a.deregister('w2')
+      const b = new Registry({ controllerId: 'b' })
+      const emitted: Uint8Array[] = []
+      b.on('update', u => { emitted.push(u) })
+      b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+      expect(emitted).toHaveLength(1)
+      // In sync: the diff still carries a's delete set, and changes nothing here.
+      const again = a.encodeDiff(b.encodeStateVector())
+      expect(again.length).toBeGreaterThan(2)
+      b.applyUpdate(again, Origin.remote)
+      b.applyUpdate(a.encodeState(), Origin.remote)
+      expect(emitted).toHaveLength(1)
+      a.deregister('w1')
+      b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+      expect(emitted).toHaveLength(2)
+      expect(b.get('w1')).toBeUndefined()
     })
 
     it('rejects an entry whose owner does not match its segment, changing nothing', () => {
