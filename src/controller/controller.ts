@@ -41,6 +41,8 @@ export class Controller {
   private restored = 0
   /** What peers last heard in a digest, to send the next one only when it says something new. */
   private readonly published = { key: '', hash: '', hashAtLastTick: '', at: -Infinity, force: true }
+  /** A digest is owed to peers that connected (monotonic ms to send it at, and when the first was owed); null if none. */
+  private owed: { at: number, since: number } | null = null
 
   constructor (init: ControllerInit) {
     this.config = init.config
@@ -104,8 +106,12 @@ export class Controller {
     this.mesh.on('heard', id => { this.core.onHeard(id) })
     this.mesh.on('peer:connect', id => {
       this.log.debug({ peer: id }, 'peer connected')
-      // A new link (a controller joining, a partition healing): it learns this controller's word and addresses at the next tick.
-      this.published.force = true
+      // A new link (a controller joining, a partition healing): the peer must learn this controller's
+      // word and the controllers it can introduce. Links come in bursts (a heal opens one to every
+      // controller of the other side), so one digest goes out once the burst is over.
+      const now = performance.now()
+      const since = this.owed?.since ?? now
+      this.owed = { at: Math.min(now + 2 * cfg.digestIntervalMs, since + 5 * cfg.digestIntervalMs), since }
     })
     await this.mesh.start()
 
@@ -133,21 +139,23 @@ export class Controller {
    * Publishes the liveness digest when it says something peers do not know:
    * a worker's state or load changed, self-preservation switched, the
    * registry hash changed and has held still for one interval (so a stream
-   * of registrations does not make every controller publish), a new peer
-   * connected or the controllers it can introduce changed, or
+   * of registrations does not make every controller publish), peers
+   * connected (once the burst of connections is over), or
    * `digest-keepalive` passed since the last one.
    */
   private tickDigest (): void {
     if (this.mesh == null) return
     const d = this.core.digest()
     const p = this.published
-    const key = digestKey(d) + this.mesh.introductions().join(' ')
+    const key = digestKey(d)
     const settledHash = d.registry_hash !== p.hash && d.registry_hash === p.hashAtLastTick
     p.hashAtLastTick = d.registry_hash
     const now = performance.now()
-    if (!p.force && key === p.key && !settledHash && now - p.at < this.config.digestKeepaliveMs) return
+    const owed = this.owed != null && now >= this.owed.at
+    if (!p.force && !owed && key === p.key && !settledHash && now - p.at < this.config.digestKeepaliveMs) return
     this.mesh.publishDigest(d)
     Object.assign(p, { key, hash: d.registry_hash, at: now, force: false })
+    if (owed) this.owed = null
   }
 
   /** The libp2p side (peer id, addresses, partitions for tests). */

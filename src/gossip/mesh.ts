@@ -56,6 +56,8 @@ const BUSY_PAUSE_MS = 40
 const BUSY_WINDOW_MS = 3000
 /** gossipsub mesh degree and gossip fan-out (see the comment where they are used). */
 const MESH_DEGREE = { D: 1, Dlo: 1, Dhi: 2, Dout: 0, Dscore: 0, Dlazy: 2, gossipFactor: 0, idontwantMinDataSize: 16 * 1024 }
+/** Inbound connections accepted per second from one host, and in the handshake at once (libp2p: 5 and 10). */
+const INBOUND_CONNECTIONS_PER_SECOND = 256
 /** Failed dials after which a controller known only from another's digest is forgotten. */
 const MAX_INTRODUCED_DIALS = 5
 /** How often libp2p pings each connection to find dead links (its default is 10 s). */
@@ -229,6 +231,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
       // a second. Controllers already hear from each other (digests, keepalives); the ping is only
       // for noticing a dead link, for which a minute is soon enough.
       connectionMonitor: { pingInterval: CONNECTION_PING_INTERVAL_MS },
+      // libp2p accepts 5 inbound connections a second per host and 10 in the handshake at once: after a
+      // heal every controller of the other side dials at once (16 at N = 32), and controllers often
+      // share a host, so most were refused, dialled again, refused again (1,600 dials for 256 links).
+      connectionManager: { inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND, maxIncomingPendingConnections: INBOUND_CONNECTIONS_PER_SECOND },
       services: {
         identify: identify(),
         ping: ping(),
@@ -629,7 +635,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
     const node = this.node
     const connected = new Set(node.getPeers().map(String))
     const now = performance.now()
-    const dialTimeoutMs = Math.max(2000, every * 4)
+    // Generous: a handshake on a loaded machine can take seconds, and a dial given up is paid for again.
+    const dialTimeoutMs = Math.max(5000, every * 4)
     const targets: Array<[string, Multiaddr | PeerId]> = []
     const viaBootstrap = new Set<string>()
     for (const [addr, ma, id] of this.bootstrapAddrs) {
@@ -697,6 +704,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
    */
   private learnIntroduced (addrs: string[]): void {
     for (const a of addrs) {
+      // Most introductions are of controllers known already: skip those before parsing (a digest
+      // introduces every connected controller, and parsing a multiaddr costs tens of µs).
+      const at = a.lastIndexOf('/p2p/')
+      if (at < 0 || (this.peers.get(a.slice(at + 5))?.addrs.length ?? 0) > 0) continue
       let ma: Multiaddr
       try {
         ma = multiaddr(a)

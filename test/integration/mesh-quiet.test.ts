@@ -1,0 +1,80 @@
+/**
+ * What the mesh sends, and when (real controllers, real TCP libp2p on
+ * loopback). Every gossip message costs each controller CPU in the libp2p
+ * stack, so a mesh at rest must stay quiet, yet everything that matters
+ * must still travel:
+ *
+ * - a controller that bootstraps from one peer is introduced to the others
+ *   by that peer's digest, and connects to all of them, long before any
+ *   keepalive;
+ * - at rest, no digest goes out between keepalives, and while every peer
+ *   agrees on the registry anti-entropy runs only as the net under lost
+ *   digests (once per ten intervals), not every interval;
+ * - a change of a worker's health goes out at once, and every peer routes by
+ *   it.
+ *
+ * Liveness windows are long (unhealthy after 60 s: keepalives every 15 s),
+ * so nothing here can be explained by a keepalive.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Controller } from '../../src/controller/index.ts'
+import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+
+let bed: TestBed
+beforeEach(async () => { bed = await testBed('mesh-quiet') })
+afterEach(async () => { await bed.cleanup() })
+
+const calm = { heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 100, syncIntervalMs: 100 }
+
+const fullMesh = (cs: Controller[]): boolean => cs.every(c => cs.every(o => o === c || c.p2p.connectedPeers().includes(o.p2p.peerId)))
+
+async function post (c: Controller, path: string, body: unknown): Promise<{ status: number, body: any }> {
+  return await bed.client.json('POST', c.url + path, body)
+}
+
+describe('a quiet mesh', () => {
+  it('a controller bootstrapping from one peer is introduced to the others and connects to all of them', async () => {
+    const c0 = await bed.start({ id: 'q0', ...calm })
+    const others: Controller[] = []
+    // Each one knows only q0: it learns of the rest from q0's digests.
+    for (let i = 1; i <= 4; i++) others.push(await bed.start({ id: `q${i}`, ...calm, bootstrap: [c0.p2p.multiaddrs[0]] }))
+    const all = [c0, ...others]
+    await eventually(() => fullMesh(all), 'every controller connected to every other', 8_000, 50)
+    // ... and each knows every other by controller id (it heard from it).
+    await eventually(() => all.every(c => c.p2p.status().peers.filter(p => p.connected && p.controller_id != null).length === 4), 'every peer known by its controller id', 5_000, 50)
+  })
+
+  it('at rest, sends no digest between keepalives and exchanges only as the net; a change of health goes out at once', async () => {
+    const cs = [await bed.start({ id: 'r0', ...calm })]
+    for (let i = 1; i < 3; i++) cs.push(await bed.start({ id: `r${i}`, ...calm, bootstrap: [cs[0].p2p.multiaddrs[0]] }))
+    await eventually(() => fullMesh(cs), 'a full mesh', 8_000, 50)
+    for (const [i, c] of cs.entries()) {
+      expect((await post(c, '/register', { worker_id: `w${i}`, worker_url: `https://127.0.0.1:7000/w${i}`, capabilities: [capability('quiet')] })).status).toBe(200)
+    }
+    await eventually(() => cs.every(c => c.core.registry.size === 3 && c.core.registryHash === cs[0].core.registryHash), 'one registry everywhere', 5_000, 20)
+
+    // Wait for the mesh to settle: the hash digests of the last writes are out, and every peer's word agrees.
+    await eventually(() => cs.every(c => [...c.core.owners.entries()].every(([id, o]) => id === c.config.id || o.registryHash === c.core.registryHash)), 'every peer to have said it agrees', 5_000, 20)
+    await new Promise(resolve => setTimeout(resolve, 500))
+    let digests = 0
+    let exchanges = 0
+    for (const c of cs) {
+      c.p2p.on('digest', () => { digests++ })
+      c.p2p.on('sync', () => { exchanges++ })
+    }
+    // 2 s at rest: 20 digest intervals and 20 anti-entropy intervals per controller.
+    await new Promise(resolve => setTimeout(resolve, 2_000))
+    expect(digests, 'digests received at rest').toBe(0)
+    // Each exchange is seen by both sides. Every interval would be ~60 exchanges; the net is 2 per controller.
+    expect(exchanges / 2, 'anti-entropy exchanges at rest').toBeLessThanOrEqual(3 * 3)
+
+    // A worker of r1 starts draining: r0 and r2 learn it from r1's next digest and stop routing to it.
+    expect((await post(cs[1], '/drain', { worker_id: 'w1' })).status).toBe(200)
+    await eventually(() => digests > 0 && [cs[0], cs[2]].every(c => c.core.stateOf(c.core.registry.get('w1')!) === 'draining'), 'the drain to reach the other controllers', 2_000, 10)
+    for (let k = 0; k < 6; k++) {
+      const res = await post(cs[0], '/route', { verb: 'invoke', capability: 'quiet' })
+      expect(res.status).toBe(200)
+      expect(res.body.worker_id).not.toBe('w1')
+    }
+  })
+})
