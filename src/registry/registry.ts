@@ -127,12 +127,12 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /** The effective registry: worker id → winning record (tombstoned workers absent). */
   private readonly view = new Map<string, WorkerRecord>()
   /**
-   * Entries already parsed and checked, by their stored text, for the
-   * transaction in progress: what this controller writes, and what
+   * Entries already parsed and checked, by the Yjs item that holds them, for
+   * the transaction in progress: what this controller writes, and what
    * validateUpdate parsed out of a peer's update. The observer takes them
    * from here instead of parsing the same text again.
    */
-  private parsed = new Map<string, Entry>()
+  private parsed = new ParsedEntries()
   private ownSegment: string | null = null
   private ownGarbage = 0
   private compactions = 0
@@ -280,9 +280,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const old = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId)
     this.transact(() => {
       const key = newSegmentKey(this.controllerId, this.now())
-      const seg = new Y.Map<unknown>()
+      // Into the document first, so that each entry written has its item (see put).
+      const seg = this.root.set(key, new Y.Map<unknown>())
       for (const e of keep) this.put(seg, e)
-      this.root.set(key, seg)
       for (const k of old) this.root.delete(k)
       this.ownSegment = key
     }, Origin.local)
@@ -318,7 +318,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       throw new InvalidStateError(`update could not be applied: ${(err as Error).message}`, { cause: err })
     } finally {
       this.doc.off('afterTransaction', seen)
-      this.parsed = new Map()
+      this.parsed = new ParsedEntries()
     }
     // The bytes as received are what the store logs: replaying them rebuilds the same state, and
     // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it. An update
@@ -338,16 +338,16 @@ export class Registry extends EventEmitter<RegistryEvents> {
       this.doc.transact(fn, origin)
     } finally {
       this.doc.off('update', grab)
-      this.parsed.clear()
+      this.parsed = new ParsedEntries()
     }
     for (const [u, o] of updates) this.emit('update', u, o)
   }
 
-  /** Writes `e` into `seg` as its JSON text, remembering the parsed form for the observer. */
+  /** Writes `e` into `seg` (integrated in the document) as its JSON text, remembering the parsed form for the observer. */
   private put (seg: Y.Map<unknown>, e: Entry): void {
-    const text = encodeEntry(e)
-    this.parsed.set(text, e)
-    seg.set(e.worker_id, text)
+    seg.set(e.worker_id, encodeEntry(e))
+    const item = seg._map.get(e.worker_id)
+    if (item != null) this.parsed.set(item.id, e)
   }
 
   private maxIncarnation (workerId: string): number {
@@ -449,7 +449,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
       const seg = ev.target as Y.Map<unknown>
       for (const [id, change] of ev.changes.keys) {
         this.unlocate(id, key, mirror)
-        if (change.action !== 'delete') this.locate(id, key, mirror, seg.get(id))
+        const item = seg._map.get(id)
+        if (change.action !== 'delete' && item != null && !item.deleted) this.locate(id, key, mirror, item)
         touched.add(id)
       }
     }
@@ -502,8 +503,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     }
     const mirror = new Map<string, Entry>()
     this.segments.set(key, mirror)
-    for (const [id, entry] of value.entries()) {
-      this.locate(id, key, mirror, entry)
+    for (const [id, item] of value._map) {
+      if (item.deleted) continue
+      this.locate(id, key, mirror, item)
       touched.add(id)
     }
   }
@@ -541,8 +543,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     })
   }
 
-  private locate (id: string, key: string, mirror: Map<string, Entry>, value: unknown): void {
-    const entry = (typeof value === 'string' ? this.parsed.get(value) : undefined) ?? decodeEntry(value)
+  /** Mirrors the entry held by `item` (the live item of key `id` in segment `key`). */
+  private locate (id: string, key: string, mirror: Map<string, Entry>, item: Y.Item): void {
+    const entry = this.parsed.get(item.id) ?? decodeEntry(item.content.getContent()[item.length - 1])
     if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key)) {
       this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
       return
@@ -607,9 +610,24 @@ export class MissingDependencyError extends InvalidStateError {
   }
 }
 
-/** What validateUpdate found: the entries it parsed, by their stored text, for applyUpdate to reuse. */
+/** Entries parsed from their text, by the Yjs item (client, clock) that holds them. */
+export class ParsedEntries {
+  private readonly byClient = new Map<number, Map<number, Entry>>()
+
+  set (id: Y.ID, e: Entry): void {
+    let clocks = this.byClient.get(id.client)
+    if (clocks == null) this.byClient.set(id.client, clocks = new Map())
+    clocks.set(id.clock, e)
+  }
+
+  get (id: Y.ID): Entry | undefined {
+    return this.byClient.get(id.client)?.get(id.clock)
+  }
+}
+
+/** What validateUpdate found: the entries it parsed, for applyUpdate to reuse. */
 export interface ValidUpdate {
-  entries: Map<string, Entry>
+  entries: ParsedEntries
 }
 
 /** Where an item of an update lands. */
@@ -632,7 +650,7 @@ type Place =
  * `doc` does not have is a MissingDependencyError.
  */
 export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
-  const entries = new Map<string, Entry>()
+  const entries = new ParsedEntries()
   let decoded: ReturnType<typeof Y.decodeUpdate>
   try {
     decoded = Y.decodeUpdate(update)
@@ -662,6 +680,13 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
     return undefined
   }
   const places = new Map<Y.Item, Place>()
+  // Thousands of entries share a few segments: check each segment key once.
+  const segmentKeys = new Map<string, boolean>()
+  const isSegmentKey = (key: string): boolean => {
+    let ok = segmentKeys.get(key)
+    if (ok == null) segmentKeys.set(key, ok = SEGMENT_KEY.test(key))
+    return ok
+  }
 
   /** Place of an item already in the document (integrated: its parent is a real type). */
   const placeInDoc = (id: Y.ID): Place => {
@@ -682,7 +707,23 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
     return { kind: 'invalid', why: 'builds on content outside the registry' }
   }
 
+  /** Where an entry lands when its parent is given: the common case, one per worker in a delta. */
+  const placeUnder = (item: Y.Item, parent: Y.ID): Place => {
+    const p = inUpdate(parent)
+    const pp = p != null ? placeOf(p) : placeInDoc(parent)
+    return pp.kind === 'root' && item.parentSub != null
+      ? { kind: 'segment', segment: pp.key, key: item.parentSub }
+      : pp.kind === 'missing' || pp.kind === 'collected' || pp.kind === 'invalid' ? pp : { kind: 'invalid', why: 'nested below a segment' }
+  }
+
   const placeOf = (item: Y.Item): Place => {
+    const known = places.get(item)
+    if (known != null) return known
+    if (item.parent instanceof Y.ID) {
+      const place = placeUnder(item, item.parent)
+      places.set(item, place)
+      return place
+    }
     // Walk the origin chain iteratively (an update may overwrite one key many times).
     const chain: Y.Item[] = []
     let cur: Y.Item | undefined = item
@@ -697,11 +738,7 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
           ? { kind: 'invalid', why: `unknown root type "${parent.slice(0, 40)}"` }
           : cur.parentSub == null ? { kind: 'invalid', why: 'array content in the segments map' } : { kind: 'root', key: cur.parentSub }
       } else if (parent instanceof Y.ID) {
-        const p = inUpdate(parent)
-        const pp = p != null ? placeOf(p) : placeInDoc(parent)
-        found = pp.kind === 'root' && cur.parentSub != null
-          ? { kind: 'segment', segment: pp.key, key: cur.parentSub }
-          : pp.kind === 'missing' || pp.kind === 'collected' || pp.kind === 'invalid' ? pp : { kind: 'invalid', why: 'nested below a segment' }
+        found = placeUnder(cur, parent)
       } else {
         // No parent in the encoding: it lands where its origin (or right origin) is.
         const ref = cur.origin ?? cur.rightOrigin
@@ -732,12 +769,13 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
     }
     if (c instanceof Y.ContentAny) {
       if (place.kind !== 'segment') throw new InvalidStateError('plain value where a segment was expected')
-      for (const v of c.arr) {
+      for (let i = 0; i < c.arr.length; i++) {
+        const v = c.arr[i]
         const e = decodeEntry(v)
         if (e == null) throw new InvalidStateError(`malformed entry ${(typeof v === 'string' ? v : JSON.stringify(v) ?? String(v)).slice(0, 120)}`)
         if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
-        if (SEGMENT_KEY.test(place.segment) && e.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${ownerOf(place.segment)}`)
-        if (typeof v === 'string') entries.set(v, e)
+        if (isSegmentKey(place.segment) && e.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${ownerOf(place.segment)}`)
+        entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
       }
       continue
     }
