@@ -40,6 +40,7 @@ import { MissingDependencyError, Origin, validateUpdate, type Registry, type Val
 import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, MAX_INTRODUCED_PEERS, type Digest, type Envelope } from './envelope.ts'
 import { loadOrCreatePeerKey } from './keys.ts'
 import { PeerBusyError, SYNC_PROTOCOL, refuseSync, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
+import { useHalfWindowUpdates } from './yamux-window.ts'
 
 export const REGISTRY_TOPIC = 'capmesh/registry/2'
 export const LIVENESS_TOPIC = 'capmesh/liveness/2'
@@ -208,6 +209,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   async start (): Promise<void> {
+    useHalfWindowUpdates()
     const key = await loadOrCreatePeerKey(join(this.init.dataDir, 'peer.key'))
     const withPeerId = (this.init.bootstrap ?? []).filter(a => a.includes('/p2p/'))
     this.bootstrapAddrs = (this.init.bootstrap ?? []).map(a => {
