@@ -182,6 +182,10 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
     const heard = cs.map(c => [...c.core.owners.entries()].filter(([id, o]) => id !== c.config.id && o.status === 'alive').length)
     console.log(`  NO full mesh after ${MESH_TIMEOUT_MS / 1000} s: links per controller min ${Math.min(...links)} / avg ${(links.reduce((a, b) => a + b, 0) / n).toFixed(1)} of ${n - 1}; other controllers heard from: min ${Math.min(...heard)} / avg ${(heard.reduce((a, b) => a + b, 0) / n).toFixed(1)}`)
   }
+  // Every new link starts an exchange (496 at N = 32, on one thread here): wait until they are done.
+  const tBacklog = performance.now()
+  await until('the exchanges of the new links to be done', () => cs.every(c => c.p2p.backlog === 0), 120_000, 100).catch(() => {})
+  console.log(`  exchanges of the new links done after ${((performance.now() - tBacklog) / 1000).toFixed(1)} s more`)
   const rssAfterStart = process.memoryUsage().rss
   // The mesh at rest (digests, anti-entropy, sweeps): what every later figure runs on top of.
   const idle = meter()

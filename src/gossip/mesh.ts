@@ -149,6 +149,15 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly syncTimeoutMs: number
   private node: Libp2p<{ pubsub: GossipSub }> | null = null
   private readonly peers = new Map<string, PeerState>()
+  /**
+   * Peers with at least one open connection, kept from libp2p's connect and
+   * disconnect events: asking libp2p builds a peer id object and its base58
+   * text per peer per call, which the reconnect loop and the exchange queue
+   * did many times a second (a tenth of a 32-controller heal's CPU).
+   */
+  private readonly connected = new Set<string>()
+  /** A peer never connected before has connected since the last digest: the next one introduces the mesh to it. */
+  private introduceNext = true
   private readonly blocked = new Set<string>()
   private readonly loggedBadPeers = new Set<string>()
   private readonly syncing = new Set<string>()
@@ -275,13 +284,20 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
     this.libp2p.addEventListener('peer:connect', evt => {
       const id = evt.detail.toString()
+      this.connected.add(id)
+      const s = this.peers.get(id)
+      if (s == null || s.connectedAt === 0) this.introduceNext = true
       this.peerState(id).connectedAt = performance.now()
       this.redial.delete(id)
       this.emit('peer:connect', id)
       // One side starts the exchange (the smaller peer id); the periodic sync covers a failure.
       if (id > this.peerId) this.want(id)
     })
-    this.libp2p.addEventListener('peer:disconnect', evt => { this.emit('peer:disconnect', evt.detail.toString()) })
+    this.libp2p.addEventListener('peer:disconnect', evt => {
+      const id = evt.detail.toString()
+      this.connected.delete(id)
+      this.emit('peer:disconnect', id)
+    })
 
     this.registry.on('update', this.onUpdate)
     const syncEvery = this.init.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS
@@ -302,12 +318,21 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.registry.off('update', this.onUpdate)
     await this.node?.stop()
     this.node = null
+    this.connected.clear()
   }
 
-  /** Publishes a liveness digest. */
+  /**
+   * Publishes a liveness digest, with this controller's addresses and, after
+   * a controller it never met connected, an address of every controller it
+   * is connected to (the newcomer's way to the whole mesh: ~100 bytes per
+   * controller, so only then; a heal reconnects controllers that know each
+   * other already).
+   */
   publishDigest (digest: Digest): void {
     if (this.node == null) return
-    const withAddrs: Digest = { ...digest, addrs: this.multiaddrs.slice(0, 16), peers: this.introductions() }
+    const withAddrs: Digest = { ...digest, addrs: this.multiaddrs.slice(0, 16) }
+    if (this.introduceNext) withAddrs.peers = this.introductions()
+    this.introduceNext = false
     this.publish(LIVENESS_TOPIC, { kind: Kind.digest, controllerId: this.registry.controllerId, payload: encodeDigest(withAddrs) })
   }
 
@@ -376,6 +401,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
    */
   get busy (): boolean { return this.busyForMs() > 0 }
 
+  /** Exchanges queued or in progress (a mesh that just formed or healed works through one per new link). */
+  get backlog (): number { return this.wanted.size + this.exchanges.size }
+
   private busyForMs (): number {
     const now = performance.now()
     let left = 0
@@ -417,7 +445,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       this.busyWaitTimer.unref()
       return
     }
-    const connected = new Set(this.connectedPeers())
+    const connected = this.connected
     const mine = this.init.registryHash?.()
     for (const p of this.wanted.keys()) {
       // Nothing to exchange with a peer that said, on this connection, that it holds what this controller holds.
@@ -443,7 +471,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
   /** Peers currently connected (any libp2p peer, controllers or not). */
   connectedPeers (): string[] {
-    return this.node == null ? [] : this.node.getPeers().map(String)
+    return this.node == null ? [] : [...this.connected]
   }
 
   /**
@@ -635,7 +663,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private reconnect (every: number): void {
     if (this.node == null || this.stopped) return
     const node = this.node
-    const connected = new Set(node.getPeers().map(String))
+    const connected = this.connected
     const now = performance.now()
     // Generous: a handshake on a loaded machine can take seconds, and a dial given up is paid for again.
     const dialTimeoutMs = Math.max(5000, every * 4)
