@@ -44,6 +44,7 @@ import { spawnController, type ChildController } from '../../src/cli/launch.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { httpsClient } from '../../src/utils/https-client.ts'
+import { ed25519VerifiesPerSecond } from './machine.ts'
 
 const { values } = parseArgs({
   options: {
@@ -267,7 +268,7 @@ async function runSize (n: number): Promise<SizeResult> {
 
 const results: SizeResult[] = []
 try {
-  console.log(`capmesh mesh benchmark, one process per controller: sizes ${SIZES.join(', ')}, ${REGISTRATIONS} registrations; heal at ${[...HEAL_SIZES].join(', ') || 'none'} with ${WORKERS} workers × ${RUNS} runs; load average ${loadavg().map(x => x.toFixed(1)).join(' ')}`)
+  console.log(`capmesh mesh benchmark, one process per controller: sizes ${SIZES.join(', ')}, ${REGISTRATIONS} registrations; heal at ${[...HEAL_SIZES].join(', ') || 'none'} with ${WORKERS} workers × ${RUNS} runs; load average ${loadavg().map(x => x.toFixed(1)).join(' ')}; machine: ${ed25519VerifiesPerSecond()} Ed25519 verifies/s`)
   for (const n of SIZES) {
     console.log(`N = ${n}`)
     results.push(await runSize(n))

@@ -52,6 +52,7 @@ import { Controller, ControllerCore } from '../../src/controller/index.ts'
 import { Origin, type Capability } from '../../src/registry/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
+import { ed25519VerifiesPerSecond } from './machine.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
 
 const { values } = parseArgs({
@@ -357,7 +358,7 @@ const tls = await ensureTls({ dir: join(root, 'tls') })
 const client = httpsClient({ ca: tls.ca, timeoutMs: 30_000 })
 const results: SizeResult[] = []
 try {
-  console.log(`capmesh mesh benchmark: sizes ${SIZES.join(', ')}, ${REGISTRATIONS} registrations, ${HEAL_WORKERS} workers across the partition; load average ${loadavg().map(x => x.toFixed(1)).join(' ')}`)
+  console.log(`capmesh mesh benchmark: sizes ${SIZES.join(', ')}, ${REGISTRATIONS} registrations, ${HEAL_WORKERS} workers across the partition; load average ${loadavg().map(x => x.toFixed(1)).join(' ')}; machine: ${ed25519VerifiesPerSecond()} Ed25519 verifies/s`)
   for (const n of SIZES) {
     console.log(`N = ${n}`)
     results.push(await runSize(n, root, join(root, 'tls'), client))
