@@ -13,7 +13,10 @@
  * - **Heartbeats** carry the worker's load. `worker_not_registered` → re-register
  *   at once. `failureThreshold` consecutive failures → fail over to the next
  *   closest controller, with a bumped incarnation so the newest attachment
- *   wins everywhere.
+ *   wins everywhere. A late answer counts as a failure but is not aborted
+ *   (no reconnect storm against a slow controller).
+ * - **Detached** (every controller failed): attach rounds back off from one
+ *   to eight heartbeat intervals, with jitter.
  *
  * Only the wire contract is used: any controller speaking it will do.
  */
@@ -122,6 +125,12 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   private timer: NodeJS.Timeout | null = null
   private reprobeTimer: NodeJS.Timeout | null = null
   private busy: Promise<void> | null = null
+  /** The heartbeat still awaiting its answer (see beat()). */
+  private inflight: { url: string, answer: Promise<{ status: number, body: any }> } | null = null
+  /** Attach rounds failed in a row while detached (sets the back-off). */
+  private detachedRounds = 0
+  /** The controller id the last successful /register answered with. */
+  private registeredAt: string | null = null
 
   constructor (init: WorkerAgentInit) {
     super()
@@ -252,8 +261,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         this.quarantine.delete(url)
         const from = this.current?.url
         const r = this.ranking.find(x => x.url === url)
-        this.current = { url, id: r?.controllerId ?? null }
+        this.current = { url, id: this.registeredAt ?? r?.controllerId ?? null }
         this.failures = 0
+        this.detachedRounds = 0
         // Never resurrect a stopped agent (stop() deregisters at `current` once this returns).
         const now = this._state as AgentState
         if (now !== 'draining' && now !== 'stopped') this._state = 'attached'
@@ -316,6 +326,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       throw new ControllerUnavailableError(url, `unexpected answer to /register (HTTP ${res.status}): ${JSON.stringify(res.body).slice(0, 200)}`)
     }
     if (Number.isInteger(res.body.incarnation) && res.body.incarnation > this._incarnation) this._incarnation = res.body.incarnation
+    this.registeredAt = typeof res.body.controller_id === 'string' ? res.body.controller_id : null
     this.counters.registrations.ok++
     this.emit('registered', { controller: url, incarnation: this._incarnation })
   }
@@ -353,10 +364,21 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     this.timer = setTimeout(() => {
       const started = performance.now()
       void this.exclusive(async () => { await this.beat() }).finally(() => {
-        this.schedule(Math.max(0, this.interval - (performance.now() - started)))
+        this.schedule(this.current == null ? this.detachedDelay() : Math.max(0, this.interval - (performance.now() - started)))
       })
     }, delay)
     this.timer.unref()
+  }
+
+  /**
+   * While detached, the next round of attach attempts waits one interval,
+   * doubling per failed round up to 8 intervals, with jitter: when every
+   * controller is overloaded, a thousand workers retrying in step every
+   * interval is what keeps them so.
+   */
+  private detachedDelay (): number {
+    const ceiling = this.interval * Math.min(8, 2 ** this.detachedRounds++)
+    return ceiling / 2 + Math.random() * ceiling / 2
   }
 
   /** Runs `fn` unless another attach/heartbeat is in progress (they never overlap). */
@@ -368,8 +390,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
 
   private async beat (): Promise<void> {
     if (this.current == null) {
-      // Detached: every controller failed last time; try again from the top.
-      this.ranking = await this.probe()
+      // Detached: every controller failed last time; try them again, best first. No re-probe
+      // here (that is 3 round trips to every controller per worker, the moment they are
+      // struggling); the periodic re-probe fixes closeness once attached.
       await this.attach('retry').catch(() => {})
       return
     }
@@ -378,9 +401,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     if (this._state === 'draining') body.status = 'draining'
     const t0 = performance.now()
     try {
-      // At most one interval: with fixed-rate scheduling the next beat starts as this one times out,
-      // so a hung controller is left after failureThreshold intervals, like a dead one.
-      const res = await this.call(url, '/heartbeat', body, Math.min(this.interval, this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS))
+      const res = await this.heartbeatCall(url, body)
       if (res.body.error === 'worker_not_registered') {
         // The controller lost its state (restart with an empty data dir): register again right away.
         this.counters.reregistrations++
@@ -404,6 +425,34 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         await this.attach('failover', url).catch(() => {})
         if (this._state === 'draining' && this.current != null) await this.drain()
       }
+    }
+  }
+
+  /**
+   * Sends a heartbeat, or keeps waiting for the one still in flight there.
+   * An answer later than one interval counts as a failure (so a hung
+   * controller is left after failureThreshold intervals, like a dead one),
+   * but the request is not aborted: it may finish within the per-attempt
+   * timeout. Aborting would close its connection, and every worker of a
+   * slow controller reconnecting with a new TLS handshake each beat is what
+   * turns an overloaded controller (or host) into a dead one.
+   */
+  private async heartbeatCall (url: string, body: Record<string, unknown>): Promise<{ status: number, body: any }> {
+    let answer = this.inflight?.url === url ? this.inflight.answer : null
+    if (answer == null) {
+      const hardMs = Math.max(this.interval, this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS)
+      const sent = answer = this.call(url, '/heartbeat', body, hardMs)
+      this.inflight = { url, answer: sent }
+      sent.then(() => {}, () => {}).finally(() => { if (this.inflight?.answer === sent) this.inflight = null })
+    }
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => { reject(new ControllerTimeoutError(url, this.interval)) }, this.interval)
+    })
+    try {
+      return await Promise.race([answer, late])
+    } finally {
+      clearTimeout(timer)
     }
   }
 

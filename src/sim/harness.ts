@@ -92,6 +92,8 @@ export class Simulation {
   private readonly logs = new Map<string, WriteStream>()
   private probeTimer: NodeJS.Timeout | null = null
   private progressTimer: NodeJS.Timeout | null = null
+  /** Agents' counters at the last progress line (the line shows what happened since). */
+  private lastAgents = { ok: 0, failed: 0, failovers: 0, reregistrations: 0 }
   /** Event-loop delay of the harness itself: if it is high, the agents (not the mesh) are starved. */
   private readonly lag = monitorEventLoopDelay({ resolution: 20 })
   private lagMaxMs = 0
@@ -137,7 +139,14 @@ export class Simulation {
     }
     await this.waitFor(async () => (await this.meshSizes()).every(s => s >= this.nodes.length - 1), 30_000, 'a full mesh')
     this.capabilities = Array.from({ length: Math.max(3, Math.min(20, Math.ceil(this.init.workers / 30))) }, (_, i) => `cap-${i}`)
-    await this.addWorkers(this.init.workers)
+    const setupTimer = this.init.progress == null ? null : setInterval(() => {
+      this.init.progress?.(`setup ${((performance.now() - this.t0) / 1000).toFixed(1).padStart(5)}s  workers attached ${this.workers.size}/${this.init.workers}; ${this.agentActivity()}`)
+    }, 2000)
+    try {
+      await this.addWorkers(this.init.workers)
+    } finally {
+      if (setupTimer != null) clearInterval(setupTimer)
+    }
     // The scenario's clock starts now, with the cluster up and every worker attached.
     this.setupMs = performance.now() - this.t0
     this.t0 = performance.now()
@@ -491,7 +500,25 @@ export class Simulation {
     const lagMs = Math.round(this.lag.max / 1e6)
     this.lagMaxMs = Math.max(this.lagMaxMs, lagMs)
     this.lag.reset()
-    this.init.progress?.(`${(this.now() / 1000).toFixed(1).padStart(6)}s  ${faults}${down.length > 0 ? `, down ${down.join(',')}` : ''}; agreement: ${hashes.size <= 1 ? 'all agree' : `${hashes.size} views`}; routes ok ${ok}/${routes.length}; workers alive ${this.workerIds('alive').length}${lagMs > 250 ? `; harness event-loop lag ${lagMs} ms` : ''}`)
+    this.init.progress?.(`${(this.now() / 1000).toFixed(1).padStart(6)}s  ${faults}${down.length > 0 ? `, down ${down.join(',')}` : ''}; agreement: ${hashes.size <= 1 ? 'all agree' : `${hashes.size} views`}; routes ok ${ok}/${routes.length}; workers alive ${this.workerIds('alive').length}; ${this.agentActivity()}${lagMs > 250 ? `; harness event-loop lag ${lagMs} ms` : ''}`)
+  }
+
+  /** The agents' heartbeats, failovers and re-registrations since the last call: shows a struggling harness or mesh at once. */
+  private agentActivity (): string {
+    const now = { ok: 0, failed: 0, failovers: 0, reregistrations: 0 }
+    let detached = 0
+    for (const w of this.workers.values()) {
+      const c = w.agent.counters
+      now.ok += c.heartbeats.ok
+      now.failed += c.heartbeats.failed
+      now.failovers += c.failovers
+      now.reregistrations += c.reregistrations
+      if (w.agent.state === 'detached') detached++
+    }
+    const d = (k: keyof typeof now): number => now[k] - this.lastAgents[k]
+    const line = `heartbeats ok ${d('ok')} failed ${d('failed')}, failovers ${d('failovers')}, re-registrations ${d('reregistrations')}${detached > 0 ? `, detached ${detached}` : ''}`
+    this.lastAgents = now
+    return line
   }
 
   private async waitFor (check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {

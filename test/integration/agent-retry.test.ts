@@ -105,6 +105,49 @@ describe('retries with back-off', () => {
   })
 })
 
+describe('an overloaded controller is not made worse', () => {
+  it('a heartbeat answered late counts as failed but is not aborted, and no second one is sent while it is in flight', async () => {
+    // Answers heartbeats after 2.5 intervals. Aborting them would close the connection each time,
+    // and every worker reconnecting (a TLS handshake each) is what sinks a loaded controller.
+    const slow = await fakeController('slow', () => 'ok', { heartbeatDelayMs: 500 })
+    const a = agent('o1', [slow.url], { heartbeatIntervalMs: 200, failureThreshold: 1000, attemptTimeoutMs: 2000 })
+    await a.start()
+    await eventually(() => a.counters.heartbeats.failed >= 4, 'four late heartbeats')
+    expect(slow.heartbeats.aborted).toBe(0)
+    expect(slow.heartbeats.maxInFlight).toBe(1)
+    // One request spans about three beats: far fewer requests than beats.
+    expect(slow.heartbeats.received).toBeLessThan(a.counters.heartbeats.failed)
+    expect(a.controller?.id).toBe('slow')
+  })
+
+  it('a late heartbeat still counts towards failover: a hung controller is left after failureThreshold intervals', async () => {
+    const slow = await fakeController('slow', () => 'ok', { heartbeatDelayMs: 60_000 })
+    const a = agent('o2', [slow.url, c0.url], { heartbeatIntervalMs: 200, failureThreshold: 2, attemptTimeoutMs: 5000 })
+    await a.start()
+    expect(a.controller?.id).toBe('slow')
+    await eventually(() => a.controller?.id === 'c0', 'failed over to c0')
+    expect(a.counters.failovers).toBe(1)
+    expect(slow.heartbeats.received).toBe(1)
+  })
+
+  it('detached: attach rounds back off (one to eight intervals), then attach as soon as a controller takes the worker', async () => {
+    let refuse = true
+    const busy = await fakeController('busy', () => refuse ? { status: 503, body: { error: 'overloaded' } } : 'ok')
+    const a = agent('o3', [busy.url], { heartbeatIntervalMs: 100, retries: 0 })
+    await expect(a.start()).rejects.toBeInstanceOf(NoControllerError)
+    const t0 = performance.now()
+    await new Promise(resolve => setTimeout(resolve, 3000))
+    const rounds = busy.registers.filter(t => t > t0).length
+    // One round per interval would be ~30; the back-off reaches 400-800 ms after three rounds.
+    expect(rounds).toBeGreaterThanOrEqual(2)
+    expect(rounds).toBeLessThanOrEqual(12)
+    expect(a.state).toBe('detached')
+    refuse = false
+    await eventually(() => a.state === 'attached', 'attached once the controller accepts')
+    expect(a.controller).toEqual({ url: busy.url, id: 'busy' })
+  })
+})
+
 describe('broken controllers: the agent moves on and never crashes', () => {
   it('a port with nothing listening', async () => {
     const url = await deadUrl()
@@ -267,6 +310,8 @@ interface FakeController {
   url: string
   /** Arrival time (performance.now()) of every /register. */
   registers: number[]
+  /** Heartbeats received, closed by the client before the answer, and the most at once. */
+  heartbeats: { received: number, aborted: number, inFlight: number, maxInFlight: number }
   close: () => Promise<void>
 }
 
@@ -276,8 +321,9 @@ interface FakeController {
  * n-th attempt ('ok' = a proper registration); heartbeats and deregistrations
  * are acknowledged.
  */
-async function fakeController (id: string, answer: (n: number) => Answer): Promise<FakeController> {
+async function fakeController (id: string, answer: (n: number) => Answer, opts: { heartbeatDelayMs?: number } = {}): Promise<FakeController> {
   const registers: number[] = []
+  const heartbeats = { received: 0, aborted: 0, inFlight: 0, maxInFlight: 0 }
   const hanging = new Set<import('node:http').ServerResponse>()
   const server: HttpsServer = createHttpsServer({ cert: fakeTls.cert, key: fakeTls.key }, (req, res) => {
     let raw = ''
@@ -297,7 +343,17 @@ async function fakeController (id: string, answer: (n: number) => Answer): Promi
           if (a === 'ok') return send(200, { status: 'registered', worker_id: body.worker_id, incarnation: body.incarnation ?? 1, controller_id: id })
           return send(a.status, a.raw ?? a.body, a.contentType)
         }
-        case '/heartbeat': return send(200, { status: 'acknowledged', timestamp: new Date().toISOString(), state: 'healthy' })
+        case '/heartbeat': {
+          heartbeats.received++
+          heartbeats.maxInFlight = Math.max(heartbeats.maxInFlight, ++heartbeats.inFlight)
+          let answered = false
+          res.on('close', () => { heartbeats.inFlight--; if (!answered) heartbeats.aborted++ })
+          const reply = (): void => { answered = true; send(200, { status: 'acknowledged', timestamp: new Date().toISOString(), state: 'healthy' }) }
+          if (opts.heartbeatDelayMs == null) return reply()
+          hanging.add(res)
+          setTimeout(() => { hanging.delete(res); if (!res.destroyed) reply() }, opts.heartbeatDelayMs)
+          return
+        }
         case '/deregister': return send(200, { status: 'deregistered', worker_id: body.worker_id, known: true })
         default: return send(404, { error: 'not_found' })
       }
@@ -308,6 +364,7 @@ async function fakeController (id: string, answer: (n: number) => Answer): Promi
   const fake = {
     url: `https://127.0.0.1:${portOf(server)}`,
     registers,
+    heartbeats,
     close: async () => {
       for (const r of hanging) r.destroy()
       for (const s of sockets) s.destroy()
