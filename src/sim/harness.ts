@@ -94,6 +94,8 @@ export class Simulation {
   private progressTimer: NodeJS.Timeout | null = null
   /** Agents' counters at the last progress line (the line shows what happened since). */
   private lastAgents = { ok: 0, failed: 0, failovers: 0, reregistrations: 0 }
+  /** Heartbeat failures by reason since the last progress line. */
+  private readonly heartbeatFailures = new Map<string, number>()
   /** Event-loop delay of the harness itself: if it is high, the agents (not the mesh) are starved. */
   private readonly lag = monitorEventLoopDelay({ resolution: 20 })
   private lagMaxMs = 0
@@ -249,6 +251,11 @@ export class Simulation {
       reprobeIntervalMs: 0
     })
     agent.on('error', () => {})
+    agent.on('heartbeat_failed', ({ error }) => {
+      const e = error as Error & { cause?: { code?: string, name?: string } }
+      const why = e.name === 'ControllerTimeoutError' ? 'late' : (e.cause?.code ?? e.cause?.name ?? e.name)
+      this.heartbeatFailures.set(why, (this.heartbeatFailures.get(why) ?? 0) + 1)
+    })
     const w: SimWorker = { id, home, capability, agent, fate: { id, home, capability, status: 'alive', since: this.now() } }
     this.workers.set(id, w)
     try {
@@ -516,7 +523,9 @@ export class Simulation {
       if (w.agent.state === 'detached') detached++
     }
     const d = (k: keyof typeof now): number => now[k] - this.lastAgents[k]
-    const line = `heartbeats ok ${d('ok')} failed ${d('failed')}, failovers ${d('failovers')}, re-registrations ${d('reregistrations')}${detached > 0 ? `, detached ${detached}` : ''}`
+    const why = [...this.heartbeatFailures].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ')
+    this.heartbeatFailures.clear()
+    const line = `heartbeats ok ${d('ok')} failed ${d('failed')}${why.length > 0 ? ` (${why})` : ''}, failovers ${d('failovers')}, re-registrations ${d('reregistrations')}${detached > 0 ? `, detached ${detached}` : ''}`
     this.lastAgents = now
     return line
   }

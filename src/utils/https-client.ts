@@ -3,6 +3,7 @@
  * given: the CLI, the demo, the agent and the tests all speak to controllers
  * through it. Certificate verification is always on.
  */
+import { createSecureContext } from 'node:tls'
 import { Agent, request } from 'undici'
 
 export interface HttpsClientInit {
@@ -29,7 +30,9 @@ export interface HttpsClient {
 export function httpsClient (init: HttpsClientInit): HttpsClient {
   const timeoutMs = init.timeoutMs ?? 30_000
   const dispatcher = new Agent({
-    connect: { ca: init.ca, timeout: timeoutMs },
+    // One TLS context for every connection: built per connection (the default when only `ca` is
+    // given), parsing the CA took a third of a 1,000-worker simulation harness's CPU.
+    connect: { secureContext: createSecureContext({ ca: init.ca }), timeout: timeoutMs },
     connections: init.connections ?? 8,
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs
