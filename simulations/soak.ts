@@ -8,7 +8,7 @@
  * Each seed's report.json/html goes to <out>/seed-<n>/; a failing seed is
  * reproduced with `npm run sim -- randomized --seed <n> --nodes .. --workers ..`.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { explain, loadScenario, runScenario } from '../src/sim/index.ts'
@@ -37,13 +37,18 @@ let maxRss = 0
 const t0 = Date.now()
 for (let i = 0; i < seeds; i++) {
   const seed = String(first + i)
+  // Each seed's progress lines (agents' heartbeats, failures by reason, agreement) for reading a failure afterwards.
+  mkdirSync(join(values.out, `seed-${seed}`), { recursive: true })
+  const progress = createWriteStream(join(values.out, `seed-${seed}`, 'progress.log'))
   const { result, report } = await runScenario(s, {
+    progress: line => { progress.write(`${line}\n`) },
     nodes: Number(values.nodes),
     workers: Number(values.workers),
     seed,
     durationMs: parseDuration(values.duration, '--duration'),
     out: join(values.out, `seed-${seed}`)
   })
+  await new Promise(resolve => progress.end(resolve))
   const conv = Math.max(0, ...report.checkpoints.map(c => c.convergence_ms ?? 0))
   const avail = report.verdicts.find(v => v.invariant === 'partition-availability')?.figures.worst_side_ratio ?? null
   violations += result.violations.length
