@@ -129,8 +129,6 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   private inflight: { url: string, answer: Promise<{ status: number, body: any }> } | null = null
   /** Attach rounds failed in a row while detached (sets the back-off). */
   private detachedRounds = 0
-  /** The controller id the last successful /register answered with. */
-  private registeredAt: string | null = null
 
   constructor (init: WorkerAgentInit) {
     super()
@@ -257,11 +255,11 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       // stop() may have been called while a failover was in flight: don't attach anywhere new.
       if (this._state === 'stopped') break
       try {
-        await this.registerWithRetry(url)
+        const controllerId = await this.registerWithRetry(url)
         this.quarantine.delete(url)
         const from = this.current?.url
         const r = this.ranking.find(x => x.url === url)
-        this.current = { url, id: this.registeredAt ?? r?.controllerId ?? null }
+        this.current = { url, id: controllerId ?? r?.controllerId ?? null }
         this.failures = 0
         this.detachedRounds = 0
         // Never resurrect a stopped agent (stop() deregisters at `current` once this returns).
@@ -291,11 +289,12 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     throw err
   }
 
-  private async registerWithRetry (url: string): Promise<void> {
+  /** Registers at `url` (retrying); resolves with the controller id it answered with, if any. */
+  private async registerWithRetry (url: string): Promise<string | null> {
     const timeoutMs = this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS
-    await pRetry(async () => {
+    return await pRetry(async () => {
       try {
-        await this.registerOnce(url, timeoutMs)
+        return await this.registerOnce(url, timeoutMs)
       } catch (err) {
         if (err instanceof RegistrationRejectedError) throw new AbortError(err)
         throw err
@@ -310,7 +309,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     })
   }
 
-  private async registerOnce (url: string, timeoutMs: number): Promise<void> {
+  private async registerOnce (url: string, timeoutMs: number): Promise<string | null> {
     this._incarnation++
     const body = {
       worker_id: this.workerId,
@@ -326,9 +325,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       throw new ControllerUnavailableError(url, `unexpected answer to /register (HTTP ${res.status}): ${JSON.stringify(res.body).slice(0, 200)}`)
     }
     if (Number.isInteger(res.body.incarnation) && res.body.incarnation > this._incarnation) this._incarnation = res.body.incarnation
-    this.registeredAt = typeof res.body.controller_id === 'string' ? res.body.controller_id : null
     this.counters.registrations.ok++
     this.emit('registered', { controller: url, incarnation: this._incarnation })
+    return typeof res.body.controller_id === 'string' ? res.body.controller_id : null
   }
 
   /** One HTTPS call with the agent's error types: unavailable (network, TLS, 5xx) or timeout. */
@@ -443,7 +442,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       const hardMs = Math.max(this.interval, this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS)
       const sent = answer = this.call(url, '/heartbeat', body, hardMs)
       this.inflight = { url, answer: sent }
-      sent.then(() => {}, () => {}).finally(() => { if (this.inflight?.answer === sent) this.inflight = null })
+      sent.finally(() => { if (this.inflight?.answer === sent) this.inflight = null }).catch(() => {})
     }
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<never>((_resolve, reject) => {

@@ -19,6 +19,7 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import seedrandom from 'seedrandom'
 import { WorkerAgent } from '../agent/index.ts'
 import { spawnController, type ChildController } from '../cli/launch.ts'
+import { ControllerTimeoutError } from '../errors.ts'
 import type { Capability } from '../registry/index.ts'
 import { ensureTls } from '../tls/index.ts'
 import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
@@ -252,8 +253,8 @@ export class Simulation {
     })
     agent.on('error', () => {})
     agent.on('heartbeat_failed', ({ error }) => {
-      const e = error as Error & { cause?: { code?: string, name?: string } }
-      const why = e.name === 'ControllerTimeoutError' ? 'late' : (e.cause?.code ?? e.cause?.name ?? e.name)
+      const cause = (error as Error & { cause?: { code?: string, name?: string } }).cause
+      const why = error instanceof ControllerTimeoutError ? 'late' : (cause?.code ?? cause?.name ?? error.name)
       this.heartbeatFailures.set(why, (this.heartbeatFailures.get(why) ?? 0) + 1)
     })
     const w: SimWorker = { id, home, capability, agent, fate: { id, home, capability, status: 'alive', since: this.now() } }
