@@ -47,6 +47,17 @@ describe('a quiet mesh', () => {
   it('at rest, sends no digest between keepalives and exchanges only as the net; a change of health goes out at once', async () => {
     const cs = [await bed.start({ id: 'r0', ...calm })]
     for (let i = 1; i < 3; i++) cs.push(await bed.start({ id: `r${i}`, ...calm, bootstrap: [cs[0].p2p.multiaddrs[0]] }))
+    // For the failure message: how long since the same sender's previous digest (a keepalive is ≥ 15 s).
+    const lastFrom = new Map<string, number>()
+    const gaps: number[] = []
+    let resting = false
+    for (const c of cs) {
+      c.p2p.on('digest', (id: string) => {
+        const now = performance.now()
+        if (resting) gaps.push(Math.round(now - (lastFrom.get(id) ?? 0)))
+        lastFrom.set(id, now)
+      })
+    }
     await eventually(() => fullMesh(cs), 'a full mesh', 8_000, 50)
     for (const [i, c] of cs.entries()) {
       expect((await post(c, '/register', { worker_id: `w${i}`, worker_url: `https://127.0.0.1:7000/w${i}`, capabilities: [capability('quiet')] })).status).toBe(200)
@@ -56,15 +67,18 @@ describe('a quiet mesh', () => {
     // Wait for the mesh to settle: the hash digests of the last writes are out, and every peer's word agrees.
     await eventually(() => cs.every(c => [...c.core.owners.entries()].every(([id, o]) => id === c.config.id || o.registryHash === c.core.registryHash)), 'every peer to have said it agrees', 5_000, 20)
     await new Promise(resolve => setTimeout(resolve, 500))
+    resting = true
     let digests = 0
     let exchanges = 0
+    let connects = 0
     for (const c of cs) {
       c.p2p.on('digest', () => { digests++ })
       c.p2p.on('sync', () => { exchanges++ })
+      c.p2p.on('peer:connect', () => { connects++ })
     }
     // 2 s at rest: 20 digest intervals and 20 anti-entropy intervals per controller.
     await new Promise(resolve => setTimeout(resolve, 2_000))
-    expect(digests, 'digests received at rest').toBe(0)
+    expect(digests, `digests received at rest (${connects} peer connections opened meanwhile; ms since the sender's previous digest: ${gaps.join(', ')})`).toBe(0)
     // Each exchange is seen by both sides. Every interval would be ~60 exchanges; the net is 2 per controller.
     expect(exchanges / 2, 'anti-entropy exchanges at rest').toBeLessThanOrEqual(3 * 3)
 
