@@ -10,7 +10,8 @@
  *   quarantined (skipped until the others were tried), as Eureka's client
  *   does; success clears it. Network errors, timeouts and 5xx are retried; a
  *   4xx is permanent and reported with the controller's reason.
- * - **Heartbeats** carry the worker's load. `worker_not_registered` → re-register
+ * - **Heartbeats** carry the worker's load and incarnation. `worker_not_registered`
+ *   (or 409 `superseded`: a newer attachment of this id exists) → re-register
  *   at once. `failureThreshold` consecutive failures → fail over to the next
  *   closest controller, with a bumped incarnation so the newest attachment
  *   wins everywhere. A late answer counts as a failure but is not aborted
@@ -396,13 +397,16 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       return
     }
     const url = this.current.url
-    const body: Record<string, unknown> = { worker_id: this.workerId, load: Math.max(0, Math.floor(this.init.load?.() ?? 0)) }
+    // The incarnation tells a controller this worker has since left (failed over) that a heartbeat
+    // it gets late is from the old attachment, not a move back (409 superseded instead of an adopt).
+    const body: Record<string, unknown> = { worker_id: this.workerId, load: Math.max(0, Math.floor(this.init.load?.() ?? 0)), incarnation: this._incarnation }
     if (this._state === 'draining') body.status = 'draining'
     const t0 = performance.now()
     try {
       const res = await this.heartbeatCall(url, body)
-      if (res.body.error === 'worker_not_registered') {
-        // The controller lost its state (restart with an empty data dir): register again right away.
+      if (res.body.error === 'worker_not_registered' || (res.status === 409 && res.body.error === 'superseded')) {
+        // The controller lost its state (restart with an empty data dir), or it holds a newer
+        // attachment of this worker id elsewhere than here: register again right away.
         this.counters.reregistrations++
         await this.registerWithRetry(url)
         this.emit('reregistered', { controller: url, incarnation: this._incarnation })

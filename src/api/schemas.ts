@@ -15,6 +15,16 @@ export const ErrorBody = Type.Object({
   verb: Type.Optional(Type.String())
 })
 
+/** 409 to a heartbeat from an older attachment: who holds the worker now. */
+export const SupersededBody = Type.Object({
+  error: Type.Literal('superseded'),
+  code: Type.Literal('CAPMESH_ERR_SUPERSEDED'),
+  message: Type.String(),
+  worker_id: Type.String(),
+  incarnation: Type.Integer({ description: 'The registry\'s incarnation for the worker.' }),
+  controller_id: Type.String({ description: 'The controller the worker is attached to now.' })
+})
+
 export const RegisterBody = Type.Object({
   worker_id: WorkerId,
   worker_url: WorkerUrl,
@@ -32,7 +42,8 @@ export const RegisterReply = Type.Object({
 export const HeartbeatBody = Type.Object({
   worker_id: WorkerId,
   load: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000, description: 'Requests in flight on the worker.' })),
-  status: Type.Optional(Type.Union([Type.Literal('ready'), Type.Literal('draining')], { description: '"draining": stop routing new requests here.' }))
+  status: Type.Optional(Type.Union([Type.Literal('ready'), Type.Literal('draining')], { description: '"draining": stop routing new requests here.' })),
+  incarnation: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'The incarnation of the attachment this heartbeat belongs to (capmesh agents send it). Older than the registry\'s for a worker attached elsewhere: 409 superseded, ignored.' }))
 })
 
 export const HeartbeatReply = Type.Union([

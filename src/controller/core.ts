@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks'
 import {
   DEFAULT_SELF_PRESERVATION_MAX_WINDOWS, DEFAULT_SELF_PRESERVATION_PEER_RATIO
 } from '../constants.ts'
+import { SupersededError } from '../errors.ts'
 import type { Digest } from '../gossip/envelope.ts'
 import { Liveness, OwnerTracker, type HealthState, type HeartbeatInput, type OwnerStatus } from '../liveness/index.ts'
 import { Origin, Registry, exportState, importState, type PortableState, type RegisterInput, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
@@ -117,12 +118,20 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
    * A heartbeat. Unknown worker → false (the caller answers
    * `worker_not_registered`). A worker owned elsewhere that heartbeats here
    * has moved: this controller adopts it (one registry write), after which
-   * heartbeats touch only liveness.
+   * heartbeats touch only liveness — unless the heartbeat names an older
+   * incarnation than the owner's: then it was sent before the worker failed
+   * over and arrives late, and adopting would pull the worker back from the
+   * controller it now heartbeats (SupersededError, nothing changes).
    */
-  heartbeat (workerId: string, input: HeartbeatInput = {}): boolean {
+  heartbeat (workerId: string, input: HeartbeatInput & { incarnation?: number } = {}): boolean {
     const rec = this.registry.get(workerId)
     if (rec == null) return false
-    if (rec.owner !== this.controllerId) this.registry.adopt(workerId)
+    if (rec.owner !== this.controllerId) {
+      if (input.incarnation != null && input.incarnation < rec.incarnation) {
+        throw new SupersededError(workerId, input.incarnation, { incarnation: rec.incarnation, owner: rec.owner })
+      }
+      this.registry.adopt(workerId, input.incarnation)
+    }
     if (!this.liveness.heartbeat(workerId, input)) {
       this.liveness.track(workerId, 'healthy')
       this.liveness.heartbeat(workerId, input)

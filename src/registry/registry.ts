@@ -204,13 +204,14 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /**
    * Takes over a worker known from another owner (it heartbeats here now):
-   * the same registration, one incarnation higher, owned by this controller.
+   * the same registration, one incarnation higher (or the worker's own
+   * `incarnation`, if higher still), owned by this controller.
    */
-  adopt (workerId: string): WorkerRecord | undefined {
+  adopt (workerId: string, incarnation?: number): WorkerRecord | undefined {
     const cur = this.view.get(workerId)
     if (cur == null) return undefined
     if (cur.owner === this.controllerId) return cur
-    return this.register({ worker_id: cur.worker_id, worker_url: cur.worker_url, capabilities: cur.capabilities })
+    return this.register({ worker_id: cur.worker_id, worker_url: cur.worker_url, capabilities: cur.capabilities, incarnation })
   }
 
   /**

@@ -6,7 +6,7 @@
  * logged with its stack.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { CapmeshError, NoHealthyWorkerError, NoWorkerError, ValidationError, type ErrorCode, type FieldProblem } from '../../errors.ts'
+import { CapmeshError, NoHealthyWorkerError, NoWorkerError, SupersededError, ValidationError, type ErrorCode, type FieldProblem } from '../../errors.ts'
 
 interface AjvIssue {
   instancePath: string
@@ -53,6 +53,9 @@ export function errorHandler (app: FastifyInstance): void {
     }
     if (err instanceof NoWorkerError) {
       return reply.code(err.status).send({ error: 'no_worker_available', code: err.code, message: err.message, capability: err.capability, verb: verbOf(req) })
+    }
+    if (err instanceof SupersededError) {
+      return reply.code(err.status).send({ error: 'superseded', code: err.code, message: err.message, worker_id: err.workerId, incarnation: err.current.incarnation, controller_id: err.current.owner })
     }
     if (err instanceof CapmeshError && err.status < 500) {
       return reply.code(err.status).send({ error: err.name, code: err.code, message: err.message })
