@@ -1,17 +1,21 @@
 /**
- * The only code that touches libp2p. A Mesh joins one controller's registry
- * to the other controllers':
+ * A controller's libp2p node (this folder is the only code that touches
+ * libp2p). A Mesh joins one controller's registry to the other controllers':
  *
  * - local registry updates are batched per tick and published on the
  *   registry topic (too large for one message: a sync hint instead);
  * - every incoming message is validated in the gossipsub topic validator
  *   before it can touch the document, and a peer sending garbage is rejected
  *   (gossipsub scores it down) and logged once;
- * - anti-entropy (sync.ts) runs when a connection opens, on a hint, and
- *   every `syncIntervalMs` with a random peer;
- * - a reconnect loop re-dials bootstrap addresses and known controllers, so
- *   a healed partition or a restarted peer rejoins by itself;
+ * - anti-entropy (the protocol in sync.ts, scheduled by exchanges.ts) runs
+ *   when a connection opens, on a hint, and every `syncIntervalMs` with a
+ *   peer that seems to differ (now and then with any);
+ * - a reconnect loop (dialer.ts) re-dials bootstrap addresses and known
+ *   controllers, so a healed partition or a restarted peer rejoins by itself;
  * - liveness digests from the core go out on their own topic.
+ *
+ * This file holds the node, its options and the gossip; what the parts know
+ * of each peer is one PeerTable (peers.ts).
  *
  * `block()` / `unblock()` cut and restore links to given peers through the
  * connection gater: what tests and the simulation harness use for partitions.
@@ -29,7 +33,6 @@ import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import type { Logger } from 'pino'
 import * as Y from 'yjs'
@@ -37,9 +40,12 @@ import {
   DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_FRAME_BYTES, DEFAULT_RECONNECT_INTERVAL_MS, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS
 } from '../constants.ts'
 import { MissingDependencyError, Origin, validateUpdate, type Registry, type ValidUpdate } from '../registry/index.ts'
-import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, MAX_INTRODUCED_PEERS, type Digest, type Envelope } from './envelope.ts'
+import { Dialer } from './dialer.ts'
+import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, type Digest, type Envelope } from './envelope.ts'
+import { Exchanges } from './exchanges.ts'
 import { loadOrCreatePeerKey } from './keys.ts'
-import { PeerBusyError, SYNC_PROTOCOL, refuseSync, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
+import { PeerTable } from './peers.ts'
+import { SYNC_PROTOCOL, type SyncResult } from './sync.ts'
 import { useHalfWindowUpdates } from './yamux-window.ts'
 
 export const REGISTRY_TOPIC = 'capmesh/registry/2'
@@ -51,27 +57,12 @@ function fastMessageId (msg: { from?: Uint8Array, seqno?: Uint8Array, topic: str
   return createHash('sha1').update(msg.from ?? NO_BYTES).update(msg.seqno ?? NO_BYTES).update(msg.topic).update(msg.data ?? NO_BYTES).digest('base64')
 }
 
-/** Mean pause (ms) before asking a BUSY peer again; it grows with each BUSY answer. */
-const BUSY_PAUSE_MS = 40
-/** An exchange older than this no longer makes its controller busy (a stalled or very large one). */
-const BUSY_WINDOW_MS = 3000
 /** gossipsub mesh degree and gossip fan-out (see the comment where they are used). */
 const MESH_DEGREE = { D: 1, Dlo: 1, Dhi: 2, Dout: 0, Dscore: 0, Dlazy: 2, gossipFactor: 0, idontwantMinDataSize: 16 * 1024 }
 /** Inbound connections accepted per second from one host, and in the handshake at once (libp2p: 5 and 10). */
 const INBOUND_CONNECTIONS_PER_SECOND = 256
-/** Failed dials after which a controller known only from another's digest is forgotten. */
-const MAX_INTRODUCED_DIALS = 5
 /** How often libp2p pings each connection to find dead links (its default is 10 s). */
 const CONNECTION_PING_INTERVAL_MS = 60_000
-/** BUSY answers after which a wanted exchange is left to the periodic one. */
-const MAX_BUSY_RETRIES = 8
-/**
- * A periodic exchange goes to a peer whose registry hash (from its digests,
- * or from the last exchange) differs from this controller's; when every peer
- * agrees, only every this many periods, with a random one: the net for a
- * lost digest. At rest a mesh then exchanges almost nothing.
- */
-const IDLE_SYNC_EVERY = 10
 
 export interface MeshInit {
   registry: Registry
@@ -121,61 +112,20 @@ export interface MeshEvents {
   'peer:disconnect': [peerId: string]
 }
 
-interface PeerState {
-  controllerId: string | null
-  lastSyncAt: number | null
-  lastSyncMs: number | null
-  inSync: boolean | null
-  lastMessageAt: number | null
-  /** Where it listens (learnt from its digests); dialled when not connected. */
-  addrs: Multiaddr[]
-  /** Its registry hash as last known: from its latest digest, or ours right after an exchange with it. */
-  hash: string | null
-  /** When `hash` was learnt, and when the current connection to it opened (monotonic ms). */
-  hashAt: number
-  connectedAt: number
-  /** When the reconnect loop first found it unconnected (monotonic ms), null while connected. */
-  missingSince: number | null
-  /** Known only from another controller's digest (not heard from yet): dialled, forgotten after failing. */
-  introduced: boolean
-}
-
 export class Mesh extends EventEmitter<MeshEvents> {
   private readonly init: MeshInit
   private readonly registry: Registry
   private readonly log: Logger
   private readonly maxMessageBytes: number
-  private readonly maxSyncFrameBytes: number
-  private readonly syncTimeoutMs: number
   private node: Libp2p<{ pubsub: GossipSub }> | null = null
-  private readonly peers = new Map<string, PeerState>()
-  /**
-   * Peers with at least one open connection, kept from libp2p's connect and
-   * disconnect events: asking libp2p builds a peer id object and its base58
-   * text per peer per call, which the reconnect loop and the exchange queue
-   * did many times a second (a tenth of a 32-controller heal's CPU).
-   */
-  private readonly connected = new Set<string>()
+  private readonly peers = new PeerTable()
+  private readonly exchanges: Exchanges
+  private readonly dialer: Dialer
   /** A peer never connected before has connected since the last digest: the next one introduces the mesh to it. */
   private introduceNext = true
-  private readonly blocked = new Set<string>()
-  private readonly loggedBadPeers = new Set<string>()
-  private readonly syncing = new Set<string>()
-  /** Start times (monotonic ms) of the exchanges in progress, either side. */
-  private readonly exchanges = new Set<{ since: number }>()
-  /** Re-runs the wanted queue when the youngest exchange stops counting as busy. */
-  private busyWaitTimer: NodeJS.Timeout | null = null
-  /** Peers to sync with once this controller is free, with the BUSY answers each has given. */
-  private readonly wanted = new Map<string, number>()
-  private wantedTimer: NodeJS.Timeout | null = null
   private readonly decoded = new WeakMap<Uint8Array, Envelope>()
   /** Payloads the topic validator already checked against this document (a check stays true as the document grows). */
   private readonly validated = new WeakMap<Uint8Array, ValidUpdate>()
-  private readonly redial = new Map<string, { fails: number, next: number }>()
-  /** The bootstrap addresses, parsed once: [as given, parsed, the peer id in it if any]. */
-  private bootstrapAddrs: Array<[string, Multiaddr, string | undefined]> = []
-  /** Bootstrap address → the peer found there (addresses may omit the peer id). */
-  private readonly addrPeer = new Map<string, string>()
   /**
    * Simulated faults, for tests and the simulation harness: every incoming
    * gossip message is dropped with probability `lossRate`, and incoming
@@ -185,9 +135,6 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private pending: Uint8Array[] = []
   private flushQueued = false
   private timers: NodeJS.Timeout[] = []
-  private syncTicks = 0
-  /** This controller's registry hash at the previous periodic tick. */
-  private hashAtLastTick: string | null = null
   private stopped = false
   private readonly onUpdate = (update: Uint8Array, origin: Origin): void => {
     if (origin !== Origin.local && origin !== Origin.import && origin !== Origin.restore) return
@@ -204,8 +151,22 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.registry = init.registry
     this.log = init.log
     this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_GOSSIP_BYTES
-    this.maxSyncFrameBytes = init.maxSyncFrameBytes ?? DEFAULT_MAX_SYNC_FRAME_BYTES
-    this.syncTimeoutMs = init.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS
+    this.exchanges = new Exchanges({
+      registry: init.registry,
+      peers: this.peers,
+      log: init.log,
+      peerId: () => this.peerId,
+      dial: async (peerId, signal) => await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal }),
+      registryHash: init.registryHash,
+      faults: this.faults,
+      maxSyncFrameBytes: init.maxSyncFrameBytes ?? DEFAULT_MAX_SYNC_FRAME_BYTES,
+      syncTimeoutMs: init.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS,
+      onSync: result => {
+        this.emit('heard', result.peerController)
+        this.emit('sync', result)
+      }
+    })
+    this.dialer = new Dialer({ peers: this.peers, node: () => this.node, peerId: () => this.peerId })
   }
 
   get peerId (): string { return this.libp2p.peerId.toString() }
@@ -221,11 +182,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
     useHalfWindowUpdates()
     const key = await loadOrCreatePeerKey(join(this.init.dataDir, 'peer.key'))
     const withPeerId = (this.init.bootstrap ?? []).filter(a => a.includes('/p2p/'))
-    this.bootstrapAddrs = (this.init.bootstrap ?? []).map(a => {
-      const ma = multiaddr(a)
-      return [a, ma, ma.getComponents().find(c => c.name === 'p2p')?.value]
-    })
-    const blocked = this.blocked
+    this.dialer.setBootstrap(this.init.bootstrap ?? [])
+    const blocked = this.peers.blocked
     this.node = await createLibp2p({
       privateKey: key,
       addresses: { listen: [`/ip4/${this.init.host ?? '127.0.0.1'}/tcp/${this.init.port ?? 9100}`] },
@@ -279,46 +237,45 @@ export class Mesh extends EventEmitter<MeshEvents> {
     pubsub.subscribe(LIVENESS_TOPIC)
 
     await this.libp2p.handle(SYNC_PROTOCOL, (stream: Stream, conn) => {
-      this.respond(stream, conn.remotePeer.toString())
+      this.exchanges.respond(stream, conn.remotePeer.toString())
     }, { maxInboundStreams: 16 })
 
     this.libp2p.addEventListener('peer:connect', evt => {
       const id = evt.detail.toString()
-      this.connected.add(id)
+      this.peers.connected.add(id)
       const s = this.peers.get(id)
       if (s == null || s.connectedAt === 0) this.introduceNext = true
-      this.peerState(id).connectedAt = performance.now()
-      this.redial.delete(id)
+      this.peers.state(id).connectedAt = performance.now()
+      this.dialer.clearBackoff(id)
       this.emit('peer:connect', id)
       // One side starts the exchange (the smaller peer id); the periodic sync covers a failure.
-      if (id > this.peerId) this.want(id)
+      if (id > this.peerId) this.exchanges.want(id)
     })
     this.libp2p.addEventListener('peer:disconnect', evt => {
       const id = evt.detail.toString()
-      this.connected.delete(id)
+      this.peers.connected.delete(id)
       this.emit('peer:disconnect', id)
     })
 
     this.registry.on('update', this.onUpdate)
     const syncEvery = this.init.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS
     const reconnectEvery = this.init.reconnectIntervalMs ?? DEFAULT_RECONNECT_INTERVAL_MS
-    this.timers.push(setInterval(() => { void this.syncRandomPeer() }, syncEvery))
-    this.timers.push(setInterval(() => { this.reconnect(reconnectEvery) }, reconnectEvery))
+    this.timers.push(setInterval(() => { void this.exchanges.syncRandomPeer() }, syncEvery))
+    this.timers.push(setInterval(() => { this.dialer.reconnect(reconnectEvery) }, reconnectEvery))
     for (const t of this.timers) t.unref()
-    this.reconnect(reconnectEvery)
+    this.dialer.reconnect(reconnectEvery)
   }
 
   async stop (): Promise<void> {
     this.stopped = true
     for (const t of this.timers) clearInterval(t)
     this.timers = []
-    if (this.wantedTimer != null) clearTimeout(this.wantedTimer)
-    if (this.busyWaitTimer != null) clearTimeout(this.busyWaitTimer)
-    this.wanted.clear()
+    this.exchanges.stop()
+    this.dialer.stop()
     this.registry.off('update', this.onUpdate)
     await this.node?.stop()
     this.node = null
-    this.connected.clear()
+    this.peers.connected.clear()
   }
 
   /**
@@ -338,140 +295,23 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
   /** An address of each controller this one is connected to and knows where to reach (for its digests). */
   introductions (): string[] {
-    const out: string[] = []
-    for (const id of this.connectedPeers()) {
-      const s = this.peers.get(id)
-      if (s?.controllerId != null && s.addrs.length > 0 && out.length < MAX_INTRODUCED_PEERS) out.push(s.addrs[0].toString())
-    }
-    return out.sort()
+    return this.dialer.introductions()
   }
 
-  /**
-   * Runs anti-entropy with one peer now. Resolves to null if it could not
-   * (including when the peer answered BUSY). A `background` exchange (on
-   * connect, on a hint, periodic) is skipped while this controller is in
-   * another exchange: overlapping exchanges carry deltas computed against
-   * soon-stale state vectors, so after a heal each link would pull the same
-   * large delta again. Connect and hint exchanges are queued (`want`) and
-   * run as soon as this controller is free.
-   */
+  /** Runs anti-entropy with one peer now; null if it could not (see Exchanges.syncWith). */
   async syncWith (peerId: string, opts: { background?: boolean } = {}): Promise<SyncResult | null> {
-    if (this.syncing.has(peerId) || this.stopped || this.blocked.has(peerId)) return null
-    if (opts.background === true && this.busy) return null
-    this.syncing.add(peerId)
-    const exchange = this.begin()
-    const t0 = performance.now()
-    let stream: Stream | undefined
-    try {
-      if (this.faults.delayMs > 0) await new Promise(resolve => setTimeout(resolve, this.faults.delayMs))
-      const signal = AbortSignal.timeout(this.syncTimeoutMs)
-      stream = await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal })
-      const res = await syncInitiator(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })
-      this.wanted.delete(peerId)
-      this.recordSync(peerId, res, performance.now() - t0)
-      return res
-    } catch (err) {
-      if (err instanceof PeerBusyError) {
-        // A busy peer with the smaller id calls back once free (see respond); ask another meanwhile.
-        if (peerId < this.peerId) {
-          this.wanted.delete(peerId)
-          return null
-        }
-        // Otherwise ask again shortly, a bounded number of times; the periodic exchange covers the rest.
-        const busy = this.wanted.get(peerId)
-        if (busy != null && busy < MAX_BUSY_RETRIES) this.wanted.set(peerId, busy + 1)
-        else this.wanted.delete(peerId)
-        return null
-      }
-      this.wanted.delete(peerId)
-      // A failed exchange must not leave its stream open: libp2p caps streams per protocol and connection.
-      stream?.abort(err as Error)
-      if (!this.stopped) this.log.debug({ peer: peerId, err: (err as Error).message }, 'sync failed')
-      return null
-    } finally {
-      this.syncing.delete(peerId)
-      this.end(exchange)
-    }
+    return await this.exchanges.syncWith(peerId, opts)
   }
 
-  /**
-   * True while this controller takes part in a sync exchange, either side,
-   * that started less than BUSY_WINDOW_MS ago: an exchange a peer stalls
-   * (up to the sync timeout) must not hold off everyone else's.
-   */
-  get busy (): boolean { return this.busyForMs() > 0 }
+  /** True while this controller is in a sync exchange that started less than BUSY_WINDOW_MS ago (see Exchanges.busy). */
+  get busy (): boolean { return this.exchanges.busy }
 
   /** Exchanges queued or in progress (a mesh that just formed or healed works through one per new link). */
-  get backlog (): number { return this.wanted.size + this.exchanges.size }
-
-  private busyForMs (): number {
-    const now = performance.now()
-    let left = 0
-    for (const e of this.exchanges) left = Math.max(left, e.since + BUSY_WINDOW_MS - now)
-    return left
-  }
-
-  private begin (): { since: number } {
-    const e = { since: performance.now() }
-    this.exchanges.add(e)
-    return e
-  }
-
-  private end (e: { since: number }): void {
-    this.exchanges.delete(e)
-    if (this.busyWaitTimer != null) {
-      clearTimeout(this.busyWaitTimer)
-      this.busyWaitTimer = null
-    }
-    this.runWanted()
-  }
-
-  /** Syncs with `peerId` as soon as this controller is free. */
-  private want (peerId: string): void {
-    if (!this.wanted.has(peerId)) this.wanted.set(peerId, 0)
-    this.runWanted()
-  }
-
-  /** Starts the next wanted exchange if free; after a BUSY answer, after a short random pause. */
-  private runWanted (): void {
-    if (this.stopped || this.wantedTimer != null || this.busyWaitTimer != null || this.wanted.size === 0) return
-    const busyFor = this.busyForMs()
-    if (busyFor > 0) {
-      // Normally an exchange ends first (end() runs the queue); a stalled one stops counting after the window.
-      this.busyWaitTimer = setTimeout(() => {
-        this.busyWaitTimer = null
-        this.runWanted()
-      }, busyFor + 1)
-      this.busyWaitTimer.unref()
-      return
-    }
-    const connected = this.connected
-    const mine = this.init.registryHash?.()
-    for (const p of this.wanted.keys()) {
-      // Nothing to exchange with a peer that said, on this connection, that it holds what this controller holds.
-      const s = this.peers.get(p)
-      const agrees = s != null && mine != null && s.hash === mine && s.hashAt >= s.connectedAt
-      if (!connected.has(p) || this.blocked.has(p) || agrees) this.wanted.delete(p)
-    }
-    const next = [...this.wanted].sort((a, b) => a[1] - b[1])[0]
-    if (next == null) return
-    const [peer, busyAnswers] = next
-    if (busyAnswers === 0) {
-      void this.syncWith(peer, { background: true })
-      return
-    }
-    // Random pauses break the tie between two controllers that keep finding each other busy.
-    this.wantedTimer = setTimeout(() => {
-      this.wantedTimer = null
-      if (!this.busy && this.wanted.has(peer)) void this.syncWith(peer, { background: true })
-      else this.runWanted()
-    }, BUSY_PAUSE_MS * (0.5 + Math.random()) * busyAnswers)
-    this.wantedTimer.unref()
-  }
+  get backlog (): number { return this.exchanges.backlog }
 
   /** Peers currently connected (any libp2p peer, controllers or not). */
   connectedPeers (): string[] {
-    return this.node == null ? [] : [...this.connected]
+    return this.node == null ? [] : [...this.peers.connected]
   }
 
   /**
@@ -479,16 +319,16 @@ export class Mesh extends EventEmitter<MeshEvents> {
    * Used for partitions in tests and simulations.
    */
   async block (peerIds: string[]): Promise<void> {
-    for (const p of peerIds) this.blocked.add(p)
+    for (const p of peerIds) this.peers.blocked.add(p)
     await Promise.all(peerIds.map(async p => {
       await this.node?.hangUp(peerIdFromString(p)).catch(() => {})
     }))
   }
 
   unblock (peerIds?: string[]): void {
-    for (const p of peerIds ?? [...this.blocked]) {
-      this.blocked.delete(p)
-      this.redial.delete(p)
+    for (const p of peerIds ?? [...this.peers.blocked]) {
+      this.peers.blocked.delete(p)
+      this.dialer.clearBackoff(p)
     }
   }
 
@@ -556,8 +396,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
       // Out of order, not malformed: drop it without blaming the sender; anti-entropy will bring it.
       if (err instanceof MissingDependencyError) return TopicValidatorResult.Ignore
       const from = msg.type === 'signed' ? msg.from.toString() : peer.toString()
-      if (!this.loggedBadPeers.has(from)) {
-        this.loggedBadPeers.add(from)
+      if (!this.peers.loggedBadPeers.has(from)) {
+        this.peers.loggedBadPeers.add(from)
         this.log.warn({ peer: from, via: peer.toString(), topic: msg.topic, err: (err as Error).message }, 'rejected a malformed gossip message (further ones from this peer are rejected silently)')
       }
       return TopicValidatorResult.Reject
@@ -579,7 +419,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     if (env == null) return
     const from = msg.type === 'signed' ? msg.from.toString() : null
     if (from != null) {
-      const s = this.peerState(from)
+      const s = this.peers.state(from)
       s.controllerId = env.controllerId
       s.lastMessageAt = Date.now()
     }
@@ -589,178 +429,18 @@ export class Mesh extends EventEmitter<MeshEvents> {
       else if (env.kind === Kind.digest) {
         const d = decodeDigest(env.payload)
         if (from != null) {
-          if (d.addrs != null) this.learnAddrs(from, d.addrs)
-          if (d.peers != null) this.learnIntroduced(d.peers)
-          const s = this.peerState(from)
+          if (d.addrs != null) this.dialer.learnAddrs(from, d.addrs)
+          if (d.peers != null) this.dialer.learnIntroduced(d.peers)
+          const s = this.peers.state(from)
           s.hash = d.registry_hash
           s.hashAt = performance.now()
         }
         this.emit('digest', env.controllerId, d)
       }
-      else if (env.kind === Kind.hint && from != null) this.want(from)
+      else if (env.kind === Kind.hint && from != null) this.exchanges.want(from)
     } catch (err) {
       this.log.warn({ peer: from, err: (err as Error).message }, 'could not apply a gossip message')
     }
-  }
-
-  private respond (stream: Stream, peerId: string): void {
-    const t0 = performance.now()
-    const signal = AbortSignal.timeout(this.syncTimeoutMs)
-    if (this.busy) {
-      // Even a refusal reads the HELLO first: garbage is logged and aborted as in an exchange.
-      // The smaller peer id of the two takes the exchange over: it calls back once free, and the
-      // other stops asking. Without that, a controller refused by every peer of the other side
-      // after a heal kept polling them; with both calling back, two would refuse each other for ever.
-      refuseSync(stream, { maxFrameBytes: this.maxSyncFrameBytes, signal }).then(() => {
-        if (this.peerId < peerId) this.want(peerId)
-      }, (err: Error) => { this.syncAborted(stream, peerId, err) })
-      return
-    }
-    const exchange = this.begin()
-    const delay = this.faults.delayMs > 0 ? new Promise(resolve => setTimeout(resolve, this.faults.delayMs)) : Promise.resolve()
-    delay.then(async () => await syncResponder(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })).then(res => {
-      this.wanted.delete(peerId)
-      this.recordSync(peerId, res, performance.now() - t0)
-    }, (err: Error) => { this.syncAborted(stream, peerId, err) }).finally(() => { this.end(exchange) })
-  }
-
-  /** An answered exchange failed (malformed frames, timeout, reset): abort the stream, log once per peer. */
-  private syncAborted (stream: Stream, peerId: string, err: Error): void {
-    stream.abort(err)
-    if (this.loggedBadPeers.has(`sync:${peerId}`)) return
-    this.loggedBadPeers.add(`sync:${peerId}`)
-    this.log.warn({ peer: peerId, err: err.message }, 'aborted a sync exchange')
-  }
-
-  private recordSync (peerId: string, res: SyncResult, ms: number): void {
-    const s = this.peerState(peerId)
-    s.controllerId = res.peerController
-    s.lastSyncAt = Date.now()
-    // Each side now holds what the other had: the same registry, unless writes arrived meanwhile.
-    s.hash = this.init.registryHash?.() ?? null
-    s.hashAt = performance.now()
-    s.lastSyncMs = ms
-    s.inSync = res.wasInSync
-    this.emit('heard', res.peerController)
-    this.emit('sync', { ...res, peerId, ms })
-  }
-
-  /** The periodic exchange: with a peer that seems to differ, or now and then with any (IDLE_SYNC_EVERY). */
-  private async syncRandomPeer (): Promise<void> {
-    const candidates = this.connectedPeers().filter(p => this.peers.get(p)?.controllerId != null || !this.loggedBadPeers.has(p))
-    if (candidates.length === 0) return
-    const mine = this.init.registryHash?.()
-    // While this registry changes, gossip is busy delivering and the peers' hashes are moving targets.
-    const settled = mine == null || mine === this.hashAtLastTick
-    this.hashAtLastTick = mine ?? null
-    const differ = !settled ? [] : mine == null ? candidates : candidates.filter(p => this.peers.get(p)?.hash !== mine)
-    const pool = differ.length > 0 ? differ : ++this.syncTicks % IDLE_SYNC_EVERY === 0 ? candidates : []
-    if (pool.length === 0) return
-    await this.syncWith(pool[Math.floor(Math.random() * pool.length)], { background: true })
-  }
-
-  /** Dials bootstrap addresses and known controllers that are not connected, with capped back-off. */
-  private reconnect (every: number): void {
-    if (this.node == null || this.stopped) return
-    const node = this.node
-    const connected = this.connected
-    const now = performance.now()
-    // Generous: a handshake on a loaded machine can take seconds, and a dial given up is paid for again.
-    const dialTimeoutMs = Math.max(5000, every * 4)
-    const targets: Array<[string, Multiaddr | PeerId]> = []
-    const viaBootstrap = new Set<string>()
-    for (const [addr, ma, id] of this.bootstrapAddrs) {
-      const pid = id ?? this.addrPeer.get(addr)
-      if (pid != null && (connected.has(pid) || this.blocked.has(pid))) continue
-      if (pid != null) viaBootstrap.add(pid)
-      targets.push([addr, ma])
-    }
-    for (const [id, s] of this.peers) {
-      if (connected.has(id)) s.missingSince = null
-      if ((s.controllerId == null && !s.introduced) || connected.has(id) || this.blocked.has(id) || viaBootstrap.has(id)) continue
-      // Both ends notice a missing link. The smaller peer id dials it (as it starts the exchange);
-      // the other only once that dial would have timed out: two dials at once leave two
-      // connections, each with its own pings and streams for the rest of their lives.
-      s.missingSince ??= now
-      if (id < this.peerId && now - s.missingSince < dialTimeoutMs + every) continue
-      // A known address is dialled directly; otherwise libp2p tries what its peer store has.
-      targets.push([id, s.addrs[0] ?? peerIdFromString(id)])
-    }
-    for (const [key, target] of targets) {
-      const r = this.redial.get(key) ?? { fails: 0, next: 0 }
-      if (r.next > now) continue
-      // No second dial while one is in flight (a handshake can outlast a round on a busy machine).
-      r.next = Infinity
-      this.redial.set(key, r)
-      node.dial(target, { signal: AbortSignal.timeout(dialTimeoutMs) }).then(conn => {
-        this.redial.delete(key)
-        const remote = conn.remotePeer.toString()
-        if (key.startsWith('/')) this.addrPeer.set(key, remote)
-        this.peerState(remote)
-      }, () => {
-        r.fails++
-        r.next = performance.now() + Math.min(every * 2 ** Math.min(r.fails, 2), every * 4)
-        this.redial.set(key, r)
-        // An introduction nobody could confirm (a stale or invented address) is dropped after a few tries.
-        const s = this.peers.get(key)
-        if (s?.introduced === true && s.controllerId == null && r.fails >= MAX_INTRODUCED_DIALS) {
-          this.peers.delete(key)
-          this.redial.delete(key)
-        }
-      })
-    }
-  }
-
-  /** Remembers where a controller listens (from its digest) so the reconnect loop can dial it directly. */
-  private learnAddrs (peerId: string, addrs: string[]): void {
-    if (peerId === this.peerId || this.node == null) return
-    const s = this.peerState(peerId)
-    if (s.addrs.length > 0) return
-    const valid: Multiaddr[] = []
-    for (const a of addrs) {
-      try {
-        const ma = multiaddr(a)
-        const pid = ma.getComponents().find(c => c.name === 'p2p')?.value
-        if (pid === peerId) valid.push(ma)
-      } catch {}
-    }
-    s.addrs = valid
-  }
-
-  /**
-   * Takes note of controllers another one says it is connected to, so the
-   * reconnect loop dials them. Claims only: noise checks the peer id when
-   * dialled, and one that cannot be reached is forgotten.
-   */
-  private learnIntroduced (addrs: string[]): void {
-    for (const a of addrs) {
-      // Most introductions are of controllers known already: skip those before parsing (a digest
-      // introduces every connected controller, and parsing a multiaddr costs tens of µs).
-      const at = a.lastIndexOf('/p2p/')
-      if (at < 0 || (this.peers.get(a.slice(at + 5))?.addrs.length ?? 0) > 0) continue
-      let ma: Multiaddr
-      try {
-        ma = multiaddr(a)
-      } catch {
-        continue
-      }
-      const pid = ma.getComponents().find(c => c.name === 'p2p')?.value
-      if (pid == null || pid === this.peerId || this.peers.get(pid)?.addrs.length) continue
-      try {
-        peerIdFromString(pid)
-      } catch {
-        continue
-      }
-      const s = this.peerState(pid)
-      s.addrs = [ma]
-      s.introduced = s.controllerId == null
-    }
-  }
-
-  private peerState (id: string): PeerState {
-    let s = this.peers.get(id)
-    if (s == null) this.peers.set(id, s = { controllerId: null, lastSyncAt: null, lastSyncMs: null, inSync: null, lastMessageAt: null, addrs: [], hash: null, hashAt: -Infinity, connectedAt: 0, missingSince: null, introduced: false })
-    return s
   }
 }
 

@@ -1,0 +1,266 @@
+/**
+ * When this controller runs anti-entropy exchanges (sync.ts) and with whom:
+ * on a new connection and on a hint through a queue worked off one exchange
+ * at a time, the periodic one with a peer that seems to differ, and the
+ * answers to peers' exchanges (BUSY while in another).
+ */
+import type { Stream } from '@libp2p/interface'
+import { performance } from 'node:perf_hooks'
+import type { Logger } from 'pino'
+import type { Registry } from '../registry/index.ts'
+import type { PeerTable } from './peers.ts'
+import { PeerBusyError, refuseSync, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
+
+/** Mean pause (ms) before asking a BUSY peer again; it grows with each BUSY answer. */
+const BUSY_PAUSE_MS = 40
+/** An exchange older than this no longer makes its controller busy (a stalled or very large one). */
+const BUSY_WINDOW_MS = 3000
+/** BUSY answers after which a wanted exchange is left to the periodic one. */
+const MAX_BUSY_RETRIES = 8
+/**
+ * A periodic exchange goes to a peer whose registry hash (from its digests,
+ * or from the last exchange) differs from this controller's; when every peer
+ * agrees, only every this many periods, with a random one: the net for a
+ * lost digest. At rest a mesh then exchanges almost nothing.
+ */
+const IDLE_SYNC_EVERY = 10
+
+export interface ExchangesInit {
+  registry: Registry
+  peers: PeerTable
+  log: Logger
+  /** This controller's peer id (throws while the node is not started). */
+  peerId: () => string
+  /** Opens a sync protocol stream to a peer. */
+  dial: (peerId: string, signal: AbortSignal) => Promise<Stream>
+  /** This controller's registry hash (MeshInit.registryHash). @default every peer always looks different */
+  registryHash?: () => string
+  /** The mesh's simulated faults: every exchange is delayed by `delayMs`. */
+  faults: { delayMs: number, lossRate: number }
+  /** Largest sync frame (bytes). */
+  maxSyncFrameBytes: number
+  /** Give up an exchange after this long (ms). */
+  syncTimeoutMs: number
+  /** An exchange completed, either side. Called synchronously: must not block. */
+  onSync: (result: SyncResult & { peerId: string, ms: number }) => void
+}
+
+export class Exchanges {
+  private readonly init: ExchangesInit
+  private readonly registry: Registry
+  private readonly peers: PeerTable
+  private readonly log: Logger
+  private readonly faults: { delayMs: number, lossRate: number }
+  private readonly maxSyncFrameBytes: number
+  private readonly syncTimeoutMs: number
+  private readonly syncing = new Set<string>()
+  /** Start times (monotonic ms) of the exchanges in progress, either side. */
+  private readonly exchanges = new Set<{ since: number }>()
+  /** Re-runs the wanted queue when the youngest exchange stops counting as busy. */
+  private busyWaitTimer: NodeJS.Timeout | null = null
+  /** Peers to sync with once this controller is free, with the BUSY answers each has given. */
+  private readonly wanted = new Map<string, number>()
+  private wantedTimer: NodeJS.Timeout | null = null
+  private syncTicks = 0
+  /** This controller's registry hash at the previous periodic tick. */
+  private hashAtLastTick: string | null = null
+  private stopped = false
+
+  constructor (init: ExchangesInit) {
+    this.init = init
+    this.registry = init.registry
+    this.peers = init.peers
+    this.log = init.log
+    this.faults = init.faults
+    this.maxSyncFrameBytes = init.maxSyncFrameBytes
+    this.syncTimeoutMs = init.syncTimeoutMs
+  }
+
+  private get peerId (): string { return this.init.peerId() }
+
+  stop (): void {
+    this.stopped = true
+    if (this.wantedTimer != null) clearTimeout(this.wantedTimer)
+    if (this.busyWaitTimer != null) clearTimeout(this.busyWaitTimer)
+    this.wanted.clear()
+  }
+
+  /**
+   * Runs anti-entropy with one peer now. Resolves to null if it could not
+   * (including when the peer answered BUSY). A `background` exchange (on
+   * connect, on a hint, periodic) is skipped while this controller is in
+   * another exchange: overlapping exchanges carry deltas computed against
+   * soon-stale state vectors, so after a heal each link would pull the same
+   * large delta again. Connect and hint exchanges are queued (`want`) and
+   * run as soon as this controller is free.
+   */
+  async syncWith (peerId: string, opts: { background?: boolean } = {}): Promise<SyncResult | null> {
+    if (this.syncing.has(peerId) || this.stopped || this.peers.blocked.has(peerId)) return null
+    if (opts.background === true && this.busy) return null
+    this.syncing.add(peerId)
+    const exchange = this.begin()
+    const t0 = performance.now()
+    let stream: Stream | undefined
+    try {
+      if (this.faults.delayMs > 0) await new Promise(resolve => setTimeout(resolve, this.faults.delayMs))
+      const signal = AbortSignal.timeout(this.syncTimeoutMs)
+      stream = await this.init.dial(peerId, signal)
+      const res = await syncInitiator(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })
+      this.wanted.delete(peerId)
+      this.recordSync(peerId, res, performance.now() - t0)
+      return res
+    } catch (err) {
+      if (err instanceof PeerBusyError) {
+        // A busy peer with the smaller id calls back once free (see respond); ask another meanwhile.
+        if (peerId < this.peerId) {
+          this.wanted.delete(peerId)
+          return null
+        }
+        // Otherwise ask again shortly, a bounded number of times; the periodic exchange covers the rest.
+        const busy = this.wanted.get(peerId)
+        if (busy != null && busy < MAX_BUSY_RETRIES) this.wanted.set(peerId, busy + 1)
+        else this.wanted.delete(peerId)
+        return null
+      }
+      this.wanted.delete(peerId)
+      // A failed exchange must not leave its stream open: libp2p caps streams per protocol and connection.
+      stream?.abort(err as Error)
+      if (!this.stopped) this.log.debug({ peer: peerId, err: (err as Error).message }, 'sync failed')
+      return null
+    } finally {
+      this.syncing.delete(peerId)
+      this.end(exchange)
+    }
+  }
+
+  /**
+   * True while this controller takes part in a sync exchange, either side,
+   * that started less than BUSY_WINDOW_MS ago: an exchange a peer stalls
+   * (up to the sync timeout) must not hold off everyone else's.
+   */
+  get busy (): boolean { return this.busyForMs() > 0 }
+
+  /** Exchanges queued or in progress (a mesh that just formed or healed works through one per new link). */
+  get backlog (): number { return this.wanted.size + this.exchanges.size }
+
+  private busyForMs (): number {
+    const now = performance.now()
+    let left = 0
+    for (const e of this.exchanges) left = Math.max(left, e.since + BUSY_WINDOW_MS - now)
+    return left
+  }
+
+  private begin (): { since: number } {
+    const e = { since: performance.now() }
+    this.exchanges.add(e)
+    return e
+  }
+
+  private end (e: { since: number }): void {
+    this.exchanges.delete(e)
+    if (this.busyWaitTimer != null) {
+      clearTimeout(this.busyWaitTimer)
+      this.busyWaitTimer = null
+    }
+    this.runWanted()
+  }
+
+  /** Syncs with `peerId` as soon as this controller is free. */
+  want (peerId: string): void {
+    if (!this.wanted.has(peerId)) this.wanted.set(peerId, 0)
+    this.runWanted()
+  }
+
+  /** Starts the next wanted exchange if free; after a BUSY answer, after a short random pause. */
+  private runWanted (): void {
+    if (this.stopped || this.wantedTimer != null || this.busyWaitTimer != null || this.wanted.size === 0) return
+    const busyFor = this.busyForMs()
+    if (busyFor > 0) {
+      // Normally an exchange ends first (end() runs the queue); a stalled one stops counting after the window.
+      this.busyWaitTimer = setTimeout(() => {
+        this.busyWaitTimer = null
+        this.runWanted()
+      }, busyFor + 1)
+      this.busyWaitTimer.unref()
+      return
+    }
+    const connected = this.peers.connected
+    const mine = this.init.registryHash?.()
+    for (const p of this.wanted.keys()) {
+      // Nothing to exchange with a peer that said, on this connection, that it holds what this controller holds.
+      const s = this.peers.get(p)
+      const agrees = s != null && mine != null && s.hash === mine && s.hashAt >= s.connectedAt
+      if (!connected.has(p) || this.peers.blocked.has(p) || agrees) this.wanted.delete(p)
+    }
+    const next = [...this.wanted].sort((a, b) => a[1] - b[1])[0]
+    if (next == null) return
+    const [peer, busyAnswers] = next
+    if (busyAnswers === 0) {
+      void this.syncWith(peer, { background: true })
+      return
+    }
+    // Random pauses break the tie between two controllers that keep finding each other busy.
+    this.wantedTimer = setTimeout(() => {
+      this.wantedTimer = null
+      if (!this.busy && this.wanted.has(peer)) void this.syncWith(peer, { background: true })
+      else this.runWanted()
+    }, BUSY_PAUSE_MS * (0.5 + Math.random()) * busyAnswers)
+    this.wantedTimer.unref()
+  }
+
+  /** Answers an exchange `peerId` opened on `stream`. */
+  respond (stream: Stream, peerId: string): void {
+    const t0 = performance.now()
+    const signal = AbortSignal.timeout(this.syncTimeoutMs)
+    if (this.busy) {
+      // Even a refusal reads the HELLO first: garbage is logged and aborted as in an exchange.
+      // The smaller peer id of the two takes the exchange over: it calls back once free, and the
+      // other stops asking. Without that, a controller refused by every peer of the other side
+      // after a heal kept polling them; with both calling back, two would refuse each other for ever.
+      refuseSync(stream, { maxFrameBytes: this.maxSyncFrameBytes, signal }).then(() => {
+        if (this.peerId < peerId) this.want(peerId)
+      }, (err: Error) => { this.syncAborted(stream, peerId, err) })
+      return
+    }
+    const exchange = this.begin()
+    const delay = this.faults.delayMs > 0 ? new Promise(resolve => setTimeout(resolve, this.faults.delayMs)) : Promise.resolve()
+    delay.then(async () => await syncResponder(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })).then(res => {
+      this.wanted.delete(peerId)
+      this.recordSync(peerId, res, performance.now() - t0)
+    }, (err: Error) => { this.syncAborted(stream, peerId, err) }).finally(() => { this.end(exchange) })
+  }
+
+  /** An answered exchange failed (malformed frames, timeout, reset): abort the stream, log once per peer. */
+  private syncAborted (stream: Stream, peerId: string, err: Error): void {
+    stream.abort(err)
+    if (this.peers.loggedBadPeers.has(`sync:${peerId}`)) return
+    this.peers.loggedBadPeers.add(`sync:${peerId}`)
+    this.log.warn({ peer: peerId, err: err.message }, 'aborted a sync exchange')
+  }
+
+  private recordSync (peerId: string, res: SyncResult, ms: number): void {
+    const s = this.peers.state(peerId)
+    s.controllerId = res.peerController
+    s.lastSyncAt = Date.now()
+    // Each side now holds what the other had: the same registry, unless writes arrived meanwhile.
+    s.hash = this.init.registryHash?.() ?? null
+    s.hashAt = performance.now()
+    s.lastSyncMs = ms
+    s.inSync = res.wasInSync
+    this.init.onSync({ ...res, peerId, ms })
+  }
+
+  /** The periodic exchange: with a peer that seems to differ, or now and then with any (IDLE_SYNC_EVERY). */
+  async syncRandomPeer (): Promise<void> {
+    const candidates = [...this.peers.connected].filter(p => this.peers.get(p)?.controllerId != null || !this.peers.loggedBadPeers.has(p))
+    if (candidates.length === 0) return
+    const mine = this.init.registryHash?.()
+    // While this registry changes, gossip is busy delivering and the peers' hashes are moving targets.
+    const settled = mine == null || mine === this.hashAtLastTick
+    this.hashAtLastTick = mine ?? null
+    const differ = !settled ? [] : mine == null ? candidates : candidates.filter(p => this.peers.get(p)?.hash !== mine)
+    const pool = differ.length > 0 ? differ : ++this.syncTicks % IDLE_SYNC_EVERY === 0 ? candidates : []
+    if (pool.length === 0) return
+    await this.syncWith(pool[Math.floor(Math.random() * pool.length)], { background: true })
+  }
+}
