@@ -34,6 +34,12 @@ export interface ControllerConfig {
   tlsDir: string
   /** Given certificate files instead of the TLS dir. @default undefined */
   tlsFiles?: TlsFiles
+  /**
+   * The mesh key file (libp2p swarm key), shared by every controller of the
+   * mesh: a p2p peer without it cannot connect. Created if missing.
+   * @default `<tlsDir>/mesh.key`
+   */
+  meshKey: string
   /** Expected worker heartbeat interval (ms). @default 30000 */
   heartbeatIntervalMs: number
   /** No heartbeat for this long → `unhealthy` (ms). @default 60000 */
@@ -127,6 +133,7 @@ const FIELDS: Record<string, [keyof RawConfig, Parser]> = {
   tlsCert: ['tlsCert', str],
   tlsKey: ['tlsKey', str],
   tlsCa: ['tlsCa', str],
+  meshKey: ['meshKey', str],
   heartbeatInterval: ['heartbeatIntervalMs', duration],
   unhealthyAfter: ['unhealthyAfterMs', duration],
   staleAfter: ['staleAfterMs', duration],
@@ -153,6 +160,7 @@ export interface RawConfig {
   tlsCert?: string
   tlsKey?: string
   tlsCa?: string
+  meshKey?: string
   heartbeatIntervalMs?: number
   unhealthyAfterMs?: number
   staleAfterMs?: number
@@ -220,6 +228,7 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
     httpsPort: raw.httpsPort ?? C.DEFAULT_HTTPS_PORT,
     dataDir,
     tlsDir: resolve(raw.tlsDir ?? join(dataDir, 'tls')),
+    meshKey: '',
     heartbeatIntervalMs: raw.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS,
     unhealthyAfterMs: raw.unhealthyAfterMs ?? C.DEFAULT_UNHEALTHY_AFTER_MS,
     staleAfterMs: raw.staleAfterMs ?? C.DEFAULT_STALE_AFTER_MS,
@@ -242,6 +251,7 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
   if (cfg.digestKeepaliveMs < cfg.digestIntervalMs || cfg.digestKeepaliveMs >= cfg.unhealthyAfterMs) {
     throw new ConfigError(`digest-keepalive (${cfg.digestKeepaliveMs}ms) must be at least digest-interval (${cfg.digestIntervalMs}ms) and shorter than unhealthy-after (${cfg.unhealthyAfterMs}ms), or peers would take this controller for gone between keepalives`)
   }
+  cfg.meshKey = resolve(raw.meshKey ?? join(cfg.tlsDir, C.MESH_KEY_FILE))
   const tls = [raw.tlsCert, raw.tlsKey, raw.tlsCa]
   if (tls.some(v => v != null)) {
     if (tls.some(v => v == null)) throw new ConfigError('tls-cert, tls-key and tls-ca must be given together')

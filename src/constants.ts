@@ -12,6 +12,8 @@ export const DEFAULT_HTTPS_PORT = 9000
 export const DEFAULT_P2P_PORT = 9100
 /** Root of per-controller data dirs: `.capmesh/<id>`. */
 export const DEFAULT_DATA_ROOT = '.capmesh'
+/** The mesh key's file name in the TLS dir (the default `--mesh-key`). */
+export const MESH_KEY_FILE = 'mesh.key'
 
 /** How often workers are expected to heartbeat (platform default). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000

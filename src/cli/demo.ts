@@ -10,6 +10,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { readConfigFile } from '../config.ts'
+import { MESH_KEY_FILE } from '../constants.ts'
+import { ensureMeshKey } from '../gossip/index.ts'
 import { ensureTls } from '../tls/index.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { spawnController, spawnWorker, type ChildController, type ChildWorker } from './launch.ts'
@@ -64,8 +66,10 @@ export async function runMesh (init: MeshRunInit): Promise<{ controllers: ChildC
   const tlsDirs = new Set(configs.map(c => resolve(c.cfg.tlsDir ?? join(c.cfg.dataDir ?? '.capmesh', 'tls'))))
   if (tlsDirs.size !== 1) throw new Error('the demo expects every controller to share one TLS dir')
   const tlsDir = [...tlsDirs][0]
-  // Create the shared CA once, before the controllers race for it.
+  // Create the shared CA and mesh key once, before the controllers race for them.
   const tls = await ensureTls({ dir: tlsDir })
+  const meshKeys = new Set(configs.map(c => resolve(c.cfg.meshKey ?? join(tlsDir, MESH_KEY_FILE))))
+  for (const k of meshKeys) ensureMeshKey(k)
   const controllers: ChildController[] = []
   const stopAll = async (): Promise<void> => { await Promise.all(controllers.map(async c => { await c.stop() })) }
   try {
@@ -122,6 +126,7 @@ export async function runMesh (init: MeshRunInit): Promise<{ controllers: ChildC
 capmesh local mesh running
 ${controllers.map(c => `  ${c.id.padEnd(4)} ${c.url}   p2p ${c.p2p[0]}   pid ${c.pid}`).join('\n')}
   CA   ${tls.caPath}
+  mesh key ${[...meshKeys].join(', ')}
 
 Route via ${via.id} (the worker is attached to ${w.controller.id}):
   curl --cacert ${tls.caPath} -X POST ${via.url}/route -H 'content-type: application/json' -d '{"verb":"invoke","capability":"${cap}"}'

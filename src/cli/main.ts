@@ -8,7 +8,9 @@ import { join, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
 import { Controller } from '../controller/index.ts'
+import { MESH_KEY_FILE } from '../constants.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
+import { ensureMeshKey } from '../gossip/mesh-key.ts'
 import { ensureTls, readCa } from '../tls/index.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { generateLocalConfigs, runMesh } from './demo.ts'
@@ -37,6 +39,7 @@ program.command('controller')
   .option('--tls-cert <file>', 'server certificate (PEM), with --tls-key and --tls-ca')
   .option('--tls-key <file>', 'server private key (PEM)')
   .option('--tls-ca <file>', 'CA certificate clients trust (PEM)')
+  .option('--mesh-key <file>', 'mesh key shared by every controller of the mesh; created if missing (default <tls-dir>/mesh.key)')
   .option('--heartbeat-interval <duration>', 'expected worker heartbeat interval (default 30s)')
   .option('--unhealthy-after <duration>', 'no heartbeat for this long: unhealthy (default 60s)')
   .option('--stale-after <duration>', 'no heartbeat for this long: removed (default 120s)')
@@ -62,13 +65,16 @@ program.command('controller')
 
 const certs = program.command('certs').description('local development certificates')
 certs.command('init')
-  .description('create a CA and a server certificate in DIR (reused if present)')
+  .description('create a CA, a server certificate and the mesh key in DIR (each reused if present)')
   .requiredOption('--dir <dir>', 'TLS dir to create')
   .option('--host <host>', 'extra host name or IP the certificate covers (repeatable)', collect, [])
   .action(async (opts: { dir: string, host: string[] }) => {
     const tls = await ensureTls({ dir: opts.dir, hosts: opts.host })
+    const meshKey = join(opts.dir, MESH_KEY_FILE)
+    const { created } = ensureMeshKey(meshKey)
     console.log(`${tls.createdCa ? 'created' : 'reused'} CA ${tls.caPath}`)
     console.log(`server certificate ${tls.certPath} (key ${tls.keyPath})`)
+    console.log(`${created ? 'created' : 'reused'} mesh key ${meshKey} (copy it to every controller of the mesh; keep it private)`)
   })
 
 const state = program.command('state').description('export or import a controller registry')

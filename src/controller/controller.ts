@@ -14,7 +14,7 @@ import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { SNAPSHOT_DELAY_MS, SNAPSHOT_MAX_DELAY_MS } from '../constants.ts'
 import { ConfigError, InvalidStateError } from '../errors.ts'
-import { Mesh, type Digest } from '../gossip/index.ts'
+import { Mesh, ensureMeshKey, type Digest } from '../gossip/index.ts'
 import { FileStore, Origin } from '../registry/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import { ControllerCore } from './core.ts'
@@ -81,6 +81,8 @@ export class Controller {
     this.loadRegistry()
     this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: [cfg.host] })
     if (this.tls.createdCa) this.log.info({ ca: this.tls.caPath }, 'created a local development CA')
+    const meshKey = ensureMeshKey(cfg.meshKey)
+    if (meshKey.created) this.log.info({ meshKey: cfg.meshKey }, 'created a mesh key: every controller of this mesh needs a copy of it')
 
     this.core.on('expired', (id, state) => { this.log.info({ worker: id, state }, 'worker expired') })
     this.core.on('owner', (owner, from, to) => { this.log.info({ owner, from, to }, `controller ${owner} is ${to}`) })
@@ -94,6 +96,7 @@ export class Controller {
     this.mesh = new Mesh({
       registry: this.core.registry,
       dataDir: cfg.dataDir,
+      meshKey: meshKey.key,
       host: cfg.host,
       port: cfg.p2pPort,
       bootstrap: cfg.bootstrap,

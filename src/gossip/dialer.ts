@@ -9,6 +9,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { performance } from 'node:perf_hooks'
+import type { Logger } from 'pino'
 import { MAX_INTRODUCED_PEERS } from './envelope.ts'
 import type { PeerTable } from './peers.ts'
 
@@ -21,12 +22,15 @@ export interface DialerInit {
   node: () => Libp2p | null
   /** This controller's peer id (throws while the node is not started). */
   peerId: () => string
+  log: Logger
 }
 
 export class Dialer {
   private readonly init: DialerInit
   private readonly peers: PeerTable
   private readonly redial = new Map<string, { fails: number, next: number }>()
+  /** Targets whose handshake failed, told once until a dial to them succeeds. */
+  private readonly refused = new Set<string>()
   /** The bootstrap addresses, parsed once: [as given, parsed, the peer id in it if any]. */
   private bootstrapAddrs: Array<[string, Multiaddr, string | undefined]> = []
   /** Bootstrap address → the peer found there (addresses may omit the peer id). */
@@ -95,10 +99,17 @@ export class Dialer {
       this.redial.set(key, r)
       node.dial(target, { signal: AbortSignal.timeout(dialTimeoutMs) }).then(conn => {
         this.redial.delete(key)
+        this.refused.delete(key)
         const remote = conn.remotePeer.toString()
         if (key.startsWith('/')) this.addrPeer.set(key, remote)
         this.peers.state(remote)
-      }, () => {
+      }, (err: Error) => {
+        // Reached, but the handshake failed: most often a controller holding another mesh key,
+        // which otherwise looks like nothing at all (no peers, no error) to whoever runs it.
+        if (err.name === 'EncryptionFailedError' && !this.refused.has(key)) {
+          this.refused.add(key)
+          this.init.log.warn({ target: key, err: err.message }, `cannot connect to ${key}: the handshake failed. Does it hold the same mesh key (--mesh-key)?`)
+        }
         r.fails++
         r.next = performance.now() + Math.min(every * 2 ** Math.min(r.fails, 2), every * 4)
         this.redial.set(key, r)

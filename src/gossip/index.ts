@@ -1,10 +1,11 @@
 /**
  * gossip — the only code that touches libp2p: the node (TCP, noise, yamux,
- * identify, ping, gossipsub), the versioned envelopes and their validators,
+ * identify, ping, gossipsub, behind the shared mesh key), the versioned envelopes and their validators,
  * the anti-entropy sync protocol, and the persistent peer identity.
  *
  * @example
- * const mesh = new Mesh({ registry, dataDir, port: 9100, bootstrap: ['/ip4/127.0.0.1/tcp/9101'], log })
+ * const { key } = ensureMeshKey('.capmesh/tls/mesh.key')
+ * const mesh = new Mesh({ registry, dataDir, meshKey: key, port: 9100, bootstrap: ['/ip4/127.0.0.1/tcp/9101'], log })
  * await mesh.start()
  * mesh.on('digest', (controllerId, digest) => core.onDigest(controllerId, digest))
  */
@@ -15,3 +16,4 @@ export type { Envelope } from './envelope.ts'
 export { SYNC_PROTOCOL, syncInitiator, syncResponder } from './sync.ts'
 export type { SyncResult } from './sync.ts'
 export { loadOrCreatePeerKey } from './keys.ts'
+export { ensureMeshKey, readMeshKey } from './mesh-key.ts'

@@ -15,7 +15,8 @@
  * - liveness digests from the core go out on their own topic.
  *
  * This file holds the node, its options and the gossip; what the parts know
- * of each peer is one PeerTable (peers.ts).
+ * of each peer is one PeerTable (peers.ts). Every connection is keyed by
+ * the mesh key (mesh-key.ts) below noise: only controllers holding it connect.
  *
  * `block()` / `unblock()` cut and restore links to given peers through the
  * connection gater: what tests and the simulation harness use for partitions.
@@ -32,6 +33,7 @@ import { identify } from '@libp2p/identify'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type { Logger } from 'pino'
@@ -63,11 +65,15 @@ const MESH_DEGREE = { D: 1, Dlo: 1, Dhi: 2, Dout: 0, Dscore: 0, Dlazy: 2, gossip
 const INBOUND_CONNECTIONS_PER_SECOND = 256
 /** How often libp2p pings each connection to find dead links (its default is 10 s). */
 const CONNECTION_PING_INTERVAL_MS = 60_000
+/** The mesh-key nonce exchange at the start of every connection must finish within this (pnet: 1 s). */
+const MESH_KEY_HANDSHAKE_TIMEOUT_MS = 5_000
 
 export interface MeshInit {
   registry: Registry
   /** Folder for the persistent peer key (`peer.key`). */
   dataDir: string
+  /** The mesh key (a libp2p swarm key file's bytes, see mesh-key.ts): only peers holding it can connect. */
+  meshKey: Uint8Array
   /** p2p bind address. @default '127.0.0.1' */
   host?: string
   /** p2p TCP port; 0 picks one. @default 9100 */
@@ -166,7 +172,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
         this.emit('sync', result)
       }
     })
-    this.dialer = new Dialer({ peers: this.peers, node: () => this.node, peerId: () => this.peerId })
+    this.dialer = new Dialer({ peers: this.peers, node: () => this.node, peerId: () => this.peerId, log: this.log })
   }
 
   get peerId (): string { return this.libp2p.peerId.toString() }
@@ -188,6 +194,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
       privateKey: key,
       addresses: { listen: [`/ip4/${this.init.host ?? '127.0.0.1'}/tcp/${this.init.port ?? 9100}`] },
       transports: [tcp()],
+      // Below noise: a node without the mesh key fails here, before it can handshake, publish or sync.
+      // The nonce exchange gets the dial's patience, not pnet's 1 s (a loaded machine mid-heal is slow).
+      connectionProtector: preSharedKey({ psk: this.init.meshKey, timeout: MESH_KEY_HANDSHAKE_TIMEOUT_MS }),
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       connectionGater: {

@@ -1,7 +1,7 @@
 /**
- * A hostile peer on the mesh: a real extra libp2p node (TCP, noise, yamux,
- * identify, gossipsub — the same stack as src/gossip/mesh.ts) dials a
- * controller, subscribes to both topics and publishes malformed envelopes,
+ * A hostile peer on the mesh: a real extra libp2p node (TCP, the mesh key,
+ * noise, yamux, identify, gossipsub — the same stack as src/gossip/mesh.ts)
+ * dials a controller, subscribes to both topics and publishes malformed envelopes,
  * malformed Yjs updates and oversized messages; it also speaks garbage on
  * `/capmesh/sync/2.0.0`, as the side that opens the stream and as the side
  * that answers one.
@@ -10,6 +10,10 @@
  * registry is unchanged (registry_hash, /workers, and the encoded document
  * byte for byte), its peers are unaffected, every rejection is logged with
  * the sending peer, and valid traffic still flows afterwards.
+ *
+ * The attacker holds the mesh key (an insider: a compromised controller
+ * host): what it sends is stopped by validation. Without the key, or with
+ * another mesh's, a node cannot even connect (last describe block).
  *
  * Timeouts are long here (unhealthy 60 s) so nothing legitimate changes the
  * registry while the attack runs: any change is the attacker's doing.
@@ -23,6 +27,7 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { generateKey, preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { byteStream, lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -32,7 +37,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
-import { encodeEnvelope, Kind, LIVENESS_TOPIC, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
+import { encodeEnvelope, Kind, LIVENESS_TOPIC, readMeshKey, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
 import { VERSION } from '../../src/gossip/envelope.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
@@ -57,8 +62,8 @@ function workerBody (id: string): Record<string, unknown> {
 // No periodic anti-entropy: a victim busy in one answers an attack's HELLO with BUSY and never reads the rest.
 const calm = { heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 100, syncIntervalMs: 60_000 }
 
-async function startController (id: string, bootstrap: string[], log = false): Promise<Controller> {
-  const config = resolveControllerConfig(localPreset({ id, dataDir: join(bed.root, id), tlsDir: bed.tlsDir, bootstrap, ...calm }))
+async function startController (id: string, bootstrap: string[], log = false, meshKey?: string): Promise<Controller> {
+  const config = resolveControllerConfig(localPreset({ id, dataDir: join(bed.root, id), tlsDir: bed.tlsDir, bootstrap, meshKey, ...calm }))
   let logger
   if (log) {
     const sink = new Writable({
@@ -160,20 +165,7 @@ let lastDial = 0
  * attacker comes from 127.0.0.1.
  */
 async function attacker (): Promise<Node> {
-  const wait = lastDial + 250 - Date.now()
-  if (wait > 0) await new Promise(resolve => setTimeout(resolve, wait))
-  lastDial = Date.now()
-  const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: {
-      identify: identify(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, floodPublish: true, emitSelf: false, maxInboundDataLength: 8 * 1024 * 1024 })
-    }
-  }) as Node
-  nodes.push(node)
+  const node = await hostileNode(readMeshKey(join(bed.tlsDir, 'mesh.key')))
   await node.dial(multiaddr(victim.p2p.multiaddrs[0]))
   node.services.pubsub.subscribe(REGISTRY_TOPIC)
   node.services.pubsub.subscribe(LIVENESS_TOPIC)
@@ -182,6 +174,26 @@ async function attacker (): Promise<Node> {
   await eventually(() => outbound.has(victim.p2p.peerId) &&
     [REGISTRY_TOPIC, LIVENESS_TOPIC].every(t => node.services.pubsub.getSubscribers(t).some(p => p.toString() === victim.p2p.peerId)),
   'the attacker to see the victim subscribed to both topics, with a stream open to it', 5_000)
+  return node
+}
+
+/** The node alone (not dialled), keyed with `meshKey`, or with none. */
+async function hostileNode (meshKey: Uint8Array | null): Promise<Node> {
+  const wait = lastDial + 250 - Date.now()
+  if (wait > 0) await new Promise(resolve => setTimeout(resolve, wait))
+  lastDial = Date.now()
+  const node = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    ...(meshKey != null ? { connectionProtector: preSharedKey({ psk: meshKey }) } : {}),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, floodPublish: true, emitSelf: false, maxInboundDataLength: 8 * 1024 * 1024 })
+    }
+  }) as Node
+  nodes.push(node)
   return node
 }
 
@@ -546,5 +558,39 @@ describe('well-formed Yjs updates that overwrite existing registry items with ma
     await new Promise(resolve => setTimeout(resolve, 1000))
     await unchanged(before)
     expect(victim.core.registry.doc.store.pendingStructs).toBeNull()
+  })
+})
+
+describe('a node without the mesh key', () => {
+  it('cannot connect, with no key or with another mesh\'s key: nothing it could send ever arrives', async () => {
+    const before = await snapshots()
+    const otherKey = new Uint8Array(95)
+    generateKey(otherKey)
+    // Both at once: a refused handshake can take the protector's or noise's timeout (seconds) to fail.
+    await Promise.all(([['no mesh key', null], ['another mesh\'s key', otherKey]] as const).map(async ([what, key]) => {
+      const node = await hostileNode(key)
+      const to = multiaddr(victim.p2p.multiaddrs[0])
+      // The signal is a backstop: these fail by themselves, at once (the garbled handshake is refused) or after a handshake timeout.
+      await expect(node.dial(to, { signal: AbortSignal.timeout(20_000) }), `a node with ${what} to be refused`).rejects.toThrow()
+      // Nor can it reach the sync protocol (it needs a connection first).
+      await expect(node.dialProtocol(to, SYNC_PROTOCOL, { signal: AbortSignal.timeout(20_000) }), what).rejects.toThrow()
+      expect(victim.p2p.connectedPeers(), what).not.toContain(node.peerId.toString())
+      expect(node.getConnections(), what).toEqual([])
+      await retire(node)
+    }))
+    // The controllers still hold one another, and nothing changed.
+    for (const c of [victim, ...others]) expect(c.p2p.connectedPeers().filter(p => [victim, ...others].some(o => o.p2p.peerId === p))).toHaveLength(2)
+    await unchanged(before)
+    await stillFlows('after-outsiders')
+  })
+
+  it('a controller given another mesh\'s key never joins, and says why', async () => {
+    records = []
+    const stranger = await startController('stranger', [victim.p2p.multiaddrs[0]], true, join(bed.root, 'other-mesh.key'))
+    await eventually(() => records.some(r => r.controller === 'stranger' && r.msg?.includes('Does it hold the same mesh key') === true && r.target === victim.p2p.multiaddrs[0]),
+      'the stranger to say its dials fail in the handshake', 15_000)
+    expect(stranger.p2p.connectedPeers()).toEqual([])
+    expect(victim.p2p.connectedPeers()).not.toContain(stranger.p2p.peerId)
+    expect(stranger.core.registry.size).toBe(0)
   })
 })

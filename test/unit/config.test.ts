@@ -99,6 +99,13 @@ describe('resolveControllerConfig', () => {
     expect(resolveControllerConfig({ id: 'n1' }).dataDir).toBe(resolve('.capmesh/n1'))
   })
 
+  it('keeps the mesh key in the TLS dir unless told otherwise', () => {
+    expect(resolveControllerConfig({ dataDir: '/tmp/x' }).meshKey).toBe('/tmp/x/tls/mesh.key')
+    expect(resolveControllerConfig({ tlsDir: '/tmp/shared' }).meshKey).toBe('/tmp/shared/mesh.key')
+    expect(resolveControllerConfig(parseRawConfig({ 'mesh-key': 'keys/m.key' }, 'flag')).meshKey).toBe(resolve('keys/m.key'))
+    configError(() => parseRawConfig({ 'mesh-key': '' }, 'flag'))
+  })
+
   it('takes given TLS files together', () => {
     const cfg = resolveControllerConfig({ tlsCert: 'c.pem', tlsKey: 'k.pem', tlsCa: 'ca.pem' })
     expect(cfg.tlsFiles).toEqual({ cert: resolve('c.pem'), key: resolve('k.pem'), ca: resolve('ca.pem') })

@@ -1,0 +1,78 @@
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { ConfigError } from '../../../src/errors.ts'
+import { ensureMeshKey, readMeshKey } from '../../../src/gossip/mesh-key.ts'
+
+let dir: string
+beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'capmesh-mesh-key-')) })
+afterEach(() => { rmSync(dir, { recursive: true, force: true }) })
+
+const KEY = /^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}$/
+
+describe('mesh key', () => {
+  it('is created once, private, in the swarm key format, and reused after', () => {
+    const file = join(dir, 'tls', 'mesh.key')
+    const first = ensureMeshKey(file)
+    expect(first.created).toBe(true)
+    expect(new TextDecoder().decode(first.key)).toMatch(KEY)
+    expect(statSync(file).mode & 0o777).toBe(0o600)
+    const again = ensureMeshKey(file)
+    expect(again.created).toBe(false)
+    expect(again.key).toEqual(first.key)
+    // Two meshes never get the same key.
+    expect(ensureMeshKey(join(dir, 'other.key')).key).not.toEqual(first.key)
+  })
+
+  it('reads a key written elsewhere (go-ipfs style: CRLF, upper-case hex, trailing newline) as the same key', () => {
+    const hex = 'AB'.repeat(32)
+    writeFileSync(join(dir, 'crlf.key'), `/key/swarm/psk/1.0.0/\r\n/base16/\r\n${hex}\n`)
+    writeFileSync(join(dir, 'lf.key'), `/key/swarm/psk/1.0.0/\n/base16/\n${hex.toLowerCase()}`)
+    expect(readMeshKey(join(dir, 'crlf.key'))).toEqual(readMeshKey(join(dir, 'lf.key')))
+  })
+
+  it.each([
+    ['an empty file', ''],
+    ['a key of the wrong length', '/key/swarm/psk/1.0.0/\n/base16/\n' + 'ab'.repeat(31)],
+    ['another encoding', '/key/swarm/psk/1.0.0/\n/base64/\n' + 'ab'.repeat(32)],
+    ['non-hex digits', '/key/swarm/psk/1.0.0/\n/base16/\n' + 'zz'.repeat(32)],
+    ['a PEM file', '-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n']
+  ])('refuses %s with a ConfigError naming the file and the expected format, and does not replace it', (_name, text) => {
+    const file = join(dir, 'bad.key')
+    writeFileSync(file, text)
+    for (const fn of [() => readMeshKey(file), () => ensureMeshKey(file)]) {
+      let err: unknown
+      try { fn() } catch (e) { err = e }
+      expect(err).toBeInstanceOf(ConfigError)
+      expect((err as Error).message).toContain(file)
+      expect((err as Error).message).toContain('/key/swarm/psk/1.0.0/')
+    }
+    expect(readFileSync(file, 'utf8')).toBe(text)
+  })
+
+  it('a missing file is a ConfigError for readMeshKey', () => {
+    expect(() => readMeshKey(join(dir, 'none.key'))).toThrow(ConfigError)
+  })
+
+  it('four processes creating it at once end up with one key', async () => {
+    const file = join(dir, 'race', 'mesh.key')
+    const script = `import { ensureMeshKey } from ${JSON.stringify(resolve('src/gossip/mesh-key.ts'))}
+const { key, created } = ensureMeshKey(${JSON.stringify(file)})
+process.stdout.write(JSON.stringify({ key: Buffer.from(key).toString('hex'), created }))`
+    const run = async (): Promise<{ key: string, created: boolean }> => await new Promise((resolvePromise, reject) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let out = ''
+      let err = ''
+      child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+      child.stderr.on('data', (d: Buffer) => { err += d.toString() })
+      child.on('error', reject)
+      child.on('exit', code => { code === 0 ? resolvePromise(JSON.parse(out)) : reject(new Error(`exit ${code}: ${err}`)) })
+    })
+    const results = await Promise.all([run(), run(), run(), run()])
+    expect(new Set(results.map(r => r.key)).size).toBe(1)
+    expect(results.filter(r => r.created)).toHaveLength(1)
+    expect(Buffer.from(readMeshKey(file)).toString('hex')).toBe(results[0].key)
+  })
+})
