@@ -131,6 +131,7 @@ async function runSize (n: number): Promise<SizeResult> {
   /** Each controller's registry hash as it last reported it (during heals), and when it changed (wall clock). */
   const hashes: Array<{ hash: string, workers: number, at: number } | undefined> = []
   const tMesh = performance.now()
+  let stopping = false
   try {
     for (let i = 0; i < n; i++) {
       cs.push(await spawnController({
@@ -154,6 +155,14 @@ async function runSize (n: number): Promise<SizeResult> {
           if (w.left.size === 0) w.done(e.at)
         }
       }))
+    }
+    // A controller that dies mid-run says why (its stderr), before the run fails on the reset connections.
+    for (const c of cs) {
+      const errs: string[] = []
+      c.process.stderr?.on('data', (d: Buffer) => { errs.push(d.toString()) })
+      c.process.once('exit', (code, signal) => {
+        if (!stopping) console.error(`controller ${c.id} exited (${code ?? signal}) during the run:\n${errs.join('').slice(-3000)}`)
+      })
     }
     await until(`a full mesh of ${n}`, async () => {
       const sizes = await Promise.all(cs.map(async c => Number((await client.json('GET', `${c.url}/mesh`)).body.connected_peers ?? 0)))
@@ -262,6 +271,7 @@ async function runSize (n: number): Promise<SizeResult> {
     }
     return { n, meshMs, idle, reg, heals, rssEnd: cs.map(c => rssMb(c.pid)) }
   } finally {
+    stopping = true
     await Promise.all(cs.map(async c => { await c.stop() }))
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The mesh key: a 256-bit secret every controller of one mesh shares
- * (libp2p private network, `@libp2p/pnet`). Every p2p connection is
+ * (libp2p private network, see private-network.ts). Every p2p connection is
  * encrypted with it (XSalsa20) underneath noise, so a node without the key
  * cannot complete a handshake, let alone publish or sync: noise alone
  * authenticates *a* peer, the key makes it one of ours.
@@ -14,16 +14,15 @@
  * By default it lives in the TLS dir, next to the CA that workers already
  * share, and is created there when missing.
  */
+import { randomBytes } from 'node:crypto'
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { generateKey } from '@libp2p/pnet'
 import { ConfigError } from '../errors.ts'
 
-/** A swarm key file is exactly this long: two header lines and the key (no trailing newline). */
-const KEY_FILE_BYTES = 95
+const HEADER = '/key/swarm/psk/1.0.0/\n/base16/\n'
 const FORMAT = /^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n([0-9a-fA-F]{64})\s*$/
 
-/** Reads and checks a mesh key file; returns the bytes libp2p's protector takes (the whole file). */
+/** Reads and checks a mesh key file; returns the 32-byte key. */
 export function readMeshKey (file: string): Uint8Array {
   let text: string
   try {
@@ -35,7 +34,7 @@ export function readMeshKey (file: string): Uint8Array {
   if (m == null) {
     throw new ConfigError(`mesh key ${file} is not a libp2p swarm key (expected the lines "/key/swarm/psk/1.0.0/", "/base16/" and 64 hex digits; \`capmesh certs init\` writes one)`)
   }
-  return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${m[1].toLowerCase()}`)
+  return Uint8Array.from(Buffer.from(m[1], 'hex'))
 }
 
 /**
@@ -47,10 +46,8 @@ export function readMeshKey (file: string): Uint8Array {
 export function ensureMeshKey (file: string): { key: Uint8Array, created: boolean } {
   if (existsSync(file)) return { key: readMeshKey(file), created: false }
   mkdirSync(dirname(file), { recursive: true })
-  const bytes = new Uint8Array(KEY_FILE_BYTES)
-  generateKey(bytes)
   const tmp = `${file}.${process.pid}.${Date.now()}.tmp`
-  writeFileSync(tmp, bytes, { mode: 0o600 })
+  writeFileSync(tmp, HEADER + randomBytes(32).toString('hex'), { mode: 0o600 })
   let created = true
   try {
     linkSync(tmp, file)

@@ -33,7 +33,6 @@ import { identify } from '@libp2p/identify'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
-import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type { Logger } from 'pino'
@@ -47,6 +46,7 @@ import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, type 
 import { Exchanges } from './exchanges.ts'
 import { loadOrCreatePeerKey } from './keys.ts'
 import { PeerTable } from './peers.ts'
+import { privateNetwork } from './private-network.ts'
 import { SYNC_PROTOCOL, type SyncResult } from './sync.ts'
 import { useHalfWindowUpdates } from './yamux-window.ts'
 
@@ -65,14 +65,14 @@ const MESH_DEGREE = { D: 1, Dlo: 1, Dhi: 2, Dout: 0, Dscore: 0, Dlazy: 2, gossip
 const INBOUND_CONNECTIONS_PER_SECOND = 256
 /** How often libp2p pings each connection to find dead links (its default is 10 s). */
 const CONNECTION_PING_INTERVAL_MS = 60_000
-/** The mesh-key nonce exchange at the start of every connection must finish within this (pnet: 1 s). */
+/** The mesh-key nonce exchange at the start of every connection must finish within this (@libp2p/pnet: 1 s). */
 const MESH_KEY_HANDSHAKE_TIMEOUT_MS = 5_000
 
 export interface MeshInit {
   registry: Registry
   /** Folder for the persistent peer key (`peer.key`). */
   dataDir: string
-  /** The mesh key (a libp2p swarm key file's bytes, see mesh-key.ts): only peers holding it can connect. */
+  /** The 32-byte mesh key (mesh-key.ts reads it): only peers holding it can connect. */
   meshKey: Uint8Array
   /** p2p bind address. @default '127.0.0.1' */
   host?: string
@@ -195,8 +195,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
       addresses: { listen: [`/ip4/${this.init.host ?? '127.0.0.1'}/tcp/${this.init.port ?? 9100}`] },
       transports: [tcp()],
       // Below noise: a node without the mesh key fails here, before it can handshake, publish or sync.
-      // The nonce exchange gets the dial's patience, not pnet's 1 s (a loaded machine mid-heal is slow).
-      connectionProtector: preSharedKey({ psk: this.init.meshKey, timeout: MESH_KEY_HANDSHAKE_TIMEOUT_MS }),
+      // The nonce exchange gets the dial's patience, not @libp2p/pnet's 1 s (a loaded machine mid-heal is slow).
+      connectionProtector: privateNetwork({ key: this.init.meshKey, timeoutMs: MESH_KEY_HANDSHAKE_TIMEOUT_MS }),
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       connectionGater: {

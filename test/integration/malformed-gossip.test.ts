@@ -27,7 +27,6 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { generateKey, preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { byteStream, lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -39,6 +38,7 @@ import { localPreset, resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { encodeEnvelope, Kind, LIVENESS_TOPIC, readMeshKey, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
 import { VERSION } from '../../src/gossip/envelope.ts'
+import { privateNetwork } from '../../src/gossip/private-network.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 type Node = Libp2p<{ pubsub: GossipSub, identify: unknown }>
@@ -185,7 +185,7 @@ async function hostileNode (meshKey: Uint8Array | null): Promise<Node> {
   const node = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    ...(meshKey != null ? { connectionProtector: preSharedKey({ psk: meshKey }) } : {}),
+    ...(meshKey != null ? { connectionProtector: privateNetwork({ key: meshKey }) } : {}),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: {
@@ -564,8 +564,7 @@ describe('well-formed Yjs updates that overwrite existing registry items with ma
 describe('a node without the mesh key', () => {
   it('cannot connect, with no key or with another mesh\'s key: nothing it could send ever arrives', async () => {
     const before = await snapshots()
-    const otherKey = new Uint8Array(95)
-    generateKey(otherKey)
+    const otherKey = randomBytes(32)
     // Both at once: a refused handshake can take the protector's or noise's timeout (seconds) to fail.
     await Promise.all(([['no mesh key', null], ['another mesh\'s key', otherKey]] as const).map(async ([what, key]) => {
       const node = await hostileNode(key)
