@@ -8,8 +8,11 @@
  * reg.register({ worker_id: 'w1', worker_url: 'https://127.0.0.1:7001', capabilities })
  * peer.applyUpdate(reg.encodeDiff(peer.encodeStateVector()), Origin.remote)
  */
-export { MissingDependencyError, Registry, Origin, ROOT, SEGMENT_KEY, compareEntries, ownerOf, validateUpdate } from './registry.ts'
-export type { RegisterInput, RegistryEvents, RegistryInit, RegistryStats, ValidUpdate, WorkerChange } from './registry.ts'
+export { Registry, Origin, compareEntries } from './registry.ts'
+export type { RegisterInput, RegistryEvents, RegistryInit, RegistryStats, WorkerChange } from './registry.ts'
+export { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
+export { MissingDependencyError, validateUpdate } from './validate.ts'
+export type { ValidUpdate } from './validate.ts'
 export { FileStore } from './store.ts'
 export type { FileStoreInit, LoadResult } from './store.ts'
 export { exportState, importState, PortableState, STATE_FORMAT } from './portable.ts'
