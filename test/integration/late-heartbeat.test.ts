@@ -11,7 +11,7 @@
  */
 import { connect, createServer, type Socket } from 'node:net'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { workerAgent, type WorkerAgent } from '../../src/agent/index.ts'
+import { workerAgent, type WorkerAgent, type WorkerAgentInit } from '../../src/agent/index.ts'
 import type { Controller } from '../../src/controller/index.ts'
 import { SupersededError } from '../../src/errors.ts'
 import type { Capability } from '../../src/registry/index.ts'
@@ -80,18 +80,7 @@ describe('a heartbeat from an older attachment', () => {
         throw err
       }
     }
-    const a = workerAgent({
-      workerId: 'late-2',
-      workerUrl: 'https://127.0.0.1:7000/late-2',
-      capabilities: [cap('cap-late-2')],
-      controllers: [link.url, y.url],
-      ca: bed.ca,
-      affinity: x.config.id,
-      heartbeatIntervalMs: 200,
-      failureThreshold: 3
-    })
-    a.on('error', () => {})
-    agents.push(a)
+    const a = agent('late-2', [link.url, y.url], { affinity: x.config.id, failureThreshold: 3 })
     await a.start()
     expect(a.controller?.url).toBe(link.url)
     const first = a.incarnation
@@ -118,17 +107,7 @@ describe('a heartbeat from an older attachment', () => {
 
   it('an agent told its own attachment is superseded (the same worker id attached elsewhere, newer) registers again and wins', async () => {
     const [x, y] = await mesh('d', 2)
-    const a = workerAgent({
-      workerId: 'late-3',
-      workerUrl: 'https://127.0.0.1:7000/late-3',
-      capabilities: [cap('cap-late-3')],
-      controllers: [x.url, y.url],
-      ca: bed.ca,
-      affinity: x.config.id,
-      heartbeatIntervalMs: 200
-    })
-    a.on('error', () => {})
-    agents.push(a)
+    const a = agent('late-3', [x.url, y.url], { affinity: x.config.id })
     const again: Array<{ controller: string, incarnation: number }> = []
     a.on('reregistered', e => { again.push(e) })
     await a.start()
@@ -148,6 +127,14 @@ describe('a heartbeat from an older attachment', () => {
 
 function cap (name: string): Capability {
   return { name, verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 4 }
+}
+
+/** A real agent for worker `id` (capability `cap-<id>`), 200 ms heartbeats; stopped after the test. */
+function agent (id: string, urls: string[], extra: Partial<WorkerAgentInit> = {}): WorkerAgent {
+  const a = workerAgent({ workerId: id, workerUrl: `https://127.0.0.1:7000/${id}`, capabilities: [cap(`cap-${id}`)], controllers: urls, ca: bed.ca, heartbeatIntervalMs: 200, ...extra })
+  a.on('error', () => {})
+  agents.push(a)
+  return a
 }
 
 function registration (id: string, incarnation: number): Record<string, unknown> {
