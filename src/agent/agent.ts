@@ -176,7 +176,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   async drain (): Promise<void> {
     this._state = 'draining'
     if (this.current != null) {
-      await this.client.json('POST', this.endpoint(this.current.url, '/drain'), { worker_id: this.workerId }, { timeoutMs: this.interval }).catch(() => {})
+      await this.client.json('POST', this.endpoint(this.current.url, '/drain'), { worker_id: this.workerId, incarnation: this._incarnation }, { timeoutMs: this.interval }).catch(() => {})
     }
     this.emit('draining', { controller: this.current?.url ?? null })
   }

@@ -39,11 +39,14 @@ export const RegisterReply = Type.Object({
   controller_id: Type.String()
 })
 
+/** The attachment a heartbeat or drain belongs to (capmesh agents send it). Older than the registry's for a worker attached elsewhere: 409 superseded, ignored. */
+const AttachmentIncarnation = Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'The incarnation of the attachment this request belongs to (capmesh agents send it). Older than the registry\'s for a worker attached elsewhere: 409 superseded, ignored.' }))
+
 export const HeartbeatBody = Type.Object({
   worker_id: WorkerId,
   load: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000, description: 'Requests in flight on the worker.' })),
   status: Type.Optional(Type.Union([Type.Literal('ready'), Type.Literal('draining')], { description: '"draining": stop routing new requests here.' })),
-  incarnation: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'The incarnation of the attachment this heartbeat belongs to (capmesh agents send it). Older than the registry\'s for a worker attached elsewhere: 409 superseded, ignored.' }))
+  incarnation: AttachmentIncarnation
 })
 
 export const HeartbeatReply = Type.Union([
@@ -52,6 +55,8 @@ export const HeartbeatReply = Type.Union([
 ])
 
 export const WorkerIdBody = Type.Object({ worker_id: WorkerId })
+
+export const DrainBody = Type.Object({ worker_id: WorkerId, incarnation: AttachmentIncarnation })
 
 export const SloConstraints = Type.Object({
   latency_p95_ms: Type.Optional(Type.Number({ minimum: 0 })),

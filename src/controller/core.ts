@@ -126,12 +126,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   heartbeat (workerId: string, input: HeartbeatInput & { incarnation?: number } = {}): boolean {
     const rec = this.registry.get(workerId)
     if (rec == null) return false
-    if (rec.owner !== this.controllerId) {
-      if (input.incarnation != null && input.incarnation < rec.incarnation) {
-        throw new SupersededError(workerId, input.incarnation, { incarnation: rec.incarnation, owner: rec.owner })
-      }
-      this.registry.adopt(workerId, input.incarnation)
-    }
+    if (rec.owner !== this.controllerId) this.moveHere(rec, input.incarnation)
     if (!this.liveness.heartbeat(workerId, input)) {
       this.liveness.track(workerId, 'healthy')
       this.liveness.heartbeat(workerId, input)
@@ -139,12 +134,20 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
     return true
   }
 
-  /** Marks a worker draining: still listed, no new routes. A worker owned elsewhere is adopted first. */
-  drain (workerId: string): boolean {
+  /** Marks a worker draining: still listed, no new routes. A worker owned elsewhere is adopted first (as for a heartbeat). */
+  drain (workerId: string, incarnation?: number): boolean {
     const rec = this.registry.get(workerId)
     if (rec == null) return false
-    if (rec.owner !== this.controllerId) this.registry.adopt(workerId)
+    if (rec.owner !== this.controllerId) this.moveHere(rec, incarnation)
     return this.liveness.drain(workerId)
+  }
+
+  /** Adopts a worker owned elsewhere that reached this controller, unless the request is from an older attachment. */
+  private moveHere (rec: WorkerRecord, incarnation: number | undefined): void {
+    if (incarnation != null && incarnation < rec.incarnation) {
+      throw new SupersededError(rec.worker_id, incarnation, { incarnation: rec.incarnation, owner: rec.owner })
+    }
+    this.registry.adopt(rec.worker_id, incarnation)
   }
 
   deregister (workerId: string): boolean {

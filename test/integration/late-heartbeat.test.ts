@@ -38,7 +38,7 @@ afterEach(async () => {
 })
 
 describe('a heartbeat from an older attachment', () => {
-  it('is answered 409 superseded and changes nothing; without an incarnation (the platform\'s workers) it still moves the worker', async () => {
+  it('is answered 409 superseded and changes nothing (a drain too); without an incarnation (the platform\'s workers) it still moves the worker', async () => {
     const [x, y] = await mesh('s', 2)
     const w = 'late-1'
     expect((await post(x, '/register', registration(w, 1))).body).toMatchObject({ status: 'registered', incarnation: 1 })
@@ -54,6 +54,11 @@ describe('a heartbeat from an older attachment', () => {
     expect(x.core.registryHash).toBe(hashBefore)
     expect(x.core.registry.get(w)).toMatchObject({ owner: y.config.id, incarnation: 2 })
     expect(x.core.liveness.get(w)).toBeUndefined()
+    // A drain from the old attachment is refused the same way.
+    const lateDrain = await post(x, '/drain', { worker_id: w, incarnation: 1 })
+    expect(lateDrain.status).toBe(409)
+    expect(lateDrain.body).toMatchObject({ error: 'superseded', controller_id: y.config.id, incarnation: 2 })
+    expect(x.core.registryHash).toBe(hashBefore)
 
     // The wire contract without `incarnation`: a heartbeat at another controller is a move.
     expect((await post(x, '/heartbeat', { worker_id: w })).body).toMatchObject({ status: 'acknowledged' })
