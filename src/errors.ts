@@ -19,7 +19,7 @@ export const ERROR_CODES = {
   CAPMESH_ERR_NOT_FOUND: { status: 404, description: 'No such endpoint.' },
   CAPMESH_ERR_NO_WORKER: { status: 404, description: 'No registered worker offers the requested verb and capability (with the requested filters).' },
   CAPMESH_ERR_NO_HEALTHY_WORKER: { status: 503, description: 'Workers offer the capability but none is healthy right now; retry after the Retry-After delay.' },
-  CAPMESH_ERR_SUPERSEDED: { status: 409, description: 'A heartbeat from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
+  CAPMESH_ERR_SUPERSEDED: { status: 409, description: 'A heartbeat (or drain) from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
   CAPMESH_ERR_INVALID_STATE: { status: 400, description: 'An imported registry document is not a valid capmesh state.' },
   CAPMESH_ERR_CONFIG: { status: 400, description: 'The controller configuration is invalid (flag or config file).' },
   CAPMESH_ERR_TLS: { status: 500, description: 'TLS material could not be created or loaded.' },
