@@ -110,7 +110,7 @@ export class SupersededError extends CapmeshError {
   /** The registry's incarnation and owner for the worker. */
   readonly current: { incarnation: number, owner: string }
   constructor (workerId: string, incarnation: number, current: { incarnation: number, owner: string }) {
-    super('CAPMESH_ERR_SUPERSEDED', `worker ${workerId} attached to ${current.owner} with incarnation ${current.incarnation}; this heartbeat is from incarnation ${incarnation}`, current)
+    super('CAPMESH_ERR_SUPERSEDED', `worker ${workerId} attached to ${current.owner} with incarnation ${current.incarnation}; this request is from its attachment with incarnation ${incarnation}`, current)
     this.name = 'SupersededError'
     this.workerId = workerId
     this.incarnation = incarnation
