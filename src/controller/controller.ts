@@ -14,7 +14,7 @@ import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { SNAPSHOT_DELAY_MS, SNAPSHOT_MAX_DELAY_MS } from '../constants.ts'
 import { ConfigError, InvalidStateError } from '../errors.ts'
-import { Mesh, ensureMeshKey, type Digest } from '../gossip/index.ts'
+import { Mesh, ensureMeshKey, meshKeyId, type Digest } from '../gossip/index.ts'
 import { FileStore, Origin } from '../registry/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import { ControllerCore } from './core.ts'
@@ -34,6 +34,8 @@ export class Controller {
   private digestTimer: NodeJS.Timeout | null = null
   private app: Api | null = null
   private tls: TlsMaterial | null = null
+  /** Public name of the mesh key (meshKeyId), shown in /mesh and /health. */
+  private meshKeyId: string | null = null
   private sweepTimer: NodeJS.Timeout | null = null
   private snapshotTimer: NodeJS.Timeout | null = null
   /** When the current wish for a snapshot began (monotonic ms), null if none. */
@@ -82,6 +84,7 @@ export class Controller {
     this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: [cfg.host] })
     if (this.tls.createdCa) this.log.info({ ca: this.tls.caPath }, 'created a local development CA')
     const meshKey = ensureMeshKey(cfg.meshKey)
+    this.meshKeyId = meshKeyId(meshKey.key)
     if (meshKey.created) this.log.info({ meshKey: cfg.meshKey }, 'created a mesh key: every controller of this mesh needs a copy of it')
 
     this.core.on('expired', (id, state) => { this.log.info({ worker: id, state }, 'worker expired') })
@@ -262,7 +265,8 @@ export class Controller {
       peers: m?.peers ?? [],
       owners,
       registry_hash: this.core.registryHash,
-      self_preservation: this.core.selfPreservation
+      self_preservation: this.core.selfPreservation,
+      mesh_key_id: this.meshKeyId
     }
   }
 
@@ -273,7 +277,8 @@ export class Controller {
         listen_addrs: this.mesh?.multiaddrs ?? [],
         connected_peers: this.mesh?.connectedPeers().length ?? 0,
         registry_hash: this.core.registryHash,
-        self_preservation: this.core.selfPreservation
+        self_preservation: this.core.selfPreservation,
+        mesh_key_id: this.meshKeyId
       },
       store: this.store?.stats() ?? null,
       tls: { ca_path: this.tls?.caPath ?? null },

@@ -108,7 +108,7 @@ export class Dialer {
         // which otherwise looks like nothing at all (no peers, no error) to whoever runs it.
         if (err.name === 'EncryptionFailedError' && !this.refused.has(key)) {
           this.refused.add(key)
-          this.init.log.warn({ target: key, err: err.message }, `cannot connect to ${key}: the handshake failed. Does it hold the same mesh key (--mesh-key)?`)
+          this.init.log.warn({ target: key, err: err.message }, `cannot connect to ${key}: the handshake failed. Does it hold the same mesh key (--mesh-key)? Compare mesh_key_id in GET /mesh on both.`)
         }
         r.fails++
         r.next = performance.now() + Math.min(every * 2 ** Math.min(r.fails, 2), every * 4)

@@ -14,7 +14,7 @@
  * By default it lives in the TLS dir, next to the CA that workers already
  * share, and is created there when missing.
  */
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { ConfigError } from '../errors.ts'
@@ -58,4 +58,13 @@ export function ensureMeshKey (file: string): { key: Uint8Array, created: boolea
     rmSync(tmp, { force: true })
   }
   return { key: readMeshKey(file), created }
+}
+
+/**
+ * A short public name for a mesh key (16 hex digits of a domain-separated
+ * SHA-256): `/mesh` and `/health` show it, so two controllers that never
+ * connect can be checked for holding the same key without showing the key.
+ */
+export function meshKeyId (key: Uint8Array): string {
+  return createHash('sha256').update('capmesh mesh key id\0').update(key).digest('hex').slice(0, 16)
 }

@@ -591,5 +591,10 @@ describe('a node without the mesh key', () => {
     expect(stranger.p2p.connectedPeers()).toEqual([])
     expect(victim.p2p.connectedPeers()).not.toContain(stranger.p2p.peerId)
     expect(stranger.core.registry.size).toBe(0)
+    // What an operator compares: the mesh's controllers show one key id, the stranger another.
+    const ids = await Promise.all([victim, ...others, stranger].map(async c => (await get(c.url, '/mesh')).body.mesh_key_id as string))
+    expect(ids.slice(0, 3).every(id => /^[0-9a-f]{16}$/.test(id) && id === ids[0])).toBe(true)
+    expect(ids[3]).not.toBe(ids[0])
+    expect((await get(victim.url, '/health')).body.mesh.mesh_key_id).toBe(ids[0])
   })
 })

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ConfigError } from '../../../src/errors.ts'
-import { ensureMeshKey, readMeshKey } from '../../../src/gossip/mesh-key.ts'
+import { ensureMeshKey, meshKeyId, readMeshKey } from '../../../src/gossip/mesh-key.ts'
 
 let dir: string
 beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'capmesh-mesh-key-')) })
@@ -51,6 +51,15 @@ describe('mesh key', () => {
       expect((err as Error).message).toContain('/key/swarm/psk/1.0.0/')
     }
     expect(readFileSync(file, 'utf8')).toBe(text)
+  })
+
+  it('has a short public id: the same for the same key, another for another key, and not the key', () => {
+    const a = ensureMeshKey(join(dir, 'a.key')).key
+    const b = ensureMeshKey(join(dir, 'b.key')).key
+    expect(meshKeyId(a)).toMatch(/^[0-9a-f]{16}$/)
+    expect(meshKeyId(readMeshKey(join(dir, 'a.key')))).toBe(meshKeyId(a))
+    expect(meshKeyId(b)).not.toBe(meshKeyId(a))
+    expect(Buffer.from(a).toString('hex')).not.toContain(meshKeyId(a))
   })
 
   it('a missing file is a ConfigError for readMeshKey', () => {
