@@ -81,13 +81,27 @@ export async function eventually<T> (check: () => T | Promise<T>, what: string, 
   throw new Error(`timed out waiting for ${what}${last != null ? `: ${String(last)}` : ''}`)
 }
 
-/** A TCP port free on 127.0.0.1 right now (for restarting a controller on the same port). */
+/**
+ * A TCP port free on 127.0.0.1 right now, for a controller a test restarts
+ * on the same port. Picked below Linux's ephemeral range (32768-60999): a
+ * port from `listen(0)` could be handed, between this check and the
+ * controller's bind, to any other test's outgoing connection or listener
+ * (CI once failed with EADDRINUSE that way); nothing takes these unasked.
+ */
 export async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>(resolve => s.close(() => { resolve() }))
-  return port
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const s = createServer()
+    const bound = await new Promise<boolean>(resolve => {
+      s.once('error', () => { resolve(false) })
+      s.listen(port, '127.0.0.1', () => { resolve(true) })
+    })
+    if (bound) {
+      await new Promise<void>(resolve => s.close(() => { resolve() }))
+      return port
+    }
+  }
+  throw new Error('no free port in 20000-31999 on 127.0.0.1 after 100 tries')
 }
 
 /** The error `fn` throws (fails the test if it throws none). */
