@@ -18,6 +18,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { ConfigError } from '../errors.ts'
+import { KEY_BYTES } from './private-network.ts'
 
 const HEADER = '/key/swarm/psk/1.0.0/\n/base16/\n'
 const FORMAT = /^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n([0-9a-fA-F]{64})\s*$/
@@ -47,7 +48,7 @@ export function ensureMeshKey (file: string): { key: Uint8Array, created: boolea
   if (existsSync(file)) return { key: readMeshKey(file), created: false }
   mkdirSync(dirname(file), { recursive: true })
   const tmp = `${file}.${process.pid}.${Date.now()}.tmp`
-  writeFileSync(tmp, HEADER + randomBytes(32).toString('hex'), { mode: 0o600 })
+  writeFileSync(tmp, HEADER + randomBytes(KEY_BYTES).toString('hex'), { mode: 0o600 })
   let created = true
   try {
     linkSync(tmp, file)
