@@ -404,7 +404,14 @@ export class Simulation {
   /**
    * Waits until every running controller agrees (same registry hash, same
    * healthy count, equal to the workers alive) and records a checkpoint with
-   * each controller's healthy set, for the checker.
+   * each controller's view of the workers and each agent's attachment, for
+   * the checker.
+   *
+   * The views are read one controller after another while agents may still
+   * be failing over, so they count as a snapshot only if no registry hash
+   * and no attachment changed while they were read; otherwise they are read
+   * again. (Without that, a re-attachment landing between two reads showed
+   * as one worker with two owners.)
    */
   async checkpoint (label: string): Promise<Checkpoint> {
     const start = this.now()
@@ -412,16 +419,23 @@ export class Simulation {
     const expected = this.workerIds('alive').length
     let converged = false
     let lastSeen = ''
+    let views: Checkpoint['views'] | null = null
+    let attachments = this.attachments()
     const deadline = performance.now() + (this.init.convergeTimeoutMs ?? 20_000)
     while (performance.now() < deadline) {
       try {
-        const s = await Promise.all(this.up().map(async n => (await this.client!.json('GET', `${n.child!.url}/health`)).body))
-        const hashes = new Set(s.map(h => h.mesh?.registry_hash))
-        const healthy = s.map(h => Number(h.workers?.healthy ?? -1))
-        lastSeen = `hashes ${hashes.size}, healthy ${healthy.join('/')} (expected ${expected})`
-        if (hashes.size === 1 && healthy.every(x => x === expected)) {
-          converged = true
-          break
+        const before = await this.hashes()
+        const healthy = before.map(h => h.healthy)
+        lastSeen = `hashes ${new Set(before.map(h => h.hash)).size}, healthy ${healthy.join('/')} (expected ${expected})`
+        if (new Set(before.map(h => h.hash)).size === 1 && healthy.every(x => x === expected)) {
+          attachments = this.attachments()
+          views = await this.views()
+          const after = await this.hashes()
+          if (after.length === before.length && after.every((h, i) => h.hash === before[i].hash) && JSON.stringify(this.attachments()) === JSON.stringify(attachments)) {
+            converged = true
+            break
+          }
+          lastSeen = 'agreed, but a registry or an attachment changed while the views were read'
         }
       } catch (err) {
         lastSeen = (err as Error).message
@@ -429,19 +443,41 @@ export class Simulation {
       await new Promise(resolve => setTimeout(resolve, 100))
     }
     const at = this.now()
+    if (!converged) {
+      attachments = this.attachments()
+      views = await this.views()
+    }
+    const cp: Checkpoint = { label, t: at, startedAt: start, faultEndedAt: since, converged, convergenceMs: converged ? at - since : null, detail: lastSeen, views: views ?? {}, attachments, fates: [...this.workers.values()].map(w => ({ ...w.fate })) }
+    this.checkpoints.push(cp)
+    this.init.progress?.(`${(at / 1000).toFixed(1).padStart(6)}s  checkpoint ${label}: ${converged ? `converged ${(cp.convergenceMs! / 1000).toFixed(2)} s after the last fault ended` : `NOT converged (${lastSeen})`}`)
+    return cp
+  }
+
+  /** Each running controller's registry hash and healthy count, in `up()` order. */
+  private async hashes (): Promise<Array<{ hash: unknown, healthy: number }>> {
+    return await Promise.all(this.up().map(async n => {
+      const h = (await this.client!.json('GET', `${n.child!.url}/health`)).body
+      return { hash: h.mesh?.registry_hash, healthy: Number(h.workers?.healthy ?? -1) }
+    }))
+  }
+
+  /** Each running controller's list of workers (an empty list where it did not answer). */
+  private async views (): Promise<Checkpoint['views']> {
     const views: Checkpoint['views'] = {}
     for (const n of this.up()) {
       const r = await this.client!.json('GET', `${n.child!.url}/workers?limit=10000`).catch(() => null)
       views[n.id] = (r?.body?.workers ?? []).map((w: any) => ({ worker_id: w.worker_id, state: w.state, controller_id: w.controller_id, incarnation: w.incarnation }))
     }
+    return views
+  }
+
+  /** Where each live (or draining) worker's agent says it is attached. */
+  private attachments (): Checkpoint['attachments'] {
     const attachments: Checkpoint['attachments'] = {}
     for (const w of this.workers.values()) {
       if (w.fate.status === 'alive' || w.fate.status === 'draining') attachments[w.id] = { controller: w.agent.controller?.id ?? null, incarnation: w.agent.incarnation }
     }
-    const cp: Checkpoint = { label, t: at, startedAt: start, faultEndedAt: since, converged, convergenceMs: converged ? at - since : null, detail: lastSeen, views, attachments, fates: [...this.workers.values()].map(w => ({ ...w.fate })) }
-    this.checkpoints.push(cp)
-    this.init.progress?.(`${(at / 1000).toFixed(1).padStart(6)}s  checkpoint ${label}: ${converged ? `converged ${(cp.convergenceMs! / 1000).toFixed(2)} s after the last fault ended` : `NOT converged (${lastSeen})`}`)
-    return cp
+    return attachments
   }
 
   /** Everything recorded, for the checker and the report. */
