@@ -11,6 +11,7 @@ import { MAX_JSON_DEPTH } from '../constants.ts'
 import { ValidationError } from '../errors.ts'
 import { tooDeep } from '../utils/json.ts'
 import { errorHandler } from './plugins/errors.ts'
+import { metricsPlugin } from './plugins/metrics.ts'
 import { deregisterRoute } from './routes/deregister.ts'
 import { healthRoute, meshRoute } from './routes/health.ts'
 import { heartbeatRoute } from './routes/heartbeat.ts'
@@ -42,6 +43,7 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   } as unknown as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as Api
 
   errorHandler(app)
+  metricsPlugin(app, init)
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')
   // Refuse absurdly nested JSON before validation or storage recurse into it.

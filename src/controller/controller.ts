@@ -15,6 +15,7 @@ import type { ControllerConfig } from '../config.ts'
 import { SNAPSHOT_DELAY_MS, SNAPSHOT_MAX_DELAY_MS } from '../constants.ts'
 import { ConfigError, InvalidStateError } from '../errors.ts'
 import { Mesh, ensureMeshKey, meshKeyId, type Digest } from '../gossip/index.ts'
+import { controllerMetrics, type ControllerMetrics } from '../metrics/index.ts'
 import { FileStore, Origin } from '../registry/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import { ControllerCore } from './core.ts'
@@ -41,6 +42,7 @@ export class Controller {
   /** When the current wish for a snapshot began (monotonic ms), null if none. */
   private snapshotWantedSince: number | null = null
   private restored = 0
+  private metrics: ControllerMetrics | null = null
   /** What peers last heard in a digest, to send the next one only when it says something new. */
   private readonly published = { key: '', hash: '', hashAtLastTick: '', at: -Infinity, force: true }
   /** A digest is owed to peers that connected (monotonic ms to send it at, and when the first was owed); null if none. */
@@ -108,6 +110,13 @@ export class Controller {
       registryHash: () => this.core.registryHash,
       log: this.log.child({ component: 'mesh' })
     })
+    this.metrics = controllerMetrics({
+      core: this.core,
+      mesh: () => this.mesh,
+      store: () => this.store?.stats() ?? null,
+      info: { controller_id: cfg.id, mesh_key_id: this.meshKeyId }
+    })
+    this.metrics.watchMesh(this.mesh)
     this.mesh.on('digest', (id, d) => { this.core.onDigest(id, d) })
     this.mesh.on('heard', id => { this.core.onHeard(id) })
     this.mesh.on('peer:connect', id => {
@@ -126,6 +135,7 @@ export class Controller {
       tls: this.tls,
       bodyLimit: cfg.bodyLimit,
       importBodyLimit: cfg.importBodyLimit,
+      metrics: this.metrics,
       logger: this.log.child({ component: 'api' }, { level: cfg.logLevel === 'debug' || cfg.logLevel === 'trace' ? cfg.logLevel : 'warn' }),
       health: () => this.healthExtras(),
       mesh: () => this.meshStatus()
@@ -181,6 +191,8 @@ export class Controller {
     this.app = null
     await this.mesh?.stop()
     this.mesh = null
+    this.metrics?.close()
+    this.metrics = null
     if (this.store != null) {
       this.store.snapshot(this.core.registry.encodeState())
       this.store.close()

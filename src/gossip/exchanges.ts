@@ -43,6 +43,8 @@ export interface ExchangesInit {
   syncTimeoutMs: number
   /** An exchange completed, either side. Called synchronously: must not block. */
   onSync: (result: SyncResult & { peerId: string, ms: number }) => void
+  /** An exchange failed (timeout, reset, malformed frames; not a busy peer), either side. Must not block. */
+  onSyncFailed?: (peerId: string) => void
 }
 
 export class Exchanges {
@@ -125,7 +127,10 @@ export class Exchanges {
       this.wanted.delete(peerId)
       // A failed exchange must not leave its stream open: libp2p caps streams per protocol and connection.
       stream?.abort(err as Error)
-      if (!this.stopped) this.log.debug({ peer: peerId, err: (err as Error).message }, 'sync failed')
+      if (!this.stopped) {
+        this.log.debug({ peer: peerId, err: (err as Error).message }, 'sync failed')
+        this.init.onSyncFailed?.(peerId)
+      }
       return null
     } finally {
       this.syncing.delete(peerId)
@@ -233,6 +238,7 @@ export class Exchanges {
   /** An answered exchange failed (malformed frames, timeout, reset): abort the stream, log once per peer. */
   private syncAborted (stream: Stream, peerId: string, err: Error): void {
     stream.abort(err)
+    if (!this.stopped) this.init.onSyncFailed?.(peerId)
     if (this.peers.loggedBadPeers.has(`sync:${peerId}`)) return
     this.peers.loggedBadPeers.add(`sync:${peerId}`)
     this.log.warn({ peer: peerId, err: err.message }, 'aborted a sync exchange')

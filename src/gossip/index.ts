@@ -10,7 +10,7 @@
  * mesh.on('digest', (controllerId, digest) => core.onDigest(controllerId, digest))
  */
 export { Mesh, LIVENESS_TOPIC, REGISTRY_TOPIC } from './mesh.ts'
-export type { MeshEvents, MeshInit, PeerStatus } from './mesh.ts'
+export type { GossipVerdict, MeshEvents, MeshInit, PeerStatus } from './mesh.ts'
 export { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Digest, Kind, DecodeError } from './envelope.ts'
 export type { Envelope } from './envelope.ts'
 export { SYNC_PROTOCOL, syncInitiator, syncResponder } from './sync.ts'

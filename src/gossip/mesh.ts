@@ -114,9 +114,15 @@ export interface MeshEvents {
   heard: [controllerId: string]
   /** A sync completed. */
   sync: [result: SyncResult & { peerId: string, ms: number }]
+  /** A sync exchange failed (timeout, reset, malformed frames), either side. */
+  'sync:failed': [peerId: string]
+  /** A gossip message was checked: applied next (accepted), dropped as out of order (ignored), or malformed (rejected). */
+  gossip: [topic: string, result: GossipVerdict]
   'peer:connect': [peerId: string]
   'peer:disconnect': [peerId: string]
 }
+
+export type GossipVerdict = 'accepted' | 'ignored' | 'rejected'
 
 export class Mesh extends EventEmitter<MeshEvents> {
   private readonly init: MeshInit
@@ -170,7 +176,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
       onSync: result => {
         this.emit('heard', result.peerController)
         this.emit('sync', result)
-      }
+      },
+      onSyncFailed: peerId => { this.emit('sync:failed', peerId) }
     })
     this.dialer = new Dialer({ peers: this.peers, node: () => this.node, peerId: () => this.peerId, log: this.log })
   }
@@ -390,6 +397,12 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   private validate (peer: PeerId, msg: Message): TopicValidatorResult {
+    const result = this.check(peer, msg)
+    this.emit('gossip', msg.topic, result === TopicValidatorResult.Accept ? 'accepted' : result === TopicValidatorResult.Ignore ? 'ignored' : 'rejected')
+    return result
+  }
+
+  private check (peer: PeerId, msg: Message): TopicValidatorResult {
     try {
       const env = decodeEnvelope(msg.data, this.maxMessageBytes)
       if (msg.topic === REGISTRY_TOPIC) {

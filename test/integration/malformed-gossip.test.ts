@@ -39,6 +39,7 @@ import { Controller } from '../../src/controller/index.ts'
 import { encodeEnvelope, Kind, LIVENESS_TOPIC, readMeshKey, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
 import { VERSION } from '../../src/gossip/envelope.ts'
 import { privateNetwork } from '../../src/gossip/private-network.ts'
+import { scrape } from '../helpers/metrics.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 type Node = Libp2p<{ pubsub: GossipSub, identify: unknown }>
@@ -375,11 +376,16 @@ function deep (n: number): Record<string, unknown> {
 }
 
 describe('a hostile peer on the gossip topics', () => {
-  it.each(gossipCases)('%s are rejected, logged with the sender, and change nothing', async (_group, cases) => {
+  it.each(gossipCases)('%s are rejected, logged with the sender, counted, and change nothing', async (_group, cases) => {
     const before = await snapshots()
+    const rejectedBefore = (await scrape(bed.client, victim.url)).sum('capmesh_gossip_messages_total', { result: 'rejected' })
     for (const [what, topic, data] of cases) await rejected(topic, data(), what)
     // The validator saw every one of them: one warning per attacker, each naming its sender.
     expect(records.filter(r => r.msg?.startsWith('rejected a malformed gossip message')).length).toBe(cases.length)
+    // And /metrics counted each one, by topic.
+    const m = await scrape(bed.client, victim.url)
+    expect(m.sum('capmesh_gossip_messages_total', { result: 'rejected' }) - rejectedBefore).toBe(cases.length)
+    for (const topic of new Set(cases.map(c => c[1]))) expect(m.sum('capmesh_gossip_messages_total', { topic, result: 'rejected' })).toBeGreaterThanOrEqual(cases.filter(c => c[1] === topic).length)
     await unchanged(before)
     expect(victim.core.registry.get('x')).toBeUndefined()
     expect(victim.core.registry.get('big')).toBeUndefined()
@@ -438,8 +444,9 @@ const syncCases: Array<[string, Array<[string, Attack]>]> = [
 ]
 
 describe('a hostile peer on the sync protocol', () => {
-  it.each(syncCases)('%s abort the exchange, are logged with the peer, and change nothing', async (_group, cases) => {
+  it.each(syncCases)('%s abort the exchange, are logged with the peer, counted, and change nothing', async (_group, cases) => {
     const before = await snapshots()
+    const failedBefore = (await scrape(bed.client, victim.url)).sum('capmesh_sync_exchanges_total', { result: 'failed' })
     for (const [what, attack] of cases) {
       const node = await attacker()
       const stream = await openSync(node)
@@ -447,6 +454,8 @@ describe('a hostile peer on the sync protocol', () => {
       await eventually(() => logged('aborted a sync exchange', node.peerId.toString()), `the victim to abort the exchange on ${what}`, 5_000)
       await retire(node)
     }
+    // At least one per attack (the victim may also have tried its own exchange with an attacker, which does not speak sync).
+    expect((await scrape(bed.client, victim.url)).sum('capmesh_sync_exchanges_total', { result: 'failed' }) - failedBefore).toBeGreaterThanOrEqual(cases.length)
     await unchanged(before)
     await stillFlows('after-sync-garbage')
   })

@@ -1,0 +1,248 @@
+/**
+ * Prometheus metrics of one controller, served at `GET /metrics`.
+ *
+ *   const metrics = controllerMetrics({ core, mesh: () => mesh, store: () => store, info })
+ *   metrics.observeHttp('POST', '/route', 200, 0.0004)
+ *   const text = await metrics.text()
+ *
+ * Gauges are read from the controller's state when scraped, so the hot paths
+ * (routing, heartbeats, gossip) pay nothing for them; counters follow events.
+ * Each controller has its own prom-client Registry (several controllers share
+ * a process in tests and in `bench:mesh`); the Node process metrics (CPU,
+ * memory, event-loop delay, GC) are one set per process, shared by all.
+ */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { ControllerCore } from '../controller/core.ts'
+import type { GossipVerdict, Mesh } from '../gossip/index.ts'
+import type { HealthState } from '../liveness/index.ts'
+import type { OwnerStatus } from '../liveness/owners.ts'
+
+export interface ControllerMetricsComponents {
+  core: ControllerCore
+  /** The mesh, once started (null before and after). */
+  mesh: () => Mesh | null
+  /** Data-dir sizes, once open (null otherwise). */
+  store: () => { logBytes: number, snapshotBytes: number } | null
+  /** Labels of `capmesh_info`. */
+  info: { controller_id: string, mesh_key_id: string | null }
+}
+
+export interface ControllerMetricsInit {
+  /** Include the Node process metrics (`process_*`, `nodejs_*`). @default true */
+  processMetrics?: boolean
+}
+
+/** Request latency buckets (seconds): a route decision is tens of µs, a registration a few ms, an import up to seconds. */
+const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+const HEALTH_STATES: HealthState[] = ['healthy', 'unhealthy', 'draining', 'pending']
+const OWNER_STATES: OwnerStatus[] = ['unknown', 'alive', 'silent', 'gone']
+
+let processRegistry: Registry | null = null
+
+/** The process-wide registry of Node's own metrics, created on first use. */
+function processMetrics (): Registry {
+  if (processRegistry == null) {
+    processRegistry = new Registry()
+    collectDefaultMetrics({ register: processRegistry })
+  }
+  return processRegistry
+}
+
+export class ControllerMetrics {
+  readonly registry = new Registry()
+  private readonly withProcess: boolean
+  /** Requests by `method route status`, counted here and handed to prom-client when scraped (no label hashing per request). */
+  private readonly httpCounts = new Map<string, { labels: { method: string, route: string, status: string }, n: number }>()
+  private readonly httpSeconds: Histogram<'route'>
+  private readonly gossip: Counter<'topic' | 'result'>
+  private readonly syncs: Counter<'result'>
+  private readonly syncBytes: Counter
+  private readonly detach: Array<() => void> = []
+
+  constructor (components: ControllerMetricsComponents, init: ControllerMetricsInit = {}) {
+    const { core } = components
+    const registers = [this.registry]
+    this.withProcess = init.processMetrics ?? true
+
+    new Gauge({ name: 'capmesh_info', help: 'This controller: its id and the public id of its mesh key (value always 1).', labelNames: ['controller_id', 'mesh_key_id'], registers })
+      .set({ controller_id: components.info.controller_id, mesh_key_id: components.info.mesh_key_id ?? '' }, 1)
+
+    // ---- registry and liveness: read when scraped
+    new Gauge({
+      name: 'capmesh_workers',
+      help: 'Workers in this controller\'s registry, by the health state it routes them by.',
+      labelNames: ['state'],
+      registers,
+      collect () {
+        const counts = core.stateCounts()
+        for (const s of HEALTH_STATES) this.set({ state: s }, counts[s])
+      }
+    })
+    new Gauge({
+      name: 'capmesh_own_workers',
+      help: 'Workers attached to this controller (it holds their heartbeats), by health state.',
+      labelNames: ['state'],
+      registers,
+      collect () {
+        const counts = core.liveness.counts()
+        for (const s of HEALTH_STATES) this.set({ state: s }, counts[s])
+      }
+    })
+    new Gauge({
+      name: 'capmesh_registry_segments',
+      help: 'Segments in the registry document, all owners (compaction rotates a controller to a new one).',
+      registers,
+      collect () { this.set(core.registry.stats().segments) }
+    })
+    new Gauge({
+      name: 'capmesh_registry_own_garbage',
+      help: 'Dead entries in this controller\'s current segment (compaction starts a new segment past a threshold).',
+      registers,
+      collect () { this.set(core.registry.stats().ownGarbage) }
+    })
+    new Counter({
+      name: 'capmesh_registry_compactions_total',
+      help: 'Segment generations this controller rotated through since it started.',
+      registers,
+      collect () {
+        this.reset()
+        this.inc(core.registry.stats().compactions)
+      }
+    })
+    new Gauge({
+      name: 'capmesh_store_bytes',
+      help: 'Size of the data dir\'s files.',
+      labelNames: ['file'],
+      registers,
+      collect () {
+        const s = components.store()
+        if (s == null) return
+        this.set({ file: 'log' }, s.logBytes)
+        this.set({ file: 'snapshot' }, s.snapshotBytes)
+      }
+    })
+    new Gauge({
+      name: 'capmesh_self_preservation',
+      help: '1 while self-preservation holds entries instead of evicting them, by what went silent (workers or peers).',
+      labelNames: ['kind'],
+      registers,
+      collect () {
+        this.set({ kind: 'workers' }, core.selfPreservation.workers ? 1 : 0)
+        this.set({ kind: 'peers' }, core.selfPreservation.peers ? 1 : 0)
+      }
+    })
+
+    // ---- the mesh: read when scraped
+    new Gauge({
+      name: 'capmesh_mesh_connected_peers',
+      help: 'libp2p peers this controller is connected to.',
+      registers,
+      collect () { this.set(components.mesh()?.connectedPeers().length ?? 0) }
+    })
+    new Gauge({
+      name: 'capmesh_mesh_controllers',
+      help: 'Other controllers this one knows of, by the status of their liveness digests.',
+      labelNames: ['status'],
+      registers,
+      collect () {
+        const counts = new Map<OwnerStatus, number>(OWNER_STATES.map(s => [s, 0]))
+        for (const [id, o] of core.owners.entries()) if (id !== core.controllerId) counts.set(o.status, (counts.get(o.status) ?? 0) + 1)
+        for (const [s, n] of counts) this.set({ status: s }, n)
+      }
+    })
+    new Gauge({
+      name: 'capmesh_mesh_peer_in_sync',
+      help: 'Per controller heard from (alive): 1 if the registry hash in its last digest equals this controller\'s (0 for a moment after every write).',
+      labelNames: ['peer'],
+      registers,
+      collect () {
+        this.reset()
+        const hash = core.registryHash
+        for (const [id, o] of core.owners.entries()) {
+          if (id === core.controllerId || o.status !== 'alive') continue
+          this.set({ peer: id }, o.registryHash === hash ? 1 : 0)
+        }
+      }
+    })
+
+    // ---- events
+    this.gossip = new Counter({ name: 'capmesh_gossip_messages_total', help: 'Gossip messages checked by the topic validator, by topic and verdict (rejected: malformed; ignored: out of order, left to anti-entropy).', labelNames: ['topic', 'result'], registers })
+    this.syncs = new Counter({ name: 'capmesh_sync_exchanges_total', help: 'Anti-entropy exchanges, either side, by result.', labelNames: ['result'], registers })
+    this.syncBytes = new Counter({ name: 'capmesh_sync_received_bytes_total', help: 'Registry bytes received in anti-entropy exchanges.', registers })
+    const expired = new Counter({ name: 'capmesh_workers_expired_total', help: 'Workers this controller removed because they went silent (or were never confirmed).', registers })
+    const dropped = new Counter({ name: 'capmesh_owner_drops_total', help: 'Times the entries of a controller gone for the stale window were dropped.', registers })
+    const selfPreservation = new Counter({ name: 'capmesh_self_preservation_entered_total', help: 'Times self-preservation switched on, by what went silent.', labelNames: ['kind'], registers })
+    for (const s of ['ok', 'failed']) this.syncs.inc({ result: s }, 0)
+    for (const k of ['workers', 'peers']) selfPreservation.inc({ kind: k }, 0)
+    const httpCounts = this.httpCounts
+    new Counter({
+      name: 'capmesh_http_requests_total',
+      help: 'HTTPS requests answered, by method, route and status.',
+      labelNames: ['method', 'route', 'status'],
+      registers,
+      collect () {
+        this.reset()
+        for (const { labels, n } of httpCounts.values()) this.inc(labels, n)
+      }
+    })
+    this.httpSeconds = new Histogram({ name: 'capmesh_http_request_duration_seconds', help: 'Time from request to response, by route.', labelNames: ['route'], buckets: HTTP_BUCKETS, registers })
+
+    const onExpired = (): void => { expired.inc() }
+    const onDropped = (): void => { dropped.inc() }
+    const onSelfPreservation = (kind: 'workers' | 'peers', on: boolean): void => { if (on) selfPreservation.inc({ kind }) }
+    core.on('expired', onExpired)
+    core.on('dropped', onDropped)
+    core.on('selfPreservation', onSelfPreservation)
+    this.detach.push(() => {
+      core.off('expired', onExpired)
+      core.off('dropped', onDropped)
+      core.off('selfPreservation', onSelfPreservation)
+    })
+  }
+
+  /** Counts the mesh's gossip verdicts and sync exchanges (call before it starts). */
+  watchMesh (mesh: Mesh): void {
+    const onGossip = (topic: string, result: GossipVerdict): void => { this.gossip.inc({ topic, result }) }
+    const onSync = (r: { bytesReceived: number }): void => {
+      this.syncs.inc({ result: 'ok' })
+      this.syncBytes.inc(r.bytesReceived)
+    }
+    const onSyncFailed = (): void => { this.syncs.inc({ result: 'failed' }) }
+    mesh.on('gossip', onGossip)
+    mesh.on('sync', onSync)
+    mesh.on('sync:failed', onSyncFailed)
+    this.detach.push(() => {
+      mesh.off('gossip', onGossip)
+      mesh.off('sync', onSync)
+      mesh.off('sync:failed', onSyncFailed)
+    })
+  }
+
+  /** One answered HTTPS request. `route` is the route's pattern (never the raw URL: bounded labels). */
+  observeHttp (method: string, route: string, status: number, seconds: number): void {
+    const key = `${method} ${route} ${status}`
+    const c = this.httpCounts.get(key)
+    if (c != null) c.n++
+    else this.httpCounts.set(key, { labels: { method, route, status: String(status) }, n: 1 })
+    this.httpSeconds.observe({ route }, seconds)
+  }
+
+  /** The exposition format's content type. */
+  get contentType (): string { return this.registry.contentType }
+
+  /** Every metric in the Prometheus text format. */
+  async text (): Promise<string> {
+    const own = await this.registry.metrics()
+    return this.withProcess ? `${own}\n${await processMetrics().metrics()}` : own
+  }
+
+  /** Stops following events. */
+  close (): void {
+    for (const f of this.detach.splice(0)) f()
+  }
+}
+
+/** Creates a controller's metrics (see ControllerMetrics). */
+export function controllerMetrics (components: ControllerMetricsComponents, init?: ControllerMetricsInit): ControllerMetrics {
+  return new ControllerMetrics(components, init)
+}

@@ -1,0 +1,92 @@
+import { EventEmitter } from 'node:events'
+import { describe, expect, it } from 'vitest'
+import { ControllerCore } from '../../../src/controller/core.ts'
+import type { Mesh } from '../../../src/gossip/index.ts'
+import { controllerMetrics } from '../../../src/metrics/index.ts'
+import { parseMetrics } from '../../helpers/metrics.ts'
+
+const core = (): ControllerCore => new ControllerCore({ controllerId: 'a', heartbeatIntervalMs: 1000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000 })
+const cap = { name: 'echo', verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 1 }
+const metricsOf = (c: ControllerCore, processMetrics = false) => controllerMetrics({ core: c, mesh: () => null, store: () => null, info: { controller_id: 'a', mesh_key_id: null } }, { processMetrics })
+
+describe('controller metrics', () => {
+  it('read the registry and the liveness of owned workers when scraped', async () => {
+    const c = core()
+    const m = metricsOf(c)
+    for (const id of ['w1', 'w2', 'w3']) c.register({ worker_id: id, worker_url: `https://127.0.0.1:7000/${id}`, capabilities: [cap] })
+    c.heartbeat('w2', { draining: true })
+    let s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_own_workers', { state: 'healthy' })).toBe(2)
+    expect(s.sum('capmesh_own_workers', { state: 'draining' })).toBe(1)
+    expect(s.sum('capmesh_workers')).toBe(3)
+    expect(s.sum('capmesh_registry_segments')).toBe(1)
+    // No mesh and no store yet: zero peers, no store series, nothing thrown.
+    expect(s.sum('capmesh_mesh_connected_peers')).toBe(0)
+    expect(s.sum('capmesh_store_bytes')).toBe(0)
+    c.deregister('w3')
+    s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_workers')).toBe(2)
+    expect(s.sum('capmesh_own_workers', { state: 'healthy' })).toBe(1)
+  })
+
+  it('count the core\'s and the mesh\'s events until closed', async () => {
+    const c = core()
+    const m = metricsOf(c)
+    const mesh = new EventEmitter()
+    m.watchMesh(mesh as unknown as Mesh)
+    mesh.emit('gossip', 'capmesh/registry/2', 'accepted')
+    mesh.emit('gossip', 'capmesh/registry/2', 'rejected')
+    mesh.emit('gossip', 'capmesh/liveness/2', 'ignored')
+    mesh.emit('sync', { bytesReceived: 1000 })
+    mesh.emit('sync', { bytesReceived: 24 })
+    mesh.emit('sync:failed', 'peer')
+    c.emit('selfPreservation', 'peers', true)
+    c.emit('selfPreservation', 'peers', false)
+    c.emit('expired', 'w1', 'unhealthy')
+    c.emit('dropped', 'b', 2)
+    let s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_gossip_messages_total', { topic: 'capmesh/registry/2' })).toBe(2)
+    expect(s.sum('capmesh_gossip_messages_total', { result: 'ignored' })).toBe(1)
+    expect(s.sum('capmesh_sync_exchanges_total', { result: 'ok' })).toBe(2)
+    expect(s.sum('capmesh_sync_exchanges_total', { result: 'failed' })).toBe(1)
+    expect(s.sum('capmesh_sync_received_bytes_total')).toBe(1024)
+    // Switching on counts; switching off does not.
+    expect(s.sum('capmesh_self_preservation_entered_total', { kind: 'peers' })).toBe(1)
+    expect(s.sum('capmesh_self_preservation_entered_total', { kind: 'workers' })).toBe(0)
+    expect(s.sum('capmesh_workers_expired_total')).toBe(1)
+    expect(s.sum('capmesh_owner_drops_total')).toBe(1)
+
+    m.close()
+    mesh.emit('sync:failed', 'peer')
+    c.emit('expired', 'w2', 'unhealthy')
+    s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_sync_exchanges_total', { result: 'failed' })).toBe(1)
+    expect(s.sum('capmesh_workers_expired_total')).toBe(1)
+    expect(mesh.listenerCount('gossip') + c.listenerCount('expired')).toBe(0)
+  })
+
+  it('time requests into buckets by route', async () => {
+    const m = metricsOf(core())
+    m.observeHttp('POST', '/route', 200, 0.0003)
+    m.observeHttp('POST', '/route', 200, 0.003)
+    m.observeHttp('POST', '/route', 404, 3)
+    const s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_http_requests_total', { route: '/route' })).toBe(3)
+    expect(s.sum('capmesh_http_requests_total', { route: '/route', status: '404' })).toBe(1)
+    expect(s.sum('capmesh_http_request_duration_seconds_bucket', { route: '/route', le: '0.0005' })).toBe(1)
+    expect(s.sum('capmesh_http_request_duration_seconds_bucket', { route: '/route', le: '0.005' })).toBe(2)
+    expect(s.sum('capmesh_http_request_duration_seconds_bucket', { route: '/route', le: '2.5' })).toBe(2)
+    expect(s.sum('capmesh_http_request_duration_seconds_bucket', { route: '/route', le: '+Inf' })).toBe(3)
+  })
+
+  it('include Node\'s process metrics only when asked, one set per process', async () => {
+    const without = parseMetrics(await metricsOf(core()).text())
+    expect(() => without.sum('process_cpu_seconds_total')).toThrow(/no metric/)
+    const one = parseMetrics(await metricsOf(core(), true).text())
+    const two = parseMetrics(await metricsOf(core(), true).text())
+    expect(one.sum('process_cpu_seconds_total')).toBeGreaterThan(0)
+    expect(two.types.get('nodejs_eventloop_lag_seconds')).toBe('gauge')
+    // Each metric family once per scrape: the two outputs concatenated stay valid.
+    expect(one.samples.filter(x => x.name === 'process_cpu_seconds_total')).toHaveLength(1)
+  })
+})
