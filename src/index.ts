@@ -16,6 +16,7 @@ export async function controller (config: ControllerConfig): Promise<Controller>
 
 export { Controller, ControllerCore } from './controller/index.ts'
 export { registerBatch, WorkerAgent, workerAgent } from './agent/index.ts'
+export { agentMetrics, AgentMetrics, controllerMetrics, ControllerMetrics } from './metrics/index.ts'
 export type { AgentCounters, AgentEvents, BatchResult, WorkerAgentInit } from './agent/index.ts'
 export { localPreset, parseRawConfig, readConfigFile, resolveControllerConfig } from './config.ts'
 export type { ControllerConfig, RawConfig } from './config.ts'

@@ -2,7 +2,8 @@
  * `capmesh worker`: a demo worker that really serves its capability over
  * HTTPS (`POST /invoke {"text": ...}`: echo, upper, reverse, or echo for any
  * other name), with a certificate issued by the mesh's local CA, and stays
- * attached through the worker agent. One log line per attach and failover.
+ * attached through the worker agent. One log line per attach and failover;
+ * the agent's counters and state at `GET /metrics` (Prometheus).
  */
 import Fastify from 'fastify'
 import { Type } from 'typebox'
@@ -10,6 +11,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { workerAgent, type WorkerAgent } from '../agent/index.ts'
 import { ConfigError } from '../errors.ts'
 import type { Capability } from '../registry/index.ts'
+import { agentMetrics, type AgentMetrics } from '../metrics/index.ts'
 import { ensureTls } from '../tls/index.ts'
 
 export interface DemoWorkerInit {
@@ -77,6 +79,12 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
       inflight--
     }
   })
+  // The agent needs this server's URL, so it exists only once listening; routes must be declared before.
+  let metrics: AgentMetrics | null = null
+  app.get('/metrics', async (_req, reply) => {
+    if (metrics == null) return await reply.code(503).send({ error: 'starting' })
+    return await reply.type(metrics.contentType).send(await metrics.text())
+  })
   await app.listen({ host, port: init.port ?? 0 })
   const addr = app.server.address()
   const port = typeof addr === 'object' && addr != null ? addr.port : 0
@@ -92,6 +100,7 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
     affinity: init.affinity,
     load: () => inflight
   })
+  metrics = agentMetrics(agent)
   agent.on('attached', a => { log(`[${init.id}] attached to ${a.controllerId ?? '?'} ${a.controller} (${a.reason}${a.rttMs != null ? `, rtt ${a.rttMs.toFixed(1)} ms` : ''}, incarnation ${agent.incarnation})`) })
   agent.on('failover', f => { log(`[${init.id}] FAILOVER ${f.from} -> ${f.to} (incarnation ${f.incarnation})`) })
   agent.on('reregistered', r => { log(`[${init.id}] re-registered at ${r.controller} (controller had lost its state)`) })

@@ -11,11 +11,12 @@
  * a process in tests and in `bench:mesh`); the Node process metrics (CPU,
  * memory, event-loop delay, GC) are one set per process, shared by all.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { ControllerCore } from '../controller/core.ts'
 import type { GossipVerdict, Mesh } from '../gossip/index.ts'
 import type { HealthState } from '../liveness/index.ts'
 import type { OwnerStatus } from '../liveness/owners.ts'
+import { exposition } from './process.ts'
 
 export interface ControllerMetricsComponents {
   core: ControllerCore
@@ -36,17 +37,6 @@ export interface ControllerMetricsInit {
 const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 const HEALTH_STATES: HealthState[] = ['healthy', 'unhealthy', 'draining', 'pending']
 const OWNER_STATES: OwnerStatus[] = ['unknown', 'alive', 'silent', 'gone']
-
-let processRegistry: Registry | null = null
-
-/** The process-wide registry of Node's own metrics, created on first use. */
-function processMetrics (): Registry {
-  if (processRegistry == null) {
-    processRegistry = new Registry()
-    collectDefaultMetrics({ register: processRegistry })
-  }
-  return processRegistry
-}
 
 export class ControllerMetrics {
   readonly registry = new Registry()
@@ -232,8 +222,7 @@ export class ControllerMetrics {
 
   /** Every metric in the Prometheus text format. */
   async text (): Promise<string> {
-    const own = await this.registry.metrics()
-    return this.withProcess ? `${own}\n${await processMetrics().metrics()}` : own
+    return await exposition(this.registry, this.withProcess)
   }
 
   /** Stops following events. */

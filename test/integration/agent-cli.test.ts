@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { CLI, spawnWorker, type ChildWorker } from '../../src/cli/launch.ts'
 import type { Controller } from '../../src/controller/index.ts'
 import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { scrape } from '../helpers/metrics.ts'
 
 let bed: TestBed
 const workers: ChildWorker[] = []
@@ -46,17 +47,27 @@ describe('capmesh worker / capmesh route --invoke', () => {
     expect(jsonDocuments(after.stdout)[0]).toMatchObject({ error: 'no_worker_available' })
   })
 
-  it('the worker logs its failover in one line and stays invokable through the other controller', async () => {
+  it('the worker logs its failover in one line, counts it at its /metrics, and stays invokable through the other controller', async () => {
     const a = await start('cli-a')
     const b = await start('cli-b')
     const aUrl = a.url
     const lines: string[] = []
-    await worker('cli-w2', ['--capability', 'invoke:reverse', '--controllers', `${a.url},${b.url}`, '--affinity', 'cli-a'], lines)
+    const w = await worker('cli-w2', ['--capability', 'invoke:reverse', '--controllers', `${a.url},${b.url}`, '--affinity', 'cli-a'], lines)
     expect(lines.some(l => l.includes('[cli-w2] attached to cli-a'))).toBe(true)
 
     await a.stop()
     const failover = await eventually(() => lines.find(l => l.includes('[cli-w2] FAILOVER')), 'a FAILOVER line')
     expect(failover).toContain(`${aUrl} -> ${b.url}`)
+    // The worker's own /metrics (its HTTPS server, the mesh's CA): the agent's state and counters.
+    const m = await eventually(async () => {
+      const s = await scrape(bed.client, w.url)
+      return s.sum('capmesh_agent_heartbeats_total', { result: 'ok' }) > 0 && s.sum('capmesh_agent_state', { state: 'attached' }) === 1 ? s : null
+    }, 'the worker to heartbeat b')
+    expect(m!.sum('capmesh_agent_failovers_total')).toBe(1)
+    expect(m!.samples.find(x => x.name === 'capmesh_agent_info')?.labels).toEqual({ worker_id: 'cli-w2', controller_id: 'cli-b' })
+    expect(m!.sum('capmesh_agent_registrations_total', { result: 'ok' })).toBeGreaterThanOrEqual(2)
+    expect(m!.sum('capmesh_agent_heartbeats_total', { result: 'failed' })).toBeGreaterThanOrEqual(2)
+    expect(m!.sum('capmesh_agent_incarnation')).toBeGreaterThanOrEqual(2)
     const out = await capmesh(['route', '--verb', 'invoke', '--capability', 'reverse', '--controller', b.url, '--tls-dir', bed.tlsDir, '--invoke', 'abc'])
     expect(out.code).toBe(0)
     expect(jsonDocuments(out.stdout)[1]).toMatchObject({ worker_id: 'cli-w2', result: 'cba' })
