@@ -15,6 +15,7 @@ import { ensureTls, readCa } from '../tls/index.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { generateLocalConfigs, runMesh } from './demo.ts'
 import { stopOnSignal } from './signals.ts'
+import { formatStatus, meshStatus } from './status.ts'
 import { startDemoWorker } from './worker.ts'
 import { acceptSimControl } from '../sim/control.ts'
 import { explain, loadScenario, runScenario } from '../sim/index.ts'
@@ -135,6 +136,25 @@ program.command('route')
         console.log(JSON.stringify(out.body, null, 2))
         if (out.status !== 200) process.exitCode = 1
       }
+    } finally {
+      await client.close()
+    }
+  })
+
+program.command('status')
+  .description('how each controller and the mesh are doing; exits 1 unless every controller answers, all agree and none is in self-preservation')
+  .option('--controller <url>', 'controller URL (repeatable; default: the local mesh, https://127.0.0.1:9000-9002)', collect)
+  .option('--tls-dir <dir>', 'TLS dir whose ca.pem to trust', '.capmesh/tls')
+  .option('--timeout <duration>', 'how long to wait for each controller', '5s')
+  .option('--json', 'print JSON instead of a table')
+  .action(async (opts: { controller?: string[], tlsDir: string, timeout: string, json?: boolean }) => {
+    const urls = opts.controller ?? ['https://127.0.0.1:9000', 'https://127.0.0.1:9001', 'https://127.0.0.1:9002']
+    const timeoutMs = parseDuration(opts.timeout, '--timeout')
+    const client = httpsClient({ ca: readCa(opts.tlsDir), timeoutMs })
+    try {
+      const status = await meshStatus(client, urls, timeoutMs)
+      console.log(opts.json === true ? JSON.stringify(status, null, 2) : formatStatus(status))
+      process.exitCode = status.ok ? 0 : 1
     } finally {
       await client.close()
     }

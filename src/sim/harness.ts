@@ -12,6 +12,7 @@
  * The recorder is a client at each controller's place: it asks controllers
  * directly.
  */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, type WriteStream } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -94,7 +95,10 @@ export class Simulation {
   private probeTimer: NodeJS.Timeout | null = null
   private progressTimer: NodeJS.Timeout | null = null
   /** Agents' counters at the last progress line (the line shows what happened since). */
-  private lastAgents = { ok: 0, failed: 0, failovers: 0, reregistrations: 0 }
+  private lastAgents = { ok: 0, failed: 0, failovers: 0, reregistrations: 0, registrations: 0 }
+  /** New HTTPS connections the harness (agents and recorder) opened since the last progress line: a reconnect storm shows here first. */
+  private connects = 0
+  private readonly onConnect = (): void => { this.connects++ }
   /** Heartbeat failures by reason since the last progress line. */
   private readonly heartbeatFailures = new Map<string, number>()
   /** Event-loop delay of the harness itself: if it is high, the agents (not the mesh) are starved. */
@@ -155,12 +159,14 @@ export class Simulation {
     this.t0 = performance.now()
     for (const w of this.workers.values()) w.fate.since = 0
     this.lag.enable()
+    subscribe('undici:client:connected', this.onConnect)
     this.probeTimer = setInterval(() => { void this.probe() }, this.init.probeIntervalMs ?? 200)
     if (this.init.progress != null) this.progressTimer = setInterval(() => { void this.progressLine() }, 1000)
   }
 
   async stop (): Promise<void> {
     this.lag.disable()
+    unsubscribe('undici:client:connected', this.onConnect)
     if (this.probeTimer != null) clearInterval(this.probeTimer)
     if (this.progressTimer != null) clearInterval(this.progressTimer)
     for (const w of this.workers.values()) w.agent.abandon()
@@ -421,13 +427,17 @@ export class Simulation {
     let lastSeen = ''
     let views: Checkpoint['views'] | null = null
     let attachments = this.attachments()
+    /** When the controllers were last seen agreeing: the convergence time (the views that follow take a while). */
+    let agreedAt = 0
     const deadline = performance.now() + (this.init.convergeTimeoutMs ?? 20_000)
     while (performance.now() < deadline) {
+      let raced = false
       try {
         const before = await this.hashes()
         const healthy = before.map(h => h.healthy)
         lastSeen = `hashes ${new Set(before.map(h => h.hash)).size}, healthy ${healthy.join('/')} (expected ${expected})`
         if (new Set(before.map(h => h.hash)).size === 1 && healthy.every(x => x === expected)) {
+          agreedAt = this.now()
           attachments = this.attachments()
           views = await this.views()
           const after = await this.hashes()
@@ -435,14 +445,16 @@ export class Simulation {
             converged = true
             break
           }
+          raced = true
           lastSeen = 'agreed, but a registry or an attachment changed while the views were read'
         }
       } catch (err) {
         lastSeen = (err as Error).message
       }
-      await new Promise(resolve => setTimeout(resolve, 100))
+      // Reading every view is the costly part (1,000 workers: ~3 MB of JSON): not again at once.
+      await new Promise(resolve => setTimeout(resolve, raced ? 500 : 100))
     }
-    const at = this.now()
+    const at = converged ? agreedAt : this.now()
     if (!converged) {
       attachments = this.attachments()
       views = await this.views()
@@ -549,10 +561,11 @@ export class Simulation {
 
   /** The agents' heartbeats, failovers and re-registrations since the last call: shows a struggling harness or mesh at once. */
   private agentActivity (): string {
-    const now = { ok: 0, failed: 0, failovers: 0, reregistrations: 0 }
+    const now = { ok: 0, failed: 0, failovers: 0, reregistrations: 0, registrations: 0 }
     let detached = 0
     for (const w of this.workers.values()) {
       const c = w.agent.counters
+      now.registrations += c.registrations.ok + c.registrations.failed
       now.ok += c.heartbeats.ok
       now.failed += c.heartbeats.failed
       now.failovers += c.failovers
@@ -562,8 +575,9 @@ export class Simulation {
     const d = (k: keyof typeof now): number => now[k] - this.lastAgents[k]
     const why = [...this.heartbeatFailures].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ')
     this.heartbeatFailures.clear()
-    const line = `heartbeats ok ${d('ok')} failed ${d('failed')}${why.length > 0 ? ` (${why})` : ''}, failovers ${d('failovers')}, re-registrations ${d('reregistrations')}${detached > 0 ? `, detached ${detached}` : ''}`
+    const line = `heartbeats ok ${d('ok')} failed ${d('failed')}${why.length > 0 ? ` (${why})` : ''}, failovers ${d('failovers')}, re-registrations ${d('reregistrations')}, registration attempts ${d('registrations')}, new connections ${this.connects}${detached > 0 ? `, detached ${detached}` : ''}`
     this.lastAgents = now
+    this.connects = 0
     return line
   }
 

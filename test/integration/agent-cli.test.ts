@@ -5,11 +5,11 @@
  * --invoke` as a child process calls it through a controller; the worker
  * logs its failover; SIGTERM drains and deregisters it.
  */
-import { spawn } from 'node:child_process'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, spawnWorker, type ChildWorker } from '../../src/cli/launch.ts'
+import { spawnWorker, type ChildWorker } from '../../src/cli/launch.ts'
 import type { Controller } from '../../src/controller/index.ts'
 import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { capmesh } from '../helpers/cli.ts'
 import { scrape } from '../helpers/metrics.ts'
 
 let bed: TestBed
@@ -87,17 +87,6 @@ async function worker (id: string, args: string[], lines: string[]): Promise<Chi
   const w = await spawnWorker({ id, args: [...args, '--tls-dir', bed.tlsDir, '--heartbeat-interval', '200ms'], onLine: l => { lines.push(l) } })
   workers.push(w)
   return w
-}
-
-/** Runs `capmesh ...` to completion. */
-async function capmesh (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const code = await new Promise<number | null>(resolve => child.once('exit', code => { resolve(code) }))
-  return { code, stdout, stderr }
 }
 
 /** `capmesh route` prints pretty-printed JSON documents one after the other. */

@@ -1,0 +1,100 @@
+/**
+ * `capmesh status`: one line per controller from its `/health` and `/mesh`
+ * (state, workers, links, registry hash, which peers agree with it), and a
+ * verdict for the whole mesh. Exit code 0 when every controller answered,
+ * all hold the same registry and none is in self-preservation; 1 otherwise,
+ * so scripts and health checks can use it.
+ */
+import { ConfigError } from '../errors.ts'
+import type { HttpsClient } from '../utils/https-client.ts'
+
+export interface ControllerStatus {
+  url: string
+  /** Why it could not be asked (network, TLS, HTTP status); null if it answered. */
+  error: string | null
+  controllerId?: string
+  status?: string
+  workers?: { total: number, healthy: number }
+  ownWorkers?: number
+  /** Other controllers it is connected to / knows of. */
+  peers?: { connected: number, known: number }
+  registryHash?: string
+  /** Controllers whose last digest showed the same registry hash as this one. */
+  agreeing?: string[]
+  meshKeyId?: string | null
+}
+
+export interface MeshStatus {
+  controllers: ControllerStatus[]
+  /** Every controller answered, one registry hash among them, none in self-preservation. */
+  ok: boolean
+  summary: string
+}
+
+/** Asks every controller at once (each with its own timeout). */
+export async function meshStatus (client: HttpsClient, urls: string[], timeoutMs = 5000): Promise<MeshStatus> {
+  if (urls.length === 0) throw new ConfigError('give at least one --controller URL')
+  for (const u of urls) {
+    if (!/^https:\/\/[^\s/]+/.test(u)) throw new ConfigError(`--controller: "${u}" is not an https:// URL`)
+  }
+  const controllers = await Promise.all(urls.map(async url => await ask(client, url, timeoutMs)))
+  const answered = controllers.filter(c => c.error == null)
+  const hashes = new Set(answered.map(c => c.registryHash))
+  const preserving = answered.filter(c => c.status === 'self_preservation').map(c => c.controllerId)
+  const keys = new Set(answered.map(c => c.meshKeyId))
+  const parts = [`${answered.length} of ${controllers.length} controllers answered`, hashes.size <= 1 ? 'one registry (they agree)' : `${hashes.size} different registries`]
+  if (preserving.length > 0) parts.push(`self-preservation on ${preserving.join(', ')}`)
+  if (keys.size > 1) parts.push(`${keys.size} different mesh keys (controllers with different keys never connect)`)
+  return {
+    controllers,
+    ok: answered.length === controllers.length && hashes.size <= 1 && preserving.length === 0 && keys.size <= 1,
+    summary: parts.join('; ')
+  }
+}
+
+async function ask (client: HttpsClient, url: string, timeoutMs: number): Promise<ControllerStatus> {
+  try {
+    const [health, mesh] = await Promise.all([
+      client.json('GET', new URL('/health', url).href, undefined, { timeoutMs }),
+      client.json('GET', new URL('/mesh', url).href, undefined, { timeoutMs })
+    ])
+    if (health.status !== 200 || mesh.status !== 200) return { url, error: `HTTP ${health.status !== 200 ? health.status : mesh.status}` }
+    const h = health.body
+    const m = mesh.body
+    const owners = Object.entries((m.owners ?? {}) as Record<string, { status?: string, registry_hash_matches?: boolean | null }>)
+      .filter(([id]) => id !== h.controller_id)
+    return {
+      url,
+      error: null,
+      controllerId: String(h.controller_id),
+      status: String(h.status),
+      workers: { total: Number(h.workers?.total ?? 0), healthy: Number(h.workers?.healthy ?? 0) },
+      ownWorkers: Object.values((h.own_workers ?? {}) as Record<string, number>).reduce((a, b) => a + Number(b), 0),
+      peers: { connected: Number(m.connected_peers ?? 0), known: owners.length },
+      registryHash: String(m.registry_hash ?? ''),
+      agreeing: owners.filter(([, o]) => o.registry_hash_matches === true).map(([id]) => id).sort(),
+      meshKeyId: (m.mesh_key_id as string | null | undefined) ?? null
+    }
+  } catch (err) {
+    const e = err as Error & { code?: string, cause?: { code?: string } }
+    return { url, error: e.cause?.code ?? e.code ?? e.message }
+  }
+}
+
+/** The table `capmesh status` prints. */
+export function formatStatus (s: MeshStatus): string {
+  const rows = [['controller', 'url', 'state', 'workers healthy/total', 'own', 'links', 'registry', 'agrees with']]
+  for (const c of s.controllers) {
+    if (c.error != null) {
+      rows.push(['?', c.url, `UNREACHABLE (${c.error})`, '', '', '', '', ''])
+      continue
+    }
+    rows.push([
+      c.controllerId!, c.url, c.status!, `${c.workers!.healthy}/${c.workers!.total}`, String(c.ownWorkers), `${c.peers!.connected}/${c.peers!.known}`,
+      c.registryHash!, c.agreeing!.length > 0 ? c.agreeing!.join(' ') : '-'
+    ])
+  }
+  const widths = rows[0].map((_h, i) => Math.max(...rows.map(r => r[i].length)))
+  const lines = rows.map(r => r.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd())
+  return `${lines.join('\n')}\n\n${s.ok ? 'OK' : 'NOT OK'}: ${s.summary}`
+}

@@ -1,0 +1,20 @@
+/**
+ * Running `capmesh ...` as a child process (the user's way), to completion.
+ */
+import { spawn } from 'node:child_process'
+import { CLI } from '../../src/cli/launch.ts'
+
+export interface CliRun { code: number | null, stdout: string, stderr: string }
+
+/** Runs `capmesh <args>` and collects its output; killed (by its pid) after `timeoutMs`. */
+export async function capmesh (args: string[], timeoutMs = 30_000): Promise<CliRun> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
+  const code = await new Promise<number | null>(resolve => child.once('exit', code => { resolve(code) }))
+  clearTimeout(timer)
+  return { code, stdout, stderr }
+}
