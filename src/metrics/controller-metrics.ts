@@ -11,9 +11,10 @@
  * a process in tests and in `bench:mesh`); the Node process metrics (CPU,
  * memory, event-loop delay, GC) are one set per process, shared by all.
  */
+import type { EventEmitter } from 'node:events'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { ControllerCore } from '../controller/core.ts'
-import type { GossipVerdict, Mesh } from '../gossip/index.ts'
+import type { ControllerCore, CoreEvents } from '../controller/core.ts'
+import type { Mesh, MeshEvents } from '../gossip/index.ts'
 import type { HealthState } from '../liveness/index.ts'
 import type { OwnerStatus } from '../liveness/owners.ts'
 import { exposition } from './process.ts'
@@ -177,35 +178,27 @@ export class ControllerMetrics {
     })
     this.httpSeconds = new Histogram({ name: 'capmesh_http_request_duration_seconds', help: 'Time from request to response, by route.', labelNames: ['route'], buckets: HTTP_BUCKETS, registers })
 
-    const onExpired = (): void => { expired.inc() }
-    const onDropped = (): void => { dropped.inc() }
-    const onSelfPreservation = (kind: 'workers' | 'peers', on: boolean): void => { if (on) selfPreservation.inc({ kind }) }
-    core.on('expired', onExpired)
-    core.on('dropped', onDropped)
-    core.on('selfPreservation', onSelfPreservation)
-    this.detach.push(() => {
-      core.off('expired', onExpired)
-      core.off('dropped', onDropped)
-      core.off('selfPreservation', onSelfPreservation)
-    })
+    this.follow(core, 'expired', () => { expired.inc() })
+    this.follow(core, 'dropped', () => { dropped.inc() })
+    this.follow(core, 'selfPreservation', (kind, on) => { if (on) selfPreservation.inc({ kind }) })
   }
 
   /** Counts the mesh's gossip verdicts and sync exchanges (call before it starts). */
   watchMesh (mesh: Mesh): void {
-    const onGossip = (topic: string, result: GossipVerdict): void => { this.gossip.inc({ topic, result }) }
-    const onSync = (r: { bytesReceived: number }): void => {
+    this.follow(mesh, 'gossip', (topic, result) => { this.gossip.inc({ topic, result }) })
+    this.follow(mesh, 'sync', r => {
       this.syncs.inc({ result: 'ok' })
       this.syncBytes.inc(r.bytesReceived)
-    }
-    const onSyncFailed = (): void => { this.syncs.inc({ result: 'failed' }) }
-    mesh.on('gossip', onGossip)
-    mesh.on('sync', onSync)
-    mesh.on('sync:failed', onSyncFailed)
-    this.detach.push(() => {
-      mesh.off('gossip', onGossip)
-      mesh.off('sync', onSync)
-      mesh.off('sync:failed', onSyncFailed)
     })
+    this.follow(mesh, 'sync:failed', () => { this.syncs.inc({ result: 'failed' }) })
+  }
+
+  /** Listens to `event` until close(). */
+  private follow<K extends keyof CoreEvents> (emitter: ControllerCore, event: K, fn: (...args: CoreEvents[K]) => void): void
+  private follow<K extends keyof MeshEvents> (emitter: Mesh, event: K, fn: (...args: MeshEvents[K]) => void): void
+  private follow (emitter: EventEmitter<any>, event: string, fn: (...args: any[]) => void): void {
+    emitter.on(event, fn)
+    this.detach.push(() => { emitter.off(event, fn) })
   }
 
   /** One answered HTTPS request. `route` is the route's pattern (never the raw URL: bounded labels). */
