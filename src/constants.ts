@@ -123,3 +123,12 @@ export const DEFAULT_AGENT_REPROBE_MS = 60_000
 export const DEFAULT_AGENT_HYSTERESIS_RATIO = 0.5
 /** ... and by at least this many ms, so loopback jitter never causes a move. */
 export const DEFAULT_AGENT_HYSTERESIS_MIN_MS = 5
+
+/**
+ * CLI processes: how long a clean stop (on SIGTERM / Ctrl-C) may take before
+ * the process exits anyway (code 1). A controller's stop closes its HTTPS
+ * server, its libp2p node and its data dir; should any of them hang (a peer
+ * that never finishes closing), the process must still go, as a supervisor
+ * (or a harness that died) expects.
+ */
+export const STOP_GRACE_MS = 15_000
