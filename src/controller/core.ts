@@ -102,9 +102,18 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       this.router.setLoad(id, this.owners.loadOf(owner, id))
     })
     this.owners.on('status', (owner, from, to) => {
-      for (const id of this.byOwner.get(owner) ?? []) this.router.setState(id, this.owners.stateOf(owner, id))
+      this.restate(owner)
       this.emit('owner', owner, from, to)
     })
+    this.owners.on('word', owner => { this.restate(owner) })
+  }
+
+  /** Routes every worker of `owner` by what is now known of it (its status, its digest). */
+  private restate (owner: string): void {
+    for (const id of this.byOwner.get(owner) ?? []) {
+      this.router.setState(id, this.owners.stateOf(owner, id))
+      this.router.setLoad(id, this.owners.loadOf(owner, id))
+    }
   }
 
   // -------------------------------------------------------------- workers

@@ -53,6 +53,8 @@ export interface OwnerTrackerEvents {
   status: [owner: string, from: OwnerStatus, to: OwnerStatus]
   /** The reported state or load of one of an owner's workers changed. */
   worker: [owner: string, workerId: string]
+  /** An owner's first digest arrived: the state of every one of its workers may have changed. */
+  word: [owner: string]
 }
 
 const CODES: Record<'u' | 'd' | 'p', HealthState> = { u: 'unhealthy', d: 'draining', p: 'pending' }
@@ -96,6 +98,8 @@ export class OwnerTracker extends EventEmitter<OwnerTrackerEvents> {
     const o = this.know(owner)
     // Digests can arrive out of order over gossip; an older one of the same epoch is ignored.
     if (o.epoch === d.epoch && d.seq <= o.seq) return
+    // Alive already (heard from) but without a word so far: its workers wait for this one.
+    const first = o.epoch == null && o.status === 'alive'
     o.epoch = d.epoch
     o.seq = d.seq
     o.registryHash = d.registry_hash
@@ -109,8 +113,10 @@ export class OwnerTracker extends EventEmitter<OwnerTrackerEvents> {
     for (const id of o.loads.keys()) if (!loads.has(id)) changed.add(id)
     o.exceptions = exceptions
     o.loads = loads
+    // Becoming alive re-routes all its workers (`status`); so does a first word to an alive owner.
     this.heard(owner)
-    for (const id of changed) this.emit('worker', owner, id)
+    if (first) this.emit('word', owner)
+    else for (const id of changed) this.emit('worker', owner, id)
   }
 
   /** The state a worker of `owner` should be routed by. */
@@ -118,6 +124,10 @@ export class OwnerTracker extends EventEmitter<OwnerTrackerEvents> {
     const o = this.owners.get(owner)
     if (o == null || o.status === 'unknown') return 'pending'
     if (o.status !== 'alive') return 'unhealthy'
+    // Heard from (a sync, a registry update) but no digest yet, e.g. just after this controller
+    // started: the owner is alive, but which of its workers are is not known. Not `healthy`: a
+    // worker that died shortly before would be routed to until the digest came.
+    if (o.epoch == null) return 'pending'
     return o.exceptions.get(workerId) ?? 'healthy'
   }
 

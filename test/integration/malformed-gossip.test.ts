@@ -99,6 +99,8 @@ beforeEach(async () => {
     for (let j = 0; j < 3; j++) expect((await post(c.url, '/register', workerBody(`w${i}-${j}`))).status).toBe(200)
   }
   await eventually(() => all.every(c => c.core.registry.size === 9 && c.core.registryHash === victim.core.registryHash), 'nine workers everywhere')
+  // And each controller's word about its own workers (its digest) has reached the others: all healthy everywhere.
+  await eventually(() => all.every(c => c.core.stateCounts().healthy === 9), 'nine healthy workers everywhere')
 })
 
 afterEach(async () => {

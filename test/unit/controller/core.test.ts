@@ -38,3 +38,29 @@ describe('ControllerCore registry hash', () => {
     expect(a2.registryHash).not.toBe(a.registryHash)
   })
 })
+
+describe('ControllerCore routing of other owners\' workers', () => {
+  const route = (c: ControllerCore, id: string): { worker_id: string, state: string } => c.router.route({ verb: 'invoke', capability: 'echo' }) as { worker_id: string, state: string }
+
+  it('waits for the owner\'s first digest before calling its workers healthy (a peer that was only heard from)', () => {
+    const b = core('b')
+    reg(b, 'w1')
+    reg(b, 'w2')
+    b.heartbeat('w1')
+    // w2 is shutting down: b's digest lists it as draining (not routable).
+    b.heartbeat('w2', { draining: true })
+    const a = core('a')
+    Y.applyUpdate(a.registry.doc, Y.encodeStateAsUpdate(b.registry.doc), Origin.remote)
+    expect(a.stateCounts().pending).toBe(2)
+    // A sync or a registry update from b: b is alive, but what of its workers is not known yet.
+    a.onHeard('b')
+    expect(a.stateCounts()).toMatchObject({ healthy: 0, pending: 2 })
+    // Pending workers are still a last resort when nothing healthy offers the capability.
+    expect(['w1', 'w2']).toContain(route(a, 'echo').worker_id)
+    expect(route(a, 'echo').state).toBe('pending')
+    // b's word: w1 healthy, w2 draining.
+    a.onDigest('b', b.digest())
+    expect(a.stateCounts()).toMatchObject({ healthy: 1, draining: 1, pending: 0 })
+    for (let i = 0; i < 5; i++) expect(route(a, 'echo')).toMatchObject({ worker_id: 'w1', state: 'healthy' })
+  })
+})
