@@ -39,6 +39,12 @@ export interface OwnerInfo {
   loads: Map<string, number>
   registryHash: string | null
   selfPreservation: boolean
+  /**
+   * Its exceptions come from a digest received since it last became alive.
+   * False before the first digest and from the moment it goes silent: what
+   * it said before a silence may be stale (a worker died meanwhile).
+   */
+  current: boolean
 }
 
 export interface OwnerTrackerInit {
@@ -80,7 +86,7 @@ export class OwnerTracker extends EventEmitter<OwnerTrackerEvents> {
   know (owner: string): OwnerInfo {
     let o = this.owners.get(owner)
     if (o == null) {
-      o = { status: 'unknown', since: this.now(), lastHeard: null, epoch: null, seq: -1, exceptions: new Map(), loads: new Map(), registryHash: null, selfPreservation: false }
+      o = { status: 'unknown', since: this.now(), lastHeard: null, epoch: null, seq: -1, exceptions: new Map(), loads: new Map(), registryHash: null, selfPreservation: false, current: false }
       this.owners.set(owner, o)
     }
     return o
@@ -98,8 +104,8 @@ export class OwnerTracker extends EventEmitter<OwnerTrackerEvents> {
     const o = this.know(owner)
     // Digests can arrive out of order over gossip; an older one of the same epoch is ignored.
     if (o.epoch === d.epoch && d.seq <= o.seq) return
-    // Alive already (heard from) but without a word so far: its workers wait for this one.
-    const first = o.epoch == null && o.status === 'alive'
+    // Alive already (heard from) but without a current word: its workers wait for this one.
+    const first = !o.current && o.status === 'alive'
     o.epoch = d.epoch
     o.seq = d.seq
     o.registryHash = d.registry_hash
@@ -113,6 +119,7 @@ export class OwnerTracker extends EventEmitter<OwnerTrackerEvents> {
     for (const id of o.loads.keys()) if (!loads.has(id)) changed.add(id)
     o.exceptions = exceptions
     o.loads = loads
+    o.current = true
     // Becoming alive re-routes all its workers (`status`); so does a first word to an alive owner.
     this.heard(owner)
     if (first) this.emit('word', owner)
@@ -124,10 +131,11 @@ export class OwnerTracker extends EventEmitter<OwnerTrackerEvents> {
     const o = this.owners.get(owner)
     if (o == null || o.status === 'unknown') return 'pending'
     if (o.status !== 'alive') return 'unhealthy'
-    // Heard from (a sync, a registry update) but no digest yet, e.g. just after this controller
-    // started: the owner is alive, but which of its workers are is not known. Not `healthy`: a
-    // worker that died shortly before would be routed to until the digest came.
-    if (o.epoch == null) return 'pending'
+    // Heard from (a sync, a registry update) but no digest since it was last silent or unknown
+    // (this controller just started, or a partition just healed): the owner is alive, but which
+    // of its workers are is not known. Not `healthy`: a worker that died meanwhile would be
+    // routed to until the digest came.
+    if (!o.current) return 'pending'
     return o.exceptions.get(workerId) ?? 'healthy'
   }
 
@@ -153,6 +161,7 @@ export class OwnerTracker extends EventEmitter<OwnerTrackerEvents> {
     if (o.status === to) return
     const from = o.status
     o.status = to
+    if (to !== 'alive') o.current = false
     this.emit('status', owner, from, to)
   }
 }
