@@ -132,6 +132,7 @@ export class Simulation {
 
   async start (): Promise<void> {
     this.t0 = performance.now()
+    subscribe('undici:client:connected', this.onConnect)
     const tls = await ensureTls({ dir: join(this.root, 'tls') })
     this.ca = tls.ca
     this.client = httpsClient({ ca: tls.ca, timeoutMs: 2000, connections: 32 })
@@ -159,7 +160,6 @@ export class Simulation {
     this.t0 = performance.now()
     for (const w of this.workers.values()) w.fate.since = 0
     this.lag.enable()
-    subscribe('undici:client:connected', this.onConnect)
     this.probeTimer = setInterval(() => { void this.probe() }, this.init.probeIntervalMs ?? 200)
     if (this.init.progress != null) this.progressTimer = setInterval(() => { void this.progressLine() }, 1000)
   }
