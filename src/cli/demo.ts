@@ -134,8 +134,10 @@ Route and call the worker:
   npx capmesh route --verb invoke --capability ${cap} --controller ${via.url} --tls-dir ${tlsDir} --invoke "hello mesh"
 Watch a failover: kill controller ${w.controller.id} (kill ${w.controller.pid}) and route again via ${via.id}.
 More:
+  npx capmesh status ${controllers.map(c => `--controller ${c.url}`).join(' ')} --tls-dir ${tlsDir}
   curl --cacert ${tls.caPath} ${controllers[0].url}/workers
   curl --cacert ${tls.caPath} ${controllers[0].url}/mesh
+  curl --cacert ${tls.caPath} ${controllers[0].url}/metrics
   npx capmesh route --verb invoke --capability echo --controller ${controllers.at(-1)!.url} --tls-dir ${tlsDir}
 
 Ctrl-C stops everything.`)
