@@ -104,6 +104,26 @@ export async function freePort (): Promise<number> {
   throw new Error('no free port in 20000-31999 on 127.0.0.1 after 100 tries')
 }
 
+/** `n` consecutive TCP ports free on 127.0.0.1 right now (see freePort), for a CLI that numbers its controllers' ports up from a base. */
+export async function freePorts (n: number): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - n))
+    const servers = []
+    let ok = true
+    for (let i = 0; i < n && ok; i++) {
+      const s = createServer()
+      ok = await new Promise<boolean>(resolve => {
+        s.once('error', () => { resolve(false) })
+        s.listen(base + i, '127.0.0.1', () => { resolve(true) })
+      })
+      if (ok) servers.push(s)
+    }
+    for (const s of servers) await new Promise<void>(resolve => s.close(() => { resolve() }))
+    if (ok) return base
+  }
+  throw new Error(`no ${n} consecutive free ports in 20000-31999 on 127.0.0.1 after 100 tries`)
+}
+
 /** The error `fn` throws (fails the test if it throws none). */
 export function errorOf (fn: () => unknown): Error {
   try {
