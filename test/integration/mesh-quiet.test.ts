@@ -18,6 +18,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
+import type { Digest } from '../../src/gossip/index.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
@@ -47,15 +48,23 @@ describe('a quiet mesh', () => {
   it('at rest, sends no digest between keepalives and exchanges only as the net; a change of health goes out at once', async () => {
     const cs = [await bed.start({ id: 'r0', ...calm })]
     for (let i = 1; i < 3; i++) cs.push(await bed.start({ id: `r${i}`, ...calm, bootstrap: [cs[0].p2p.multiaddrs[0]] }))
-    // For the failure message: how long since the same sender's previous digest (a keepalive is ≥ 15 s).
-    const lastFrom = new Map<string, number>()
-    const gaps: number[] = []
+    // For the failure message: per digest received at rest, its sender, how long since that sender's
+    // previous digest (a keepalive is ≥ 15 s), and what in it differs from the previous one (nothing:
+    // it was owed to a new link, or a late settled registry hash).
+    const lastFrom = new Map<string, { at: number, d: Digest }>()
+    const seen: string[] = []
     let resting = false
     for (const c of cs) {
-      c.p2p.on('digest', (id: string) => {
+      c.p2p.on('digest', (id: string, d: Digest) => {
         const now = performance.now()
-        if (resting) gaps.push(Math.round(now - (lastFrom.get(id) ?? 0)))
-        lastFrom.set(id, now)
+        const prev = lastFrom.get(`${c.config.id}<${id}`)
+        if (resting) {
+          const diff = prev == null
+            ? ['first']
+            : (['exceptions', 'loads', 'registry_hash', 'self_preservation', 'peers'] as const).filter(k => JSON.stringify(d[k]) !== JSON.stringify(prev.d[k]))
+          seen.push(`${c.config.id}<${id} +${prev == null ? '?' : Math.round(now - prev.at)} ms (${diff.length > 0 ? diff.join(',') + ' changed' : 'same'})`)
+        }
+        lastFrom.set(`${c.config.id}<${id}`, { at: now, d })
       })
     }
     await eventually(() => fullMesh(cs), 'a full mesh', 8_000, 50)
@@ -78,7 +87,7 @@ describe('a quiet mesh', () => {
     }
     // 2 s at rest: 20 digest intervals and 20 anti-entropy intervals per controller.
     await new Promise(resolve => setTimeout(resolve, 2_000))
-    expect(digests, `digests received at rest (${connects} peer connections opened meanwhile; ms since the sender's previous digest: ${gaps.join(', ')})`).toBe(0)
+    expect(digests, `digests received at rest (${connects} peer connections opened meanwhile): ${seen.join('; ')}`).toBe(0)
     // Each exchange is seen by both sides. Every interval would be ~60 exchanges; the net is 2 per controller.
     expect(exchanges / 2, 'anti-entropy exchanges at rest').toBeLessThanOrEqual(3 * 3)
 
