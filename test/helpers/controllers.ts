@@ -5,7 +5,7 @@
  * `cleanup()`.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
@@ -89,36 +89,26 @@ export async function eventually<T> (check: () => T | Promise<T>, what: string, 
  * (CI once failed with EADDRINUSE that way); nothing takes these unasked.
  */
 export async function freePort (): Promise<number> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000)
-    const s = createServer()
-    const bound = await new Promise<boolean>(resolve => {
-      s.once('error', () => { resolve(false) })
-      s.listen(port, '127.0.0.1', () => { resolve(true) })
-    })
-    if (bound) {
-      await new Promise<void>(resolve => s.close(() => { resolve() }))
-      return port
-    }
-  }
-  throw new Error('no free port in 20000-31999 on 127.0.0.1 after 100 tries')
+  return await freePorts(1)
 }
 
 /** `n` consecutive TCP ports free on 127.0.0.1 right now (see freePort), for a CLI that numbers its controllers' ports up from a base. */
 export async function freePorts (n: number): Promise<number> {
   for (let attempt = 0; attempt < 100; attempt++) {
     const base = 20_000 + Math.floor(Math.random() * (12_000 - n))
-    const servers = []
-    let ok = true
-    for (let i = 0; i < n && ok; i++) {
+    // Hold each port (a plain TCP listener, never served) until all n are known free, then let go.
+    const held: Server[] = []
+    while (held.length < n) {
       const s = createServer()
-      ok = await new Promise<boolean>(resolve => {
+      const bound = await new Promise<boolean>(resolve => {
         s.once('error', () => { resolve(false) })
-        s.listen(base + i, '127.0.0.1', () => { resolve(true) })
+        s.listen(base + held.length, '127.0.0.1', () => { resolve(true) })
       })
-      if (ok) servers.push(s)
+      if (!bound) break
+      held.push(s)
     }
-    for (const s of servers) await new Promise<void>(resolve => s.close(() => { resolve() }))
+    const ok = held.length === n
+    for (const s of held) await new Promise<void>(resolve => s.close(() => { resolve() }))
     if (ok) return base
   }
   throw new Error(`no ${n} consecutive free ports in 20000-31999 on 127.0.0.1 after 100 tries`)
