@@ -237,10 +237,13 @@ describe('kill -9 of a controller while registrations flow', () => {
       }
       return true
     }, 'kc to catch up: one registry_hash, every acknowledged registration on every controller', 20_000, 200)
+    // Nothing else either, but for the one registration c had in flight when it was killed: written to
+    // its data dir, the answer never sent. Kept or not, either is right (the client saw no ack).
+    const inFlightAtKill = `flow-c-${m - 1}`
     for (const proc of procs) {
       const ids = await workerIds(proc.url)
       expect([...acked].filter(id => !ids.has(id)), `acknowledged registrations missing at ${proc.id}`).toEqual([])
-      expect(ids.size).toBe(acked.size)
+      expect([...ids].filter(id => !acked.has(id) && id !== inFlightAtKill), `registrations nobody made at ${proc.id}`).toEqual([])
     }
     // Every worker heartbeats at its owner, the restarted one included: all routable from everywhere.
     await eventually(async () => {
