@@ -62,6 +62,8 @@ export interface ControllerConfig {
   bootstrap: string[]
   /** Anti-entropy with a random peer this often (ms). @default 5000 */
   syncIntervalMs: number
+  /** Largest anti-entropy delta accepted from a peer (bytes): the whole registry must fit. @default 268435456 */
+  maxSyncBytes: number
   /** Re-dial lost peers this often (ms). @default 1000 */
   reconnectIntervalMs: number
   /**
@@ -145,6 +147,7 @@ const FIELDS: Record<string, [keyof RawConfig, Parser]> = {
   p2pPort: ['p2pPort', port],
   bootstrap: ['bootstrap', multiaddrs],
   syncInterval: ['syncIntervalMs', duration],
+  maxSyncBytes: ['maxSyncBytes', bytes],
   reconnectInterval: ['reconnectIntervalMs', duration],
   digestInterval: ['digestIntervalMs', duration],
   digestKeepalive: ['digestKeepaliveMs', duration]
@@ -172,6 +175,7 @@ export interface RawConfig {
   p2pPort?: number
   bootstrap?: string[]
   syncIntervalMs?: number
+  maxSyncBytes?: number
   reconnectIntervalMs?: number
   digestIntervalMs?: number
   digestKeepaliveMs?: number
@@ -240,6 +244,7 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
     p2pPort: raw.p2pPort ?? C.DEFAULT_P2P_PORT,
     bootstrap: raw.bootstrap ?? [],
     syncIntervalMs: raw.syncIntervalMs ?? C.DEFAULT_SYNC_INTERVAL_MS,
+    maxSyncBytes: raw.maxSyncBytes ?? C.DEFAULT_MAX_SYNC_BYTES,
     reconnectIntervalMs: raw.reconnectIntervalMs ?? C.DEFAULT_RECONNECT_INTERVAL_MS,
     digestIntervalMs: raw.digestIntervalMs ?? Math.min(C.DEFAULT_DIGEST_INTERVAL_MS, raw.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS),
     digestKeepaliveMs: 0
@@ -260,6 +265,7 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
   if (cfg.unhealthyAfterMs <= cfg.heartbeatIntervalMs) {
     throw new ConfigError(`unhealthy-after (${cfg.unhealthyAfterMs}ms) must be longer than heartbeat-interval (${cfg.heartbeatIntervalMs}ms)`)
   }
+  if (cfg.maxSyncBytes > 0xffffffff) throw new ConfigError(`max-sync-bytes (${cfg.maxSyncBytes}) must be below 4 GiB (the sync protocol's size field is 32 bits)`)
   if (cfg.staleAfterMs <= cfg.unhealthyAfterMs) {
     throw new ConfigError(`stale-after (${cfg.staleAfterMs}ms) must be longer than unhealthy-after (${cfg.unhealthyAfterMs}ms)`)
   }

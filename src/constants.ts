@@ -77,10 +77,33 @@ export const DEFAULT_SYNC_INTERVAL_MS = 5000
 export const DEFAULT_RECONNECT_INTERVAL_MS = 1000
 /** Largest gossip message; bigger updates (a compaction of a large segment) travel by sync instead. */
 export const DEFAULT_MAX_GOSSIP_BYTES = 1024 * 1024
-/** Largest sync frame: a whole registry must fit (100k workers encode to ~19 MB). */
-export const DEFAULT_MAX_SYNC_FRAME_BYTES = 256 * 1024 * 1024
-/** A sync exchange that takes longer is abandoned (and retried later). */
+/**
+ * Largest anti-entropy delta a controller accepts from a peer (`--max-sync-bytes`): a whole
+ * registry must fit, since a controller that joins late or lost its data dir needs all of it
+ * (100,000 workers of one capability each encode to ~32 MB). A larger delta is refused before
+ * it is sent, loudly (docs/internals.md, "Size limits on the p2p path").
+ */
+export const DEFAULT_MAX_SYNC_BYTES = 256 * 1024 * 1024
+/**
+ * A sync delta travels in frames of at most this size: below @libp2p/utils' 4 MiB default
+ * read buffer, and small enough that neither side holds much beyond the delta itself.
+ */
+export const SYNC_CHUNK_BYTES = 1024 * 1024
+/** A sync exchange whose reads or writes make no progress for this long is abandoned (and retried later). */
 export const DEFAULT_SYNC_TIMEOUT_MS = 15_000
+/**
+ * Extra wait (ms per MiB sent) for the peer's answer after sending it a delta: it checks and
+ * applies the delta first (~50 ms per MiB measured; this allows 10x that on a loaded machine).
+ */
+export const SYNC_APPLY_MS_PER_MIB = 500
+/** After a failed exchange with a peer, the next waits this long, doubling per failure in a row. */
+export const SYNC_FAILURE_BACKOFF_MS = 1000
+/** ... up to this; a delta too large for the peer waits this long at once (retrying will not shrink it). */
+export const SYNC_FAILURE_BACKOFF_MAX_MS = 60_000
+/** Failed exchanges in a row with a connected peer after which this controller reports itself behind. */
+export const SYNC_BEHIND_AFTER_FAILURES = 3
+/** A sync failure is logged at most once per (peer, reason) in this window; the rest are counted. */
+export const SYNC_FAILURE_LOG_INTERVAL_MS = 60_000
 /**
  * A controller looks at its liveness digest this often and publishes it when
  * it changed: bounds how stale a remote worker's health can be. An unchanged

@@ -8,4 +8,4 @@
  */
 export { buildApi } from './server.ts'
 export type { ApiInit } from './server.ts'
-export type { Api, ApiComponents } from './types.ts'
+export type { Api, ApiComponents, SyncHealth } from './types.ts'

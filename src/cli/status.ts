@@ -2,7 +2,8 @@
  * `capmesh status`: one line per controller from its `/health` and `/mesh`
  * (state, workers, links, registry hash, which peers agree with it), and a
  * verdict for the whole mesh. Exit code 0 when every controller answered,
- * all hold the same registry and none is in self-preservation; 1 otherwise,
+ * all hold the same registry, none is in self-preservation and none is
+ * behind (anti-entropy with a peer keeps failing); 1 otherwise,
  * so scripts and health checks can use it.
  */
 import { ConfigError } from '../errors.ts'
@@ -22,6 +23,8 @@ export interface ControllerStatus {
   /** Controllers whose last digest showed the same registry hash as this one. */
   agreeing?: string[]
   meshKeyId?: string | null
+  /** Peers its anti-entropy exchanges keep failing with (state "behind"), and the last error with each. */
+  behind?: Array<{ controller: string, reason: string, error: string }>
 }
 
 export interface MeshStatus {
@@ -41,13 +44,15 @@ export async function meshStatus (client: HttpsClient, urls: string[], timeoutMs
   const answered = controllers.filter(c => c.error == null)
   const hashes = new Set(answered.map(c => c.registryHash))
   const preserving = answered.filter(c => c.status === 'self_preservation').map(c => c.controllerId)
+  const behind = answered.filter(c => (c.behind?.length ?? 0) > 0)
   const keys = new Set(answered.map(c => c.meshKeyId))
   const parts = [`${answered.length} of ${controllers.length} controllers answered`, hashes.size <= 1 ? 'one registry (they agree)' : `${hashes.size} different registries`]
   if (preserving.length > 0) parts.push(`self-preservation on ${preserving.join(', ')}`)
+  for (const c of behind) parts.push(`${c.controllerId} is behind: sync with ${c.behind!.map(b => `${b.controller} fails (${b.reason}: ${b.error})`).join(', ')}`)
   if (keys.size > 1) parts.push(`${keys.size} different mesh keys (controllers with different keys never connect)`)
   return {
     controllers,
-    ok: answered.length === controllers.length && hashes.size <= 1 && preserving.length === 0 && keys.size <= 1,
+    ok: answered.length === controllers.length && hashes.size <= 1 && preserving.length === 0 && behind.length === 0 && keys.size <= 1,
     summary: parts.join('; ')
   }
 }
@@ -73,7 +78,9 @@ async function ask (client: HttpsClient, url: string, timeoutMs: number): Promis
       peers: { connected: Number(m.connected_peers ?? 0), known: owners.length },
       registryHash: String(m.registry_hash ?? ''),
       agreeing: owners.filter(([, o]) => o.registry_hash_matches === true).map(([id]) => id).sort(),
-      meshKeyId: (m.mesh_key_id as string | null | undefined) ?? null
+      meshKeyId: (m.mesh_key_id as string | null | undefined) ?? null,
+      behind: ((h.sync?.behind ?? []) as Array<{ controller_id: string | null, peer_id: string, reason: string, last_error: string }>)
+        .map(b => ({ controller: b.controller_id ?? b.peer_id, reason: b.reason, error: b.last_error }))
     }
   } catch (err) {
     const e = err as Error & { code?: string, cause?: { code?: string } }

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { pino, type Logger } from 'pino'
-import { buildApi, type Api } from '../api/index.ts'
+import { buildApi, type Api, type SyncHealth } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { SNAPSHOT_DELAY_MS, SNAPSHOT_MAX_DELAY_MS } from '../constants.ts'
 import { ConfigError, InvalidStateError } from '../errors.ts'
@@ -106,6 +106,7 @@ export class Controller {
       port: cfg.p2pPort,
       bootstrap: cfg.bootstrap,
       syncIntervalMs: cfg.syncIntervalMs,
+      maxSyncBytes: cfg.maxSyncBytes,
       reconnectIntervalMs: cfg.reconnectIntervalMs,
       registryHash: () => this.core.registryHash,
       log: this.log.child({ component: 'mesh' })
@@ -138,7 +139,8 @@ export class Controller {
       metrics: this.metrics,
       logger: this.log.child({ component: 'api' }, { level: cfg.logLevel === 'debug' || cfg.logLevel === 'trace' ? cfg.logLevel : 'warn' }),
       health: () => this.healthExtras(),
-      mesh: () => this.meshStatus()
+      mesh: () => this.meshStatus(),
+      sync: () => this.syncHealth()
     })
     await this.app.listen({ host: cfg.host, port: cfg.httpsPort })
 
@@ -277,9 +279,23 @@ export class Controller {
       peers: m?.peers ?? [],
       owners,
       registry_hash: this.core.registryHash,
+      sync: this.syncHealth(),
       self_preservation: this.core.selfPreservation,
       mesh_key_id: this.meshKeyId
     }
+  }
+
+  private syncHealth (): SyncHealth {
+    const behind = (this.mesh?.behind() ?? []).map(b => ({
+      peer_id: b.peerId,
+      controller_id: b.controllerId,
+      failures: b.failures,
+      reason: b.reason,
+      last_error: b.error,
+      last_error_at: new Date(b.at).toISOString(),
+      failing_since: new Date(b.since).toISOString()
+    }))
+    return { state: behind.length > 0 ? 'behind' : 'ok', behind }
   }
 
   private healthExtras (): Record<string, unknown> {

@@ -7,13 +7,24 @@
 import type { Stream } from '@libp2p/interface'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
-import type { Registry } from '../registry/index.ts'
+import {
+  SYNC_APPLY_MS_PER_MIB, SYNC_BEHIND_AFTER_FAILURES, SYNC_CHUNK_BYTES, SYNC_FAILURE_BACKOFF_MAX_MS, SYNC_FAILURE_BACKOFF_MS,
+  SYNC_FAILURE_LOG_INTERVAL_MS
+} from '../constants.ts'
 import type { PeerTable } from './peers.ts'
-import { PeerBusyError, refuseSync, syncInitiator, syncResponder, type SyncResult } from './sync.ts'
+import {
+  classify, PeerBusyError, refuseSync, syncInitiator, SyncError, syncResponder, type SyncFailureReason, type SyncOptions,
+  type SyncReplica, type SyncResult
+} from './sync.ts'
 
 /** Mean pause (ms) before asking a BUSY peer again; it grows with each BUSY answer. */
 const BUSY_PAUSE_MS = 40
-/** An exchange older than this no longer makes its controller busy (a stalled or very large one). */
+/**
+ * An exchange that moved no bytes for this long no longer makes its
+ * controller busy (a stalled one). One that is still moving a large delta
+ * stays busy however long it takes: a second exchange meanwhile would pull
+ * the same delta again.
+ */
 const BUSY_WINDOW_MS = 3000
 /** BUSY answers after which a wanted exchange is left to the periodic one. */
 const MAX_BUSY_RETRIES = 8
@@ -25,8 +36,24 @@ const MAX_BUSY_RETRIES = 8
  */
 const IDLE_SYNC_EVERY = 10
 
+/** A peer whose exchanges keep failing: this controller cannot catch up with it (or it with this one). */
+export interface BehindPeer {
+  peerId: string
+  controllerId: string | null
+  /** Failed exchanges in a row. */
+  failures: number
+  reason: SyncFailureReason
+  error: string
+  /** Wall-clock ms of the last failure, and of the first of this run of failures. */
+  at: number
+  since: number
+}
+
 export interface ExchangesInit {
-  registry: Registry
+  /** This controller's id (sent in HELLO). */
+  controllerId: string
+  /** The replica exchanges read from and apply to. */
+  replica: SyncReplica
   peers: PeerTable
   log: Logger
   /** This controller's peer id (throws while the node is not started). */
@@ -37,27 +64,26 @@ export interface ExchangesInit {
   registryHash?: () => string
   /** The mesh's simulated faults: every exchange is delayed by `delayMs`. */
   faults: { delayMs: number, lossRate: number }
-  /** Largest sync frame (bytes). */
-  maxSyncFrameBytes: number
-  /** Give up an exchange after this long (ms). */
+  /** Largest delta accepted from a peer (bytes). */
+  maxSyncBytes: number
+  /** Give up an exchange when a read or write makes no progress for this long (ms). */
   syncTimeoutMs: number
   /** An exchange completed, either side. Called synchronously: must not block. */
   onSync: (result: SyncResult & { peerId: string, ms: number }) => void
-  /** An exchange failed (timeout, reset, malformed frames; not a busy peer), either side. Must not block. */
-  onSyncFailed?: (peerId: string) => void
+  /** An exchange failed (not a busy peer), either side. Must not block. */
+  onSyncFailed?: (peerId: string, reason: SyncFailureReason) => void
 }
 
 export class Exchanges {
   private readonly init: ExchangesInit
-  private readonly registry: Registry
   private readonly peers: PeerTable
   private readonly log: Logger
   private readonly faults: { delayMs: number, lossRate: number }
-  private readonly maxSyncFrameBytes: number
-  private readonly syncTimeoutMs: number
   private readonly syncing = new Set<string>()
-  /** Start times (monotonic ms) of the exchanges in progress, either side. */
-  private readonly exchanges = new Set<{ since: number }>()
+  /** The exchanges in progress, either side: when each last moved bytes (monotonic ms). */
+  private readonly exchanges = new Set<{ progress: number }>()
+  /** Failure warnings already logged, by `peer reason`: when, and how many were held back since. */
+  private readonly logged = new Map<string, { at: number, held: number }>()
   /** Re-runs the wanted queue when the youngest exchange stops counting as busy. */
   private busyWaitTimer: NodeJS.Timeout | null = null
   /** Peers to sync with once this controller is free, with the BUSY answers each has given. */
@@ -70,12 +96,21 @@ export class Exchanges {
 
   constructor (init: ExchangesInit) {
     this.init = init
-    this.registry = init.registry
     this.peers = init.peers
     this.log = init.log
     this.faults = init.faults
-    this.maxSyncFrameBytes = init.maxSyncFrameBytes
-    this.syncTimeoutMs = init.syncTimeoutMs
+  }
+
+  private options (exchange: { progress: number }, peerId: string): SyncOptions {
+    return {
+      onPeer: controllerId => { this.peers.state(peerId).controllerId = controllerId },
+      controllerId: this.init.controllerId,
+      maxDeltaBytes: this.init.maxSyncBytes,
+      chunkBytes: SYNC_CHUNK_BYTES,
+      timeoutMs: this.init.syncTimeoutMs,
+      applyMsPerMiB: SYNC_APPLY_MS_PER_MIB,
+      onProgress: () => { exchange.progress = performance.now() }
+    }
   }
 
   private get peerId (): string { return this.init.peerId() }
@@ -98,16 +133,19 @@ export class Exchanges {
    */
   async syncWith (peerId: string, opts: { background?: boolean } = {}): Promise<SyncResult | null> {
     if (this.syncing.has(peerId) || this.stopped || this.peers.blocked.has(peerId)) return null
-    if (opts.background === true && this.busy) return null
+    if (opts.background === true && (this.busy || this.backingOff(peerId))) return null
     this.syncing.add(peerId)
     const exchange = this.begin()
     const t0 = performance.now()
     let stream: Stream | undefined
     try {
       if (this.faults.delayMs > 0) await new Promise(resolve => setTimeout(resolve, this.faults.delayMs))
-      const signal = AbortSignal.timeout(this.syncTimeoutMs)
-      stream = await this.init.dial(peerId, signal)
-      const res = await syncInitiator(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })
+      try {
+        stream = await this.init.dial(peerId, AbortSignal.timeout(this.init.syncTimeoutMs))
+      } catch (err) {
+        throw new SyncError('dial', `cannot open a sync stream: ${(err as Error).message}`, { cause: err })
+      }
+      const res = await syncInitiator(stream, this.init.replica, this.options(exchange, peerId))
       this.wanted.delete(peerId)
       this.recordSync(peerId, res, performance.now() - t0)
       return res
@@ -127,10 +165,7 @@ export class Exchanges {
       this.wanted.delete(peerId)
       // A failed exchange must not leave its stream open: libp2p caps streams per protocol and connection.
       stream?.abort(err as Error)
-      if (!this.stopped) {
-        this.log.debug({ peer: peerId, err: (err as Error).message }, 'sync failed')
-        this.init.onSyncFailed?.(peerId)
-      }
+      this.failed(peerId, classify(err))
       return null
     } finally {
       this.syncing.delete(peerId)
@@ -140,10 +175,53 @@ export class Exchanges {
 
   /**
    * True while this controller takes part in a sync exchange, either side,
-   * that started less than BUSY_WINDOW_MS ago: an exchange a peer stalls
+   * that moved bytes less than BUSY_WINDOW_MS ago: an exchange a peer stalls
    * (up to the sync timeout) must not hold off everyone else's.
    */
   get busy (): boolean { return this.busyForMs() > 0 }
+
+  /** Connected peers whose exchanges keep failing (SYNC_BEHIND_AFTER_FAILURES in a row, or one for size). */
+  behind (): BehindPeer[] {
+    const out: BehindPeer[] = []
+    for (const [id, s] of this.peers) {
+      const f = s.syncFailure
+      if (f == null || !this.peers.connected.has(id)) continue
+      if (f.count < SYNC_BEHIND_AFTER_FAILURES && f.reason !== 'too_large') continue
+      out.push({ peerId: id, controllerId: s.controllerId, failures: f.count, reason: f.reason, error: f.error, at: f.at, since: f.since })
+    }
+    return out
+  }
+
+  /** True while exchanges with `peerId` are held back after failures. */
+  private backingOff (peerId: string): boolean {
+    const f = this.peers.get(peerId)?.syncFailure
+    return f != null && performance.now() < f.retryAt
+  }
+
+  /**
+   * Records a failed exchange: back-off doubling per failure in a row (a
+   * size failure waits the longest at once: it does not heal by retrying),
+   * a warning per distinct (peer, reason) at most once per
+   * SYNC_FAILURE_LOG_INTERVAL_MS, and the failure event.
+   */
+  private failed (peerId: string, err: Error): void {
+    if (this.stopped || err instanceof PeerBusyError) return
+    const e = err instanceof SyncError ? err : new SyncError('internal', err.message)
+    const s = this.peers.state(peerId)
+    const now = performance.now()
+    const count = (s.syncFailure?.count ?? 0) + 1
+    const wait = e.reason === 'too_large' ? SYNC_FAILURE_BACKOFF_MAX_MS : Math.min(SYNC_FAILURE_BACKOFF_MAX_MS, SYNC_FAILURE_BACKOFF_MS * 2 ** (count - 1))
+    s.syncFailure = { count, reason: e.reason, error: e.message, at: Date.now(), since: s.syncFailure?.since ?? Date.now(), retryAt: now + wait * (0.75 + Math.random() / 2) }
+    const key = `${peerId} ${e.reason}`
+    const l = this.logged.get(key)
+    if (l == null || now - l.at >= SYNC_FAILURE_LOG_INTERVAL_MS) {
+      this.logged.set(key, { at: now, held: 0 })
+      this.log.warn({ peer: peerId, controller: s.controllerId, reason: e.reason, err: e.message, failures: count, held_back: l?.held ?? 0 }, `sync with ${s.controllerId ?? peerId} failed (${e.reason}): ${e.message}`)
+    } else {
+      l.held++
+    }
+    this.init.onSyncFailed?.(peerId, e.reason)
+  }
 
   /** Exchanges queued or in progress (a mesh that just formed or healed works through one per new link). */
   get backlog (): number { return this.wanted.size + this.exchanges.size }
@@ -151,23 +229,33 @@ export class Exchanges {
   private busyForMs (): number {
     const now = performance.now()
     let left = 0
-    for (const e of this.exchanges) left = Math.max(left, e.since + BUSY_WINDOW_MS - now)
+    for (const e of this.exchanges) left = Math.max(left, e.progress + BUSY_WINDOW_MS - now)
     return left
   }
 
-  private begin (): { since: number } {
-    const e = { since: performance.now() }
+  private begin (): { progress: number } {
+    const e = { progress: performance.now() }
     this.exchanges.add(e)
     return e
   }
 
-  private end (e: { since: number }): void {
+  private end (e: { progress: number }): void {
     this.exchanges.delete(e)
     if (this.busyWaitTimer != null) {
       clearTimeout(this.busyWaitTimer)
       this.busyWaitTimer = null
     }
     this.runWanted()
+  }
+
+  /**
+   * A new connection to `peerId`: exchanges with it may start again at once
+   * (a peer that restarted, perhaps with another configuration, deserves a
+   * new try). Its run of failures still counts towards "behind".
+   */
+  connected (peerId: string): void {
+    const f = this.peers.get(peerId)?.syncFailure
+    if (f != null) f.retryAt = 0
   }
 
   /** Syncs with `peerId` as soon as this controller is free. */
@@ -195,7 +283,8 @@ export class Exchanges {
       // Nothing to exchange with a peer that said, on this connection, that it holds what this controller holds.
       const s = this.peers.get(p)
       const agrees = s != null && mine != null && s.hash === mine && s.hashAt >= s.connectedAt
-      if (!connected.has(p) || this.peers.blocked.has(p) || agrees) this.wanted.delete(p)
+      // A peer in back-off after failures is left to the periodic exchange once the back-off is over.
+      if (!connected.has(p) || this.peers.blocked.has(p) || agrees || this.backingOff(p)) this.wanted.delete(p)
     }
     const next = [...this.wanted].sort((a, b) => a[1] - b[1])[0]
     if (next == null) return
@@ -216,36 +305,33 @@ export class Exchanges {
   /** Answers an exchange `peerId` opened on `stream`. */
   respond (stream: Stream, peerId: string): void {
     const t0 = performance.now()
-    const signal = AbortSignal.timeout(this.syncTimeoutMs)
     if (this.busy) {
       // Even a refusal reads the HELLO first: garbage is logged and aborted as in an exchange.
       // The smaller peer id of the two takes the exchange over: it calls back once free, and the
       // other stops asking. Without that, a controller refused by every peer of the other side
       // after a heal kept polling them; with both calling back, two would refuse each other for ever.
-      refuseSync(stream, { maxFrameBytes: this.maxSyncFrameBytes, signal }).then(() => {
+      refuseSync(stream, this.init.replica, this.options({ progress: 0 }, peerId)).then(() => {
         if (this.peerId < peerId) this.want(peerId)
       }, (err: Error) => { this.syncAborted(stream, peerId, err) })
       return
     }
     const exchange = this.begin()
     const delay = this.faults.delayMs > 0 ? new Promise(resolve => setTimeout(resolve, this.faults.delayMs)) : Promise.resolve()
-    delay.then(async () => await syncResponder(stream, this.registry, { maxFrameBytes: this.maxSyncFrameBytes, signal })).then(res => {
+    delay.then(async () => await syncResponder(stream, this.init.replica, this.options(exchange, peerId))).then(res => {
       this.wanted.delete(peerId)
       this.recordSync(peerId, res, performance.now() - t0)
     }, (err: Error) => { this.syncAborted(stream, peerId, err) }).finally(() => { this.end(exchange) })
   }
 
-  /** An answered exchange failed (malformed frames, timeout, reset): abort the stream, log once per peer. */
+  /** An answered exchange failed: abort the stream (a no-op if it ended), record the failure. */
   private syncAborted (stream: Stream, peerId: string, err: Error): void {
     stream.abort(err)
-    if (!this.stopped) this.init.onSyncFailed?.(peerId)
-    if (this.peers.loggedBadPeers.has(`sync:${peerId}`)) return
-    this.peers.loggedBadPeers.add(`sync:${peerId}`)
-    this.log.warn({ peer: peerId, err: err.message }, 'aborted a sync exchange')
+    this.failed(peerId, classify(err))
   }
 
   private recordSync (peerId: string, res: SyncResult, ms: number): void {
     const s = this.peers.state(peerId)
+    s.syncFailure = null
     s.controllerId = res.peerController
     s.lastSyncAt = Date.now()
     // Each side now holds what the other had: the same registry, unless writes arrived meanwhile.

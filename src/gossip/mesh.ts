@@ -38,16 +38,16 @@ import { createLibp2p } from 'libp2p'
 import type { Logger } from 'pino'
 import * as Y from 'yjs'
 import {
-  DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_FRAME_BYTES, DEFAULT_RECONNECT_INTERVAL_MS, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS
+  DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_BYTES, DEFAULT_RECONNECT_INTERVAL_MS, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS
 } from '../constants.ts'
 import { MissingDependencyError, Origin, validateUpdate, type Registry, type ValidUpdate } from '../registry/index.ts'
 import { Dialer } from './dialer.ts'
 import { decodeDigest, decodeEnvelope, encodeDigest, encodeEnvelope, Kind, type Digest, type Envelope } from './envelope.ts'
-import { Exchanges } from './exchanges.ts'
+import { Exchanges, type BehindPeer } from './exchanges.ts'
 import { loadOrCreatePeerKey } from './keys.ts'
 import { PeerTable } from './peers.ts'
 import { privateNetwork } from './private-network.ts'
-import { SYNC_PROTOCOL, type SyncResult } from './sync.ts'
+import { SYNC_PROTOCOL, SYNC_PROTOCOL_V2, SYNC_PROTOCOLS, type SyncFailureReason, type SyncReplica, type SyncResult } from './sync.ts'
 import { useHalfWindowUpdates } from './yamux-window.ts'
 
 export const REGISTRY_TOPIC = 'capmesh/registry/2'
@@ -86,8 +86,8 @@ export interface MeshInit {
   reconnectIntervalMs?: number
   /** Largest gossip message (bytes); larger updates travel by sync. @default 1 MiB */
   maxMessageBytes?: number
-  /** Largest sync frame (bytes): a whole registry must fit. @default 256 MiB */
-  maxSyncFrameBytes?: number
+  /** Largest anti-entropy delta accepted from a peer (bytes): a whole registry must fit. @default 256 MiB */
+  maxSyncBytes?: number
   /** Give up a sync after this long (ms). @default 15000 */
   syncTimeoutMs?: number
   /** This controller's registry hash, compared with the peers' to pick periodic exchanges. @default every peer always looks different */
@@ -104,6 +104,12 @@ export interface PeerStatus {
   last_sync_ms: number | null
   /** State vectors were equal at the last exchange. */
   in_sync: boolean | null
+  /** `behind`: exchanges with it keep failing (see sync_failures and last_sync_error). */
+  sync_state: 'ok' | 'failing' | 'behind'
+  /** Failed exchanges in a row (0 after a success). */
+  sync_failures: number
+  /** The last failure of this run, null once an exchange succeeds. */
+  last_sync_error: { reason: SyncFailureReason, message: string, at: string } | null
   last_message_at: string | null
 }
 
@@ -114,8 +120,8 @@ export interface MeshEvents {
   heard: [controllerId: string]
   /** A sync completed. */
   sync: [result: SyncResult & { peerId: string, ms: number }]
-  /** A sync exchange failed (timeout, reset, malformed frames), either side. */
-  'sync:failed': [peerId: string]
+  /** A sync exchange failed, either side, and why. */
+  'sync:failed': [peerId: string, reason: SyncFailureReason]
   /** A gossip message was checked: applied next (accepted), dropped as out of order (ignored), or malformed (rejected). */
   gossip: [topic: string, result: GossipVerdict]
   'peer:connect': [peerId: string]
@@ -163,21 +169,29 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.registry = init.registry
     this.log = init.log
     this.maxMessageBytes = init.maxMessageBytes ?? DEFAULT_MAX_GOSSIP_BYTES
+    const registry = init.registry
+    const replica: SyncReplica = {
+      stateVector: () => registry.encodeStateVector(),
+      checkStateVector: sv => { registry.checkStateVector(sv) },
+      diff: sv => registry.encodeDiff(sv),
+      apply: update => { registry.applyUpdate(update, Origin.remote) }
+    }
     this.exchanges = new Exchanges({
-      registry: init.registry,
+      controllerId: registry.controllerId,
+      replica,
       peers: this.peers,
       log: init.log,
       peerId: () => this.peerId,
-      dial: async (peerId, signal) => await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal }),
+      dial: async (peerId, signal) => await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOLS, { signal }),
       registryHash: init.registryHash,
       faults: this.faults,
-      maxSyncFrameBytes: init.maxSyncFrameBytes ?? DEFAULT_MAX_SYNC_FRAME_BYTES,
+      maxSyncBytes: init.maxSyncBytes ?? DEFAULT_MAX_SYNC_BYTES,
       syncTimeoutMs: init.syncTimeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS,
       onSync: result => {
         this.emit('heard', result.peerController)
         this.emit('sync', result)
       },
-      onSyncFailed: peerId => { this.emit('sync:failed', peerId) }
+      onSyncFailed: (peerId, reason) => { this.emit('sync:failed', peerId, reason) }
     })
     this.dialer = new Dialer({ peers: this.peers, node: () => this.node, peerId: () => this.peerId, log: this.log })
   }
@@ -252,7 +266,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     pubsub.subscribe(REGISTRY_TOPIC)
     pubsub.subscribe(LIVENESS_TOPIC)
 
-    await this.libp2p.handle(SYNC_PROTOCOL, (stream: Stream, conn) => {
+    await this.libp2p.handle([SYNC_PROTOCOL, SYNC_PROTOCOL_V2], (stream: Stream, conn) => {
       this.exchanges.respond(stream, conn.remotePeer.toString())
     }, { maxInboundStreams: 16 })
 
@@ -263,6 +277,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       if (s == null || s.connectedAt === 0) this.introduceNext = true
       this.peers.state(id).connectedAt = performance.now()
       this.dialer.clearBackoff(id)
+      this.exchanges.connected(id)
       this.emit('peer:connect', id)
       // One side starts the exchange (the smaller peer id); the periodic sync covers a failure.
       if (id > this.peerId) this.exchanges.want(id)
@@ -325,6 +340,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
   /** Exchanges queued or in progress (a mesh that just formed or healed works through one per new link). */
   get backlog (): number { return this.exchanges.backlog }
 
+  /** Connected peers whose anti-entropy exchanges keep failing (see Exchanges.behind). */
+  behind (): BehindPeer[] { return this.node == null ? [] : this.exchanges.behind() }
+
   /** Peers currently connected (any libp2p peer, controllers or not). */
   connectedPeers (): string[] {
     return this.node == null ? [] : [...this.peers.connected]
@@ -350,9 +368,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
   status (): { peer_id: string, listen_addrs: string[], connected: number, peers: PeerStatus[] } {
     const connected = new Set(this.connectedPeers())
+    const behind = new Set(this.behind().map(b => b.peerId))
     const peers: PeerStatus[] = []
     for (const [id, s] of this.peers) {
       if (s.controllerId == null && !connected.has(id)) continue
+      const f = s.syncFailure
       peers.push({
         peer_id: id,
         controller_id: s.controllerId,
@@ -360,6 +380,9 @@ export class Mesh extends EventEmitter<MeshEvents> {
         last_sync_at: s.lastSyncAt != null ? new Date(s.lastSyncAt).toISOString() : null,
         last_sync_ms: s.lastSyncMs != null ? Math.round(s.lastSyncMs * 10) / 10 : null,
         in_sync: s.inSync,
+        sync_state: behind.has(id) ? 'behind' : f != null ? 'failing' : 'ok',
+        sync_failures: f?.count ?? 0,
+        last_sync_error: f == null ? null : { reason: f.reason, message: f.error, at: new Date(f.at).toISOString() },
         last_message_at: s.lastMessageAt != null ? new Date(s.lastMessageAt).toISOString() : null
       })
     }

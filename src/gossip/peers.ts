@@ -4,6 +4,20 @@
  * and which were already logged as misbehaving.
  */
 import type { Multiaddr } from '@multiformats/multiaddr'
+import type { SyncFailureReason } from './sync.ts'
+
+/** The current run of failed anti-entropy exchanges with a peer (null once one succeeds). */
+export interface SyncFailure {
+  /** Failures in a row. */
+  count: number
+  reason: SyncFailureReason
+  error: string
+  /** Wall-clock ms of the last failure, and of the first of this run. */
+  at: number
+  since: number
+  /** Monotonic ms before which no background exchange with it starts (back-off). */
+  retryAt: number
+}
 
 export interface PeerState {
   controllerId: string | null
@@ -22,6 +36,8 @@ export interface PeerState {
   missingSince: number | null
   /** Known only from another controller's digest (not heard from yet): dialled, forgotten after failing. */
   introduced: boolean
+  /** Exchanges with it failing in a row, null when the last one succeeded (or none failed). */
+  syncFailure: SyncFailure | null
 }
 
 export class PeerTable {
@@ -53,7 +69,7 @@ export class PeerTable {
   /** The state of `id`, created on first use. */
   state (id: string): PeerState {
     let s = this.states.get(id)
-    if (s == null) this.states.set(id, s = { controllerId: null, lastSyncAt: null, lastSyncMs: null, inSync: null, lastMessageAt: null, addrs: [], hash: null, hashAt: -Infinity, connectedAt: 0, missingSince: null, introduced: false })
+    if (s == null) this.states.set(id, s = { controllerId: null, lastSyncAt: null, lastSyncMs: null, inSync: null, lastMessageAt: null, addrs: [], hash: null, hashAt: -Infinity, connectedAt: 0, missingSince: null, introduced: false, syncFailure: null })
     return s
   }
 }

@@ -1,34 +1,85 @@
 /**
- * Anti-entropy over a libp2p stream protocol (`/capmesh/sync/2.0.0`).
- * Gossip is lossy while a partition lasts; this is what makes the mesh
- * converge anyway. Four length-prefixed frames:
+ * Anti-entropy over a libp2p stream protocol. Gossip is lossy while a
+ * partition lasts; this is what makes the mesh converge anyway.
  *
- *   initiator → responder  HELLO(controller id, state vector)
- *   responder → initiator  HELLO(controller id, state vector)
- *   responder → initiator  DIFF(what the initiator lacks)
+ * `/capmesh/sync/2.1.0`, length-prefixed frames:
+ *
+ *   initiator → responder  HELLO(controller id, largest delta it takes, state vector)
+ *   responder → initiator  HELLO(...)  then DIFF(what the initiator lacks)
  *   initiator → responder  DIFF(what the responder lacks)
  *
- * Both sides validate a DIFF before it touches the document (Registry.
- * applyUpdate); a malformed frame aborts the stream and changes nothing.
+ * A DIFF is a header frame (its total length) followed by raw frames of at
+ * most `chunkBytes` each, so a delta of any size up to the receiver's limit
+ * travels in bounded frames: the sender holds the delta once and sends
+ * slices of it, the receiver copies the slices into one buffer of the
+ * announced length. Neither side buffers more than a chunk and a stream
+ * window beyond the delta itself. A delta larger than what the receiver said
+ * it takes is never sent: the sender answers TOO_LARGE with both sizes, and
+ * both sides record a size failure (the scheduler backs off; it is not
+ * retried in a loop).
+ *
+ * `/capmesh/sync/2.0.0` (controllers from before chunking) sends each DIFF as
+ * one frame and has no size field in its HELLO. It is still answered and,
+ * when the peer speaks nothing newer, dialled, so that a mesh can be
+ * upgraded one controller at a time.
+ *
+ * Both sides validate a DIFF before it touches the document (the replica's
+ * `apply`); a malformed frame aborts the stream and changes nothing.
  *
  * A controller takes part in one exchange at a time. One that is already
  * busy answers a HELLO with BUSY instead (never waits, so two controllers
- * dialling each other cannot deadlock): exchanges that overlap would each
- * carry a delta computed against a state vector the other is about to
- * make stale, and after a heal every copy of the same large delta costs a
- * full decode and validation.
+ * dialling each other cannot deadlock).
  */
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
-import * as Y from 'yjs'
-import { Origin, type Registry } from '../registry/index.ts'
 import { DecodeError, readControllerId, writeControllerId } from './envelope.ts'
 
-export const SYNC_PROTOCOL = '/capmesh/sync/2.0.0'
+export const SYNC_PROTOCOL = '/capmesh/sync/2.1.0'
+/** The single-frame protocol of earlier controllers: answered and dialled for rolling upgrades. */
+export const SYNC_PROTOCOL_V2 = '/capmesh/sync/2.0.0'
+/** What a dialler offers, newest first (multistream-select picks the first both speak). */
+export const SYNC_PROTOCOLS = [SYNC_PROTOCOL, SYNC_PROTOCOL_V2]
 
 const HELLO = 1
 const DIFF = 2
 const BUSY = 3
+const TOO_LARGE = 4
+
+/**
+ * Beyond a chunk, what the receiving side may hold unread: a yamux stream
+ * window (its receive window grows to 16 MiB, and the sender may fill it
+ * before the reader wakes up).
+ */
+const READ_SLACK_BYTES = 16 * 1024 * 1024 + 64 * 1024
+
+/** Why an exchange failed, as the scheduler, logs, /health and metrics name it. */
+export type SyncFailureReason =
+  /** The delta one side needs exceeds what it accepts (`max-sync-bytes`). */
+  | 'too_large'
+  /** No progress within the sync timeout. */
+  | 'timeout'
+  /** The stream or connection ended mid-exchange. */
+  | 'closed'
+  /** A frame did not decode (not a capmesh peer, or a broken one). */
+  | 'malformed'
+  /** A delta decoded but was refused by validation (nothing applied). */
+  | 'rejected'
+  /** The stream could not be opened. */
+  | 'dial'
+  /** Anything else (a bug: the message says what). */
+  | 'internal'
+
+export const SYNC_FAILURE_REASONS: SyncFailureReason[] = ['too_large', 'timeout', 'closed', 'malformed', 'rejected', 'dial', 'internal']
+
+/** An exchange failed for `reason`. */
+export class SyncError extends Error {
+  readonly reason: SyncFailureReason
+  constructor (reason: SyncFailureReason, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'SyncError'
+    this.reason = reason
+  }
+}
 
 /** The peer is in another exchange; try again shortly. */
 export class PeerBusyError extends Error {
@@ -36,6 +87,21 @@ export class PeerBusyError extends Error {
     super('the peer is busy with another sync exchange')
     this.name = 'PeerBusyError'
   }
+}
+
+/**
+ * What the sync protocol needs of a replica (the registry implements it):
+ * its state vector, the delta a peer lacks, and a checked apply.
+ */
+export interface SyncReplica {
+  /** This replica's state vector. */
+  stateVector: () => Uint8Array
+  /** Throws if `sv` is not a well-formed state vector. */
+  checkStateVector: (sv: Uint8Array) => void
+  /** What a replica with state vector `sv` lacks. */
+  diff: (sv: Uint8Array) => Uint8Array
+  /** Validates and applies a peer's delta; throws (changing nothing) if it is malformed. */
+  apply: (update: Uint8Array) => void
 }
 
 export interface SyncResult {
@@ -48,87 +114,241 @@ export interface SyncResult {
 }
 
 export interface SyncOptions {
-  /** Largest frame accepted (bytes). */
-  maxFrameBytes: number
-  signal: AbortSignal
+  /** This controller's id (sent in HELLO). */
+  controllerId: string
+  /** Largest delta accepted from the peer (bytes). */
+  maxDeltaBytes: number
+  /** Largest frame of a chunked DIFF (bytes). */
+  chunkBytes: number
+  /** Each read or write must make progress within this (ms). */
+  timeoutMs: number
+  /**
+   * Time (ms per MiB) a peer may take to check and apply a delta this side
+   * sent before it answers with its own: added to the wait for its DIFF.
+   */
+  applyMsPerMiB: number
+  /** Called whenever bytes arrive or leave (lets the scheduler tell a slow exchange from a stalled one). */
+  onProgress?: () => void
+  /** Called with the peer's controller id once its HELLO is read (before the exchange can fail on size). */
+  onPeer?: (controllerId: string) => void
 }
 
 const enc = new TextEncoder()
 
-function hello (controllerId: string, sv: Uint8Array): Uint8Array {
+interface Hello { controllerId: string, maxDelta: number | null, sv: Uint8Array }
+
+function hello (version: 2 | 3, controllerId: string, maxDelta: number, sv: Uint8Array): Uint8Array {
   const id = enc.encode(controllerId)
-  const out = new Uint8Array(2 + id.length + sv.length)
+  const extra = version === 3 ? 4 : 0
+  const out = new Uint8Array(2 + id.length + extra + sv.length)
   out[0] = HELLO
-  out.set(sv, writeControllerId(out, 1, id))
-  return out
-}
-
-function readHello (frame: Uint8Array): { controllerId: string, sv: Uint8Array } {
-  if (frame.length < 2 || frame[0] !== HELLO) throw new DecodeError('expected a HELLO frame')
-  const { controllerId, end } = readControllerId(frame, 1, 'HELLO')
-  const sv = frame.subarray(end)
-  try {
-    Y.decodeStateVector(sv)
-  } catch {
-    throw new DecodeError('HELLO carries a malformed state vector')
+  let at = writeControllerId(out, 1, id)
+  if (version === 3) {
+    new DataView(out.buffer, out.byteOffset).setUint32(at, Math.min(maxDelta, 0xffffffff))
+    at += 4
   }
-  return { controllerId, sv }
-}
-
-function diff (update: Uint8Array): Uint8Array {
-  const out = new Uint8Array(1 + update.length)
-  out[0] = DIFF
-  out.set(update, 1)
+  out.set(sv, at)
   return out
 }
 
-function readDiff (frame: Uint8Array): Uint8Array {
-  if (frame.length < 1 || frame[0] !== DIFF) throw new DecodeError('expected a DIFF frame')
-  return frame.subarray(1)
+function readHello (version: 2 | 3, frame: Uint8Array, replica: SyncReplica): Hello {
+  if (frame.length < 2 || frame[0] !== HELLO) throw new SyncError('malformed', 'expected a HELLO frame')
+  const { controllerId, end } = readId(frame, 1, 'HELLO')
+  let at = end
+  let maxDelta: number | null = null
+  if (version === 3) {
+    if (frame.length < at + 4) throw new SyncError('malformed', 'HELLO: truncated size field')
+    maxDelta = new DataView(frame.buffer, frame.byteOffset).getUint32(at)
+    at += 4
+  }
+  const sv = frame.subarray(at)
+  try {
+    replica.checkStateVector(sv)
+  } catch {
+    throw new SyncError('malformed', 'HELLO carries a malformed state vector')
+  }
+  return { controllerId, maxDelta, sv }
+}
+
+function readId (frame: Uint8Array, at: number, what: string): { controllerId: string, end: number } {
+  try {
+    return readControllerId(frame, at, what)
+  } catch (err) {
+    throw new SyncError('malformed', (err as Error).message, { cause: err })
+  }
+}
+
+/** One side of an exchange on an open stream: frames in and out, every wait bounded. */
+class Exchange {
+  private readonly lp: ReturnType<typeof lpStream>
+  private readonly opts: SyncOptions
+  readonly version: 2 | 3
+  bytesSent = 0
+  bytesReceived = 0
+
+  constructor (stream: Stream, opts: SyncOptions) {
+    this.opts = opts
+    this.version = stream.protocol === SYNC_PROTOCOL_V2 ? 2 : 3
+    // The largest frame: a chunk, or (2.0.0) a whole delta; the reader may hold a window more.
+    const maxFrame = this.version === 3 ? Math.max(opts.chunkBytes, 64 * 1024) : opts.maxDeltaBytes + 64 * 1024
+    this.lp = lpStream(stream, { maxDataLength: maxFrame, maxBufferSize: maxFrame + READ_SLACK_BYTES })
+  }
+
+  async read (extraMs = 0): Promise<Uint8Array> {
+    try {
+      const frame = (await this.lp.read({ signal: AbortSignal.timeout(this.opts.timeoutMs + extraMs) })).subarray()
+      this.bytesReceived += frame.length
+      this.opts.onProgress?.()
+      return frame
+    } catch (err) {
+      throw classify(err)
+    }
+  }
+
+  async write (frame: Uint8Array): Promise<void> {
+    try {
+      await this.lp.write(frame, { signal: AbortSignal.timeout(this.opts.timeoutMs) })
+      this.bytesSent += frame.length
+      this.opts.onProgress?.()
+    } catch (err) {
+      throw classify(err)
+    }
+  }
+
+  async hello (replica: SyncReplica): Promise<Uint8Array> {
+    const sv = replica.stateVector()
+    await this.write(hello(this.version, this.opts.controllerId, this.opts.maxDeltaBytes, sv))
+    return sv
+  }
+
+  async readHello (replica: SyncReplica, extraMs = 0): Promise<Hello> {
+    const frame = await this.read(extraMs)
+    if (frame.length === 1 && frame[0] === BUSY) throw new PeerBusyError()
+    const h = readHello(this.version, frame, replica)
+    this.opts.onPeer?.(h.controllerId)
+    return h
+  }
+
+  /** Sends `delta`, or TOO_LARGE if the peer said it takes less (then throws a size failure). */
+  async sendDiff (delta: Uint8Array, peerMax: number | null): Promise<void> {
+    if (peerMax != null && delta.length > peerMax) {
+      const f = new Uint8Array(9)
+      f[0] = TOO_LARGE
+      const dv = new DataView(f.buffer)
+      dv.setUint32(1, Math.min(delta.length, 0xffffffff))
+      dv.setUint32(5, peerMax)
+      await this.write(f)
+      throw new SyncError('too_large', `the delta the peer lacks is ${delta.length} bytes, more than the ${peerMax} it accepts (its max-sync-bytes)`)
+    }
+    if (this.version === 2) {
+      const f = new Uint8Array(1 + delta.length)
+      f[0] = DIFF
+      f.set(delta, 1)
+      await this.write(f)
+      return
+    }
+    const head = new Uint8Array(5)
+    head[0] = DIFF
+    new DataView(head.buffer).setUint32(1, delta.length)
+    await this.write(head)
+    for (let at = 0; at < delta.length; at += this.opts.chunkBytes) {
+      await this.write(delta.subarray(at, at + this.opts.chunkBytes))
+    }
+  }
+
+  /** Receives a delta of at most maxDeltaBytes. `extraMs`: the peer may first be busy applying ours. */
+  async readDiff (extraMs = 0): Promise<Uint8Array> {
+    const head = await this.read(extraMs)
+    if (head[0] === TOO_LARGE && head.length === 9) {
+      const dv = new DataView(head.buffer, head.byteOffset)
+      throw new SyncError('too_large', `the delta this controller lacks is ${dv.getUint32(1)} bytes, more than the ${dv.getUint32(5)} it accepts (max-sync-bytes)`)
+    }
+    if (head.length < 1 || head[0] !== DIFF) throw new SyncError('malformed', 'expected a DIFF frame')
+    if (this.version === 2) {
+      if (head.length - 1 > this.opts.maxDeltaBytes) throw new SyncError('too_large', `the peer sent a ${head.length - 1}-byte delta, more than the ${this.opts.maxDeltaBytes} accepted (max-sync-bytes)`)
+      return head.subarray(1)
+    }
+    if (head.length !== 5) throw new SyncError('malformed', 'malformed DIFF header')
+    const total = new DataView(head.buffer, head.byteOffset).getUint32(1)
+    if (total > this.opts.maxDeltaBytes) throw new SyncError('too_large', `the peer announced a ${total}-byte delta, more than the ${this.opts.maxDeltaBytes} accepted (max-sync-bytes)`)
+    const out = new Uint8Array(total)
+    let got = 0
+    while (got < total) {
+      const chunk = await this.read()
+      if (chunk.length === 0 || got + chunk.length > total) throw new SyncError('malformed', `DIFF chunk overruns the announced ${total} bytes`)
+      out.set(chunk, got)
+      got += chunk.length
+    }
+    return out
+  }
+}
+
+/** What an error thrown mid-exchange means, as a SyncError (PeerBusyError passes through). */
+export function classify (err: unknown): Error {
+  if (err instanceof SyncError || err instanceof PeerBusyError) return err
+  const e = err as Error
+  const name = e?.name ?? ''
+  if (name === 'TimeoutError' || name === 'AbortError') return new SyncError('timeout', 'no progress within the sync timeout', { cause: err })
+  if (name === 'InvalidDataLengthError' || name === 'StreamBufferError') return new SyncError('too_large', e.message, { cause: err })
+  if (name === 'DecodeError' || name === 'InvalidMessageLengthError' || name === 'InvalidDataLengthLengthError') return new SyncError('malformed', e.message, { cause: err })
+  if (name === 'InvalidStateError' || name === 'MissingDependencyError') return new SyncError('rejected', e.message, { cause: err })
+  if (/EOF|reset|closed|abort|StreamState/i.test(`${name} ${e?.message ?? ''}`)) return new SyncError('closed', e.message, { cause: err })
+  return new SyncError('internal', e?.message ?? String(err), { cause: err })
 }
 
 const svEqual = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((v, i) => v === b[i])
 
-/** Runs the initiator side on an opened stream. */
-export async function syncInitiator (stream: Stream, registry: Registry, opts: SyncOptions): Promise<SyncResult> {
-  const lp = lpStream(stream, { maxDataLength: opts.maxFrameBytes })
-  const o = { signal: opts.signal }
-  const mySv = registry.encodeStateVector()
-  const h = hello(registry.controllerId, mySv)
-  await lp.write(h, o)
-  const first = (await lp.read(o)).subarray()
-  if (first.length === 1 && first[0] === BUSY) {
-    await stream.close(o)
-    throw new PeerBusyError()
+/** Applies a peer's delta; a refusal is a SyncError('rejected'). */
+function applyDelta (replica: SyncReplica, delta: Uint8Array): void {
+  try {
+    replica.apply(delta)
+  } catch (err) {
+    throw new SyncError('rejected', `the peer's delta was refused: ${(err as Error).message}`, { cause: err })
   }
-  const theirs = readHello(first)
-  const incoming = readDiff((await lp.read(o)).subarray())
-  registry.applyUpdate(incoming, Origin.remote)
-  const out = diff(registry.encodeDiff(theirs.sv))
-  await lp.write(out, o)
-  await stream.close(o)
-  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: h.length + out.length, bytesReceived: incoming.length }
+}
+
+/** How long (ms) a peer may take to apply `bytes` we sent before it answers. */
+const applyAllowance = (bytes: number, opts: SyncOptions): number => Math.ceil(bytes / (1024 * 1024) * opts.applyMsPerMiB)
+
+/** Runs the initiator side on an opened stream. */
+export async function syncInitiator (stream: Stream, replica: SyncReplica, opts: SyncOptions): Promise<SyncResult> {
+  const x = new Exchange(stream, opts)
+  const mySv = await x.hello(replica)
+  let theirs: Hello
+  try {
+    theirs = await x.readHello(replica)
+  } catch (err) {
+    if (err instanceof PeerBusyError) await stream.close().catch(() => {})
+    throw err
+  }
+  const incoming = await x.readDiff()
+  applyDelta(replica, incoming)
+  const delta = replica.diff(theirs.sv)
+  await x.sendDiff(delta, theirs.maxDelta)
+  await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
+  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: x.bytesSent, bytesReceived: incoming.length }
 }
 
 /** Runs the responder side on an incoming stream. */
-export async function syncResponder (stream: Stream, registry: Registry, opts: SyncOptions): Promise<SyncResult> {
-  const lp = lpStream(stream, { maxDataLength: opts.maxFrameBytes })
-  const o = { signal: opts.signal }
-  const theirs = readHello((await lp.read(o)).subarray())
-  const mySv = registry.encodeStateVector()
-  const h = hello(registry.controllerId, mySv)
-  const out = diff(registry.encodeDiff(theirs.sv))
-  await lp.writeV([h, out], o)
-  const incoming = readDiff((await lp.read(o)).subarray())
-  registry.applyUpdate(incoming, Origin.remote)
-  await stream.close(o)
-  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: h.length + out.length, bytesReceived: incoming.length }
+export async function syncResponder (stream: Stream, replica: SyncReplica, opts: SyncOptions): Promise<SyncResult> {
+  const x = new Exchange(stream, opts)
+  const theirs = await x.readHello(replica)
+  const mySv = await x.hello(replica)
+  const delta = replica.diff(theirs.sv)
+  await x.sendDiff(delta, theirs.maxDelta)
+  // The initiator checks and applies what we sent before it answers.
+  const incoming = await x.readDiff(applyAllowance(delta.length, opts))
+  applyDelta(replica, incoming)
+  await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
+  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: x.bytesSent, bytesReceived: incoming.length }
 }
 
 /** Answers an exchange this controller cannot take now (it is in another one). */
-export async function refuseSync (stream: Stream, opts: SyncOptions): Promise<void> {
-  const lp = lpStream(stream, { maxDataLength: opts.maxFrameBytes })
-  readHello((await lp.read({ signal: opts.signal })).subarray())
-  await lp.write(Uint8Array.of(BUSY), { signal: opts.signal })
-  await stream.close({ signal: opts.signal })
+export async function refuseSync (stream: Stream, replica: SyncReplica, opts: SyncOptions): Promise<void> {
+  const x = new Exchange(stream, opts)
+  await x.readHello(replica)
+  await x.write(Uint8Array.of(BUSY))
+  await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
 }
+
+export { DecodeError }

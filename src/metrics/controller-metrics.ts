@@ -14,7 +14,7 @@
 import type { EventEmitter } from 'node:events'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { ControllerCore, CoreEvents } from '../controller/core.ts'
-import type { Mesh, MeshEvents } from '../gossip/index.ts'
+import { SYNC_FAILURE_REASONS, type Mesh, type MeshEvents } from '../gossip/index.ts'
 import type { HealthState } from '../liveness/index.ts'
 import type { OwnerStatus } from '../liveness/owners.ts'
 import { exposition } from './process.ts'
@@ -48,6 +48,7 @@ export class ControllerMetrics {
   private readonly gossip: Counter<'topic' | 'result'>
   private readonly syncs: Counter<'result'>
   private readonly syncBytes: Counter
+  private readonly syncFailures: Counter<'reason'>
   private readonly detach: Array<() => void> = []
 
   constructor (components: ControllerMetricsComponents, init: ControllerMetricsInit = {}) {
@@ -160,6 +161,14 @@ export class ControllerMetrics {
     this.gossip = new Counter({ name: 'capmesh_gossip_messages_total', help: 'Gossip messages checked by the topic validator, by topic and verdict (rejected: malformed; ignored: out of order, left to anti-entropy).', labelNames: ['topic', 'result'], registers })
     this.syncs = new Counter({ name: 'capmesh_sync_exchanges_total', help: 'Anti-entropy exchanges, either side, by result.', labelNames: ['result'], registers })
     this.syncBytes = new Counter({ name: 'capmesh_sync_received_bytes_total', help: 'Registry bytes received in anti-entropy exchanges.', registers })
+    this.syncFailures = new Counter({ name: 'capmesh_sync_failures_total', help: 'Failed anti-entropy exchanges, either side, by reason (too_large: a delta beyond max-sync-bytes; timeout, closed, malformed, rejected, dial, internal).', labelNames: ['reason'], registers })
+    for (const r of SYNC_FAILURE_REASONS) this.syncFailures.inc({ reason: r }, 0)
+    new Gauge({
+      name: 'capmesh_sync_peers_behind',
+      help: 'Connected peers whose anti-entropy exchanges with this controller keep failing (it reports itself behind while > 0).',
+      registers,
+      collect () { this.set(components.mesh()?.behind().length ?? 0) }
+    })
     const expired = new Counter({ name: 'capmesh_workers_expired_total', help: 'Workers this controller removed because they went silent (or were never confirmed).', registers })
     const dropped = new Counter({ name: 'capmesh_owner_drops_total', help: 'Times the entries of a controller gone for the stale window were dropped.', registers })
     const selfPreservation = new Counter({ name: 'capmesh_self_preservation_entered_total', help: 'Times self-preservation switched on, by what went silent.', labelNames: ['kind'], registers })
@@ -190,7 +199,10 @@ export class ControllerMetrics {
       this.syncs.inc({ result: 'ok' })
       this.syncBytes.inc(r.bytesReceived)
     })
-    this.follow(mesh, 'sync:failed', () => { this.syncs.inc({ result: 'failed' }) })
+    this.follow(mesh, 'sync:failed', (_peer, reason) => {
+      this.syncs.inc({ result: 'failed' })
+      this.syncFailures.inc({ reason })
+    })
   }
 
   /** Listens to `event` until close(). */

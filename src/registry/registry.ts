@@ -300,6 +300,15 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /** What a peer with state vector `sv` is missing. */
   encodeDiff (sv: Uint8Array): Uint8Array { return Y.encodeStateAsUpdate(this.doc, sv) }
 
+  /** Throws InvalidStateError unless `sv` is a well-formed state vector. */
+  checkStateVector (sv: Uint8Array): void {
+    try {
+      Y.decodeStateVector(sv)
+    } catch (err) {
+      throw new InvalidStateError(`malformed state vector: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
   /**
    * Merges an update from a peer, an import or the data dir. It is checked
    * first (validateUpdate); a malformed update throws InvalidStateError and
