@@ -1,0 +1,89 @@
+/**
+ * An in-memory replica for protocol tests (no Yjs, no sockets): a grow-only
+ * map of named blobs. Its state vector is the sorted list of names it holds,
+ * a diff is every blob the other side lacks, and applying one adds them.
+ * Deterministic and cheap, so sync and scheduling tests can compare
+ * replicas byte for byte, as yjs's own test network does.
+ */
+import type { SyncReplica } from '../../src/gossip/sync.ts'
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+export class MemoryReplica implements SyncReplica {
+  readonly items = new Map<string, Uint8Array>()
+  /** Deltas applied, in order (their sizes). */
+  readonly applied: number[] = []
+  /** Refuse every delta (to test a rejected exchange). */
+  refuse = false
+
+  constructor (items: Record<string, Uint8Array | number> = {}) {
+    for (const [k, v] of Object.entries(items)) this.items.set(k, typeof v === 'number' ? blob(k, v) : v)
+  }
+
+  stateVector (): Uint8Array {
+    return enc.encode(JSON.stringify([...this.items.keys()].sort()))
+  }
+
+  checkStateVector (sv: Uint8Array): void {
+    const v: unknown = JSON.parse(dec.decode(sv))
+    if (!Array.isArray(v) || v.some(x => typeof x !== 'string')) throw new Error('not a list of names')
+  }
+
+  diff (sv: Uint8Array): Uint8Array {
+    const have = new Set(JSON.parse(dec.decode(sv)) as string[])
+    const missing = [...this.items].filter(([k]) => !have.has(k)).sort(([a], [b]) => a < b ? -1 : 1)
+    let size = 4
+    for (const [k, v] of missing) size += 8 + enc.encode(k).length + v.length
+    const out = new Uint8Array(size)
+    const dv = new DataView(out.buffer)
+    dv.setUint32(0, missing.length)
+    let at = 4
+    for (const [k, v] of missing) {
+      const key = enc.encode(k)
+      dv.setUint32(at, key.length)
+      out.set(key, at + 4)
+      at += 4 + key.length
+      dv.setUint32(at, v.length)
+      out.set(v, at + 4)
+      at += 4 + v.length
+    }
+    return out
+  }
+
+  apply (update: Uint8Array): void {
+    if (this.refuse) throw new Error('refused by the test')
+    const dv = new DataView(update.buffer, update.byteOffset, update.byteLength)
+    const n = dv.getUint32(0)
+    let at = 4
+    const add: Array<[string, Uint8Array]> = []
+    for (let i = 0; i < n; i++) {
+      const kl = dv.getUint32(at)
+      const k = dec.decode(update.subarray(at + 4, at + 4 + kl))
+      at += 4 + kl
+      const vl = dv.getUint32(at)
+      if (at + 4 + vl > update.length) throw new Error('truncated')
+      add.push([k, update.slice(at + 4, at + 4 + vl)])
+      at += 4 + vl
+    }
+    for (const [k, v] of add) this.items.set(k, v)
+    this.applied.push(update.length)
+  }
+
+  /** A digest of the content, to compare replicas. */
+  digest (): string {
+    return [...this.items].sort(([a], [b]) => a < b ? -1 : 1).map(([k, v]) => `${k}:${v.length}:${v[0] ?? ''}:${v[v.length - 1] ?? ''}`).join(',')
+  }
+}
+
+/** `size` bytes derived from `name` (so a corrupted copy differs). */
+export function blob (name: string, size: number): Uint8Array {
+  const out = new Uint8Array(size)
+  let h = 2166136261
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619)
+  for (let i = 0; i < size; i++) {
+    h = Math.imul(h ^ i, 16777619)
+    out[i] = h & 0xff
+  }
+  return out
+}

@@ -1,0 +1,128 @@
+/**
+ * The sync protocol on in-memory stream pairs (@libp2p/utils' streamPair)
+ * between in-memory replicas: no sockets, no Yjs. What is under test is the
+ * framing: deltas of any size up to the receiver's limit, chunked; a delta
+ * beyond it refused before it is sent; the 2.0.0 single-frame form of
+ * earlier controllers; malformed, stalled and refused exchanges.
+ */
+import type { Stream } from '@libp2p/interface'
+import { lpStream, streamPair } from '@libp2p/utils'
+import { describe, expect, it } from 'vitest'
+import {
+  refuseSync, SYNC_PROTOCOL, SYNC_PROTOCOL_V2, syncInitiator, syncResponder, SyncError, PeerBusyError, type SyncOptions
+} from '../../../src/gossip/sync.ts'
+import { MemoryReplica } from '../../helpers/memory-replica.ts'
+
+const MiB = 1024 * 1024
+
+function options (id: string, extra: Partial<SyncOptions> = {}): SyncOptions {
+  return { controllerId: id, maxDeltaBytes: 64 * MiB, chunkBytes: 256 * 1024, timeoutMs: 5000, applyMsPerMiB: 100, ...extra }
+}
+
+async function pair (protocol = SYNC_PROTOCOL): Promise<[Stream, Stream]> {
+  return await streamPair({ protocol, delay: 0 })
+}
+
+/** Runs both sides; resolves with each side's outcome (result or error). */
+async function exchange (a: MemoryReplica, b: MemoryReplica, oa: SyncOptions, ob: SyncOptions, protocol = SYNC_PROTOCOL) {
+  const [out, inc] = await pair(protocol)
+  return await Promise.allSettled([syncInitiator(out, a, oa), syncResponder(inc, b, ob)])
+}
+
+describe('sync protocol', () => {
+  it('exchanges what each side lacks, both ways, and reports who answered', async () => {
+    const a = new MemoryReplica({ x: 10, y: 20 })
+    const b = new MemoryReplica({ y: 20, z: 30 })
+    const [ra, rb] = await exchange(a, b, options('a'), options('b'))
+    expect(ra.status === 'fulfilled' && ra.value).toMatchObject({ peerController: 'b', wasInSync: false })
+    expect(rb.status === 'fulfilled' && rb.value).toMatchObject({ peerController: 'a', wasInSync: false })
+    expect(a.digest()).toBe(b.digest())
+    expect([...a.items.keys()].sort()).toEqual(['x', 'y', 'z'])
+  })
+
+  it('carries a delta many times the chunk size (and larger than the 4 MiB read buffer) in bounded frames', async () => {
+    const a = new MemoryReplica()
+    const b = new MemoryReplica({ big: 9 * MiB, small: 100 })
+    const frames: number[] = []
+    const [out, inc] = await pair()
+    // Watch every frame the initiator reads: none may exceed a chunk (plus the length prefix).
+    out.addEventListener('message', evt => { frames.push(evt.data.byteLength) })
+    const [ra, rb] = await Promise.allSettled([syncInitiator(out, a, options('a')), syncResponder(inc, b, options('b'))])
+    expect(ra.status).toBe('fulfilled')
+    expect(rb.status).toBe('fulfilled')
+    expect(a.digest()).toBe(b.digest())
+    expect(a.applied).toHaveLength(1)
+    expect(Math.max(...frames)).toBeLessThanOrEqual(256 * 1024 + 16)
+  })
+
+  it('never sends a delta beyond what the receiver said it takes: both sides fail on size, nothing applied', async () => {
+    const a = new MemoryReplica()
+    const b = new MemoryReplica({ big: 2 * MiB })
+    const [ra, rb] = await exchange(a, b, options('a', { maxDeltaBytes: MiB }), options('b'))
+    for (const r of [ra, rb]) {
+      expect(r.status).toBe('rejected')
+      const err = (r as PromiseRejectedResult).reason as SyncError
+      expect(err.name).toBe('SyncError')
+      expect(err.reason).toBe('too_large')
+    }
+    expect(a.items.size).toBe(0)
+    expect(a.applied).toHaveLength(0)
+  })
+
+  it('speaks the single-frame 2.0.0 form of earlier controllers, with the same size limit on receipt', async () => {
+    const a = new MemoryReplica({ x: 10 })
+    const b = new MemoryReplica({ big: 6 * MiB })
+    const [ra, rb] = await exchange(a, b, options('a'), options('b'), SYNC_PROTOCOL_V2)
+    expect(ra.status).toBe('fulfilled')
+    expect(rb.status).toBe('fulfilled')
+    expect(a.digest()).toBe(b.digest())
+
+    const c = new MemoryReplica()
+    const [rc] = await exchange(c, new MemoryReplica({ big: 2 * MiB }), options('c', { maxDeltaBytes: MiB }), options('d'), SYNC_PROTOCOL_V2)
+    expect(rc.status).toBe('rejected')
+    expect(((rc as PromiseRejectedResult).reason as SyncError).reason).toBe('too_large')
+    expect(c.items.size).toBe(0)
+  })
+
+  it('a delta the receiver refuses is a rejected exchange and changes nothing there', async () => {
+    const a = new MemoryReplica()
+    a.refuse = true
+    const b = new MemoryReplica({ x: 10 })
+    // The responder then waits for an answer that never comes: a short timeout ends it.
+    const [ra] = await exchange(a, b, options('a'), options('b', { timeoutMs: 300, applyMsPerMiB: 0 }))
+    expect(ra.status).toBe('rejected')
+    expect(((ra as PromiseRejectedResult).reason as SyncError).reason).toBe('rejected')
+    expect(a.items.size).toBe(0)
+  })
+
+  it('garbage instead of a HELLO is malformed; a peer that goes quiet times out', async () => {
+    const [out, inc] = await pair()
+    const responder = syncResponder(inc, new MemoryReplica(), options('b'))
+    await lpStream(out).write(Uint8Array.of(9, 9, 9))
+    await expect(responder).rejects.toMatchObject({ name: 'SyncError', reason: 'malformed' })
+
+    const [out2, inc2] = await pair()
+    void inc2 // never answers
+    await expect(syncInitiator(out2, new MemoryReplica(), options('a', { timeoutMs: 200 }))).rejects.toMatchObject({ name: 'SyncError', reason: 'timeout' })
+  })
+
+  it('a DIFF chunk overrunning the length its header announced is malformed', async () => {
+    const [out, inc] = await pair()
+    const initiator = syncInitiator(out, new MemoryReplica(), options('a'))
+    const lp = lpStream(inc)
+    await lp.read()
+    // The responder's HELLO (controller "b", takes up to 1 MiB, holds nothing), a header announcing
+    // 10 bytes, then a 20-byte chunk.
+    await lp.write(Uint8Array.of(1, 1, 0x62, 0, 0x10, 0, 0, ...new TextEncoder().encode('[]')))
+    await lp.write(Uint8Array.of(2, 0, 0, 0, 10))
+    await lp.write(new Uint8Array(20))
+    await expect(initiator).rejects.toMatchObject({ name: 'SyncError', reason: 'malformed' })
+  })
+
+  it('a busy controller answers BUSY after reading the HELLO', async () => {
+    const [out, inc] = await pair()
+    const refused = refuseSync(inc, new MemoryReplica(), options('b'))
+    await expect(syncInitiator(out, new MemoryReplica(), options('a'))).rejects.toBeInstanceOf(PeerBusyError)
+    await refused
+  })
+})
