@@ -75,6 +75,51 @@ export const MAX_JSON_DEPTH = 64
 export const DEFAULT_SYNC_INTERVAL_MS = 5000
 /** Re-dial missing peers this often (capped back-off: at most 4x). Bounds how fast a healed partition reconnects. */
 export const DEFAULT_RECONNECT_INTERVAL_MS = 1000
+/**
+ * gossipsub mesh degree and gossip fan-out. Controllers keep a full mesh (each dials every other
+ * it hears of) and flood-publish, so a message's first copy reaches every peer in one hop. Mesh
+ * forwarding and IHAVE gossip only cover a link that is missing for a moment (a controller
+ * joining, a link being re-dialled), which anti-entropy covers too: kept to a minimum. With
+ * gossipsub's defaults (D = 6) every message reached each controller ~7 times, at ~0.2-0.5 ms of
+ * CPU per copy.
+ */
+export const GOSSIP_MESH_DEGREE = { D: 1, Dlo: 1, Dhi: 2, Dout: 0, Dscore: 0, Dlazy: 2, gossipFactor: 0, idontwantMinDataSize: 16 * 1024 }
+/**
+ * Inbound connections libp2p accepts per second from one host, and in the handshake at once
+ * (libp2p: 5 and 10). After a heal every controller of the other side dials at once (16 at
+ * N = 32), and controllers often share a host: most were refused, dialled again, refused again.
+ */
+export const INBOUND_CONNECTIONS_PER_SECOND = 256
+/**
+ * How often libp2p pings each connection to find dead links (its default, 10 s, was ~100 pings a
+ * second at 32 controllers). Controllers already hear from each other; a minute is soon enough.
+ */
+export const CONNECTION_PING_INTERVAL_MS = 60_000
+/** The mesh-key nonce exchange at the start of every connection must finish within this (@libp2p/pnet: 1 s; a loaded machine mid-heal is slower). */
+export const MESH_KEY_HANDSHAKE_TIMEOUT_MS = 5_000
+/** Concurrent inbound sync streams per connection (libp2p caps streams per protocol). */
+export const SYNC_MAX_INBOUND_STREAMS = 16
+/** Mean pause before asking a BUSY peer for an exchange again; it grows with each BUSY answer. */
+export const SYNC_BUSY_PAUSE_MS = 40
+/**
+ * An exchange that moved no bytes for this long no longer makes its controller busy (a stalled
+ * one). One that is still moving a large delta stays busy however long it takes: a second
+ * exchange meanwhile would pull the same delta again.
+ */
+export const SYNC_BUSY_WINDOW_MS = 3000
+/** BUSY answers after which a wanted exchange is left to the periodic one. */
+export const SYNC_MAX_BUSY_RETRIES = 8
+/**
+ * A periodic exchange goes to a peer whose registry hash (from its digests, or from the last
+ * exchange) differs from this controller's; when every peer agrees, only every this many
+ * periods, with a random one: the net for a lost digest. At rest a mesh then exchanges almost
+ * nothing.
+ */
+export const SYNC_IDLE_EVERY = 10
+/** Most controller addresses one digest may introduce (and so the largest mesh a newcomer learns from one digest). */
+export const MAX_INTRODUCED_PEERS = 256
+/** Failed dials after which a controller known only from another's digest is forgotten. */
+export const MAX_INTRODUCED_DIALS = 5
 /** Largest gossip message; bigger updates (a compaction of a large segment) travel by sync instead. */
 export const DEFAULT_MAX_GOSSIP_BYTES = 1024 * 1024
 /**
@@ -112,6 +157,14 @@ export const SYNC_FAILURE_LOG_INTERVAL_MS = 60_000
  * busy at rest), except as a keepalive.
  */
 export const DEFAULT_DIGEST_INTERVAL_MS = 1000
+/**
+ * A digest larger than this (workers listed as not healthy, or with a load) is split into
+ * parts of about this size, each its own gossip message (below DEFAULT_MAX_GOSSIP_BYTES with
+ * room to spare: ~1,000 listed workers of the longest ids, ~10,000 of typical ones per part).
+ */
+export const DIGEST_PART_BYTES = 256 * 1024
+/** Most parts one digest is split into (a power of two): 256 MiB of digest, far beyond any registry. */
+export const MAX_DIGEST_PARTS = 1024
 /** Keepalive digests per unhealthy window: one lost keepalive never makes a live controller look silent. */
 export const DIGEST_KEEPALIVES_PER_UNHEALTHY_WINDOW = 4
 

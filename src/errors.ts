@@ -1,37 +1,50 @@
 /**
  * Every failure capmesh reports has a class here with a stable `code`
- * (`CAPMESH_ERR_*`) and the HTTP status the API maps it to. Tests and
- * clients match on `code` / `name`, never on message text.
- * `docs/errors.md` lists every code; a unit test keeps the two in step.
+ * (`CAPMESH_ERR_*`), the HTTP status the API maps it to, and the short word
+ * its response body carries as `error` (the wire name). An error knows its
+ * own response: `wireBody()` and `headers()`, so the API's error handler is
+ * one generic branch. Tests and clients match on `code` / `name`, never on
+ * message text. `docs/errors.md` lists every code; a unit test keeps the two
+ * in step.
  */
 
 export interface ErrorSpec {
   readonly code: string
   readonly status: number
+  /** The `error` field of the response body (kept from the platform's wire contract where it had one). */
+  readonly wire: string
   readonly description: string
 }
 
-/** One table of every error code: message template, HTTP status. */
+/** One table of every error code: HTTP status, wire name, meaning. */
 export const ERROR_CODES = {
-  CAPMESH_ERR_VALIDATION: { status: 400, description: 'A request body, query, flag, config file or peer message failed validation.' },
-  CAPMESH_ERR_BODY_TOO_LARGE: { status: 413, description: 'A request body exceeded the configured size limit.' },
-  CAPMESH_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, description: 'A request body was not sent as application/json.' },
-  CAPMESH_ERR_NOT_FOUND: { status: 404, description: 'No such endpoint.' },
-  CAPMESH_ERR_NO_WORKER: { status: 404, description: 'No registered worker offers the requested verb and capability (with the requested filters).' },
-  CAPMESH_ERR_NO_HEALTHY_WORKER: { status: 503, description: 'Workers offer the capability but none is healthy right now; retry after the Retry-After delay.' },
-  CAPMESH_ERR_SUPERSEDED: { status: 409, description: 'A heartbeat (or drain) from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
-  CAPMESH_ERR_INVALID_STATE: { status: 400, description: 'An imported registry document is not a valid capmesh state.' },
-  CAPMESH_ERR_CONFIG: { status: 400, description: 'The controller configuration is invalid (flag or config file).' },
-  CAPMESH_ERR_TLS: { status: 500, description: 'TLS material could not be created or loaded.' },
-  CAPMESH_ERR_STORE: { status: 500, description: 'The data dir could not be read or written.' },
-  CAPMESH_ERR_CONTROLLER_UNAVAILABLE: { status: 503, description: 'Worker agent: a controller could not be reached (refused, reset, TLS failure) or answered 5xx. Retried, then the next controller is tried.' },
-  CAPMESH_ERR_TIMEOUT: { status: 504, description: 'Worker agent: a controller did not answer within the per-attempt timeout. Retried like an unavailable controller.' },
-  CAPMESH_ERR_REJECTED: { status: 400, description: 'Worker agent: a controller rejected the registration (4xx). Permanent: not retried; the controller\'s reason is attached.' },
-  CAPMESH_ERR_NO_CONTROLLER: { status: 503, description: 'Worker agent: no controller in the failover list accepted the worker.' },
-  CAPMESH_ERR_INTERNAL: { status: 500, description: 'An unexpected internal error (a bug: please report it).' }
+  CAPMESH_ERR_VALIDATION: { status: 400, wire: 'validation_failed', description: 'A request body, query, flag, config file or peer message failed validation.' },
+  CAPMESH_ERR_BODY_TOO_LARGE: { status: 413, wire: 'body_too_large', description: 'A request body exceeded the configured size limit.' },
+  CAPMESH_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, wire: 'unsupported_media_type', description: 'A request body was not sent as application/json.' },
+  CAPMESH_ERR_NOT_FOUND: { status: 404, wire: 'not_found', description: 'No such endpoint.' },
+  CAPMESH_ERR_NO_WORKER: { status: 404, wire: 'no_worker_available', description: 'No registered worker offers the requested verb and capability (with the requested filters).' },
+  CAPMESH_ERR_NO_HEALTHY_WORKER: { status: 503, wire: 'no_worker_available', description: 'Workers offer the capability but none is healthy right now; retry after the Retry-After delay.' },
+  CAPMESH_ERR_SUPERSEDED: { status: 409, wire: 'superseded', description: 'A heartbeat (or drain) from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
+  CAPMESH_ERR_INVALID_STATE: { status: 400, wire: 'InvalidStateError', description: 'An imported registry document is not a valid capmesh state.' },
+  CAPMESH_ERR_CONFIG: { status: 400, wire: 'ConfigError', description: 'The controller configuration is invalid (flag or config file).' },
+  CAPMESH_ERR_TLS: { status: 500, wire: 'internal_error', description: 'TLS material could not be created or loaded.' },
+  CAPMESH_ERR_STORE: { status: 500, wire: 'internal_error', description: 'The data dir could not be read or written.' },
+  CAPMESH_ERR_CONTROLLER_UNAVAILABLE: { status: 503, wire: 'controller_unavailable', description: 'Worker agent: a controller could not be reached (refused, reset, TLS failure) or answered 5xx. Retried, then the next controller is tried.' },
+  CAPMESH_ERR_TIMEOUT: { status: 504, wire: 'timeout', description: 'Worker agent: a controller did not answer within the per-attempt timeout. Retried like an unavailable controller.' },
+  CAPMESH_ERR_REJECTED: { status: 400, wire: 'rejected', description: 'Worker agent: a controller rejected the registration (4xx). Permanent: not retried; the controller\'s reason is attached.' },
+  CAPMESH_ERR_NO_CONTROLLER: { status: 503, wire: 'no_controller', description: 'Worker agent: no controller in the failover list accepted the worker.' },
+  CAPMESH_ERR_INTERNAL: { status: 500, wire: 'internal_error', description: 'An unexpected internal error (a bug: please report it).' }
 } as const satisfies Record<string, Omit<ErrorSpec, 'code'>>
 
 export type ErrorCode = keyof typeof ERROR_CODES
+
+/** The JSON body of an error response (see wire/ for its schema). */
+export interface ErrorWireBody {
+  error: string
+  code: ErrorCode
+  message: string
+  [field: string]: unknown
+}
 
 /** Base class: carries a stable code, the HTTP status and optional details. */
 export class CapmeshError extends Error {
@@ -46,6 +59,17 @@ export class CapmeshError extends Error {
     this.status = ERROR_CODES[code].status
     this.details = details
   }
+
+  /** The `error` word of the response body. */
+  get wire (): string { return ERROR_CODES[this.code].wire }
+
+  /** The response body: error, code, message, plus what the subclass adds. */
+  wireBody (): ErrorWireBody {
+    return { error: this.wire, code: this.code, message: this.message }
+  }
+
+  /** Response headers the error asks for (e.g. Retry-After). */
+  headers (): Record<string, string> { return {} }
 }
 
 /** One problem found by validation: where (`field`, a JSON pointer or flag name) and why. */
@@ -60,6 +84,10 @@ export class ValidationError extends CapmeshError {
     super('CAPMESH_ERR_VALIDATION', message, problems)
     this.name = 'ValidationError'
     this.problems = problems
+  }
+
+  override wireBody (): ErrorWireBody {
+    return { ...super.wireBody(), details: this.problems }
   }
 }
 
@@ -79,23 +107,37 @@ export class InvalidStateError extends CapmeshError {
 
 export class NoWorkerError extends CapmeshError {
   readonly capability: string
+  readonly verb: string
   constructor (capability: string, verb: string) {
     super('CAPMESH_ERR_NO_WORKER', `no worker offers ${verb}:${capability} with the requested constraints`)
     this.name = 'NoWorkerError'
     this.capability = capability
+    this.verb = verb
+  }
+
+  override wireBody (): ErrorWireBody {
+    return { ...super.wireBody(), capability: this.capability, verb: this.verb }
   }
 }
 
 export class NoHealthyWorkerError extends CapmeshError {
   readonly capability: string
+  readonly verb: string
   /** Seconds a client should wait before asking again. */
   readonly retryAfter: number
   constructor (capability: string, verb: string, retryAfter: number) {
     super('CAPMESH_ERR_NO_HEALTHY_WORKER', `workers offer ${verb}:${capability} but none is healthy`)
     this.name = 'NoHealthyWorkerError'
     this.capability = capability
+    this.verb = verb
     this.retryAfter = retryAfter
   }
+
+  override wireBody (): ErrorWireBody {
+    return { ...super.wireBody(), capability: this.capability, verb: this.verb }
+  }
+
+  override headers (): Record<string, string> { return { 'retry-after': String(this.retryAfter) } }
 }
 
 /**
@@ -115,6 +157,10 @@ export class SupersededError extends CapmeshError {
     this.workerId = workerId
     this.incarnation = incarnation
     this.current = current
+  }
+
+  override wireBody (): ErrorWireBody {
+    return { ...super.wireBody(), worker_id: this.workerId, incarnation: this.current.incarnation, controller_id: this.current.owner }
   }
 }
 

@@ -14,7 +14,11 @@ export async function controller (config: ControllerConfig): Promise<Controller>
   return await startController({ config })
 }
 
-export { Controller, ControllerCore } from './controller/index.ts'
+export { Controller } from './controller/index.ts'
+export { ControllerCore, controllerView } from './core/index.ts'
+export type { ControllerView, ViewEvents } from './core/index.ts'
+export { networkFaults, NetworkFaults } from './gossip/index.ts'
+export * from './wire/index.ts'
 export { registerBatch, WorkerAgent, workerAgent } from './agent/index.ts'
 export { agentMetrics, AgentMetrics, controllerMetrics, ControllerMetrics } from './metrics/index.ts'
 export type { AgentCounters, AgentEvents, BatchResult, WorkerAgentInit } from './agent/index.ts'
@@ -24,7 +28,6 @@ export * from './errors.ts'
 export { Liveness } from './liveness/index.ts'
 export type { HealthState } from './liveness/index.ts'
 export { Registry, Origin } from './registry/index.ts'
-export type { Capability, WorkerRecord } from './registry/index.ts'
+export type { WorkerRecord } from './registry/index.ts'
 export { Router } from './routing/index.ts'
-export type { RouteQuery, RouteResult } from './routing/index.ts'
 export { ensureTls, readCa } from './tls/index.ts'

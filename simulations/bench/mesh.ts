@@ -48,7 +48,9 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
-import { Controller, ControllerCore } from '../../src/controller/index.ts'
+import { Controller } from '../../src/controller/index.ts'
+import { ControllerCore } from '../../src/core/index.ts'
+import { networkFaults, type NetworkFaults } from '../../src/gossip/index.ts'
 import { Origin, type Capability } from '../../src/registry/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
@@ -157,13 +159,18 @@ interface SizeResult {
   rss: { afterStart: number, afterReg: number, afterHeal: number }
 }
 
+/** Each controller's simulated network faults (the partition of the heal). */
+const faults = new Map<Controller, NetworkFaults>()
+
 async function runSize (n: number, root: string, tlsDir: string, client: HttpsClient): Promise<SizeResult> {
   const cs: Controller[] = []
   const tMesh = performance.now()
   for (let i = 0; i < n; i++) {
     const boot = i === 0 ? [] : [...new Set([0, ...Array.from({ length: BOOTSTRAP - 1 }, (_v, k) => i - 1 - k)].filter(j => j >= 0 && j < i))].map(j => cs[j].p2p.multiaddrs[0])
     const config = resolveControllerConfig(localPreset({ id: `n${n}-c${i}`, dataDir: join(root, `n${n}-c${i}`), tlsDir, bootstrap: boot, ...MESH_CONFIG }))
-    const c = new Controller({ config })
+    const f = networkFaults()
+    const c = new Controller({ config, faults: f })
+    faults.set(c, f)
     await c.start()
     cs.push(c)
   }
@@ -180,7 +187,7 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   } catch {
     // Measure what the mesh does anyway, and say how far it got.
     const links = cs.map(c => c.p2p.connectedPeers().filter(p => peerIds.includes(p)).length)
-    const heard = cs.map(c => [...c.core.owners.entries()].filter(([id, o]) => id !== c.config.id && o.status === 'alive').length)
+    const heard = cs.map(c => [...c.core.membership.members()].filter(([id, o]) => id !== c.config.id && o.status === 'alive').length)
     console.log(`  NO full mesh after ${MESH_TIMEOUT_MS / 1000} s: links per controller min ${Math.min(...links)} / avg ${(links.reduce((a, b) => a + b, 0) / n).toFixed(1)} of ${n - 1}; other controllers heard from: min ${Math.min(...heard)} / avg ${(heard.reduce((a, b) => a + b, 0) / n).toFixed(1)}`)
   }
   // Every new link starts an exchange (496 at N = 32, on one thread here): wait until they are done.
@@ -276,8 +283,8 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   const A = cs.slice(0, half)
   const B = cs.slice(half)
   await Promise.all([
-    ...A.map(async c => { await c.p2p.block(B.map(x => x.p2p.peerId)) }),
-    ...B.map(async c => { await c.p2p.block(A.map(x => x.p2p.peerId)) })
+    ...A.map(async c => { await faults.get(c)!.block(B.map(x => x.p2p.peerId)) }),
+    ...B.map(async c => { await faults.get(c)!.block(A.map(x => x.p2p.peerId)) })
   ])
   const crossLinks = (): number => A.reduce((sum, a) => sum + B.filter(b => a.p2p.connectedPeers().includes(b.p2p.peerId)).length, 0)
   await until('no link between the halves', () => crossLinks() === 0, 30_000, 20)
@@ -304,7 +311,7 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   // half's delta, as each controller must during the heal. Median of three fresh replicas.
   const applyMs: number[] = []
   for (let k = 0; k < 3; k++) {
-    const probe = new ControllerCore({ controllerId: `probe-${k}`, heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000 })
+    const probe = new ControllerCore({ controllerId: `probe-${k}`, heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 1000, digestKeepaliveMs: 15_000 })
     probe.registry.applyUpdate(B[0].core.registry.encodeState(), Origin.remote)
     const delta = A[0].core.registry.encodeDiff(probe.registry.encodeStateVector())
     const t = performance.now()
@@ -331,7 +338,7 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
     const h = cs[0].core.registryHash
     return cs.every(c => c.core.registryHash === h) ? h : null
   }
-  for (const c of cs) c.p2p.unblock()
+  for (const c of cs) faults.get(c)!.unblock()
   const convergedMs = await until('every controller to hold the same registry after the heal', () => {
     if (Number.isNaN(firstLinkMs) && crossLinks() > 0) firstLinkMs = performance.now() - t0
     for (const [i, c] of cs.entries()) if (!reached.has(i) && c.core.registry.size === base + HEAL_WORKERS) reached.set(i, performance.now() - t0)

@@ -40,7 +40,8 @@ import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
 import { Pool } from 'undici'
 import { resolveControllerConfig } from '../../src/config.ts'
-import { Controller, ControllerCore } from '../../src/controller/index.ts'
+import { Controller } from '../../src/controller/index.ts'
+import { ControllerCore } from '../../src/core/index.ts'
 import type { Capability } from '../../src/registry/index.ts'
 import type { RouteQuery } from '../../src/routing/index.ts'
 import { DEFAULT_IDEMPOTENCY_MAX_KEYS } from '../../src/constants.ts'
@@ -439,7 +440,7 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
   const perTick = Math.ceil(opts.workers / (config.heartbeatIntervalMs / tickMs))
   let hb = 0
   const heartbeats = setInterval(() => {
-    for (let i = 0; i < perTick; i++) controller.core.heartbeat(`worker-${hb++ % opts.workers}`)
+    for (let i = 0; i < perTick; i++) controller.core.heartbeat({ worker_id: `worker-${hb++ % opts.workers}` })
   }, tickMs)
   cleanups.push(async () => { clearInterval(heartbeats) })
 
@@ -587,7 +588,7 @@ function scenarios (capabilities: number): Scenario[] {
       next: each({}),
       setup: core => {
         const r = rng(7)
-        for (const id of core.liveness.entries()) core.heartbeat(id[0], { load: Math.floor(r() * 5) })
+        for (const id of core.liveness.entries()) core.heartbeat({ worker_id: id[0], load: Math.floor(r() * 5) })
       }
     },
     { name: 'least_loaded, load 0-4', next: each({ strategy: 'least_loaded' }) }
@@ -647,7 +648,7 @@ function decisionPhase (opts: Options): Decision[] {
     { name: `1 cap × ${opts.routerWorkers}`, capabilities: 1 }
   ]
   for (const d of dists) {
-    const core = new ControllerCore({ controllerId: 'bench', heartbeatIntervalMs: 30_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000 })
+    const core = new ControllerCore({ controllerId: 'bench', heartbeatIntervalMs: 30_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 1000, digestKeepaliveMs: 15_000 })
     const t0 = performance.now()
     registerWorkers(core, opts.routerWorkers, d.capabilities)
     console.log(`\n${opts.routerWorkers} workers, ${d.name}: ControllerCore built in ${(performance.now() - t0).toFixed(0)} ms; timing core.route()`)

@@ -14,7 +14,7 @@ import { MESH_KEY_FILE } from '../constants.ts'
 import { ensureMeshKey } from '../gossip/index.ts'
 import { ensureTls } from '../tls/index.ts'
 import { httpsClient } from '../utils/https-client.ts'
-import { spawnController, spawnWorker, type ChildController, type ChildWorker } from './launch.ts'
+import { spawnController, spawnWorker, type ChildController, type ChildWorker } from '../launch/index.ts'
 import { stopOnSignal } from './signals.ts'
 
 export interface MeshRunInit {

@@ -17,7 +17,8 @@ import { generateLocalConfigs, runMesh } from './demo.ts'
 import { stopOnSignal } from './signals.ts'
 import { formatStatus, meshStatus } from './status.ts'
 import { startDemoWorker } from './worker.ts'
-import { acceptSimControl } from '../sim/control.ts'
+import { networkFaults } from '../gossip/index.ts'
+import { acceptSimControl } from '../launch/index.ts'
 import { explain, loadScenario, runScenario } from '../sim/index.ts'
 import { parseDuration } from '../utils/duration.ts'
 
@@ -59,9 +60,11 @@ program.command('controller')
     const layers: RawConfig[] = []
     if (typeof file === 'string') layers.push(readConfigFile(file))
     layers.push(parseRawConfig(flags, 'flag'))
-    const controller = new Controller({ config: resolveControllerConfig(...layers) })
+    // Faults exist only where the simulation harness drives them.
+    const faults = simControl === true ? networkFaults() : undefined
+    const controller = new Controller({ config: resolveControllerConfig(...layers), faults })
     await controller.start()
-    if (simControl === true) acceptSimControl(controller)
+    if (faults != null) acceptSimControl(controller.view, faults)
     stopOnSignal(async () => { await controller.stop() })
   })
 

@@ -21,4 +21,6 @@ export function stopOnSignal (stop: () => Promise<void>, graceMs = STOP_GRACE_MS
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  // Started by capmesh's launcher (an IPC channel to it): stop when it is gone, however it died.
+  if (process.send != null) process.once('disconnect', () => { onSignal('SIGTERM') })
 }

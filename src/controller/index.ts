@@ -1,7 +1,6 @@
 /**
- * controller — one controller node: the in-memory core (registry +
- * liveness + routing) and the running process around it (data dir, TLS,
- * HTTPS, timers).
+ * controller — the composition root: builds and runs one controller (data
+ * dir, store, TLS, mesh key, mesh, API, metrics, timers) around the core.
  *
  * @example
  * const c = await startController({ config: resolveControllerConfig(localPreset({ id: 'a', dataDir })) })
@@ -10,5 +9,3 @@
  */
 export { Controller, startController } from './controller.ts'
 export type { ControllerInit } from './controller.ts'
-export { ControllerCore } from './core.ts'
-export type { ControllerCoreInit, CoreEvents, WorkerView } from './core.ts'

@@ -10,11 +10,9 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
-import { MAX_INTRODUCED_PEERS } from './envelope.ts'
+import { MAX_INTRODUCED_DIALS, MAX_INTRODUCED_PEERS } from '../constants.ts'
 import type { PeerTable } from './peers.ts'
 
-/** Failed dials after which a controller known only from another's digest is forgotten. */
-const MAX_INTRODUCED_DIALS = 5
 
 export interface DialerInit {
   peers: PeerTable
@@ -22,6 +20,8 @@ export interface DialerInit {
   node: () => Libp2p | null
   /** This controller's peer id (throws while the node is not started). */
   peerId: () => string
+  /** True while links to a peer are cut (simulated partitions): not dialled. */
+  blocked: (peerId: string) => boolean
   log: Logger
 }
 
@@ -76,13 +76,13 @@ export class Dialer {
     const viaBootstrap = new Set<string>()
     for (const [addr, ma, id] of this.bootstrapAddrs) {
       const pid = id ?? this.addrPeer.get(addr)
-      if (pid != null && (connected.has(pid) || this.peers.blocked.has(pid))) continue
+      if (pid != null && (connected.has(pid) || this.init.blocked(pid))) continue
       if (pid != null) viaBootstrap.add(pid)
       targets.push([addr, ma])
     }
     for (const [id, s] of this.peers) {
       if (connected.has(id)) s.missingSince = null
-      if ((s.controllerId == null && !s.introduced) || connected.has(id) || this.peers.blocked.has(id) || viaBootstrap.has(id)) continue
+      if ((s.controllerId == null && !s.introduced) || connected.has(id) || this.init.blocked(id) || viaBootstrap.has(id)) continue
       // Both ends notice a missing link. The smaller peer id dials it (as it starts the exchange);
       // the other only once that dial would have timed out: two dials at once leave two
       // connections, each with its own pings and streams for the rest of their lives.

@@ -3,23 +3,19 @@
  *
  *   0xCA 0x02 <kind:u8> <idLen:u8> <controller id, utf8> <payload>
  *
- * kinds: 1 = a registry update (payload: Yjs update bytes), 2 = a liveness
- * digest (payload: JSON, see Digest), 3 = a sync hint ("I changed more than
- * fits a message: pull from me", empty payload).
+ * kinds: 1 = a registry update (payload: replica update bytes), 2 = a
+ * message of a subscribed topic (the liveness topic's digests: membership/
+ * owns their payload), 3 = a sync hint ("I changed more than fits a
+ * message: pull from me", empty payload).
  * Decoding checks every byte it reads; anything else is a DecodeError.
  */
-import { Type, type Static } from 'typebox'
-import { Compile } from 'typebox/compile'
-import { CONTROLLER_ID } from '../config.ts'
-
-/** Most controller addresses one digest may introduce. */
-export const MAX_INTRODUCED_PEERS = 256
+import { CONTROLLER_ID } from '../wire/capability.ts'
 
 export const MAGIC = 0xca
 /** 2: registry entries are stored as JSON text, digests introduce peers (capmesh 0.2). */
 export const VERSION = 2
 
-export const Kind = { update: 1, digest: 2, hint: 3 } as const
+export const Kind = { update: 1, message: 2, hint: 3 } as const
 export type Kind = typeof Kind[keyof typeof Kind]
 
 export interface Envelope {
@@ -80,54 +76,7 @@ export function decodeEnvelope (data: Uint8Array, maxBytes: number): Envelope {
   if (data[0] !== MAGIC) throw new DecodeError('not a capmesh envelope (bad magic)')
   if (data[1] !== VERSION) throw new DecodeError(`unsupported envelope version ${data[1]}`)
   const kind = data[2]
-  if (kind !== Kind.update && kind !== Kind.digest && kind !== Kind.hint) throw new DecodeError(`unknown kind ${kind}`)
+  if (kind !== Kind.update && kind !== Kind.message && kind !== Kind.hint) throw new DecodeError(`unknown kind ${kind}`)
   const { controllerId, end } = readControllerId(data, 3, 'envelope')
   return { kind, controllerId, payload: data.subarray(end) }
-}
-
-const StateCode = Type.Union([Type.Literal('u'), Type.Literal('d'), Type.Literal('p')])
-
-/**
- * A controller's periodic word about the workers it owns. Compact on
- * purpose: every owned worker is healthy except those listed in
- * `exceptions` (u = unhealthy, d = draining, p = pending); `loads` lists
- * non-zero in-flight counts.
- */
-export const Digest = Type.Object({
-  /** Random per process start: a restart is visible as a new epoch. */
-  epoch: Type.String({ maxLength: 32 }),
-  seq: Type.Integer({ minimum: 0 }),
-  /** Workers this controller owns. */
-  owned: Type.Integer({ minimum: 0 }),
-  exceptions: Type.Array(Type.Tuple([Type.String({ maxLength: 256 }), StateCode]), { maxItems: 1_000_000 }),
-  loads: Type.Array(Type.Tuple([Type.String({ maxLength: 256 }), Type.Integer({ minimum: 0 })]), { maxItems: 1_000_000 }),
-  /** Order-independent hash of the sender's live registry entries (hex). */
-  registry_hash: Type.String({ maxLength: 64 }),
-  /** Whether the sender is in self-preservation. */
-  self_preservation: Type.Boolean(),
-  /** The sender's libp2p listen addresses, so every controller can dial every other (full mesh). */
-  addrs: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 16 })),
-  /**
-   * An address (with /p2p/<peer id>) of each controller the sender is connected to: a controller
-   * that joins through one bootstrap peer learns the whole mesh from its first digest.
-   */
-  peers: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: MAX_INTRODUCED_PEERS }))
-}, { additionalProperties: false })
-export type Digest = Static<typeof Digest>
-
-const checkDigest = Compile(Digest)
-
-export function encodeDigest (d: Digest): Uint8Array {
-  return enc.encode(JSON.stringify(d))
-}
-
-export function decodeDigest (payload: Uint8Array): Digest {
-  let json: unknown
-  try {
-    json = JSON.parse(dec.decode(payload))
-  } catch {
-    throw new DecodeError('digest is not JSON')
-  }
-  if (!checkDigest.Check(json)) throw new DecodeError('digest does not match its schema')
-  return json
 }

@@ -8,33 +8,15 @@ import type { Stream } from '@libp2p/interface'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import {
-  SYNC_APPLY_MS_PER_MIB, SYNC_BEHIND_AFTER_FAILURES, SYNC_CHUNK_BYTES, SYNC_FAILURE_BACKOFF_MAX_MS, SYNC_FAILURE_BACKOFF_MS,
-  SYNC_FAILURE_LOG_INTERVAL_MS
+  SYNC_APPLY_MS_PER_MIB, SYNC_BEHIND_AFTER_FAILURES, SYNC_BUSY_PAUSE_MS, SYNC_BUSY_WINDOW_MS, SYNC_CHUNK_BYTES, SYNC_FAILURE_BACKOFF_MAX_MS,
+  SYNC_FAILURE_BACKOFF_MS, SYNC_FAILURE_LOG_INTERVAL_MS, SYNC_IDLE_EVERY, SYNC_MAX_BUSY_RETRIES
 } from '../constants.ts'
+import type { NetworkFaults } from './faults.ts'
 import type { PeerTable } from './peers.ts'
 import {
   classify, PeerBusyError, refuseSync, syncInitiator, SyncError, syncResponder, type SyncFailureReason, type SyncOptions,
   type SyncReplica, type SyncResult
 } from './sync.ts'
-
-/** Mean pause (ms) before asking a BUSY peer again; it grows with each BUSY answer. */
-const BUSY_PAUSE_MS = 40
-/**
- * An exchange that moved no bytes for this long no longer makes its
- * controller busy (a stalled one). One that is still moving a large delta
- * stays busy however long it takes: a second exchange meanwhile would pull
- * the same delta again.
- */
-const BUSY_WINDOW_MS = 3000
-/** BUSY answers after which a wanted exchange is left to the periodic one. */
-const MAX_BUSY_RETRIES = 8
-/**
- * A periodic exchange goes to a peer whose registry hash (from its digests,
- * or from the last exchange) differs from this controller's; when every peer
- * agrees, only every this many periods, with a random one: the net for a
- * lost digest. At rest a mesh then exchanges almost nothing.
- */
-const IDLE_SYNC_EVERY = 10
 
 /** A peer whose exchanges keep failing: this controller cannot catch up with it (or it with this one). */
 export interface BehindPeer {
@@ -62,8 +44,12 @@ export interface ExchangesInit {
   dial: (peerId: string, signal: AbortSignal) => Promise<Stream>
   /** This controller's registry hash (MeshInit.registryHash). @default every peer always looks different */
   registryHash?: () => string
-  /** The mesh's simulated faults: every exchange is delayed by `delayMs`. */
-  faults: { delayMs: number, lossRate: number }
+  /** A peer's registry hash as last known, and when it was learnt (MeshInit.peerHash). @default none known */
+  peerHash?: (peerId: string) => { hash: string, at: number } | null
+  /** True while links to a peer are cut (simulated partitions). */
+  blocked: (peerId: string) => boolean
+  /** Simulated faults: every exchange is delayed by their delay. @default none */
+  faults?: NetworkFaults | null
   /** Largest delta accepted from a peer (bytes). */
   maxSyncBytes: number
   /** Give up an exchange when a read or write makes no progress for this long (ms). */
@@ -78,7 +64,6 @@ export class Exchanges {
   private readonly init: ExchangesInit
   private readonly peers: PeerTable
   private readonly log: Logger
-  private readonly faults: { delayMs: number, lossRate: number }
   private readonly syncing = new Set<string>()
   /** The exchanges in progress, either side: when each last moved bytes (monotonic ms). */
   private readonly exchanges = new Set<{ progress: number }>()
@@ -98,7 +83,6 @@ export class Exchanges {
     this.init = init
     this.peers = init.peers
     this.log = init.log
-    this.faults = init.faults
   }
 
   private options (exchange: { progress: number }, peerId: string): SyncOptions {
@@ -132,14 +116,14 @@ export class Exchanges {
    * run as soon as this controller is free.
    */
   async syncWith (peerId: string, opts: { background?: boolean } = {}): Promise<SyncResult | null> {
-    if (this.syncing.has(peerId) || this.stopped || this.peers.blocked.has(peerId)) return null
+    if (this.syncing.has(peerId) || this.stopped || this.init.blocked(peerId)) return null
     if (opts.background === true && (this.busy || this.backingOff(peerId))) return null
     this.syncing.add(peerId)
     const exchange = this.begin()
     const t0 = performance.now()
     let stream: Stream | undefined
     try {
-      if (this.faults.delayMs > 0) await new Promise(resolve => setTimeout(resolve, this.faults.delayMs))
+      await this.init.faults?.exchange()
       try {
         stream = await this.init.dial(peerId, AbortSignal.timeout(this.init.syncTimeoutMs))
       } catch (err) {
@@ -158,7 +142,7 @@ export class Exchanges {
         }
         // Otherwise ask again shortly, a bounded number of times; the periodic exchange covers the rest.
         const busy = this.wanted.get(peerId)
-        if (busy != null && busy < MAX_BUSY_RETRIES) this.wanted.set(peerId, busy + 1)
+        if (busy != null && busy < SYNC_MAX_BUSY_RETRIES) this.wanted.set(peerId, busy + 1)
         else this.wanted.delete(peerId)
         return null
       }
@@ -175,7 +159,7 @@ export class Exchanges {
 
   /**
    * True while this controller takes part in a sync exchange, either side,
-   * that moved bytes less than BUSY_WINDOW_MS ago: an exchange a peer stalls
+   * that moved bytes less than SYNC_BUSY_WINDOW_MS ago: an exchange a peer stalls
    * (up to the sync timeout) must not hold off everyone else's.
    */
   get busy (): boolean { return this.busyForMs() > 0 }
@@ -216,7 +200,7 @@ export class Exchanges {
     const l = this.logged.get(key)
     if (l == null || now - l.at >= SYNC_FAILURE_LOG_INTERVAL_MS) {
       this.logged.set(key, { at: now, held: 0 })
-      this.log.warn({ peer: peerId, controller: s.controllerId, reason: e.reason, err: e.message, failures: count, held_back: l?.held ?? 0 }, `sync with ${s.controllerId ?? peerId} failed (${e.reason}): ${e.message}`)
+      this.log.warn({ peer: peerId, controller: s.controllerId, reason: e.reason, err: e.message, failures: count, held_back: l?.held ?? 0 }, `sync exchange failed (${e.reason}) with ${s.controllerId ?? peerId}: ${e.message}`)
     } else {
       l.held++
     }
@@ -229,7 +213,7 @@ export class Exchanges {
   private busyForMs (): number {
     const now = performance.now()
     let left = 0
-    for (const e of this.exchanges) left = Math.max(left, e.progress + BUSY_WINDOW_MS - now)
+    for (const e of this.exchanges) left = Math.max(left, e.progress + SYNC_BUSY_WINDOW_MS - now)
     return left
   }
 
@@ -282,9 +266,10 @@ export class Exchanges {
     for (const p of this.wanted.keys()) {
       // Nothing to exchange with a peer that said, on this connection, that it holds what this controller holds.
       const s = this.peers.get(p)
-      const agrees = s != null && mine != null && s.hash === mine && s.hashAt >= s.connectedAt
+      const theirs = this.init.peerHash?.(p)
+      const agrees = s != null && mine != null && theirs != null && theirs.hash === mine && theirs.at >= s.connectedAt
       // A peer in back-off after failures is left to the periodic exchange once the back-off is over.
-      if (!connected.has(p) || this.peers.blocked.has(p) || agrees || this.backingOff(p)) this.wanted.delete(p)
+      if (!connected.has(p) || this.init.blocked(p) || agrees || this.backingOff(p)) this.wanted.delete(p)
     }
     const next = [...this.wanted].sort((a, b) => a[1] - b[1])[0]
     if (next == null) return
@@ -298,7 +283,7 @@ export class Exchanges {
       this.wantedTimer = null
       if (!this.busy && this.wanted.has(peer)) void this.syncWith(peer, { background: true })
       else this.runWanted()
-    }, BUSY_PAUSE_MS * (0.5 + Math.random()) * busyAnswers)
+    }, SYNC_BUSY_PAUSE_MS * (0.5 + Math.random()) * busyAnswers)
     this.wantedTimer.unref()
   }
 
@@ -316,7 +301,7 @@ export class Exchanges {
       return
     }
     const exchange = this.begin()
-    const delay = this.faults.delayMs > 0 ? new Promise(resolve => setTimeout(resolve, this.faults.delayMs)) : Promise.resolve()
+    const delay = this.init.faults?.exchange() ?? Promise.resolve()
     delay.then(async () => await syncResponder(stream, this.init.replica, this.options(exchange, peerId))).then(res => {
       this.wanted.delete(peerId)
       this.recordSync(peerId, res, performance.now() - t0)
@@ -334,9 +319,7 @@ export class Exchanges {
     s.syncFailure = null
     s.controllerId = res.peerController
     s.lastSyncAt = Date.now()
-    // Each side now holds what the other had: the same registry, unless writes arrived meanwhile.
-    s.hash = this.init.registryHash?.() ?? null
-    s.hashAt = performance.now()
+    // Each side now holds what the other had (membership records that on the sync event).
     s.lastSyncMs = ms
     s.inSync = res.wasInSync
     this.init.onSync({ ...res, peerId, ms })
@@ -350,8 +333,8 @@ export class Exchanges {
     // While this registry changes, gossip is busy delivering and the peers' hashes are moving targets.
     const settled = mine == null || mine === this.hashAtLastTick
     this.hashAtLastTick = mine ?? null
-    const differ = !settled ? [] : mine == null ? candidates : candidates.filter(p => this.peers.get(p)?.hash !== mine)
-    const pool = differ.length > 0 ? differ : ++this.syncTicks % IDLE_SYNC_EVERY === 0 ? candidates : []
+    const differ = !settled ? [] : mine == null ? candidates : candidates.filter(p => this.init.peerHash?.(p)?.hash !== mine)
+    const pool = differ.length > 0 ? differ : ++this.syncTicks % SYNC_IDLE_EVERY === 0 ? candidates : []
     if (pool.length === 0) return
     await this.syncWith(pool[Math.floor(Math.random() * pool.length)], { background: true })
   }

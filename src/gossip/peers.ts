@@ -1,7 +1,9 @@
 /**
  * What the parts of a Mesh (mesh.ts, exchanges.ts, dialer.ts) share about
- * other peers: the state of each, which are connected, which are blocked,
- * and which were already logged as misbehaving.
+ * other peers as a transport sees them: where each listens, the connection
+ * and the anti-entropy exchanges with it, and which were already logged as
+ * misbehaving. What a controller *says* (its status, its registry hash, its
+ * workers) is membership's (src/membership/), not this table's.
  */
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { SyncFailureReason } from './sync.ts'
@@ -27,10 +29,7 @@ export interface PeerState {
   lastMessageAt: number | null
   /** Where it listens (learnt from its digests); dialled when not connected. */
   addrs: Multiaddr[]
-  /** Its registry hash as last known: from its latest digest, or ours right after an exchange with it. */
-  hash: string | null
-  /** When `hash` was learnt, and when the current connection to it opened (monotonic ms). */
-  hashAt: number
+  /** When the current connection to it opened (monotonic ms). */
   connectedAt: number
   /** When the reconnect loop first found it unconnected (monotonic ms), null while connected. */
   missingSince: number | null
@@ -49,8 +48,6 @@ export class PeerTable {
    * did many times a second (a tenth of a 32-controller heal's CPU).
    */
   readonly connected = new Set<string>()
-  /** Peers cut off by `Mesh.block()`: the connection gater refuses them. */
-  readonly blocked = new Set<string>()
   /** Peers already logged for garbage (`sync:<id>` for a failed exchange): each is logged once. */
   readonly loggedBadPeers = new Set<string>()
 
@@ -69,7 +66,21 @@ export class PeerTable {
   /** The state of `id`, created on first use. */
   state (id: string): PeerState {
     let s = this.states.get(id)
-    if (s == null) this.states.set(id, s = { controllerId: null, lastSyncAt: null, lastSyncMs: null, inSync: null, lastMessageAt: null, addrs: [], hash: null, hashAt: -Infinity, connectedAt: 0, missingSince: null, introduced: false, syncFailure: null })
+    if (s == null) this.states.set(id, s = { controllerId: null, lastSyncAt: null, lastSyncMs: null, inSync: null, lastMessageAt: null, addrs: [], connectedAt: 0, missingSince: null, introduced: false, syncFailure: null })
     return s
   }
+}
+
+/** A peer as /mesh shows it (see Mesh.peerStatus). */
+export interface PeerView {
+  peerId: string
+  controllerId: string | null
+  connected: boolean
+  lastSyncAt: number | null
+  lastSyncMs: number | null
+  inSync: boolean | null
+  /** `behind`: exchanges with it keep failing; `failing`: the last one failed. */
+  syncState: 'ok' | 'failing' | 'behind'
+  syncFailure: SyncFailure | null
+  lastMessageAt: number | null
 }

@@ -33,6 +33,7 @@
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { DecodeError, readControllerId, writeControllerId } from './envelope.ts'
+import type { Replica } from './replica.ts'
 
 export const SYNC_PROTOCOL = '/capmesh/sync/2.1.0'
 /** The single-frame protocol of earlier controllers: answered and dialled for rolling upgrades. */
@@ -89,20 +90,8 @@ export class PeerBusyError extends Error {
   }
 }
 
-/**
- * What the sync protocol needs of a replica (the registry implements it):
- * its state vector, the delta a peer lacks, and a checked apply.
- */
-export interface SyncReplica {
-  /** This replica's state vector. */
-  stateVector: () => Uint8Array
-  /** Throws if `sv` is not a well-formed state vector. */
-  checkStateVector: (sv: Uint8Array) => void
-  /** What a replica with state vector `sv` lacks. */
-  diff: (sv: Uint8Array) => Uint8Array
-  /** Validates and applies a peer's delta; throws (changing nothing) if it is malformed. */
-  apply: (update: Uint8Array) => void
-}
+/** What the sync protocol needs of a replica: its state vector, the delta a peer lacks, and a checked apply. */
+export type SyncReplica = Pick<Replica, 'stateVector' | 'checkStateVector' | 'diff' | 'apply'>
 
 export interface SyncResult {
   /** The other side's controller id. */

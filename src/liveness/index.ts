@@ -1,8 +1,8 @@
 /**
  * liveness — worker health beside the registry: heartbeats, health states
- * and timeouts for the workers this controller owns (Liveness), the word of
- * other owners about theirs (OwnerTracker), and self-preservation. Nothing
- * here writes to the CRDT.
+ * and timeouts for the workers this controller owns, and worker
+ * self-preservation. What other controllers say of theirs is membership's.
+ * Nothing here writes to the CRDT.
  *
  * @example
  * const live = new Liveness({ unhealthyAfterMs: 600, staleAfterMs: 1200 })
@@ -12,5 +12,3 @@
  */
 export { Liveness } from './liveness.ts'
 export type { HealthState, HeartbeatInput, LivenessEvents, LivenessInit, WorkerHealth } from './liveness.ts'
-export { OwnerTracker } from './owners.ts'
-export type { OwnerDigest, OwnerInfo, OwnerStatus, OwnerTrackerEvents, OwnerTrackerInit } from './owners.ts'

@@ -18,7 +18,9 @@ import {
   DEFAULT_STALE_AFTER_MS, DEFAULT_UNHEALTHY_AFTER_MS
 } from '../constants.ts'
 
-export type HealthState = 'healthy' | 'unhealthy' | 'draining' | 'pending'
+import type { HealthState } from '../wire/capability.ts'
+
+export type { HealthState }
 
 export interface WorkerHealth {
   state: HealthState

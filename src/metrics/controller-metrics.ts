@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics of one controller, served at `GET /metrics`.
  *
- *   const metrics = controllerMetrics({ core, mesh: () => mesh, store: () => store, info })
+ *   const metrics = controllerMetrics({ view, info })
  *   metrics.observeHttp('POST', '/route', 200, 0.0004)
  *   const text = await metrics.text()
  *
@@ -11,23 +11,20 @@
  * a process in tests and in `bench:mesh`); the Node process metrics (CPU,
  * memory, event-loop delay, GC) are one set per process, shared by all.
  */
-import type { EventEmitter } from 'node:events'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { ControllerCore, CoreEvents } from '../controller/core.ts'
-import { SYNC_FAILURE_REASONS, type Mesh, type MeshEvents } from '../gossip/index.ts'
-import type { HealthState } from '../liveness/index.ts'
-import type { OwnerStatus } from '../liveness/owners.ts'
+import type { ControllerView, ViewEvents } from '../core/index.ts'
+import type { HealthState } from '../wire/index.ts'
 import { exposition } from './process.ts'
 
 export interface ControllerMetricsComponents {
-  core: ControllerCore
-  /** The mesh, once started (null before and after). */
-  mesh: () => Mesh | null
-  /** Data-dir sizes, once open (null otherwise). */
-  store: () => { logBytes: number, snapshotBytes: number } | null
+  /** The controller, as everything outside its core sees it. */
+  view: ControllerView
   /** Labels of `capmesh_info`. */
   info: { controller_id: string, mesh_key_id: string | null }
 }
+
+/** Why an exchange can fail (gossip/sync.ts): each reason's counter exists from the start, at 0. */
+const SYNC_FAILURE_REASONS = ['too_large', 'timeout', 'closed', 'malformed', 'rejected', 'dial', 'internal']
 
 export interface ControllerMetricsInit {
   /** Include the Node process metrics (`process_*`, `nodejs_*`). @default true */
@@ -37,7 +34,7 @@ export interface ControllerMetricsInit {
 /** Request latency buckets (seconds): a route decision is tens of µs, a registration a few ms, an import up to seconds. */
 const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
 const HEALTH_STATES: HealthState[] = ['healthy', 'unhealthy', 'draining', 'pending']
-const OWNER_STATES: OwnerStatus[] = ['unknown', 'alive', 'silent', 'gone']
+const MEMBER_STATES = ['unknown', 'alive', 'silent', 'gone'] as const
 
 export class ControllerMetrics {
   readonly registry = new Registry()
@@ -52,7 +49,7 @@ export class ControllerMetrics {
   private readonly detach: Array<() => void> = []
 
   constructor (components: ControllerMetricsComponents, init: ControllerMetricsInit = {}) {
-    const { core } = components
+    const { view } = components
     const registers = [this.registry]
     this.withProcess = init.processMetrics ?? true
 
@@ -66,7 +63,7 @@ export class ControllerMetrics {
       labelNames: ['state'],
       registers,
       collect () {
-        const counts = core.stateCounts()
+        const counts = view.stateCounts()
         for (const s of HEALTH_STATES) this.set({ state: s }, counts[s])
       }
     })
@@ -76,7 +73,7 @@ export class ControllerMetrics {
       labelNames: ['state'],
       registers,
       collect () {
-        const counts = core.liveness.counts()
+        const counts = view.ownCounts()
         for (const s of HEALTH_STATES) this.set({ state: s }, counts[s])
       }
     })
@@ -84,13 +81,13 @@ export class ControllerMetrics {
       name: 'capmesh_registry_segments',
       help: 'Segments in the registry document, all owners (compaction rotates a controller to a new one).',
       registers,
-      collect () { this.set(core.registry.stats().segments) }
+      collect () { this.set(view.registryStats().segments) }
     })
     new Gauge({
       name: 'capmesh_registry_own_garbage',
       help: 'Dead entries in this controller\'s current segment (compaction starts a new segment past a threshold).',
       registers,
-      collect () { this.set(core.registry.stats().ownGarbage) }
+      collect () { this.set(view.registryStats().ownGarbage) }
     })
     new Counter({
       name: 'capmesh_registry_compactions_total',
@@ -98,7 +95,7 @@ export class ControllerMetrics {
       registers,
       collect () {
         this.reset()
-        this.inc(core.registry.stats().compactions)
+        this.inc(view.registryStats().compactions)
       }
     })
     new Gauge({
@@ -107,7 +104,7 @@ export class ControllerMetrics {
       labelNames: ['file'],
       registers,
       collect () {
-        const s = components.store()
+        const s = view.store()
         if (s == null) return
         this.set({ file: 'log' }, s.logBytes)
         this.set({ file: 'snapshot' }, s.snapshotBytes)
@@ -119,8 +116,9 @@ export class ControllerMetrics {
       labelNames: ['kind'],
       registers,
       collect () {
-        this.set({ kind: 'workers' }, core.selfPreservation.workers ? 1 : 0)
-        this.set({ kind: 'peers' }, core.selfPreservation.peers ? 1 : 0)
+        const sp = view.selfPreservation()
+        this.set({ kind: 'workers' }, sp.workers ? 1 : 0)
+        this.set({ kind: 'peers' }, sp.peers ? 1 : 0)
       }
     })
 
@@ -129,7 +127,7 @@ export class ControllerMetrics {
       name: 'capmesh_mesh_connected_peers',
       help: 'libp2p peers this controller is connected to.',
       registers,
-      collect () { this.set(components.mesh()?.connectedPeers().length ?? 0) }
+      collect () { this.set(view.connectedPeers()) }
     })
     new Gauge({
       name: 'capmesh_mesh_controllers',
@@ -137,8 +135,8 @@ export class ControllerMetrics {
       labelNames: ['status'],
       registers,
       collect () {
-        const counts = new Map<OwnerStatus, number>(OWNER_STATES.map(s => [s, 0]))
-        for (const [id, o] of core.owners.entries()) if (id !== core.controllerId) counts.set(o.status, (counts.get(o.status) ?? 0) + 1)
+        const counts = new Map<string, number>(MEMBER_STATES.map(s => [s, 0]))
+        for (const m of Object.values(view.members())) counts.set(m.status, (counts.get(m.status) ?? 0) + 1)
         for (const [s, n] of counts) this.set({ status: s }, n)
       }
     })
@@ -149,10 +147,9 @@ export class ControllerMetrics {
       registers,
       collect () {
         this.reset()
-        const hash = core.registryHash
-        for (const [id, o] of core.owners.entries()) {
-          if (id === core.controllerId || o.status !== 'alive') continue
-          this.set({ peer: id }, o.registryHash === hash ? 1 : 0)
+        for (const [id, m] of Object.entries(view.members())) {
+          if (m.status !== 'alive') continue
+          this.set({ peer: id }, m.registry_hash_matches === true ? 1 : 0)
         }
       }
     })
@@ -167,7 +164,7 @@ export class ControllerMetrics {
       name: 'capmesh_sync_peers_behind',
       help: 'Connected peers whose anti-entropy exchanges with this controller keep failing (it reports itself behind while > 0).',
       registers,
-      collect () { this.set(components.mesh()?.behind().length ?? 0) }
+      collect () { this.set(view.sync().behind.length) }
     })
     const expired = new Counter({ name: 'capmesh_workers_expired_total', help: 'Workers this controller removed because they went silent (or were never confirmed).', registers })
     const dropped = new Counter({ name: 'capmesh_owner_drops_total', help: 'Times the entries of a controller gone for the stale window were dropped.', registers })
@@ -187,30 +184,21 @@ export class ControllerMetrics {
     })
     this.httpSeconds = new Histogram({ name: 'capmesh_http_request_duration_seconds', help: 'Time from request to response, by route.', labelNames: ['route'], buckets: HTTP_BUCKETS, registers })
 
-    this.follow(core, 'expired', () => { expired.inc() })
-    this.follow(core, 'dropped', () => { dropped.inc() })
-    this.follow(core, 'selfPreservation', (kind, on) => { if (on) selfPreservation.inc({ kind }) })
-  }
-
-  /** Counts the mesh's gossip verdicts and sync exchanges (call before it starts). */
-  watchMesh (mesh: Mesh): void {
-    this.follow(mesh, 'gossip', (topic, result) => { this.gossip.inc({ topic, result }) })
-    this.follow(mesh, 'sync', r => {
-      this.syncs.inc({ result: 'ok' })
-      this.syncBytes.inc(r.bytesReceived)
-    })
-    this.follow(mesh, 'sync:failed', (_peer, reason) => {
-      this.syncs.inc({ result: 'failed' })
-      this.syncFailures.inc({ reason })
+    this.follow(view, 'expired', () => { expired.inc() })
+    this.follow(view, 'dropped', () => { dropped.inc() })
+    this.follow(view, 'selfPreservation', (kind, on) => { if (on) selfPreservation.inc({ kind }) })
+    this.follow(view, 'gossip', (topic, result) => { this.gossip.inc({ topic, result }) })
+    this.follow(view, 'sync', r => {
+      this.syncs.inc({ result: r.ok ? 'ok' : 'failed' })
+      if (r.ok) this.syncBytes.inc(r.bytesReceived)
+      else this.syncFailures.inc({ reason: r.reason })
     })
   }
 
   /** Listens to `event` until close(). */
-  private follow<K extends keyof CoreEvents> (emitter: ControllerCore, event: K, fn: (...args: CoreEvents[K]) => void): void
-  private follow<K extends keyof MeshEvents> (emitter: Mesh, event: K, fn: (...args: MeshEvents[K]) => void): void
-  private follow (emitter: EventEmitter<any>, event: string, fn: (...args: any[]) => void): void {
-    emitter.on(event, fn)
-    this.detach.push(() => { emitter.off(event, fn) })
+  private follow<K extends keyof ViewEvents> (view: ControllerView, event: K, fn: (...args: ViewEvents[K]) => void): void {
+    view.on(event, fn)
+    this.detach.push(() => { view.off(event, fn) })
   }
 
   /** One answered HTTPS request. `route` is the route's pattern (never the raw URL: bounded labels). */

@@ -13,6 +13,7 @@ export type { RegisterInput, RegistryEvents, RegistryInit, RegistryStats, Worker
 export { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 export { MissingDependencyError, validateUpdate } from './validate.ts'
 export type { ValidUpdate } from './validate.ts'
+export { registryReplica } from './replica.ts'
 export { FileStore } from './store.ts'
 export type { FileStoreInit, LoadResult } from './store.ts'
 export { exportState, importState, PortableState, STATE_FORMAT } from './portable.ts'

@@ -4,26 +4,12 @@
  * Yjs update, so importing *merges*: idempotent, order-independent, and
  * never removes what the importing controller already has.
  */
-import { Type, type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { InvalidStateError } from '../errors.ts'
+import { PortableState, STATE_FORMAT } from '../wire/api.ts'
 import { Origin, type Registry } from './registry.ts'
 
-export const STATE_FORMAT = 'capmesh-state'
-
-export const PortableState = Type.Object({
-  format: Type.Literal(STATE_FORMAT),
-  version: Type.Literal(1),
-  /** Controller that produced the export. */
-  controller_id: Type.String({ maxLength: 64 }),
-  /** ISO time of the export (informational). */
-  exported_at: Type.String({ maxLength: 64 }),
-  /** Live workers in the export (informational). */
-  workers: Type.Integer({ minimum: 0 }),
-  /** The Yjs update, base64. */
-  update: Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$' })
-}, { additionalProperties: false })
-export type PortableState = Static<typeof PortableState>
+export { PortableState, STATE_FORMAT }
 
 const check = Compile(PortableState)
 

@@ -1,50 +1,16 @@
 /**
- * The registration data model, as TypeBox schemas: the wire contract's
- * `CapabilitySchema` and what the registry stores per worker. The API
- * validates requests with these; the registry validates what peers and
- * imports put in the document with the same schemas, compiled.
+ * What the registry stores per worker (a record, or a tombstone), built on
+ * the wire contract's schemas (wire/capability.ts), and how an entry is
+ * stored in the document. Peers' updates and imports are checked against the
+ * same schemas, compiled.
  */
 import { Type, type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
-import { MAX_CAPABILITIES_PER_WORKER, MAX_ENTRY_BYTES, MAX_ID_LENGTH, MAX_JSON_DEPTH, MAX_URL_LENGTH } from '../constants.ts'
+import { MAX_ENTRY_BYTES, MAX_JSON_DEPTH } from '../constants.ts'
 import { tooDeep } from '../utils/json.ts'
+import { Capabilities, ControllerId, WorkerId, WorkerUrl } from '../wire/capability.ts'
 
-/** Printable ASCII, no spaces: safe in logs, URLs and map keys. */
-export const WorkerId = Type.String({ minLength: 1, maxLength: MAX_ID_LENGTH, pattern: '^[\\x21-\\x7e]+$', description: 'Worker id: printable ASCII without spaces.' })
-export const ControllerId = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' })
-export const WorkerUrl = Type.String({ minLength: 1, maxLength: MAX_URL_LENGTH, pattern: '^https?://[^\\s/?#]+[^\\s]*$', description: 'Where the worker serves, http(s)://host[:port][/path].' })
-const Name = Type.String({ minLength: 1, maxLength: 256 })
-const JsonObject = Type.Record(Type.String(), Type.Unknown())
-
-/** A worker's declared latency/availability objectives. */
-export const Slo = Type.Object({
-  latency_p95_ms: Type.Optional(Type.Number({ minimum: 0 })),
-  latency_p99_ms: Type.Optional(Type.Number({ minimum: 0 })),
-  availability: Type.Optional(Type.Number({ minimum: 0, maximum: 1 }))
-}, { additionalProperties: true })
-
-/** The platform's CapabilitySchema, field for field. */
-export const Capability = Type.Object({
-  name: Name,
-  verb: Name,
-  version: Type.String({ minLength: 1, maxLength: 64 }),
-  input_schema: JsonObject,
-  output_schema: JsonObject,
-  requires_gpu: Type.Boolean(),
-  max_concurrency: Type.Integer({ minimum: 1, maximum: 1_000_000 }),
-  runtime: Type.Optional(Type.String({ maxLength: 256 })),
-  env_profile: Type.Optional(Type.Union([Type.String({ maxLength: 256 }), JsonObject])),
-  constraints: Type.Optional(JsonObject),
-  slo: Type.Optional(Slo),
-  spiffe_id: Type.Optional(Type.String({ maxLength: 2048 })),
-  required_capabilities: Type.Optional(Type.Array(Name, { maxItems: 256 })),
-  cost_tokens_per_invocation: Type.Optional(Type.Number({ minimum: 0 })),
-  slo_bid: Type.Optional(Type.Union([Type.Number({ minimum: 0 }), JsonObject])),
-  controller_affinity: Type.Optional(Type.String({ maxLength: 64 }))
-}, { additionalProperties: true })
-export type Capability = Static<typeof Capability>
-
-export const Capabilities = Type.Array(Capability, { minItems: 1, maxItems: MAX_CAPABILITIES_PER_WORKER })
+export { Capabilities, Capability, ControllerId, Slo, WorkerId, WorkerUrl } from '../wire/capability.ts'
 
 /**
  * One worker as stored in the registry document. `owner` is the controller

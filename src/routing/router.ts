@@ -20,48 +20,12 @@
  * workers change.
  */
 import { NoHealthyWorkerError, NoWorkerError } from '../errors.ts'
-import type { HealthState } from '../liveness/index.ts'
-import type { Capability, WorkerRecord } from '../registry/index.ts'
+import type { Capability, HealthState, RouteQuery, RouteResult, Strategy } from '../wire/index.ts'
+import type { WorkerRecord } from '../registry/schema.ts'
 import { IdempotencyCache, type IdempotencyCacheInit } from './idempotency.ts'
 import { IndexedSet } from './indexed-set.ts'
 
-export type Strategy = 'round_robin' | 'least_loaded'
-
-export interface RouteQuery {
-  verb: string
-  capability: string
-  /** Exact capability version. */
-  version?: string
-  /** Only workers whose capability declares `requires_gpu: true`. */
-  requires_gpu?: boolean
-  /** Skip workers whose declared SLO is worse than these. */
-  slo_constraints?: { latency_p95_ms?: number, latency_p99_ms?: number, availability?: number }
-  /** Skip workers whose `cost_tokens_per_invocation` exceeds this; cheapest first. */
-  budget_tokens?: number
-  /** Same key within its TTL → same worker while it stays healthy. */
-  idempotency_key?: string
-  /** Preferred controller id: its workers first, others as fallback. */
-  affinity?: string
-  /** @default 'round_robin' */
-  strategy?: Strategy
-  /** Who is asking (carried for audit; not used to select). */
-  requester_identity?: string
-}
-
-export interface RouteResult {
-  worker_id: string
-  worker_url: string
-  verb: string
-  capability: string
-  version: string
-  /** Controller the worker is attached to. */
-  controller_id: string
-  incarnation: number
-  state: HealthState
-  load: number
-  cost_tokens_per_invocation?: number
-  strategy: Strategy
-}
+export type { RouteQuery, RouteResult, Strategy }
 
 export interface RouterInit {
   /** Id of the controller answering: preferred owner when a query names no affinity. */

@@ -2,7 +2,7 @@
  * Running `capmesh ...` as a child process (the user's way), to completion.
  */
 import { spawn } from 'node:child_process'
-import { CLI } from '../../src/cli/launch.ts'
+import { CLI } from '../../src/launch/index.ts'
 
 export interface CliRun { code: number | null, stdout: string, stderr: string }
 

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
+import { networkFaults, type NetworkFaults } from '../../src/gossip/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
 
@@ -21,6 +22,15 @@ export interface TestBed {
   /** Starts a controller in-process (local preset: fast timeouts, port 0). */
   start: (overrides?: RawConfig) => Promise<Controller>
   cleanup: () => Promise<void>
+}
+
+const faults = new WeakMap<Controller, NetworkFaults>()
+
+/** The simulated network faults of a controller a test bed started (partitions, loss, delay). */
+export function faultsOf (c: Controller): NetworkFaults {
+  const f = faults.get(c)
+  if (f == null) throw new Error(`controller ${c.config.id} was not started by a test bed`)
+  return f
 }
 
 export async function testBed (name = 'capmesh'): Promise<TestBed> {
@@ -38,7 +48,9 @@ export async function testBed (name = 'capmesh'): Promise<TestBed> {
     async start (overrides = {}) {
       const id = overrides.id ?? `c${n++}`
       const config = resolveControllerConfig(localPreset({ id, dataDir: join(root, id), tlsDir, ...overrides }))
-      const c = new Controller({ config })
+      const f = networkFaults()
+      const c = new Controller({ config, faults: f })
+      faults.set(c, f)
       await c.start()
       running.push(c)
       return c

@@ -6,7 +6,7 @@
  * logs its failover; SIGTERM drains and deregisters it.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { spawnWorker, type ChildWorker } from '../../src/cli/launch.ts'
+import { spawnWorker, type ChildWorker } from '../../src/launch/index.ts'
 import type { Controller } from '../../src/controller/index.ts'
 import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 import { capmesh } from '../helpers/cli.ts'

@@ -99,7 +99,7 @@ describe('drain and stop', () => {
     // Removed at once by the controller that took the deregistration, while d0 is not yet counted as
     // gone anywhere (which takes a stale window and would also drop d0's entries).
     expect([d1, d2].some(c => c.core.registry.get('st2') == null)).toBe(true)
-    expect([d1, d2].map(c => c.core.owners.get('d0')?.status)).not.toContain('gone')
+    expect([d1, d2].map(c => c.core.membership.get('d0')?.status)).not.toContain('gone')
     for (const c of [d1, d2]) {
       await eventually(async () => (await route(c, 'cap-st2')).status === 404, `st2 gone at ${c.config.id}`, 3_000)
       expect(await stateAt(c, 'st2')).toBeUndefined()

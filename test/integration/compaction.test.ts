@@ -15,7 +15,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import type { Controller } from '../../src/controller/index.ts'
-import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { capability, eventually, faultsOf, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 const timers: NodeJS.Timeout[] = []
@@ -112,8 +112,8 @@ describe('compaction', () => {
     // k3 is cut off from the others (both directions).
     const main = [k0, k1, k2]
     await Promise.all([
-      ...main.map(async c => { await c.p2p.block([k3.p2p.peerId]) }),
-      k3.p2p.block(main.map(c => c.p2p.peerId))
+      ...main.map(async c => { await faultsOf(c).block([k3.p2p.peerId]) }),
+      faultsOf(k3).block(main.map(c => c.p2p.peerId))
     ])
     await eventually(() => main.every(c => !c.p2p.connectedPeers().includes(k3.p2p.peerId)) && k3.p2p.connectedPeers().length === 0, 'k3 cut off')
 
@@ -159,7 +159,7 @@ describe('compaction', () => {
     expect(k0.core.registry.get('k1-base-0')).toBeDefined()
     expect(k0.core.registry.get('k3-base-0')).toBeUndefined()
 
-    for (const c of all) c.p2p.unblock()
+    for (const c of all) faultsOf(c).unblock()
     const live = [...expected].filter(([, owner]) => owner != null).map(([id]) => id).sort()
     const gone = [...expected].filter(([, owner]) => owner == null).map(([id]) => id)
     expect(live.length).toBeGreaterThan(80)

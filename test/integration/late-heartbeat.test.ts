@@ -75,13 +75,13 @@ describe('a heartbeat from an older attachment', () => {
     // Watch what x does with each heartbeat (the real method runs; this only records).
     const seen: Array<{ incarnation?: number, outcome: string }> = []
     const real = x.core.heartbeat.bind(x.core)
-    x.core.heartbeat = (id, input = {}) => {
+    x.core.heartbeat = req => {
       try {
-        const ok = real(id, input)
-        seen.push({ incarnation: input.incarnation, outcome: ok ? 'acknowledged' : 'not registered' })
-        return ok
+        const reply = real(req)
+        seen.push({ incarnation: req.incarnation, outcome: 'status' in reply ? reply.status : 'not registered' })
+        return reply
       } catch (err) {
-        seen.push({ incarnation: input.incarnation, outcome: err instanceof SupersededError ? 'superseded' : String(err) })
+        seen.push({ incarnation: req.incarnation, outcome: err instanceof SupersededError ? 'superseded' : String(err) })
         throw err
       }
     }

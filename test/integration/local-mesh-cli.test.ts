@@ -11,7 +11,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { CLI } from '../../src/cli/launch.ts'
+import { CLI } from '../../src/launch/index.ts'
 import { capmesh } from '../helpers/cli.ts'
 import { eventually, freePorts } from '../helpers/controllers.ts'
 

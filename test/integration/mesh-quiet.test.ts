@@ -18,7 +18,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
-import type { Digest } from '../../src/gossip/index.ts'
+import type { Digest } from '../../src/membership/index.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
@@ -42,7 +42,7 @@ describe('a quiet mesh', () => {
     const all = [c0, ...others]
     await eventually(() => fullMesh(all), 'every controller connected to every other', 8_000, 50)
     // ... and each knows every other by controller id (it heard from it).
-    await eventually(() => all.every(c => c.p2p.status().peers.filter(p => p.connected && p.controller_id != null).length === 4), 'every peer known by its controller id', 5_000, 50)
+    await eventually(() => all.every(c => c.view.mesh().peers.filter(p => p.connected && p.controller_id != null).length === 4), 'every peer known by its controller id', 5_000, 50)
   })
 
   it('at rest, sends no digest between keepalives and exchanges only as the net; a change of health goes out at once', async () => {
@@ -59,7 +59,7 @@ describe('a quiet mesh', () => {
     const linkedAt: Array<{ id: string, at: number }> = []
     for (const c of cs) {
       c.p2p.on('peer:connect', () => { linkedAt.push({ id: c.config.id, at: performance.now() }) })
-      c.p2p.on('digest', (id: string, d: Digest) => {
+      c.core.membership.on('digest', (id: string, d: Digest) => {
         const now = performance.now()
         const prev = lastFrom.get(`${c.config.id}<${id}`)
         if (resting) {
@@ -78,7 +78,7 @@ describe('a quiet mesh', () => {
     await eventually(() => cs.every(c => c.core.registry.size === 3 && c.core.registryHash === cs[0].core.registryHash), 'one registry everywhere', 5_000, 20)
 
     // Wait for the mesh to settle: the hash digests of the last writes are out, and every peer's word agrees.
-    await eventually(() => cs.every(c => [...c.core.owners.entries()].every(([id, o]) => id === c.config.id || o.registryHash === c.core.registryHash)), 'every peer to have said it agrees', 5_000, 20)
+    await eventually(() => cs.every(c => [...c.core.membership.members()].every(([id, o]) => id === c.config.id || o.registryHash === c.core.registryHash)), 'every peer to have said it agrees', 5_000, 20)
     await new Promise(resolve => setTimeout(resolve, 500))
     resting = true
     restFrom = performance.now()
@@ -86,7 +86,7 @@ describe('a quiet mesh', () => {
     let exchanges = 0
     let connects = 0
     for (const c of cs) {
-      c.p2p.on('digest', () => { digests++ })
+      c.core.membership.on('digest', () => { digests++ })
       c.p2p.on('sync', () => { exchanges++ })
       c.p2p.on('peer:connect', () => { connects++ })
     }

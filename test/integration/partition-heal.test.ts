@@ -14,7 +14,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
-import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { capability, eventually, faultsOf, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 let pulse: Pulse | null = null
@@ -102,8 +102,8 @@ async function linked (a: Controller[], b: Controller[]): Promise<void> {
 /** Cuts every p2p link between the two groups, from both sides, and waits until no link is left. */
 async function partition (a: Controller[], b: Controller[]): Promise<void> {
   await Promise.all([
-    ...a.map(async x => { await x.p2p.block(b.map(y => y.p2p.peerId)) }),
-    ...b.map(async y => { await y.p2p.block(a.map(x => x.p2p.peerId)) })
+    ...a.map(async x => { await faultsOf(x).block(b.map(y => y.p2p.peerId)) }),
+    ...b.map(async y => { await faultsOf(y).block(a.map(x => x.p2p.peerId)) })
   ])
   await eventually(() => a.every(x => {
     const peers = new Set(x.p2p.connectedPeers())
@@ -240,7 +240,7 @@ describe('partition and heal', () => {
     expect(await routesAll(A, ownedBy(A), owner)).toBe(true)
     expect(await routesAll(B, ownedBy(B), owner)).toBe(true)
 
-    for (const c of cs) c.p2p.unblock()
+    for (const c of cs) faultsOf(c).unblock()
     await linked(cs, cs)
     await healed(cs)
     // The failover decided by data: the incarnation-2 attachment at c0 won everywhere.
@@ -264,7 +264,7 @@ describe('partition and heal', () => {
     for (const b of B2) expect(b.core.registry.get('pa2-0')).toBeUndefined()
     await eventually(() => B2.every(b => b.core.registry.get('w0-3') == null) || A2.every(a => a.core.registry.get('w1-3') == null),
       'one side to drop the entries of the other', 5_000)
-    for (const c of cs) c.p2p.unblock()
+    for (const c of cs) faultsOf(c).unblock()
     await linked(cs, cs)
     await healed(cs)
 
@@ -284,7 +284,7 @@ describe('partition and heal', () => {
     // Side A drops side B's entries; side B, having lost most of its peers, is in self-preservation
     // and has written side A's controllers off as gone (keeping their entries).
     await eventually(() => A.every(a => a.core.registry.get('w3-1') == null && a.core.registry.get('w4-1') == null) &&
-      B.every(b => b.core.selfPreservation.peers && ['c0', 'c1', 'c2'].every(o => b.core.owners.get(o)?.status === 'gone')),
+      B.every(b => b.core.selfPreservation.peers && ['c0', 'c1', 'c2'].every(o => b.core.membership.get(o)?.status === 'gone')),
     'side A to drop side B, side B to be in self-preservation with side A gone', 8_000)
 
     // From here on, side A's controllers hear each other the whole time: none of them may lose a
@@ -301,10 +301,10 @@ describe('partition and heal', () => {
     }
     // The heal reaches c3 through c0 first: c3 hears c0 again and leaves self-preservation
     // while c1 and c2 are still silent to it (they are alive, and c0 hears them).
-    c0.p2p.unblock([c3.p2p.peerId])
-    c3.p2p.unblock([c0.p2p.peerId])
+    faultsOf(c0).unblock([c3.p2p.peerId])
+    faultsOf(c3).unblock([c0.p2p.peerId])
     await eventually(() => !c3.core.selfPreservation.peers, 'c3 to hear c0 and leave self-preservation', 5_000)
-    for (const c of cs) c.p2p.unblock()
+    for (const c of cs) faultsOf(c).unblock()
     await linked(cs, cs)
     await healed(cs)
     expect(lostOnA, 'live workers of side A vanished from side A after c3 rejoined and dropped the segments of c1/c2 it had not heard from yet').toEqual([])

@@ -11,7 +11,7 @@ import { rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { spawnController, type ChildController } from '../../src/cli/launch.ts'
+import { spawnController, type ChildController } from '../../src/launch/index.ts'
 import { freePort, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 const SCRIPT = resolve(import.meta.dirname, '../fixtures/python_worker.py')

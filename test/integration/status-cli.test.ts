@@ -7,7 +7,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
 import { capmesh } from '../helpers/cli.ts'
-import { capability, eventually, freePort, testBed, type TestBed } from '../helpers/controllers.ts'
+import { capability, eventually, faultsOf, freePort, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 let a: Controller
@@ -57,16 +57,16 @@ describe('capmesh status', () => {
   })
 
   it('exits 1 when the controllers hold different registries (a partition)', async () => {
-    await a.p2p.block([b.p2p.peerId])
-    await b.p2p.block([a.p2p.peerId])
+    await faultsOf(a).block([b.p2p.peerId])
+    await faultsOf(b).block([a.p2p.peerId])
     await eventually(() => !a.p2p.connectedPeers().includes(b.p2p.peerId), 'the link to be cut')
     expect((await register(a, 'only-on-a')).status).toBe(200)
     const out = await status(a.url, b.url)
     expect(out.code).toBe(1)
     expect(out.stdout).toContain('NOT OK: 2 of 2 controllers answered; 2 different registries')
     // Healed, they agree again.
-    a.p2p.unblock()
-    b.p2p.unblock()
+    faultsOf(a).unblock()
+    faultsOf(b).unblock()
     await eventually(async () => (await status(a.url, b.url)).code === 0, 'status to report agreement after the heal', 15_000, 250)
   })
 

@@ -9,7 +9,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
 import { Origin, Registry } from '../../src/registry/index.ts'
-import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { capability, eventually, faultsOf, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 beforeEach(async () => { bed = await testBed('sync-busy') })
@@ -41,7 +41,7 @@ describe('sync exchanges', () => {
     const [c0, c1, c2] = await startMesh(3)
     const atC1 = exchanges(c1)
     // c1 holds its exchange with c0 open for a second (its fault hook delays every exchange).
-    c1.p2p.faults.delayMs = 1_000
+    faultsOf(c1).set({ delayMs: 1_000 })
     const first = c0.p2p.syncWith(c1.p2p.peerId)
     await eventually(() => c1.p2p.busy, 'c1 to be in the exchange with c0', 5_000, 5)
 
@@ -49,7 +49,7 @@ describe('sync exchanges', () => {
     expect(atC1.has(c2.p2p.peerId)).toBe(false)
 
     expect(await first, 'the first exchange completes').not.toBeNull()
-    c1.p2p.faults.delayMs = 0
+    faultsOf(c1).set({ delayMs: 0 })
     const again = await c2.p2p.syncWith(c1.p2p.peerId)
     expect(again, 'a free c1 takes the exchange').not.toBeNull()
     expect(again!.peerController).toBe('c1')
@@ -59,8 +59,8 @@ describe('sync exchanges', () => {
   it('a link that comes up while one side is busy still gets its exchange', async () => {
     const [c0, c1, c2] = await startMesh(3)
     // Whichever of the two has the smaller peer id starts the exchange when their link comes up.
-    await c1.p2p.block([c2.p2p.peerId])
-    await c2.p2p.block([c1.p2p.peerId])
+    await faultsOf(c1).block([c2.p2p.peerId])
+    await faultsOf(c2).block([c1.p2p.peerId])
     await eventually(() => !c1.p2p.connectedPeers().includes(c2.p2p.peerId), 'c1 and c2 to be apart', 5_000)
     const atC1 = exchanges(c1)
     const atC2 = exchanges(c2)
@@ -71,12 +71,12 @@ describe('sync exchanges', () => {
     c2.core.registry.applyUpdate(elsewhere.encodeState(), Origin.remote)
     expect(c1.core.registry.get('only-at-c2')).toBeUndefined()
 
-    c1.p2p.faults.delayMs = 800
+    faultsOf(c1).set({ delayMs: 800 })
     const first = c0.p2p.syncWith(c1.p2p.peerId)
     await eventually(() => c1.p2p.busy, 'c1 to be in the exchange with c0', 5_000, 5)
     // The link comes back while c1 is busy: whichever side starts the exchange must wait for c1.
-    c1.p2p.unblock()
-    c2.p2p.unblock()
+    faultsOf(c1).unblock()
+    faultsOf(c2).unblock()
     await eventually(() => c1.p2p.connectedPeers().includes(c2.p2p.peerId), 'c1 and c2 to reconnect', 5_000, 10)
     expect(await first).not.toBeNull()
     await eventually(() => atC1.has(c2.p2p.peerId) && atC2.has(c1.p2p.peerId), 'the exchange between c1 and c2 after the reconnect', 8_000, 20)

@@ -13,7 +13,7 @@ import { rmSync } from 'node:fs'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { meshStatus } from '../../src/cli/status.ts'
 import type { Controller } from '../../src/controller/index.ts'
-import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { capability, eventually, faultsOf, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 beforeEach(async () => { bed = await testBed('sync-large') })
@@ -61,15 +61,15 @@ describe('anti-entropy beyond 4 MiB', { timeout: 3 * CATCH_UP_MS }, () => {
     const a = await bed.start({ id: 'a', ...slow })
     const b = await bed.start({ id: 'b', ...slow, bootstrap: [a.p2p.multiaddrs[0]] })
     await eventually(() => a.p2p.connectedPeers().includes(b.p2p.peerId), 'a and b to connect')
-    await a.p2p.block([b.p2p.peerId])
-    await b.p2p.block([a.p2p.peerId])
+    await faultsOf(a).block([b.p2p.peerId])
+    await faultsOf(b).block([a.p2p.peerId])
     await eventually(() => !a.p2p.connectedPeers().includes(b.p2p.peerId) && !b.p2p.connectedPeers().includes(a.p2p.peerId), 'a and b to be apart')
     registerMany(a, 'a-', N / 2)
     registerMany(b, 'b-', N / 2)
     expect(a.core.registry.size).toBe(N / 2)
     expect(b.core.registry.size).toBe(N / 2)
-    a.p2p.unblock()
-    b.p2p.unblock()
+    faultsOf(a).unblock()
+    faultsOf(b).unblock()
     await converged([a, b], N)
   })
 

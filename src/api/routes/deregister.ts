@@ -1,5 +1,4 @@
-import { DrainBody, ErrorBody, SupersededBody, WorkerIdBody } from '../schemas.ts'
-import { Type } from 'typebox'
+import { DeregisterReply, DrainBody, DrainReply, ErrorBody, SupersededBody, WorkerIdBody } from '../../wire/index.ts'
 import type { Api, ApiComponents } from '../types.ts'
 
 /**
@@ -7,34 +6,20 @@ import type { Api, ApiComponents } from '../types.ts'
  * to it, keep it listed; like a heartbeat, a drain from an older attachment
  * of a worker now attached elsewhere gets 409 superseded and changes nothing.
  */
-export function deregisterRoute (app: Api, { core }: ApiComponents): void {
+export function deregisterRoute (app: Api, { view }: ApiComponents): void {
   app.post('/deregister', {
     schema: {
       summary: 'Deregister a worker (idempotent)',
       body: WorkerIdBody,
-      response: { 200: Type.Object({ status: Type.Literal('deregistered'), worker_id: Type.String(), known: Type.Boolean() }), 400: ErrorBody }
+      response: { 200: DeregisterReply, 400: ErrorBody }
     }
-  }, async (req) => {
-    const known = core.deregister(req.body.worker_id)
-    return { status: 'deregistered' as const, worker_id: req.body.worker_id, known }
-  })
+  }, async (req) => view.deregister(req.body.worker_id))
 
   app.post('/drain', {
     schema: {
       summary: 'Mark a worker draining: listed, not routed to',
       body: DrainBody,
-      response: {
-        200: Type.Union([
-          Type.Object({ status: Type.Literal('draining'), worker_id: Type.String() }),
-          Type.Object({ error: Type.Literal('worker_not_registered'), worker_id: Type.String() })
-        ]),
-        400: ErrorBody,
-        409: SupersededBody
-      }
+      response: { 200: DrainReply, 400: ErrorBody, 409: SupersededBody }
     }
-  }, async (req) => {
-    const id = req.body.worker_id
-    if (!core.drain(id, req.body.incarnation)) return { error: 'worker_not_registered' as const, worker_id: id }
-    return { status: 'draining' as const, worker_id: id }
-  })
+  }, async (req) => view.drain(req.body.worker_id, req.body.incarnation))
 }

@@ -1,12 +1,12 @@
 import { DEFAULT_WORKERS_PAGE, MAX_WORKERS_PAGE } from '../../constants.ts'
 import { ValidationError } from '../../errors.ts'
-import { CapabilitiesReply, ErrorBody, WorkersQuerystring, WorkersReply } from '../schemas.ts'
+import { CapabilitiesReply, ErrorBody, WorkersQuerystring, WorkersReply } from '../../wire/index.ts'
 import type { Api, ApiComponents } from '../types.ts'
 
 /** GET /capabilities and GET /workers — what the registry holds, with health. */
-export function listingRoutes (app: Api, { core }: ApiComponents): void {
+export function listingRoutes (app: Api, { view }: ApiComponents): void {
   app.get('/capabilities', { schema: { summary: 'Capabilities on offer', response: { 200: CapabilitiesReply } } }, async () => {
-    return { capabilities: core.router.capabilities() }
+    return { capabilities: view.capabilities() }
   })
 
   app.get('/workers', {
@@ -14,6 +14,6 @@ export function listingRoutes (app: Api, { core }: ApiComponents): void {
   }, async (req) => {
     const limit = req.query.limit != null ? Number(req.query.limit) : DEFAULT_WORKERS_PAGE
     if (limit > MAX_WORKERS_PAGE) throw new ValidationError(`querystring/limit must be ≤ ${MAX_WORKERS_PAGE}`, [{ field: 'querystring/limit', message: `must be <= ${MAX_WORKERS_PAGE}` }])
-    return core.workers({ state: req.query.state, capability: req.query.capability, limit, offset: Number(req.query.offset ?? 0) })
+    return view.workers({ state: req.query.state, capability: req.query.capability, limit, offset: Number(req.query.offset ?? 0) })
   })
 }

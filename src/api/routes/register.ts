@@ -1,16 +1,13 @@
-import { ErrorBody, RegisterBody, RegisterReply } from '../schemas.ts'
+import { ErrorBody, RegisterBody, RegisterReply } from '../../wire/index.ts'
 import type { Api, ApiComponents } from '../types.ts'
 
 /** POST /register — attach a worker here; routable at once. */
-export function registerRoute (app: Api, { core }: ApiComponents): void {
+export function registerRoute (app: Api, { view }: ApiComponents): void {
   app.post('/register', {
     schema: {
       summary: 'Register a worker and its capabilities',
       body: RegisterBody,
       response: { 200: RegisterReply, 400: ErrorBody }
     }
-  }, async (req) => {
-    const rec = core.register(req.body)
-    return { status: 'registered' as const, worker_id: rec.worker_id, incarnation: rec.incarnation, controller_id: rec.owner }
-  })
+  }, async (req) => view.register(req.body))
 }

@@ -1,20 +1,33 @@
 import { EventEmitter } from 'node:events'
 import { describe, expect, it } from 'vitest'
-import { ControllerCore } from '../../../src/controller/core.ts'
-import type { Mesh } from '../../../src/gossip/index.ts'
+import { ControllerCore, controllerView, type NodeFacts, type ViewEvents } from '../../../src/core/index.ts'
 import { controllerMetrics } from '../../../src/metrics/index.ts'
 import { parseMetrics } from '../../helpers/metrics.ts'
 
-const core = (): ControllerCore => new ControllerCore({ controllerId: 'a', heartbeatIntervalMs: 1000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000 })
+const core = (): ControllerCore => new ControllerCore({ controllerId: 'a', heartbeatIntervalMs: 1000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 1000, digestKeepaliveMs: 15_000 })
+/** A process with no mesh and no data dir yet. */
+const noNode: NodeFacts = {
+  peerId: () => null,
+  listenAddrs: () => [],
+  connectedPeers: () => 0,
+  peers: () => [],
+  sync: () => ({ state: 'ok', behind: [] }),
+  store: () => null,
+  caPath: () => null,
+  meshKeyId: () => null,
+  config: () => ({ heartbeat_interval_ms: 1000, unhealthy_after_ms: 60_000, stale_after_ms: 120_000 })
+}
 const cap = { name: 'echo', verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 1 }
-const metricsOf = (c: ControllerCore, processMetrics = false) => controllerMetrics({ core: c, mesh: () => null, store: () => null, info: { controller_id: 'a', mesh_key_id: null } }, { processMetrics })
+/** Metrics of `c`'s view; `events` is what the composition root relays into it. */
+const metricsOf = (c: ControllerCore, processMetrics = false, events = new EventEmitter<ViewEvents>()) =>
+  controllerMetrics({ view: controllerView(c, noNode, events), info: { controller_id: 'a', mesh_key_id: null } }, { processMetrics })
 
 describe('controller metrics', () => {
   it('read the registry and the liveness of owned workers when scraped', async () => {
     const c = core()
     const m = metricsOf(c)
     for (const id of ['w1', 'w2', 'w3']) c.register({ worker_id: id, worker_url: `https://127.0.0.1:7000/${id}`, capabilities: [cap] })
-    c.heartbeat('w2', { draining: true })
+    c.heartbeat({ worker_id: 'w2', status: 'draining' })
     let s = parseMetrics(await m.text())
     expect(s.sum('capmesh_own_workers', { state: 'healthy' })).toBe(2)
     expect(s.sum('capmesh_own_workers', { state: 'draining' })).toBe(1)
@@ -29,21 +42,20 @@ describe('controller metrics', () => {
     expect(s.sum('capmesh_own_workers', { state: 'healthy' })).toBe(1)
   })
 
-  it('count the core\'s and the mesh\'s events until closed', async () => {
+  it('count the controller\'s events until closed', async () => {
     const c = core()
-    const m = metricsOf(c)
-    const mesh = new EventEmitter()
-    m.watchMesh(mesh as unknown as Mesh)
-    mesh.emit('gossip', 'capmesh/registry/2', 'accepted')
-    mesh.emit('gossip', 'capmesh/registry/2', 'rejected')
-    mesh.emit('gossip', 'capmesh/liveness/2', 'ignored')
-    mesh.emit('sync', { bytesReceived: 1000 })
-    mesh.emit('sync', { bytesReceived: 24 })
-    mesh.emit('sync:failed', 'peer')
-    c.emit('selfPreservation', 'peers', true)
-    c.emit('selfPreservation', 'peers', false)
-    c.emit('expired', 'w1', 'unhealthy')
-    c.emit('dropped', 'b', 2)
+    const events = new EventEmitter<ViewEvents>()
+    const m = metricsOf(c, false, events)
+    events.emit('gossip', 'capmesh/registry/2', 'accepted')
+    events.emit('gossip', 'capmesh/registry/2', 'rejected')
+    events.emit('gossip', 'capmesh/liveness/2', 'ignored')
+    events.emit('sync', { ok: true, bytesReceived: 1000 })
+    events.emit('sync', { ok: true, bytesReceived: 24 })
+    events.emit('sync', { ok: false, reason: 'timeout' })
+    events.emit('selfPreservation', 'peers', true)
+    events.emit('selfPreservation', 'peers', false)
+    events.emit('expired', 'w1', 'unhealthy')
+    events.emit('dropped', 'b', 2)
     let s = parseMetrics(await m.text())
     expect(s.sum('capmesh_gossip_messages_total', { topic: 'capmesh/registry/2' })).toBe(2)
     expect(s.sum('capmesh_gossip_messages_total', { result: 'ignored' })).toBe(1)
@@ -56,13 +68,16 @@ describe('controller metrics', () => {
     expect(s.sum('capmesh_workers_expired_total')).toBe(1)
     expect(s.sum('capmesh_owner_drops_total')).toBe(1)
 
+    expect(s.sum('capmesh_sync_failures_total', { reason: 'timeout' })).toBe(1)
+    expect(s.sum('capmesh_sync_failures_total', { reason: 'too_large' })).toBe(0)
+
     m.close()
-    mesh.emit('sync:failed', 'peer')
-    c.emit('expired', 'w2', 'unhealthy')
+    events.emit('sync', { ok: false, reason: 'timeout' })
+    events.emit('expired', 'w2', 'unhealthy')
     s = parseMetrics(await m.text())
     expect(s.sum('capmesh_sync_exchanges_total', { result: 'failed' })).toBe(1)
     expect(s.sum('capmesh_workers_expired_total')).toBe(1)
-    expect(mesh.listenerCount('gossip') + c.listenerCount('expired')).toBe(0)
+    expect(events.listenerCount('gossip') + events.listenerCount('expired')).toBe(0)
   })
 
   it('time requests into buckets by route', async () => {

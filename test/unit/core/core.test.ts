@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest'
-import { ControllerCore } from '../../../src/controller/core.ts'
+import { ControllerCore } from '../../../src/core/index.ts'
 import * as Y from 'yjs'
 import { Origin } from '../../../src/registry/index.ts'
 
-const core = (id: string): ControllerCore => new ControllerCore({ controllerId: id, heartbeatIntervalMs: 1000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000 })
+const core = (id: string): ControllerCore => new ControllerCore({ controllerId: id, heartbeatIntervalMs: 1000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 1000, digestKeepaliveMs: 15_000 })
 const cap = { name: 'echo', verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 1 }
 const reg = (c: ControllerCore, id: string, incarnation?: number): void => { c.register({ worker_id: id, worker_url: `https://127.0.0.1:7000/${id}`, capabilities: [cap], incarnation }) }
 
@@ -46,20 +46,20 @@ describe('ControllerCore routing of other owners\' workers', () => {
     const b = core('b')
     reg(b, 'w1')
     reg(b, 'w2')
-    b.heartbeat('w1')
+    b.heartbeat({ worker_id: 'w1' })
     // w2 is shutting down: b's digest lists it as draining (not routable).
-    b.heartbeat('w2', { draining: true })
+    b.heartbeat({ worker_id: 'w2', status: 'draining' })
     const a = core('a')
     Y.applyUpdate(a.registry.doc, Y.encodeStateAsUpdate(b.registry.doc), Origin.remote)
     expect(a.stateCounts().pending).toBe(2)
     // A sync or a registry update from b: b is alive, but what of its workers is not known yet.
-    a.onHeard('b')
+    a.membership.heard('b')
     expect(a.stateCounts()).toMatchObject({ healthy: 0, pending: 2 })
     // Pending workers are still a last resort when nothing healthy offers the capability.
     expect(['w1', 'w2']).toContain(route(a, 'echo').worker_id)
     expect(route(a, 'echo').state).toBe('pending')
     // b's word: w1 healthy, w2 draining.
-    a.onDigest('b', b.digest())
+    a.membership.receive('b', 'peer-b', b.membership.digest())
     expect(a.stateCounts()).toMatchObject({ healthy: 1, draining: 1, pending: 0 })
     for (let i = 0; i < 5; i++) expect(route(a, 'echo')).toMatchObject({ worker_id: 'w1', state: 'healthy' })
   })

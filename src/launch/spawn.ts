@@ -1,13 +1,18 @@
 /**
- * Starts controllers as child processes (`capmesh controller ...`) and
- * learns their URL, peer id and p2p addresses from the start-up log line.
- * Used by `npm start`, `capmesh local`, tests and simulations: everything
- * started here is stopped by its pid.
+ * Starts controllers and demo workers as child processes (`capmesh
+ * controller ...`, `capmesh worker ...`) and learns their URL, peer id and
+ * p2p addresses from the start-up log line. Used by `npm start`, `capmesh
+ * local`, tests and simulations: everything started here is stopped by its
+ * pid.
+ *
+ * Every child gets an IPC channel, and a capmesh process started with one
+ * stops when it closes (cli/signals.ts): its parent is gone, however it
+ * died (Ctrl-C, a broken pipe, kill -9). No child outlives its launcher.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import type { SimCommand, SimEvent, SimReply } from '../sim/control.ts'
+import type { SimCommand, SimEvent, SimReply } from './control.ts'
 
 export const CLI = fileURLToPath(new URL('../../bin/capmesh.js', import.meta.url))
 
@@ -38,7 +43,7 @@ export interface SpawnInit {
   /** Give up if it has not said it is listening by then (ms). @default 20000 */
   timeoutMs?: number
   cwd?: string
-  /** Open an IPC channel and pass `--sim-control` (simulation harness). @default false */
+  /** Accept fault and watch commands over the IPC channel (`--sim-control`: simulation harness, benchmarks). @default false */
   ipc?: boolean
   /** Unsolicited events from the child's control channel (see the `watch` command). */
   onEvent?: (e: SimEvent) => void
@@ -97,7 +102,7 @@ async function untilReady<T> (child: ChildProcess, what: string, timeoutMs: numb
 
 export async function spawnController (init: SpawnInit): Promise<ChildController> {
   const args = [CLI, 'controller', ...init.args, ...(init.ipc === true ? ['--sim-control'] : [])]
-  const child = spawn(process.execPath, args, { cwd: init.cwd, stdio: init.ipc === true ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, args, { cwd: init.cwd, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
   const life = lifecycle(child)
   let nextId = 1
   const waiting = new Map<number, { resolve: () => void, reject: (e: Error) => void }>()
@@ -118,7 +123,7 @@ export async function spawnController (init: SpawnInit): Promise<ChildController
     waiting.clear()
   })
   const control = async (cmd: DistributiveOmit<SimCommand, 'id'>): Promise<void> => {
-    if (child.send == null || !child.connected) throw new Error(`controller ${init.id} has no control channel`)
+    if (init.ipc !== true || child.send == null || !child.connected) throw new Error(`controller ${init.id} has no control channel (spawn it with ipc: true)`)
     const id = nextId++
     await new Promise<void>((resolve, reject) => {
       waiting.set(id, { resolve, reject })
@@ -148,7 +153,7 @@ export interface ChildWorker {
 
 /** Starts `capmesh worker ...` and resolves once it serves and is attached. */
 export async function spawnWorker (init: { id: string, args: string[], onLine?: (line: string) => void, timeoutMs?: number }): Promise<ChildWorker> {
-  const child = spawn(process.execPath, [CLI, 'worker', '--id', init.id, ...init.args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [CLI, 'worker', '--id', init.id, ...init.args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
   const life = lifecycle(child)
   const url = await untilReady(child, `worker ${init.id}`, init.timeoutMs ?? 20_000, life,
     line => / serving .* at (https:\/\/\S+)$/.exec(line)?.[1] ?? null, init.onLine)

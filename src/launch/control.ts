@@ -4,10 +4,12 @@
  * network surface; only active with the hidden `--sim-control` flag and when
  * the process was spawned with IPC). Benchmarks also use it to learn the
  * moment a controller can route a new worker (`watch`) or its registry hash
- * changes (`hashes`), without polling.
+ * changes (`hashes`), without polling. The child side sees the controller
+ * through its view and its injected network faults, nothing else.
  */
 import { performance } from 'node:perf_hooks'
-import type { Controller } from '../controller/index.ts'
+import type { ControllerView } from '../core/index.ts'
+import type { NetworkFaults } from '../gossip/index.ts'
 
 export type SimCommand =
   | { id: number, cmd: 'block', peers: string[] }
@@ -29,26 +31,26 @@ export type SimEvent =
   | { event: 'hash', hash: string, workers: number, at: number }
 
 /** Sends the registry hash whenever it changes, until `off()`. */
-function reportHashes (controller: Controller): () => void {
+function reportHashes (view: ControllerView): () => void {
   let last = ''
   const send = (): void => {
-    const hash = controller.core.registryHash
+    const hash = view.registryHash()
     if (hash === last) return
     last = hash
-    const ev: SimEvent = { event: 'hash', hash, workers: controller.core.registry.size, at: performance.timeOrigin + performance.now() }
+    const ev: SimEvent = { event: 'hash', hash, workers: view.stateCounts().total, at: performance.timeOrigin + performance.now() }
     process.send?.(ev)
   }
-  controller.core.registry.on('change', send)
+  view.on('registry', send)
   send()
-  return () => { controller.core.registry.off('change', send) }
+  return () => { view.off('registry', send) }
 }
 
 /** Reports watched workers as they become routable (healthy) on this controller. */
-function watch (controller: Controller, prefix: string): void {
+function watch (view: ControllerView, prefix: string): void {
   const waiting = new Set<string>()
   const check = (id: string): boolean => {
     try {
-      const r = controller.core.route({ verb: 'invoke', capability: `cap-${id}` })
+      const r = view.route({ verb: 'invoke', capability: `cap-${id}` })
       if (r.worker_id !== id || r.state !== 'healthy') return false
     } catch {
       return false
@@ -66,16 +68,16 @@ function watch (controller: Controller, prefix: string): void {
       timer = null
     }
   }
-  controller.core.registry.on('change', changes => {
-    for (const c of changes) {
-      if (c.after == null || c.before != null || !c.workerId.startsWith(prefix)) continue
-      if (!check(c.workerId)) waiting.add(c.workerId)
+  view.on('registry', change => {
+    for (const id of change.added) {
+      if (!id.startsWith(prefix)) continue
+      if (!check(id)) waiting.add(id)
     }
     if (waiting.size > 0 && timer == null) timer = setInterval(retry, 1)
   })
 }
 
-export function acceptSimControl (controller: Controller): void {
+export function acceptSimControl (view: ControllerView, faults: NetworkFaults): void {
   if (process.send == null) throw new Error('--sim-control needs an IPC channel (spawned by the simulation harness)')
   let stopHashes: (() => void) | null = null
   process.on('message', (raw: unknown) => {
@@ -84,24 +86,19 @@ export function acceptSimControl (controller: Controller): void {
     const reply = (r: SimReply): void => { process.send?.(r) }
     const run = async (): Promise<void> => {
       switch (m.cmd) {
-        case 'block': await controller.p2p.block(m.peers); break
-        case 'unblock': controller.p2p.unblock(); break
-        case 'watch': watch(controller, m.prefix); break
+        case 'block': await faults.block(m.peers); break
+        case 'unblock': faults.unblock(); break
+        case 'watch': watch(view, m.prefix); break
         case 'hashes':
           stopHashes?.()
-          stopHashes = m.on ? reportHashes(controller) : null
+          stopHashes = m.on ? reportHashes(view) : null
           break
         case 'faults':
-          controller.p2p.faults.delayMs = Math.max(0, m.delayMs)
-          controller.p2p.faults.lossRate = Math.min(1, Math.max(0, m.lossRate))
+          faults.set({ delayMs: m.delayMs, lossRate: m.lossRate })
           break
         default: throw new Error(`unknown command ${(m as { cmd: string }).cmd}`)
       }
     }
     run().then(() => { reply({ id: m.id, ok: true }) }, (err: Error) => { reply({ id: m.id, ok: false, error: err.message }) })
-  })
-  process.on('disconnect', () => {
-    // The harness is gone: don't outlive it.
-    process.kill(process.pid, 'SIGTERM')
   })
 }

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest'
-import { OwnerTracker, type OwnerDigest } from '../../../src/liveness/index.ts'
+import { MemberTable, type Digest } from '../../../src/membership/index.ts'
 
-/** A tracker on a hand-driven clock (unhealthy after 3 s, gone after 6 s). */
-function tracker (): { t: OwnerTracker, advance: (ms: number) => void, events: string[] } {
+/** A member table on a hand-driven clock (unhealthy after 3 s, gone after 6 s). */
+function tracker (): { t: MemberTable, advance: (ms: number) => void, events: string[] } {
   let now = 0
-  const t = new OwnerTracker({ unhealthyAfterMs: 3000, staleAfterMs: 6000, now: () => now })
+  const t = new MemberTable({ unhealthyAfterMs: 3000, staleAfterMs: 6000, now: () => now })
   const events: string[] = []
   t.on('status', (owner, from, to) => { events.push(`status ${owner} ${from}->${to}`) })
   t.on('word', owner => { events.push(`word ${owner}`) })
@@ -13,9 +13,9 @@ function tracker (): { t: OwnerTracker, advance: (ms: number) => void, events: s
 }
 
 let seq = 0
-const digest = (exceptions: OwnerDigest['exceptions'] = []): OwnerDigest => ({ epoch: 'e1', seq: ++seq, exceptions, loads: [], registry_hash: '0000000000000000', self_preservation: false })
+const digest = (exceptions: Digest['exceptions'] = []): Digest => ({ epoch: 'e1', seq: ++seq, owned: 2, exceptions, loads: [], registry_hash: '0000000000000000', self_preservation: false })
 
-describe('OwnerTracker', () => {
+describe('MemberTable', () => {
   it('routes an owner\'s workers as pending until its first digest, even once it is heard from', () => {
     const { t, events } = tracker()
     expect(t.stateOf('b', 'w1')).toBe('pending')

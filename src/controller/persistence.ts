@@ -1,0 +1,107 @@
+/**
+ * A controller's data dir: the pid file that keeps two controllers off one
+ * dir, and the registry's store (store.ts) wired to the core — replayed at
+ * start, every update appended before it is acknowledged, the snapshot
+ * rewritten once the log outgrew it and writes paused.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import type { Logger } from 'pino'
+import { SNAPSHOT_DELAY_MS, SNAPSHOT_MAX_DELAY_MS } from '../constants.ts'
+import { ConfigError, InvalidStateError } from '../errors.ts'
+import { FileStore, Origin, type Registry } from '../registry/index.ts'
+
+/** Refuses to run two controllers on one data dir (a stale pid file from a kill -9 is taken over). */
+export function claimDataDir (dir: string): void {
+  mkdirSync(dir, { recursive: true })
+  const pidFile = join(dir, 'controller.pid')
+  if (existsSync(pidFile)) {
+    const pid = Number(readFileSync(pidFile, 'utf8'))
+    if (Number.isInteger(pid) && pid !== process.pid && alive(pid)) {
+      throw new ConfigError(`data dir ${dir} is in use by process ${pid}; give each controller its own --data-dir`)
+    }
+  }
+  writeFileSync(pidFile, String(process.pid))
+}
+
+export function releaseDataDir (dir: string): void {
+  rmSync(join(dir, 'controller.pid'), { force: true })
+}
+
+function alive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+export class Persistence {
+  private readonly store: FileStore
+  private readonly registry: Registry
+  private readonly log: Logger
+  private snapshotTimer: NodeJS.Timeout | null = null
+  /** When the current wish for a snapshot began (monotonic ms), null if none. */
+  private snapshotWantedSince: number | null = null
+  private readonly onUpdate = (update: Uint8Array, origin: Origin): void => {
+    if (origin === Origin.load) return
+    this.store.append(update)
+    if (this.store.wantsSnapshot()) this.queueSnapshot()
+  }
+
+  constructor (init: { dir: string, fsync: boolean, registry: Registry, log: Logger }) {
+    this.store = new FileStore({ dir: join(init.dir, 'registry'), fsync: init.fsync })
+    this.registry = init.registry
+    this.log = init.log
+  }
+
+  /** Replays the data dir into the registry (restored workers are pending), then logs every later update. Returns the workers restored. */
+  load (): number {
+    const { updates, truncatedBytes } = this.store.load()
+    if (truncatedBytes > 0) this.log.warn({ truncatedBytes }, 'cut a torn record off the end of the update log')
+    for (const u of updates) {
+      try {
+        this.registry.applyUpdate(u, Origin.load)
+      } catch (err) {
+        if (!(err instanceof InvalidStateError)) throw err
+        this.log.warn({ err: err.message }, 'skipped an unreadable record in the data dir')
+      }
+    }
+    this.registry.on('update', this.onUpdate)
+    return this.registry.size
+  }
+
+  /** Sizes on disk. */
+  stats (): { logBytes: number, snapshotBytes: number } { return this.store.stats() }
+
+  /** Writes a final snapshot and closes the store. */
+  close (): void {
+    if (this.snapshotTimer != null) clearTimeout(this.snapshotTimer)
+    this.snapshotTimer = null
+    this.registry.off('update', this.onUpdate)
+    this.store.snapshot(this.registry.encodeState())
+    this.store.close()
+  }
+
+  /**
+   * Rewrites the snapshot once the log outgrew it and writes have paused for
+   * SNAPSHOT_DELAY_MS (at most SNAPSHOT_MAX_DELAY_MS after it first wanted
+   * one). Nothing waits for it (the log already holds every update), and
+   * encoding the whole registry in the middle of a heal or a burst of
+   * registrations competes with applying them: it was a tenth of the CPU of
+   * a heal.
+   */
+  private queueSnapshot (): void {
+    const now = performance.now()
+    this.snapshotWantedSince ??= now
+    if (this.snapshotTimer != null) clearTimeout(this.snapshotTimer)
+    const delay = Math.min(SNAPSHOT_DELAY_MS, this.snapshotWantedSince + SNAPSHOT_MAX_DELAY_MS - now)
+    this.snapshotTimer = setTimeout(() => {
+      this.snapshotTimer = null
+      this.snapshotWantedSince = null
+      this.store.snapshot(this.registry.encodeState())
+    }, Math.max(0, delay))
+  }
+}

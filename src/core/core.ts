@@ -1,0 +1,371 @@
+/**
+ * The controller's in-memory heart, with no I/O: the registry (Yjs), the
+ * health of the workers it owns (Liveness), the other controllers and what
+ * they say of theirs (Membership), and the routing index — wired so that
+ * every registry change, health transition and digest reaches the index
+ * synchronously.
+ *
+ * Its public methods are what a controller does (register, heartbeat,
+ * drain, deregister, route, list, export, import) in the wire contract's
+ * shapes; the API, metrics, CLI and simulations reach it only through a
+ * ControllerView (view.ts). Its parts are fields for the composition root
+ * (controller/) and tests, not for other layers.
+ */
+import { EventEmitter } from 'node:events'
+import { SupersededError } from '../errors.ts'
+import { Liveness, type HealthState } from '../liveness/index.ts'
+import { Membership, type MemberStatus, type OwnedWorker } from '../membership/index.ts'
+import { exportState, importState, Origin, Registry, registryReplica, type RegistryStats, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
+import { Router } from '../routing/index.ts'
+import type {
+  CapabilitySummary, DeregisterReply, DrainReply, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
+  PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WorkersReply
+} from '../wire/index.ts'
+import type { Replica } from '../gossip/replica.ts'
+
+export interface ControllerCoreInit {
+  /** This controller's id. */
+  controllerId: string
+  /** Expected heartbeat interval (ms): the Retry-After hint. */
+  heartbeatIntervalMs: number
+  unhealthyAfterMs: number
+  staleAfterMs: number
+  /** How often the root calls tick() (digest publishing) (ms). */
+  digestIntervalMs: number
+  /** Publish the digest at least this often (ms). */
+  digestKeepaliveMs: number
+  /** idempotency_key lifetime (ms). @default 300000 */
+  idempotencyTtlMs?: number
+  /** Lost fraction of peer controllers that triggers self-preservation. @default 0.5 */
+  selfPreservationPeerRatio?: number
+}
+
+export interface CoreEvents {
+  /** A worker was removed because it went silent (or was never confirmed). */
+  expired: [workerId: string, state: HealthState]
+  /** Another controller's status changed (alive, silent, gone). */
+  member: [controllerId: string, from: MemberStatus, to: MemberStatus]
+  /** A controller gone for longer than the stale window had its entries dropped. */
+  dropped: [controllerId: string, segments: number]
+  /** Self-preservation switched; `kind` says whether workers or peers went silent. */
+  selfPreservation: [kind: 'workers' | 'peers', on: boolean]
+  /** Entries of this controller that a peer dropped (it thought it gone) were written back. */
+  republished: [entries: number]
+  /** Registry data from a peer, an import or the data dir was ignored as malformed. */
+  invalid: [reason: string]
+  /** The registry changed (any origin): the workers it gained. */
+  registry: [change: { added: string[] }]
+}
+
+export class ControllerCore extends EventEmitter<CoreEvents> {
+  readonly controllerId: string
+  readonly registry: Registry
+  readonly liveness: Liveness
+  readonly membership: Membership
+  readonly router: Router
+  /** The registry as gossip sees it. */
+  readonly replica: Replica
+  private readonly byOwner = new Map<string, Set<string>>()
+  /** XOR of the entries' 64-bit hashes, as two 32-bit halves (no BigInt on the hot path). */
+  private hashHi = 0
+  private hashLo = 0
+
+  constructor (init: ControllerCoreInit) {
+    super()
+    this.controllerId = init.controllerId
+    this.registry = new Registry({ controllerId: init.controllerId })
+    this.replica = registryReplica(this.registry)
+    this.liveness = new Liveness({ unhealthyAfterMs: init.unhealthyAfterMs, staleAfterMs: init.staleAfterMs })
+    this.membership = new Membership({
+      controllerId: init.controllerId,
+      local: {
+        ownWorkers: () => this.ownWorkers(),
+        registryHash: () => this.registryHash,
+        workersSelfPreservation: () => this.liveness.selfPreservation
+      },
+      unhealthyAfterMs: init.unhealthyAfterMs,
+      staleAfterMs: init.staleAfterMs,
+      digestIntervalMs: init.digestIntervalMs,
+      digestKeepaliveMs: init.digestKeepaliveMs,
+      selfPreservationPeerRatio: init.selfPreservationPeerRatio
+    })
+    this.router = new Router({
+      controllerId: init.controllerId,
+      retryAfterSeconds: Math.max(1, Math.ceil(init.heartbeatIntervalMs / 1000)),
+      idempotency: { ttlMs: init.idempotencyTtlMs }
+    })
+    this.registry.on('change', (changes, origin) => { this.onChange(changes, origin) })
+    this.registry.on('republished', n => { this.emit('republished', n) })
+    this.registry.on('invalid', reason => { this.emit('invalid', reason) })
+    this.liveness.on('state', (id, _from, to) => { if (this.isOwn(id)) this.router.setState(id, to) })
+    this.liveness.on('load', (id, load) => { if (this.isOwn(id)) this.router.setLoad(id, load) })
+    this.liveness.on('expire', (id, last) => {
+      this.registry.deregister(id)
+      // The registry may not know it any more (removed meanwhile); make sure the index forgets it too.
+      if (this.registry.get(id) == null) this.router.remove(id)
+      this.emit('expired', id, last.state)
+    })
+    this.liveness.on('selfPreservation', on => { this.emit('selfPreservation', 'workers', on) })
+    this.membership.on('worker', (owner, id) => {
+      if (this.byOwner.get(owner)?.has(id) !== true) return
+      this.router.setState(id, this.membership.stateOf(owner, id))
+      this.router.setLoad(id, this.membership.loadOf(owner, id))
+    })
+    this.membership.on('status', (owner, from, to) => {
+      this.restate(owner)
+      this.emit('member', owner, from, to)
+    })
+    this.membership.on('word', owner => { this.restate(owner) })
+    this.membership.on('selfPreservation', on => { this.emit('selfPreservation', 'peers', on) })
+  }
+
+  // -------------------------------------------------------------- workers
+
+  /** Registers a worker here (this controller becomes its owner). Routable at once. */
+  register (input: RegisterRequest): RegisterReply {
+    const rec = this.registry.register(input)
+    return { status: 'registered', worker_id: rec.worker_id, incarnation: rec.incarnation, controller_id: rec.owner }
+  }
+
+  /**
+   * A heartbeat. An unknown worker gets `worker_not_registered` (the
+   * platform's workers re-register on it). A worker owned elsewhere that
+   * heartbeats here has moved: this controller adopts it (one registry
+   * write), after which heartbeats touch only liveness — unless the
+   * heartbeat names an older incarnation than the owner's: then it was sent
+   * before the worker failed over and arrives late, and adopting would pull
+   * the worker back from the controller it now heartbeats
+   * (SupersededError, nothing changes).
+   */
+  heartbeat (req: HeartbeatRequest): HeartbeatReply {
+    const id = req.worker_id
+    const rec = this.registry.get(id)
+    if (rec == null) return { error: 'worker_not_registered', worker_id: id }
+    if (rec.owner !== this.controllerId) this.moveHere(rec, req.incarnation)
+    const input = { load: req.load, draining: req.status === 'draining' ? true : req.status === 'ready' ? false : undefined }
+    if (!this.liveness.heartbeat(id, input)) {
+      this.liveness.track(id, 'healthy')
+      this.liveness.heartbeat(id, input)
+    }
+    return { status: 'acknowledged', timestamp: new Date().toISOString(), state: this.liveness.get(id)?.state ?? 'healthy' }
+  }
+
+  /** Marks a worker draining: still listed, no new routes. A worker owned elsewhere is adopted first (as for a heartbeat). */
+  drain (workerId: string, incarnation?: number): DrainReply {
+    const rec = this.registry.get(workerId)
+    if (rec == null) return { error: 'worker_not_registered', worker_id: workerId }
+    if (rec.owner !== this.controllerId) this.moveHere(rec, incarnation)
+    if (!this.liveness.drain(workerId)) return { error: 'worker_not_registered', worker_id: workerId }
+    return { status: 'draining', worker_id: workerId }
+  }
+
+  /** Adopts a worker owned elsewhere that reached this controller, unless the request is from an older attachment. */
+  private moveHere (rec: WorkerRecord, incarnation: number | undefined): void {
+    if (incarnation != null && incarnation < rec.incarnation) {
+      throw new SupersededError(rec.worker_id, incarnation, { incarnation: rec.incarnation, owner: rec.owner })
+    }
+    this.registry.adopt(rec.worker_id, incarnation)
+  }
+
+  /** Removes a worker (idempotent); `known` says whether this controller knew it. */
+  deregister (workerId: string): DeregisterReply {
+    return { status: 'deregistered', worker_id: workerId, known: this.registry.deregister(workerId) }
+  }
+
+  route (q: RouteQuery): RouteResult {
+    return this.router.route(q)
+  }
+
+  /** Capabilities on offer, with how many workers offer each and how many are healthy. */
+  capabilities (): CapabilitySummary[] {
+    return this.router.capabilities()
+  }
+
+  /** Workers per state as this controller routes them (own and others'). O(1). */
+  stateCounts (): Record<HealthState, number> & { total: number } {
+    return this.router.counts()
+  }
+
+  /** The workers attached here, per state. */
+  ownCounts (): Record<HealthState, number> {
+    return this.liveness.counts()
+  }
+
+  registryStats (): RegistryStats {
+    return this.registry.stats()
+  }
+
+  /** The state this controller routes `rec` by. */
+  stateOf (rec: WorkerRecord): HealthState {
+    if (rec.owner === this.controllerId) return this.liveness.get(rec.worker_id)?.state ?? 'pending'
+    return this.membership.stateOf(rec.owner, rec.worker_id)
+  }
+
+  workers (filter: { state?: HealthState, capability?: string, limit: number, offset: number }): WorkersReply {
+    const out: WorkersReply['workers'] = []
+    let total = 0
+    for (const rec of this.registry.workers()) {
+      const state = this.stateOf(rec)
+      if (filter.state != null && state !== filter.state) continue
+      if (filter.capability != null && !rec.capabilities.some(c => c.name === filter.capability)) continue
+      total++
+      if (total <= filter.offset || out.length >= filter.limit) continue
+      const own = rec.owner === this.controllerId
+      const h = own ? this.liveness.get(rec.worker_id) : undefined
+      out.push({
+        worker_id: rec.worker_id,
+        worker_url: rec.worker_url,
+        capabilities: rec.capabilities,
+        state,
+        last_heartbeat: h?.lastHeartbeatAt != null ? new Date(h.lastHeartbeatAt).toISOString() : null,
+        load: own ? (h?.load ?? 0) : this.membership.loadOf(rec.owner, rec.worker_id),
+        controller_id: rec.owner,
+        incarnation: rec.incarnation,
+        registered_at: new Date(rec.registered_at).toISOString()
+      })
+    }
+    return { total, workers: out }
+  }
+
+  exportState (): PortableState { return exportState(this.registry) }
+
+  importState (doc: unknown): ImportReply { return { status: 'imported', ...importState(this.registry, doc) } }
+
+  // ------------------------------------------------------------ the mesh
+
+  /**
+   * Order-independent hash of the live entries (worker, incarnation, owner):
+   * two controllers with the same hash hold the same registry.
+   */
+  get registryHash (): string { return hex32(this.hashHi) + hex32(this.hashLo) }
+
+  get selfPreservation (): { workers: boolean, peers: boolean } {
+    return { workers: this.liveness.selfPreservation, peers: this.membership.peerSelfPreservation }
+  }
+
+  /** Every other controller known, as /mesh shows it. */
+  members (): Record<string, MemberStatusBody> {
+    const out: Record<string, MemberStatusBody> = {}
+    const now = performance.now()
+    const mine = this.registryHash
+    for (const [id, m] of this.membership.members()) {
+      out[id] = {
+        status: m.status,
+        last_heard_ms_ago: m.lastHeard != null ? Math.round(now - m.lastHeard) : null,
+        registry_hash: m.registryHash,
+        registry_hash_matches: m.registryHash != null ? m.registryHash === mine : null,
+        self_preservation: m.selfPreservation
+      }
+    }
+    return out
+  }
+
+  /** Publishes this controller's digest if it says something new (membership's policy). Called every digest interval. */
+  tick (): void {
+    this.membership.tick()
+  }
+
+  /**
+   * Applies every timeout: own workers (unhealthy, expired), other
+   * controllers (silent, gone). A controller gone for the stale window has
+   * its segments dropped from the registry, unless membership holds back
+   * (peer self-preservation).
+   */
+  sweep (): void {
+    this.liveness.sweep()
+    for (const owner of this.membership.sweep()) {
+      if ((this.byOwner.get(owner)?.size ?? 0) === 0) continue
+      const n = this.registry.dropOwner(owner)
+      if (n > 0) this.emit('dropped', owner, n)
+    }
+  }
+
+  // ------------------------------------------------------------- internals
+
+  /** The workers this controller owns, as its digest reports them. */
+  private * ownWorkers (): Iterable<OwnedWorker> {
+    for (const id of this.byOwner.get(this.controllerId) ?? []) {
+      const h = this.liveness.get(id)
+      yield { id, state: h?.state ?? 'pending', load: h?.load ?? 0 }
+    }
+  }
+
+  /** Routes every worker of `owner` by what is now known of it (its status, its digest). */
+  private restate (owner: string): void {
+    for (const id of this.byOwner.get(owner) ?? []) {
+      this.router.setState(id, this.membership.stateOf(owner, id))
+      this.router.setLoad(id, this.membership.loadOf(owner, id))
+    }
+  }
+
+  private xorEntry (r: WorkerRecord): void {
+    const [hi, lo] = entryHash(r)
+    this.hashHi = (this.hashHi ^ hi) >>> 0
+    this.hashLo = (this.hashLo ^ lo) >>> 0
+  }
+
+  private isOwn (workerId: string): boolean {
+    return this.registry.get(workerId)?.owner === this.controllerId
+  }
+
+  private onChange (changes: WorkerChange[], origin: Origin): void {
+    const added: string[] = []
+    for (const c of changes) {
+      if (c.before == null && c.after != null) added.push(c.workerId)
+      const { workerId: id, before, after } = c
+      if (before != null) {
+        this.xorEntry(before)
+        this.byOwner.get(before.owner)?.delete(id)
+      }
+      if (after == null) {
+        this.router.remove(id)
+        this.liveness.untrack(id)
+        continue
+      }
+      this.xorEntry(after)
+      let set = this.byOwner.get(after.owner)
+      if (set == null) this.byOwner.set(after.owner, set = new Set())
+      set.add(id)
+      if (after.owner === this.controllerId) {
+        // A registration made here counts as the first heartbeat; one restored
+        // from disk or synced back from a previous life waits for confirmation.
+        const fresh = origin === Origin.local && (before == null || before.incarnation !== after.incarnation)
+        this.liveness.track(id, fresh ? 'healthy' : 'pending')
+        const h = this.liveness.get(id)!
+        this.router.upsert(after, h.state, h.load)
+      } else {
+        if (before?.owner === this.controllerId) this.liveness.untrack(id)
+        this.membership.know(after.owner)
+        this.router.upsert(after, this.membership.stateOf(after.owner, id), this.membership.loadOf(after.owner, id))
+      }
+    }
+    this.emit('registry', { added })
+  }
+}
+
+const hex32 = (x: number): string => (x >>> 0).toString(16).padStart(8, '0')
+
+/** murmur3's 32-bit finaliser: every input bit affects every output bit. */
+function fmix32 (h: number): number {
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b)
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35)
+  return (h ^ (h >>> 16)) >>> 0
+}
+
+/**
+ * A 64-bit hash of (worker, incarnation, owner) as two independent 32-bit
+ * FNV-style lanes. Not cryptographic: it only tells whether two replicas
+ * agree, and a crypto hash per entry was a visible cost of applying a heal.
+ */
+function entryHash (r: WorkerRecord): [number, number] {
+  const s = `${r.worker_id}\u0000${r.incarnation}\u0000${r.owner}`
+  let a = 0x811c9dc5
+  let b = 0x9747b28c ^ s.length
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    a = Math.imul(a ^ c, 0x01000193)
+    b = Math.imul(b ^ c, 0x5bd1e995)
+    b ^= b >>> 15
+  }
+  return [fmix32(a), fmix32(b ^ a)]
+}

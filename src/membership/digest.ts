@@ -1,0 +1,143 @@
+/**
+ * The liveness digest: a controller's periodic word about the workers it
+ * owns, on the liveness topic (JSON inside the gossip envelope).
+ *
+ * Compact on purpose: every owned worker is healthy except those listed in
+ * `exceptions` (u = unhealthy, d = draining, p = pending); `loads` lists
+ * non-zero in-flight counts. It also carries the sender's registry hash,
+ * self-preservation, its listen addresses and, after a new controller
+ * connected, an address of each controller it is connected to.
+ *
+ * A digest too large for one gossip message (tens of thousands of listed
+ * workers: a mass silence, or many busy workers) is split into `count`
+ * parts: a worker's state travels in part `partOf(id, count)`, and every
+ * part carries the other fields. Parts of one digest share its `seq`. A
+ * receiver knows a worker's state once the part holding it has arrived.
+ * Digests that fit one message carry no `part` field, exactly as before
+ * parts existed.
+ */
+import { Type, type Static } from 'typebox'
+import { Compile } from 'typebox/compile'
+import { DIGEST_PART_BYTES, MAX_DIGEST_PARTS, MAX_INTRODUCED_PEERS } from '../constants.ts'
+import type { HealthState } from '../wire/capability.ts'
+
+const StateCode = Type.Union([Type.Literal('u'), Type.Literal('d'), Type.Literal('p')])
+type StateCode = Static<typeof StateCode>
+
+export const Digest = Type.Object({
+  /** Random per process start: a restart is visible as a new epoch. */
+  epoch: Type.String({ maxLength: 32 }),
+  seq: Type.Integer({ minimum: 0 }),
+  /** Workers this controller owns. */
+  owned: Type.Integer({ minimum: 0 }),
+  exceptions: Type.Array(Type.Tuple([Type.String({ maxLength: 256 }), StateCode]), { maxItems: 1_000_000 }),
+  loads: Type.Array(Type.Tuple([Type.String({ maxLength: 256 }), Type.Integer({ minimum: 0 })]), { maxItems: 1_000_000 }),
+  /** Order-independent hash of the sender's live registry entries (hex). */
+  registry_hash: Type.String({ maxLength: 64 }),
+  /** Whether the sender is in self-preservation. */
+  self_preservation: Type.Boolean(),
+  /** The sender's libp2p listen addresses, so every controller can dial every other (full mesh). */
+  addrs: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: 16 })),
+  /**
+   * An address (with /p2p/<peer id>) of each controller the sender is connected to: a controller
+   * that joins through one bootstrap peer learns the whole mesh from its first digest.
+   */
+  peers: Type.Optional(Type.Array(Type.String({ maxLength: 256 }), { maxItems: MAX_INTRODUCED_PEERS })),
+  /** [index, count] of a digest split into parts (absent: the whole digest in one message). */
+  part: Type.Optional(Type.Tuple([Type.Integer({ minimum: 0, maximum: MAX_DIGEST_PARTS - 1 }), Type.Integer({ minimum: 2, maximum: MAX_DIGEST_PARTS })]))
+}, { additionalProperties: false })
+export type Digest = Static<typeof Digest>
+
+const checkDigest = Compile(Digest)
+const enc = new TextEncoder()
+const dec = new TextDecoder('utf-8', { fatal: true })
+
+export class DigestError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'DigestError'
+  }
+}
+
+export const CODES: Record<StateCode, HealthState> = { u: 'unhealthy', d: 'draining', p: 'pending' }
+const CODE_OF: Partial<Record<HealthState, StateCode>> = { unhealthy: 'u', draining: 'd', pending: 'p' }
+
+/** One owned worker as the digest reports it. */
+export interface OwnedWorker {
+  id: string
+  state: HealthState
+  load: number
+}
+
+/** What a digest says besides the state of the workers. */
+export interface DigestHeader {
+  epoch: string
+  seq: number
+  owned: number
+  registry_hash: string
+  self_preservation: boolean
+  addrs?: string[]
+  peers?: string[]
+}
+
+/** Which part of a `count`-part digest carries `workerId` (FNV-1a of the id). */
+export function partOf (workerId: string, count: number): number {
+  if (count <= 1) return 0
+  let h = 0x811c9dc5
+  for (let i = 0; i < workerId.length; i++) h = Math.imul(h ^ workerId.charCodeAt(i), 0x01000193)
+  return (h >>> 0) % count
+}
+
+/**
+ * Builds the digest of `workers` as one or more messages' worth: parts of at
+ * most about `partBytes` each (a power of two of them, so that a worker's
+ * part only moves when the count doubles or halves).
+ */
+export function buildDigest (header: DigestHeader, workers: Iterable<OwnedWorker>, partBytes = DIGEST_PART_BYTES): Digest[] {
+  const exceptions: Array<[string, StateCode]> = []
+  const loads: Array<[string, number]> = []
+  let bytes = 0
+  for (const w of workers) {
+    const code = CODE_OF[w.state]
+    if (code != null) {
+      exceptions.push([w.id, code])
+      bytes += w.id.length + 10
+    }
+    if (w.load > 0) {
+      loads.push([w.id, w.load])
+      bytes += w.id.length + 16
+    }
+  }
+  let count = 1
+  while (count < MAX_DIGEST_PARTS && bytes / count > partBytes) count *= 2
+  if (count === 1) return [{ ...header, exceptions, loads }]
+  const parts: Digest[] = Array.from({ length: count }, (_, i) => {
+    const d: Digest = { epoch: header.epoch, seq: header.seq, owned: header.owned, exceptions: [], loads: [], registry_hash: header.registry_hash, self_preservation: header.self_preservation, part: [i, count] }
+    // Addresses and introductions once, in part 0: they are the same in every part.
+    if (i === 0) {
+      if (header.addrs != null) d.addrs = header.addrs
+      if (header.peers != null) d.peers = header.peers
+    }
+    return d
+  })
+  for (const e of exceptions) parts[partOf(e[0], count)].exceptions.push(e)
+  for (const l of loads) parts[partOf(l[0], count)].loads.push(l)
+  return parts
+}
+
+export function encodeDigest (d: Digest): Uint8Array {
+  return enc.encode(JSON.stringify(d))
+}
+
+/** Decodes and checks a digest's bytes (once per message: the topic validator does it). */
+export function decodeDigest (payload: Uint8Array): Digest {
+  let json: unknown
+  try {
+    json = JSON.parse(dec.decode(payload))
+  } catch {
+    throw new DigestError('digest is not JSON')
+  }
+  if (!checkDigest.Check(json)) throw new DigestError('digest does not match its schema')
+  if (json.part != null && json.part[0] >= json.part[1]) throw new DigestError(`digest part ${json.part[0]} of ${json.part[1]}`)
+  return json
+}

@@ -1,0 +1,35 @@
+/**
+ * The registry as gossip sees it (gossip/replica.ts): state vectors, deltas,
+ * a check that does not apply, a checked apply, merges, and the local
+ * updates to publish. Everything Yjs stays on this side of the seam.
+ */
+import * as Y from 'yjs'
+import type { CheckResult, Replica } from '../gossip/replica.ts'
+import { Origin, type Registry } from './registry.ts'
+import { MissingDependencyError, validateUpdate, type ValidUpdate } from './validate.ts'
+
+/** Updates worth publishing: this controller's own writes, imports, and entries it put back. */
+const PUBLISHED = new Set<Origin>([Origin.local, Origin.import, Origin.restore])
+
+export function registryReplica (registry: Registry): Replica {
+  return {
+    stateVector: () => registry.encodeStateVector(),
+    checkStateVector: sv => { registry.checkStateVector(sv) },
+    diff: sv => registry.encodeDiff(sv),
+    check (update): CheckResult {
+      try {
+        // A check stays true as the document grows: the apply that follows needs no second one.
+        return { ok: true, token: validateUpdate(update, registry.doc) }
+      } catch (err) {
+        return { ok: false, missing: err instanceof MissingDependencyError, reason: (err as Error).message }
+      }
+    },
+    apply: (update, token) => { registry.applyUpdate(update, Origin.remote, { validated: token as ValidUpdate | undefined }) },
+    merge: updates => Y.mergeUpdates(updates),
+    onLocalUpdate (listener) {
+      const on = (update: Uint8Array, origin: Origin): void => { if (PUBLISHED.has(origin)) listener(update) }
+      registry.on('update', on)
+      return () => { registry.off('update', on) }
+    }
+  }
+}

@@ -1,0 +1,325 @@
+/**
+ * The HTTPS wire contract, declared once (TypeBox → JSON Schema): request,
+ * reply and error bodies. fastify validates requests and serialises replies
+ * with these schemas, @fastify/swagger publishes them at /openapi.json, and
+ * the router, the worker agent and `capmesh status` / `capmesh route` use
+ * the static types derived from them. Nothing here loads more than typebox.
+ */
+import { Type, type Static } from 'typebox'
+import { Capabilities, Capability, HealthState, Name, WorkerId, WorkerUrl } from './capability.ts'
+
+// ------------------------------------------------------------------ errors
+
+export const ErrorBody = Type.Object({
+  error: Type.String({ description: 'Machine-readable error, e.g. validation_failed, no_worker_available.' }),
+  code: Type.String({ description: 'Stable CAPMESH_ERR_* code (docs/errors.md).' }),
+  message: Type.String(),
+  details: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
+  capability: Type.Optional(Type.String()),
+  verb: Type.Optional(Type.String())
+})
+export type ErrorBody = Static<typeof ErrorBody>
+
+/** 409 to a heartbeat from an older attachment: who holds the worker now. */
+export const SupersededBody = Type.Object({
+  error: Type.Literal('superseded'),
+  code: Type.Literal('CAPMESH_ERR_SUPERSEDED'),
+  message: Type.String(),
+  worker_id: Type.String(),
+  incarnation: Type.Integer({ description: 'The registry\'s incarnation for the worker.' }),
+  controller_id: Type.String({ description: 'The controller the worker is attached to now.' })
+})
+
+/** HTTP 200 to a heartbeat or drain for a worker the controller does not know: the platform's workers re-register on it. */
+export const NotRegisteredReply = Type.Object({ error: Type.Literal('worker_not_registered'), worker_id: Type.String() })
+export type NotRegisteredReply = Static<typeof NotRegisteredReply>
+
+// ----------------------------------------------------------------- workers
+
+export const RegisterBody = Type.Object({
+  worker_id: WorkerId,
+  worker_url: WorkerUrl,
+  capabilities: Capabilities,
+  incarnation: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Attach counter kept by the worker; bumped on every attach.' }))
+})
+export type RegisterRequest = Static<typeof RegisterBody>
+
+export const RegisterReply = Type.Object({
+  status: Type.Literal('registered'),
+  worker_id: Type.String(),
+  incarnation: Type.Integer(),
+  controller_id: Type.String()
+})
+export type RegisterReply = Static<typeof RegisterReply>
+
+/** The attachment a heartbeat or drain belongs to (capmesh agents send it). Older than the registry's for a worker attached elsewhere: 409 superseded, ignored. */
+const AttachmentIncarnation = Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'The incarnation of the attachment this request belongs to (capmesh agents send it). Older than the registry\'s for a worker attached elsewhere: 409 superseded, ignored.' }))
+
+export const HeartbeatBody = Type.Object({
+  worker_id: WorkerId,
+  load: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000, description: 'Requests in flight on the worker.' })),
+  status: Type.Optional(Type.Union([Type.Literal('ready'), Type.Literal('draining')], { description: '"draining": stop routing new requests here.' })),
+  incarnation: AttachmentIncarnation
+})
+export type HeartbeatRequest = Static<typeof HeartbeatBody>
+
+export const HeartbeatAck = Type.Object({ status: Type.Literal('acknowledged'), timestamp: Type.String(), state: HealthState })
+export const HeartbeatReply = Type.Union([HeartbeatAck, NotRegisteredReply])
+export type HeartbeatReply = Static<typeof HeartbeatReply>
+
+export const WorkerIdBody = Type.Object({ worker_id: WorkerId })
+export type DeregisterRequest = Static<typeof WorkerIdBody>
+
+export const DeregisterReply = Type.Object({ status: Type.Literal('deregistered'), worker_id: Type.String(), known: Type.Boolean() })
+export type DeregisterReply = Static<typeof DeregisterReply>
+
+export const DrainBody = Type.Object({ worker_id: WorkerId, incarnation: AttachmentIncarnation })
+export type DrainRequest = Static<typeof DrainBody>
+
+export const DrainReply = Type.Union([Type.Object({ status: Type.Literal('draining'), worker_id: Type.String() }), NotRegisteredReply])
+export type DrainReply = Static<typeof DrainReply>
+
+// ----------------------------------------------------------------- routing
+
+export const SloConstraints = Type.Object({
+  latency_p95_ms: Type.Optional(Type.Number({ minimum: 0 })),
+  latency_p99_ms: Type.Optional(Type.Number({ minimum: 0 })),
+  availability: Type.Optional(Type.Number({ minimum: 0, maximum: 1 }))
+})
+
+export const Strategy = Type.Union([Type.Literal('round_robin'), Type.Literal('least_loaded')])
+export type Strategy = Static<typeof Strategy>
+
+export const RouteBody = Type.Object({
+  verb: Name,
+  capability: Name,
+  version: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Exact capability version.' })),
+  requires_gpu: Type.Optional(Type.Boolean({ description: 'Only workers whose capability declares requires_gpu: true.' })),
+  requester_identity: Type.Optional(Type.String({ maxLength: 2048, description: 'Who is asking (carried for audit; not used to select).' })),
+  slo_constraints: Type.Optional(SloConstraints),
+  budget_tokens: Type.Optional(Type.Number({ minimum: 0, description: 'Skip workers whose cost_tokens_per_invocation exceeds this; cheapest first.' })),
+  idempotency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'Same key within its TTL: same worker while it stays healthy.' })),
+  affinity: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Preferred controller id: its workers first, others as fallback.' })),
+  strategy: Type.Optional(Strategy)
+})
+/** A route query (`POST /route`'s body; `GET /route` flattens it into the query string). */
+export type RouteQuery = Static<typeof RouteBody>
+
+const NUMBER = '^[0-9]+(\\.[0-9]+)?$'
+/** GET /route: the same fields flattened into the query string (numbers and booleans as text). */
+export const RouteQuerystring = Type.Object({
+  verb: Name,
+  capability: Name,
+  version: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  requires_gpu: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
+  requester_identity: Type.Optional(Type.String({ maxLength: 2048 })),
+  latency_p95_ms: Type.Optional(Type.String({ pattern: NUMBER })),
+  latency_p99_ms: Type.Optional(Type.String({ pattern: NUMBER })),
+  availability: Type.Optional(Type.String({ pattern: NUMBER })),
+  budget_tokens: Type.Optional(Type.String({ pattern: NUMBER })),
+  idempotency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  affinity: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  strategy: Type.Optional(Strategy)
+}, { additionalProperties: false })
+export type RouteQuerystring = Static<typeof RouteQuerystring>
+
+/** `GET /route`'s query string as the route query it stands for. */
+export function routeQueryOf (q: RouteQuerystring): RouteQuery {
+  const query: RouteQuery = { verb: q.verb, capability: q.capability }
+  if (q.version != null) query.version = q.version
+  if (q.requires_gpu != null) query.requires_gpu = q.requires_gpu === 'true'
+  if (q.requester_identity != null) query.requester_identity = q.requester_identity
+  if (q.budget_tokens != null) query.budget_tokens = Number(q.budget_tokens)
+  if (q.idempotency_key != null) query.idempotency_key = q.idempotency_key
+  if (q.affinity != null) query.affinity = q.affinity
+  if (q.strategy != null) query.strategy = q.strategy
+  if (q.latency_p95_ms != null || q.latency_p99_ms != null || q.availability != null) {
+    query.slo_constraints = {}
+    if (q.latency_p95_ms != null) query.slo_constraints.latency_p95_ms = Number(q.latency_p95_ms)
+    if (q.latency_p99_ms != null) query.slo_constraints.latency_p99_ms = Number(q.latency_p99_ms)
+    if (q.availability != null) query.slo_constraints.availability = Number(q.availability)
+  }
+  return query
+}
+
+export const RouteReply = Type.Object({
+  worker_id: Type.String(),
+  worker_url: Type.String(),
+  verb: Type.String(),
+  capability: Type.String(),
+  version: Type.String(),
+  /** Controller the worker is attached to. */
+  controller_id: Type.String(),
+  incarnation: Type.Integer(),
+  state: HealthState,
+  load: Type.Integer(),
+  cost_tokens_per_invocation: Type.Optional(Type.Number()),
+  strategy: Strategy
+})
+/** The worker a route query chose. */
+export type RouteResult = Static<typeof RouteReply>
+
+// ---------------------------------------------------------------- listings
+
+export const CapabilitySummary = Type.Object({
+  verb: Type.String(),
+  name: Type.String(),
+  versions: Type.Array(Type.String()),
+  workers: Type.Integer(),
+  healthy_workers: Type.Integer()
+})
+export type CapabilitySummary = Static<typeof CapabilitySummary>
+
+export const CapabilitiesReply = Type.Object({ capabilities: Type.Array(CapabilitySummary) })
+
+export const WorkersQuerystring = Type.Object({
+  state: Type.Optional(HealthState),
+  capability: Type.Optional(Name),
+  limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$' })),
+  offset: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$' }))
+}, { additionalProperties: false })
+
+export const WorkerView = Type.Object({
+  worker_id: Type.String(),
+  worker_url: Type.String(),
+  capabilities: Type.Array(Capability),
+  state: HealthState,
+  /** ISO time of the last heartbeat this controller saw, null if none (or owned elsewhere). */
+  last_heartbeat: Type.Union([Type.String(), Type.Null()]),
+  load: Type.Integer(),
+  controller_id: Type.String(),
+  incarnation: Type.Integer(),
+  registered_at: Type.String()
+})
+export type WorkerView = Static<typeof WorkerView>
+
+export const WorkersReply = Type.Object({ total: Type.Integer(), workers: Type.Array(WorkerView) })
+export type WorkersReply = Static<typeof WorkersReply>
+
+// ------------------------------------------------------------------- state
+
+export const STATE_FORMAT = 'capmesh-state'
+
+/** The registry as a portable document (`GET /state/export`, `POST /state/import`). */
+export const PortableState = Type.Object({
+  format: Type.Literal(STATE_FORMAT),
+  version: Type.Literal(1),
+  /** Controller that produced the export. */
+  controller_id: Type.String({ maxLength: 64 }),
+  /** ISO time of the export (informational). */
+  exported_at: Type.String({ maxLength: 64 }),
+  /** Live workers in the export (informational). */
+  workers: Type.Integer({ minimum: 0 }),
+  /** The Yjs update, base64. */
+  update: Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$' })
+}, { additionalProperties: false })
+export type PortableState = Static<typeof PortableState>
+
+export const ImportReply = Type.Object({
+  status: Type.Literal('imported'),
+  added: Type.Integer(),
+  workers: Type.Integer()
+})
+export type ImportReply = Static<typeof ImportReply>
+
+// ------------------------------------------------------ health and the mesh
+
+const StateCounts = Type.Object({ healthy: Type.Integer(), unhealthy: Type.Integer(), draining: Type.Integer(), pending: Type.Integer() })
+const SelfPreservation = Type.Object({ workers: Type.Boolean(), peers: Type.Boolean() })
+
+export const SyncFailureReason = Type.Union([
+  Type.Literal('too_large'), Type.Literal('timeout'), Type.Literal('closed'), Type.Literal('malformed'), Type.Literal('rejected'), Type.Literal('dial'), Type.Literal('internal')
+])
+
+/** What /health and /mesh say of anti-entropy. */
+export const SyncHealth = Type.Object({
+  /** `behind`: exchanges with some connected peer keep failing, so this controller may not converge with it. */
+  state: Type.Union([Type.Literal('ok'), Type.Literal('behind')]),
+  behind: Type.Array(Type.Object({
+    peer_id: Type.String(),
+    controller_id: Type.Union([Type.String(), Type.Null()]),
+    failures: Type.Integer({ description: 'Failed exchanges in a row.' }),
+    reason: Type.String({ description: 'too_large, timeout, closed, malformed, rejected, dial or internal.' }),
+    last_error: Type.String(),
+    last_error_at: Type.String(),
+    failing_since: Type.String()
+  }))
+})
+export type SyncHealth = Static<typeof SyncHealth>
+
+export const HealthReply = Type.Object({
+  /** `self_preservation` outranks `behind`, which outranks `ok`. */
+  status: Type.Union([Type.Literal('ok'), Type.Literal('behind'), Type.Literal('self_preservation')]),
+  controller_id: Type.String(),
+  uptime_s: Type.Integer(),
+  /** Every worker in the registry, by the state this controller routes it by. */
+  workers: Type.Intersect([Type.Object({ total: Type.Integer() }), StateCounts]),
+  /** The workers attached here (this controller holds their heartbeats). */
+  own_workers: StateCounts,
+  registry: Type.Object({
+    workers: Type.Integer(),
+    segments: Type.Integer(),
+    ownSegment: Type.Union([Type.String(), Type.Null()]),
+    ownGarbage: Type.Integer(),
+    compactions: Type.Integer()
+  }),
+  sync: SyncHealth,
+  mesh: Type.Object({
+    peer_id: Type.Union([Type.String(), Type.Null()]),
+    listen_addrs: Type.Array(Type.String()),
+    connected_peers: Type.Integer(),
+    registry_hash: Type.String(),
+    self_preservation: SelfPreservation,
+    mesh_key_id: Type.Union([Type.String(), Type.Null()])
+  }),
+  store: Type.Union([Type.Object({ logBytes: Type.Integer(), snapshotBytes: Type.Integer() }), Type.Null()]),
+  tls: Type.Object({ ca_path: Type.Union([Type.String(), Type.Null()]) }),
+  config: Type.Object({ heartbeat_interval_ms: Type.Integer(), unhealthy_after_ms: Type.Integer(), stale_after_ms: Type.Integer() })
+})
+export type HealthReply = Static<typeof HealthReply>
+
+export const OwnerStatus = Type.Union([Type.Literal('unknown'), Type.Literal('alive'), Type.Literal('silent'), Type.Literal('gone')])
+
+export const PeerStatus = Type.Object({
+  peer_id: Type.String(),
+  controller_id: Type.Union([Type.String(), Type.Null()]),
+  connected: Type.Boolean(),
+  /** ISO time of the last completed anti-entropy exchange. */
+  last_sync_at: Type.Union([Type.String(), Type.Null()]),
+  last_sync_ms: Type.Union([Type.Number(), Type.Null()]),
+  /** State vectors were equal at the last exchange. */
+  in_sync: Type.Union([Type.Boolean(), Type.Null()]),
+  /** `behind`: exchanges with it keep failing (see sync_failures and last_sync_error). */
+  sync_state: Type.Union([Type.Literal('ok'), Type.Literal('failing'), Type.Literal('behind')]),
+  /** Failed exchanges in a row (0 after a success). */
+  sync_failures: Type.Integer(),
+  /** The last failure of this run, null once an exchange succeeds. */
+  last_sync_error: Type.Union([Type.Object({ reason: SyncFailureReason, message: Type.String(), at: Type.String() }), Type.Null()]),
+  last_message_at: Type.Union([Type.String(), Type.Null()])
+})
+export type PeerStatus = Static<typeof PeerStatus>
+
+export const MemberStatus = Type.Object({
+  status: OwnerStatus,
+  last_heard_ms_ago: Type.Union([Type.Integer(), Type.Null()]),
+  registry_hash: Type.Union([Type.String(), Type.Null()]),
+  registry_hash_matches: Type.Union([Type.Boolean(), Type.Null()]),
+  self_preservation: Type.Boolean()
+})
+export type MemberStatus = Static<typeof MemberStatus>
+
+export const MeshReply = Type.Object({
+  controller_id: Type.String(),
+  peer_id: Type.Union([Type.String(), Type.Null()]),
+  listen_addrs: Type.Array(Type.String()),
+  connected_peers: Type.Integer(),
+  /** libp2p peers: connection and anti-entropy state with each. */
+  peers: Type.Array(PeerStatus),
+  /** Controllers known from the registry or heard from, by controller id: what each last said. */
+  owners: Type.Record(Type.String(), MemberStatus),
+  registry_hash: Type.String(),
+  sync: SyncHealth,
+  self_preservation: SelfPreservation,
+  mesh_key_id: Type.Union([Type.String(), Type.Null()])
+})
+export type MeshReply = Static<typeof MeshReply>
