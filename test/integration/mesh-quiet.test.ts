@@ -27,6 +27,14 @@ afterEach(async () => { await bed.cleanup() })
 
 const calm = { heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 100, syncIntervalMs: 100 }
 
+/**
+ * How long gossipsub can still hand out a message after it was published or received: a message
+ * stays in its holder's gossip window for 3 heartbeats of 1 s (gossipsub's defaults, which mesh.ts
+ * keeps), advertised by IHAVE and sent on IWANT to any peer that missed it; plus 500 ms for
+ * heartbeats running late on a loaded machine.
+ */
+const GOSSIP_WINDOW_MS = 3 * 1_000 + 500
+
 const fullMesh = (cs: Controller[]): boolean => cs.every(c => cs.every(o => o === c || c.p2p.connectedPeers().includes(o.p2p.peerId)))
 
 async function post (c: Controller, path: string, body: unknown): Promise<{ status: number, body: any }> {
@@ -50,8 +58,10 @@ describe('a quiet mesh', () => {
     for (let i = 1; i < 3; i++) cs.push(await bed.start({ id: `r${i}`, ...calm, bootstrap: [cs[0].p2p.multiaddrs[0]] }))
     // For the failure message: per digest received at rest, its sender, how long since that sender's
     // previous digest (a keepalive is ≥ 15 s), and what in it differs from the previous one (nothing:
-    // it was owed to a new link, or a late settled registry hash).
+    // it was owed to a new link, or a late settled registry hash), or that it is a stale copy (older
+    // than the previous: a digest from before, handed out late by gossipsub).
     const lastFrom = new Map<string, { at: number, d: Digest }>()
+    let lastDigestAt = performance.now()
     const seen: string[] = []
     let resting = false
     let restFrom = 0
@@ -61,12 +71,14 @@ describe('a quiet mesh', () => {
       c.p2p.on('peer:connect', () => { linkedAt.push({ id: c.config.id, at: performance.now() }) })
       c.core.membership.on('digest', (id: string, d: Digest) => {
         const now = performance.now()
+        lastDigestAt = now
         const prev = lastFrom.get(`${c.config.id}<${id}`)
         if (resting) {
           const diff = prev == null
             ? ['first']
             : (['exceptions', 'loads', 'registry_hash', 'self_preservation', 'peers'] as const).filter(k => JSON.stringify(d[k]) !== JSON.stringify(prev.d[k]))
-          seen.push(`${c.config.id}<${id} +${prev == null ? '?' : Math.round(now - prev.at)} ms (${diff.length > 0 ? diff.join(',') + ' changed' : 'same'})`)
+          const stale = prev != null && d.epoch === prev.d.epoch && d.seq < prev.d.seq ? `, stale copy: seq ${d.seq} after ${prev.d.seq}` : ''
+          seen.push(`${c.config.id}<${id} +${prev == null ? '?' : Math.round(now - prev.at)} ms (${diff.length > 0 ? diff.join(',') + ' changed' : 'same'}${stale})`)
         }
         lastFrom.set(`${c.config.id}<${id}`, { at: now, d })
       })
@@ -79,7 +91,17 @@ describe('a quiet mesh', () => {
 
     // Wait for the mesh to settle: the hash digests of the last writes are out, and every peer's word agrees.
     await eventually(() => cs.every(c => [...c.core.membership.members()].every(([id, o]) => id === c.config.id || o.registryHash === c.core.registryHash)), 'every peer to have said it agrees', 5_000, 20)
-    await new Promise(resolve => setTimeout(resolve, 500))
+    // ... and until gossipsub can no longer hand out a digest from before: no digest received anywhere
+    // for a gossip window. Digests published while the mesh was forming (each controller's first, to no
+    // peer yet; those owed to its first link, before the others opened) reach the peers that missed them
+    // late, through the sender's IHAVE and their IWANT, up to 3 heartbeats after: stale (the receivers
+    // drop them by seq), nothing new sent, but received. A rest window that began 500 ms after agreement
+    // caught them in 2 runs of 10: r1's digests seq 0-2 (the empty registry's hash, no introductions,
+    // from its first 150 ms) arrived at r2 ~1.6 s after they were published, as r1's answers to r2's
+    // IWANT, and at r0 forwarded by r2. If digests never stop, the wait gives up after 10 s and the
+    // check at rest below fails, naming them.
+    const quietBy = performance.now() + 10_000
+    while (performance.now() - lastDigestAt < GOSSIP_WINDOW_MS && performance.now() < quietBy) await new Promise(resolve => setTimeout(resolve, 50))
     resting = true
     restFrom = performance.now()
     let digests = 0
