@@ -5,17 +5,21 @@
  */
 import { pathToFileURL } from 'node:url'
 import { resolve } from 'node:path'
-import { chromium } from 'playwright-core'
+import { ChromiumNotFoundError, launchChromium } from './chromium.ts'
 
 const [html, png] = process.argv.slice(2)
 if (html == null || png == null) {
   console.error('usage: npm run sim:screenshot -- REPORT.html OUT.png')
   process.exit(2)
 }
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
-})
+let browser
+try {
+  browser = await launchChromium()
+} catch (err) {
+  if (!(err instanceof ChromiumNotFoundError)) throw err
+  console.error(`sim:screenshot: ${err.message}`)
+  process.exit(1)
+}
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 }, deviceScaleFactor: 1 })
   await page.goto(pathToFileURL(resolve(html)).href)
