@@ -76,7 +76,9 @@ describe('simulation scripts on the command line', () => {
 
   for (const [file, { script, options }] of Object.entries(SCRIPTS)) {
     it(`${script}: --help lists every option with its default; an unknown option exits 2`, async () => {
-      const [help, bad] = await Promise.all([run(file, ['--help']), run(file, ['--no-such-option'])])
+      // One child at a time: the suite already runs two files at once on two cores.
+      const help = await run(file, ['--help'])
+      const bad = await run(file, ['--no-such-option'])
 
       expect(help.code, help.stderr).toBe(0)
       expect(help.stdout.split('\n')[0]).toMatch(new RegExp(`^usage: npm run ${script} -- `))
@@ -99,7 +101,8 @@ describe('simulation scripts on the command line', () => {
   // Every script gets -h from the same helper (test/unit/simulations/args.test.ts): one end-to-end check is enough.
   it('-h is --help', async () => {
     const file = 'simulations/bench/compaction.ts'
-    const [help, h] = await Promise.all([run(file, ['--help']), run(file, ['-h'])])
+    const help = await run(file, ['--help'])
+    const h = await run(file, ['-h'])
     expect(help.code).toBe(0)
     expect(help.stdout).toContain('--ops N')
     expect(h).toEqual(help)
