@@ -5,6 +5,9 @@ import { defineConfig } from 'vitest/config'
 // tests for this machine's two cores.
 const SIM = 'test/integration/sim-*.test.ts'
 
+/** Tests that drive a real browser (Debian's chromium): `npm run test:browser` (vitest.browser.config.ts), never `npm test`. */
+export const BROWSER = 'test/**/*.browser.test.ts'
+
 export default defineConfig({
   test: {
     testTimeout: 30_000,
@@ -17,7 +20,7 @@ export default defineConfig({
         test: {
           name: 'main',
           include: ['test/**/*.test.ts'],
-          exclude: [SIM],
+          exclude: [SIM, BROWSER],
           // Integration tests start real controllers and libp2p nodes: keep CPU contention on 2 cores sane.
           maxWorkers: 2,
           sequence: { groupOrder: 0 }
@@ -28,6 +31,7 @@ export default defineConfig({
         test: {
           name: 'sim',
           include: [SIM],
+          exclude: [BROWSER],
           maxWorkers: 1,
           fileParallelism: false,
           testTimeout: 240_000,

@@ -5,17 +5,29 @@
  */
 import { pathToFileURL } from 'node:url'
 import { resolve } from 'node:path'
-import { chromium } from 'playwright-core'
+import { scriptArgs } from './args.ts'
+import { ChromiumNotFoundError, launchChromium } from './chromium.ts'
 
-const [html, png] = process.argv.slice(2)
-if (html == null || png == null) {
-  console.error('usage: npm run sim:screenshot -- REPORT.html OUT.png')
-  process.exit(2)
-}
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+const { positionals: [html, png] } = scriptArgs({
+  script: 'sim:screenshot',
+  summary: `Renders a simulation report (the report.html that \`npm run sim -- <scenario> --out DIR\` writes)
+in headless Chromium and saves a full-page screenshot, e.g. docs/sim-report.png. Needs Debian's
+chromium (apt-get install chromium) at /usr/bin/chromium, or CHROMIUM_PATH set to another one.`,
+  options: {},
+  positionals: [
+    { name: 'REPORT.html', description: 'the report to render' },
+    { name: 'OUT.png', description: 'where the screenshot goes (overwritten)' }
+  ]
 })
+
+let browser
+try {
+  browser = await launchChromium()
+} catch (err) {
+  if (!(err instanceof ChromiumNotFoundError)) throw err
+  console.error(`sim:screenshot: ${err.message}`)
+  process.exit(1)
+}
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 }, deviceScaleFactor: 1 })
   await page.goto(pathToFileURL(resolve(html)).href)

@@ -4,25 +4,31 @@
  * after a fault ended, worst partition-side availability, controller RSS.
  *
  *   npm run sim:soak -- [--seeds 50] [--nodes 8] [--workers 1000] [--duration 30s] [--out reports/soak]
+ *   npm run sim:soak -- --help    every option with its default
  *
  * Each seed's report.json/html goes to <out>/seed-<n>/; a failing seed is
  * reproduced with `npm run sim -- randomized --seed <n> --nodes .. --workers ..`.
  */
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseArgs } from 'node:util'
 import { explain, loadScenario, runScenario } from '../src/sim/index.ts'
 import { parseDuration } from '../src/utils/duration.ts'
+import { scriptArgs } from './args.ts'
 
-const { values } = parseArgs({
+const { values } = scriptArgs({
+  script: 'sim:soak',
+  summary: `Many seeds of a scenario (the randomized one unless told) at scale: violations found, worst
+convergence after a fault ended, worst partition-side availability, controller RSS. Each seed's
+report.json/html goes to <out>/seed-<n>/, the totals to <out>/summary.json; a failing seed is
+reproduced with \`npm run sim -- randomized --seed <n> --nodes .. --workers ..\`. Exits 1 on any violation.`,
   options: {
-    seeds: { type: 'string', default: '50' },
-    first: { type: 'string', default: '1' },
-    nodes: { type: 'string', default: '8' },
-    workers: { type: 'string', default: '1000' },
-    duration: { type: 'string', default: '30s' },
-    scenario: { type: 'string', default: 'randomized' },
-    out: { type: 'string', default: 'reports/soak' }
+    seeds: { type: 'string', value: 'N', default: '50', description: 'how many seeds to run' },
+    first: { type: 'string', value: 'N', default: '1', description: 'the first seed; the others follow it' },
+    nodes: { type: 'string', value: 'N', default: '8', description: 'controllers in each run' },
+    workers: { type: 'string', value: 'N', default: '1000', description: 'worker agents in each run' },
+    duration: { type: 'string', value: 'D', default: '30s', description: 'length of each run (500ms, 30s, 2m)' },
+    scenario: { type: 'string', value: 'NAME', default: 'randomized', description: 'scenario: simulations/<NAME>.ts or a path' },
+    out: { type: 'string', value: 'DIR', default: 'reports/soak', description: 'where the reports and summary.json go' }
   }
 })
 const seeds = Number(values.seeds)

@@ -10,11 +10,20 @@
  *
  *   npm run bench:compaction -- [--ops 1000000] [--live 10000]
  */
-import { parseArgs } from 'node:util'
 import * as Y from 'yjs'
 import { Origin, Registry } from '../../src/registry/index.ts'
+import { scriptArgs } from '../args.ts'
 
-const { values } = parseArgs({ options: { ops: { type: 'string', default: '1000000' }, live: { type: 'string', default: '10000' } } })
+const { values } = scriptArgs({
+  script: 'bench:compaction',
+  summary: `The compaction bound: after --ops registrations and deregistrations with --live workers live,
+the encoded registry (on the writer and on a peer that only applied its updates) must stay
+within 2x a fresh encoding of the live entries.`,
+  options: {
+    ops: { type: 'string', value: 'N', default: '1000000', description: 'registrations + deregistrations in all' },
+    live: { type: 'string', value: 'N', default: '10000', description: 'workers registered at any time' }
+  }
+})
 const OPS = Number(values.ops)
 const LIVE = Number(values.live)
 

@@ -20,7 +20,7 @@
  *    controller below one core.
  *
  *   npm run bench:failover -- [--workers 100] [--heartbeat 1000]
- *     [--capacity-workers 10000] [--seconds 10] [--rate 5000] [--connections 32]
+ *     [--capacity-workers 10000] [--seconds 10] [--rate 5000] [--connections 32] [--warmup 2]
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
@@ -29,28 +29,33 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { Pool } from 'undici'
 import { workerAgent, type WorkerAgent } from '../../src/agent/index.ts'
 import { spawnController, type ChildController } from '../../src/launch/index.ts'
 import type { Capability } from '../../src/registry/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
+import { scriptArgs } from '../args.ts'
 
 const SELF = fileURLToPath(import.meta.url)
-const { values } = parseArgs({
+const { values } = scriptArgs({
+  script: 'bench:failover',
+  summary: `1. Failover time: three controller processes A, B, C; worker agents attach (half to A); A is
+   killed with SIGKILL; for each of A's workers, the time until every survivor routes to it again.
+2. Heartbeat capacity: one controller with --capacity-workers workers; a load generator (a child
+   process) sends POST /heartbeat at --rate a second, then as fast as it can; the controller's CPU
+   comes from /proc.`,
   options: {
-    workers: { type: 'string', default: '100' },
-    heartbeat: { type: 'string', default: '1000' },
-    'capacity-workers': { type: 'string', default: '10000' },
-    seconds: { type: 'string', default: '10' },
-    rate: { type: 'string', default: '5000' },
-    connections: { type: 'string', default: '32' },
-    // Internal: run as the load generator child.
-    loadgen: { type: 'string' },
-    ca: { type: 'string' },
-    pid: { type: 'string' },
-    warmup: { type: 'string', default: '2' }
+    workers: { type: 'string', value: 'N', default: '100', description: 'worker agents in the failover run' },
+    heartbeat: { type: 'string', value: 'MS', default: '1000', description: 'their heartbeat interval, in milliseconds' },
+    'capacity-workers': { type: 'string', value: 'N', default: '10000', description: 'workers registered for the capacity run' },
+    seconds: { type: 'string', value: 'S', default: '10', description: 'measured seconds of each capacity phase' },
+    rate: { type: 'string', value: 'N', default: '5000', description: 'heartbeats a second of the fixed-rate phase' },
+    connections: { type: 'string', value: 'N', default: '32', description: 'HTTPS keep-alive connections of the load generator' },
+    warmup: { type: 'string', value: 'S', default: '2', description: 'unmeasured seconds before each capacity phase' },
+    loadgen: { type: 'string', value: 'URL', internal: true, description: 'run as the load generator against this controller' },
+    ca: { type: 'string', value: 'FILE', internal: true, description: 'the load generator\'s CA certificate' },
+    pid: { type: 'string', value: 'PID', internal: true, description: 'the controller process whose CPU the load generator samples' }
   }
 })
 

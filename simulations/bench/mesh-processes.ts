@@ -25,37 +25,37 @@
  *   npm run bench:mesh-processes
  *   npm run bench:mesh-processes -- --sizes 8,32 --registrations 200 --heal-sizes 8 --heal-runs 3
  *
- * Flags (all optional):
- *   --sizes N,N          mesh sizes                                        (8,32)
- *   --registrations N    measured registrations per size                   (200)
- *   --gap D              pause between two registrations                   (20ms)
- *   --heal-sizes N,N     sizes that also measure the heal; "" for none     (8)
- *   --heal-workers N     workers registered across the partition, per run  (10000)
- *   --heal-runs N        partition → register → heal rounds                (3)
- *   --settle D           pause between the last registration and the heal  (6s)
- *   --poll D             how often the bench looks at what was reported     (5ms)
+ *   npm run bench:mesh-processes -- --help    every flag, what it does, its default
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { parseArgs } from 'node:util'
 import { spawnController, type ChildController } from '../../src/launch/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { httpsClient } from '../../src/utils/https-client.ts'
+import { scriptArgs } from '../args.ts'
 import { ed25519VerifiesPerSecond } from './machine.ts'
 
-const { values } = parseArgs({
+const { values } = scriptArgs({
+  script: 'bench:mesh-processes',
+  summary: `The mesh benchmark with every controller in its own process (\`capmesh controller\` children):
+1. registration → routable everywhere: from POST /register at controller 0 until the last
+   controller reports the worker routable, p50 / p99 / max.
+2. heal → converged (sizes in --heal-sizes): two halves blocking each other, --heal-workers
+   registrations across the split, then the time from lifting every block until the last
+   controller reports the common registry hash; --heal-runs times.
+CPU and RSS of each child come from /proc.`,
   options: {
-    sizes: { type: 'string', default: '8,32' },
-    registrations: { type: 'string', default: '200' },
-    gap: { type: 'string', default: '20ms' },
-    'heal-sizes': { type: 'string', default: '8' },
-    'heal-workers': { type: 'string', default: '10000' },
-    'heal-runs': { type: 'string', default: '3' },
-    settle: { type: 'string', default: '6s' },
-    poll: { type: 'string', default: '5ms' }
+    sizes: { type: 'string', value: 'N,N', default: '8,32', description: 'mesh sizes' },
+    registrations: { type: 'string', value: 'N', default: '200', description: 'measured registrations per size' },
+    gap: { type: 'string', value: 'D', default: '20ms', description: 'pause between two registrations' },
+    'heal-sizes': { type: 'string', value: 'N,N', default: '8', description: 'sizes that also measure the heal; "" for none' },
+    'heal-workers': { type: 'string', value: 'N', default: '10000', description: 'workers registered across the partition, per run' },
+    'heal-runs': { type: 'string', value: 'N', default: '3', description: 'partition → register → heal rounds' },
+    settle: { type: 'string', value: 'D', default: '6s', description: 'pause between the last registration and the heal' },
+    poll: { type: 'string', value: 'D', default: '5ms', description: 'how often the bench looks at what was reported' }
   }
 })
 const ints = (v: string, flag: string, min: number): number[] => v === '' ? [] : v.split(',').map(x => {

@@ -29,24 +29,13 @@
  *   npm run bench:mesh
  *   npm run bench:mesh -- --sizes 8,32 --registrations 200 --heal-workers 10000
  *
- * Flags (all optional):
- *   --sizes N,N          mesh sizes to run                               (8,32)
- *   --registrations N    measured registrations per size                 (200)
- *   --gap D              pause between two registrations                 (20ms)
- *   --heal-workers N     workers registered across the partition         (10000)
- *   --bootstrap N        controllers each new one bootstraps from        (2)
- *   --mesh-timeout D     how long to wait for a full mesh; measured anyway (60s)
- *   --settle D           pause between the last partitioned registration and the heal    (6s)
- *   --verbose            print every sync exchange of the heal as it completes
- *   --profile-heal FILE  write a CPU profile of the heal phase (.cpuprofile, for Chrome DevTools)
- *   --profile-reg FILE   the same for the registration phase
+ *   npm run bench:mesh -- --help    every flag, what it does, its default
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { Session } from 'node:inspector/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { parseArgs } from 'node:util'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { ControllerCore } from '../../src/core/index.ts'
@@ -56,19 +45,26 @@ import { ensureTls } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { ed25519VerifiesPerSecond } from './machine.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
+import { scriptArgs } from '../args.ts'
 
-const { values } = parseArgs({
+const { values } = scriptArgs({
+  script: 'bench:mesh',
+  summary: `N controllers in this one process, on loopback (real TCP libp2p, gossipsub, anti-entropy, HTTPS):
+1. registration → routable everywhere: p50 / p99 / max from POST /register at one controller until
+   every controller's router returns the worker.
+2. heal → converged: the controllers split in two halves, --heal-workers workers registered across
+   the split, then the time from lifting every block until all hold the same registry hash.`,
   options: {
-    sizes: { type: 'string', default: '8,32' },
-    registrations: { type: 'string', default: '200' },
-    gap: { type: 'string', default: '20ms' },
-    'heal-workers': { type: 'string', default: '10000' },
-    bootstrap: { type: 'string', default: '2' },
-    'mesh-timeout': { type: 'string', default: '60s' },
-    'profile-heal': { type: 'string' },
-    'profile-reg': { type: 'string' },
-    settle: { type: 'string', default: '6s' },
-    verbose: { type: 'boolean', default: false }
+    sizes: { type: 'string', value: 'N,N', default: '8,32', description: 'mesh sizes to run' },
+    registrations: { type: 'string', value: 'N', default: '200', description: 'measured registrations per size' },
+    gap: { type: 'string', value: 'D', default: '20ms', description: 'pause between two registrations' },
+    'heal-workers': { type: 'string', value: 'N', default: '10000', description: 'workers registered across the partition' },
+    bootstrap: { type: 'string', value: 'N', default: '2', description: 'controllers each new one bootstraps from' },
+    'mesh-timeout': { type: 'string', value: 'D', default: '60s', description: 'how long to wait for a full mesh; measured anyway' },
+    'profile-heal': { type: 'string', value: 'FILE', description: 'write a CPU profile of the heal phase to FILE-n<size>.cpuprofile (Chrome DevTools)' },
+    'profile-reg': { type: 'string', value: 'FILE', description: 'the same for the registration phase' },
+    settle: { type: 'string', value: 'D', default: '6s', description: 'pause between the last partitioned registration and the heal' },
+    verbose: { type: 'boolean', default: false, description: 'print every sync exchange of the heal as it completes' }
   }
 })
 const SIZES = values.sizes.split(',').map(Number)

@@ -17,26 +17,13 @@
  * meanwhile. Everything started is stopped by id, everything listens on
  * 127.0.0.1 only, and the script exits by itself.
  *
- * Flags (all optional):
- *   --workers N          workers registered in the controller        (10000)
- *   --capabilities N     capabilities they are spread over           (100)
- *   --duration D         measured window of each run                 (10s)
- *   --warmup D           unmeasured lead-in of each run              (2s)
- *   --rounds N           bare+capmesh pairs                          (3)
- *   --connections N      keep-alive connections of the Pool          (32)
- *   --pipelining N       requests in flight per connection           (1)
- *   --requests N         cap on measured requests per run            (5000000)
- *   --router-workers N   workers for the in-process decision bench   (100000)
- *   --decision-time D    time budget per in-process scenario         (300ms)
- *   --skip-http / --skip-decision   run only one half
- *   --only bare|capmesh  drive one target only (for profiling with --cpu-prof)
+ * Flags: `npm run bench:route -- --help` lists each with its default.
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
 import { Pool } from 'undici'
 import { resolveControllerConfig } from '../../src/config.ts'
@@ -48,10 +35,37 @@ import { DEFAULT_IDEMPOTENCY_MAX_KEYS } from '../../src/constants.ts'
 import { NoHealthyWorkerError, NoWorkerError } from '../../src/errors.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
+import { scriptArgs } from '../args.ts'
 
 const HOST = '127.0.0.1'
 const VERB = 'invoke'
 const GENERATOR_FLAG = '--load-generator'
+
+// Parsed before anything starts, in both modes (the generator child is started with GENERATOR_FLAG alone).
+const { values } = scriptArgs({
+  script: 'bench:route',
+  summary: `/route over HTTPS keep-alive against a real controller holding --workers healthy workers, and in
+the same run against a bare fastify HTTPS handler returning a same-sized fixed body (the ceiling
+of this stack), alternating bare and capmesh --rounds times; the load generator is a child
+process. Then the in-process route decision time with --router-workers workers.`,
+  options: {
+    workers: { type: 'string', value: 'N', default: '10000', description: 'workers registered in the controller' },
+    capabilities: { type: 'string', value: 'N', default: '100', description: 'capabilities they are spread over' },
+    duration: { type: 'string', value: 'D', default: '10s', description: 'measured window of each run' },
+    warmup: { type: 'string', value: 'D', default: '2s', description: 'unmeasured lead-in of each run' },
+    rounds: { type: 'string', value: 'N', default: '3', description: 'bare+capmesh pairs' },
+    connections: { type: 'string', value: 'N', default: '32', description: 'keep-alive connections of the Pool' },
+    pipelining: { type: 'string', value: 'N', default: '1', description: 'requests in flight per connection' },
+    requests: { type: 'string', value: 'N', default: '5000000', description: 'cap on measured requests per run' },
+    'router-workers': { type: 'string', value: 'N', default: '100000', description: 'workers for the in-process decision bench' },
+    'decision-time': { type: 'string', value: 'D', default: '300ms', description: 'time budget per in-process scenario' },
+    'skip-http': { type: 'boolean', default: false, description: 'skip the HTTP half' },
+    'skip-decision': { type: 'boolean', default: false, description: 'skip the in-process decision half' },
+    only: { type: 'string', value: 'bare|capmesh', description: 'drive only these targets, comma-separated (profiling one side with --cpu-prof); both when not set' },
+    'load-generator': { type: 'boolean', default: false, internal: true, description: 'run as the load generator child (takes its runs over IPC)' }
+  }
+})
+const IS_GENERATOR = values['load-generator']
 
 // ---------------------------------------------------------------- messages
 
@@ -91,7 +105,7 @@ type GeneratorMessage = { type: 'ready' } | { type: 'mark', phase: 'start' | 'en
 
 // ----------------------------------------------------------- load generator
 
-if (process.argv.includes(GENERATOR_FLAG)) {
+if (IS_GENERATOR) {
   process.on('message', (msg: RunRequest | { type: 'exit' }) => {
     if (msg.type === 'exit') {
       process.disconnect()
@@ -218,30 +232,6 @@ interface Options {
 }
 
 function options (): Options {
-  const { values } = parseArgs({
-    args: process.argv.slice(2),
-    options: {
-      workers: { type: 'string', default: '10000' },
-      capabilities: { type: 'string', default: '100' },
-      duration: { type: 'string', default: '10s' },
-      warmup: { type: 'string', default: '2s' },
-      rounds: { type: 'string', default: '3' },
-      connections: { type: 'string', default: '32' },
-      pipelining: { type: 'string', default: '1' },
-      requests: { type: 'string', default: '5000000' },
-      'router-workers': { type: 'string', default: '100000' },
-      'decision-time': { type: 'string', default: '300ms' },
-      'skip-http': { type: 'boolean', default: false },
-      'skip-decision': { type: 'boolean', default: false },
-      only: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false }
-    }
-  })
-  if (values.help) {
-    console.log('usage: npm run bench:route -- [--workers 10000] [--capabilities 100] [--duration 10s] [--warmup 2s] [--rounds 3]\n' +
-      '  [--connections 32] [--pipelining 1] [--requests N] [--router-workers 100000] [--decision-time 300ms] [--skip-http] [--skip-decision]')
-    process.exit(0)
-  }
   const int = (name: string, v: string, min: number): number => {
     const n = Number(v)
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: expected an integer ≥ ${min}, got ${JSON.stringify(v)}`)
@@ -777,7 +767,7 @@ async function main (): Promise<void> {
   }
 }
 
-if (!process.argv.includes(GENERATOR_FLAG)) {
+if (!IS_GENERATOR) {
   main().catch(err => {
     console.error(err)
     process.exitCode = 1
