@@ -16,30 +16,29 @@
  *   starts) and of B over its whole life, from /proc.
  *
  *   npm run bench:catchup
- *   npm run bench:catchup -- --sizes 30000,100000
- *
- * Flags (all optional):
- *   --sizes N,N        registry sizes                         (30000,100000)
- *   --connections N    concurrent registrations              (32)
- *   --timeout D        give up a catch-up after this long     (300s)
+ *   npm run bench:catchup -- --sizes 30000,100000   (--help lists every option)
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { parseArgs } from 'node:util'
 import { spawnController, type ChildController } from '../../src/launch/index.ts'
 import { importState, Registry } from '../../src/registry/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
+import { scriptArgs } from '../args.ts'
 import { ed25519VerifiesPerSecond } from './machine.ts'
 
-const { values } = parseArgs({
+const { values } = scriptArgs({
+  script: 'bench:catchup',
+  summary: `A late joiner catching up by anti-entropy: controller a gets N workers over HTTPS, then b
+starts empty with --bootstrap to a. Prints b's catch-up time beside an empty controller's start-up
+and an in-process apply of the same state, and the peak RSS of both sides.`,
   options: {
-    sizes: { type: 'string', default: '30000,100000' },
-    connections: { type: 'string', default: '32' },
-    timeout: { type: 'string', default: '300s' }
+    sizes: { type: 'string', value: 'N,N', default: '30000,100000', description: 'registry sizes' },
+    connections: { type: 'string', value: 'N', default: '32', description: 'concurrent registrations' },
+    timeout: { type: 'string', value: 'D', default: '300s', description: 'give up a catch-up after this long' }
   }
 })
 const SIZES = values.sizes.split(',').map(Number)

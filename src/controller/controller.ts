@@ -138,6 +138,7 @@ export class Controller {
     })
     membership.attach({
       publish: payload => { mesh.publish(LIVENESS_TOPIC, payload) },
+      reachable: () => mesh.subscribers(LIVENESS_TOPIC) > 0,
       localAddrs: () => mesh.multiaddrs,
       introductions: () => mesh.introductions(),
       learnAddrs: (peerId, addrs) => { mesh.learnAddrs(peerId, addrs) },

@@ -297,6 +297,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.send(topic, { kind: Kind.message, controllerId: this.init.controllerId, payload })
   }
 
+  /** Peers subscribed to `topic` (they would receive what is published on it now). */
+  subscribers (topic: string): number {
+    return this.node?.services.pubsub.getSubscribers(topic).length ?? 0
+  }
+
   /** Remembers where a controller listens (from its digest) so the reconnect loop can dial it directly. */
   learnAddrs (peerId: string, addrs: string[]): void { this.dialer.learnAddrs(peerId, addrs) }
 

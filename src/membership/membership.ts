@@ -41,6 +41,8 @@ export interface LocalWord {
 export interface MembershipTransport {
   /** Publishes one digest message on the liveness topic. */
   publish: (payload: Uint8Array) => void
+  /** Whether any peer would receive a digest now (subscribed to the liveness topic). */
+  reachable: () => boolean
   /** This controller's listen addresses. */
   localAddrs: () => string[]
   /** An address of each controller it is connected to (for newcomers). */
@@ -198,7 +200,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
    * in the libp2p stack, so an unchanged word is not repeated.
    */
   tick (): void {
-    if (this.transport == null) return
+    // With nobody subscribed yet, a digest reaches no one now and arrives late and stale through
+    // gossipsub's catch-up (IHAVE/IWANT) later: hold it, with what it owes, for the first listener.
+    if (this.transport == null || !this.transport.reachable()) return
     const local = this.init.local
     const workers = [...local.ownWorkers()]
     const hash = local.registryHash()

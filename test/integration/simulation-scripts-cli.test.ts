@@ -46,7 +46,8 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
       loadgen: 'not set', ca: 'not set', pid: 'not set'
     }
   },
-  'simulations/bench/tls-resume.ts': { script: 'bench:tls', options: { connections: '400', rounds: '3' } }
+  'simulations/bench/tls-resume.ts': { script: 'bench:tls', options: { connections: '400', rounds: '3' } },
+  'simulations/bench/catchup.ts': { script: 'bench:catchup', options: { sizes: '30000,100000', connections: '32', timeout: '300s' } }
 }
 
 interface Run { code: number | null, stdout: string, stderr: string }
