@@ -1,109 +1,57 @@
 /**
- * Controller configuration: one typed object, filled from defaults
- * (constants.ts), an optional JSON config file, then command-line flags.
- * Every field is validated; a bad value is a ConfigError that names it.
+ * Controller options, declared once. CONTROLLER_OPTIONS says, per option,
+ * its config-file key (and `--kebab-case` flag), how a value is parsed and
+ * checked, what it means and its default (from constants.ts); from that one
+ * table derive the ControllerConfig type, the config-file parser and its
+ * errors, the `capmesh controller` flags with their help text, and the
+ * option table in docs/operations.md (a test keeps it in step).
+ *
+ * Layers: defaults, then an optional JSON config file, then flags. Every
+ * value is validated; a bad one is a ConfigError that names it.
  */
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import * as C from './constants.ts'
 import { multiaddr } from '@multiformats/multiaddr'
+import * as C from './constants.ts'
 import { ConfigError } from './errors.ts'
-import { parseDuration } from './utils/duration.ts'
+import { formatDuration, parseDuration } from './utils/duration.ts'
+import { CONTROLLER_ID } from './wire/capability.ts'
 
-export const CONTROLLER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+export { CONTROLLER_ID }
 
-export interface TlsFiles {
-  /** PEM server certificate (chain). */
-  cert: string
-  /** PEM private key of `cert`. */
-  key: string
-  /** PEM CA certificate clients should trust. */
-  ca: string
-}
+type Parser<T> = (value: unknown, where: string) => T
 
-export interface ControllerConfig {
-  /** Controller id, unique in the mesh: `[A-Za-z0-9._-]`, ≤ 64 chars. */
-  id: string
-  /** HTTPS bind address. @default '127.0.0.1' */
-  host: string
-  /** HTTPS port; 0 picks a free one. @default 9000 */
-  httpsPort: number
-  /** Data dir (registry snapshot + update log, TLS by default). @default `.capmesh/<id>` */
-  dataDir: string
-  /** TLS dir: created with a local CA and a server certificate if empty. @default `<dataDir>/tls` */
-  tlsDir: string
-  /** Given certificate files instead of the TLS dir. @default undefined */
-  tlsFiles?: TlsFiles
-  /**
-   * The mesh key file (libp2p swarm key), shared by every controller of the
-   * mesh: a p2p peer without it cannot connect. Created if missing.
-   * @default `<tlsDir>/mesh.key`
-   */
-  meshKey: string
-  /** Expected worker heartbeat interval (ms). @default 30000 */
-  heartbeatIntervalMs: number
-  /** No heartbeat for this long → `unhealthy` (ms). @default 60000 */
-  unhealthyAfterMs: number
-  /** No heartbeat for this long → removed (ms). @default 120000 */
-  staleAfterMs: number
-  /** Max request body (bytes) on the worker and route endpoints. @default 262144 */
-  bodyLimit: number
-  /** Max `/state/import` body (bytes). @default 67108864 */
-  importBodyLimit: number
-  /** Idempotency key lifetime (ms). @default 300000 */
-  idempotencyTtlMs: number
-  /** fsync every registry write. @default false */
-  fsync: boolean
-  /** Log level for the controller's pino logger. @default 'info' */
-  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
-  /** libp2p TCP port (bound on `host`); 0 picks a free one. @default 9100 */
-  p2pPort: number
-  /** Multiaddrs of other controllers to join (`/ip4/127.0.0.1/tcp/9101`, `/p2p/<id>` optional). @default [] */
-  bootstrap: string[]
-  /** Anti-entropy with a random peer this often (ms). @default 5000 */
-  syncIntervalMs: number
-  /** Largest anti-entropy delta accepted from a peer (bytes): the whole registry must fit. @default 268435456 */
-  maxSyncBytes: number
-  /** Re-dial lost peers this often (ms). @default 1000 */
-  reconnectIntervalMs: number
-  /**
-   * Look at the liveness digest this often (ms); it goes out when it changed
-   * (at most once per interval), or as a keepalive. @default min(1000, heartbeatInterval)
-   */
-  digestIntervalMs: number
-  /** Publish the digest at least this often even when nothing changed (ms): peers' proof that this controller lives. @default max(digestInterval, unhealthyAfter / 4) */
-  digestKeepaliveMs: number
-}
-
-/** Keys a config file or flag may set, with the parser for each. */
-type Parser = (value: unknown, key: string) => unknown
-
-const str: Parser = (v, k) => {
+const str: Parser<string> = (v, k) => {
   if (typeof v !== 'string' || v.length === 0) throw new ConfigError(`${k}: expected a non-empty string, got ${JSON.stringify(v)}`)
   return v
 }
-const port: Parser = (v, k) => {
+const controllerId: Parser<string> = (v, k) => {
+  const s = str(v, k)
+  if (!CONTROLLER_ID.test(s)) throw new ConfigError(`${k}: "${s}" must match ${CONTROLLER_ID} (letters, digits, . _ -; at most 64)`)
+  return s
+}
+const port: Parser<number> = (v, k) => {
   const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError(`${k}: expected a port 0-65535, got ${JSON.stringify(v)}`)
   return n
 }
-const bytes: Parser = (v, k) => {
+const bytes: Parser<number> = (v, k) => {
   const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1024) throw new ConfigError(`${k}: expected a byte count ≥ 1024, got ${JSON.stringify(v)}`)
   return n
 }
-const duration: Parser = (v, k) => {
+const duration: Parser<number> = (v, k) => {
   if (typeof v !== 'string' && typeof v !== 'number') throw new ConfigError(`${k}: expected a duration like "2s", got ${JSON.stringify(v)}`)
   const ms = parseDuration(v, k)
   if (ms <= 0) throw new ConfigError(`${k}: must be greater than 0`)
   return ms
 }
-const bool: Parser = (v, k) => {
+const bool: Parser<boolean> = (v, k) => {
   if (v === true || v === 'true') return true
   if (v === false || v === 'false') return false
   throw new ConfigError(`${k}: expected true or false, got ${JSON.stringify(v)}`)
 }
-const multiaddrs: Parser = (v, k) => {
+const multiaddrs: Parser<string[]> = (v, k) => {
   const list = typeof v === 'string' ? v.split(',').map(x => x.trim()).filter(x => x.length > 0) : v
   if (!Array.isArray(list) || list.some(x => typeof x !== 'string')) throw new ConfigError(`${k}: expected a list of multiaddrs, got ${JSON.stringify(v)}`)
   for (const a of list as string[]) {
@@ -114,87 +62,102 @@ const multiaddrs: Parser = (v, k) => {
       throw new ConfigError(`${k}: "${a}" is not a TCP multiaddr like /ip4/127.0.0.1/tcp/9101 (${(err as Error).message})`)
     }
   }
-  return list
+  return list as string[]
 }
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
-const logLevel: Parser = (v, k) => {
-  if (typeof v !== 'string' || !LOG_LEVELS.includes(v)) throw new ConfigError(`${k}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(v)}`)
-  return v
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+type LogLevel = typeof LOG_LEVELS[number]
+const logLevel: Parser<LogLevel> = (v, k) => {
+  if (typeof v !== 'string' || !(LOG_LEVELS as readonly string[]).includes(v)) throw new ConfigError(`${k}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(v)}`)
+  return v as LogLevel
 }
+
+/** The options resolved so far (a default may depend on earlier ones). */
+type Resolving = Record<string, unknown> & { id: string, dataDir: string, tlsDir: string, heartbeatIntervalMs: number, unhealthyAfterMs: number, digestIntervalMs: number }
+
+interface Option<K extends string, T> {
+  /** The key in ControllerConfig and RawConfig (`heartbeatIntervalMs` for the option `heartbeatInterval`). */
+  key: K
+  parse: Parser<T>
+  /** The value's placeholder in help: `<duration>`. */
+  value: string
+  description: string
+  /** The default: a value, or one derived from the options resolved before this one; none if absent. */
+  default?: T | ((c: Resolving) => T)
+  /** The default as help and docs show it. @default the value, formatted */
+  defaultText?: string
+  /** A file or folder: resolved against the working directory. */
+  path?: boolean
+  /** The flag may be given several times (values collected). */
+  repeatable?: boolean
+}
+
+const option = <K extends string, T>(o: Option<K, T>): Option<K, T> => o
+
+/** Every controller option, in the order defaults are resolved (a derived default reads only earlier ones). */
+export const CONTROLLER_OPTIONS = {
+  id: option({ key: 'id', parse: controllerId, value: 'id', description: 'controller id, unique in the mesh', default: 'controller' }),
+  host: option({ key: 'host', parse: str, value: 'host', description: 'HTTPS and p2p bind address', default: C.DEFAULT_HOST }),
+  httpsPort: option({ key: 'httpsPort', parse: port, value: 'port', description: 'HTTPS port; 0 picks a free one', default: C.DEFAULT_HTTPS_PORT }),
+  p2pPort: option({ key: 'p2pPort', parse: port, value: 'port', description: 'libp2p TCP port; 0 picks a free one', default: C.DEFAULT_P2P_PORT }),
+  dataDir: option({ key: 'dataDir', parse: str, path: true, value: 'dir', description: 'data dir: registry snapshot and update log, peer key', default: c => join(C.DEFAULT_DATA_ROOT, c.id), defaultText: '.capmesh/<id>' }),
+  tlsDir: option({ key: 'tlsDir', parse: str, path: true, value: 'dir', description: 'TLS dir; a local CA and a server certificate are created there if empty', default: c => join(c.dataDir, 'tls'), defaultText: '<data-dir>/tls' }),
+  tlsCert: option({ key: 'tlsCert', parse: str, path: true, value: 'file', description: 'server certificate (PEM), with --tls-key and --tls-ca, instead of the TLS dir' }),
+  tlsKey: option({ key: 'tlsKey', parse: str, path: true, value: 'file', description: 'private key of --tls-cert (PEM)' }),
+  tlsCa: option({ key: 'tlsCa', parse: str, path: true, value: 'file', description: 'CA certificate clients trust (PEM)' }),
+  meshKey: option({ key: 'meshKey', parse: str, path: true, value: 'file', description: 'mesh key shared by every controller of the mesh; created if missing', default: c => join(c.tlsDir, C.MESH_KEY_FILE), defaultText: '<tls-dir>/mesh.key' }),
+  bootstrap: option({ key: 'bootstrap', parse: multiaddrs, repeatable: true, value: 'multiaddr', description: 'another controller to join, e.g. /ip4/127.0.0.1/tcp/9101 (repeatable)', default: [] as string[], defaultText: 'none' }),
+  heartbeatInterval: option({ key: 'heartbeatIntervalMs', parse: duration, value: 'duration', description: 'expected worker heartbeat interval', default: C.DEFAULT_HEARTBEAT_INTERVAL_MS }),
+  unhealthyAfter: option({ key: 'unhealthyAfterMs', parse: duration, value: 'duration', description: 'no heartbeat for this long: unhealthy, not routed to', default: C.DEFAULT_UNHEALTHY_AFTER_MS }),
+  staleAfter: option({ key: 'staleAfterMs', parse: duration, value: 'duration', description: 'no heartbeat for this long: removed', default: C.DEFAULT_STALE_AFTER_MS }),
+  digestInterval: option({ key: 'digestIntervalMs', parse: duration, value: 'duration', description: 'look at the liveness digest this often; it goes out when it changed', default: c => Math.min(C.DEFAULT_DIGEST_INTERVAL_MS, c.heartbeatIntervalMs), defaultText: 'min(1s, heartbeat-interval)' }),
+  digestKeepalive: option({ key: 'digestKeepaliveMs', parse: duration, value: 'duration', description: 'publish the digest at least this often even unchanged', default: c => Math.max(c.digestIntervalMs, Math.floor(c.unhealthyAfterMs / C.DIGEST_KEEPALIVES_PER_UNHEALTHY_WINDOW)), defaultText: 'unhealthy-after / 4' }),
+  syncInterval: option({ key: 'syncIntervalMs', parse: duration, value: 'duration', description: 'anti-entropy with a peer that seems to differ this often', default: C.DEFAULT_SYNC_INTERVAL_MS }),
+  maxSyncBytes: option({ key: 'maxSyncBytes', parse: bytes, value: 'bytes', description: 'largest anti-entropy delta accepted from a peer; the whole registry must fit', default: C.DEFAULT_MAX_SYNC_BYTES }),
+  reconnectInterval: option({ key: 'reconnectIntervalMs', parse: duration, value: 'duration', description: 're-dial lost peers this often', default: C.DEFAULT_RECONNECT_INTERVAL_MS }),
+  bodyLimit: option({ key: 'bodyLimit', parse: bytes, value: 'bytes', description: 'largest request body outside /state/import', default: C.DEFAULT_BODY_LIMIT_BYTES }),
+  importBodyLimit: option({ key: 'importBodyLimit', parse: bytes, value: 'bytes', description: 'largest /state/import body', default: C.DEFAULT_IMPORT_BODY_LIMIT_BYTES }),
+  idempotencyTtl: option({ key: 'idempotencyTtlMs', parse: duration, value: 'duration', description: 'how long an idempotency_key keeps its worker', default: C.DEFAULT_IDEMPOTENCY_TTL_MS }),
+  fsync: option({ key: 'fsync', parse: bool, value: 'bool', description: 'fsync every registry write (power-loss safety, at a latency cost)', default: C.DEFAULT_FSYNC }),
+  logLevel: option({ key: 'logLevel', parse: logLevel, value: 'level', description: `log level: ${LOG_LEVELS.join(', ')}`, default: 'info' as LogLevel })
+} as const
+
+type Options = typeof CONTROLLER_OPTIONS
+type ValueOf<O> = O extends Option<string, infer T> ? T : never
+
+/** What a config file or the flags may give, parsed, before defaults are filled in. */
+export type RawConfig = { -readonly [N in keyof Options as Options[N]['key']]?: ValueOf<Options[N]> }
+
+export interface TlsFiles {
+  /** PEM server certificate (chain). */
+  cert: string
+  /** PEM private key of `cert`. */
+  key: string
+  /** PEM CA certificate clients should trust. */
+  ca: string
+}
+
+/** A resolved controller configuration: every option (see CONTROLLER_OPTIONS), TLS files given together. */
+export type ControllerConfig = Required<Omit<RawConfig, 'tlsCert' | 'tlsKey' | 'tlsCa'>> & {
+  /** Given certificate files instead of the TLS dir. */
+  tlsFiles?: TlsFiles
+}
+
+const kebab = (s: string): string => s.replace(/[A-Z]/g, c => `-${c.toLowerCase()}`)
+const kebabToCamel = (s: string): string => s.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+const entries = Object.entries(CONTROLLER_OPTIONS) as Array<[string, Option<string, unknown>]>
 
 /**
- * Accepted config-file keys (camelCase, as in ControllerConfig, plus the
- * kebab-case flag spelling) and how each is parsed.
- */
-const FIELDS: Record<string, [keyof RawConfig, Parser]> = {
-  id: ['id', str],
-  host: ['host', str],
-  httpsPort: ['httpsPort', port],
-  dataDir: ['dataDir', str],
-  tlsDir: ['tlsDir', str],
-  tlsCert: ['tlsCert', str],
-  tlsKey: ['tlsKey', str],
-  tlsCa: ['tlsCa', str],
-  meshKey: ['meshKey', str],
-  heartbeatInterval: ['heartbeatIntervalMs', duration],
-  unhealthyAfter: ['unhealthyAfterMs', duration],
-  staleAfter: ['staleAfterMs', duration],
-  bodyLimit: ['bodyLimit', bytes],
-  importBodyLimit: ['importBodyLimit', bytes],
-  idempotencyTtl: ['idempotencyTtlMs', duration],
-  fsync: ['fsync', bool],
-  logLevel: ['logLevel', logLevel],
-  p2pPort: ['p2pPort', port],
-  bootstrap: ['bootstrap', multiaddrs],
-  syncInterval: ['syncIntervalMs', duration],
-  maxSyncBytes: ['maxSyncBytes', bytes],
-  reconnectInterval: ['reconnectIntervalMs', duration],
-  digestInterval: ['digestIntervalMs', duration],
-  digestKeepalive: ['digestKeepaliveMs', duration]
-}
-
-/** What a config file or the flags may give before defaults are filled in. */
-export interface RawConfig {
-  id?: string
-  host?: string
-  httpsPort?: number
-  dataDir?: string
-  tlsDir?: string
-  tlsCert?: string
-  tlsKey?: string
-  tlsCa?: string
-  meshKey?: string
-  heartbeatIntervalMs?: number
-  unhealthyAfterMs?: number
-  staleAfterMs?: number
-  bodyLimit?: number
-  importBodyLimit?: number
-  idempotencyTtlMs?: number
-  fsync?: boolean
-  logLevel?: ControllerConfig['logLevel']
-  p2pPort?: number
-  bootstrap?: string[]
-  syncIntervalMs?: number
-  maxSyncBytes?: number
-  reconnectIntervalMs?: number
-  digestIntervalMs?: number
-  digestKeepaliveMs?: number
-}
-
-const kebabToCamel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
-
-/**
- * Parses a loose object (a config file's JSON or commander's flags) into a
- * RawConfig. Unknown keys are errors, so a typo never goes unnoticed.
+ * Parses a loose object (a config file's JSON, or the flags) into a
+ * RawConfig. Keys are option names in camelCase or kebab-case; an unknown
+ * key is an error, so a typo never goes unnoticed.
  */
 export function parseRawConfig (input: Record<string, unknown>, source: string): RawConfig {
   const out: Record<string, unknown> = {}
   for (const [rawKey, value] of Object.entries(input)) {
     if (value === undefined) continue
-    const key = kebabToCamel(rawKey)
-    const field = FIELDS[key]
-    if (field == null) throw new ConfigError(`${source}: unknown option "${rawKey}" (known: ${Object.keys(FIELDS).join(', ')})`)
-    out[field[0]] = field[1](value, `${source}: ${rawKey}`)
+    const o = (CONTROLLER_OPTIONS as Record<string, Option<string, unknown>>)[kebabToCamel(rawKey)]
+    if (o == null) throw new ConfigError(`${source}: unknown option "${rawKey}" (known: ${Object.keys(CONTROLLER_OPTIONS).join(', ')})`)
+    out[o.key] = o.parse(value, `${source}: ${rawKey}`)
   }
   return out as RawConfig
 }
@@ -222,54 +185,62 @@ export function readConfigFile (file: string): RawConfig {
  * order, later ones winning (config file, then flags).
  */
 export function resolveControllerConfig (...layers: RawConfig[]): ControllerConfig {
-  const raw: RawConfig = Object.assign({}, ...layers)
-  const id = raw.id ?? 'controller'
-  if (!CONTROLLER_ID.test(id)) throw new ConfigError(`id: "${id}" must match ${CONTROLLER_ID} (letters, digits, . _ -; at most 64)`)
-  const dataDir = resolve(raw.dataDir ?? join(C.DEFAULT_DATA_ROOT, id))
-  const cfg: ControllerConfig = {
-    id,
-    host: raw.host ?? C.DEFAULT_HOST,
-    httpsPort: raw.httpsPort ?? C.DEFAULT_HTTPS_PORT,
-    dataDir,
-    tlsDir: resolve(raw.tlsDir ?? join(dataDir, 'tls')),
-    meshKey: '',
-    heartbeatIntervalMs: raw.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS,
-    unhealthyAfterMs: raw.unhealthyAfterMs ?? C.DEFAULT_UNHEALTHY_AFTER_MS,
-    staleAfterMs: raw.staleAfterMs ?? C.DEFAULT_STALE_AFTER_MS,
-    bodyLimit: raw.bodyLimit ?? C.DEFAULT_BODY_LIMIT_BYTES,
-    importBodyLimit: raw.importBodyLimit ?? C.DEFAULT_IMPORT_BODY_LIMIT_BYTES,
-    idempotencyTtlMs: raw.idempotencyTtlMs ?? C.DEFAULT_IDEMPOTENCY_TTL_MS,
-    fsync: raw.fsync ?? C.DEFAULT_FSYNC,
-    logLevel: raw.logLevel ?? 'info',
-    p2pPort: raw.p2pPort ?? C.DEFAULT_P2P_PORT,
-    bootstrap: raw.bootstrap ?? [],
-    syncIntervalMs: raw.syncIntervalMs ?? C.DEFAULT_SYNC_INTERVAL_MS,
-    maxSyncBytes: raw.maxSyncBytes ?? C.DEFAULT_MAX_SYNC_BYTES,
-    reconnectIntervalMs: raw.reconnectIntervalMs ?? C.DEFAULT_RECONNECT_INTERVAL_MS,
-    digestIntervalMs: raw.digestIntervalMs ?? Math.min(C.DEFAULT_DIGEST_INTERVAL_MS, raw.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS),
-    digestKeepaliveMs: 0
+  const raw: Record<string, unknown> = Object.assign({}, ...layers)
+  const cfg: Record<string, unknown> = {}
+  for (const [name, o] of entries) {
+    let v = raw[o.key]
+    if (v !== undefined) v = o.parse(v, name)
+    else v = typeof o.default === 'function' ? (o.default as (c: Resolving) => unknown)(cfg as Resolving) : o.default
+    if (v !== undefined) cfg[o.key] = o.path === true ? resolve(v as string) : v
+  }
+  const { tlsCert, tlsKey, tlsCa, ...rest } = cfg
+  const out = rest as ControllerConfig
+  const tls = [tlsCert, tlsKey, tlsCa] as Array<string | undefined>
+  if (tls.some(v => v != null)) {
+    if (tls.some(v => v == null)) throw new ConfigError('tls-cert, tls-key and tls-ca must be given together')
+    out.tlsFiles = { cert: tls[0]!, key: tls[1]!, ca: tls[2]! }
+  }
+  check(out)
+  return out
+}
+
+/** The rules between options. */
+function check (cfg: ControllerConfig): void {
+  if (cfg.unhealthyAfterMs <= cfg.heartbeatIntervalMs) {
+    throw new ConfigError(`unhealthy-after (${cfg.unhealthyAfterMs}ms) must be longer than heartbeat-interval (${cfg.heartbeatIntervalMs}ms)`)
+  }
+  if (cfg.staleAfterMs <= cfg.unhealthyAfterMs) {
+    throw new ConfigError(`stale-after (${cfg.staleAfterMs}ms) must be longer than unhealthy-after (${cfg.unhealthyAfterMs}ms)`)
   }
   if (cfg.digestIntervalMs >= cfg.unhealthyAfterMs) {
     throw new ConfigError(`digest-interval (${cfg.digestIntervalMs}ms) must be shorter than unhealthy-after (${cfg.unhealthyAfterMs}ms), or peers would mark this controller's workers unhealthy between digests`)
   }
-  cfg.digestKeepaliveMs = raw.digestKeepaliveMs ?? Math.max(cfg.digestIntervalMs, Math.floor(cfg.unhealthyAfterMs / C.DIGEST_KEEPALIVES_PER_UNHEALTHY_WINDOW))
   if (cfg.digestKeepaliveMs < cfg.digestIntervalMs || cfg.digestKeepaliveMs >= cfg.unhealthyAfterMs) {
     throw new ConfigError(`digest-keepalive (${cfg.digestKeepaliveMs}ms) must be at least digest-interval (${cfg.digestIntervalMs}ms) and shorter than unhealthy-after (${cfg.unhealthyAfterMs}ms), or peers would take this controller for gone between keepalives`)
   }
-  cfg.meshKey = resolve(raw.meshKey ?? join(cfg.tlsDir, C.MESH_KEY_FILE))
-  const tls = [raw.tlsCert, raw.tlsKey, raw.tlsCa]
-  if (tls.some(v => v != null)) {
-    if (tls.some(v => v == null)) throw new ConfigError('tls-cert, tls-key and tls-ca must be given together')
-    cfg.tlsFiles = { cert: resolve(raw.tlsCert!), key: resolve(raw.tlsKey!), ca: resolve(raw.tlsCa!) }
-  }
-  if (cfg.unhealthyAfterMs <= cfg.heartbeatIntervalMs) {
-    throw new ConfigError(`unhealthy-after (${cfg.unhealthyAfterMs}ms) must be longer than heartbeat-interval (${cfg.heartbeatIntervalMs}ms)`)
-  }
   if (cfg.maxSyncBytes > 0xffffffff) throw new ConfigError(`max-sync-bytes (${cfg.maxSyncBytes}) must be below 4 GiB (the sync protocol's size field is 32 bits)`)
-  if (cfg.staleAfterMs <= cfg.unhealthyAfterMs) {
-    throw new ConfigError(`stale-after (${cfg.staleAfterMs}ms) must be longer than unhealthy-after (${cfg.unhealthyAfterMs}ms)`)
-  }
-  return cfg
+}
+
+/** An option's default as help and docs show it. */
+function defaultText (o: Option<string, unknown>): string | null {
+  if (o.defaultText != null) return o.defaultText
+  if (o.default === undefined) return null
+  if (o.parse === duration) return formatDuration(o.default as number)
+  return String(o.default)
+}
+
+/** The `capmesh controller` flags: `--kebab-name <value>`, description, default. */
+export function controllerFlags (): Array<{ flags: string, description: string, repeatable: boolean }> {
+  return entries.map(([name, o]) => {
+    const d = defaultText(o)
+    return { flags: `--${kebab(name)} <${o.value}>`, description: d == null ? o.description : `${o.description} (default ${d})`, repeatable: o.repeatable === true }
+  })
+}
+
+/** The option table of docs/operations.md (Markdown), generated from CONTROLLER_OPTIONS. */
+export function optionsMarkdown (): string {
+  const rows = entries.map(([name, o]) => `| \`--${kebab(name)}\` | \`${name}\` | ${defaultText(o) == null ? '—' : `\`${defaultText(o)}\``} | ${o.description} |`)
+  return ['| flag | config-file key | default | meaning |', '|---|---|---|---|', ...rows].join('\n')
 }
 
 /**

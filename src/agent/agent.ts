@@ -28,7 +28,10 @@ import * as C from '../constants.ts'
 import {
   ControllerTimeoutError, ControllerUnavailableError, NoControllerError, RegistrationRejectedError
 } from '../errors.ts'
-import type { Capability } from '../registry/index.ts'
+import type {
+  Capability, DeregisterReply, DeregisterRequest, DrainReply, DrainRequest, ErrorBody, HeartbeatReply, HeartbeatRequest, RegisterReply,
+  RegisterRequest, SupersededReply
+} from '../wire/index.ts'
 import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
 import { probeControllers, type ProbeResult } from './probe.ts'
 
@@ -97,6 +100,15 @@ export interface AgentEvents {
 }
 
 export type AttachReason = 'start' | 'failover' | 'move' | 'reregister' | 'retry'
+
+/** The endpoints the agent calls: request body, and the replies it may get besides an error body. */
+interface Endpoints {
+  '/register': [RegisterRequest, RegisterReply]
+  '/heartbeat': [HeartbeatRequest, HeartbeatReply | SupersededReply]
+  '/drain': [DrainRequest, DrainReply | SupersededReply]
+  '/deregister': [DeregisterRequest, DeregisterReply]
+}
+type Answer<P extends keyof Endpoints> = { status: number, body: Endpoints[P][1] | ErrorBody }
 export type AgentState = 'idle' | 'attached' | 'detached' | 'draining' | 'stopped'
 
 export class WorkerAgent extends EventEmitter<AgentEvents> {
@@ -127,7 +139,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   private reprobeTimer: NodeJS.Timeout | null = null
   private busy: Promise<void> | null = null
   /** The heartbeat still awaiting its answer (see beat()). */
-  private inflight: { url: string, answer: Promise<{ status: number, body: any }> } | null = null
+  private inflight: { url: string, answer: Promise<Answer<'/heartbeat'>> } | null = null
   /** Attach rounds failed in a row while detached (sets the back-off). */
   private detachedRounds = 0
 
@@ -176,7 +188,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   async drain (): Promise<void> {
     this._state = 'draining'
     if (this.current != null) {
-      await this.client.json('POST', this.endpoint(this.current.url, '/drain'), { worker_id: this.workerId, incarnation: this._incarnation }, { timeoutMs: this.interval }).catch(() => {})
+      await this.call(this.current.url, '/drain', { worker_id: this.workerId, incarnation: this._incarnation }, this.interval).catch(() => {})
     }
     this.emit('draining', { controller: this.current?.url ?? null })
   }
@@ -214,9 +226,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     const timeoutMs = Math.min(this.interval, 5000)
     for (const url of [attached, ...this.order(attached).filter(u => u !== attached)]) {
       try {
-        const res = await this.client.json('POST', this.endpoint(url, '/deregister'), { worker_id: this.workerId }, { timeoutMs })
+        const res = await this.call(url, '/deregister', { worker_id: this.workerId }, timeoutMs)
         // Its own controller has removed it (or no longer knows it); another one has only if it knew it.
-        if (res.status === 200 && (url === attached || res.body?.known === true)) return
+        if (res.status === 200 && (url === attached || ('known' in res.body && res.body.known))) return
       } catch {
         // Unreachable: the next one.
       }
@@ -312,7 +324,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
 
   private async registerOnce (url: string, timeoutMs: number): Promise<string | null> {
     this._incarnation++
-    const body = {
+    const body: RegisterRequest = {
       worker_id: this.workerId,
       worker_url: this.init.workerUrl,
       capabilities: this.init.capabilities,
@@ -322,20 +334,21 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     // 408 and 429 say "not now", not "never": retried like an unavailable controller.
     if (res.status === 408 || res.status === 429) throw new ControllerUnavailableError(url, `HTTP ${res.status} (try later)`)
     if (res.status >= 400 && res.status < 500) throw new RegistrationRejectedError(url, res.status, res.body)
-    if (res.status !== 200 || res.body?.status !== 'registered') {
+    const reply = res.body as Partial<RegisterReply>
+    if (res.status !== 200 || reply.status !== 'registered') {
       throw new ControllerUnavailableError(url, `unexpected answer to /register (HTTP ${res.status}): ${JSON.stringify(res.body).slice(0, 200)}`)
     }
-    if (Number.isInteger(res.body.incarnation) && res.body.incarnation > this._incarnation) this._incarnation = res.body.incarnation
+    if (Number.isInteger(reply.incarnation) && reply.incarnation! > this._incarnation) this._incarnation = reply.incarnation!
     this.counters.registrations.ok++
     this.emit('registered', { controller: url, incarnation: this._incarnation })
-    return typeof res.body.controller_id === 'string' ? res.body.controller_id : null
+    return typeof reply.controller_id === 'string' ? reply.controller_id : null
   }
 
   /** One HTTPS call with the agent's error types: unavailable (network, TLS, 5xx) or timeout. */
-  private async call (url: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number, body: any }> {
+  private async call<P extends keyof Endpoints> (url: string, path: P, body: Endpoints[P][0], timeoutMs: number): Promise<Answer<P>> {
     let res
     try {
-      res = await this.client.json('POST', this.endpoint(url, path), body, { timeoutMs })
+      res = await this.client.json<Endpoints[P][1] | ErrorBody>('POST', this.endpoint(url, path), body, { timeoutMs })
     } catch (err) {
       const e = err as Error & { code?: string }
       if (e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT') {
@@ -399,12 +412,13 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     const url = this.current.url
     // The incarnation tells a controller this worker has since left (failed over) that a heartbeat
     // it gets late is from the old attachment, not a move back (409 superseded instead of an adopt).
-    const body: Record<string, unknown> = { worker_id: this.workerId, load: Math.max(0, Math.floor(this.init.load?.() ?? 0)), incarnation: this._incarnation }
+    const body: HeartbeatRequest = { worker_id: this.workerId, load: Math.max(0, Math.floor(this.init.load?.() ?? 0)), incarnation: this._incarnation }
     if (this._state === 'draining') body.status = 'draining'
     const t0 = performance.now()
     try {
       const res = await this.heartbeatCall(url, body)
-      if (res.body.error === 'worker_not_registered' || (res.status === 409 && res.body.error === 'superseded')) {
+      const error = 'error' in res.body ? res.body.error : null
+      if (error === 'worker_not_registered' || (res.status === 409 && error === 'superseded')) {
         // The controller lost its state (restart with an empty data dir), or it holds a newer
         // attachment of this worker id elsewhere than here: register again right away.
         this.counters.reregistrations++
@@ -413,7 +427,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         if (this._state === 'draining') await this.drain()
         return
       }
-      if (res.status !== 200 || res.body.status !== 'acknowledged') throw new ControllerUnavailableError(url, `unexpected heartbeat answer (HTTP ${res.status})`)
+      if (res.status !== 200 || !('status' in res.body) || res.body.status !== 'acknowledged') throw new ControllerUnavailableError(url, `unexpected heartbeat answer (HTTP ${res.status})`)
       const rtt = performance.now() - t0
       this.counters.heartbeats.ok++
       this.counters.heartbeatRttMs.last = rtt
@@ -440,7 +454,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
    * slow controller reconnecting with a new TLS handshake each beat is what
    * turns an overloaded controller (or host) into a dead one.
    */
-  private async heartbeatCall (url: string, body: Record<string, unknown>): Promise<{ status: number, body: any }> {
+  private async heartbeatCall (url: string, body: HeartbeatRequest): Promise<Answer<'/heartbeat'>> {
     let answer = this.inflight?.url === url ? this.inflight.answer : null
     if (answer == null) {
       const hardMs = Math.max(this.interval, this.init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS)

@@ -1,25 +1,17 @@
 /**
  * `capmesh` subcommands, thin over the library: parse flags (commander),
  * build a config, call into src/, print results, exit with a clear message
- * and code on bad input (2) or failure (1).
+ * and code on bad input (2) or failure (1). Each command loads what it needs
+ * when it runs: a `capmesh worker` process never loads libp2p or Yjs.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
-import { parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
-import { Controller } from '../controller/index.ts'
+import { controllerFlags, parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
 import { MESH_KEY_FILE } from '../constants.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
-import { ensureMeshKey } from '../gossip/mesh-key.ts'
-import { ensureTls, readCa } from '../tls/index.ts'
 import { httpsClient } from '../utils/https-client.ts'
-import { generateLocalConfigs, runMesh } from './demo.ts'
-import { stopOnSignal } from './signals.ts'
-import { formatStatus, meshStatus } from './status.ts'
-import { startDemoWorker } from './worker.ts'
-import { networkFaults } from '../gossip/index.ts'
-import { acceptSimControl } from '../launch/index.ts'
-import { explain, loadScenario, runScenario } from '../sim/index.ts'
+import { stopOnSignal, stopWithParent } from './signals.ts'
 import { parseDuration } from '../utils/duration.ts'
 
 const program = new Command()
@@ -30,39 +22,26 @@ const program = new Command()
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
-program.command('controller')
-  .description('start one controller (HTTPS API + registry)')
-  .option('--config <file>', 'JSON config file (flags override it)')
-  .option('--id <id>', 'controller id, unique in the mesh')
-  .option('--host <host>', 'HTTPS bind address (default 127.0.0.1)')
-  .option('--https-port <port>', 'HTTPS port (default 9000; 0 = any free port)')
-  .option('--data-dir <dir>', 'data dir (default .capmesh/<id>)')
-  .option('--tls-dir <dir>', 'TLS dir; a local CA is created there if empty (default <data-dir>/tls)')
-  .option('--tls-cert <file>', 'server certificate (PEM), with --tls-key and --tls-ca')
-  .option('--tls-key <file>', 'server private key (PEM)')
-  .option('--tls-ca <file>', 'CA certificate clients trust (PEM)')
-  .option('--mesh-key <file>', 'mesh key shared by every controller of the mesh; created if missing (default <tls-dir>/mesh.key)')
-  .option('--heartbeat-interval <duration>', 'expected worker heartbeat interval (default 30s)')
-  .option('--unhealthy-after <duration>', 'no heartbeat for this long: unhealthy (default 60s)')
-  .option('--stale-after <duration>', 'no heartbeat for this long: removed (default 120s)')
-  .option('--p2p-port <port>', 'libp2p TCP port (default 9100; 0 = any free port)')
-  .option('--bootstrap <multiaddr>', 'another controller to join, e.g. /ip4/127.0.0.1/tcp/9101 (repeatable)', collect)
-  .option('--sync-interval <duration>', 'anti-entropy with a random peer this often (default 5s)')
-  .option('--max-sync-bytes <bytes>', 'largest anti-entropy delta accepted from a peer; the whole registry must fit (default 268435456)')
-  .option('--reconnect-interval <duration>', 're-dial lost peers this often (default 1s)')
-  .option('--digest-interval <duration>', 'publish the liveness digest when it changed, at most this often (default 1s)')
-  .option('--digest-keepalive <duration>', 'publish it at least this often even unchanged (default unhealthy-after / 4)')
-  .option('--fsync <bool>', 'fsync every registry write (default false)')
-  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+const controllerCommand = program.command('controller')
+  .description('start one controller (HTTPS API + registry); flags override the config file')
+  .option('--config <file>', 'JSON config file (its keys are the option names below, camelCase)')
+// Every other flag comes from the one declaration of the options (config.ts).
+for (const f of controllerFlags()) {
+  if (f.repeatable) controllerCommand.option(f.flags, f.description, collect)
+  else controllerCommand.option(f.flags, f.description)
+}
+controllerCommand
   .addOption(new Option('--sim-control', 'accept fault commands from the parent process over IPC (simulation harness)').hideHelp())
   .action(async (opts: Record<string, unknown>) => {
     const { config: file, simControl, ...flags } = opts
     const layers: RawConfig[] = []
     if (typeof file === 'string') layers.push(readConfigFile(file))
     layers.push(parseRawConfig(flags, 'flag'))
+    const config = resolveControllerConfig(...layers)
+    const [{ Controller }, { networkFaults }, { acceptSimControl }] = await Promise.all([import('../controller/index.ts'), import('../gossip/index.ts'), import('../launch/index.ts')])
     // Faults exist only where the simulation harness drives them.
     const faults = simControl === true ? networkFaults() : undefined
-    const controller = new Controller({ config: resolveControllerConfig(...layers), faults })
+    const controller = new Controller({ config, faults })
     await controller.start()
     if (faults != null) acceptSimControl(controller.view, faults)
     stopOnSignal(async () => { await controller.stop() })
@@ -74,6 +53,7 @@ certs.command('init')
   .requiredOption('--dir <dir>', 'TLS dir to create')
   .option('--host <host>', 'extra host name or IP the certificate covers (repeatable)', collect, [])
   .action(async (opts: { dir: string, host: string[] }) => {
+    const [{ ensureTls }, { ensureMeshKey }] = await Promise.all([import('../tls/index.ts'), import('../gossip/mesh-key.ts')])
     const tls = await ensureTls({ dir: opts.dir, hosts: opts.host })
     const meshKey = join(opts.dir, MESH_KEY_FILE)
     const { created } = ensureMeshKey(meshKey)
@@ -126,6 +106,7 @@ program.command('route')
   .option('--tls-dir <dir>', 'TLS dir whose ca.pem to trust', '.capmesh/tls')
   .option('--invoke [text]', 'also POST {text} to the chosen worker\'s /invoke')
   .action(async (opts: { verb: string, capability: string, controller: string, tlsDir: string, invoke?: string | boolean }) => {
+    const { readCa } = await import('../tls/index.ts')
     const client = httpsClient({ ca: readCa(opts.tlsDir), timeoutMs: 10_000 })
     try {
       const res = await client.json('POST', new URL('/route', opts.controller).href, { verb: opts.verb, capability: opts.capability })
@@ -154,6 +135,7 @@ program.command('status')
   .action(async (opts: { controller?: string[], tlsDir: string, timeout: string, json?: boolean }) => {
     const urls = opts.controller ?? ['https://127.0.0.1:9000', 'https://127.0.0.1:9001', 'https://127.0.0.1:9002']
     const timeoutMs = parseDuration(opts.timeout, '--timeout')
+    const [{ readCa }, { formatStatus, meshStatus }] = await Promise.all([import('../tls/index.ts'), import('./status.ts')])
     const client = httpsClient({ ca: readCa(opts.tlsDir), timeoutMs })
     try {
       const status = await meshStatus(client, urls, timeoutMs)
@@ -175,6 +157,7 @@ program.command('worker')
   .option('--heartbeat-interval <duration>', 'heartbeat interval', '1s')
   .option('--affinity <controller-id>', 'preferred controller id')
   .action(async (opts: { id: string, capability: string[], controllers: string, tlsDir: string, host: string, port: string, heartbeatInterval: string, affinity?: string }) => {
+    const { startDemoWorker } = await import('./worker.ts')
     const w = await startDemoWorker({
       id: opts.id,
       capabilities: opts.capability,
@@ -198,6 +181,7 @@ program.command('demo')
     const dir = resolve(opts.nodes)
     const files = readdirSync(dir).filter(f => f.endsWith('.json')).sort().map(f => join(dir, f))
     if (files.length === 0) throw new ConfigError(`no controller configs (*.json) in ${dir}`)
+    const { runMesh } = await import('./demo.ts')
     await runMesh({ configs: files })
   })
 
@@ -213,6 +197,7 @@ program.command('local')
     const m = int(opts.workers, '--workers', 0, 32)
     const httpsBase = int(opts.httpsPort, '--https-port', 1, 65535 - n)
     const p2pBase = int(opts.p2pPort, '--p2p-port', 1, 65535 - n)
+    const { generateLocalConfigs, runMesh } = await import('./demo.ts')
     const configs = generateLocalConfigs(n, { root: opts.root, httpsBase, p2pBase })
     await runMesh({ configs, workers: m })
   })
@@ -226,6 +211,7 @@ program.command('sim')
   .option('--duration <d>', 'planned length, e.g. 30s (default: the scenario\'s)')
   .option('--out <dir>', 'write report.json and report.html there')
   .action(async (name: string, opts: { nodes?: string, workers?: string, seed: string, duration?: string, out?: string }) => {
+    const { explain, loadScenario, runScenario } = await import('../sim/index.ts')
     const s = await loadScenario(name)
     const { result, report, files } = await runScenario(s, {
       nodes: opts.nodes != null ? int(opts.nodes, '--nodes', 2, 64) : undefined,
@@ -247,6 +233,14 @@ function int (v: string, flag: string, min: number, max: number): number {
   if (!/^\d+$/.test(v) || n < min || n > max) throw new ConfigError(`${flag}: expected an integer ${min}-${max}, got "${v}"`)
   return n
 }
+
+stopWithParent()
+
+// Whoever reads our output went away (`capmesh local | head -3`): stop as on Ctrl-C, so that no
+// child is left behind (children also stop on their own when their IPC channel to us closes).
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.kill(process.pid, 'SIGTERM')
+})
 
 try {
   await program.parseAsync(process.argv)

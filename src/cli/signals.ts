@@ -21,6 +21,15 @@ export function stopOnSignal (stop: () => Promise<void>, graceMs = STOP_GRACE_MS
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
-  // Started by capmesh's launcher (an IPC channel to it): stop when it is gone, however it died.
-  if (process.send != null) process.once('disconnect', () => { onSignal('SIGTERM') })
+}
+
+/**
+ * A process started by capmesh's launcher (with an IPC channel to it) gets
+ * SIGTERM when the channel closes: its parent is gone, however it died
+ * (kill -9, a broken pipe). Installed first thing, so that a child still
+ * starting up goes too.
+ */
+export function stopWithParent (): void {
+  if (process.send == null) return
+  process.once('disconnect', () => { process.kill(process.pid, 'SIGTERM') })
 }

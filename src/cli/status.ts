@@ -8,6 +8,7 @@
  */
 import { ConfigError } from '../errors.ts'
 import type { HttpsClient } from '../utils/https-client.ts'
+import type { HealthReply, MeshReply } from '../wire/index.ts'
 
 export interface ControllerStatus {
   url: string
@@ -60,27 +61,25 @@ export async function meshStatus (client: HttpsClient, urls: string[], timeoutMs
 async function ask (client: HttpsClient, url: string, timeoutMs: number): Promise<ControllerStatus> {
   try {
     const [health, mesh] = await Promise.all([
-      client.json('GET', new URL('/health', url).href, undefined, { timeoutMs }),
-      client.json('GET', new URL('/mesh', url).href, undefined, { timeoutMs })
+      client.json<HealthReply>('GET', new URL('/health', url).href, undefined, { timeoutMs }),
+      client.json<MeshReply>('GET', new URL('/mesh', url).href, undefined, { timeoutMs })
     ])
     if (health.status !== 200 || mesh.status !== 200) return { url, error: `HTTP ${health.status !== 200 ? health.status : mesh.status}` }
     const h = health.body
     const m = mesh.body
-    const owners = Object.entries((m.owners ?? {}) as Record<string, { status?: string, registry_hash_matches?: boolean | null }>)
-      .filter(([id]) => id !== h.controller_id)
+    const owners = Object.entries(m.owners).filter(([id]) => id !== h.controller_id)
     return {
       url,
       error: null,
-      controllerId: String(h.controller_id),
-      status: String(h.status),
-      workers: { total: Number(h.workers?.total ?? 0), healthy: Number(h.workers?.healthy ?? 0) },
-      ownWorkers: Object.values((h.own_workers ?? {}) as Record<string, number>).reduce((a, b) => a + Number(b), 0),
-      peers: { connected: Number(m.connected_peers ?? 0), known: owners.length },
-      registryHash: String(m.registry_hash ?? ''),
+      controllerId: h.controller_id,
+      status: h.status,
+      workers: { total: h.workers.total, healthy: h.workers.healthy },
+      ownWorkers: Object.values(h.own_workers).reduce((a, b) => a + b, 0),
+      peers: { connected: m.connected_peers, known: owners.length },
+      registryHash: m.registry_hash,
       agreeing: owners.filter(([, o]) => o.registry_hash_matches === true).map(([id]) => id).sort(),
-      meshKeyId: (m.mesh_key_id as string | null | undefined) ?? null,
-      behind: ((h.sync?.behind ?? []) as Array<{ controller_id: string | null, peer_id: string, reason: string, last_error: string }>)
-        .map(b => ({ controller: b.controller_id ?? b.peer_id, reason: b.reason, error: b.last_error }))
+      meshKeyId: m.mesh_key_id,
+      behind: h.sync.behind.map(b => ({ controller: b.controller_id ?? b.peer_id, reason: b.reason, error: b.last_error }))
     }
   } catch (err) {
     const e = err as Error & { code?: string, cause?: { code?: string } }

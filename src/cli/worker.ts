@@ -10,7 +10,7 @@ import { Type } from 'typebox'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { workerAgent, type WorkerAgent } from '../agent/index.ts'
 import { ConfigError } from '../errors.ts'
-import type { Capability } from '../registry/index.ts'
+import type { Capability } from '../wire/index.ts'
 import { agentMetrics, type AgentMetrics } from '../metrics/index.ts'
 import { ensureTls } from '../tls/index.ts'
 

@@ -30,6 +30,8 @@ export const SupersededBody = Type.Object({
   controller_id: Type.String({ description: 'The controller the worker is attached to now.' })
 })
 
+export type SupersededReply = Static<typeof SupersededBody>
+
 /** HTTP 200 to a heartbeat or drain for a worker the controller does not know: the platform's workers re-register on it. */
 export const NotRegisteredReply = Type.Object({ error: Type.Literal('worker_not_registered'), worker_id: Type.String() })
 export type NotRegisteredReply = Static<typeof NotRegisteredReply>

@@ -70,3 +70,54 @@ describe('capmesh local (npm start)', () => {
     await eventually(() => processesMentioning(root).length === 0, 'every process it started to exit', 10_000, 100)
   })
 })
+
+describe('no child outlives capmesh local', () => {
+  /** Starts `capmesh local` with 2 controllers and 1 worker under a fresh root; resolves once they all run. */
+  async function launch (): Promise<{ child: ReturnType<typeof spawn>, children: () => number[], out: () => string }> {
+    root = mkdtempSync(join(tmpdir(), 'local-orphans-'))
+    const https = await freePorts(2)
+    const p2p = await freePorts(2)
+    const child = spawn(process.execPath, [CLI, 'local', '--controllers', '2', '--workers', '1', '--https-port', String(https), '--p2p-port', String(p2p), '--root', root], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    child.stderr!.on('data', (d: Buffer) => { out += d.toString() })
+    const children = (): number[] => processesMentioning(root).filter(p => p !== child.pid)
+    return { child, children, out: () => out }
+  }
+
+  it('its controllers and workers stop when it is killed with SIGKILL', async () => {
+    const { child, children } = await launch()
+    let stdout = ''
+    child.stdout!.on('data', (d: Buffer) => { stdout += d.toString() })
+    try {
+      await eventually(() => stdout.includes('Ctrl-C stops everything.'), 'the local mesh to be up', 90_000, 200)
+      // Both controllers and the worker (their command lines name the root).
+      expect(children().length).toBeGreaterThanOrEqual(3)
+      child.kill('SIGKILL')
+      await eventually(() => children().length === 0, 'every child to stop once the launcher is gone', 30_000, 200)
+    } finally {
+      for (const p of children()) process.kill(p, 'SIGKILL')
+    }
+  }, 150_000)
+
+  it('its controllers stop when whoever reads its output goes away (capmesh local | head -3)', async () => {
+    const { child, children } = await launch()
+    let lines = 0
+    try {
+      // Read three lines, then close the pipe as `head -3` does.
+      await new Promise<void>(resolve => {
+        child.stdout!.on('data', (d: Buffer) => {
+          lines += d.toString().split('\n').length - 1
+          if (lines >= 3) {
+            child.stdout!.destroy()
+            resolve()
+          }
+        })
+      })
+      await eventually(() => child.exitCode != null || child.signalCode != null, 'the launcher to stop on the broken pipe', 90_000, 200)
+      await eventually(() => children().length === 0, 'every child to stop', 30_000, 200)
+    } finally {
+      child.kill('SIGKILL')
+      for (const p of children()) process.kill(p, 'SIGKILL')
+    }
+  }, 150_000)
+})

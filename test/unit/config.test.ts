@@ -1,8 +1,8 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { localPreset, parseRawConfig, readConfigFile, resolveControllerConfig } from '../../src/config.ts'
+import { CONTROLLER_OPTIONS, controllerFlags, localPreset, optionsMarkdown, parseRawConfig, readConfigFile, resolveControllerConfig } from '../../src/config.ts'
 import { ConfigError } from '../../src/errors.ts'
 import { formatDuration, parseDuration } from '../../src/utils/duration.ts'
 
@@ -158,5 +158,29 @@ describe('readConfigFile', () => {
     ['a bad value', (): string => file('val.json', '{"httpsPort": "eighty"}')]
   ])('rejects %s', (_name, path) => {
     configError(() => readConfigFile(path()))
+  })
+})
+
+describe('the options, declared once', () => {
+  it('docs/operations.md lists every option with its flag, config-file key and default, as CONTROLLER_OPTIONS declares them', () => {
+    const doc = readFileSync(resolve(import.meta.dirname, '../../docs/operations.md'), 'utf8')
+    const block = /<!-- options:begin -->\n([\s\S]*?)\n<!-- options:end -->/.exec(doc)?.[1]
+    expect(block, 'the option table markers in docs/operations.md').toBeDefined()
+    expect(block).toBe(optionsMarkdown())
+  })
+
+  it('every option is a flag of capmesh controller, with its default in the help', () => {
+    const flags = controllerFlags()
+    expect(flags.map(f => f.flags.split(' ')[0])).toEqual(Object.keys(CONTROLLER_OPTIONS).map(k => `--${k.replace(/[A-Z]/g, c => `-${c.toLowerCase()}`)}`))
+    expect(flags.find(f => f.flags.startsWith('--stale-after'))?.description).toMatch(/\(default 2m\)$/)
+    expect(flags.find(f => f.flags.startsWith('--bootstrap'))?.repeatable).toBe(true)
+  })
+
+  it('a flag and a config-file key of the same option parse to the same value', () => {
+    for (const name of Object.keys(CONTROLLER_OPTIONS)) {
+      const kebab = name.replace(/[A-Z]/g, c => `-${c.toLowerCase()}`)
+      expect(Object.keys(parseRawConfig({ [kebab]: undefined }, 'flag'))).toEqual([])
+    }
+    expect(parseRawConfig({ 'max-sync-bytes': '65536' }, 'flag')).toEqual(parseRawConfig({ maxSyncBytes: 65536 }, 'file'))
   })
 })
