@@ -4,6 +4,9 @@
  * to be fast.
  */
 
+/** A controller id: letters, digits, `.`, `_`, `-`; at most 64, not starting with a symbol. */
+export const CONTROLLER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+
 /** HTTPS bind address. Loopback by default: exposing a controller is a decision. */
 export const DEFAULT_HOST = '127.0.0.1'
 /** HTTPS port of the first controller (nodes/local uses 9000–9002). */

@@ -1,23 +1,19 @@
 /**
  * Local development PKI: a CA (`ca.pem`, `ca-key.pem`) and server
- * certificates it signs, created with @peculiar/x509 over WebCrypto
- * (ECDSA P-256). Several controllers may start on one TLS dir at once: the
- * dir is locked (proper-lockfile) while files are checked and created, so
- * exactly one CA is made and everyone else reuses it.
+ * certificates it signs (issue.ts). Several controllers may start on one
+ * TLS dir at once: the dir is locked (proper-lockfile) while files are
+ * checked and created, so exactly one CA is made and everyone else reuses
+ * it. What exists and is valid is only read: the certificate generator
+ * (@peculiar/x509, ~20 MB of a process's memory) is loaded only to make
+ * what is missing.
  */
-// @peculiar/x509's dependency injection (tsyringe) needs the Reflect metadata polyfill loaded first.
-import 'reflect-metadata'
-import { X509Certificate as NodeX509, webcrypto } from 'node:crypto'
+import { X509Certificate as NodeX509 } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
-import * as x509 from '@peculiar/x509'
 import lockfile from 'proper-lockfile'
 import { TlsError } from '../errors.ts'
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto)
-
-const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const
 const DAY = 86_400_000
 /** Names every local certificate covers, so loopback URLs work whatever the bind host. */
 const LOOPBACK = ['localhost', '127.0.0.1', '::1']
@@ -70,6 +66,7 @@ export async function ensureTls (init: EnsureTlsInit): Promise<TlsMaterial> {
     const caKeyPath = join(dir, 'ca-key.pem')
     let createdCa = false
     if (!existsSync(caPath) || !existsSync(caKeyPath)) {
+      const { createCa } = await import('./issue.ts')
       const ca = await createCa()
       writeAtomic(caKeyPath, ca.key, 0o600)
       writeAtomic(caPath, ca.cert, 0o644)
@@ -78,6 +75,7 @@ export async function ensureTls (init: EnsureTlsInit): Promise<TlsMaterial> {
     const certPath = join(dir, `${name}.pem`)
     const keyPath = join(dir, `${name}-key.pem`)
     if (createdCa || !existsSync(certPath) || !existsSync(keyPath) || !covers(readFileSync(certPath, 'utf8'), hosts)) {
+      const { issue } = await import('./issue.ts')
       const leaf = await issue(readFileSync(caPath, 'utf8'), readFileSync(caKeyPath, 'utf8'), hosts, init.validityDays ?? 825)
       writeAtomic(keyPath, leaf.key, 0o600)
       writeAtomic(certPath, leaf.cert, 0o644)
@@ -134,63 +132,6 @@ function covers (pem: string, hosts: string[]): boolean {
   } catch {
     return false
   }
-}
-
-async function createCa (): Promise<{ cert: string, key: string }> {
-  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair
-  const now = Date.now()
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: serial(),
-    name: `CN=capmesh local development CA ${new Date(now).toISOString().slice(0, 10)}`,
-    notBefore: new Date(now - DAY),
-    notAfter: new Date(now + 3650 * DAY),
-    signingAlgorithm: ALG,
-    keys,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)
-    ]
-  })
-  return { cert: cert.toString('pem'), key: await exportKey(keys.privateKey) }
-}
-
-/** Issues a server (and client) certificate for `hosts`, signed by the CA. */
-export async function issue (caPem: string, caKeyPem: string, hosts: string[], validityDays = 825): Promise<{ cert: string, key: string }> {
-  const ca = new x509.X509Certificate(caPem)
-  const caKey = await webcrypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(caKeyPem), ALG, false, ['sign'])
-  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair
-  const now = Date.now()
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(),
-    subject: `CN=${hosts.find(h => isIP(h) === 0 && h !== 'localhost') ?? hosts[0]}`,
-    issuer: ca.subject,
-    notBefore: new Date(now - DAY),
-    notAfter: new Date(now + validityDays * DAY),
-    signingAlgorithm: ALG,
-    publicKey: keys.publicKey,
-    signingKey: caKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-      new x509.SubjectAlternativeNameExtension(hosts.map(h => ({ type: isIP(h) !== 0 ? 'ip' as const : 'dns' as const, value: h }))),
-      await x509.AuthorityKeyIdentifierExtension.create(ca, false),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)
-    ]
-  })
-  return { cert: cert.toString('pem'), key: await exportKey(keys.privateKey) }
-}
-
-async function exportKey (key: CryptoKey): Promise<string> {
-  const der = await webcrypto.subtle.exportKey('pkcs8', key)
-  return x509.PemConverter.encode(der, 'PRIVATE KEY')
-}
-
-function serial (): string {
-  const b = webcrypto.getRandomValues(new Uint8Array(16))
-  b[0] &= 0x7f // positive INTEGER
-  return Buffer.from(b).toString('hex')
 }
 
 function writeAtomic (path: string, data: string, mode: number): void {
