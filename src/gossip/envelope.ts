@@ -1,7 +1,7 @@
 /**
  * What travels on the gossip topics, in a small versioned binary envelope:
  *
- *   0xCA 0x02 <kind:u8> <idLen:u8> <controller id, utf8> <payload>
+ *   0xCA 0x03 <kind:u8> <idLen:u8> <controller id, utf8> <payload>
  *
  * kinds: 1 = a registry update (payload: replica update bytes), 2 = a
  * message of a subscribed topic (the liveness topic's digests: membership/
@@ -12,8 +12,13 @@
 import { CONTROLLER_ID } from '../wire/capability.ts'
 
 export const MAGIC = 0xca
-/** 2: registry entries are stored as JSON text, digests introduce peers (capmesh 0.2). */
-export const VERSION = 2
+/**
+ * The wire format: 2 = entries stored as JSON text, digests introduce peers (capmesh 0.2);
+ * 3 = entries carry the identity that registered them, deltas are chunked (capmesh 0.3).
+ * Controllers of different formats do not see each other's messages (topics and the sync
+ * protocol carry the number too).
+ */
+export const VERSION = 3
 
 export const Kind = { update: 1, message: 2, hint: 3 } as const
 export type Kind = typeof Kind[keyof typeof Kind]

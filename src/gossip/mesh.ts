@@ -49,10 +49,10 @@ import { loadOrCreatePeerKey } from './keys.ts'
 import { PeerTable, type PeerView } from './peers.ts'
 import { privateNetwork } from './private-network.ts'
 import type { Replica } from './replica.ts'
-import { SYNC_PROTOCOL, SYNC_PROTOCOL_V2, SYNC_PROTOCOLS, type SyncFailureReason, type SyncResult } from './sync.ts'
+import { SYNC_PROTOCOL, type SyncFailureReason, type SyncResult } from './sync.ts'
 import { useHalfWindowUpdates } from './yamux-window.ts'
 
-export const REGISTRY_TOPIC = 'capmesh/registry/2'
+export const REGISTRY_TOPIC = 'capmesh/registry/3'
 
 const NO_BYTES = new Uint8Array(0)
 /** Room for the envelope around an update in a gossip message. */
@@ -167,7 +167,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       peers: this.peers,
       log: init.log,
       peerId: () => this.peerId,
-      dial: async (peerId, signal) => await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOLS, { signal }),
+      dial: async (peerId, signal) => await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal }),
       registryHash: init.registryHash,
       peerHash: init.peerHash,
       blocked,
@@ -248,7 +248,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
     pubsub.addEventListener('message', evt => { this.onMessage(evt.detail) })
 
-    await this.libp2p.handle([SYNC_PROTOCOL, SYNC_PROTOCOL_V2], (stream: Stream, conn) => {
+    await this.libp2p.handle(SYNC_PROTOCOL, (stream: Stream, conn) => {
       this.exchanges.respond(stream, conn.remotePeer.toString())
     }, { maxInboundStreams: SYNC_MAX_INBOUND_STREAMS })
 

@@ -80,6 +80,8 @@ export interface RegisterInput {
   capabilities: Capability[]
   /** The worker's own attach counter; the registry never goes below what it has seen + 1. */
   incarnation?: number
+  /** The identity registering it, recorded in the entry (see WorkerRecord.identity). @default none */
+  identity?: string
 }
 
 export interface RegistryStats {
@@ -192,6 +194,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       owner: this.controllerId,
       registered_at: this.now()
     }
+    if (input.identity != null) record.identity = input.identity
     this.transact(() => {
       const seg = this.ownSegmentMap()
       if (seg.has(record.worker_id)) this.ownGarbage++
@@ -210,7 +213,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const cur = this.view.get(workerId)
     if (cur == null) return undefined
     if (cur.owner === this.controllerId) return cur
-    return this.register({ worker_id: cur.worker_id, worker_url: cur.worker_url, capabilities: cur.capabilities, incarnation })
+    return this.register({ worker_id: cur.worker_id, worker_url: cur.worker_url, capabilities: cur.capabilities, incarnation, identity: cur.identity })
   }
 
   /**
