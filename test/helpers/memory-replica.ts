@@ -14,6 +14,8 @@ export class MemoryReplica implements SyncReplica {
   readonly items = new Map<string, Uint8Array>()
   /** Deltas applied, in order (their sizes). */
   readonly applied: number[] = []
+  /** Items received in a delta that this replica already held (an exchange that overlapped another). */
+  duplicates = 0
   /** Refuse every delta (to test a rejected exchange). */
   refuse = false
 
@@ -66,7 +68,10 @@ export class MemoryReplica implements SyncReplica {
       add.push([k, update.slice(at + 4, at + 4 + vl)])
       at += 4 + vl
     }
-    for (const [k, v] of add) this.items.set(k, v)
+    for (const [k, v] of add) {
+      if (this.items.has(k)) this.duplicates++
+      this.items.set(k, v)
+    }
     this.applied.push(update.length)
   }
 
