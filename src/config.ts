@@ -65,6 +65,22 @@ const multiaddrs: Parser<string[]> = (v, k) => {
   }
   return list as string[]
 }
+/** A closed set of words (`--auth required|off`). */
+const oneOf = <T extends string>(...words: T[]): Parser<T> => (v, k) => {
+  if (typeof v !== 'string' || !(words as string[]).includes(v)) throw new ConfigError(`${k}: expected ${words.join(' or ')}, got ${JSON.stringify(v)}`)
+  return v as T
+}
+/** One or more non-empty strings (a repeatable flag, or a list in a config file). */
+const strings: Parser<string[]> = (v, k) => {
+  const list = typeof v === 'string' ? [v] : v
+  if (!Array.isArray(list) || list.some(x => typeof x !== 'string' || x.length === 0)) throw new ConfigError(`${k}: expected a list of non-empty strings, got ${JSON.stringify(v)}`)
+  return list as string[]
+}
+const trustDomain: Parser<string> = (v, k) => {
+  const s = str(v, k)
+  if (!C.TRUST_DOMAIN.test(s)) throw new ConfigError(`${k}: "${s}" is not a trust domain (lower-case letters, digits, . _ -)`)
+  return s
+}
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 type LogLevel = typeof LOG_LEVELS[number]
 const logLevel: Parser<LogLevel> = (v, k) => {
@@ -106,6 +122,15 @@ export const CONTROLLER_OPTIONS = {
   tlsKey: option({ key: 'tlsKey', parse: str, path: true, value: 'file', description: 'private key of --tls-cert (PEM)' }),
   tlsCa: option({ key: 'tlsCa', parse: str, path: true, value: 'file', description: 'CA certificate clients trust (PEM)' }),
   meshKey: option({ key: 'meshKey', parse: str, path: true, value: 'file', description: 'mesh key shared by every controller of the mesh; created if missing', default: c => join(c.tlsDir, C.MESH_KEY_FILE), defaultText: '<tls-dir>/mesh.key' }),
+  auth: option({ key: 'auth', parse: oneOf('required', 'off'), value: 'mode', description: 'required: every caller presents an identity (client certificate or bearer token); off: nobody is asked (a warning at start)', default: 'required' as 'required' | 'off' }),
+  trustDomain: option({ key: 'trustDomain', parse: trustDomain, value: 'domain', description: 'SPIFFE trust domain of the identities accepted (spiffe://<domain>/<role>/<name>)', default: C.DEFAULT_TRUST_DOMAIN }),
+  clientCa: option({ key: 'clientCa', parse: strings, path: true, repeatable: true, value: 'file', description: 'another CA whose client certificates are trusted, besides the TLS dir\'s ca.pem (repeatable)', default: [] as string[], defaultText: 'none' }),
+  subjectMap: option({ key: 'subjectMap', parse: str, path: true, value: 'file', description: 'JSON map from certificate subjects to identities, for client certificates without a SPIFFE id' }),
+  tokenKey: option({ key: 'tokenKey', parse: strings, path: true, repeatable: true, value: 'file', description: 'PEM public key that signs bearer tokens (EdDSA or ES256; repeatable)', default: [] as string[], defaultText: 'none' }),
+  jwks: option({ key: 'jwks', parse: str, path: true, value: 'file', description: 'JWKS file of the keys that sign bearer tokens' }),
+  policy: option({ key: 'policy', parse: str, path: true, value: 'file', description: 'route policy: which client identities may route to which capabilities, and who is denied (reloaded on SIGHUP)' }),
+  denyIdentity: option({ key: 'denyIdentity', parse: strings, repeatable: true, value: 'id', description: 'refuse this identity even with a valid certificate or token (repeatable)', default: [] as string[], defaultText: 'none' }),
+  healthAuth: option({ key: 'healthAuth', parse: oneOf('open', 'required'), value: 'mode', description: 'open: GET /health needs no identity (load balancers); required: it does', default: 'open' as 'open' | 'required' }),
   bootstrap: option({ key: 'bootstrap', parse: multiaddrs, repeatable: true, value: 'multiaddr', description: 'another controller to join, e.g. /ip4/127.0.0.1/tcp/9101 (repeatable)', default: [] as string[], defaultText: 'none' }),
   heartbeatInterval: option({ key: 'heartbeatIntervalMs', parse: duration, value: 'duration', description: 'expected worker heartbeat interval', default: C.DEFAULT_HEARTBEAT_INTERVAL_MS }),
   unhealthyAfter: option({ key: 'unhealthyAfterMs', parse: duration, value: 'duration', description: 'no heartbeat for this long: unhealthy, not routed to', default: C.DEFAULT_UNHEALTHY_AFTER_MS }),
@@ -192,7 +217,7 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
     let v = raw[o.key]
     if (v !== undefined) v = o.parse(v, name)
     else v = typeof o.default === 'function' ? (o.default as (c: Resolving) => unknown)(cfg as Resolving) : o.default
-    if (v !== undefined) cfg[o.key] = o.path === true ? resolve(v as string) : v
+    if (v !== undefined) cfg[o.key] = o.path !== true ? v : Array.isArray(v) ? v.map(x => resolve(x as string)) : resolve(v as string)
   }
   const { tlsCert, tlsKey, tlsCa, ...rest } = cfg
   const out = rest as ControllerConfig

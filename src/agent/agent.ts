@@ -46,6 +46,10 @@ export interface WorkerAgentInit {
   controllers: string[]
   /** PEM CA certificate(s) to trust. Required unless `client` is given. */
   ca?: string | string[]
+  /** The controllers' CA and the worker's identity as a client certificate (mutual TLS): `{ ca, cert, key }` (PEM). @default `ca` alone */
+  tls?: { ca: string | string[], cert?: string, key?: string }
+  /** The worker's identity as a bearer token (JWT), or a function giving the current one (for callers without a certificate). @default none */
+  token?: string | (() => string)
   /** A shared HTTPS client (the agent does not close it). @default one of its own */
   client?: HttpsClient
   /** Heartbeat interval (ms). @default 30000 */
@@ -146,11 +150,17 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   constructor (init: WorkerAgentInit) {
     super()
     if (init.controllers.length === 0) throw new NoControllerError([])
-    if (init.client == null && init.ca == null) throw new TypeError('WorkerAgent needs `ca` (or a shared `client`)')
+    if (init.client == null && init.ca == null && init.tls == null) throw new TypeError('WorkerAgent needs `tls` (or `ca`, or a shared `client`)')
     this.init = init
     this.workerId = init.workerId
     this.ownClient = init.client == null
-    this.client = init.client ?? httpsClient({ ca: init.ca!, timeoutMs: init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS })
+    this.client = init.client ?? httpsClient({
+      ca: init.tls?.ca ?? init.ca!,
+      cert: init.tls?.cert,
+      key: init.tls?.key,
+      token: init.token,
+      timeoutMs: init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS
+    })
     this.interval = init.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS
     this.quarantineMs = init.quarantineMs ?? C.DEFAULT_AGENT_QUARANTINE_MS
     this.threshold = init.failureThreshold ?? C.DEFAULT_AGENT_FAILURE_THRESHOLD

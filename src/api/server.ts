@@ -1,8 +1,10 @@
 /**
  * Builds the controller's fastify app: HTTPS only (there is no option for a
- * plain listener), JSON bodies with a size limit, TypeBox validation without
- * type coercion (a string is never silently taken for a number), one error
- * handler, and an OpenAPI document at /openapi.json.
+ * plain listener), every caller identified (plugins/auth.ts: a client
+ * certificate the TLS layer verified, or a bearer token), JSON bodies with a
+ * size limit, TypeBox validation without type coercion (a string is never
+ * silently taken for a number), one error handler, and an OpenAPI document
+ * at /openapi.json.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
@@ -10,6 +12,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { MAX_JSON_DEPTH } from '../constants.ts'
 import { ValidationError } from '../errors.ts'
 import { tooDeep } from '../utils/json.ts'
+import { authPlugin, type AuthInit } from './plugins/auth.ts'
 import { errorHandler } from './plugins/errors.ts'
 import { metricsPlugin } from './plugins/metrics.ts'
 import { deregisterRoute } from './routes/deregister.ts'
@@ -22,8 +25,10 @@ import { stateRoutes } from './routes/state.ts'
 import type { Api, ApiComponents } from './types.ts'
 
 export interface ApiInit extends ApiComponents {
-  /** PEM certificate and key the server presents. */
-  tls: { cert: string, key: string }
+  /** PEM certificate and key the server presents, and the CAs whose client certificates it trusts. */
+  tls: { cert: string, key: string, clientCas: string[] }
+  /** Who may call (see plugins/auth.ts). */
+  auth: Omit<AuthInit, 'policy'>
   /** Max request body (bytes) outside /state/import. */
   bodyLimit: number
   /** A pino logger for request/error logs. @default none (silent) */
@@ -33,7 +38,15 @@ export interface ApiInit extends ApiComponents {
 export async function buildApi (init: ApiInit): Promise<Api> {
   // fastify's overloads type an https server differently; the routes only need the TypeBox provider.
   const app = Fastify({
-    https: { cert: init.tls.cert, key: init.tls.key },
+    https: {
+      cert: init.tls.cert,
+      key: init.tls.key,
+      // Ask every client for a certificate and let TLS verify it against the trusted client CAs,
+      // but keep connections without one (or with one that failed): those may still carry a bearer
+      // token, and /health stays open. plugins/auth.ts refuses a request whose certificate TLS did
+      // not verify (socket.authorized false) with 401 certificate_untrusted: verification is not off.
+      ...(init.auth.mode === 'required' ? { requestCert: true, rejectUnauthorized: false, ca: init.tls.clientCas } : {})
+    },
     bodyLimit: init.bodyLimit,
     ...(init.logger != null ? { loggerInstance: init.logger } : { logger: false }),
     // Clients are long-lived workers heartbeating over keep-alive.
@@ -43,6 +56,7 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   } as unknown as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as Api
 
   errorHandler(app)
+  authPlugin(app, { ...init.auth, policy: init.policy })
   metricsPlugin(app, init)
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')
@@ -68,6 +82,6 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   healthRoute(app, init)
   meshRoute(app, init)
   stateRoutes(app, init)
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  app.get('/openapi.json', { config: { access: ['worker', 'client', 'metrics'] }, schema: { hide: true } }, async () => app.swagger())
   return app
 }

@@ -44,6 +44,13 @@ controllerCommand
     const controller = new Controller({ config, faults })
     await controller.start()
     if (faults != null) acceptSimControl(controller.view, faults)
+    process.on('SIGHUP', () => {
+      try {
+        controller.reloadPolicy()
+      } catch (err) {
+        controller.log.error({ err: (err as Error).message }, 'route policy not reloaded: the file is invalid; the previous policy stays in force')
+      }
+    })
     stopOnSignal(async () => { await controller.stop() })
   })
 

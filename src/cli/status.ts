@@ -24,6 +24,8 @@ export interface ControllerStatus {
   /** Controllers whose last digest showed the same registry hash as this one. */
   agreeing?: string[]
   meshKeyId?: string | null
+  /** `off`: it asks nobody who they are. */
+  auth?: 'required' | 'off'
   /** Peers its anti-entropy exchanges keep failing with (state "behind"), and the last error with each. */
   behind?: Array<{ controller: string, reason: string, error: string }>
 }
@@ -50,6 +52,8 @@ export async function meshStatus (client: HttpsClient, urls: string[], timeoutMs
   const parts = [`${answered.length} of ${controllers.length} controllers answered`, hashes.size <= 1 ? 'one registry (they agree)' : `${hashes.size} different registries`]
   if (preserving.length > 0) parts.push(`self-preservation on ${preserving.join(', ')}`)
   for (const c of behind) parts.push(`${c.controllerId} is behind: sync with ${c.behind!.map(b => `${b.controller} fails (${b.reason}: ${b.error})`).join(', ')}`)
+  const open = answered.filter(c => c.auth === 'off').map(c => c.controllerId)
+  if (open.length > 0) parts.push(`auth OFF on ${open.join(', ')} (anyone may change the registry there)`)
   if (keys.size > 1) parts.push(`${keys.size} different mesh keys (controllers with different keys never connect)`)
   return {
     controllers,
@@ -79,6 +83,7 @@ async function ask (client: HttpsClient, url: string, timeoutMs: number): Promis
       registryHash: m.registry_hash,
       agreeing: owners.filter(([, o]) => o.registry_hash_matches === true).map(([id]) => id).sort(),
       meshKeyId: m.mesh_key_id,
+      auth: h.auth.mode,
       behind: h.sync.behind.map(b => ({ controller: b.controller_id ?? b.peer_id, reason: b.reason, error: b.last_error }))
     }
   } catch (err) {

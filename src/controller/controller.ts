@@ -15,10 +15,15 @@ import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { ControllerCore, controllerView, type ControllerView, type NodeFacts, type ViewEvents } from '../core/index.ts'
 import { ensureMeshKey, Mesh, meshKeyId, type NetworkFaults, type PeerView } from '../gossip/index.ts'
+import {
+  createTokenVerifier, defaultRoutePolicy, loadPolicy, loadSubjectMap, loadTokenKeys, policyWithDenials, type RoutePolicy
+} from '../identity/index.ts'
 import { LIVENESS_TOPIC, type Digest } from '../membership/index.ts'
 import { controllerMetrics, type ControllerMetrics } from '../metrics/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
+import { readFileSync } from 'node:fs'
+import { TlsError } from '../errors.ts'
 import { claimDataDir, Persistence, releaseDataDir } from './persistence.ts'
 
 export interface ControllerInit {
@@ -47,6 +52,8 @@ export class Controller {
   private metrics: ControllerMetrics | null = null
   private timers: NodeJS.Timeout[] = []
   private restored = 0
+  /** The route policy in force (the file's, with --deny-identity), replaced on reloadPolicy(). */
+  private policy: RoutePolicy = defaultRoutePolicy()
 
   constructor (init: ControllerInit) {
     const cfg = this.config = init.config
@@ -145,11 +152,22 @@ export class Controller {
       learnIntroduced: addrs => { mesh.learnIntroduced(addrs) }
     })
     this.metrics = controllerMetrics({ view: this.view, info: { controller_id: cfg.id, mesh_key_id: this.meshKeyId } })
+    // Identity: read every file now, so a bad one stops the start with its name.
+    this.policy = this.loadPolicy()
+    const verifyToken = cfg.tokenKey.length > 0 || cfg.jwks != null
+      ? createTokenVerifier({ trustDomain: cfg.trustDomain, keys: loadTokenKeys(cfg.tokenKey), jwksFile: cfg.jwks })
+      : undefined
+    const subjectMap = cfg.subjectMap != null ? loadSubjectMap(cfg.subjectMap, cfg.trustDomain) : undefined
+    if (cfg.auth === 'off') this.log.warn('auth is off: every caller may register, move and remove any worker, read and replace the registry (--auth required to ask who is calling)')
     await mesh.start()
 
+    const policy = { allowsRoute: (...a: Parameters<RoutePolicy['allowsRoute']>) => this.policy.allowsRoute(...a), denies: (id: string) => this.policy.denies(id) }
     this.app = await buildApi({
       view: this.view,
-      tls: this.tls,
+      tls: { cert: this.tls.cert, key: this.tls.key, clientCas: [this.tls.ca, ...cfg.clientCa.map(f => readPem(f))] },
+      auth: { mode: cfg.auth, trustDomain: cfg.trustDomain, subjectMap, verifyToken },
+      policy,
+      healthOpen: cfg.healthAuth === 'open',
       bodyLimit: cfg.bodyLimit,
       importBodyLimit: cfg.importBodyLimit,
       metrics: this.metrics,
@@ -163,6 +181,21 @@ export class Controller {
     for (const t of this.timers) t.unref()
     this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: core.registry.size, restored: this.restored, peerId: mesh.peerId, p2p: mesh.multiaddrs }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
     return this
+  }
+
+  /**
+   * Reads the route policy file again (SIGHUP). A file that does not parse
+   * leaves the policy in force and throws (the CLI logs it): a typo never
+   * opens or closes the mesh by accident.
+   */
+  reloadPolicy (): void {
+    this.policy = this.loadPolicy()
+    this.log.info({ policy: this.config.policy ?? null, deny: this.config.denyIdentity }, 'route policy reloaded')
+  }
+
+  private loadPolicy (): RoutePolicy {
+    const cfg = this.config
+    return policyWithDenials(cfg.policy != null ? loadPolicy(cfg.policy) : defaultRoutePolicy(), cfg.denyIdentity)
   }
 
   async stop (): Promise<void> {
@@ -216,8 +249,17 @@ export class Controller {
       store: () => this.persistence?.stats() ?? null,
       caPath: () => this.tls?.caPath ?? null,
       meshKeyId: () => this.meshKeyId,
-      config: () => ({ heartbeat_interval_ms: cfg.heartbeatIntervalMs, unhealthy_after_ms: cfg.unhealthyAfterMs, stale_after_ms: cfg.staleAfterMs })
+      config: () => ({ heartbeat_interval_ms: cfg.heartbeatIntervalMs, unhealthy_after_ms: cfg.unhealthyAfterMs, stale_after_ms: cfg.staleAfterMs }),
+      auth: () => ({ mode: cfg.auth, trust_domain: cfg.trustDomain, health: cfg.healthAuth })
     }
+  }
+}
+
+function readPem (file: string): string {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new TlsError(`cannot read client CA ${file}: ${(err as Error).message}`, { cause: err })
   }
 }
 

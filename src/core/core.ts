@@ -12,7 +12,8 @@
  * (controller/) and tests, not for other layers.
  */
 import { EventEmitter } from 'node:events'
-import { SupersededError } from '../errors.ts'
+import { AuthError, SupersededError } from '../errors.ts'
+import { covers, type Identity } from '../identity/index.ts'
 import { Liveness, type HealthState } from '../liveness/index.ts'
 import { Membership, type MemberStatus, type OwnedWorker } from '../membership/index.ts'
 import { exportState, importState, Origin, Registry, registryReplica, type RegistryStats, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
@@ -120,11 +121,39 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   }
 
   // -------------------------------------------------------------- workers
+  //
+  // `actor` is who asks: an authenticated identity, or null when a controller
+  // runs with auth off (then anyone may do anything, as before identities).
+  // A worker identity acts only for the worker ids it covers, and only for
+  // workers it registered itself (the entry records who did, everywhere in
+  // the mesh): a hijack is refused by whichever controller it is tried at.
 
   /** Registers a worker here (this controller becomes its owner). Routable at once. */
-  register (input: RegisterRequest): RegisterReply {
-    const rec = this.registry.register(input)
+  register (input: RegisterRequest, actor: Identity | null = null): RegisterReply {
+    const cur = this.authorize(input.worker_id, actor)
+    let identity: string | undefined
+    if (actor != null) {
+      // A capability that names its SPIFFE id must name the one registering it.
+      const other = input.capabilities.find(c => c.spiffe_id != null && c.spiffe_id !== actor.id)
+      if (other != null && actor.role !== 'operator') throw new AuthError('worker_not_covered', `capability ${other.name} names spiffe_id ${other.spiffe_id}, not ${actor.id}`)
+      // An operator registering keeps whoever the worker is bound to (or leaves it unbound).
+      identity = actor.role === 'worker' ? actor.id : cur?.identity
+    }
+    const rec = this.registry.register({ ...input, identity })
     return { status: 'registered', worker_id: rec.worker_id, incarnation: rec.incarnation, controller_id: rec.owner }
+  }
+
+  /**
+   * Refuses `actor` acting for `workerId` unless it covers the id and, for a
+   * worker already registered by an identity, is that identity (operators
+   * may act for any). Returns the worker's current record, if any.
+   */
+  private authorize (workerId: string, actor: Identity | null): WorkerRecord | undefined {
+    const rec = this.registry.get(workerId)
+    if (actor == null || actor.role === 'operator') return rec
+    if (!covers(actor, workerId)) throw new AuthError('worker_not_covered', `${actor.id} may not act for worker ${workerId}`)
+    if (rec?.identity != null && rec.identity !== actor.id) throw new AuthError('worker_owned_by_other', `worker ${workerId} is registered by another identity`)
+    return rec
   }
 
   /**
@@ -137,9 +166,9 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
    * the worker back from the controller it now heartbeats
    * (SupersededError, nothing changes).
    */
-  heartbeat (req: HeartbeatRequest): HeartbeatReply {
+  heartbeat (req: HeartbeatRequest, actor: Identity | null = null): HeartbeatReply {
     const id = req.worker_id
-    const rec = this.registry.get(id)
+    const rec = this.authorize(id, actor)
     if (rec == null) return { error: 'worker_not_registered', worker_id: id }
     if (rec.owner !== this.controllerId) this.moveHere(rec, req.incarnation)
     const input = { load: req.load, draining: req.status === 'draining' ? true : req.status === 'ready' ? false : undefined }
@@ -151,8 +180,8 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   }
 
   /** Marks a worker draining: still listed, no new routes. A worker owned elsewhere is adopted first (as for a heartbeat). */
-  drain (workerId: string, incarnation?: number): DrainReply {
-    const rec = this.registry.get(workerId)
+  drain (workerId: string, incarnation?: number, actor: Identity | null = null): DrainReply {
+    const rec = this.authorize(workerId, actor)
     if (rec == null) return { error: 'worker_not_registered', worker_id: workerId }
     if (rec.owner !== this.controllerId) this.moveHere(rec, incarnation)
     if (!this.liveness.drain(workerId)) return { error: 'worker_not_registered', worker_id: workerId }
@@ -168,11 +197,14 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   }
 
   /** Removes a worker (idempotent); `known` says whether this controller knew it. */
-  deregister (workerId: string): DeregisterReply {
+  deregister (workerId: string, actor: Identity | null = null): DeregisterReply {
+    this.authorize(workerId, actor)
     return { status: 'deregistered', worker_id: workerId, known: this.registry.deregister(workerId) }
   }
 
-  route (q: RouteQuery): RouteResult {
+  /** Picks a worker. Who asks is the authenticated identity, never what the query says. */
+  route (q: RouteQuery, actor: Identity | null = null): RouteResult {
+    if (actor != null) q.requester_identity = actor.id
     return this.router.route(q)
   }
 

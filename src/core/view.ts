@@ -7,6 +7,7 @@
  * process knows (NodeFacts).
  */
 import { EventEmitter } from 'node:events'
+import type { Identity } from '../identity/index.ts'
 import type { HealthState } from '../liveness/index.ts'
 import type { MemberStatus } from '../membership/index.ts'
 import type { RegistryStats } from '../registry/index.ts'
@@ -28,6 +29,7 @@ export interface NodeFacts {
   caPath: () => string | null
   meshKeyId: () => string | null
   config: () => { heartbeat_interval_ms: number, unhealthy_after_ms: number, stale_after_ms: number }
+  auth: () => HealthReply['auth']
 }
 
 /** Events of a controller, for metrics and logs. Listeners must not block. */
@@ -44,13 +46,17 @@ export interface ViewEvents {
   sync: [result: { ok: true, bytesReceived: number } | { ok: false, reason: string }]
 }
 
+/**
+ * The operations take who asks (`actor`): an authenticated identity, or null
+ * when the controller runs with auth off.
+ */
 export interface ControllerView {
   readonly controllerId: string
-  register: (req: RegisterRequest) => RegisterReply
-  heartbeat: (req: HeartbeatRequest) => HeartbeatReply
-  drain: (workerId: string, incarnation?: number) => DrainReply
-  deregister: (workerId: string) => DeregisterReply
-  route: (q: RouteQuery) => RouteResult
+  register: (req: RegisterRequest, actor: Identity | null) => RegisterReply
+  heartbeat: (req: HeartbeatRequest, actor: Identity | null) => HeartbeatReply
+  drain: (workerId: string, incarnation: number | undefined, actor: Identity | null) => DrainReply
+  deregister: (workerId: string, actor: Identity | null) => DeregisterReply
+  route: (q: RouteQuery, actor: Identity | null) => RouteResult
   capabilities: () => CapabilitySummary[]
   workers: (filter: { state?: HealthState, capability?: string, limit: number, offset: number }) => WorkersReply
   exportState: () => PortableState
@@ -99,6 +105,7 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
       },
       store: facts.store(),
       tls: { ca_path: facts.caPath() },
+      auth: facts.auth(),
       config: facts.config()
     }
   }
@@ -116,11 +123,11 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
   })
   return {
     controllerId: core.controllerId,
-    register: req => core.register(req),
-    heartbeat: req => core.heartbeat(req),
-    drain: (id, incarnation) => core.drain(id, incarnation),
-    deregister: id => core.deregister(id),
-    route: q => core.route(q),
+    register: (req, actor) => core.register(req, actor),
+    heartbeat: (req, actor) => core.heartbeat(req, actor),
+    drain: (id, incarnation, actor) => core.drain(id, incarnation, actor),
+    deregister: (id, actor) => core.deregister(id, actor),
+    route: (q, actor) => core.route(q, actor),
     capabilities: () => core.capabilities(),
     workers: filter => core.workers(filter),
     exportState: () => core.exportState(),

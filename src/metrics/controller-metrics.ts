@@ -46,6 +46,7 @@ export class ControllerMetrics {
   private readonly syncs: Counter<'result'>
   private readonly syncBytes: Counter
   private readonly syncFailures: Counter<'reason'>
+  private readonly authFailures: Counter<'reason' | 'route'>
   private readonly detach: Array<() => void> = []
 
   constructor (components: ControllerMetricsComponents, init: ControllerMetricsInit = {}) {
@@ -182,6 +183,7 @@ export class ControllerMetrics {
         for (const { labels, n } of httpCounts.values()) this.inc(labels, n)
       }
     })
+    this.authFailures = new Counter({ name: 'capmesh_auth_failures_total', help: 'Requests refused for their identity (401, 403), by reason (credentials_missing, certificate_untrusted, token_expired, role_not_allowed, worker_owned_by_other, route_policy, ...) and route pattern.', labelNames: ['reason', 'route'], registers })
     this.httpSeconds = new Histogram({ name: 'capmesh_http_request_duration_seconds', help: 'Time from request to response, by route.', labelNames: ['route'], buckets: HTTP_BUCKETS, registers })
 
     this.follow(view, 'expired', () => { expired.inc() })
@@ -199,6 +201,11 @@ export class ControllerMetrics {
   private follow<K extends keyof ViewEvents> (view: ControllerView, event: K, fn: (...args: ViewEvents[K]) => void): void {
     view.on(event, fn)
     this.detach.push(() => { view.off(event, fn) })
+  }
+
+  /** A request refused for its identity: why (an AUTH_REASONS key) and on which route pattern. */
+  observeAuthFailure (reason: string, route: string): void {
+    this.authFailures.inc({ reason, route })
   }
 
   /** One answered HTTPS request. `route` is the route's pattern (never the raw URL: bounded labels). */

@@ -1,7 +1,8 @@
 /**
  * A small JSON-over-HTTPS client (undici) that trusts exactly the CA it is
- * given: the CLI, the demo, the agent and the tests all speak to controllers
- * through it. Certificate verification is always on.
+ * given and says who it is with a client certificate or a bearer token: the
+ * CLI, the demo, the agent and the tests all speak to controllers through
+ * it. Certificate verification is always on.
  */
 import { createSecureContext } from 'node:tls'
 import { Agent, buildConnector, request } from 'undici'
@@ -9,6 +10,11 @@ import { Agent, buildConnector, request } from 'undici'
 export interface HttpsClientInit {
   /** PEM CA certificate(s) to trust. */
   ca: string | string[]
+  /** PEM client certificate and its key: the caller's identity (mutual TLS). @default none */
+  cert?: string
+  key?: string
+  /** A bearer token sent with every request (for callers without a certificate), or a function giving the current one. @default none */
+  token?: string | (() => string)
   /** Per-request timeout (ms), connect included. @default 30000 */
   timeoutMs?: number
   /** Keep-alive connections per origin. @default 8 */
@@ -31,7 +37,9 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
   const timeoutMs = init.timeoutMs ?? 30_000
   // One TLS context for every connection: built per connection (the default when only `ca` is
   // given), parsing the CA took a third of a 1,000-worker simulation harness's CPU.
-  const tls = { secureContext: createSecureContext({ ca: init.ca }), timeout: timeoutMs }
+  const tls = { secureContext: createSecureContext({ ca: init.ca, cert: init.cert, key: init.key }), timeout: timeoutMs }
+  const token = init.token
+  const auth = (): Record<string, string> => token == null ? {} : { authorization: `Bearer ${typeof token === 'function' ? token() : token}` }
   // TLS sessions are resumed per host:port. undici keys its session cache by host name, which
   // for controllers addressed by IP (loopback above all) is one key for all of them, so nothing
   // resumed. A resumed handshake skips the certificate and its checks: 17-31% less CPU per new
@@ -57,7 +65,7 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
         method,
         dispatcher,
         signal,
-        headers: body !== undefined ? { 'content-type': 'application/json' } : {},
+        headers: body !== undefined ? { 'content-type': 'application/json', ...auth() } : auth(),
         body: body !== undefined ? JSON.stringify(body) : undefined,
         headersTimeout: t,
         bodyTimeout: t

@@ -276,6 +276,8 @@ export const HealthReply = Type.Object({
   }),
   store: Type.Union([Type.Object({ logBytes: Type.Integer(), snapshotBytes: Type.Integer() }), Type.Null()]),
   tls: Type.Object({ ca_path: Type.Union([Type.String(), Type.Null()]) }),
+  /** `off`: this controller asks nobody who they are (anyone may change the registry). */
+  auth: Type.Object({ mode: Type.Union([Type.Literal('required'), Type.Literal('off')]), trust_domain: Type.String(), health: Type.Union([Type.Literal('open'), Type.Literal('required')]) }),
   config: Type.Object({ heartbeat_interval_ms: Type.Integer(), unhealthy_after_ms: Type.Integer(), stale_after_ms: Type.Integer() })
 })
 export type HealthReply = Static<typeof HealthReply>

@@ -5,11 +5,12 @@ import type { Api, ApiComponents } from '../types.ts'
 
 /** GET /capabilities and GET /workers — what the registry holds, with health. */
 export function listingRoutes (app: Api, { view }: ApiComponents): void {
-  app.get('/capabilities', { schema: { summary: 'Capabilities on offer', response: { 200: CapabilitiesReply } } }, async () => {
+  app.get('/capabilities', { config: { access: ['client'] }, schema: { summary: 'Capabilities on offer', response: { 200: CapabilitiesReply } } }, async () => {
     return { capabilities: view.capabilities() }
   })
 
   app.get('/workers', {
+    config: { access: ['client'] },
     schema: { summary: 'Workers with state and last heartbeat', querystring: WorkersQuerystring, response: { 200: WorkersReply, 400: ErrorBody } }
   }, async (req) => {
     const limit = req.query.limit != null ? Number(req.query.limit) : DEFAULT_WORKERS_PAGE
