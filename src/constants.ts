@@ -211,3 +211,36 @@ export const DEFAULT_AGENT_HYSTERESIS_MIN_MS = 5
  * (or a harness that died) expects.
  */
 export const STOP_GRACE_MS = 15_000
+
+/** Identities (identity/, tls/): the roles a caller can hold. What each may do is the API's table. */
+export const IDENTITY_ROLES = ['worker', 'client', 'operator', 'metrics'] as const
+/** SPIFFE trust domain of capmesh identities (`spiffe://capmesh.local/worker/w1`) unless configured. */
+export const DEFAULT_TRUST_DOMAIN = 'capmesh.local'
+/** A trust domain: SPIFFE's characters (lower-case letters, digits, `.`, `-`, `_`). */
+export const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/
+/**
+ * Names capmesh itself issues certificates for (`capmesh certs issue`):
+ * SPIFFE's path-segment characters, starting with a letter or digit, so the
+ * name is also a safe file name (`NAME.pem`). Names in certificates and
+ * tokens from other issuers may be anything a worker id may be, minus
+ * `/ % ? #` (identity/identity.ts).
+ */
+export const ISSUED_IDENTITY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+/**
+ * Lifetime of an identity certificate (`capmesh certs issue --days`). Short
+ * lifetimes limit what a stolen key is worth but need re-issuing; capmesh
+ * does not rotate certificates itself yet, so a year.
+ */
+export const DEFAULT_IDENTITY_VALIDITY_DAYS = 365
+/** Largest bearer token accepted (bytes): a token is parsed only below it. */
+export const DEFAULT_TOKEN_MAX_BYTES = 8192
+/** Clock skew allowed on a token's `exp` and `nbf` (seconds). */
+export const DEFAULT_TOKEN_CLOCK_TOLERANCE_SEC = 30
+/**
+ * Verified tokens remembered (until their `exp`) so that a worker
+ * heartbeating every second costs one signature check per token, not per
+ * request; the least recently used is forgotten first.
+ */
+export const DEFAULT_TOKEN_CACHE_SIZE = 10_000
+/** Route-policy decisions remembered per (identity, capability); the oldest is forgotten first. */
+export const DEFAULT_POLICY_CACHE_SIZE = 10_000

@@ -24,6 +24,10 @@ export const ERROR_CODES = {
   CAPMESH_ERR_NOT_FOUND: { status: 404, wire: 'not_found', description: 'No such endpoint.' },
   CAPMESH_ERR_NO_WORKER: { status: 404, wire: 'no_worker_available', description: 'No registered worker offers the requested verb and capability (with the requested filters).' },
   CAPMESH_ERR_NO_HEALTHY_WORKER: { status: 503, wire: 'no_worker_available', description: 'Workers offer the capability but none is healthy right now; retry after the Retry-After delay.' },
+  CAPMESH_ERR_UNAUTHENTICATED: { status: 401, wire: 'unauthenticated', description: 'The request carried no identity capmesh accepts: no client certificate or bearer token, or one that failed verification (`reason` says which check).' },
+  CAPMESH_ERR_FORBIDDEN: { status: 403, wire: 'forbidden', description: 'The caller\'s identity is known, but its role may not use this endpoint, or the identity is denied.' },
+  CAPMESH_ERR_WORKER_IDENTITY: { status: 403, wire: 'worker_identity', description: 'The caller acted for a worker id its identity does not cover, or for one registered by another identity.' },
+  CAPMESH_ERR_ROUTE_DENIED: { status: 403, wire: 'route_denied', description: 'The route policy does not let this identity route to the capability.' },
   CAPMESH_ERR_SUPERSEDED: { status: 409, wire: 'superseded', description: 'A heartbeat (or drain) from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
   CAPMESH_ERR_INVALID_STATE: { status: 400, wire: 'InvalidStateError', description: 'An imported registry document is not a valid capmesh state.' },
   CAPMESH_ERR_CONFIG: { status: 400, wire: 'ConfigError', description: 'The controller configuration is invalid (flag or config file).' },
@@ -220,5 +224,73 @@ export class NoControllerError extends CapmeshError {
     super('CAPMESH_ERR_NO_CONTROLLER', `no controller accepted the worker: ${failures.map(f => `${f.controller} (${f.error})`).join('; ') || 'none configured'}`, failures)
     this.name = 'NoControllerError'
     this.failures = failures
+  }
+}
+
+/**
+ * Why an identity was refused, each with the code (and so the HTTP status)
+ * it is reported under. The reason travels in the response body as
+ * `reason`; like codes, reasons are stable.
+ */
+export const AUTH_REASONS = {
+  /** Neither a verified client certificate nor a bearer token. */
+  credentials_missing: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** A client certificate was sent but Node's TLS did not verify it against the trusted CAs. */
+  certificate_untrusted: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The certificate names two or more SPIFFE ids (the same twice, or different ones). */
+  certificate_ambiguous: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The certificate's SPIFFE id is malformed or outside the trust domain. */
+  certificate_malformed_san: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** No SPIFFE id in the certificate and its subject is not in the subject map. */
+  certificate_no_identity: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The bearer token is larger than the configured limit. */
+  token_too_large: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The bearer token is not a compact JWS with a JSON header and claims. */
+  token_malformed: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The token's `alg` is not EdDSA or ES256 (`none` included). */
+  token_algorithm: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** No configured key fits the token (its `kid` is unknown, or no key of its algorithm). */
+  token_unknown_key: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The signature does not verify with the configured keys. */
+  token_signature: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** `exp` has passed (beyond the clock tolerance). */
+  token_expired: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** `nbf` is in the future (beyond the clock tolerance). */
+  token_not_yet_valid: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** `sub`, `role` or `exp` missing or of the wrong type, unknown role, or a bad `worker_ids`. */
+  token_claims: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The identity's role may not use this endpoint. */
+  role_not_allowed: 'CAPMESH_ERR_FORBIDDEN',
+  /** The identity is on the deny list (`--deny-identity`, the policy file's `deny`). */
+  identity_denied: 'CAPMESH_ERR_FORBIDDEN',
+  /** The worker id is not among those the identity covers. */
+  worker_not_covered: 'CAPMESH_ERR_WORKER_IDENTITY',
+  /** The worker id is registered by another identity. */
+  worker_owned_by_other: 'CAPMESH_ERR_WORKER_IDENTITY',
+  /** No rule of the route policy lets the identity route to the capability. */
+  route_policy: 'CAPMESH_ERR_ROUTE_DENIED'
+} as const satisfies Record<string, ErrorCode>
+
+export type AuthReason = keyof typeof AUTH_REASONS
+
+/**
+ * An identity refused: 401 when there is none capmesh accepts (the response
+ * asks for a bearer token with `www-authenticate: Bearer`), 403 when it may
+ * not do what it asked. The reason decides the code.
+ */
+export class AuthError extends CapmeshError {
+  readonly reason: AuthReason
+  constructor (reason: AuthReason, message: string, options?: ErrorOptions) {
+    super(AUTH_REASONS[reason], message, undefined, options)
+    this.name = 'AuthError'
+    this.reason = reason
+  }
+
+  override wireBody (): ErrorWireBody {
+    return { ...super.wireBody(), reason: this.reason }
+  }
+
+  override headers (): Record<string, string> {
+    return this.status === 401 ? { 'www-authenticate': 'Bearer' } : {}
   }
 }

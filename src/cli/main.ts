@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { controllerFlags, parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
-import { MESH_KEY_FILE } from '../constants.ts'
+import { DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE } from '../constants.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { stopOnSignal, stopWithParent } from './signals.ts'
@@ -67,6 +67,23 @@ certs.command('init')
     console.log(`${tls.createdCa ? 'created' : 'reused'} CA ${tls.caPath}`)
     console.log(`server certificate ${tls.certPath} (key ${tls.keyPath})`)
     console.log(`${created ? 'created' : 'reused'} mesh key ${meshKey} (copy it to every controller of the mesh; keep it private)`)
+  })
+
+certs.command('issue')
+  .description('issue a client certificate carrying an identity (SPIFFE URI SAN), signed by the CA in DIR (which must hold ca-key.pem)')
+  .requiredOption('--dir <dir>', 'TLS dir holding ca.pem and ca-key.pem; NAME.pem and NAME-key.pem are written there')
+  .requiredOption('--role <role>', `the identity's role: ${IDENTITY_ROLES.join(', ')}`)
+  .requiredOption('--name <name>', 'the identity\'s name (a worker\'s id for role worker): letters, digits, ".", "_", "-"')
+  .option('--trust-domain <domain>', 'SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
+  .option('--days <n>', 'validity in days', String(DEFAULT_IDENTITY_VALIDITY_DAYS))
+  .action(async (opts: { dir: string, role: string, name: string, trustDomain: string, days: string }) => {
+    const validityDays = int(opts.days, '--days', 1, 3650)
+    if (!(IDENTITY_ROLES as readonly string[]).includes(opts.role)) throw new ConfigError(`--role: expected one of ${IDENTITY_ROLES.join(', ')}, got "${opts.role}"`)
+    const { issueIdentity } = await import('../tls/index.ts')
+    const issued = await issueIdentity({ dir: opts.dir, role: opts.role as (typeof IDENTITY_ROLES)[number], name: opts.name, trustDomain: opts.trustDomain, validityDays })
+    console.log(`identity ${issued.id}`)
+    console.log(`${issued.replaced ? 'replaced' : 'wrote'} certificate ${issued.certPath} (client authentication only, valid until ${issued.notAfter.toISOString()})`)
+    console.log(`wrote key ${issued.keyPath} (keep it private)`)
   })
 
 const state = program.command('state').description('export or import a controller registry')
