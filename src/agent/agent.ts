@@ -358,7 +358,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   private async call<P extends keyof Endpoints> (url: string, path: P, body: Endpoints[P][0], timeoutMs: number): Promise<Answer<P>> {
     let res
     try {
-      res = await this.client.json<Endpoints[P][1] | ErrorBody>('POST', this.endpoint(url, path), body, { timeoutMs })
+      // With a shared client (a batch, a harness), this worker's own token rides on each request.
+      const token = typeof this.init.token === 'function' ? this.init.token() : this.init.token
+      res = await this.client.json<Endpoints[P][1] | ErrorBody>('POST', this.endpoint(url, path), body, { timeoutMs, token })
     } catch (err) {
       const e = err as Error & { code?: string }
       if (e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT') {

@@ -11,6 +11,7 @@ import { controllerFlags, parseRawConfig, readConfigFile, resolveControllerConfi
 import { DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE } from '../constants.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
 import { httpsClient } from '../utils/https-client.ts'
+import { CALLER_FLAGS, callerTls, type CallerOptions } from './caller.ts'
 import { stopOnSignal, stopWithParent } from './signals.ts'
 import { parseDuration } from '../utils/duration.ts'
 
@@ -86,14 +87,21 @@ certs.command('issue')
     console.log(`wrote key ${issued.keyPath} (keep it private)`)
   })
 
+/** Adds the caller flags (--cert, --key, --token) to a command. */
+const calling = (c: Command): Command => {
+  for (const [flags, description] of CALLER_FLAGS) c.option(flags, description)
+  return c
+}
+
 const state = program.command('state').description('export or import a controller registry')
-state.command('export')
-  .description('write a controller\'s registry as a portable JSON document')
+calling(state.command('export')
+  .description('write a controller\'s registry as a portable JSON document (needs an operator identity)')
   .requiredOption('--controller <url>', 'controller URL, e.g. https://127.0.0.1:9000')
-  .requiredOption('--ca <file>', 'CA certificate to trust (PEM)')
-  .option('--out <file>', 'output file (default: stdout)')
-  .action(async (opts: { controller: string, ca: string, out?: string }) => {
-    const client = httpsClient({ ca: readFileSync(opts.ca, 'utf8') })
+  .option('--ca <file>', 'CA certificate to trust (PEM; default: <tls-dir>/ca.pem)')
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls')
+  .option('--out <file>', 'output file (default: stdout)'))
+  .action(async (opts: CallerOptions & { controller: string, out?: string }) => {
+    const client = httpsClient(callerTls(opts, ['operator']))
     try {
       const res = await client.json('GET', new URL('/state/export', opts.controller).href)
       if (res.status !== 200) throw new Error(`export failed: HTTP ${res.status} ${JSON.stringify(res.body)}`)
@@ -105,13 +113,14 @@ state.command('export')
       await client.close()
     }
   })
-state.command('import')
-  .description('merge a portable registry document into a controller')
+calling(state.command('import')
+  .description('merge a portable registry document into a controller (needs an operator identity)')
   .argument('<file>', 'document written by `capmesh state export`')
   .requiredOption('--controller <url>', 'controller URL')
-  .requiredOption('--ca <file>', 'CA certificate to trust (PEM)')
-  .action(async (file: string, opts: { controller: string, ca: string }) => {
-    const client = httpsClient({ ca: readFileSync(opts.ca, 'utf8') })
+  .option('--ca <file>', 'CA certificate to trust (PEM; default: <tls-dir>/ca.pem)')
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls'))
+  .action(async (file: string, opts: CallerOptions & { controller: string }) => {
+    const client = httpsClient(callerTls(opts, ['operator']))
     try {
       const doc = JSON.parse(readFileSync(file, 'utf8')) as unknown
       const res = await client.json('POST', new URL('/state/import', opts.controller).href, doc)
@@ -122,16 +131,15 @@ state.command('import')
     }
   })
 
-program.command('route')
+calling(program.command('route')
   .description('ask a controller for a worker (and, with --invoke, call it)')
   .requiredOption('--verb <verb>', 'verb, e.g. invoke')
   .requiredOption('--capability <name>', 'capability name')
   .option('--controller <url>', 'controller URL', 'https://127.0.0.1:9000')
-  .option('--tls-dir <dir>', 'TLS dir whose ca.pem to trust', '.capmesh/tls')
-  .option('--invoke [text]', 'also POST {text} to the chosen worker\'s /invoke')
-  .action(async (opts: { verb: string, capability: string, controller: string, tlsDir: string, invoke?: string | boolean }) => {
-    const { readCa } = await import('../tls/index.ts')
-    const client = httpsClient({ ca: readCa(opts.tlsDir), timeoutMs: 10_000 })
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and client.pem or operator.pem if there)', '.capmesh/tls')
+  .option('--invoke [text]', 'also POST {text} to the chosen worker\'s /invoke'))
+  .action(async (opts: CallerOptions & { verb: string, capability: string, controller: string, invoke?: string | boolean }) => {
+    const client = httpsClient({ ...callerTls(opts, ['client', 'operator']), timeoutMs: 10_000 })
     try {
       const res = await client.json('POST', new URL('/route', opts.controller).href, { verb: opts.verb, capability: opts.capability })
       console.log(JSON.stringify(res.body, null, 2))
@@ -150,17 +158,17 @@ program.command('route')
     }
   })
 
-program.command('status')
-  .description('how each controller and the mesh are doing; exits 1 unless every controller answers, all agree and none is in self-preservation')
+calling(program.command('status')
+  .description('how each controller and the mesh are doing; exits 1 unless every controller answers, all agree, none is behind or in self-preservation (needs an operator identity)')
   .option('--controller <url>', 'controller URL (repeatable; default: the local mesh, https://127.0.0.1:9000-9002)', collect)
-  .option('--tls-dir <dir>', 'TLS dir whose ca.pem to trust', '.capmesh/tls')
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls')
   .option('--timeout <duration>', 'how long to wait for each controller', '5s')
-  .option('--json', 'print JSON instead of a table')
-  .action(async (opts: { controller?: string[], tlsDir: string, timeout: string, json?: boolean }) => {
+  .option('--json', 'print JSON instead of a table'))
+  .action(async (opts: CallerOptions & { controller?: string[], timeout: string, json?: boolean }) => {
     const urls = opts.controller ?? ['https://127.0.0.1:9000', 'https://127.0.0.1:9001', 'https://127.0.0.1:9002']
     const timeoutMs = parseDuration(opts.timeout, '--timeout')
-    const [{ readCa }, { formatStatus, meshStatus }] = await Promise.all([import('../tls/index.ts'), import('./status.ts')])
-    const client = httpsClient({ ca: readCa(opts.tlsDir), timeoutMs })
+    const { formatStatus, meshStatus } = await import('./status.ts')
+    const client = httpsClient({ ...callerTls(opts, ['operator']), timeoutMs })
     try {
       const status = await meshStatus(client, urls, timeoutMs)
       console.log(opts.json === true ? JSON.stringify(status, null, 2) : formatStatus(status))
@@ -180,13 +188,20 @@ program.command('worker')
   .option('--port <port>', 'HTTPS port (0 = any free port)', '0')
   .option('--heartbeat-interval <duration>', 'heartbeat interval', '1s')
   .option('--affinity <controller-id>', 'preferred controller id')
-  .action(async (opts: { id: string, capability: string[], controllers: string, tlsDir: string, host: string, port: string, heartbeatInterval: string, affinity?: string }) => {
+  .option('--cert <file>', 'the worker\'s client certificate (PEM; default: <tls-dir>/<id>.pem, issued by the mesh\'s CA if missing)')
+  .option('--key <file>', 'its private key (PEM)')
+  .option('--token <jwt>', 'a bearer token to call as instead of a certificate (@FILE reads it from a file)')
+  .action(async (opts: CallerOptions & { id: string, capability: string[], controllers: string, tlsDir: string, host: string, port: string, heartbeatInterval: string, affinity?: string }) => {
     const { startDemoWorker } = await import('./worker.ts')
+    // Only what the flags give; without any, the worker uses (or issues) its own identity.
+    const caller = opts.cert != null || opts.key != null || opts.token != null ? callerTls(opts, []) : null
+    const identity = caller == null ? undefined : caller.cert != null ? { cert: caller.cert, key: caller.key! } : { token: caller.token as string }
     const w = await startDemoWorker({
       id: opts.id,
       capabilities: opts.capability,
       controllers: opts.controllers.split(',').map(s => s.trim()).filter(s => s.length > 0),
       tlsDir: opts.tlsDir,
+      identity,
       host: opts.host,
       port: int(opts.port, '--port', 0, 65535),
       heartbeatIntervalMs: parseDuration(opts.heartbeatInterval, '--heartbeat-interval'),

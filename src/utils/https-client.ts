@@ -29,7 +29,8 @@ export interface JsonResponse<T = any> {
 
 export interface HttpsClient {
   /** Sends `body` as JSON (if given) and parses the JSON reply; non-JSON replies come back as text. */
-  json: <T = any>(method: 'GET' | 'POST', url: string, body?: unknown, opts?: { timeoutMs?: number, signal?: AbortSignal }) => Promise<JsonResponse<T>>
+  /** `opts.token`: a bearer token for this request instead of the client's (callers sharing one client's connections). */
+  json: <T = any>(method: 'GET' | 'POST', url: string, body?: unknown, opts?: { timeoutMs?: number, signal?: AbortSignal, token?: string }) => Promise<JsonResponse<T>>
   close: () => Promise<void>
 }
 
@@ -39,7 +40,10 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
   // given), parsing the CA took a third of a 1,000-worker simulation harness's CPU.
   const tls = { secureContext: createSecureContext({ ca: init.ca, cert: init.cert, key: init.key }), timeout: timeoutMs }
   const token = init.token
-  const auth = (): Record<string, string> => token == null ? {} : { authorization: `Bearer ${typeof token === 'function' ? token() : token}` }
+  const auth = (own?: string): Record<string, string> => {
+    const t = own ?? (typeof token === 'function' ? token() : token)
+    return t == null ? {} : { authorization: `Bearer ${t}` }
+  }
   // TLS sessions are resumed per host:port. undici keys its session cache by host name, which
   // for controllers addressed by IP (loopback above all) is one key for all of them, so nothing
   // resumed. A resumed handshake skips the certificate and its checks: 17-31% less CPU per new
@@ -65,7 +69,7 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
         method,
         dispatcher,
         signal,
-        headers: body !== undefined ? { 'content-type': 'application/json', ...auth() } : auth(),
+        headers: body !== undefined ? { 'content-type': 'application/json', ...auth(opts.token) } : auth(opts.token),
         body: body !== undefined ? JSON.stringify(body) : undefined,
         headersTimeout: t,
         bodyTimeout: t

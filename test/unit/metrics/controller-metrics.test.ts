@@ -15,7 +15,8 @@ const noNode: NodeFacts = {
   store: () => null,
   caPath: () => null,
   meshKeyId: () => null,
-  config: () => ({ heartbeat_interval_ms: 1000, unhealthy_after_ms: 60_000, stale_after_ms: 120_000 })
+  config: () => ({ heartbeat_interval_ms: 1000, unhealthy_after_ms: 60_000, stale_after_ms: 120_000 }),
+  auth: () => ({ mode: 'required', trust_domain: 'capmesh.local', health: 'open' })
 }
 const cap = { name: 'echo', verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 1 }
 /** Metrics of `c`'s view; `events` is what the composition root relays into it. */
