@@ -41,7 +41,7 @@ import { Controller } from '../../src/controller/index.ts'
 import { ControllerCore } from '../../src/core/index.ts'
 import { networkFaults, type NetworkFaults } from '../../src/gossip/index.ts'
 import { Origin, type Capability } from '../../src/registry/index.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { ed25519VerifiesPerSecond } from './machine.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
@@ -358,7 +358,9 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
 
 const root = mkdtempSync(join(tmpdir(), 'capmesh-bench-mesh-'))
 const tls = await ensureTls({ dir: join(root, 'tls') })
-const client = httpsClient({ ca: tls.ca, timeoutMs: 30_000 })
+// Controllers ask who is calling: the bench registers and reads as an operator.
+const op = await issueIdentity({ dir: join(root, 'tls'), role: 'operator', name: 'bench' })
+const client = httpsClient({ ca: tls.ca, cert: op.cert, key: op.key, timeoutMs: 30_000 })
 const results: SizeResult[] = []
 try {
   console.log(`capmesh mesh benchmark: sizes ${SIZES.join(', ')}, ${REGISTRATIONS} registrations, ${HEAL_WORKERS} workers across the partition; load average ${loadavg().map(x => x.toFixed(1)).join(' ')}; machine: ${ed25519VerifiesPerSecond()} Ed25519 verifies/s`)

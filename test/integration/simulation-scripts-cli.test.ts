@@ -43,7 +43,7 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
     script: 'bench:failover',
     options: {
       workers: '100', heartbeat: '1000', 'capacity-workers': '10000', seconds: '10', rate: '5000', connections: '32', warmup: '2',
-      loadgen: 'not set', ca: 'not set', pid: 'not set'
+      loadgen: 'not set', ca: 'not set', cert: 'not set', key: 'not set', pid: 'not set'
     }
   },
   'simulations/bench/tls-resume.ts': { script: 'bench:tls', options: { connections: '400', rounds: '3' } },
