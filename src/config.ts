@@ -39,6 +39,16 @@ const bytes: Parser<number> = (v, k) => {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1024) throw new ConfigError(`${k}: expected a byte count ≥ 1024, got ${JSON.stringify(v)}`)
   return n
 }
+/** A non-negative integer (0 usually turns the thing off). */
+const count: Parser<number> = (v, k) => {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) throw new ConfigError(`${k}: expected an integer ≥ 0, got ${JSON.stringify(v)}`)
+  return n
+}
+/** A byte count, or 0 for none. */
+const countBytes: Parser<number> = (v, k) => count(v, k) === 0 ? 0 : bytes(v, k)
+/** A duration, or 0 for never. */
+const durationOrZero: Parser<number> = (v, k) => v === 0 || v === '0' ? 0 : duration(v, k)
 const duration: Parser<number> = (v, k) => {
   if (typeof v !== 'string' && typeof v !== 'number') throw new ConfigError(`${k}: expected a duration like "2s", got ${JSON.stringify(v)}`)
   const ms = parseDuration(v, k)
@@ -140,6 +150,9 @@ export const CONTROLLER_OPTIONS = {
   syncInterval: option({ key: 'syncIntervalMs', parse: duration, value: 'duration', description: 'anti-entropy with a peer that seems to differ this often', default: C.DEFAULT_SYNC_INTERVAL_MS }),
   maxSyncBytes: option({ key: 'maxSyncBytes', parse: bytes, value: 'bytes', description: 'largest anti-entropy delta accepted from a peer; the whole registry must fit', default: C.DEFAULT_MAX_SYNC_BYTES }),
   reconnectInterval: option({ key: 'reconnectIntervalMs', parse: duration, value: 'duration', description: 're-dial lost peers this often', default: C.DEFAULT_RECONNECT_INTERVAL_MS }),
+  rateLimit: option({ key: 'rateLimit', parse: count, value: 'n', description: 'requests a second one identity may make (429 + Retry-After past it); 0: no limit', default: C.DEFAULT_RATE_LIMIT_PER_SECOND }),
+  maxEventLoopDelay: option({ key: 'maxEventLoopDelayMs', parse: durationOrZero, value: 'duration', description: 'shed requests (503 + Retry-After) while the event loop is this late; 0: never', default: C.DEFAULT_MAX_EVENT_LOOP_DELAY_MS }),
+  maxHeap: option({ key: 'maxHeapBytes', parse: countBytes, value: 'bytes', description: 'shed requests (503 + Retry-After) while the heap holds more than this; 0: never', default: 0 }),
   bodyLimit: option({ key: 'bodyLimit', parse: bytes, value: 'bytes', description: 'largest request body outside /state/import', default: C.DEFAULT_BODY_LIMIT_BYTES }),
   importBodyLimit: option({ key: 'importBodyLimit', parse: bytes, value: 'bytes', description: 'largest /state/import body', default: C.DEFAULT_IMPORT_BODY_LIMIT_BYTES }),
   idempotencyTtl: option({ key: 'idempotencyTtlMs', parse: duration, value: 'duration', description: 'how long an idempotency_key keeps its worker', default: C.DEFAULT_IDEMPOTENCY_TTL_MS }),
@@ -270,9 +283,10 @@ export function optionsMarkdown (): string {
 }
 
 /**
- * Preset for tests and simulations: ephemeral ports, 200 ms heartbeats,
- * unhealthy after 600 ms, removed after 1.2 s, digests every 100 ms,
- * anti-entropy every 500 ms, re-dial every 250 ms, quiet logs.
+ * Preset for tests and in-process benchmarks: ephemeral ports, 200 ms
+ * heartbeats, unhealthy after 600 ms, removed after 1.2 s, digests every
+ * 100 ms, anti-entropy every 500 ms, re-dial every 250 ms, no load
+ * shedding, quiet logs.
  */
 export function localPreset (overrides: RawConfig = {}): RawConfig {
   return {
@@ -284,6 +298,8 @@ export function localPreset (overrides: RawConfig = {}): RawConfig {
     digestIntervalMs: 100,
     syncIntervalMs: 500,
     reconnectIntervalMs: 250,
+    // Tests share a busy machine and one event loop between controllers: no load shedding unless a test asks.
+    maxEventLoopDelayMs: 0,
     logLevel: 'silent',
     ...overrides
   }

@@ -33,6 +33,21 @@ export const DEFAULT_IMPORT_BODY_LIMIT_BYTES = 64 * 1024 * 1024
 export const DEFAULT_IDEMPOTENCY_TTL_MS = 5 * 60_000
 /** Most idempotency keys remembered at once; the oldest is forgotten first. */
 export const DEFAULT_IDEMPOTENCY_MAX_KEYS = 100_000
+/**
+ * Requests a second one identity may make before 429s. Generous on purpose: a worker
+ * heartbeats once per heartbeat interval, and a busy client may route thousands of times a
+ * second; this stops a runaway caller from taking a controller's whole CPU (~20k requests a
+ * second on 2 cores), it does not meter ordinary use.
+ */
+export const DEFAULT_RATE_LIMIT_PER_SECOND = 10_000
+/**
+ * Shed new requests (503 + Retry-After) while the event loop is this late: a controller that
+ * falls behind answers late everything it takes, heartbeats included, and late heartbeats make
+ * agents fail over; shedding early tells them to wait instead.
+ */
+export const DEFAULT_MAX_EVENT_LOOP_DELAY_MS = 1000
+/** Retry-After (seconds) of a request shed under pressure. */
+export const DEFAULT_OVERLOAD_RETRY_AFTER_S = 2
 /** `/workers` page size when the client gives no `limit`. */
 export const DEFAULT_WORKERS_PAGE = 1000
 /** Most workers `/workers` returns in one page. */

@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   CAPMESH_ERR_FORBIDDEN: { status: 403, wire: 'forbidden', description: 'The caller\'s identity is known, but its role may not use this endpoint, or the identity is denied.' },
   CAPMESH_ERR_WORKER_IDENTITY: { status: 403, wire: 'worker_identity', description: 'The caller acted for a worker id its identity does not cover, or for one registered by another identity.' },
   CAPMESH_ERR_ROUTE_DENIED: { status: 403, wire: 'route_denied', description: 'The route policy does not let this identity route to the capability.' },
+  CAPMESH_ERR_RATE_LIMITED: { status: 429, wire: 'rate_limited', description: 'The caller made more requests in the last second than its identity may (--rate-limit); retry after the Retry-After delay.' },
+  CAPMESH_ERR_OVERLOADED: { status: 503, wire: 'overloaded', description: 'The controller is under pressure (its event loop is late, or its heap is over the limit) and sheds new requests; retry after the Retry-After delay.' },
   CAPMESH_ERR_SUPERSEDED: { status: 409, wire: 'superseded', description: 'A heartbeat (or drain) from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
   CAPMESH_ERR_INVALID_STATE: { status: 400, wire: 'InvalidStateError', description: 'An imported registry document is not a valid capmesh state.' },
   CAPMESH_ERR_CONFIG: { status: 400, wire: 'ConfigError', description: 'The controller configuration is invalid (flag or config file).' },
@@ -185,10 +187,13 @@ export class StoreError extends CapmeshError {
 /** Agent: a controller could not be reached or answered 5xx (retryable). */
 export class ControllerUnavailableError extends CapmeshError {
   readonly controller: string
-  constructor (controller: string, message: string, options?: ErrorOptions) {
+  /** The controller's Retry-After (ms), when it said when to come back (429, 503). */
+  readonly retryAfterMs: number | null
+  constructor (controller: string, message: string, options?: ErrorOptions & { retryAfterMs?: number | null }) {
     super('CAPMESH_ERR_CONTROLLER_UNAVAILABLE', `${controller}: ${message}`, undefined, options)
     this.name = 'ControllerUnavailableError'
     this.controller = controller
+    this.retryAfterMs = options?.retryAfterMs ?? null
   }
 }
 
@@ -293,4 +298,28 @@ export class AuthError extends CapmeshError {
   override headers (): Record<string, string> {
     return this.status === 401 ? { 'www-authenticate': 'Bearer' } : {}
   }
+}
+
+/** Too many requests from one identity; the client should wait `retryAfter` seconds. */
+export class RateLimitedError extends CapmeshError {
+  readonly retryAfter: number
+  constructor (retryAfter: number, limit: number) {
+    super('CAPMESH_ERR_RATE_LIMITED', `more than ${limit} requests a second from this identity; retry in ${retryAfter} s`)
+    this.name = 'RateLimitedError'
+    this.retryAfter = retryAfter
+  }
+
+  override headers (): Record<string, string> { return { 'retry-after': String(this.retryAfter) } }
+}
+
+/** The controller sheds load (event loop late, heap over the limit); the client should wait `retryAfter` seconds. */
+export class OverloadedError extends CapmeshError {
+  readonly retryAfter: number
+  constructor (retryAfter: number, why: string) {
+    super('CAPMESH_ERR_OVERLOADED', `the controller is overloaded (${why}); retry in ${retryAfter} s`)
+    this.name = 'OverloadedError'
+    this.retryAfter = retryAfter
+  }
+
+  override headers (): Record<string, string> { return { 'retry-after': String(this.retryAfter) } }
 }

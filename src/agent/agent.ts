@@ -112,7 +112,21 @@ interface Endpoints {
   '/drain': [DrainRequest, DrainReply | SupersededReply]
   '/deregister': [DeregisterRequest, DeregisterReply]
 }
-type Answer<P extends keyof Endpoints> = { status: number, body: Endpoints[P][1] | ErrorBody }
+type Answer<P extends keyof Endpoints> = { status: number, body: Endpoints[P][1] | ErrorBody, retryAfterMs: number | null }
+
+/** A Retry-After header's delay (ms): seconds, or an HTTP date; null if absent or unreadable. */
+function retryAfterOf (h: string | string[] | undefined): number | null {
+  const v = Array.isArray(h) ? h[0] : h
+  if (v == null || v === '') return null
+  const s = Number(v)
+  if (Number.isFinite(s)) return Math.max(0, s * 1000)
+  const at = Date.parse(v)
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : null
+}
+
+/** `ms` give or take a quarter, so that workers told the same wait do not come back in step. */
+const jitter = (ms: number): number => ms * (0.75 + Math.random() / 2)
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms).unref()) }
 export type AgentState = 'idle' | 'attached' | 'detached' | 'draining' | 'stopped'
 
 export class WorkerAgent extends EventEmitter<AgentEvents> {
@@ -146,6 +160,8 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   private inflight: { url: string, answer: Promise<Answer<'/heartbeat'>> } | null = null
   /** Attach rounds failed in a row while detached (sets the back-off). */
   private detachedRounds = 0
+  /** No heartbeat before this (monotonic ms): a controller's Retry-After. */
+  private holdOffUntil = 0
 
   constructor (init: WorkerAgentInit) {
     super()
@@ -328,7 +344,14 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       factor: 2,
       randomize: true,
       shouldRetry: () => this._state !== 'stopped',
-      onFailedAttempt: ({ retriesLeft }) => { if (retriesLeft > 0) this.counters.retries++ }
+      onFailedAttempt: async ({ error, retriesLeft }) => {
+        if (retriesLeft === 0) return
+        this.counters.retries++
+        // The controller said when to come back (429 rate limited, 503 overloaded): wait that long
+        // (jittered, so that many workers told the same do not return at once), then back off as usual.
+        const after = (error as ControllerUnavailableError).retryAfterMs
+        if (after != null && this._state !== 'stopped') await sleep(jitter(after))
+      }
     })
   }
 
@@ -341,8 +364,8 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       incarnation: this._incarnation
     }
     const res = await this.call(url, '/register', body, timeoutMs)
-    // 408 and 429 say "not now", not "never": retried like an unavailable controller.
-    if (res.status === 408 || res.status === 429) throw new ControllerUnavailableError(url, `HTTP ${res.status} (try later)`)
+    // 408 and 429 say "not now", not "never": retried like an unavailable controller, after its Retry-After.
+    if (res.status === 408 || res.status === 429) throw new ControllerUnavailableError(url, `HTTP ${res.status} (try later)`, { retryAfterMs: res.retryAfterMs })
     if (res.status >= 400 && res.status < 500) throw new RegistrationRejectedError(url, res.status, res.body)
     const reply = res.body as Partial<RegisterReply>
     if (res.status !== 200 || reply.status !== 'registered') {
@@ -368,9 +391,10 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       }
       throw new ControllerUnavailableError(url, e.code != null ? `${e.code} ${e.message}` : e.message, { cause: err })
     }
-    if (res.status >= 500) throw new ControllerUnavailableError(url, `HTTP ${res.status}`)
+    const retryAfterMs = retryAfterOf(res.headers['retry-after'])
+    if (res.status >= 500) throw new ControllerUnavailableError(url, `HTTP ${res.status}`, { retryAfterMs })
     if (typeof res.body !== 'object' || res.body == null) throw new ControllerUnavailableError(url, `not a JSON answer (HTTP ${res.status})`)
-    return res
+    return { status: res.status, body: res.body, retryAfterMs }
   }
 
   private endpoint (base: string, path: string): string {
@@ -382,14 +406,16 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   /**
    * Heartbeats at a fixed rate: the next one is due an interval after the
    * previous one *started*, so a slow answer does not stretch the period and
-   * failover stays within failureThreshold × interval.
+   * failover stays within failureThreshold × interval — unless the
+   * controller said to come back later (Retry-After on a 429 or 503).
    */
   private schedule (delay = this.interval): void {
     if (this._state === 'stopped') return
     this.timer = setTimeout(() => {
       const started = performance.now()
       void this.exclusive(async () => { await this.beat() }).finally(() => {
-        this.schedule(this.current == null ? this.detachedDelay() : Math.max(0, this.interval - (performance.now() - started)))
+        const now = performance.now()
+        this.schedule(this.current == null ? this.detachedDelay() : Math.max(0, this.interval - (now - started), this.holdOffUntil - now))
       })
     }, delay)
     this.timer.unref()
@@ -439,6 +465,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         if (this._state === 'draining') await this.drain()
         return
       }
+      if (res.status === 429) throw new ControllerUnavailableError(url, 'HTTP 429 (rate limited)', { retryAfterMs: res.retryAfterMs })
       if (res.status !== 200 || !('status' in res.body) || res.body.status !== 'acknowledged') throw new ControllerUnavailableError(url, `unexpected heartbeat answer (HTTP ${res.status})`)
       const rtt = performance.now() - t0
       this.counters.heartbeats.ok++
@@ -448,6 +475,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     } catch (err) {
       this.counters.heartbeats.failed++
       this.failures++
+      // Told to come back later (429, 503 overloaded): the next heartbeat waits at least that long, jittered.
+      const after = err instanceof ControllerUnavailableError ? err.retryAfterMs : null
+      if (after != null) this.holdOffUntil = performance.now() + jitter(after)
       this.emit('heartbeat_failed', { controller: url, error: err as Error, consecutive: this.failures })
       if (this.failures >= this.threshold) {
         this.quarantine.set(url, performance.now() + this.quarantineMs)

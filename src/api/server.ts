@@ -14,6 +14,7 @@ import { ValidationError } from '../errors.ts'
 import { tooDeep } from '../utils/json.ts'
 import { authPlugin, type AuthInit } from './plugins/auth.ts'
 import { errorHandler } from './plugins/errors.ts'
+import { limitsPlugin, type LimitsInit } from './plugins/limits.ts'
 import { metricsPlugin } from './plugins/metrics.ts'
 import { deregisterRoute } from './routes/deregister.ts'
 import { healthRoute, meshRoute } from './routes/health.ts'
@@ -29,6 +30,8 @@ export interface ApiInit extends ApiComponents {
   tls: { cert: string, key: string, clientCas: string[] }
   /** Who may call (see plugins/auth.ts). */
   auth: Omit<AuthInit, 'policy'>
+  /** Rate limits and back-pressure (see plugins/limits.ts). */
+  limits: LimitsInit
   /** Max request body (bytes) outside /state/import. */
   bodyLimit: number
   /** A pino logger for request/error logs. @default none (silent) */
@@ -57,6 +60,7 @@ export async function buildApi (init: ApiInit): Promise<Api> {
 
   errorHandler(app)
   authPlugin(app, { ...init.auth, policy: init.policy })
+  await limitsPlugin(app, init.limits)
   metricsPlugin(app, init)
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')

@@ -23,6 +23,7 @@ import { controllerMetrics, type ControllerMetrics } from '../metrics/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
 import { readFileSync } from 'node:fs'
+import { DEFAULT_OVERLOAD_RETRY_AFTER_S } from '../constants.ts'
 import { TlsError } from '../errors.ts'
 import { claimDataDir, Persistence, releaseDataDir } from './persistence.ts'
 
@@ -168,6 +169,7 @@ export class Controller {
       auth: { mode: cfg.auth, trustDomain: cfg.trustDomain, subjectMap, verifyToken },
       policy,
       healthOpen: cfg.healthAuth === 'open',
+      limits: { ratePerSecond: cfg.rateLimit, maxEventLoopDelayMs: cfg.maxEventLoopDelayMs, maxHeapBytes: cfg.maxHeapBytes, retryAfterSeconds: DEFAULT_OVERLOAD_RETRY_AFTER_S },
       bodyLimit: cfg.bodyLimit,
       importBodyLimit: cfg.importBodyLimit,
       metrics: this.metrics,
