@@ -12,6 +12,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { MAX_JSON_DEPTH } from '../constants.ts'
 import { ValidationError } from '../errors.ts'
 import { tooDeep } from '../utils/json.ts'
+import { auditPlugin } from './plugins/audit.ts'
 import { authPlugin, type AuthInit } from './plugins/auth.ts'
 import { errorHandler } from './plugins/errors.ts'
 import { limitsPlugin, type LimitsInit } from './plugins/limits.ts'
@@ -36,6 +37,8 @@ export interface ApiInit extends ApiComponents {
   bodyLimit: number
   /** A pino logger for request/error logs. @default none (silent) */
   logger?: FastifyBaseLogger
+  /** Where the audit trail goes (every registry-changing request). @default none */
+  audit?: FastifyBaseLogger
 }
 
 export async function buildApi (init: ApiInit): Promise<Api> {
@@ -62,6 +65,7 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   authPlugin(app, { ...init.auth, policy: init.policy })
   await limitsPlugin(app, init.limits)
   metricsPlugin(app, init)
+  auditPlugin(app, init.audit)
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')
   // Refuse absurdly nested JSON before validation or storage recurse into it.

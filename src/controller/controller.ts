@@ -173,7 +173,8 @@ export class Controller {
       bodyLimit: cfg.bodyLimit,
       importBodyLimit: cfg.importBodyLimit,
       metrics: this.metrics,
-      logger: this.log.child({ component: 'api' }, { level: cfg.logLevel === 'debug' || cfg.logLevel === 'trace' ? cfg.logLevel : 'warn' })
+      logger: this.log.child({ component: 'api' }, { level: cfg.logLevel === 'debug' || cfg.logLevel === 'trace' ? cfg.logLevel : 'warn' }),
+      audit: this.log.child({ component: 'audit' })
     })
     await this.app.listen({ host: cfg.host, port: cfg.httpsPort })
 
