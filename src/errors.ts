@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   CAPMESH_ERR_OVERLOADED: { status: 503, wire: 'overloaded', description: 'The controller is under pressure (its event loop is late, or its heap is over the limit) and sheds new requests; retry after the Retry-After delay.' },
   CAPMESH_ERR_SUPERSEDED: { status: 409, wire: 'superseded', description: 'A heartbeat (or drain) from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
   CAPMESH_ERR_INVALID_STATE: { status: 400, wire: 'InvalidStateError', description: 'An imported registry document is not a valid capmesh state.' },
+  CAPMESH_ERR_UNSIGNED_WRITE: { status: 400, wire: 'unsigned_write', description: 'Registry data (an import, a peer\'s update, a record in the data dir) holds a segment whose content its owner did not sign, or that is signed by a key not admitted for that owner.' },
   CAPMESH_ERR_CONFIG: { status: 400, wire: 'ConfigError', description: 'The controller configuration is invalid (flag or config file).' },
   CAPMESH_ERR_TLS: { status: 500, wire: 'internal_error', description: 'TLS material could not be created or loaded.' },
   CAPMESH_ERR_STORE: { status: 500, wire: 'internal_error', description: 'The data dir could not be read or written.' },
@@ -105,8 +106,8 @@ export class ConfigError extends CapmeshError {
 }
 
 export class InvalidStateError extends CapmeshError {
-  constructor (message: string, options?: ErrorOptions) {
-    super('CAPMESH_ERR_INVALID_STATE', message, undefined, options)
+  constructor (message: string, options?: ErrorOptions, code: 'CAPMESH_ERR_INVALID_STATE' | 'CAPMESH_ERR_UNSIGNED_WRITE' = 'CAPMESH_ERR_INVALID_STATE') {
+    super(code, message, undefined, options)
     this.name = 'InvalidStateError'
   }
 }
