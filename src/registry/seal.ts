@@ -119,9 +119,9 @@ export function sealProblem (authority: SealAuthority, segment: string, owner: s
   return null
 }
 
-/** An entry's leaf: SHA-256 over its worker id and its stored text (a 32-character latin1 string, compact to hold). */
+/** An entry's leaf: SHA-256 over its worker id (length-prefixed) and its stored text, as a 32-character latin1 string (compact to hold). */
 export function entryLeaf (workerId: string, text: string): string {
-  return createHash('sha256').update(workerId).update('\0').update(text).digest('binary')
+  return createHash('sha256').update(`${workerId.length}:${workerId}`).update(text).digest('binary')
 }
 
 /** FNV-1a of the worker id: which bucket its leaf falls in. Not a security boundary (the buckets' hashes are). */
