@@ -238,6 +238,10 @@ export class Controller {
     core.on('registry', change => { this.events.emit('registry', change) })
     core.on('republished', n => { this.log.info({ entries: n }, `put back ${n} entries a peer dropped while it thought this controller gone`) })
     core.on('invalid', reason => { this.log.warn({ reason }, 'ignored malformed registry data') })
+    // Logged where the data came from (once per peer for gossip, rate-limited per peer for sync, the API's answer for an import, a warning per record replayed): counted here.
+    core.on('refused', (origin, unsigned) => {
+      if (origin === 'remote' || origin === 'import' || origin === 'load') this.events.emit('refused', origin, unsigned ? 'unsigned' : 'malformed')
+    })
   }
 
   /** What this process knows beside the core, for /health and /mesh. */

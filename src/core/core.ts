@@ -16,7 +16,7 @@ import { AuthError, SupersededError } from '../errors.ts'
 import { covers, type Identity } from '../identity/index.ts'
 import { Liveness, type HealthState } from '../liveness/index.ts'
 import { Membership, type MemberStatus, type OwnedWorker } from '../membership/index.ts'
-import { exportState, importState, Origin, Registry, registryReplica, type RegistryStats, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
+import { exportState, importState, Origin, Registry, registryReplica, type RegistryStats, type SealAuthority, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
 import { Router } from '../routing/index.ts'
 import type {
   CapabilitySummary, DeregisterReply, DrainReply, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
@@ -39,6 +39,8 @@ export interface ControllerCoreInit {
   idempotencyTtlMs?: number
   /** Lost fraction of peer controllers that triggers self-preservation. @default 0.5 */
   selfPreservationPeerRatio?: number
+  /** Signs this controller's segments and says whose seals to trust (registry/seal.ts); `false` only in benchmarks. @default a key of its own, trusting no other owner */
+  seals?: SealAuthority | false
 }
 
 export interface CoreEvents {
@@ -54,6 +56,8 @@ export interface CoreEvents {
   republished: [entries: number]
   /** Registry data from a peer, an import or the data dir was ignored as malformed. */
   invalid: [reason: string]
+  /** Registry data was refused whole (registry `refused`): from a peer, an import or the data dir; `unsigned` when a segment lacked its owner's seal. */
+  refused: [origin: Origin, unsigned: boolean, reason: string]
   /** The registry changed (any origin): the workers it gained. */
   registry: [change: { added: string[] }]
 }
@@ -74,7 +78,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   constructor (init: ControllerCoreInit) {
     super()
     this.controllerId = init.controllerId
-    this.registry = new Registry({ controllerId: init.controllerId })
+    this.registry = new Registry({ controllerId: init.controllerId, seals: init.seals })
     this.replica = registryReplica(this.registry)
     this.liveness = new Liveness({ unhealthyAfterMs: init.unhealthyAfterMs, staleAfterMs: init.staleAfterMs })
     this.membership = new Membership({
@@ -98,6 +102,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
     this.registry.on('change', (changes, origin) => { this.onChange(changes, origin) })
     this.registry.on('republished', n => { this.emit('republished', n) })
     this.registry.on('invalid', reason => { this.emit('invalid', reason) })
+    this.registry.on('refused', (origin, unsigned, reason) => { this.emit('refused', origin, unsigned, reason) })
     this.liveness.on('state', (id, _from, to) => { if (this.isOwn(id)) this.router.setState(id, to) })
     this.liveness.on('load', (id, load) => { if (this.isOwn(id)) this.router.setLoad(id, load) })
     this.liveness.on('expire', (id, last) => {

@@ -42,6 +42,8 @@ export interface ViewEvents {
   registry: [change: { added: string[] }]
   /** A gossip message was checked, by topic and verdict. */
   gossip: [topic: string, result: 'accepted' | 'ignored' | 'rejected']
+  /** Registry data was refused whole: from a peer (gossip or sync), an import, or the data dir; unsigned (a segment without its owner's seal) or malformed. */
+  refused: [origin: 'remote' | 'import' | 'load', kind: 'unsigned' | 'malformed']
   /** An anti-entropy exchange ended, either side: ok (with the bytes received) or failed (with why). */
   sync: [result: { ok: true, bytesReceived: number } | { ok: false, reason: string }]
 }

@@ -189,6 +189,9 @@ export class ControllerMetrics {
     this.follow(view, 'expired', () => { expired.inc() })
     this.follow(view, 'dropped', () => { dropped.inc() })
     this.follow(view, 'selfPreservation', (kind, on) => { if (on) selfPreservation.inc({ kind }) })
+    const refused = new Counter({ name: 'capmesh_registry_refused_total', help: 'Registry data refused whole, by where it came from (remote: a peer\'s gossip or sync; import; load: the data dir) and why (unsigned: a segment changed without its owner\'s seal, or sealed by a key not admitted for it; malformed).', labelNames: ['origin', 'kind'], registers })
+    for (const origin of ['remote', 'import', 'load']) for (const kind of ['unsigned', 'malformed']) refused.inc({ origin, kind }, 0)
+    this.follow(view, 'refused', (origin, kind) => { refused.inc({ origin, kind }) })
     this.follow(view, 'gossip', (topic, result) => { this.gossip.inc({ topic, result }) })
     this.follow(view, 'sync', r => {
       this.syncs.inc({ result: r.ok ? 'ok' : 'failed' })

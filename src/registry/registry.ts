@@ -36,7 +36,7 @@ import { InvalidStateError } from '../errors.ts'
 import { decodeEntry, encodeEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, type SealAuthority } from './seal.ts'
-import { MissingDependencyError, ParsedEntries, validateUpdate, type SealContext, type ValidUpdate } from './validate.ts'
+import { MissingDependencyError, ParsedEntries, stillValid, validateUpdate, type SealContext, type ValidUpdate } from './validate.ts'
 
 /** Transaction origins: who caused a change. */
 export const Origin = {
@@ -65,10 +65,12 @@ export interface RegistryInit {
   /** Wall clock (ms), injectable for tests. @default Date.now */
   now?: () => number
   /**
-   * Signs this controller's segments and says whose seals to trust. @default
-   * a fresh in-memory key that trusts no other owner (a registry alone)
+   * Signs this controller's segments and says whose seals to trust; `false`
+   * writes no seals and checks none (only for benchmarks measuring what
+   * seals cost: a mesh must not mix the two). @default a fresh in-memory key
+   * that trusts no other owner (a registry alone)
    */
-  seals?: SealAuthority
+  seals?: SealAuthority | false
 }
 
 /** One worker whose effective record changed. */
@@ -153,13 +155,11 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private parsed = new ParsedEntries()
   /** Digest of each segment's live entries, and its seal. */
   private readonly digests = new Map<string, SegmentDigest>()
-  private readonly seals: SealContext
+  private readonly seals: SealContext | null
   /** Own segments written in the local transaction in progress: resealed before it ends. */
   private readonly unsealed = new Set<string>()
   /** Own segments replayed from the data dir: the only ones whose entries a new generation carries over. */
   private readonly loadedOwn = new Set<string>()
-  /** Grows with every transaction: a validation done at another version is done again before applying. */
-  private version = 0
   private ownSegment: string | null = null
   private ownGarbage = 0
   private compactions = 0
@@ -174,12 +174,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.now = init.now ?? Date.now
     this.doc = new Y.Doc({ gc: true })
     this.root = this.doc.getMap(ROOT)
-    this.seals = {
-      authority: init.seals ?? new SealDirectory().authority(init.controllerId),
-      digestOf: key => this.digests.get(key)
-    }
+    this.seals = init.seals === false
+      ? null
+      : { authority: init.seals ?? new SealDirectory().authority(init.controllerId), digestOf: key => this.digests.get(key) }
     this.root.observeDeep((events, tr) => { this.onEvents(events, tr) })
-    this.doc.on('afterTransaction', () => { this.version++ })
   }
 
   // ---------------------------------------------------------------- reads
@@ -351,7 +349,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
    */
   applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): void {
     // `validated`: the caller checked it already (the gossip validator); again if the document moved since.
-    const valid = opts.validated?.version === this.version ? opts.validated : this.validate(update, origin)
+    const valid = opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
     this.parsed = valid.entries
     let changed = false
     const seen = (tr: Y.Transaction): void => { changed = transactionChanged(tr) }
@@ -377,7 +375,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
    */
   validate (update: Uint8Array, origin: Origin): ValidUpdate {
     try {
-      return { ...validateUpdate(update, this.doc, this.seals), version: this.version }
+      return validateUpdate(update, this.doc, this.seals)
     } catch (err) {
       if (err instanceof InvalidStateError && !(err instanceof MissingDependencyError)) this.emit('refused', origin, err instanceof UnsignedWriteError, err.message)
       throw err
@@ -433,11 +431,12 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** Seals every own segment the transaction in progress changed (called inside it, last). */
   private seal (): void {
+    if (this.seals == null) this.unsealed.clear()
     for (const key of this.unsealed) {
       const seg = this.root.get(key)
       if (!(seg instanceof Y.Map)) continue
       const d = this.digestOf(key)
-      const seal = makeSeal(this.seals.authority, key, (d.seal?.seq ?? 0) + 1, d.root())
+      const seal = makeSeal((this.seals as SealContext).authority, key, (d.seal?.seq ?? 0) + 1, d.root())
       seg.set(SEAL_KEY, encodeSeal(seal))
       d.seal = seal
     }

@@ -21,6 +21,7 @@
  */
 import { createHash, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import { InvalidStateError } from '../errors.ts'
+import type { SealAuthority } from '../gossip/seal-keys.ts'
 
 /** The key of a segment's seal: a space cannot start a worker id, so it never collides with one. */
 export const SEAL_KEY = ' seal'
@@ -41,22 +42,7 @@ export interface Seal {
   sig: string
 }
 
-/**
- * Who may sign which segment, and the signatures themselves. The registry
- * knows owners (controller ids); this maps them to signers (peer ids) and
- * keys. The controller's implementation uses its libp2p peer key and the
- * admission list (gossip/seal-keys.ts).
- */
-export interface SealAuthority {
-  /** This controller's signer id. */
-  readonly self: string
-  /** Signs `message` with this controller's key. */
-  sign (message: Uint8Array): Uint8Array
-  /** The signer admitted for `owner`, or undefined when `owner` is not an admitted controller. */
-  signerOf (owner: string): string | undefined
-  /** Whether `signature` over `message` verifies with `signer`'s public key (false for a malformed signer or signature). */
-  verify (signer: string, message: Uint8Array, signature: Uint8Array): boolean
-}
+export type { SealAuthority } from '../gossip/seal-keys.ts'
 
 /** Data in a segment that its owner did not sign: refused whole, like malformed data, but named apart (metrics, logs). */
 export class UnsignedWriteError extends InvalidStateError {
@@ -151,9 +137,19 @@ export class SegmentDigest {
   private readonly hashes = Buffer.alloc(BUCKETS * 32)
   /** Buckets whose hash in `hashes` is out of date. */
   private readonly stale = new Set<number>()
-  /** The seal currently stored in the segment (already verified), if any. */
-  seal: Seal | null = null
+  private current: Seal | null = null
   private count = 0
+  /** Grows with every change: a check made against this digest holds while it is unchanged. */
+  private changes = 0
+
+  /** The seal stored in the segment (verified when it came in), if any. */
+  get seal (): Seal | null { return this.current }
+  set seal (s: Seal | null) {
+    this.current = s
+    this.changes++
+  }
+
+  get stamp (): number { return this.changes }
 
   get size (): number { return this.count }
 
@@ -168,6 +164,7 @@ export class SegmentDigest {
     if (before == null) this.count++
     m.set(key, leaf)
     this.stale.add(b)
+    this.changes++
   }
 
   delete (key: string): void {
@@ -175,6 +172,7 @@ export class SegmentDigest {
     if (this.buckets[b]?.delete(key) === true) {
       this.count--
       this.stale.add(b)
+      this.changes++
     }
   }
 

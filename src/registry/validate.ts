@@ -56,8 +56,20 @@ export class ParsedEntries {
 /** What validateUpdate found: the entries it parsed, for applyUpdate to reuse. */
 export interface ValidUpdate {
   entries: ParsedEntries
-  /** The registry's version the check was made at (Registry.validate): the seal checks hold for that document only. */
-  version?: number
+  /**
+   * The segments the seal checks read, each with its digest's stamp then:
+   * the verdict holds while they are unchanged (see `stillValid`).
+   */
+  read: Array<[segment: string, digest: SegmentDigest | undefined, stamp: number]>
+}
+
+/** Whether a check made earlier still holds: no segment it read has changed since. */
+export function stillValid (valid: ValidUpdate, seals: SealContext | null): boolean {
+  if (seals == null) return true
+  for (const [segment, digest, stamp] of valid.read) {
+    if (seals.digestOf(segment) !== digest || (digest != null && digest.stamp !== stamp)) return false
+  }
+  return true
 }
 
 /** What the seal checks need from the registry: who signs what, and the digests of the segments it holds. */
@@ -256,11 +268,16 @@ export function validateUpdate (update: Uint8Array, doc: Y.Doc | undefined, seal
     }
     throw new InvalidStateError(`unsupported content ${c.constructor.name}`)
   }
+  const read: ValidUpdate['read'] = []
   if (seals != null) {
     const deletedInUpdate = deletions(decoded.ds, byClient, doc, workOf)
-    for (const [map, w] of work) checkSegment(map, w, doc, seals, entries, deletedInUpdate)
+    for (const [map, w] of work) {
+      const base = seals.digestOf(w.segment)
+      read.push([w.segment, base, base?.stamp ?? 0])
+      checkSegment(map, w, doc, seals, entries, deletedInUpdate)
+    }
   }
-  return { entries }
+  return { entries, read }
 }
 
 function addItem (w: SegmentWork, key: string, item: Y.Item): void {
