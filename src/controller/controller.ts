@@ -14,7 +14,7 @@ import { pino, type Logger } from 'pino'
 import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { ControllerCore, controllerView, type ControllerView, type NodeFacts, type ViewEvents } from '../core/index.ts'
-import { ensureMeshKey, Mesh, meshKeyId, type NetworkFaults, type PeerView } from '../gossip/index.ts'
+import { ensureMeshKey, loadOrCreatePeerKey, Mesh, meshKeyId, PeerSeals, type NetworkFaults, type PeerView } from '../gossip/index.ts'
 import {
   createTokenVerifier, defaultRoutePolicy, loadPolicy, loadSubjectMap, loadTokenKeys, policyWithDenials, type RoutePolicy
 } from '../identity/index.ts'
@@ -23,6 +23,7 @@ import { controllerMetrics, type ControllerMetrics } from '../metrics/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { DEFAULT_OVERLOAD_RETRY_AFTER_S } from '../constants.ts'
 import { TlsError } from '../errors.ts'
 import { claimDataDir, Persistence, releaseDataDir } from './persistence.ts'
@@ -33,6 +34,12 @@ export interface ControllerInit {
   logger?: Logger
   /** Simulated partitions, loss and delay for tests and simulations (gossip/faults.ts). @default none */
   faults?: NetworkFaults
+  /**
+   * `false`: write no seals and check none (registry/seal.ts). Only for
+   * benchmarks measuring what seals cost, with every controller of the mesh
+   * alike; never in a deployment. @default seals on
+   */
+  seals?: false
 }
 
 export class Controller {
@@ -44,6 +51,8 @@ export class Controller {
   readonly log: Logger
   private readonly events = new EventEmitter<ViewEvents>()
   private readonly faults: NetworkFaults | undefined
+  /** Signs this controller's segments with its peer key (loaded at start) and names each owner's signer. */
+  readonly seals: PeerSeals
   private persistence: Persistence | null = null
   private mesh: Mesh | null = null
   private app: Api | null = null
@@ -60,7 +69,9 @@ export class Controller {
     const cfg = this.config = init.config
     this.log = init.logger ?? pino({ level: cfg.logLevel, base: { controller: cfg.id } })
     this.faults = init.faults
+    this.seals = new PeerSeals(owner => owner === cfg.id ? this.seals.self : undefined)
     this.core = new ControllerCore({
+      seals: init.seals === false ? false : this.seals,
       controllerId: cfg.id,
       heartbeatIntervalMs: cfg.heartbeatIntervalMs,
       unhealthyAfterMs: cfg.unhealthyAfterMs,
@@ -101,6 +112,9 @@ export class Controller {
     const cfg = this.config
     const core = this.core
     claimDataDir(cfg.dataDir)
+    // The peer key first: replaying the data dir checks seals, and writes new ones.
+    const peerKey = await loadOrCreatePeerKey(join(cfg.dataDir, 'peer.key'))
+    this.seals.use(peerKey)
     this.persistence = new Persistence({ dir: cfg.dataDir, fsync: cfg.fsync, registry: core.registry, log: this.log })
     this.restored = this.persistence.load()
     this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: [cfg.host] })
@@ -115,6 +129,7 @@ export class Controller {
       controllerId: cfg.id,
       replica: core.replica,
       dataDir: cfg.dataDir,
+      privateKey: peerKey,
       meshKey: meshKey.key,
       host: cfg.host,
       port: cfg.p2pPort,

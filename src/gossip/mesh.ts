@@ -30,7 +30,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { bootstrap } from '@libp2p/bootstrap'
 import { gossipsub, TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
-import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
@@ -85,6 +85,8 @@ export interface MeshInit {
   dataDir: string
   /** The 32-byte mesh key (mesh-key.ts reads it): only peers holding it can connect. */
   meshKey: Uint8Array
+  /** The libp2p identity. @default the key in `<dataDir>/peer.key`, created if missing */
+  privateKey?: PrivateKey
   /** p2p bind address. @default '127.0.0.1' */
   host?: string
   /** p2p TCP port; 0 picks one. @default 9100 */
@@ -194,7 +196,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
   async start (): Promise<void> {
     useHalfWindowUpdates()
-    const key = await loadOrCreatePeerKey(join(this.init.dataDir, 'peer.key'))
+    const key = this.init.privateKey ?? await loadOrCreatePeerKey(join(this.init.dataDir, 'peer.key'))
     const withPeerId = (this.init.bootstrap ?? []).filter(a => a.includes('/p2p/'))
     this.dialer.setBootstrap(this.init.bootstrap ?? [])
     const faults = this.faults
