@@ -28,8 +28,9 @@ import { dirname } from 'node:path'
 import { MAX_MESH_KEYS } from '../constants.ts'
 import { ConfigError } from '../errors.ts'
 import { withDirLock, writeFileAtomic } from '../utils/files.ts'
-import { KEY_BYTES } from './private-network.ts'
 
+/** A mesh key's length: 256 bits (XSalsa20's key). */
+export const KEY_BYTES = 32
 const HEADER = '/key/swarm/psk/1.0.0/\n/base16/\n'
 const FORMAT_HINT = 'expected blocks of the lines "/key/swarm/psk/1.0.0/", "/base16/" and 64 hex digits, the first block being the primary key; `capmesh certs init` writes one'
 

@@ -27,9 +27,11 @@
 import type { AbortOptions, Logger, MessageStream, MultiaddrConnection } from '@libp2p/interface'
 import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils'
 import { xsalsa20 } from '@noble/ciphers/salsa.js'
+import { KEY_BYTES } from './mesh-key.ts'
+
+export { KEY_BYTES }
 
 export const NONCE_BYTES = 24
-export const KEY_BYTES = 32
 const BLOCK = 64
 const ZERO_BLOCK = new Uint8Array(BLOCK)
 /**
