@@ -65,7 +65,7 @@ export async function meshStatus (client: HttpsClient, urls: string[], timeoutMs
   const unkeyed: string[] = []
   for (const a of answered) {
     for (const b of answered) {
-      if (a !== b && a.meshKeyId != null && !(b.meshKeyIds ?? [b.meshKeyId]).includes(a.meshKeyId)) unkeyed.push(`${b.controllerId} does not accept ${a.controllerId}'s mesh key ${a.meshKeyId}`)
+      if (a !== b && a.meshKeyId != null && b.meshKeyIds != null && b.meshKeyIds.length > 0 && !b.meshKeyIds.includes(a.meshKeyId)) unkeyed.push(`${b.controllerId} does not accept ${a.controllerId}'s mesh key ${a.meshKeyId}`)
     }
   }
   if (unkeyed.length > 0) parts.push(`mesh keys do not match (such controllers never connect): ${unkeyed.join(', ')}`)
@@ -100,7 +100,8 @@ async function ask (client: HttpsClient, url: string, timeoutMs: number): Promis
       registryHash: m.registry_hash,
       agreeing: owners.filter(([, o]) => o.registry_hash_matches === true).map(([id]) => id).sort(),
       meshKeyId: m.mesh_key_id,
-      meshKeyIds: (m.mesh_keys ?? []).map(k => k.id),
+      // A controller of an older version lists no key ring: its one key is its primary.
+      meshKeyIds: m.mesh_keys != null ? m.mesh_keys.map(k => k.id) : m.mesh_key_id != null ? [m.mesh_key_id] : [],
       refused: (m.refused ?? []).map(r => ({ peer: r.peer_id, address: r.address, count: r.count, reason: r.reason, lastAt: r.last_at })),
       auth: h.auth.mode,
       behind: h.sync.behind.map(b => ({ controller: b.controller_id ?? b.peer_id, reason: b.reason, error: b.last_error }))
