@@ -101,7 +101,7 @@ async function ask (client: HttpsClient, url: string, timeoutMs: number): Promis
       agreeing: owners.filter(([, o]) => o.registry_hash_matches === true).map(([id]) => id).sort(),
       meshKeyId: m.mesh_key_id,
       // A controller of an older version lists no key ring: its one key is its primary.
-      meshKeyIds: m.mesh_keys != null ? m.mesh_keys.map(k => k.id) : m.mesh_key_id != null ? [m.mesh_key_id] : [],
+      meshKeyIds: m.mesh_keys != null ? m.mesh_keys.filter(k => k.accepted !== false).map(k => k.id) : m.mesh_key_id != null ? [m.mesh_key_id] : [],
       refused: (m.refused ?? []).map(r => ({ peer: r.peer_id, address: r.address, count: r.count, reason: r.reason, lastAt: r.last_at })),
       auth: h.auth.mode,
       behind: h.sync.behind.map(b => ({ controller: b.controller_id ?? b.peer_id, reason: b.reason, error: b.last_error }))

@@ -335,7 +335,7 @@ export class Controller {
       sync: () => syncHealth(this.mesh),
       store: () => this.persistence?.stats() ?? null,
       caPath: () => this.tls?.caPath ?? null,
-      meshKeys: () => this.mesh?.meshKeys() ?? this.meshKeys.map((k, i) => ({ id: meshKeyId(k), primary: i === 0, connections: 0 })),
+      meshKeys: () => this.mesh?.meshKeys() ?? this.meshKeys.map((k, i) => ({ id: meshKeyId(k), primary: i === 0, accepted: true, connections: 0 })),
       admission: () => {
         const a = this.admission
         return {

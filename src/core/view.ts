@@ -111,7 +111,7 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
         registry_hash: core.registryHash,
         self_preservation: sp,
         mesh_key_id: facts.meshKeys()[0]?.id ?? null,
-        mesh_key_ids: facts.meshKeys().map(k => k.id)
+        mesh_key_ids: facts.meshKeys().filter(k => k.accepted).map(k => k.id)
       },
       store: facts.store(),
       tls: { ca_path: facts.caPath() },
@@ -158,7 +158,7 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
     selfPreservation: () => core.selfPreservation,
     members: () => core.members(),
     connectedPeers: () => facts.connectedPeers(),
-    meshKeyIds: () => facts.meshKeys().map(k => k.id),
+    meshKeyIds: () => facts.meshKeys().filter(k => k.accepted).map(k => k.id),
     sync: () => facts.sync(),
     store: () => facts.store(),
     on: (event, listener) => { events.on(event, listener as never) },

@@ -36,8 +36,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { gossipsub, TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { peerIdFromString } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
@@ -141,10 +140,12 @@ export interface MeshEvents {
   'meshkey:mismatch': [address: string]
 }
 
-/** A mesh key as /mesh shows it: its id, whether it is the primary, and the open connections using it (either way). */
+/** A mesh key as /mesh shows it: its id, whether it is the primary and accepted, and the open connections using it (either way). */
 export interface MeshKeyView {
   id: string
   primary: boolean
+  /** False for a key that was removed but still keys open connections (they are being closed). */
+  accepted: boolean
   connections: number
 }
 
@@ -410,14 +411,20 @@ export class Mesh extends EventEmitter<MeshEvents> {
     if (this.node != null) this.rekey()
   }
 
-  /** The accepted mesh keys, the primary first, with the open connections using each. */
+  /**
+   * The accepted mesh keys, the primary first, with the open connections
+   * using each; then any removed key that open connections still use.
+   */
   meshKeys (): MeshKeyView[] {
-    const links = this.pnet.links()
-    return this.pnet.keys.map((k, i) => {
-      const hex = Buffer.from(k).toString('hex')
-      const uses = (x: Uint8Array | null): boolean => x != null && Buffer.from(x).toString('hex') === hex
-      return { id: this.keyId(k), primary: i === 0, connections: links.filter(l => uses(l.in) || uses(l.out)).length }
-    })
+    const hex = (k: Uint8Array): string => Buffer.from(k).toString('hex')
+    const keys = new Map<string, Uint8Array>(this.pnet.keys.map(k => [hex(k), k]))
+    const accepted = new Set(keys.keys())
+    const count = new Map<string, number>()
+    for (const l of this.pnet.links()) {
+      for (const k of new Set([l.out, ...(l.in != null ? [l.in] : [])].map(hex))) count.set(k, (count.get(k) ?? 0) + 1)
+      for (const k of [l.out, l.in]) if (k != null && !keys.has(hex(k))) keys.set(hex(k), k)
+    }
+    return [...keys].map(([h, k], i) => ({ id: this.keyId(k), primary: i === 0, accepted: accepted.has(h), connections: count.get(h) ?? 0 }))
   }
 
   /** Resolves once connections keyed with removed keys have been closed and re-dialled. */
@@ -497,6 +504,21 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
   }
 
+  /** Resolves true once `peerId` is connected, false after `ms` (or when the mesh stops). */
+  private async connectedWithin (peerId: string, ms: number): Promise<boolean> {
+    if (this.peers.connected.has(peerId)) return true
+    return await new Promise<boolean>(resolve => {
+      const done = (ok: boolean): void => {
+        clearTimeout(timer)
+        this.off('peer:connect', onConnect)
+        resolve(ok)
+      }
+      const onConnect = (id: string): void => { if (id === peerId) done(true) }
+      const timer = setTimeout(() => { done(this.peers.connected.has(peerId)) }, ms)
+      this.on('peer:connect', onConnect)
+    })
+  }
+
   /** Closes the connections keyed with a key that is no longer accepted and dials their peers again, one at a time. */
   private rekey (): void {
     if (this.rekeying != null) {
@@ -517,7 +539,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
           this.log.info({ peer: p }, `re-keying the connection with ${p}: it used a mesh key that was removed`)
           await node.hangUp(peerIdFromString(p), { signal: AbortSignal.timeout(1000) }).catch(() => {})
           if (this.stopped) return
-          await this.dialer.dialNow(p)
+          // As for any missing link, the smaller peer id dials (dialer.ts): both dialling at once would leave
+          // two connections. The other side's reconnect loop dials at its next round; if it has not within
+          // twice that, this side does. Either way the next peer waits: a controller keeps its other links.
+          const every = this.init.reconnectIntervalMs ?? DEFAULT_RECONNECT_INTERVAL_MS
+          if (p > this.peerId || !await this.connectedWithin(p, 2 * every + 1000)) await this.dialer.dialNow(p)
         }
       } while (this.rekeyAgain && !this.stopped)
     })().finally(() => { this.rekeying = null })

@@ -334,11 +334,13 @@ export const RefusedPeer = Type.Object({
 })
 export type RefusedPeer = Static<typeof RefusedPeer>
 
-/** A mesh key this controller accepts. */
+/** A mesh key this controller accepts, or one it no longer accepts that open connections still use. */
 export const MeshKeyStatus = Type.Object({
   id: Type.String(),
   /** New connections are keyed with it. */
   primary: Type.Boolean(),
+  /** False for a key that was removed from the ring but still keys open connections (they are being closed and re-dialled). */
+  accepted: Type.Boolean(),
   /** Open connections keyed with it, in either direction. */
   connections: Type.Integer()
 })
@@ -358,7 +360,7 @@ export const MeshReply = Type.Object({
   self_preservation: SelfPreservation,
   /** Public id of the primary mesh key. */
   mesh_key_id: Type.Union([Type.String(), Type.Null()]),
-  /** Every accepted mesh key, the primary first, with the connections using each. */
+  /** Every accepted mesh key, the primary first, with the connections using each; then removed keys still in use. */
   mesh_keys: Type.Array(MeshKeyStatus),
   /** The peer allow list in force: its file, and the controllers it admits. */
   admission: Type.Object({

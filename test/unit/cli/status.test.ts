@@ -17,7 +17,7 @@ function client (controllers: Record<string, Fake>): HttpsClient {
     const c = controllers[u.origin]
     const body = u.pathname === '/health'
       ? { status: 'ok', controller_id: c.id, workers: { total: 1, healthy: 1 }, own_workers: { healthy: 1 }, sync: { behind: [] }, auth: { mode: 'required' }, mesh: { mesh_key_id: c.primary, mesh_key_ids: c.accepted } }
-      : { connected_peers: 2, owners: {}, registry_hash: 'h', mesh_key_id: c.primary, mesh_keys: c.accepted.map((id, i) => ({ id, primary: i === 0, connections: 1 })), admission: { file: null, controllers: [] }, refused: c.refused ?? [] }
+      : { connected_peers: 2, owners: {}, registry_hash: 'h', mesh_key_id: c.primary, mesh_keys: c.accepted.map((id, i) => ({ id, primary: i === 0, accepted: true, connections: 1 })), admission: { file: null, controllers: [] }, refused: c.refused ?? [] }
     return { status: 200, headers: {}, body }
   }
   return { json } as unknown as HttpsClient
