@@ -294,6 +294,23 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return keys.length
   }
 
+  /**
+   * Deletes every segment of another owner whose seal is not by the signer
+   * now admitted for that owner (the owner left the allow list, or came back
+   * with a new peer id): what no admitted key vouches for is not routed to.
+   * Returns the segments deleted.
+   */
+  dropUnadmitted (): number {
+    const seals = this.seals
+    if (seals == null) return 0
+    const keys = [...this.digests].filter(([key, d]) => {
+      const owner = ownerOf(key)
+      return owner !== this.controllerId && d.seal != null && d.seal.signer !== seals.authority.signerOf(owner)
+    }).map(([key]) => key)
+    if (keys.length > 0) this.transact(() => { for (const k of keys) this.root.delete(k) }, Origin.local)
+    return keys.length
+  }
+
   /** Rotates the own segment when it carries enough garbage. Returns true if it did. */
   maybeCompact (): boolean {
     const live = this.ownSegment == null ? 0 : (this.segments.get(this.ownSegment)?.size ?? 0)

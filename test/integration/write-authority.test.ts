@@ -78,7 +78,7 @@ beforeEach(async () => {
 })
 
 afterEach(async () => {
-  for (const n of rogues.splice(0)) await n.stop().catch(() => {})
+  for (const n of rogues.splice(0)) await Promise.resolve(n.stop()).catch(() => {})
   for (const x of controllers.splice(0)) await x.stop().catch(() => {})
   await bed.cleanup()
 })
