@@ -17,6 +17,8 @@ export const DEFAULT_P2P_PORT = 9100
 export const DEFAULT_DATA_ROOT = '.capmesh'
 /** The mesh key's file name in the TLS dir (the default `--mesh-key`). */
 export const MESH_KEY_FILE = 'mesh.key'
+/** The peer allow list's file name in the TLS dir (the default `--peer-allow`). */
+export const PEER_ALLOW_FILE = 'peers.allow'
 
 /** How often workers are expected to heartbeat (platform default). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000
@@ -113,6 +115,22 @@ export const INBOUND_CONNECTIONS_PER_SECOND = 256
  * second at 32 controllers). Controllers already hear from each other; a minute is soon enough.
  */
 export const CONNECTION_PING_INTERVAL_MS = 60_000
+/**
+ * Most keys a mesh key file (the key ring) may hold. Every accepted key costs each new
+ * connection one trial decryption of 20 bytes (a few µs); a rotation needs two.
+ */
+export const MAX_MESH_KEYS = 8
+/**
+ * A controller looks at its mesh key file and its peer allow list this often (a `stat`, and a
+ * read only when the file changed): a key rotation or an allow-list edit takes effect without
+ * a signal (SIGHUP reloads at once). A peer the allow list does not know is also looked up
+ * again at once, on the file as it is now, before it is refused.
+ */
+export const MESH_FILES_POLL_MS = 2000
+/** A refused peer (not in the allow list) is logged at most once per this window; the rest are counted. */
+export const REFUSAL_LOG_INTERVAL_MS = 60_000
+/** Refused peers remembered for /mesh (the least recently refused is forgotten first). */
+export const MAX_REFUSED_PEERS = 1024
 /** The mesh-key nonce exchange at the start of every connection must finish within this (@libp2p/pnet: 1 s; a loaded machine mid-heal is slower). */
 export const MESH_KEY_HANDSHAKE_TIMEOUT_MS = 5_000
 /** Concurrent inbound sync streams per connection (libp2p caps streams per protocol). */

@@ -45,13 +45,8 @@ controllerCommand
     const controller = new Controller({ config, faults })
     await controller.start()
     if (faults != null) acceptSimControl(controller.view, faults)
-    process.on('SIGHUP', () => {
-      try {
-        controller.reloadPolicy()
-      } catch (err) {
-        controller.log.error({ err: (err as Error).message }, 'route policy not reloaded: the file is invalid; the previous policy stays in force')
-      }
-    })
+    // The route policy, the peer allow list and the mesh keys; each bad file is logged and leaves what is in force.
+    process.on('SIGHUP', () => { controller.reload() })
     stopOnSignal(async () => { await controller.stop() })
   })
 
@@ -85,6 +80,52 @@ certs.command('issue')
     console.log(`identity ${issued.id}`)
     console.log(`${issued.replaced ? 'replaced' : 'wrote'} certificate ${issued.certPath} (client authentication only, valid until ${issued.notAfter.toISOString()})`)
     console.log(`wrote key ${issued.keyPath} (keep it private)`)
+  })
+
+const meshKey = program.command('mesh-key')
+  .description('the mesh key ring of a controller (rotation: install the new key everywhere, use it everywhere, remove the old one; running controllers pick changes up within 2 s, or at once on SIGHUP)')
+/** Adds --mesh-key / --tls-dir to a mesh-key subcommand. */
+const keyFile = (c: Command): Command => c
+  .option('--mesh-key <file>', 'the mesh key file (default: <tls-dir>/mesh.key)')
+  .option('--tls-dir <dir>', 'TLS dir holding mesh.key', '.capmesh/tls')
+const keyFileOf = (opts: { meshKey?: string, tlsDir: string }): string => resolve(opts.meshKey ?? join(opts.tlsDir, MESH_KEY_FILE))
+keyFile(meshKey.command('list')
+  .description('the keys in the file, by id; the first is the primary (new connections are keyed with it), all are accepted'))
+  .action(async (opts: { meshKey?: string, tlsDir: string }) => {
+    const { meshKeyId, readMeshKeys } = await import('../gossip/mesh-key.ts')
+    const file = keyFileOf(opts)
+    for (const [i, k] of readMeshKeys(file).entries()) console.log(`${meshKeyId(k)}  ${i === 0 ? 'primary' : 'accepted'}`)
+  })
+keyFile(meshKey.command('install')
+  .description('add a key to the file as an accepted, non-primary key: a new random one, or the one in --from')
+  .option('--from <file>', 'take the key from this swarm key file (its primary, e.g. one written by --out on another host)')
+  .option('--out <file>', 'also write the key alone to this file (mode 0600), to install it on the other hosts with --from'))
+  .action(async (opts: { meshKey?: string, tlsDir: string, from?: string, out?: string }) => {
+    const [{ formatMeshKeys, installMeshKey, meshKeyId, newMeshKey, readMeshKey }, { writeFileAtomic }] = await Promise.all([import('../gossip/mesh-key.ts'), import('../utils/files.ts')])
+    const file = keyFileOf(opts)
+    const key = opts.from != null ? readMeshKey(resolve(opts.from)) : newMeshKey()
+    const r = await installMeshKey(file, key)
+    if (opts.out != null) writeFileAtomic(resolve(opts.out), formatMeshKeys([key]), 0o600)
+    console.log(`${r.changed ? 'installed' : 'already holds'} key ${r.id} in ${file} (accepted; the primary is ${meshKeyId(r.keys[0])})`)
+    if (opts.out != null) console.log(`wrote key ${r.id} alone to ${resolve(opts.out)} (keep it private)`)
+  })
+keyFile(meshKey.command('use')
+  .description('make a key of the file the primary (new connections are keyed with it); install it on every controller first')
+  .argument('<id>', 'the key\'s id (or at least 4 of its first hex digits), as `list` shows'))
+  .action(async (id: string, opts: { meshKey?: string, tlsDir: string }) => {
+    const { useMeshKey } = await import('../gossip/mesh-key.ts')
+    const file = keyFileOf(opts)
+    const r = await useMeshKey(file, id)
+    console.log(`${r.changed ? 'primary is now' : 'already the primary:'} key ${r.id} in ${file}`)
+  })
+keyFile(meshKey.command('remove')
+  .description('remove a key from the file (not the primary); connections keyed with it are closed and re-dialled with the primary')
+  .argument('<id>', 'the key\'s id (or at least 4 of its first hex digits), as `list` shows'))
+  .action(async (id: string, opts: { meshKey?: string, tlsDir: string }) => {
+    const { meshKeyId, removeMeshKey } = await import('../gossip/mesh-key.ts')
+    const file = keyFileOf(opts)
+    const r = await removeMeshKey(file, id)
+    console.log(`removed key ${r.id} from ${file}; it holds ${r.keys.map(meshKeyId).join(', ')} (primary ${meshKeyId(r.keys[0])})`)
   })
 
 /** Adds the caller flags (--cert, --key, --token) to a command. */

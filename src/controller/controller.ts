@@ -8,13 +8,19 @@
  * Start-up order matters: the data dir is claimed, the registry is replayed
  * from disk (restored workers are `pending`), and only then does the HTTPS
  * listener open, so no request ever sees a half-loaded registry.
+ *
+ * Files an operator changes while it runs — the route policy, the peer
+ * allow list, the mesh key ring — are re-read by `reload()` (SIGHUP); the
+ * last two also when they change (a stat every MESH_FILES_POLL_MS), so a
+ * key rotation or a new controller needs no signal. A file that does not
+ * parse leaves what is in force and is logged, once per version.
  */
 import { EventEmitter } from 'node:events'
 import { pino, type Logger } from 'pino'
 import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { ControllerCore, controllerView, type ControllerView, type NodeFacts, type ViewEvents } from '../core/index.ts'
-import { ensureMeshKey, Mesh, meshKeyId, type NetworkFaults, type PeerView } from '../gossip/index.ts'
+import { Admission, ensureMeshKey, Mesh, meshKeyId, readMeshKeys, type NetworkFaults, type PeerView } from '../gossip/index.ts'
 import {
   createTokenVerifier, defaultRoutePolicy, loadPolicy, loadSubjectMap, loadTokenKeys, policyWithDenials, type RoutePolicy
 } from '../identity/index.ts'
@@ -22,9 +28,11 @@ import { LIVENESS_TOPIC, type Digest } from '../membership/index.ts'
 import { controllerMetrics, type ControllerMetrics } from '../metrics/index.ts'
 import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
-import { readFileSync } from 'node:fs'
-import { DEFAULT_OVERLOAD_RETRY_AFTER_S } from '../constants.ts'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MESH_FILES_POLL_MS } from '../constants.ts'
 import { TlsError } from '../errors.ts'
+import { fileStamp } from '../utils/files.ts'
 import { claimDataDir, Persistence, releaseDataDir } from './persistence.ts'
 
 export interface ControllerInit {
@@ -48,8 +56,11 @@ export class Controller {
   private mesh: Mesh | null = null
   private app: Api | null = null
   private tls: TlsMaterial | null = null
-  /** Public name of the mesh key (meshKeyId), shown in /mesh and /health. */
-  private meshKeyId: string | null = null
+  /** The mesh keys in force (the primary first), and the key file's stamp when last read. */
+  private meshKeys: Uint8Array[] = []
+  private meshKeysStamp: string | null = null
+  /** The peer allow list in force. */
+  private admission: Admission | null = null
   private metrics: ControllerMetrics | null = null
   private timers: NodeJS.Timeout[] = []
   private restored = 0
@@ -105,9 +116,19 @@ export class Controller {
     this.restored = this.persistence.load()
     this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: [cfg.host] })
     if (this.tls.createdCa) this.log.info({ ca: this.tls.caPath }, 'created a local development CA')
+    this.meshKeysStamp = fileStamp(cfg.meshKey)
     const meshKey = ensureMeshKey(cfg.meshKey)
-    this.meshKeyId = meshKeyId(meshKey.key)
+    this.meshKeys = meshKey.keys
     if (meshKey.created) this.log.info({ meshKey: cfg.meshKey }, 'created a mesh key: every controller of this mesh needs a copy of it')
+    // A bad allow list stops the start, naming file:line. A missing one admits nobody (the mesh says so once started).
+    const admission = this.admission = new Admission({ file: cfg.peerAllow })
+    admission.load()
+    // A development TLS dir (it holds the CA key: `npm start`, `capmesh local`, tests, simulations): each
+    // controller adds itself to the allow list. In a deployed one the operator keeps the list.
+    const admitSelf = cfg.tlsFiles == null && existsSync(join(cfg.tlsDir, 'ca-key.pem'))
+    admission.on('change', ({ added, removed }) => {
+      this.log.info({ file: admission.file, added, removed, controllers: admission.size }, `peer allow list changed: ${added.length} peers admitted, ${removed.length} removed`)
+    })
     this.logEvents()
 
     const membership = core.membership
@@ -115,7 +136,9 @@ export class Controller {
       controllerId: cfg.id,
       replica: core.replica,
       dataDir: cfg.dataDir,
-      meshKey: meshKey.key,
+      meshKeys: meshKey.keys,
+      admission,
+      admitSelf,
       host: cfg.host,
       port: cfg.p2pPort,
       bootstrap: cfg.bootstrap,
@@ -140,6 +163,8 @@ export class Controller {
     })
     mesh.on('sync:failed', (_peer, reason) => { this.events.emit('sync', { ok: false, reason }) })
     mesh.on('gossip', (topic, result) => { this.events.emit('gossip', topic, result) })
+    mesh.on('refused', (_peer, _address, reason) => { this.events.emit('refused', reason) })
+    mesh.on('meshkey:mismatch', () => { this.events.emit('meshKeyMismatch') })
     mesh.on('peer:connect', id => {
       this.log.debug({ peer: id }, 'peer connected')
       membership.connected(id)
@@ -152,7 +177,7 @@ export class Controller {
       learnAddrs: (peerId, addrs) => { mesh.learnAddrs(peerId, addrs) },
       learnIntroduced: addrs => { mesh.learnIntroduced(addrs) }
     })
-    this.metrics = controllerMetrics({ view: this.view, info: { controller_id: cfg.id, mesh_key_id: this.meshKeyId } })
+    this.metrics = controllerMetrics({ view: this.view, info: { controller_id: cfg.id, mesh_key_id: meshKeyId(meshKey.key) } })
     // Identity: read every file now, so a bad one stops the start with its name.
     this.policy = this.loadPolicy()
     const verifyToken = cfg.tokenKey.length > 0 || cfg.jwks != null
@@ -181,15 +206,74 @@ export class Controller {
     const sweepEvery = Math.min(1000, Math.max(20, Math.floor(cfg.unhealthyAfterMs / 10)))
     this.timers.push(setInterval(() => { core.sweep() }, sweepEvery))
     this.timers.push(setInterval(() => { core.tick() }, cfg.digestIntervalMs))
+    this.timers.push(setInterval(() => { this.reloadChangedFiles() }, MESH_FILES_POLL_MS))
     for (const t of this.timers) t.unref()
     this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: core.registry.size, restored: this.restored, peerId: mesh.peerId, p2p: mesh.multiaddrs }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
     return this
   }
 
   /**
-   * Reads the route policy file again (SIGHUP). A file that does not parse
-   * leaves the policy in force and throws (the CLI logs it): a typo never
-   * opens or closes the mesh by accident.
+   * Reads every file an operator may change while the controller runs
+   * (SIGHUP): the route policy, the peer allow list (a peer it no longer
+   * admits is hung up on) and the mesh key ring (connections keyed with a
+   * removed key are closed and re-dialled with the primary). Each is
+   * reloaded on its own: a file that does not parse leaves what is in force
+   * and is logged, and its error is returned.
+   */
+  reload (): { errors: string[] } {
+    const errors: string[] = []
+    const attempt = (what: string, fn: () => void): void => {
+      try {
+        fn()
+      } catch (err) {
+        errors.push((err as Error).message)
+        this.log.error({ err: (err as Error).message }, `${what} not reloaded: the previous one stays in force`)
+      }
+    }
+    attempt('route policy', () => { this.reloadPolicy() })
+    attempt('peer allow list', () => { this.admission?.reload() })
+    attempt('mesh keys', () => { this.reloadMeshKeys(true) })
+    return { errors }
+  }
+
+  /** The peer allow list and the mesh key file, re-read if they changed since last read (polled). */
+  private reloadChangedFiles (): void {
+    try {
+      this.admission?.reloadIfChanged()
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'peer allow list not reloaded: the list in force is kept')
+    }
+    try {
+      this.reloadMeshKeys(false)
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'mesh keys not reloaded: the keys in force are kept')
+    }
+  }
+
+  /**
+   * Reads the mesh key file (`force`: even if it seems unchanged) and hands
+   * a changed ring to the mesh. Throws a ConfigError for a bad file, which
+   * leaves the keys in force (and is not read again until it changes).
+   */
+  private reloadMeshKeys (force: boolean): void {
+    const file = this.config.meshKey
+    const stamp = fileStamp(file)
+    if (!force && stamp === this.meshKeysStamp) return
+    this.meshKeysStamp = stamp
+    const keys = readMeshKeys(file)
+    const hex = (ks: Uint8Array[]): string => ks.map(k => Buffer.from(k).toString('hex')).join(',')
+    if (hex(keys) === hex(this.meshKeys)) return
+    const before = this.meshKeys.map(meshKeyId)
+    this.meshKeys = keys
+    this.mesh?.setMeshKeys(keys)
+    const ids = keys.map(meshKeyId)
+    this.log.info({ file, primary: ids[0], accepted: ids, removed: before.filter(id => !ids.includes(id)) }, `mesh keys reloaded: primary ${ids[0]}, accepting ${ids.join(', ')}`)
+  }
+
+  /**
+   * Reads the route policy file again (part of `reload()`). A file that does
+   * not parse leaves the policy in force and throws: a typo never opens or
+   * closes the mesh by accident.
    */
   reloadPolicy (): void {
     this.policy = this.loadPolicy()
@@ -251,7 +335,15 @@ export class Controller {
       sync: () => syncHealth(this.mesh),
       store: () => this.persistence?.stats() ?? null,
       caPath: () => this.tls?.caPath ?? null,
-      meshKeyId: () => this.meshKeyId,
+      meshKeys: () => this.mesh?.meshKeys() ?? this.meshKeys.map((k, i) => ({ id: meshKeyId(k), primary: i === 0, accepted: true, connections: 0 })),
+      admission: () => {
+        const a = this.admission
+        return {
+          file: a?.file ?? null,
+          controllers: (a?.entries() ?? []).map(e => ({ controller_id: e.controllerId, peer_id: e.peerId })),
+          refused: (a?.refused() ?? []).map(r => ({ peer_id: r.peerId, address: r.address, count: r.count, last_at: new Date(r.lastAt).toISOString(), reason: r.reason }))
+        }
+      },
       config: () => ({ heartbeat_interval_ms: cfg.heartbeatIntervalMs, unhealthy_after_ms: cfg.unhealthyAfterMs, stale_after_ms: cfg.staleAfterMs }),
       auth: () => ({ mode: cfg.auth, trust_domain: cfg.trustDomain, health: cfg.healthAuth })
     }

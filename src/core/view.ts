@@ -13,7 +13,7 @@ import type { MemberStatus } from '../membership/index.ts'
 import type { RegistryStats } from '../registry/index.ts'
 import type {
   CapabilitySummary, DeregisterReply, DrainReply, HealthReply, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
-  MeshReply, PeerStatus, PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, SyncHealth, WorkersReply
+  MeshKeyStatus, MeshReply, PeerStatus, PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, SyncHealth, WorkersReply
 } from '../wire/index.ts'
 import type { ControllerCore } from './core.ts'
 
@@ -27,7 +27,10 @@ export interface NodeFacts {
   sync: () => SyncHealth
   store: () => { logBytes: number, snapshotBytes: number } | null
   caPath: () => string | null
-  meshKeyId: () => string | null
+  /** The accepted mesh keys, the primary first (empty while the mesh is down). */
+  meshKeys: () => MeshKeyStatus[]
+  /** The peer allow list in force and the peers it refused. */
+  admission: () => MeshReply['admission'] & { refused: MeshReply['refused'] }
   config: () => { heartbeat_interval_ms: number, unhealthy_after_ms: number, stale_after_ms: number }
   auth: () => HealthReply['auth']
 }
@@ -44,6 +47,10 @@ export interface ViewEvents {
   gossip: [topic: string, result: 'accepted' | 'ignored' | 'rejected']
   /** An anti-entropy exchange ended, either side: ok (with the bytes received) or failed (with why). */
   sync: [result: { ok: true, bytesReceived: number } | { ok: false, reason: string }]
+  /** A peer the allow list does not admit was turned away, and where (RefusalReason). */
+  refused: [reason: string]
+  /** A connection was keyed with none of the accepted mesh keys. */
+  meshKeyMismatch: []
 }
 
 /**
@@ -72,6 +79,8 @@ export interface ControllerView {
   members: () => Record<string, MemberStatusBody>
   /** Connected libp2p peers. */
   connectedPeers: () => number
+  /** Ids of the accepted mesh keys, the primary first. */
+  meshKeyIds: () => string[]
   /** Anti-entropy as a whole (behind: exchanges with some peer keep failing). */
   sync: () => SyncHealth
   store: () => { logBytes: number, snapshotBytes: number } | null
@@ -101,7 +110,8 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
         connected_peers: facts.connectedPeers(),
         registry_hash: core.registryHash,
         self_preservation: sp,
-        mesh_key_id: facts.meshKeyId()
+        mesh_key_id: facts.meshKeys()[0]?.id ?? null,
+        mesh_key_ids: facts.meshKeys().filter(k => k.accepted).map(k => k.id)
       },
       store: facts.store(),
       tls: { ca_path: facts.caPath() },
@@ -109,18 +119,25 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
       config: facts.config()
     }
   }
-  const mesh = (): MeshReply => ({
-    controller_id: core.controllerId,
-    peer_id: facts.peerId(),
-    listen_addrs: facts.listenAddrs(),
-    connected_peers: facts.connectedPeers(),
-    peers: facts.peers(),
-    owners: core.members(),
-    registry_hash: core.registryHash,
-    sync: facts.sync(),
-    self_preservation: core.selfPreservation,
-    mesh_key_id: facts.meshKeyId()
-  })
+  const mesh = (): MeshReply => {
+    const keys = facts.meshKeys()
+    const { refused, ...admission } = facts.admission()
+    return {
+      controller_id: core.controllerId,
+      peer_id: facts.peerId(),
+      listen_addrs: facts.listenAddrs(),
+      connected_peers: facts.connectedPeers(),
+      peers: facts.peers(),
+      owners: core.members(),
+      registry_hash: core.registryHash,
+      sync: facts.sync(),
+      self_preservation: core.selfPreservation,
+      mesh_key_id: keys[0]?.id ?? null,
+      mesh_keys: keys,
+      admission,
+      refused
+    }
+  }
   return {
     controllerId: core.controllerId,
     register: (req, actor) => core.register(req, actor),
@@ -141,6 +158,7 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
     selfPreservation: () => core.selfPreservation,
     members: () => core.members(),
     connectedPeers: () => facts.connectedPeers(),
+    meshKeyIds: () => facts.meshKeys().filter(k => k.accepted).map(k => k.id),
     sync: () => facts.sync(),
     store: () => facts.store(),
     on: (event, listener) => { events.on(event, listener as never) },

@@ -14,12 +14,12 @@
  * one.
  */
 import { createPrivateKey, X509Certificate as NodeX509 } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
-import lockfile from 'proper-lockfile'
 import { DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, ISSUED_IDENTITY_NAME, TRUST_DOMAIN } from '../constants.ts'
 import { ConfigError, TlsError } from '../errors.ts'
+import { withDirLock as lockDir, writeFileAtomic } from '../utils/files.ts'
 
 const DAY = 86_400_000
 /** Names every local certificate covers, so loopback URLs work whatever the bind host. */
@@ -257,21 +257,12 @@ function identityOfFile (path: string): string | null {
 
 /** Runs `fn` holding the TLS dir's lock; errors other than TlsError / ConfigError become a TlsError `<what>: ...`. */
 async function withDirLock<T> (dir: string, fn: () => Promise<T>, what: string): Promise<T> {
-  let release: (() => Promise<void>) | undefined
   try {
-    release = await lockfile.lock(dir, { lockfilePath: join(dir, '.lock'), stale: 15_000, retries: { retries: 100, minTimeout: 20, maxTimeout: 250 } })
-    return await fn()
+    return await lockDir(dir, fn)
   } catch (err) {
     if (err instanceof TlsError || err instanceof ConfigError) throw err
     throw new TlsError(`${what}: ${(err as Error).message}`, { cause: err })
-  } finally {
-    await release?.()
   }
 }
 
-function writeAtomic (path: string, data: string, mode: number): void {
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, data, { mode })
-  chmodSync(tmp, mode)
-  renameSync(tmp, path)
-}
+const writeAtomic = writeFileAtomic

@@ -273,7 +273,10 @@ export const HealthReply = Type.Object({
     connected_peers: Type.Integer(),
     registry_hash: Type.String(),
     self_preservation: SelfPreservation,
-    mesh_key_id: Type.Union([Type.String(), Type.Null()])
+    /** Public id of the primary mesh key (what this controller keys new connections with). */
+    mesh_key_id: Type.Union([Type.String(), Type.Null()]),
+    /** Every mesh key this controller accepts, the primary first (more than one during a key rotation). */
+    mesh_key_ids: Type.Array(Type.String())
   }),
   store: Type.Union([Type.Object({ logBytes: Type.Integer(), snapshotBytes: Type.Integer() }), Type.Null()]),
   tls: Type.Object({ ca_path: Type.Union([Type.String(), Type.Null()]) }),
@@ -313,6 +316,37 @@ export const MemberStatus = Type.Object({
 })
 export type MemberStatus = Static<typeof MemberStatus>
 
+/** Why a peer was refused (it is not in the allow list), by where it was turned away. */
+export const RefusalReason = Type.Union([
+  Type.Literal('inbound'), Type.Literal('outbound'), Type.Literal('dial'), Type.Literal('introduced'), Type.Literal('gossip'), Type.Literal('revoked')
+], { description: 'inbound: its connection; outbound: a connection this controller dialled led to it; dial: not dialled; introduced: an introduction of it not taken; gossip: a message it signed, forwarded by another peer, dropped; revoked: hung up on after a reload removed it.' })
+
+/** A libp2p peer that holds the mesh key but is not admitted by the allow list, as /mesh lists it. */
+export const RefusedPeer = Type.Object({
+  peer_id: Type.String(),
+  /** The remote address of its last refused connection (or the introduced address), when known. */
+  address: Type.Union([Type.String(), Type.Null()]),
+  /** Refusals since this controller started. */
+  count: Type.Integer(),
+  /** ISO time of the last refusal. */
+  last_at: Type.String(),
+  /** Where the last refusal happened. */
+  reason: RefusalReason
+})
+export type RefusedPeer = Static<typeof RefusedPeer>
+
+/** A mesh key this controller accepts, or one it no longer accepts that open connections still use. */
+export const MeshKeyStatus = Type.Object({
+  id: Type.String(),
+  /** New connections are keyed with it. */
+  primary: Type.Boolean(),
+  /** False for a key that was removed from the ring but still keys open connections (they are being closed and re-dialled). */
+  accepted: Type.Boolean(),
+  /** Open connections keyed with it, in either direction. */
+  connections: Type.Integer()
+})
+export type MeshKeyStatus = Static<typeof MeshKeyStatus>
+
 export const MeshReply = Type.Object({
   controller_id: Type.String(),
   peer_id: Type.Union([Type.String(), Type.Null()]),
@@ -325,6 +359,16 @@ export const MeshReply = Type.Object({
   registry_hash: Type.String(),
   sync: SyncHealth,
   self_preservation: SelfPreservation,
-  mesh_key_id: Type.Union([Type.String(), Type.Null()])
+  /** Public id of the primary mesh key. */
+  mesh_key_id: Type.Union([Type.String(), Type.Null()]),
+  /** Every accepted mesh key, the primary first, with the connections using each; then removed keys still in use. */
+  mesh_keys: Type.Array(MeshKeyStatus),
+  /** The peer allow list in force: its file, and the controllers it admits. */
+  admission: Type.Object({
+    file: Type.Union([Type.String(), Type.Null()]),
+    controllers: Type.Array(Type.Object({ controller_id: Type.String(), peer_id: Type.String() }))
+  }),
+  /** Peers refused because the allow list does not admit them, most recent first (at most 1024). */
+  refused: Type.Array(RefusedPeer)
 })
 export type MeshReply = Static<typeof MeshReply>

@@ -14,7 +14,8 @@ const noNode: NodeFacts = {
   sync: () => ({ state: 'ok', behind: [] }),
   store: () => null,
   caPath: () => null,
-  meshKeyId: () => null,
+  meshKeys: () => [],
+  admission: () => ({ file: null, controllers: [], refused: [] }),
   config: () => ({ heartbeat_interval_ms: 1000, unhealthy_after_ms: 60_000, stale_after_ms: 120_000 }),
   auth: () => ({ mode: 'required', trust_domain: 'capmesh.local', health: 'open' })
 }
