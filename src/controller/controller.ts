@@ -245,17 +245,17 @@ export class Controller {
    */
   reload (): { errors: string[] } {
     const errors: string[] = []
-    const attempt = (what: string, fn: () => void): void => {
+    const attempt = (refusal: string, fn: () => void): void => {
       try {
         fn()
       } catch (err) {
         errors.push((err as Error).message)
-        this.log.error({ err: (err as Error).message }, `${what} not reloaded: the previous one stays in force`)
+        this.log.error({ err: (err as Error).message }, refusal)
       }
     }
-    attempt('route policy', () => { this.reloadPolicy() })
-    attempt('peer allow list', () => { this.admission?.reload() })
-    attempt('mesh keys', () => { this.reloadMeshKeys(true) })
+    attempt('route policy not reloaded: the file is invalid; the previous policy stays in force', () => { this.reloadPolicy() })
+    attempt('peer allow list not reloaded: the file is invalid; the list in force is kept', () => { this.admission?.reload() })
+    attempt('mesh keys not reloaded: the file is invalid; the keys in force are kept', () => { this.reloadMeshKeys(true) })
     return { errors }
   }
 

@@ -405,7 +405,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
    * Accepts `keys` (the primary first) from now on: new connections are
    * keyed with the new primary, and accepted if keyed with any of them.
    * Connections keyed (either way) with a key no longer accepted are closed
-   * and re-dialled at once, one peer at a time, so a controller never loses
+   * and re-dialled at once (by the smaller peer id of the two, as for any
+   * missing link), one peer at a time, so a controller never loses
    * every link at once.
    */
   setMeshKeys (keys: Uint8Array[]): void {

@@ -16,7 +16,8 @@ export const ErrorBody = Type.Object({
   message: Type.String(),
   details: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
   capability: Type.Optional(Type.String()),
-  verb: Type.Optional(Type.String())
+  verb: Type.Optional(Type.String()),
+  reason: Type.Optional(Type.String({ description: 'Why an identity was refused (401, 403): a stable reason, see docs/errors.md#identity-failures.' }))
 })
 export type ErrorBody = Static<typeof ErrorBody>
 

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Logger } from 'pino'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { networkFaults, type NetworkFaults } from '../../src/gossip/index.ts'
@@ -29,8 +30,8 @@ export interface TestBed {
   client: HttpsClient
   /** A client certificate for `spiffe://capmesh.local/<role>/<name>`, issued by the bed's CA (once per identity). */
   identity: (role: Role, name: string) => Promise<CallerTls>
-  /** Starts a controller in-process (local preset: fast timeouts, port 0). */
-  start: (overrides?: RawConfig) => Promise<Controller>
+  /** Starts a controller in-process (local preset: fast timeouts, port 0); `logger` to read what it logs. */
+  start: (overrides?: RawConfig, init?: { logger?: Logger }) => Promise<Controller>
   cleanup: () => Promise<void>
 }
 
@@ -67,11 +68,11 @@ export async function testBed (name = 'capmesh'): Promise<TestBed> {
     tls: operator,
     client,
     identity,
-    async start (overrides = {}) {
+    async start (overrides = {}, init = {}) {
       const id = overrides.id ?? `c${n++}`
       const config = resolveControllerConfig(localPreset({ id, dataDir: join(root, id), tlsDir, ...overrides }))
       const f = networkFaults()
-      const c = new Controller({ config, faults: f })
+      const c = new Controller({ config, faults: f, logger: init.logger })
       faults.set(c, f)
       await c.start()
       running.push(c)
