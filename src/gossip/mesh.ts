@@ -608,6 +608,10 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
     try {
       const env = decodeEnvelope(msg.data, this.maxMessageBytes)
+      // A controller speaks only for itself: an admitted peer cannot send digests or hints in
+      // another controller's name (it would keep a dead owner's segment alive, or speak for a live one).
+      const admittedAs = this.admission?.controllerOf(from)
+      if (this.admission != null && env.controllerId !== admittedAs) throw new Error(`speaks as controller ${env.controllerId} but is admitted as ${admittedAs ?? 'nobody'}`)
       let value: unknown
       if (msg.topic === REGISTRY_TOPIC) {
         if (env.kind === Kind.update) {

@@ -24,7 +24,7 @@ import * as Y from 'yjs'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { encodeEnvelope, Kind, PeerSeals, readMeshKey, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
-import { LIVENESS_TOPIC } from '../../src/membership/index.ts'
+import { buildDigest, encodeDigest, LIVENESS_TOPIC } from '../../src/membership/index.ts'
 import { ROOT, SEAL_KEY, SegmentDigest, decodeSeal, encodeSeal, entryLeaf, makeSeal } from '../../src/registry/index.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 import { scrape } from '../helpers/metrics.ts'
@@ -240,7 +240,7 @@ describe('an admitted controller that forges writes into another\'s segment', ()
     expect((await post(b.url, '/register', workerBody('mover', 'https://127.0.0.1:7000/second'))).status).toBe(200)
     await eventually(() => controllers.every(x => x.core.registry.get('mover')?.owner === 'b'), 'mover at b everywhere')
     // The rogue replays a's old update, as gossip and as a sync DIFF.
-    await rogue.services.pubsub.publish(REGISTRY_TOPIC, encodeEnvelope({ kind: Kind.update, controllerId: 'a', payload: oldUpdate }))
+    await rogue.services.pubsub.publish(REGISTRY_TOPIC, encodeEnvelope({ kind: Kind.update, controllerId: 'rogue', payload: oldUpdate }))
     const stream = await rogue.dialProtocol(peerIdFromString(c.p2p.peerId), SYNC_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
     await lpStream(stream).writeV([helloFrame('rogue', Y.encodeStateVector(replicaOf(c))), ...diffFrames(oldUpdate)])
     await new Promise(resolve => setTimeout(resolve, 500))
@@ -249,6 +249,20 @@ describe('an admitted controller that forges writes into another\'s segment', ()
       expect(r.status).toBe(200)
       expect(r.body.worker_url, `mover at ${x.config.id}`).toBe('https://127.0.0.1:7000/second')
     }
+  })
+})
+
+describe('an admitted controller that speaks in another\'s name', () => {
+  it('a liveness digest sent as controller a (marking a\'s workers unhealthy) is rejected everywhere and changes no route', async () => {
+    const rogue = await admittedRogue()
+    const peer = rogue.peerId.toString()
+    const [digest] = buildDigest({ epoch: 'spoof', seq: 1_000_000, owned: 3, registry_hash: a.core.registryHash, self_preservation: false },
+      ['a-0', 'a-1', 'a-2'].map(id => ({ id, state: 'unhealthy' as const, load: 0 })))
+    const res = await rogue.services.pubsub.publish(LIVENESS_TOPIC, encodeEnvelope({ kind: Kind.message, controllerId: 'a', payload: encodeDigest(digest) }))
+    expect(res.recipients.length).toBe(3)
+    await eventually(() => controllers.every(x => loggedFrom(x.config.id, 'rejected a malformed gossip message', peer) != null), 'every controller to reject the digest', 5_000)
+    for (const x of controllers) expect(loggedFrom(x.config.id, 'rejected a malformed gossip message', peer)?.err).toBe('speaks as controller a but is admitted as rogue')
+    await routesOnlyValid([])
   })
 })
 
