@@ -255,6 +255,24 @@ export const DEFAULT_AGENT_HYSTERESIS_RATIO = 0.5
 export const DEFAULT_AGENT_HYSTERESIS_MIN_MS = 5
 
 /**
+ * Route client (capmesh/client), empty-push protection: an update that would leave a capability
+ * with fewer routable workers than this is held (the client keeps routing to the workers it
+ * had) until a second controller confirms it or a full snapshot arrives. 1: only a drop to
+ * zero is held, the case Nacos users asked for after outages pushed empty lists; 0: nothing is.
+ */
+export const DEFAULT_ROUTE_CLIENT_HOLD_BELOW = 1
+/** Route client: while an update is held, ask another controller to confirm it this often (the first time at once). */
+export const DEFAULT_ROUTE_CLIENT_CONFIRM_INTERVAL_MS = 5000
+/** Route client: a stream that hears nothing, not even a keepalive (every 15 s by default), for this long is reopened. */
+export const DEFAULT_ROUTE_CLIENT_IDLE_TIMEOUT_MS = 45_000
+/** Route client: the first wait before reopening a stream that failed; doubles per failure in a row, with jitter ... */
+export const DEFAULT_ROUTE_CLIENT_RECONNECT_BASE_MS = 100
+/** ... up to this. */
+export const DEFAULT_ROUTE_CLIENT_RECONNECT_MAX_MS = 5000
+/** Route client: per-request timeout (connecting and the headers of a stream; a confirmation's whole answer). */
+export const DEFAULT_ROUTE_CLIENT_TIMEOUT_MS = 10_000
+
+/**
  * CLI processes: how long a clean stop (on SIGTERM / Ctrl-C) may take before
  * the process exits anyway (code 1). A controller's stop closes its HTTPS
  * server, its libp2p node and its data dir; should any of them hang (a peer
