@@ -33,7 +33,14 @@ export function watchRoute (app: Api, { view, watch }: ApiComponents, slots: Wat
       summary: 'Watch changes (Server-Sent Events: worker_added, worker_updated, worker_removed, worker_state, controller_status, self_preservation, snapshot, overflow)',
       querystring: WatchQuerystring,
       produces: ['text/event-stream'],
-      response: { 400: ErrorBody, 503: ErrorBody }
+      response: {
+        200: {
+          description: 'A text/event-stream: events with `id: <epoch>-<index>`, `event: <name>` and `data: <JSON>` (schemas: WATCH_EVENT_SCHEMAS in src/wire/api.ts), `: keepalive` comments.',
+          content: { 'text/event-stream': { schema: { type: 'string' } } }
+        },
+        400: ErrorBody,
+        503: ErrorBody
+      }
     }
   }, async (req, reply) => {
     const from = cursorOf(req.headers['last-event-id'], req.query.since, view)
