@@ -191,10 +191,14 @@ export class RouteClient extends EventEmitter<RouteClientEvents> {
   private async run (): Promise<void> {
     const n = this.controllerUrls.length
     const failedBeforeReady = new Set<string>()
+    const base = this.init.reconnectBaseMs ?? C.DEFAULT_ROUTE_CLIENT_RECONNECT_BASE_MS
+    let lastAttempt = -Infinity
     while (!this.closed) {
       const url = this.pick()
-      const wait = (this.notBefore.get(url) ?? 0) - performance.now()
+      // At most one attempt per reconnectBaseMs, whatever happens: a controller that accepts and at once ends every stream costs a few requests a second.
+      const wait = Math.max((this.notBefore.get(url) ?? 0) - performance.now(), lastAttempt + base - performance.now())
       if (wait > 0) await sleep(wait)
+      lastAttempt = performance.now()
       if (this.closed) break
       if (url !== this.current) {
         this.counters.failovers++
@@ -211,7 +215,7 @@ export class RouteClient extends EventEmitter<RouteClientEvents> {
       }
       const k = (this.failures.get(url) ?? 0) + 1
       this.failures.set(url, k)
-      const backoff = jitter(Math.min(this.init.reconnectMaxMs ?? C.DEFAULT_ROUTE_CLIENT_RECONNECT_MAX_MS, (this.init.reconnectBaseMs ?? C.DEFAULT_ROUTE_CLIENT_RECONNECT_BASE_MS) * 2 ** (k - 1)))
+      const backoff = jitter(Math.min(this.init.reconnectMaxMs ?? C.DEFAULT_ROUTE_CLIENT_RECONNECT_MAX_MS, base * 2 ** (k - 1)))
       this.notBefore.set(url, performance.now() + Math.max(backoff, out.retryAfterMs ?? 0))
       if (!this.view.ready) {
         failedBeforeReady.add(url)

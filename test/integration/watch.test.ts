@@ -9,6 +9,7 @@
  * checked against its schema in src/wire/api.ts.
  */
 import { Compile } from 'typebox/compile'
+import { Agent, request } from 'undici'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
 import { httpsClient } from '../../src/utils/https-client.ts'
@@ -189,6 +190,37 @@ describe('GET /watch', () => {
     expect(fresh.status).toBe(200)
     await fresh.until(e => e.event === 'snapshot', 'the snapshot')
     expect(a.view.changes().watchers).toBe(1)
+  })
+
+  it('sends a keepalive comment every --watch-keepalive', async () => {
+    const a = await bed.start({ id: 'a', watchKeepaliveMs: 100 })
+    const res = await bed.client.stream(`${a.url}/watch`)
+    let text = ''
+    const t0 = Date.now()
+    try {
+      for await (const chunk of res.body) {
+        text += Buffer.from(chunk).toString()
+        if ((text.match(/^: keepalive$/gm) ?? []).length >= 3 || Date.now() - t0 > 10_000) break
+      }
+    } finally {
+      res.close()
+    }
+    expect(text.startsWith('id: ')).toBe(true)
+    expect((text.match(/^: keepalive$/gm) ?? []).length).toBeGreaterThanOrEqual(3)
+  })
+
+  it('answers HEAD with the headers alone, holding no watcher', async () => {
+    const a = await bed.start({ id: 'a' })
+    const agent = new Agent({ connect: { ca: bed.ca, cert: bed.tls.cert, key: bed.tls.key } })
+    try {
+      const head = await request(`${a.url}/watch`, { method: 'HEAD', dispatcher: agent })
+      await head.body.dump()
+      expect(head.statusCode).toBe(200)
+      expect(String(head.headers['content-type'])).toMatch(/^text\/event-stream/)
+      await eventually(() => a.view.changes().watchers === 0, 'no watcher held')
+    } finally {
+      await agent.close()
+    }
   })
 
   it('needs a client or operator identity', async () => {

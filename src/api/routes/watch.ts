@@ -43,6 +43,8 @@ export function watchRoute (app: Api, { view, watch }: ApiComponents, slots: Wat
       }
     }
   }, async (req, reply) => {
+    // fastify answers HEAD with the GET handler: headers only, no stream held open.
+    if (req.method === 'HEAD') return await reply.type('text/event-stream; charset=utf-8').header('cache-control', 'no-cache').send('')
     const from = cursorOf(req.headers['last-event-id'], req.query.since, view)
     const filter = filterOf(req.query.capability, req.query.kind)
     let stream: WatchStream | null = null
