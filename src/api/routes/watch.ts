@@ -57,7 +57,7 @@ export function watchRoute (app: Api, { view, watch }: ApiComponents, slots: Wat
   })
 }
 
-/** Every watch filter on kinds: what `?kind=` names. */
+/** The filter a query string asks for: `?capability=` (repeatable), `?kind=` (comma-separated). */
 function filterOf (capability: string | string[] | undefined, kind: string | undefined): WatchFilter {
   const caps = capability == null ? null : new Set(Array.isArray(capability) ? capability : [capability])
   const kinds = kind == null ? null : new Set(kind.split(',') as WatchKind[])
