@@ -45,6 +45,12 @@ const count: Parser<number> = (v, k) => {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) throw new ConfigError(`${k}: expected an integer ≥ 0, got ${JSON.stringify(v)}`)
   return n
 }
+/** A positive integer. */
+const positive: Parser<number> = (v, k) => {
+  const n = count(v, k)
+  if (n < 1) throw new ConfigError(`${k}: expected an integer ≥ 1, got ${JSON.stringify(v)}`)
+  return n
+}
 /** A byte count, or 0 for none. */
 const countBytes: Parser<number> = (v, k) => count(v, k) === 0 ? 0 : bytes(v, k)
 /** A duration, or 0 for never. */
@@ -156,6 +162,10 @@ export const CONTROLLER_OPTIONS = {
   maxHeap: option({ key: 'maxHeapBytes', parse: countBytes, value: 'bytes', description: 'shed requests (503 + Retry-After) while the heap holds more than this; 0: never', default: 0 }),
   bodyLimit: option({ key: 'bodyLimit', parse: bytes, value: 'bytes', description: 'largest request body outside /state/import', default: C.DEFAULT_BODY_LIMIT_BYTES }),
   importBodyLimit: option({ key: 'importBodyLimit', parse: bytes, value: 'bytes', description: 'largest /state/import body', default: C.DEFAULT_IMPORT_BODY_LIMIT_BYTES }),
+  watchLogSize: option({ key: 'watchLogSize', parse: positive, value: 'n', description: 'changes kept for /watch and blocking /workers queries: a watcher this far behind (or reconnecting from further back) gets a snapshot, or is cut off while connected', default: C.DEFAULT_WATCH_LOG_SIZE }),
+  maxWatchers: option({ key: 'maxWatchers', parse: count, value: 'n', description: '/watch streams and blocking /workers queries served at once (503 + Retry-After past it); 0: none', default: C.DEFAULT_MAX_WATCHERS }),
+  watchBuffer: option({ key: 'watchBufferBytes', parse: bytes, value: 'bytes', description: 'unsent bytes a watcher\'s connection may hold before the controller stops writing to it until it reads', default: C.DEFAULT_WATCH_BUFFER_BYTES }),
+  watchKeepalive: option({ key: 'watchKeepaliveMs', parse: duration, value: 'duration', description: 'a keepalive comment to every watcher this often; one that reads nothing for 4 of them is cut off', default: C.DEFAULT_WATCH_KEEPALIVE_MS }),
   idempotencyTtl: option({ key: 'idempotencyTtlMs', parse: duration, value: 'duration', description: 'how long an idempotency_key keeps its worker', default: C.DEFAULT_IDEMPOTENCY_TTL_MS }),
   fsync: option({ key: 'fsync', parse: bool, value: 'bool', description: 'fsync every registry write (power-loss safety, at a latency cost)', default: C.DEFAULT_FSYNC }),
   logLevel: option({ key: 'logLevel', parse: logLevel, value: 'level', description: `log level: ${LOG_LEVELS.join(', ')}`, default: 'info' as LogLevel })

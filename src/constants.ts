@@ -56,6 +56,42 @@ export const DEFAULT_WORKERS_PAGE = 1000
 export const MAX_WORKERS_PAGE = 10_000
 
 /**
+ * Changes a controller keeps in memory for `/watch` and blocking `/workers` queries (a ring:
+ * the oldest is forgotten first). A watcher that reconnects within this many changes resumes
+ * where it stopped; one further behind gets a full snapshot first, and one that falls this far
+ * behind while connected (it reads too slowly) is cut off. ~200 bytes each plus the worker
+ * records they share with the registry: 10,000 cost a few MB.
+ */
+export const DEFAULT_WATCH_LOG_SIZE = 10_000
+/**
+ * Watchers (`/watch` streams and blocking `/workers` queries together) one controller serves at
+ * once; past it, 503 + Retry-After. Each costs a TLS connection and up to `watch-buffer` bytes
+ * (plus a snapshot while one is being sent).
+ */
+export const DEFAULT_MAX_WATCHERS = 1000
+/**
+ * Bytes a watcher's connection may hold unsent before the controller stops writing to it (it
+ * catches up from the change log as it reads). Above the kernel's own socket buffers; a larger
+ * value lets a slow reader fall further behind before it is cut off, at that much memory each.
+ */
+export const DEFAULT_WATCH_BUFFER_BYTES = 256 * 1024
+/** A `: keepalive` comment goes to every watcher this often, so proxies and clients see a live stream. */
+export const DEFAULT_WATCH_KEEPALIVE_MS = 15_000
+/**
+ * A watcher whose connection stays over `watch-buffer` for this many keepalive intervals in a
+ * row (it does not read at all) is cut off, with an `overflow` event saying why.
+ */
+export const WATCH_STALLED_KEEPALIVES = 4
+/** After its last (`overflow`) event, a cut-off watcher has this long to read it before its connection is destroyed. */
+export const WATCH_CLOSE_GRACE_MS = 5000
+/** Retry-After (seconds) of a watcher refused because the controller serves `max-watchers` already. */
+export const WATCH_RETRY_AFTER_S = 5
+/** A blocking `GET /workers?index=N` without `wait` waits at most this long (Consul waits 5 minutes; many HTTP clients give up sooner). */
+export const DEFAULT_WATCH_WAIT_MS = 60_000
+/** The longest `wait` a blocking `GET /workers` accepts; a longer one is a 400. */
+export const MAX_WATCH_WAIT_MS = 5 * 60_000
+
+/**
  * Rewrite the data dir's snapshot once the update log is larger than this
  * many bytes and larger than the last snapshot (amortised O(1) per write).
  */
@@ -235,6 +271,24 @@ export const DEFAULT_AGENT_REPROBE_MS = 60_000
 export const DEFAULT_AGENT_HYSTERESIS_RATIO = 0.5
 /** ... and by at least this many ms, so loopback jitter never causes a move. */
 export const DEFAULT_AGENT_HYSTERESIS_MIN_MS = 5
+
+/**
+ * Route client (capmesh/client), empty-push protection: an update that would leave a capability
+ * with fewer routable workers than this is held (the client keeps routing to the workers it
+ * had) until a second controller confirms it or a full snapshot arrives. 1: only a drop to
+ * zero is held, the case Nacos users asked for after outages pushed empty lists; 0: nothing is.
+ */
+export const DEFAULT_ROUTE_CLIENT_HOLD_BELOW = 1
+/** Route client: while an update is held, ask another controller to confirm it this often (the first time at once). */
+export const DEFAULT_ROUTE_CLIENT_CONFIRM_INTERVAL_MS = 5000
+/** Route client: a stream that hears nothing, not even a keepalive (every 15 s by default), for this long is reopened. */
+export const DEFAULT_ROUTE_CLIENT_IDLE_TIMEOUT_MS = 45_000
+/** Route client: the first wait before reopening a stream that failed; doubles per failure in a row, with jitter ... */
+export const DEFAULT_ROUTE_CLIENT_RECONNECT_BASE_MS = 100
+/** ... up to this. */
+export const DEFAULT_ROUTE_CLIENT_RECONNECT_MAX_MS = 5000
+/** Route client: per-request timeout (connecting and the headers of a stream; a confirmation's whole answer). */
+export const DEFAULT_ROUTE_CLIENT_TIMEOUT_MS = 10_000
 
 /**
  * CLI processes: how long a clean stop (on SIGTERM / Ctrl-C) may take before

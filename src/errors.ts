@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   CAPMESH_ERR_ROUTE_DENIED: { status: 403, wire: 'route_denied', description: 'The route policy does not let this identity route to the capability.' },
   CAPMESH_ERR_RATE_LIMITED: { status: 429, wire: 'rate_limited', description: 'The caller made more requests in the last second than its identity may (--rate-limit); retry after the Retry-After delay.' },
   CAPMESH_ERR_OVERLOADED: { status: 503, wire: 'overloaded', description: 'The controller is under pressure (its event loop is late, or its heap is over the limit) and sheds new requests; retry after the Retry-After delay.' },
+  CAPMESH_ERR_TOO_MANY_WATCHERS: { status: 503, wire: 'too_many_watchers', description: 'The controller already serves as many watchers (/watch streams and blocking /workers queries) as --max-watchers allows; retry after the Retry-After delay, or at another controller.' },
   CAPMESH_ERR_SUPERSEDED: { status: 409, wire: 'superseded', description: 'A heartbeat (or drain) from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
   CAPMESH_ERR_INVALID_STATE: { status: 400, wire: 'InvalidStateError', description: 'An imported registry document is not a valid capmesh state.' },
   CAPMESH_ERR_UNSIGNED_WRITE: { status: 400, wire: 'unsigned_write', description: 'Registry data (an import, a peer\'s update, a record in the data dir) holds a segment whose content its owner did not sign, or that is signed by a key not admitted for that owner.' },
@@ -319,6 +320,18 @@ export class OverloadedError extends CapmeshError {
   constructor (retryAfter: number, why: string) {
     super('CAPMESH_ERR_OVERLOADED', `the controller is overloaded (${why}); retry in ${retryAfter} s`)
     this.name = 'OverloadedError'
+    this.retryAfter = retryAfter
+  }
+
+  override headers (): Record<string, string> { return { 'retry-after': String(this.retryAfter) } }
+}
+
+/** The controller already serves `max` watchers (`/watch` streams and blocking `/workers` queries); come back after `retryAfter` seconds. */
+export class TooManyWatchersError extends CapmeshError {
+  readonly retryAfter: number
+  constructor (max: number, retryAfter: number) {
+    super('CAPMESH_ERR_TOO_MANY_WATCHERS', `this controller already serves ${max} watchers (--max-watchers); retry in ${retryAfter} s, or at another controller`)
+    this.name = 'TooManyWatchersError'
     this.retryAfter = retryAfter
   }
 

@@ -17,6 +17,7 @@ import { authPlugin, type AuthInit } from './plugins/auth.ts'
 import { errorHandler } from './plugins/errors.ts'
 import { limitsPlugin, type LimitsInit } from './plugins/limits.ts'
 import { metricsPlugin } from './plugins/metrics.ts'
+import { watchersPlugin } from './plugins/watchers.ts'
 import { deregisterRoute } from './routes/deregister.ts'
 import { healthRoute, meshRoute } from './routes/health.ts'
 import { heartbeatRoute } from './routes/heartbeat.ts'
@@ -24,6 +25,7 @@ import { listingRoutes } from './routes/listing.ts'
 import { registerRoute } from './routes/register.ts'
 import { routeRoute } from './routes/route.ts'
 import { stateRoutes } from './routes/state.ts'
+import { watchRoute } from './routes/watch.ts'
 import type { Api, ApiComponents } from './types.ts'
 
 export interface ApiInit extends ApiComponents {
@@ -66,6 +68,7 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   await limitsPlugin(app, init.limits)
   metricsPlugin(app, init)
   auditPlugin(app, init.audit)
+  const watchers = watchersPlugin(app, { max: init.watch?.maxWatchers })
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')
   // Refuse absurdly nested JSON before validation or storage recurse into it.
@@ -86,7 +89,8 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   heartbeatRoute(app, init)
   deregisterRoute(app, init)
   routeRoute(app, init)
-  listingRoutes(app, init)
+  listingRoutes(app, init, watchers)
+  watchRoute(app, init, watchers)
   healthRoute(app, init)
   meshRoute(app, init)
   stateRoutes(app, init)

@@ -18,4 +18,16 @@ export interface ApiComponents {
   healthOpen: boolean
   /** Prometheus metrics: requests are counted and `GET /metrics` serves them. @default none (no /metrics) */
   metrics?: ControllerMetrics
+  /** `/watch` and blocking `/workers` queries. @default the defaults of constants.ts */
+  watch?: WatchLimits
+}
+
+/** Limits on watchers (`/watch` streams and blocking `/workers` queries). */
+export interface WatchLimits {
+  /** Watchers served at once; past it, 503 + Retry-After. @default 1000 */
+  maxWatchers: number
+  /** Unsent bytes a watcher's connection may hold before writing stops until it reads. @default 262144 */
+  bufferBytes: number
+  /** A keepalive comment this often (ms); a watcher that reads nothing for 4 of them is cut off. @default 15000 */
+  keepaliveMs: number
 }

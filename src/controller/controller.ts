@@ -88,7 +88,8 @@ export class Controller {
       staleAfterMs: cfg.staleAfterMs,
       digestIntervalMs: cfg.digestIntervalMs,
       digestKeepaliveMs: cfg.digestKeepaliveMs,
-      idempotencyTtlMs: cfg.idempotencyTtlMs
+      idempotencyTtlMs: cfg.idempotencyTtlMs,
+      watchLogSize: cfg.watchLogSize
     })
     this.view = controllerView(this.core, this.facts(), this.events)
   }
@@ -221,6 +222,7 @@ export class Controller {
       bodyLimit: cfg.bodyLimit,
       importBodyLimit: cfg.importBodyLimit,
       metrics: this.metrics,
+      watch: { maxWatchers: cfg.maxWatchers, bufferBytes: cfg.watchBufferBytes, keepaliveMs: cfg.watchKeepaliveMs },
       logger: this.log.child({ component: 'api' }, { level: cfg.logLevel === 'debug' || cfg.logLevel === 'trace' ? cfg.logLevel : 'warn' }),
       audit: this.log.child({ component: 'audit' })
     })

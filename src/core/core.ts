@@ -12,6 +12,7 @@
  * (controller/) and tests, not for other layers.
  */
 import { EventEmitter } from 'node:events'
+import { DEFAULT_WATCH_LOG_SIZE } from '../constants.ts'
 import { AuthError, SupersededError } from '../errors.ts'
 import { covers, type Identity } from '../identity/index.ts'
 import { Liveness, type HealthState } from '../liveness/index.ts'
@@ -19,10 +20,11 @@ import { Membership, type MemberStatus, type OwnedWorker } from '../membership/i
 import { exportState, importState, Origin, Registry, registryReplica, type RegistryStats, type SealAuthority, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
 import { Router } from '../routing/index.ts'
 import type {
-  CapabilitySummary, DeregisterReply, DrainReply, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
-  PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WorkersReply
+  CapabilitySummary, DeregisterReply, DrainReply, HealthState as WireHealthState, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
+  PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WatchController, WatchSnapshot, WorkersReply, WorkerView
 } from '../wire/index.ts'
 import type { Replica } from '../gossip/replica.ts'
+import { ChangeLog } from './changes.ts'
 
 export interface ControllerCoreInit {
   /** This controller's id. */
@@ -41,6 +43,8 @@ export interface ControllerCoreInit {
   selfPreservationPeerRatio?: number
   /** Signs this controller's segments and says whose seals to trust (registry/seal.ts); `false` only in benchmarks. @default a key of its own, trusting no other owner */
   seals?: SealAuthority | false
+  /** Changes kept for watchers to resume from (the change log's ring). @default 10000 */
+  watchLogSize?: number
 }
 
 export interface CoreEvents {
@@ -70,6 +74,10 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   readonly router: Router
   /** The registry as gossip sees it. */
   readonly replica: Replica
+  /** What changed, for watchers (`/watch`, blocking `/workers`). */
+  readonly changes: ChangeLog
+  /** Other controllers' self-preservation, as their digests last said (for change events). */
+  private readonly reportedSp = new Map<string, boolean>()
   private readonly byOwner = new Map<string, Set<string>>()
   /** XOR of the entries' 64-bit hashes, as two 32-bit halves (no BigInt on the hot path). */
   private hashHi = 0
@@ -99,11 +107,16 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       retryAfterSeconds: Math.max(1, Math.ceil(init.heartbeatIntervalMs / 1000)),
       idempotency: { ttlMs: init.idempotencyTtlMs }
     })
+    this.changes = new ChangeLog({
+      epoch: this.membership.epoch,
+      size: init.watchLogSize ?? DEFAULT_WATCH_LOG_SIZE,
+      snapshot: caps => this.watchSnapshot(caps)
+    })
     this.registry.on('change', (changes, origin) => { this.onChange(changes, origin) })
     this.registry.on('republished', n => { this.emit('republished', n) })
     this.registry.on('invalid', reason => { this.emit('invalid', reason) })
     this.registry.on('refused', (origin, unsigned, reason) => { this.emit('refused', origin, unsigned, reason) })
-    this.liveness.on('state', (id, _from, to) => { if (this.isOwn(id)) this.router.setState(id, to) })
+    this.liveness.on('state', (id, _from, to) => { if (this.isOwn(id)) this.reroute(id, to) })
     this.liveness.on('load', (id, load) => { if (this.isOwn(id)) this.router.setLoad(id, load) })
     this.liveness.on('expire', (id, last) => {
       this.registry.deregister(id)
@@ -111,18 +124,25 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       if (this.registry.get(id) == null) this.router.remove(id)
       this.emit('expired', id, last.state)
     })
-    this.liveness.on('selfPreservation', on => { this.emit('selfPreservation', 'workers', on) })
+    this.liveness.on('selfPreservation', on => { this.selfPreservationChanged('workers', on) })
     this.membership.on('worker', (owner, id) => {
       if (this.byOwner.get(owner)?.has(id) !== true) return
-      this.router.setState(id, this.membership.stateOf(owner, id))
-      this.router.setLoad(id, this.membership.loadOf(owner, id))
+      this.reroute(id, this.membership.stateOf(owner, id), this.membership.loadOf(owner, id))
     })
     this.membership.on('status', (owner, from, to) => {
+      this.changes.append('controller_status', () => ({ controller_id: owner, from, to }))
       this.restate(owner)
       this.emit('member', owner, from, to)
     })
     this.membership.on('word', owner => { this.restate(owner) })
-    this.membership.on('selfPreservation', on => { this.emit('selfPreservation', 'peers', on) })
+    this.membership.on('selfPreservation', on => { this.selfPreservationChanged('peers', on) })
+    this.membership.on('digest', owner => {
+      // Another controller's self-preservation shows only as a flag in its digests: a change of it is an event.
+      const on = this.membership.get(owner)?.selfPreservation ?? false
+      if (on === (this.reportedSp.get(owner) ?? false)) return
+      this.reportedSp.set(owner, on)
+      this.changes.append('self_preservation', () => ({ controller_id: owner, on, reason: null }))
+    })
   }
 
   // -------------------------------------------------------------- workers
@@ -247,21 +267,31 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       if (filter.capability != null && !rec.capabilities.some(c => c.name === filter.capability)) continue
       total++
       if (total <= filter.offset || out.length >= filter.limit) continue
-      const own = rec.owner === this.controllerId
-      const h = own ? this.liveness.get(rec.worker_id) : undefined
-      out.push({
-        worker_id: rec.worker_id,
-        worker_url: rec.worker_url,
-        capabilities: rec.capabilities,
-        state,
-        last_heartbeat: h?.lastHeartbeatAt != null ? new Date(h.lastHeartbeatAt).toISOString() : null,
-        load: own ? (h?.load ?? 0) : this.membership.loadOf(rec.owner, rec.worker_id),
-        controller_id: rec.owner,
-        incarnation: rec.incarnation,
-        registered_at: new Date(rec.registered_at).toISOString()
-      })
+      out.push(this.viewOf(rec, state))
     }
-    return { total, workers: out }
+    return { total, workers: out, index: this.changes.index }
+  }
+
+  /** A worker as `/workers` lists it (and watchers see it), in `state`. */
+  private viewOf (rec: WorkerRecord, state: WireHealthState = this.stateOf(rec)): WorkerView {
+    const own = rec.owner === this.controllerId
+    const h = own ? this.liveness.get(rec.worker_id) : undefined
+    return workerView(rec, state, own ? (h?.load ?? 0) : this.membership.loadOf(rec.owner, rec.worker_id), h?.lastHeartbeatAt ?? null)
+  }
+
+  /** Every worker (offering one of `capabilities`, if given) and every controller, now: what a watcher starts from. */
+  private watchSnapshot (capabilities: ReadonlySet<string> | null): Pick<WatchSnapshot, 'controller_id' | 'workers' | 'controllers'> {
+    const workers: WorkerView[] = []
+    for (const rec of this.registry.workers()) {
+      if (capabilities != null && !rec.capabilities.some(c => capabilities.has(c.name))) continue
+      workers.push(this.viewOf(rec))
+    }
+    const sp = this.selfPreservation
+    const controllers: WatchController[] = [{ controller_id: this.controllerId, status: 'alive', self_preservation: sp.workers || sp.peers, self: true }]
+    for (const [id, m] of this.membership.members()) {
+      controllers.push({ controller_id: id, status: m.status, self_preservation: m.selfPreservation, self: false })
+    }
+    return { controller_id: this.controllerId, workers, controllers }
   }
 
   exportState (): PortableState { return exportState(this.registry) }
@@ -329,10 +359,24 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
 
   /** Routes every worker of `owner` by what is now known of it (its status, its digest). */
   private restate (owner: string): void {
-    for (const id of this.byOwner.get(owner) ?? []) {
-      this.router.setState(id, this.membership.stateOf(owner, id))
-      this.router.setLoad(id, this.membership.loadOf(owner, id))
-    }
+    for (const id of this.byOwner.get(owner) ?? []) this.reroute(id, this.membership.stateOf(owner, id), this.membership.loadOf(owner, id))
+  }
+
+  /** Routes `id` by `state` (and `load`); a change of state is a change for watchers. */
+  private reroute (id: string, state: HealthState, load?: number): void {
+    const from = this.router.stateOf(id)
+    this.router.setState(id, state)
+    if (load != null) this.router.setLoad(id, load)
+    if (from == null || from === state) return
+    const rec = this.registry.get(id)
+    if (rec == null) return
+    const now = load ?? this.liveness.get(id)?.load ?? 0
+    this.changes.append('worker_state', () => ({ worker_id: id, controller_id: rec.owner, capabilities: namesOf(rec), from, to: state, load: now }), () => namesOf(rec))
+  }
+
+  private selfPreservationChanged (reason: 'workers' | 'peers', on: boolean): void {
+    this.changes.append('self_preservation', () => ({ controller_id: this.controllerId, on, reason }))
+    this.emit('selfPreservation', reason, on)
   }
 
   private xorEntry (r: WorkerRecord): void {
@@ -357,6 +401,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       if (after == null) {
         this.router.remove(id)
         this.liveness.untrack(id)
+        if (before != null) this.changes.append('worker_removed', () => ({ worker_id: id, controller_id: before.owner, incarnation: before.incarnation, capabilities: namesOf(before) }), () => namesOf(before))
         continue
       }
       this.xorEntry(after)
@@ -375,8 +420,42 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
         this.membership.know(after.owner)
         this.router.upsert(after, this.membership.stateOf(after.owner, id), this.membership.loadOf(after.owner, id))
       }
+      this.recordChange(before, after)
     }
     this.emit('registry', { added })
+  }
+
+  /** A worker added or updated, for watchers: what is known of it now, its view built when first asked for. */
+  private recordChange (before: WorkerRecord | undefined, after: WorkerRecord): void {
+    const own = after.owner === this.controllerId
+    const state = this.router.stateOf(after.worker_id) ?? 'pending'
+    const h = own ? this.liveness.get(after.worker_id) : undefined
+    const load = own ? (h?.load ?? 0) : this.membership.loadOf(after.owner, after.worker_id)
+    const lastHeartbeat = h?.lastHeartbeatAt ?? null
+    const make = (): { worker: WorkerView } => ({ worker: workerView(after, state, load, lastHeartbeat) })
+    if (before == null) this.changes.append('worker_added', make, () => namesOf(after))
+    else this.changes.append('worker_updated', make, () => before.capabilities === after.capabilities ? namesOf(after) : [...new Set([...namesOf(before), ...namesOf(after)])])
+  }
+}
+
+/** The names of the capabilities a worker offers (each once). */
+function namesOf (rec: Pick<WorkerRecord, 'capabilities'>): string[] {
+  const names: string[] = []
+  for (const c of rec.capabilities) if (!names.includes(c.name)) names.push(c.name)
+  return names
+}
+
+function workerView (rec: WorkerRecord, state: WireHealthState, load: number, lastHeartbeatAt: number | null): WorkerView {
+  return {
+    worker_id: rec.worker_id,
+    worker_url: rec.worker_url,
+    capabilities: rec.capabilities,
+    state,
+    last_heartbeat: lastHeartbeatAt != null ? new Date(lastHeartbeatAt).toISOString() : null,
+    load,
+    controller_id: rec.owner,
+    incarnation: rec.incarnation,
+    registered_at: new Date(rec.registered_at).toISOString()
   }
 }
 

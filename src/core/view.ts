@@ -15,6 +15,7 @@ import type {
   CapabilitySummary, DeregisterReply, DrainReply, HealthReply, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
   MeshKeyStatus, MeshReply, PeerStatus, PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, SyncHealth, WorkersReply
 } from '../wire/index.ts'
+import type { ChangeLogPosition, WatchCursor, Watcher, WatchFilter } from './changes.ts'
 import type { ControllerCore } from './core.ts'
 
 /** What the running process knows that the core does not: its network and its disk. */
@@ -86,6 +87,14 @@ export interface ControllerView {
   /** Anti-entropy as a whole (behind: exchanges with some peer keep failing). */
   sync: () => SyncHealth
   store: () => { logBytes: number, snapshotBytes: number } | null
+  /** Where the change log stands (epoch, last index, oldest held, open watchers). O(1). */
+  changes: () => ChangeLogPosition
+  /**
+   * A watcher of what changes from `from` on (null, or a cursor the log
+   * cannot resume from: a snapshot first), through `filter`. It pulls
+   * (`next()`), hears of new changes through `onReady`, and must be closed.
+   */
+  watch: (from: WatchCursor | null, filter: WatchFilter) => Watcher
   /** Subscribes to the controller's events (see ViewEvents). */
   on: <K extends keyof ViewEvents>(event: K, listener: (...args: ViewEvents[K]) => void) => void
   off: <K extends keyof ViewEvents>(event: K, listener: (...args: ViewEvents[K]) => void) => void
@@ -163,6 +172,8 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
     meshKeyIds: () => facts.meshKeys().filter(k => k.accepted).map(k => k.id),
     sync: () => facts.sync(),
     store: () => facts.store(),
+    changes: () => core.changes.position(),
+    watch: (from, filter) => core.changes.watch(from, filter),
     on: (event, listener) => { events.on(event, listener as never) },
     off: (event, listener) => { events.off(event, listener as never) }
   }

@@ -141,6 +141,20 @@ export class ControllerMetrics {
       }
     })
 
+    // ---- watchers: read when scraped
+    new Gauge({
+      name: 'capmesh_watchers',
+      help: 'Open watchers: GET /watch streams and waiting blocking GET /workers queries (at most --max-watchers).',
+      registers,
+      collect () { this.set(view.changes().watchers) }
+    })
+    new Gauge({
+      name: 'capmesh_watch_index',
+      help: 'The index of the last change in this controller\'s change log (per process: it restarts at 0).',
+      registers,
+      collect () { this.set(view.changes().index) }
+    })
+
     // ---- the mesh: read when scraped
     new Gauge({
       name: 'capmesh_mesh_connected_peers',

@@ -5,7 +5,7 @@
  * it. Certificate verification is always on.
  */
 import { createSecureContext } from 'node:tls'
-import { Agent, buildConnector, request } from 'undici'
+import { Agent, buildConnector, Client, request } from 'undici'
 
 export interface HttpsClientInit {
   /** PEM CA certificate(s) to trust. */
@@ -27,10 +27,29 @@ export interface JsonResponse<T = any> {
   body: T
 }
 
+/** A response whose body is read as it arrives (Server-Sent Events). */
+export interface StreamResponse {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  /** The body as it arrives. */
+  body: AsyncIterable<Uint8Array>
+  /** Closes the stream and its connection (idempotent). */
+  close: () => void
+}
+
 export interface HttpsClient {
   /** Sends `body` as JSON (if given) and parses the JSON reply; non-JSON replies come back as text. */
   /** `opts.token`: a bearer token for this request instead of the client's (callers sharing one client's connections). */
   json: <T = any>(method: 'GET' | 'POST', url: string, body?: unknown, opts?: { timeoutMs?: number, signal?: AbortSignal, token?: string }) => Promise<JsonResponse<T>>
+  /**
+   * A GET whose body is streamed (e.g. `/watch`): answers once the headers
+   * are in (within the timeout), then the body has no time limit; the
+   * caller reads it and closes it when done (or aborts `signal`). Each
+   * stream has a connection of its own, closed with it: a pooled one,
+   * destroyed mid-body, made undici open a spare connection that then kept
+   * the server's close waiting for its request timeout.
+   */
+  stream: (url: string, opts?: { headers?: Record<string, string>, timeoutMs?: number, signal?: AbortSignal }) => Promise<StreamResponse>
   close: () => Promise<void>
 }
 
@@ -88,6 +107,45 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
       let parsed: unknown = text
       if (String(res.headers['content-type'] ?? '').includes('json') && text.length > 0) parsed = JSON.parse(text)
       return { status: res.statusCode, headers: res.headers, body: parsed as any }
+    },
+    async stream (url, opts = {}) {
+      const t = opts.timeoutMs ?? timeoutMs
+      // The timeout covers connecting and the headers (a black-holed peer), not the body that follows.
+      const ac = new AbortController()
+      const timer = setTimeout(() => { ac.abort(new Error(`no answer within ${t} ms`)) }, t)
+      const onAbort = (): void => { ac.abort(opts.signal?.reason) }
+      if (opts.signal?.aborted === true) onAbort()
+      else opts.signal?.addEventListener('abort', onAbort, { once: true })
+      const own = new Client(new URL(url).origin, { connect, pipelining: 1, headersTimeout: t, bodyTimeout: 0 })
+      const close = (): void => {
+        ac.abort()
+        void own.destroy().catch(() => {})
+      }
+      ac.signal.addEventListener('abort', close, { once: true })
+      try {
+        const pending = request(url, {
+          method: 'GET',
+          dispatcher: own,
+          signal: ac.signal,
+          headers: { accept: 'text/event-stream', ...opts.headers, ...auth() },
+          headersTimeout: t,
+          // Silence between events is normal on a stream: the reader keeps its own idle timer.
+          bodyTimeout: 0
+        })
+        pending.catch(() => {})
+        const aborted = new Promise<never>((_resolve, reject) => {
+          if (ac.signal.aborted) reject(ac.signal.reason)
+          else ac.signal.addEventListener('abort', () => { reject(ac.signal.reason) }, { once: true })
+        })
+        aborted.catch(() => {})
+        const res = await Promise.race([pending, aborted])
+        return { status: res.statusCode, headers: res.headers, body: res.body, close }
+      } catch (err) {
+        close()
+        throw err
+      } finally {
+        clearTimeout(timer)
+      }
     },
     async close () {
       await dispatcher.close()

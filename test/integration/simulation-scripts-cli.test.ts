@@ -27,6 +27,10 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
       'router-workers': '100000', 'decision-time': '300ms', 'skip-http': 'off', 'skip-decision': 'off', only: 'not set', 'load-generator': 'off'
     }
   },
+  'simulations/bench/route-client.ts': {
+    script: 'bench:route-client',
+    options: { workers: '1000', capabilities: '10', routes: '200000', 'http-routes': '5000', registrations: '200', gap: '20ms' }
+  },
   'simulations/bench/mesh.ts': {
     script: 'bench:mesh',
     options: {

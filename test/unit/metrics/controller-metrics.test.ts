@@ -42,6 +42,13 @@ describe('controller metrics', () => {
     s = parseMetrics(await m.text())
     expect(s.sum('capmesh_workers')).toBe(2)
     expect(s.sum('capmesh_own_workers', { state: 'healthy' })).toBe(1)
+    // Three registrations, a drain, a removal: five changes; one watcher open.
+    const w = c.changes.watch(null, { capabilities: null, kinds: null })
+    s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_watch_index')).toBe(5)
+    expect(s.sum('capmesh_watchers')).toBe(1)
+    w.close()
+    expect(parseMetrics(await m.text()).sum('capmesh_watchers')).toBe(0)
   })
 
   it('count the controller\'s events until closed', async () => {
