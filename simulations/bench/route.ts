@@ -33,7 +33,7 @@ import type { Capability } from '../../src/registry/index.ts'
 import type { RouteQuery } from '../../src/routing/index.ts'
 import { DEFAULT_IDEMPOTENCY_MAX_KEYS } from '../../src/constants.ts'
 import { NoHealthyWorkerError, NoWorkerError } from '../../src/errors.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { scriptArgs } from '../args.ts'
 
@@ -75,6 +75,9 @@ interface RunRequest {
   origin: string
   path: string
   ca: string
+  /** The client identity the generator presents (controllers ask who is calling). */
+  cert: string
+  key: string
   bodies: string[]
   connections: number
   pipelining: number
@@ -129,7 +132,7 @@ async function drive (req: RunRequest): Promise<RunResult> {
   const pool = new Pool(req.origin, {
     connections: req.connections,
     pipelining: req.pipelining,
-    connect: { ca: req.ca },
+    connect: { ca: req.ca, cert: req.cert, key: req.key },
     keepAliveTimeout: 60_000
   })
   const headers = { 'content-type': 'application/json' }
@@ -398,6 +401,8 @@ interface Measured extends RunResult {
 async function httpPhase (opts: Options, root: string, cleanups: Array<() => Promise<void>>): Promise<Measured[]> {
   const tlsDir = join(root, 'tls')
   const tls = await ensureTls({ dir: tlsDir, hosts: [HOST] })
+  // Controllers ask who is calling: the load generator routes as a client (the bare server ignores it).
+  const caller = await issueIdentity({ dir: tlsDir, role: 'client', name: 'bench' })
 
   // The controller as `capmesh controller` runs it, with every production
   // default (30 s / 60 s / 120 s health, its mesh timers, persistence);
@@ -409,7 +414,9 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
     p2pPort: 0,
     dataDir: join(root, 'bench'),
     tlsDir,
-    logLevel: 'silent'
+    logLevel: 'silent',
+    // One identity makes every request: far above the per-identity default (10k/s), the limiter still runs.
+    rateLimit: 1_000_000
   })
   const controller = new Controller({ config })
   await controller.start()
@@ -463,6 +470,8 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
     origin: t.origin,
     path: '/route',
     ca: tls.ca,
+    cert: caller.cert,
+    key: caller.key,
     bodies,
     connections: opts.connections,
     pipelining: opts.pipelining,
