@@ -92,6 +92,18 @@ const strings: Parser<string[]> = (v, k) => {
   if (!Array.isArray(list) || list.some(x => typeof x !== 'string' || x.length === 0)) throw new ConfigError(`${k}: expected a list of non-empty strings, got ${JSON.stringify(v)}`)
   return list as string[]
 }
+/** An http(s) URL (an OTLP/HTTP collector). */
+const httpUrl: Parser<string> = (v, k) => {
+  const s = str(v, k)
+  let u: URL
+  try {
+    u = new URL(s)
+  } catch {
+    throw new ConfigError(`${k}: "${s}" is not a URL (e.g. https://collector:4318)`)
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new ConfigError(`${k}: "${s}" must be an http(s) URL`)
+  return s
+}
 const trustDomain: Parser<string> = (v, k) => {
   const s = str(v, k)
   if (!C.TRUST_DOMAIN.test(s)) throw new ConfigError(`${k}: "${s}" is not a trust domain (lower-case letters, digits, . _ -)`)
@@ -168,6 +180,8 @@ export const CONTROLLER_OPTIONS = {
   watchKeepalive: option({ key: 'watchKeepaliveMs', parse: duration, value: 'duration', description: 'a keepalive comment to every watcher this often; one that reads nothing for 4 of them is cut off', default: C.DEFAULT_WATCH_KEEPALIVE_MS }),
   idempotencyTtl: option({ key: 'idempotencyTtlMs', parse: duration, value: 'duration', description: 'how long an idempotency_key keeps its worker', default: C.DEFAULT_IDEMPOTENCY_TTL_MS }),
   fsync: option({ key: 'fsync', parse: bool, value: 'bool', description: 'fsync every registry write (power-loss safety, at a latency cost)', default: C.DEFAULT_FSYNC }),
+  otlpEndpoint: option({ key: 'otlpEndpoint', parse: httpUrl, value: 'url', description: 'export OpenTelemetry spans over OTLP/HTTP (JSON) to this collector, at URL/v1/traces; https is verified against the system roots and the mesh CA. Unset: the OTEL_* variables decide (off when none is set)', defaultText: 'off' }),
+  traceHeartbeats: option({ key: 'traceHeartbeats', parse: count, value: 'n', description: 'with tracing on, one heartbeat in n gets a span; 0: none', default: C.DEFAULT_TRACE_HEARTBEAT_EVERY }),
   logLevel: option({ key: 'logLevel', parse: logLevel, value: 'level', description: `log level: ${LOG_LEVELS.join(', ')}`, default: 'info' as LogLevel })
 } as const
 

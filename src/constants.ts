@@ -331,3 +331,42 @@ export const DEFAULT_TOKEN_CLOCK_TOLERANCE_SEC = 30
 export const DEFAULT_TOKEN_CACHE_SIZE = 10_000
 /** Route-policy decisions remembered per (identity, capability); the oldest is forgotten first. */
 export const DEFAULT_POLICY_CACHE_SIZE = 10_000
+
+// Tracing (OpenTelemetry; off unless --otlp-endpoint or OTEL_* asks for it)
+/** One heartbeat in this many gets a span: a worker heartbeats every 30 s, and a span each would outnumber everything else traced. */
+export const DEFAULT_TRACE_HEARTBEAT_EVERY = 100
+/** Trace contexts one gossip message carries at most (a tick's batch of traced writes); 25 bytes each. */
+export const MAX_GOSSIP_TRACE_CONTEXTS = 16
+/** Contexts of writes heard of but not applied (out of order, or announced by a sync hint) kept for the next anti-entropy apply to link to. */
+export const MAX_PENDING_SYNC_LINKS = 64
+/** How long such a context waits for an anti-entropy apply before it is forgotten (ms). */
+export const PENDING_SYNC_LINK_TTL_MS = 60_000
+/** Worker ids a span lists (`capmesh.worker_ids`); the count is always there. */
+export const MAX_SPAN_WORKER_IDS = 32
+/** service.name of a controller's spans (OTEL_SERVICE_NAME overrides it). */
+export const TRACE_SERVICE_CONTROLLER = 'capmesh-controller'
+/** service.name of the CLI's spans. */
+export const TRACE_SERVICE_CLI = 'capmesh-cli'
+/** service.name of `capmesh worker`'s spans (the demo worker and its agent). */
+export const TRACE_SERVICE_WORKER = 'capmesh-worker'
+/** Attribute names on capmesh's spans (one place, so that the controller, gossip and the agent agree). */
+export const SPAN_ATTR = {
+  /** The controller that made the span. */
+  controllerId: 'capmesh.controller.id',
+  /** The controller whose gossip message an apply span applies. */
+  from: 'capmesh.from',
+  /** The worker a request names (`worker_id` of its body). */
+  workerId: 'capmesh.worker_id',
+  /** Workers the registry change made under the span touched (at most MAX_SPAN_WORKER_IDS). */
+  workerIds: 'capmesh.worker_ids',
+  /** How many workers that change touched. */
+  workersChanged: 'capmesh.workers_changed',
+  /** The capmesh error code of a refused request. */
+  error: 'capmesh.error',
+  /** Traced writes one gossip message carried (one apply span each). */
+  batchTraces: 'capmesh.batch.traces',
+  /** Size of an applied update (bytes). */
+  updateBytes: 'capmesh.update.bytes',
+  /** Whether an anti-entropy apply changed the registry. */
+  changed: 'capmesh.changed'
+} as const

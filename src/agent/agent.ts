@@ -20,9 +20,18 @@
  *   to eight heartbeat intervals, with jitter.
  *
  * Only the wire contract is used: any controller speaking it will do.
+ *
+ * **Tracing** through @opentelemetry/api alone (a no-op unless the
+ * application registered an OpenTelemetry SDK): attaching, draining and
+ * deregistering are spans of the agent (`capmesh.agent.*`), and every call
+ * carries the active context (utils/https-client.ts), so the controller's
+ * `/register` span and its apply on every other controller join the
+ * worker's trace. Heartbeats and the attach rounds they trigger run in the
+ * root context: they do not join whatever trace `start()` was called in.
  */
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
+import { ROOT_CONTEXT, SpanStatusCode, context, trace, type Attributes } from '@opentelemetry/api'
 import pRetry, { AbortError } from 'p-retry'
 import * as C from '../constants.ts'
 import {
@@ -124,6 +133,9 @@ function retryAfterOf (h: string | string[] | undefined): number | null {
   return Number.isFinite(at) ? Math.max(0, at - Date.now()) : null
 }
 
+/** The agent's spans go to the process's global tracer provider (none, a no-op, unless the application registered one). */
+const tracer = trace.getTracer('capmesh-agent')
+
 /** `ms` give or take a quarter, so that workers told the same wait do not come back in step. */
 const jitter = (ms: number): number => ms * (0.75 + Math.random() / 2)
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms).unref()) }
@@ -205,7 +217,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     }
     const every = this.init.reprobeIntervalMs ?? C.DEFAULT_AGENT_REPROBE_MS
     if (every > 0) {
-      this.reprobeTimer = setInterval(() => { void this.exclusive(async () => { await this.reprobe() }) }, every)
+      this.reprobeTimer = setInterval(() => { context.with(ROOT_CONTEXT, () => { void this.exclusive(async () => { await this.reprobe() }) }) }, every)
       this.reprobeTimer.unref()
     }
   }
@@ -213,8 +225,11 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   /** Marks the worker draining: still listed, no new routes. */
   async drain (): Promise<void> {
     this._state = 'draining'
-    if (this.current != null) {
-      await this.call(this.current.url, '/drain', { worker_id: this.workerId, incarnation: this._incarnation }, this.interval).catch(() => {})
+    const current = this.current
+    if (current != null) {
+      await this.traced('capmesh.agent.drain', { 'server.address': current.url }, async () => {
+        await this.call(current.url, '/drain', { worker_id: this.workerId, incarnation: this._incarnation }, this.interval)
+      }).catch(() => {})
     }
     this.emit('draining', { controller: this.current?.url ?? null })
   }
@@ -249,6 +264,10 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   }
 
   private async deregisterSomewhere (attached: string): Promise<void> {
+    await this.traced('capmesh.agent.deregister', {}, async () => { await this.deregisterAt(attached) })
+  }
+
+  private async deregisterAt (attached: string): Promise<void> {
     const timeoutMs = Math.min(this.interval, 5000)
     for (const url of [attached, ...this.order(attached).filter(u => u !== attached)]) {
       try {
@@ -288,7 +307,26 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     return [...open, ...held, ...(exclude != null ? [exclude] : [])]
   }
 
+  /** Runs `fn` as a span of the agent (recording its failure). */
+  private async traced<T> (name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
+    return await tracer.startActiveSpan(name, { attributes: { [C.SPAN_ATTR.workerId]: this.workerId, ...attributes } }, async span => {
+      try {
+        return await fn()
+      } catch (err) {
+        span.recordException(err as Error)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message })
+        throw err
+      } finally {
+        span.end()
+      }
+    })
+  }
+
   private async attach (reason: AttachReason, exclude?: string): Promise<void> {
+    await this.traced('capmesh.agent.attach', { 'capmesh.attach.reason': reason }, async () => { await this.attachNow(reason, exclude) })
+  }
+
+  private async attachNow (reason: AttachReason, exclude?: string): Promise<void> {
     const failures: Array<{ controller: string, error: string }> = []
     for (const url of this.order(exclude)) {
       // stop() may have been called while a failover was in flight: don't attach anywhere new.
@@ -411,13 +449,14 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
    */
   private schedule (delay = this.interval): void {
     if (this._state === 'stopped') return
-    this.timer = setTimeout(() => {
+    // Beats run in the root context: not in the trace of whatever called start().
+    this.timer = setTimeout(() => context.with(ROOT_CONTEXT, () => {
       const started = performance.now()
       void this.exclusive(async () => { await this.beat() }).finally(() => {
         const now = performance.now()
         this.schedule(this.current == null ? this.detachedDelay() : Math.max(0, this.interval - (now - started), this.holdOffUntil - now))
       })
-    }, delay)
+    }), delay)
     this.timer.unref()
   }
 
@@ -460,7 +499,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         // The controller lost its state (restart with an empty data dir), or it holds a newer
         // attachment of this worker id elsewhere than here: register again right away.
         this.counters.reregistrations++
-        await this.registerWithRetry(url)
+        await this.traced('capmesh.agent.attach', { 'capmesh.attach.reason': 'reregister' }, async () => await this.registerWithRetry(url))
         this.emit('reregistered', { controller: url, incarnation: this._incarnation })
         if (this._state === 'draining') await this.drain()
         return

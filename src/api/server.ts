@@ -17,6 +17,7 @@ import { authPlugin, type AuthInit } from './plugins/auth.ts'
 import { errorHandler } from './plugins/errors.ts'
 import { limitsPlugin, type LimitsInit } from './plugins/limits.ts'
 import { metricsPlugin } from './plugins/metrics.ts'
+import { tracingPlugin, type ApiTracing } from './plugins/tracing.ts'
 import { watchersPlugin } from './plugins/watchers.ts'
 import { deregisterRoute } from './routes/deregister.ts'
 import { healthRoute, meshRoute } from './routes/health.ts'
@@ -41,6 +42,8 @@ export interface ApiInit extends ApiComponents {
   logger?: FastifyBaseLogger
   /** Where the audit trail goes (every registry-changing request). @default none */
   audit?: FastifyBaseLogger
+  /** Spans for the traced endpoints, W3C trace context from callers (see plugins/tracing.ts). @default none: tracing off, no hooks */
+  tracing?: ApiTracing
 }
 
 export async function buildApi (init: ApiInit): Promise<Api> {
@@ -64,6 +67,8 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   } as unknown as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as Api
 
   errorHandler(app)
+  // First: its span covers what the other plugins refuse, and its onRoute hook must precede the routes.
+  tracingPlugin(app, init.tracing)
   authPlugin(app, { ...init.auth, policy: init.policy })
   await limitsPlugin(app, init.limits)
   metricsPlugin(app, init)

@@ -13,6 +13,7 @@ import { CapmeshError, ConfigError } from '../errors.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { CALLER_FLAGS, callerTls, type CallerOptions } from './caller.ts'
 import { stopOnSignal, stopWithParent } from './signals.ts'
+import { traced, workerTracing } from './tracing.ts'
 import { parseDuration } from '../utils/duration.ts'
 
 const program = new Command()
@@ -141,7 +142,7 @@ calling(state.command('export')
   .option('--ca <file>', 'CA certificate to trust (PEM; default: <tls-dir>/ca.pem)')
   .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls')
   .option('--out <file>', 'output file (default: stdout)'))
-  .action(async (opts: CallerOptions & { controller: string, out?: string }) => {
+  .action(traced('state export', async (opts: CallerOptions & { controller: string, out?: string }) => {
     const client = httpsClient(callerTls(opts, ['operator']))
     try {
       const res = await client.json('GET', new URL('/state/export', opts.controller).href)
@@ -153,14 +154,14 @@ calling(state.command('export')
     } finally {
       await client.close()
     }
-  })
+  }))
 calling(state.command('import')
   .description('merge a portable registry document into a controller (needs an operator identity)')
   .argument('<file>', 'document written by `capmesh state export`')
   .requiredOption('--controller <url>', 'controller URL')
   .option('--ca <file>', 'CA certificate to trust (PEM; default: <tls-dir>/ca.pem)')
   .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls'))
-  .action(async (file: string, opts: CallerOptions & { controller: string }) => {
+  .action(traced('state import', async (file: string, opts: CallerOptions & { controller: string }) => {
     const client = httpsClient(callerTls(opts, ['operator']))
     try {
       const doc = JSON.parse(readFileSync(file, 'utf8')) as unknown
@@ -170,7 +171,7 @@ calling(state.command('import')
     } finally {
       await client.close()
     }
-  })
+  }))
 
 calling(program.command('route')
   .description('ask a controller for a worker (and, with --invoke, call it)')
@@ -179,7 +180,7 @@ calling(program.command('route')
   .option('--controller <url>', 'controller URL', 'https://127.0.0.1:9000')
   .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and client.pem or operator.pem if there)', '.capmesh/tls')
   .option('--invoke [text]', 'also POST {text} to the chosen worker\'s /invoke'))
-  .action(async (opts: CallerOptions & { verb: string, capability: string, controller: string, invoke?: string | boolean }) => {
+  .action(traced('route', async (opts: CallerOptions & { verb: string, capability: string, controller: string, invoke?: string | boolean }) => {
     const client = httpsClient({ ...callerTls(opts, ['client', 'operator']), timeoutMs: 10_000 })
     try {
       const res = await client.json('POST', new URL('/route', opts.controller).href, { verb: opts.verb, capability: opts.capability })
@@ -197,7 +198,7 @@ calling(program.command('route')
     } finally {
       await client.close()
     }
-  })
+  }))
 
 calling(program.command('status')
   .description('how each controller and the mesh are doing; exits 1 unless every controller answers, all agree, none is behind or in self-preservation (needs an operator identity)')
@@ -205,7 +206,7 @@ calling(program.command('status')
   .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls')
   .option('--timeout <duration>', 'how long to wait for each controller', '5s')
   .option('--json', 'print JSON instead of a table'))
-  .action(async (opts: CallerOptions & { controller?: string[], timeout: string, json?: boolean }) => {
+  .action(traced('status', async (opts: CallerOptions & { controller?: string[], timeout: string, json?: boolean }) => {
     const urls = opts.controller ?? ['https://127.0.0.1:9000', 'https://127.0.0.1:9001', 'https://127.0.0.1:9002']
     const timeoutMs = parseDuration(opts.timeout, '--timeout')
     const { formatStatus, meshStatus } = await import('./status.ts')
@@ -217,7 +218,7 @@ calling(program.command('status')
     } finally {
       await client.close()
     }
-  })
+  }))
 
 program.command('worker')
   .description('start a demo worker: serves its capability over HTTPS and stays attached through the agent')
@@ -233,7 +234,7 @@ program.command('worker')
   .option('--key <file>', 'its private key (PEM)')
   .option('--token <jwt>', 'a bearer token to call as instead of a certificate (@FILE reads it from a file)')
   .action(async (opts: CallerOptions & { id: string, capability: string[], controllers: string, tlsDir: string, host: string, port: string, heartbeatInterval: string, affinity?: string }) => {
-    const { startDemoWorker } = await import('./worker.ts')
+    const [{ startDemoWorker }, tracing] = await Promise.all([import('./worker.ts'), workerTracing()])
     // Only what the flags give; without any, the worker uses (or issues) its own identity.
     const caller = opts.cert != null || opts.key != null || opts.token != null ? callerTls(opts, []) : null
     const identity = caller == null ? undefined : caller.cert != null ? { cert: caller.cert, key: caller.key! } : { token: caller.token as string }
@@ -251,6 +252,7 @@ program.command('worker')
     stopOnSignal(async () => {
       await w.agent.drain()
       await w.stop()
+      await tracing?.shutdown()
     })
   })
 

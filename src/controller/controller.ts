@@ -14,8 +14,14 @@
  * last two also when they change (a stat every MESH_FILES_POLL_MS), so a
  * key rotation or a new controller needs no signal. A file that does not
  * parse leaves what is in force and is logged, once per version.
+ *
+ * Tracing (tracing/, off unless `--otlp-endpoint` or OTEL_* ask for it) is
+ * started once TLS is ready (an https collector may be signed by the mesh
+ * CA); its tracer goes to the API and the mesh, and it is flushed and shut
+ * down last on stop.
  */
 import { EventEmitter } from 'node:events'
+import { trace } from '@opentelemetry/api'
 import { pino, type Logger } from 'pino'
 import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
@@ -30,8 +36,10 @@ import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MESH_FILES_POLL_MS } from '../constants.ts'
+import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
 import { TlsError } from '../errors.ts'
+import type { WorkerChange } from '../registry/index.ts'
+import { startTracing, type Tracing } from '../tracing/index.ts'
 import { fileStamp } from '../utils/files.ts'
 import { claimDataDir, Persistence, releaseDataDir } from './persistence.ts'
 
@@ -70,6 +78,7 @@ export class Controller {
   /** The peer allow list in force. */
   private admission: Admission | null = null
   private metrics: ControllerMetrics | null = null
+  private tracing: Tracing | null = null
   private timers: NodeJS.Timeout[] = []
   private restored = 0
   /** The route policy in force (the file's, with --deny-identity), replaced on reloadPolicy(). */
@@ -126,6 +135,18 @@ export class Controller {
     this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: [cfg.host] })
     if (this.tls.createdCa) this.log.info({ ca: this.tls.caPath }, 'created a local development CA')
     this.meshKeysStamp = fileStamp(cfg.meshKey)
+    this.tracing = await startTracing({
+      serviceName: TRACE_SERVICE_CONTROLLER,
+      instanceId: cfg.id,
+      attributes: { [SPAN_ATTR.controllerId]: cfg.id },
+      endpoint: cfg.otlpEndpoint,
+      ca: [this.tls.ca],
+      onExportFailure: (err, info) => { this.log.warn({ err: err.message, ...info }, 'could not export spans to the OTLP collector (logged once a minute)') }
+    })
+    if (this.tracing != null) {
+      this.log.info({ exporting: this.tracing.exporting, heartbeats: cfg.traceHeartbeats }, 'tracing on')
+      core.registry.on('change', annotateSpan)
+    }
     const meshKey = ensureMeshKey(cfg.meshKey)
     this.meshKeys = meshKey.keys
     if (meshKey.created) this.log.info({ meshKey: cfg.meshKey }, 'created a mesh key: every controller of this mesh needs a copy of it')
@@ -176,6 +197,7 @@ export class Controller {
         }
       },
       faults: this.faults,
+      tracer: this.tracing?.tracer,
       log: this.log.child({ component: 'mesh' })
     })
     mesh.on('heard', (id, peerId) => { membership.heard(id, peerId) })
@@ -224,7 +246,8 @@ export class Controller {
       metrics: this.metrics,
       watch: { maxWatchers: cfg.maxWatchers, bufferBytes: cfg.watchBufferBytes, keepaliveMs: cfg.watchKeepaliveMs },
       logger: this.log.child({ component: 'api' }, { level: cfg.logLevel === 'debug' || cfg.logLevel === 'trace' ? cfg.logLevel : 'warn' }),
-      audit: this.log.child({ component: 'audit' })
+      audit: this.log.child({ component: 'audit' }),
+      tracing: this.tracing == null ? undefined : { tracer: this.tracing.tracer, propagator: this.tracing.propagator, heartbeatEvery: cfg.traceHeartbeats, controllerId: cfg.id }
     })
     await this.app.listen({ host: cfg.host, port: cfg.httpsPort })
 
@@ -323,6 +346,12 @@ export class Controller {
     this.persistence?.close()
     this.persistence = null
     releaseDataDir(this.config.dataDir)
+    if (this.tracing != null) {
+      this.core.registry.off('change', annotateSpan)
+      // Last: the spans of everything stopped above are exported, not lost (within TRACING_SHUTDOWN_MS).
+      await this.tracing.shutdown().catch((err: Error) => { this.log.warn({ err: err.message }, 'tracing did not shut down cleanly') })
+      this.tracing = null
+    }
   }
 
   /** The core's events: logged, and passed on to the view's listeners. */
@@ -377,6 +406,19 @@ export class Controller {
       auth: () => ({ mode: cfg.auth, trust_domain: cfg.trustDomain, health: cfg.healthAuth })
     }
   }
+}
+
+/**
+ * Names the workers a registry change touched on the span active when it
+ * happened: a request's (the registration it made) or a mesh apply's (what
+ * a peer's update brought). Registry changes are synchronous, so the active
+ * span is the one that caused them.
+ */
+function annotateSpan (changes: WorkerChange[]): void {
+  const span = trace.getActiveSpan()
+  if (span == null || !span.isRecording()) return
+  span.setAttribute(SPAN_ATTR.workerIds, changes.slice(0, MAX_SPAN_WORKER_IDS).map(c => c.workerId))
+  span.setAttribute(SPAN_ATTR.workersChanged, changes.length)
 }
 
 function readPem (file: string): string {

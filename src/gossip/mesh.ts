@@ -14,6 +14,8 @@
  * - anti-entropy (the protocol in sync.ts, scheduled by exchanges.ts) runs
  *   when a connection opens, on a hint, and every `syncIntervalMs` with a
  *   peer that seems to differ (now and then with any);
+ * - given a `tracer`, local writes carry their trace context in the
+ *   envelope and applying them here is a span of the same trace (tracing.ts);
  * - a reconnect loop (dialer.ts) re-dials bootstrap addresses and known
  *   controllers, so a healed partition or a restarted peer rejoins by itself.
  *
@@ -39,16 +41,17 @@ import type { Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
+import type { Tracer } from '@opentelemetry/api'
 import { createLibp2p } from 'libp2p'
 import type { Logger } from 'pino'
 import {
   CONNECTION_PING_INTERVAL_MS, DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_BYTES, DEFAULT_P2P_PORT, DEFAULT_RECONNECT_INTERVAL_MS,
   DEFAULT_HOST, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS, GOSSIP_MESH_DEGREE, INBOUND_CONNECTIONS_PER_SECOND,
-  MESH_KEY_HANDSHAKE_TIMEOUT_MS, SYNC_MAX_INBOUND_STREAMS
+  MAX_GOSSIP_TRACE_CONTEXTS, MESH_KEY_HANDSHAKE_TIMEOUT_MS, SYNC_MAX_INBOUND_STREAMS
 } from '../constants.ts'
 import type { Admission, RefusalReason } from './admission.ts'
 import { Dialer } from './dialer.ts'
-import { decodeEnvelope, encodeEnvelope, Kind, type Envelope } from './envelope.ts'
+import { decodeEnvelope, encodeEnvelope, Kind, TRACE_CONTEXT_BYTES, type Envelope } from './envelope.ts'
 import { Exchanges, type BehindPeer } from './exchanges.ts'
 import type { NetworkFaults } from './faults.ts'
 import { loadOrCreatePeerKey } from './keys.ts'
@@ -56,14 +59,15 @@ import { PeerTable, type PeerView } from './peers.ts'
 import { meshKeyId } from './mesh-key.ts'
 import { MeshKeyMismatchError, PrivateNetwork } from './private-network.ts'
 import type { Replica } from './replica.ts'
-import { SYNC_PROTOCOL, type SyncFailureReason, type SyncResult } from './sync.ts'
+import { SYNC_PROTOCOL, type SyncFailureReason, type SyncReplica, type SyncResult } from './sync.ts'
+import { PendingLinks, tracedApply, tracedSyncApply, WriteTraces } from './tracing.ts'
 import { useHalfWindowUpdates } from './yamux-window.ts'
 
 export const REGISTRY_TOPIC = 'capmesh/registry/3'
 
 const NO_BYTES = new Uint8Array(0)
-/** Room for the envelope around an update in a gossip message. */
-const ENVELOPE_BYTES = 80
+/** Room for the envelope around an update in a gossip message (header, controller id, trace contexts). */
+const ENVELOPE_BYTES = 80 + 1 + MAX_GOSSIP_TRACE_CONTEXTS * TRACE_CONTEXT_BYTES
 
 function fastMessageId (msg: { from?: Uint8Array, seqno?: Uint8Array, topic: string, data?: Uint8Array }): string {
   return createHash('sha1').update(msg.from ?? NO_BYTES).update(msg.seqno ?? NO_BYTES).update(msg.topic).update(msg.data ?? NO_BYTES).digest('base64')
@@ -122,6 +126,11 @@ export interface MeshInit {
   topics?: Record<string, TopicHandler<any>>
   /** Simulated partitions, loss and delay (tests and simulations). @default none */
   faults?: NetworkFaults
+  /**
+   * Trace registry writes across the mesh with this tracer: local writes carry their trace context
+   * in the envelope, applies are spans (tracing.ts). @default none: no context is read or sent
+   */
+  tracer?: Tracer
   log: Logger
 }
 
@@ -183,6 +192,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly checked = new WeakMap<Uint8Array, Checked>()
   private pending: Uint8Array[] = []
   private flushQueued = false
+  private readonly tracer: Tracer | null
+  /** Trace contexts of the pending writes (with a tracer). */
+  private readonly writeTraces = new WriteTraces()
+  /** Writes heard of but not applied, for the next anti-entropy apply to link to (with a tracer). */
+  private readonly pendingLinks = new PendingLinks()
   private timers: NodeJS.Timeout[] = []
   private unsubscribe: (() => void) | null = null
   private stopped = false
@@ -197,10 +211,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.faults = init.faults ?? null
     this.admission = init.admission ?? null
     this.pnet = new PrivateNetwork({ keys: init.meshKeys, timeoutMs: MESH_KEY_HANDSHAKE_TIMEOUT_MS, onMismatch: addr => { this.onMismatch(addr) } })
+    this.tracer = init.tracer ?? null
     const blocked = (p: string): boolean => this.faults?.blocked(p) ?? false
     this.exchanges = new Exchanges({
       controllerId: init.controllerId,
-      replica: init.replica,
+      replica: this.syncReplica(),
       peers: this.peers,
       log: init.log,
       peerId: () => this.peerId,
@@ -552,7 +567,22 @@ export class Mesh extends EventEmitter<MeshEvents> {
     })().finally(() => { this.rekeying = null })
   }
 
+  /** The replica anti-entropy applies to: with a tracer, each apply that changes something is a span. */
+  private syncReplica (): SyncReplica {
+    const r = this.replica
+    const tracer = this.tracer
+    if (tracer == null) return r
+    return {
+      stateVector: () => r.stateVector(),
+      checkStateVector: sv => { r.checkStateVector(sv) },
+      diff: sv => r.diff(sv),
+      apply: (update, token) => tracedSyncApply(tracer, this.pendingLinks, this.init.controllerId, update.length, () => r.apply(update, token))
+    }
+  }
+
   private queue (update: Uint8Array): void {
+    // Synchronously inside the write: the active context is the write's.
+    if (this.tracer != null) this.writeTraces.captureActive()
     this.pending.push(update)
     if (!this.flushQueued) {
       this.flushQueued = true
@@ -566,17 +596,19 @@ export class Mesh extends EventEmitter<MeshEvents> {
     const pending = this.pending
     this.pending = []
     const controllerId = this.init.controllerId
+    const traces = this.writeTraces.take()
     // Size first: merging is super-linear in the number of updates, and a batch this big travels by sync anyway.
     const bytes = pending.reduce((n, u) => n + u.length, 0)
     if (bytes + ENVELOPE_BYTES <= this.maxMessageBytes) {
       const update = pending.length === 1 ? pending[0] : this.replica.merge(pending)
       if (update.length + ENVELOPE_BYTES <= this.maxMessageBytes) {
-        this.send(REGISTRY_TOPIC, { kind: Kind.update, controllerId, payload: update })
+        this.send(REGISTRY_TOPIC, { kind: Kind.update, controllerId, payload: update, traces })
         return
       }
     }
-    // Too big for one gossip message (a compaction of a large segment): peers pull it by sync.
-    this.send(REGISTRY_TOPIC, { kind: Kind.hint, controllerId, payload: NO_BYTES })
+    // Too big for one gossip message (a compaction of a large segment): peers pull it by sync,
+    // and link that exchange's apply to the writes announced here.
+    this.send(REGISTRY_TOPIC, { kind: Kind.hint, controllerId, payload: NO_BYTES, traces })
   }
 
   private send (topic: string, e: Envelope): void {
@@ -616,8 +648,12 @@ export class Mesh extends EventEmitter<MeshEvents> {
       if (msg.topic === REGISTRY_TOPIC) {
         if (env.kind === Kind.update) {
           const c = this.replica.check(env.payload)
-          // Out of order, not malformed: drop it without blaming the sender; anti-entropy will bring it.
-          if (!c.ok && c.missing) return TopicValidatorResult.Ignore
+          // Out of order, not malformed: drop it without blaming the sender; anti-entropy will bring it
+          // (and its apply links to these writes).
+          if (!c.ok && c.missing) {
+            if (this.tracer != null) this.pendingLinks.add(env.traces)
+            return TopicValidatorResult.Ignore
+          }
           if (!c.ok) throw new Error(c.reason)
           value = c.token
         } else if (env.kind !== Kind.hint) {
@@ -640,6 +676,16 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
   }
 
+  private applyUpdate (env: Envelope, token: unknown): void {
+    const tracer = this.tracer
+    if (tracer == null) {
+      this.replica.apply(env.payload, token)
+      return
+    }
+    const info = { controllerId: this.init.controllerId, from: env.controllerId, topic: REGISTRY_TOPIC, bytes: env.payload.length }
+    tracedApply(tracer, env.traces, info, () => this.replica.apply(env.payload, token))
+  }
+
   private onMessage (msg: Message): void {
     if (this.faults != null) this.faults.message(() => { this.handleMessage(msg) })
     else this.handleMessage(msg)
@@ -658,8 +704,11 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.emit('heard', env.controllerId, from)
     try {
       if (msg.topic === REGISTRY_TOPIC) {
-        if (env.kind === Kind.update) this.replica.apply(env.payload, value)
-        else this.exchanges.want(from)
+        if (env.kind === Kind.update) this.applyUpdate(env, value)
+        else {
+          if (this.tracer != null) this.pendingLinks.add(env.traces)
+          this.exchanges.want(from)
+        }
       } else {
         this.topics[msg.topic]?.deliver(value, { controllerId: env.controllerId, peerId: from })
       }

@@ -362,9 +362,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /**
    * Merges an update from a peer, an import or the data dir. It is checked
    * first (validateUpdate); a malformed update throws InvalidStateError and
-   * changes nothing. Merging is idempotent and order-independent.
+   * changes nothing. Merging is idempotent and order-independent. True if
+   * it changed the document.
    */
-  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): void {
+  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): boolean {
     // `validated`: the caller checked it already (the gossip validator); again if the document moved since.
     const valid = opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
     this.parsed = valid.entries
@@ -383,6 +384,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it. An update
     // that brought nothing new (every exchange carries the whole delete set) is not logged again.
     if (changed) this.emit('update', update, origin)
+    return changed
   }
 
   /**

@@ -24,7 +24,7 @@ export function registryReplica (registry: Registry): Replica {
         return { ok: false, missing: err instanceof MissingDependencyError, reason: (err as Error).message }
       }
     },
-    apply: (update, token) => { registry.applyUpdate(update, Origin.remote, { validated: token as ValidUpdate | undefined }) },
+    apply: (update, token) => registry.applyUpdate(update, Origin.remote, { validated: token as ValidUpdate | undefined }),
     merge: updates => Y.mergeUpdates(updates),
     onLocalUpdate (listener) {
       const on = (update: Uint8Array, origin: Origin): void => { if (PUBLISHED.has(origin)) listener(update) }

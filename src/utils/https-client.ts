@@ -3,8 +3,15 @@
  * given and says who it is with a client certificate or a bearer token: the
  * CLI, the demo, the agent and the tests all speak to controllers through
  * it. Certificate verification is always on.
+ *
+ * Every request carries the caller's active trace context (W3C
+ * `traceparent`/`tracestate`) through @opentelemetry/api's global
+ * propagator: a no-op until the process registers one (an application's
+ * OpenTelemetry SDK, or the CLI's tracing), so a worker that traces gets
+ * its registrations into the controllers' traces without asking.
  */
 import { createSecureContext } from 'node:tls'
+import { context, propagation } from '@opentelemetry/api'
 import { Agent, buildConnector, Client, request } from 'undici'
 
 export interface HttpsClientInit {
@@ -40,7 +47,8 @@ export interface StreamResponse {
 export interface HttpsClient {
   /** Sends `body` as JSON (if given) and parses the JSON reply; non-JSON replies come back as text. */
   /** `opts.token`: a bearer token for this request instead of the client's (callers sharing one client's connections). */
-  json: <T = any>(method: 'GET' | 'POST', url: string, body?: unknown, opts?: { timeoutMs?: number, signal?: AbortSignal, token?: string }) => Promise<JsonResponse<T>>
+  /** `opts.headers`: more request headers (they win over the trace context injected). */
+  json: <T = any>(method: 'GET' | 'POST', url: string, body?: unknown, opts?: { timeoutMs?: number, signal?: AbortSignal, token?: string, headers?: Record<string, string> }) => Promise<JsonResponse<T>>
   /**
    * A GET whose body is streamed (e.g. `/watch`): answers once the headers
    * are in (within the timeout), then the body has no time limit; the
@@ -59,9 +67,13 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
   // given), parsing the CA took a third of a 1,000-worker simulation harness's CPU.
   const tls = { secureContext: createSecureContext({ ca: init.ca, cert: init.cert, key: init.key }), timeout: timeoutMs }
   const token = init.token
-  const auth = (own?: string): Record<string, string> => {
+  const headersOf = (hasBody: boolean, own: string | undefined, extra: Record<string, string> | undefined): Record<string, string> => {
+    const h: Record<string, string> = {}
+    propagation.inject(context.active(), h)
+    if (hasBody) h['content-type'] = 'application/json'
     const t = own ?? (typeof token === 'function' ? token() : token)
-    return t == null ? {} : { authorization: `Bearer ${t}` }
+    if (t != null) h.authorization = `Bearer ${t}`
+    return extra == null ? h : Object.assign(h, extra)
   }
   // TLS sessions are resumed per host:port. undici keys its session cache by host name, which
   // for controllers addressed by IP (loopback above all) is one key for all of them, so nothing
@@ -88,7 +100,7 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
         method,
         dispatcher,
         signal,
-        headers: body !== undefined ? { 'content-type': 'application/json', ...auth(opts.token) } : auth(opts.token),
+        headers: headersOf(body !== undefined, opts.token, opts.headers),
         body: body !== undefined ? JSON.stringify(body) : undefined,
         headersTimeout: t,
         bodyTimeout: t
@@ -127,7 +139,7 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
           method: 'GET',
           dispatcher: own,
           signal: ac.signal,
-          headers: { accept: 'text/event-stream', ...opts.headers, ...auth() },
+          headers: { accept: 'text/event-stream', ...headersOf(false, undefined, opts.headers) },
           headersTimeout: t,
           // Silence between events is normal on a stream: the reader keeps its own idle timer.
           bodyTimeout: 0

@@ -348,7 +348,10 @@ const gossipCases: Array<[string, Array<[string, string, () => Uint8Array]>]> = 
     ['an unknown kind', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, 9, 4, ...id4], validEntryUpdate())],
     ['a truncated controller id', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 200, ...id4])],
     ['a controller id that is not utf-8', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 2, 0xff, 0xfe], validEntryUpdate())],
-    ['an invalid controller id', REGISTRY_TOPIC, () => envelope(Kind.update, validEntryUpdate(), '../evil id')]
+    ['an invalid controller id', REGISTRY_TOPIC, () => envelope(Kind.update, validEntryUpdate(), '../evil id')],
+    ['an update without its trace-context count', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4])],
+    ['a trace context with an all-zero trace id', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4, 1, ...new Array(16).fill(0), ...new Array(8).fill(1), 1], validEntryUpdate())],
+    ['more trace contexts than an envelope carries', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4, 255], validEntryUpdate())]
   ]],
   ['valid envelopes carrying malformed Yjs updates', [
     ['garbage instead of a Yjs update', REGISTRY_TOPIC, () => envelope(Kind.update, junk(200))],

@@ -3,7 +3,7 @@
  * every folder of src/ has a layer there, and a file imports (type imports
  * included) only from folders of lower layers. libp2p stays in gossip/,
  * Yjs in registry/, fastify in api/ (and the demo worker's own server), and
- * the worker SDK loads none of them.
+ * the worker SDK loads none of them (and of OpenTelemetry only its API).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
@@ -106,10 +106,12 @@ describe('architecture', () => {
   }
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, string> }
 
-  it('the worker SDK (capmesh/agent) loads neither libp2p, Yjs nor fastify', () => {
+  it('the worker SDK (capmesh/agent) loads neither libp2p, Yjs nor fastify, and of OpenTelemetry only @opentelemetry/api', () => {
     expect(pkg.exports['./agent']).toBe('./src/agent/index.ts')
     const { files, packages } = closure(pkg.exports['./agent'])
     expect(packages.filter(p => LIBP2P.test(p) || YJS.test(p) || FASTIFY.test(p))).toEqual([])
+    // OpenTelemetry only as its API (tiny, a no-op without an SDK): the application chooses the SDK.
+    expect(packages.filter(p => p.startsWith('@opentelemetry/') && p !== '@opentelemetry/api')).toEqual([])
     expect(files.filter(f => !/^(agent|utils|wire)\/|^(constants|errors)\.ts$/.test(f))).toEqual([])
   })
 

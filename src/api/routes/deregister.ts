@@ -8,7 +8,7 @@ import type { Api, ApiComponents } from '../types.ts'
  */
 export function deregisterRoute (app: Api, { view }: ApiComponents): void {
   app.post('/deregister', {
-    config: { access: ['worker'], audit: 'deregister' },
+    config: { access: ['worker'], audit: 'deregister', trace: 'deregister' },
     schema: {
       summary: 'Deregister a worker (idempotent)',
       body: WorkerIdBody,
@@ -17,7 +17,7 @@ export function deregisterRoute (app: Api, { view }: ApiComponents): void {
   }, async (req) => view.deregister(req.body.worker_id, req.identity))
 
   app.post('/drain', {
-    config: { access: ['worker'], audit: 'drain' },
+    config: { access: ['worker'], audit: 'drain', trace: 'drain' },
     schema: {
       summary: 'Mark a worker draining: listed, not routed to',
       body: DrainBody,

@@ -10,7 +10,7 @@ import type { Api, ApiComponents } from '../types.ts'
  */
 export function heartbeatRoute (app: Api, { view }: ApiComponents): void {
   app.post('/heartbeat', {
-    config: { access: ['worker'] },
+    config: { access: ['worker'], trace: 'heartbeat' },
     schema: {
       summary: 'Heartbeat (optionally with load, or status "draining")',
       body: HeartbeatBody,

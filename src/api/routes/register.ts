@@ -4,7 +4,7 @@ import type { Api, ApiComponents } from '../types.ts'
 /** POST /register — attach a worker here; routable at once. */
 export function registerRoute (app: Api, { view }: ApiComponents): void {
   app.post('/register', {
-    config: { access: ['worker'], audit: 'register' },
+    config: { access: ['worker'], audit: 'register', trace: 'register' },
     schema: {
       summary: 'Register a worker and its capabilities',
       body: RegisterBody,

@@ -16,7 +16,7 @@ export function routeRoute (app: Api, { view, policy }: ApiComponents): void {
     if (identity != null && !policy.allowsRoute(identity, q.capability)) throw new AuthError('route_policy', `${identity.id} may not route to ${q.capability}`)
     return view.route(q, identity)
   }
-  const config = { access: ['client' as const] }
+  const config = { access: ['client' as const], trace: 'route' as const }
   app.post('/route', { config, schema: { summary: 'Route a request to a worker', body: RouteBody, response: replies } }, async (req) => route(req.body, req.identity))
   app.get('/route', { config, schema: { summary: 'Route (query-string form)', querystring: RouteQuerystring, response: replies } }, async (req) => route(routeQueryOf(req.query), req.identity))
 }
