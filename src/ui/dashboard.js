@@ -15,6 +15,9 @@ const LATENCY_SAMPLES = 200
 const STATE_POINTS = 150
 const STATE_SAMPLE_MS = 2000
 const RECONNECT_MS = 2000
+/** A worker removed and added back at another controller within this long moved (ms), e.g. its gone controller's entries were dropped before it re-attached. */
+const REMOVED_MS = 60_000
+const REMOVED_KEPT = 10_000
 const STATES = ['healthy', 'pending', 'draining', 'unhealthy']
 /** Colours of the registry-hash groups: controllers of one colour agree. */
 const GROUP_COLOURS = ['#9ae6b4', '#90cdf4', '#fbd38d', '#d6bcfa', '#feb2b2', '#81e6d9', '#fbb6ce', '#c3dafe']
@@ -33,6 +36,8 @@ const state = {
   latency: [],
   /** worker_id → { from, to, at } of its last move. */
   moved: new Map(),
+  /** worker_id → { from, at } of workers removed lately: one added back elsewhere soon after moved (its old entry went first). */
+  removed: new Map(),
   failovers: 0,
   streamOk: false,
   meshOk: false
@@ -87,12 +92,13 @@ function onEvent (name, data, live) {
     case 'worker_added':
     case 'worker_updated': {
       const w = data.worker
-      const before = state.workers.get(w.worker_id)
+      const was = state.workers.get(w.worker_id)?.controller_id ?? recentlyRemoved(w.worker_id)
       state.workers.set(w.worker_id, w)
-      if (before != null && before.controller_id !== w.controller_id) {
+      state.removed.delete(w.worker_id)
+      if (was != null && was !== w.controller_id) {
         state.failovers++
-        state.moved.set(w.worker_id, { from: before.controller_id, to: w.controller_id, at: Date.now() })
-        const text = `${w.worker_id} moved ${before.controller_id} → ${w.controller_id} (incarnation ${w.incarnation})`
+        state.moved.set(w.worker_id, { from: was, to: w.controller_id, at: Date.now() })
+        const text = `${w.worker_id} moved ${was} → ${w.controller_id} (incarnation ${w.incarnation})`
         feed('failover', text)
         feed('failover', text, 'failovers')
       } else if (name === 'worker_added') {
@@ -106,6 +112,8 @@ function onEvent (name, data, live) {
     }
     case 'worker_removed':
       state.workers.delete(data.worker_id)
+      state.removed.set(data.worker_id, { from: data.controller_id, at: Date.now() })
+      if (state.removed.size > REMOVED_KEPT) state.removed.delete(state.removed.keys().next().value)
       feed(name, `− ${data.worker_id} removed (was at ${data.controller_id})`)
       break
     case 'worker_state': {
@@ -131,6 +139,12 @@ function onEvent (name, data, live) {
       break
   }
   schedule()
+}
+
+/** The controller a worker removed within REMOVED_MS was at, if any. */
+function recentlyRemoved (id) {
+  const r = state.removed.get(id)
+  return r != null && Date.now() - r.at < REMOVED_MS ? r.from : null
 }
 
 function sampleLatency (w) {
