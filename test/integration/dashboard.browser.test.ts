@@ -9,11 +9,13 @@
  * - a worker registered at another controller appears within the issue's
  *   2 s;
  * - a controller stopped: the dashboard shows it gone, and its workers,
- *   which fail over on their own, under their new controllers.
+ *   which fail over on their own, under their new controllers;
+ * - a controller whose certificate the mesh's CA did not sign is refused.
  *
  * Runs with `npm run test:browser`; /ui's identity rules and path
  * traversal are tested without a browser in ui.test.ts.
  */
+import { join } from 'node:path'
 import { getCACertificates, setDefaultCACertificates } from 'node:tls'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -132,4 +134,21 @@ describe('the dashboard in Chromium', () => {
     await page.locator('#feed li[data-kind="controller_status"]', { hasText: /controller c \w+ → gone/ }).first().waitFor()
     expect(errors).toEqual([])
   }, 120_000)
+
+  it('verifies the controller\'s certificate: one signed by another CA is refused, no page is shown', async () => {
+    // Its own TLS dir: a CA of its own, which the browser context was not told to trust.
+    const stranger = await bed.start({ id: 'stranger', tlsDir: join(bed.root, 'other-tls') })
+    const client = await bed.identity('client', 'browser')
+    const other = await dashboardContext(browser!, [{ origin: stranger.url, ca: bed.ca, cert: client.cert, key: client.key }])
+    try {
+      const page = await other.newPage()
+      const res = await page.goto(`${stranger.url}/ui`)
+      // playwright-core's TLS proxy answers for the connection it refused to make.
+      expect(res?.status()).toBe(503)
+      expect(await page.content()).toContain('self-signed certificate in certificate chain')
+      expect(await page.locator('#mesh-panel').count()).toBe(0)
+    } finally {
+      await other.close()
+    }
+  }, 60_000)
 })
