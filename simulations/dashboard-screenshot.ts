@@ -10,13 +10,10 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { workerAgent, type WorkerAgent } from '../src/agent/index.ts'
-import { localPreset, resolveControllerConfig } from '../src/config.ts'
-import { Controller } from '../src/controller/index.ts'
-import { ensureTls, issueIdentity } from '../src/tls/index.ts'
+import type { WorkerAgent } from '../src/agent/index.ts'
+import type { Controller as ControllerType } from '../src/controller/index.ts'
 import type { Capability } from '../src/wire/index.ts'
 import { scriptArgs } from './args.ts'
-import { ChromiumNotFoundError, dashboardContext, launchChromium } from './chromium.ts'
 
 const { values } = scriptArgs({
   script: 'dashboard:screenshot',
@@ -30,6 +27,13 @@ chromium) at /usr/bin/chromium, or CHROMIUM_PATH set to another one.`,
     workers: { type: 'string', value: 'N', default: '12', description: 'worker agents, spread over the three controllers and four capabilities' }
   }
 })
+
+// Loaded once the options are read: --help and a bad flag answer without starting anything heavy.
+const { workerAgent } = await import('../src/agent/index.ts')
+const { localPreset, resolveControllerConfig } = await import('../src/config.ts')
+const { Controller } = await import('../src/controller/index.ts')
+const { ensureTls, issueIdentity } = await import('../src/tls/index.ts')
+const { ChromiumNotFoundError, dashboardContext, launchChromium } = await import('./chromium.ts')
 
 const HOST = '127.0.0.1'
 const CAPABILITIES = ['resize', 'ocr', 'translate', 'embed']
@@ -55,12 +59,12 @@ try {
   process.exit(1)
 }
 const root = mkdtempSync(join(tmpdir(), 'capmesh-dashboard-'))
-const controllers: Controller[] = []
+const controllers: ControllerType[] = []
 const agents: WorkerAgent[] = []
 try {
   const tlsDir = join(root, 'tls')
   const tls = await ensureTls({ dir: tlsDir, hosts: [HOST] })
-  const start = async (id: string, bootstrap: string[]): Promise<Controller> => {
+  const start = async (id: string, bootstrap: string[]): Promise<ControllerType> => {
     const c = new Controller({ config: resolveControllerConfig(localPreset({ id, host: HOST, dataDir: join(root, id), tlsDir, bootstrap })) })
     await c.start()
     controllers.push(c)
