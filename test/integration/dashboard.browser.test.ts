@@ -5,7 +5,8 @@
  * the mesh's CA and verifying the controller's (simulations/chromium.ts):
  *
  * - the page loads offline (nothing but the controller's origin is
- *   reachable) with no console errors, at 1280×800, and shows the mesh;
+ *   reachable) with no console errors and shows the mesh, in two columns
+ *   at 1280×800 and one on a phone, never wider than the screen;
  * - a worker registered at another controller appears within the issue's
  *   2 s;
  * - a controller stopped: the dashboard shows it gone, and its workers,
@@ -132,6 +133,21 @@ describe('the dashboard in Chromium', () => {
     const failovers = await page.locator('#failovers li').allInnerTexts()
     for (const id of movers) expect(failovers.some(t => t.includes(`${id} moved c →`))).toBe(true)
     await page.locator('#feed li[data-kind="controller_status"]', { hasText: /controller c \w+ → gone/ }).first().waitFor()
+
+    // 1280×800: two columns side by side, nothing wider than the window.
+    const box = async (id: string): Promise<{ x: number, y: number, width: number, height: number }> => (await page.locator(id).boundingBox())!
+    const layout = async (): Promise<{ scroll: number, mesh: Awaited<ReturnType<typeof box>>, workers: Awaited<ReturnType<typeof box>> }> =>
+      ({ scroll: await page.evaluate(() => document.documentElement.scrollWidth), mesh: await box('#mesh-panel'), workers: await box('#workers-panel') })
+    const wide = await layout()
+    expect(wide.scroll).toBeLessThanOrEqual(1280)
+    expect(wide.workers.y).toBe(wide.mesh.y)
+    expect(wide.workers.x).toBeGreaterThanOrEqual(wide.mesh.x + wide.mesh.width)
+    // A phone: one column, still nothing wider than the screen (wide tables scroll inside their panel).
+    await page.setViewportSize({ width: 390, height: 844 })
+    await expect.poll(async () => (await layout()).workers.y > (await layout()).mesh.y).toBe(true)
+    const narrow = await layout()
+    expect(narrow.scroll).toBeLessThanOrEqual(390)
+    expect(narrow.workers.x).toBe(narrow.mesh.x)
     expect(errors).toEqual([])
   }, 120_000)
 
