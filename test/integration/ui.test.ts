@@ -139,7 +139,10 @@ describe('GET /ui: path traversal', () => {
       const body = r.body.toString()
       for (const s of secrets) expect(body, `${path} leaked a file`).not.toContain(s)
     }
-    // And the controller is none the worse for it.
+    // And the controller is none the worse for it; `/ui/` is the page.
     expect((await get('/ui/dashboard.js', client)).status).toBe(200)
+    const slash = await get('/ui/', client)
+    expect(slash.status).toBe(200)
+    expect(slash.body.equals((await get('/ui', client)).body)).toBe(true)
   })
 })

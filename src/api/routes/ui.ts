@@ -71,7 +71,8 @@ export function uiRoutes (app: Api, { view }: ApiComponents): void {
 
   app.get<{ Params: { file: string } }>('/ui/:file', { config, schema: { hide: true, response: { 404: ErrorBody } } }, async (req, reply) => {
     // A lookup in the fixed list, nothing else: '..', '../../etc/passwd' (however encoded), '__proto__' are not in it.
-    const f = serve(req.params.file)
+    // `/ui/` is the page too (people type it).
+    const f = serve(req.params.file === '' ? 'index.html' : req.params.file)
     if (f == null) {
       return await reply.code(404).send({ error: 'not_found', code: 'CAPMESH_ERR_NOT_FOUND', message: 'no such dashboard file' })
     }
