@@ -31,7 +31,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
-import { ROOT_CONTEXT, SpanStatusCode, context, trace, type Attributes } from '@opentelemetry/api'
+import { ROOT_CONTEXT, context, trace, type Attributes } from '@opentelemetry/api'
 import pRetry, { AbortError } from 'p-retry'
 import * as C from '../constants.ts'
 import {
@@ -42,6 +42,7 @@ import type {
   RegisterRequest, SupersededReply
 } from '../wire/index.ts'
 import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
+import { failSpan } from '../utils/spans.ts'
 import { probeControllers, type ProbeResult } from './probe.ts'
 
 export interface WorkerAgentInit {
@@ -313,8 +314,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       try {
         return await fn()
       } catch (err) {
-        span.recordException(err as Error)
-        span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message })
+        failSpan(span, err)
         throw err
       } finally {
         span.end()

@@ -13,6 +13,7 @@
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, context, propagation } from '@opentelemetry/api'
 import { TRACE_SERVICE_CLI, TRACE_SERVICE_WORKER } from '../constants.ts'
 import { startTracing, type Tracing, type TracingEnv } from '../tracing/index.ts'
+import { failSpan } from '../utils/spans.ts'
 
 /** Runs a command's action as described above. */
 export function traced<A extends unknown[]> (command: string, action: (...args: A) => Promise<void>, env: TracingEnv = process.env): (...args: A) => Promise<void> {
@@ -35,8 +36,7 @@ export function traced<A extends unknown[]> (command: string, action: (...args: 
           await action(...args)
           if (process.exitCode != null && process.exitCode !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: `exit code ${process.exitCode}` })
         } catch (err) {
-          span.recordException(err as Error)
-          span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message })
+          failSpan(span, err)
           throw err
         } finally {
           span.end()

@@ -22,11 +22,12 @@
  *   linked: their apply is a `capmesh.sync.apply` span of its own trace.
  */
 import {
-  ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, context, isSpanContextValid, trace,
+  ROOT_CONTEXT, SpanKind, TraceFlags, context, isSpanContextValid, trace,
   type Attributes, type AttributeValue, type Exception, type Link, type Span, type SpanContext, type SpanStatus, type TimeInput, type Tracer
 } from '@opentelemetry/api'
 import { MAX_GOSSIP_TRACE_CONTEXTS, MAX_PENDING_SYNC_LINKS, PENDING_SYNC_LINK_TTL_MS, SPAN_ATTR } from '../constants.ts'
 import type { TraceContext } from './envelope.ts'
+import { failSpan } from '../utils/spans.ts'
 
 /** The sampled trace contexts of the local writes of one batch (deduplicated, at most MAX_GOSSIP_TRACE_CONTEXTS). */
 export class WriteTraces {
@@ -104,8 +105,7 @@ export function tracedApply<T> (tracer: Tracer, traces: TraceContext[] | undefin
   try {
     return context.with(trace.setSpan(ROOT_CONTEXT, active), apply)
   } catch (err) {
-    active.recordException(err as Error)
-    active.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message })
+    failSpan(active, err)
     throw err
   } finally {
     active.end()
@@ -137,10 +137,7 @@ export function tracedSyncApply (tracer: Tracer, pending: PendingLinks, controll
         links: pending.take(),
         attributes: { [SPAN_ATTR.controllerId]: controllerId, [SPAN_ATTR.updateBytes]: bytes, [SPAN_ATTR.changed]: changed }
       }, ROOT_CONTEXT)
-      if (error != null) {
-        span.recordException(error)
-        span.setStatus({ code: SpanStatusCode.ERROR, message: error.message })
-      }
+      if (error != null) failSpan(span, error)
       span.end()
     }
   }
