@@ -13,7 +13,7 @@ export function deregisterRoute (app: Api, { view }: ApiComponents): void {
       body: WorkerIdBody,
       response: { 200: DeregisterReply, 400: ErrorBody }
     }
-  }, async (req) => view.deregister(req.body.worker_id))
+  }, (req) => view.deregister(req.body.worker_id))
 
   app.post('/drain', {
     schema: {
@@ -21,5 +21,5 @@ export function deregisterRoute (app: Api, { view }: ApiComponents): void {
       body: DrainBody,
       response: { 200: DrainReply, 400: ErrorBody, 409: SupersededBody }
     }
-  }, async (req) => view.drain(req.body.worker_id, req.body.incarnation))
+  }, (req) => view.drain(req.body.worker_id, req.body.incarnation))
 }

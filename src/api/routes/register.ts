@@ -9,5 +9,5 @@ export function registerRoute (app: Api, { view }: ApiComponents): void {
       body: RegisterBody,
       response: { 200: RegisterReply, 400: ErrorBody }
     }
-  }, async (req) => view.register(req.body))
+  }, (req) => view.register(req.body))
 }

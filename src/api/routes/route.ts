@@ -9,6 +9,6 @@ const replies = { 200: RouteReply, 400: ErrorBody, 404: ErrorBody, 503: ErrorBod
  * workers offer it but none is healthy right now.
  */
 export function routeRoute (app: Api, { view }: ApiComponents): void {
-  app.post('/route', { schema: { summary: 'Route a request to a worker', body: RouteBody, response: replies } }, async (req) => view.route(req.body))
-  app.get('/route', { schema: { summary: 'Route (query-string form)', querystring: RouteQuerystring, response: replies } }, async (req) => view.route(routeQueryOf(req.query)))
+  app.post('/route', { schema: { summary: 'Route a request to a worker', body: RouteBody, response: replies } }, (req) => view.route(req.body))
+  app.get('/route', { schema: { summary: 'Route (query-string form)', querystring: RouteQuerystring, response: replies } }, (req) => view.route(routeQueryOf(req.query)))
 }
