@@ -6,13 +6,13 @@
  * the agent's counters and state at `GET /metrics` (Prometheus).
  */
 import Fastify from 'fastify'
-import { Type } from 'typebox'
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { workerAgent, type WorkerAgent } from '../agent/index.ts'
 import { ConfigError } from '../errors.ts'
 import type { Capability } from '../wire/index.ts'
 import { agentMetrics, type AgentMetrics } from '../metrics/index.ts'
-import { ensureTls } from '../tls/index.ts'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ensureTls, issueIdentity } from '../tls/index.ts'
 
 export interface DemoWorkerInit {
   id: string
@@ -20,6 +20,11 @@ export interface DemoWorkerInit {
   capabilities: string[]
   controllers: string[]
   tlsDir: string
+  /**
+   * Who the worker is to controllers: a client certificate and key (PEM), or a bearer token.
+   * @default its own worker identity (`<tls-dir>/<id>.pem`), issued by the mesh's CA if missing
+   */
+  identity?: { cert: string, key: string } | { token: string }
   host?: string
   /** 0 = any free port. */
   port?: number
@@ -62,12 +67,14 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
   const host = init.host ?? '127.0.0.1'
   const certName = `worker-${init.id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 56)}`
   const tls = await ensureTls({ dir: init.tlsDir, hosts: [host], name: certName })
+  const identity = init.identity ?? await ownIdentity(init.tlsDir, init.id)
   let inflight = 0
 
-  const app = Fastify({ https: { cert: tls.cert, key: tls.key }, bodyLimit: 64 * 1024 } as any).withTypeProvider<TypeBoxTypeProvider>()
+  const app = Fastify({ https: { cert: tls.cert, key: tls.key }, bodyLimit: 64 * 1024 } as any)
   app.get('/health', async () => ({ status: 'ok', worker_id: init.id, inflight }))
-  app.post('/invoke', {
-    schema: { body: Type.Object({ text: Type.String({ maxLength: 16_384 }), capability: Type.Optional(Type.String({ maxLength: 256 })) }) }
+  // A plain JSON schema: TypeBox would be ~20 MB of this small process's memory for one body.
+  app.post<{ Body: { text: string, capability?: string } }>('/invoke', {
+    schema: { body: { type: 'object', required: ['text'], properties: { text: { type: 'string', maxLength: 16_384 }, capability: { type: 'string', maxLength: 256 } } } }
   }, async (req) => {
     inflight++
     try {
@@ -95,7 +102,8 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
     workerUrl: url,
     capabilities: caps,
     controllers: init.controllers,
-    ca: tls.ca,
+    tls: 'cert' in identity ? { ca: tls.ca, cert: identity.cert, key: identity.key } : { ca: tls.ca },
+    token: 'token' in identity ? identity.token : undefined,
     heartbeatIntervalMs: init.heartbeatIntervalMs ?? 1000,
     affinity: init.affinity,
     load: () => inflight
@@ -120,4 +128,19 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
       await app.close()
     }
   }
+}
+
+/**
+ * The worker's own identity in the mesh's TLS dir (`<id>.pem`, SPIFFE id
+ * `spiffe://capmesh.local/worker/<id>`): reused when there, issued by the
+ * CA when not (a local mesh holds the CA key; on real hosts, issue it with
+ * `capmesh certs issue` or give --cert/--key or --token).
+ */
+async function ownIdentity (dir: string, id: string): Promise<{ cert: string, key: string }> {
+  const certPath = join(dir, `${id}.pem`)
+  const keyPath = join(dir, `${id}-key.pem`)
+  if (existsSync(certPath) && existsSync(keyPath)) return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8') }
+  if (!existsSync(join(dir, 'ca-key.pem'))) throw new ConfigError(`no worker identity ${certPath} and no CA key in ${dir} to issue one: give --cert and --key (capmesh certs issue --role worker --name ${id}) or --token`)
+  const issued = await issueIdentity({ dir, role: 'worker', name: id })
+  return { cert: issued.cert, key: issued.key }
 }

@@ -3,7 +3,8 @@
  * bootstrap addresses and known controllers that are not connected, with
  * capped back-off, so a healed partition or a restarted peer rejoins by
  * itself; and where controllers listen is learnt from their digests and the
- * introductions in them.
+ * introductions in them. A peer the allow list does not admit is never
+ * dialled, nor taken from an introduction.
  */
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -11,8 +12,8 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import { MAX_INTRODUCED_DIALS, MAX_INTRODUCED_PEERS } from '../constants.ts'
+import type { RefusalReason } from './admission.ts'
 import type { PeerTable } from './peers.ts'
-
 
 export interface DialerInit {
   peers: PeerTable
@@ -22,6 +23,10 @@ export interface DialerInit {
   peerId: () => string
   /** True while links to a peer are cut (simulated partitions): not dialled. */
   blocked: (peerId: string) => boolean
+  /** True if the allow list admits a peer (looked up again in the file if it does not know it). @default every peer */
+  admitted?: (peerId: string) => boolean
+  /** A peer was not dialled or not taken from an introduction: it is not admitted. */
+  refused?: (peerId: string, address: string | null, reason: RefusalReason) => void
   log: Logger
 }
 
@@ -45,6 +50,8 @@ export class Dialer {
   private get node (): Libp2p | null { return this.init.node() }
 
   private get peerId (): string { return this.init.peerId() }
+
+  private admitted (peerId: string): boolean { return this.init.admitted?.(peerId) ?? true }
 
   /** Parses the bootstrap addresses (a malformed one throws). */
   setBootstrap (addrs: string[]): void {
@@ -77,12 +84,16 @@ export class Dialer {
     for (const [addr, ma, id] of this.bootstrapAddrs) {
       const pid = id ?? this.addrPeer.get(addr)
       if (pid != null && (connected.has(pid) || this.init.blocked(pid))) continue
+      if (id != null && !this.admitted(id)) {
+        this.init.refused?.(id, addr, 'dial')
+        continue
+      }
       if (pid != null) viaBootstrap.add(pid)
       targets.push([addr, ma])
     }
     for (const [id, s] of this.peers) {
       if (connected.has(id)) s.missingSince = null
-      if ((s.controllerId == null && !s.introduced) || connected.has(id) || this.init.blocked(id) || viaBootstrap.has(id)) continue
+      if ((s.controllerId == null && !s.introduced) || connected.has(id) || this.init.blocked(id) || viaBootstrap.has(id) || !this.admitted(id)) continue
       // Both ends notice a missing link. The smaller peer id dials it (as it starts the exchange);
       // the other only once that dial would have timed out: two dials at once leave two
       // connections, each with its own pings and streams for the rest of their lives.
@@ -163,9 +174,33 @@ export class Dialer {
       } catch {
         continue
       }
+      if (!this.admitted(pid)) {
+        this.init.refused?.(pid, a, 'introduced')
+        continue
+      }
       const s = this.peers.state(pid)
       s.addrs = [ma]
       s.introduced = s.controllerId == null
+    }
+  }
+
+  /**
+   * Dials `peerId` now (its known address, or what libp2p's peer store
+   * has) and resolves once connected or failed; a failure is left to the
+   * reconnect loop. For a connection closed on purpose (re-keying): no
+   * waiting for the other side or for a reconnect round.
+   */
+  async dialNow (peerId: string): Promise<boolean> {
+    const node = this.node
+    if (node == null || this.stopped || !this.admitted(peerId) || this.init.blocked(peerId)) return false
+    this.redial.delete(peerId)
+    const s = this.peers.get(peerId)
+    try {
+      await node.dial(s?.addrs[0] ?? peerIdFromString(peerId), { signal: AbortSignal.timeout(5000) })
+      return true
+    } catch (err) {
+      this.init.log.debug({ peer: peerId, err: (err as Error).message }, 'dial failed; the reconnect loop will retry')
+      return false
     }
   }
 
@@ -174,6 +209,7 @@ export class Dialer {
     const out: string[] = []
     for (const id of this.node == null ? [] : this.peers.connected) {
       const s = this.peers.get(id)
+      if (!this.admitted(id)) continue
       if (s?.controllerId != null && s.addrs.length > 0 && out.length < MAX_INTRODUCED_PEERS) out.push(s.addrs[0].toString())
     }
     return out.sort()

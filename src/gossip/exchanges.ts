@@ -271,7 +271,8 @@ export class Exchanges {
       // A peer in back-off after failures is left to the periodic exchange once the back-off is over.
       if (!connected.has(p) || this.init.blocked(p) || agrees || this.backingOff(p)) this.wanted.delete(p)
     }
-    const next = [...this.wanted].sort((a, b) => a[1] - b[1])[0]
+    // A peer whose exchange with this controller is still open (stalled past the busy window) waits for its end.
+    const next = [...this.wanted].filter(([p]) => !this.syncing.has(p)).sort((a, b) => a[1] - b[1])[0]
     if (next == null) return
     const [peer, busyAnswers] = next
     if (busyAnswers === 0) {
@@ -281,8 +282,13 @@ export class Exchanges {
     // Random pauses break the tie between two controllers that keep finding each other busy.
     this.wantedTimer = setTimeout(() => {
       this.wantedTimer = null
-      if (!this.busy && this.wanted.has(peer)) void this.syncWith(peer, { background: true })
-      else this.runWanted()
+      if (!this.busy && this.wanted.has(peer)) {
+        void this.syncWith(peer, { background: true })
+        // Cut off or in back-off since the pause began, it started nothing (no end() to run the queue): go on with the rest.
+        if (!this.syncing.has(peer)) this.runWanted()
+      } else {
+        this.runWanted()
+      }
     }, SYNC_BUSY_PAUSE_MS * (0.5 + Math.random()) * busyAnswers)
     this.wantedTimer.unref()
   }

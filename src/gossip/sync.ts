@@ -2,7 +2,7 @@
  * Anti-entropy over a libp2p stream protocol. Gossip is lossy while a
  * partition lasts; this is what makes the mesh converge anyway.
  *
- * `/capmesh/sync/2.1.0`, length-prefixed frames:
+ * `/capmesh/sync/3.0.0`, length-prefixed frames:
  *
  *   initiator → responder  HELLO(controller id, largest delta it takes, state vector)
  *   responder → initiator  HELLO(...)  then DIFF(what the initiator lacks)
@@ -18,11 +18,6 @@
  * both sides record a size failure (the scheduler backs off; it is not
  * retried in a loop).
  *
- * `/capmesh/sync/2.0.0` (controllers from before chunking) sends each DIFF as
- * one frame and has no size field in its HELLO. It is still answered and,
- * when the peer speaks nothing newer, dialled, so that a mesh can be
- * upgraded one controller at a time.
- *
  * Both sides validate a DIFF before it touches the document (the replica's
  * `apply`); a malformed frame aborts the stream and changes nothing.
  *
@@ -35,11 +30,8 @@ import { lpStream } from '@libp2p/utils'
 import { DecodeError, readControllerId, writeControllerId } from './envelope.ts'
 import type { Replica } from './replica.ts'
 
-export const SYNC_PROTOCOL = '/capmesh/sync/2.1.0'
-/** The single-frame protocol of earlier controllers: answered and dialled for rolling upgrades. */
-export const SYNC_PROTOCOL_V2 = '/capmesh/sync/2.0.0'
-/** What a dialler offers, newest first (multistream-select picks the first both speak). */
-export const SYNC_PROTOCOLS = [SYNC_PROTOCOL, SYNC_PROTOCOL_V2]
+/** 3: wire format 3 (entries carry the identity that registered them); deltas chunked. */
+export const SYNC_PROTOCOL = '/capmesh/sync/3.0.0'
 
 const HELLO = 1
 const DIFF = 2
@@ -124,33 +116,24 @@ export interface SyncOptions {
 
 const enc = new TextEncoder()
 
-interface Hello { controllerId: string, maxDelta: number | null, sv: Uint8Array }
+interface Hello { controllerId: string, maxDelta: number, sv: Uint8Array }
 
-function hello (version: 2 | 3, controllerId: string, maxDelta: number, sv: Uint8Array): Uint8Array {
+function hello (controllerId: string, maxDelta: number, sv: Uint8Array): Uint8Array {
   const id = enc.encode(controllerId)
-  const extra = version === 3 ? 4 : 0
-  const out = new Uint8Array(2 + id.length + extra + sv.length)
+  const out = new Uint8Array(2 + id.length + 4 + sv.length)
   out[0] = HELLO
-  let at = writeControllerId(out, 1, id)
-  if (version === 3) {
-    new DataView(out.buffer, out.byteOffset).setUint32(at, Math.min(maxDelta, 0xffffffff))
-    at += 4
-  }
-  out.set(sv, at)
+  const at = writeControllerId(out, 1, id)
+  new DataView(out.buffer, out.byteOffset).setUint32(at, Math.min(maxDelta, 0xffffffff))
+  out.set(sv, at + 4)
   return out
 }
 
-function readHello (version: 2 | 3, frame: Uint8Array, replica: SyncReplica): Hello {
+function readHello (frame: Uint8Array, replica: SyncReplica): Hello {
   if (frame.length < 2 || frame[0] !== HELLO) throw new SyncError('malformed', 'expected a HELLO frame')
   const { controllerId, end } = readId(frame, 1, 'HELLO')
-  let at = end
-  let maxDelta: number | null = null
-  if (version === 3) {
-    if (frame.length < at + 4) throw new SyncError('malformed', 'HELLO: truncated size field')
-    maxDelta = new DataView(frame.buffer, frame.byteOffset).getUint32(at)
-    at += 4
-  }
-  const sv = frame.subarray(at)
+  if (frame.length < end + 4) throw new SyncError('malformed', 'HELLO: truncated size field')
+  const maxDelta = new DataView(frame.buffer, frame.byteOffset).getUint32(end)
+  const sv = frame.subarray(end + 4)
   try {
     replica.checkStateVector(sv)
   } catch {
@@ -171,15 +154,13 @@ function readId (frame: Uint8Array, at: number, what: string): { controllerId: s
 class Exchange {
   private readonly lp: ReturnType<typeof lpStream>
   private readonly opts: SyncOptions
-  readonly version: 2 | 3
   bytesSent = 0
   bytesReceived = 0
 
   constructor (stream: Stream, opts: SyncOptions) {
     this.opts = opts
-    this.version = stream.protocol === SYNC_PROTOCOL_V2 ? 2 : 3
-    // The largest frame: a chunk, or (2.0.0) a whole delta; the reader may hold a window more.
-    const maxFrame = this.version === 3 ? Math.max(opts.chunkBytes, 64 * 1024) : opts.maxDeltaBytes + 64 * 1024
+    // The largest frame is a chunk; the reader may hold a stream window more.
+    const maxFrame = Math.max(opts.chunkBytes, 64 * 1024)
     this.lp = lpStream(stream, { maxDataLength: maxFrame, maxBufferSize: maxFrame + READ_SLACK_BYTES })
   }
 
@@ -206,21 +187,21 @@ class Exchange {
 
   async hello (replica: SyncReplica): Promise<Uint8Array> {
     const sv = replica.stateVector()
-    await this.write(hello(this.version, this.opts.controllerId, this.opts.maxDeltaBytes, sv))
+    await this.write(hello(this.opts.controllerId, this.opts.maxDeltaBytes, sv))
     return sv
   }
 
   async readHello (replica: SyncReplica, extraMs = 0): Promise<Hello> {
     const frame = await this.read(extraMs)
     if (frame.length === 1 && frame[0] === BUSY) throw new PeerBusyError()
-    const h = readHello(this.version, frame, replica)
+    const h = readHello(frame, replica)
     this.opts.onPeer?.(h.controllerId)
     return h
   }
 
   /** Sends `delta`, or TOO_LARGE if the peer said it takes less (then throws a size failure). */
-  async sendDiff (delta: Uint8Array, peerMax: number | null): Promise<void> {
-    if (peerMax != null && delta.length > peerMax) {
+  async sendDiff (delta: Uint8Array, peerMax: number): Promise<void> {
+    if (delta.length > peerMax) {
       const f = new Uint8Array(9)
       f[0] = TOO_LARGE
       const dv = new DataView(f.buffer)
@@ -228,13 +209,6 @@ class Exchange {
       dv.setUint32(5, peerMax)
       await this.write(f)
       throw new SyncError('too_large', `the delta the peer lacks is ${delta.length} bytes, more than the ${peerMax} it accepts (its max-sync-bytes)`)
-    }
-    if (this.version === 2) {
-      const f = new Uint8Array(1 + delta.length)
-      f[0] = DIFF
-      f.set(delta, 1)
-      await this.write(f)
-      return
     }
     const head = new Uint8Array(5)
     head[0] = DIFF
@@ -253,10 +227,6 @@ class Exchange {
       throw new SyncError('too_large', `the delta this controller lacks is ${dv.getUint32(1)} bytes, more than the ${dv.getUint32(5)} it accepts (max-sync-bytes)`)
     }
     if (head.length < 1 || head[0] !== DIFF) throw new SyncError('malformed', 'expected a DIFF frame')
-    if (this.version === 2) {
-      if (head.length - 1 > this.opts.maxDeltaBytes) throw new SyncError('too_large', `the peer sent a ${head.length - 1}-byte delta, more than the ${this.opts.maxDeltaBytes} accepted (max-sync-bytes)`)
-      return head.subarray(1)
-    }
     if (head.length !== 5) throw new SyncError('malformed', 'malformed DIFF header')
     const total = new DataView(head.buffer, head.byteOffset).getUint32(1)
     if (total > this.opts.maxDeltaBytes) throw new SyncError('too_large', `the peer announced a ${total}-byte delta, more than the ${this.opts.maxDeltaBytes} accepted (max-sync-bytes)`)

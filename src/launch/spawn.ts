@@ -47,6 +47,8 @@ export interface SpawnInit {
   ipc?: boolean
   /** Unsolicited events from the child's control channel (see the `watch` command). */
   onEvent?: (e: SimEvent) => void
+  /** The `capmesh` script to run (another checkout's, to compare two versions). @default this checkout's bin/capmesh.js */
+  cli?: string
 }
 
 /** Stop/kill for a child process, and the tail of its stderr for error messages. */
@@ -101,7 +103,7 @@ async function untilReady<T> (child: ChildProcess, what: string, timeoutMs: numb
 }
 
 export async function spawnController (init: SpawnInit): Promise<ChildController> {
-  const args = [CLI, 'controller', ...init.args, ...(init.ipc === true ? ['--sim-control'] : [])]
+  const args = [init.cli ?? CLI, 'controller', ...init.args, ...(init.ipc === true ? ['--sim-control'] : [])]
   const child = spawn(process.execPath, args, { cwd: init.cwd, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
   const life = lifecycle(child)
   let nextId = 1
@@ -152,8 +154,8 @@ export interface ChildWorker {
 }
 
 /** Starts `capmesh worker ...` and resolves once it serves and is attached. */
-export async function spawnWorker (init: { id: string, args: string[], onLine?: (line: string) => void, timeoutMs?: number }): Promise<ChildWorker> {
-  const child = spawn(process.execPath, [CLI, 'worker', '--id', init.id, ...init.args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+export async function spawnWorker (init: { id: string, args: string[], onLine?: (line: string) => void, timeoutMs?: number, cli?: string }): Promise<ChildWorker> {
+  const child = spawn(process.execPath, [init.cli ?? CLI, 'worker', '--id', init.id, ...init.args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
   const life = lifecycle(child)
   const url = await untilReady(child, `worker ${init.id}`, init.timeoutMs ?? 20_000, life,
     line => / serving .* at (https:\/\/\S+)$/.exec(line)?.[1] ?? null, init.onLine)

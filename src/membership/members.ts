@@ -136,7 +136,8 @@ export class MemberTable extends EventEmitter<MemberTableEvents> {
     if (sameEpoch && m.parts.length === count && (m.parts[index]?.seq ?? -1) >= d.seq) return
     const wasAlive = m.status === 'alive'
     const wasCurrent = m.current && wasAlive
-    if (!sameEpoch || m.parts.length !== count) {
+    const reset = !sameEpoch || m.parts.length !== count
+    if (reset) {
       // A restart, or another split: what the old parts said no longer lines up with the new ones.
       m.parts = new Array<WordPart | null>(count).fill(null)
     }
@@ -157,11 +158,14 @@ export class MemberTable extends EventEmitter<MemberTableEvents> {
     this.heard(controllerId, peerId)
     // Coming alive re-routed all its workers already (`status`).
     if (!wasAlive) return
-    if (m.current !== wasCurrent || before == null) {
-      // Its word just became current (or stopped being: a new split is still arriving): every worker may change.
+    if (m.current !== wasCurrent || (reset && m.current)) {
+      // Its word just became current, or stopped being (a new split is still arriving), or was
+      // replaced whole: every worker may have changed.
       this.emit('word', controllerId)
       return
     }
+    // Still assembling the parts of a new word: its workers stay pending until the last one.
+    if (!m.current || before == null) return
     for (const id of changedWorkers(before, part)) this.emit('worker', controllerId, id)
   }
 

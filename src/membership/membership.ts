@@ -24,8 +24,8 @@ import { DEFAULT_SELF_PRESERVATION_MAX_WINDOWS, DEFAULT_SELF_PRESERVATION_PEER_R
 import { buildDigest, decodeDigest, encodeDigest, type Digest, type DigestHeader, type OwnedWorker } from './digest.ts'
 import { MemberTable, type Member, type MemberStatus } from './members.ts'
 
-/** The gossip topic digests travel on (`/2`: digests introduce peers; capmesh 0.2's wire). */
-export const LIVENESS_TOPIC = 'capmesh/liveness/2'
+/** The gossip topic digests travel on (`/3`: wire format 3, see gossip/envelope.ts). */
+export const LIVENESS_TOPIC = 'capmesh/liveness/3'
 
 /** What this controller says about itself: read at every digest tick. */
 export interface LocalWord {

@@ -24,7 +24,13 @@ export const WorkerRecord = Type.Object({
   incarnation: Type.Integer({ minimum: 0 }),
   owner: ControllerId,
   /** Wall-clock ms at registration: informational only, never used to decide. */
-  registered_at: Type.Number({ minimum: 0 })
+  registered_at: Type.Number({ minimum: 0 }),
+  /**
+   * The identity that registered the worker (a SPIFFE id), absent when
+   * registered without one (auth off, or by an operator for an unbound
+   * worker). Every controller refuses a failover from another identity.
+   */
+  identity: Type.Optional(Type.String({ minLength: 1, maxLength: 2048 }))
 }, { additionalProperties: false })
 export type WorkerRecord = Static<typeof WorkerRecord>
 

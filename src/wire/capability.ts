@@ -5,12 +5,12 @@
  * with the same schemas compiled, and the agent types its bodies with them.
  */
 import { Type, type Static } from 'typebox'
-import { MAX_CAPABILITIES_PER_WORKER, MAX_ID_LENGTH, MAX_URL_LENGTH } from '../constants.ts'
+import { CONTROLLER_ID, MAX_CAPABILITIES_PER_WORKER, MAX_ID_LENGTH, MAX_URL_LENGTH } from '../constants.ts'
+
+export { CONTROLLER_ID }
 
 /** Printable ASCII, no spaces: safe in logs, URLs and map keys. */
 export const WorkerId = Type.String({ minLength: 1, maxLength: MAX_ID_LENGTH, pattern: '^[\\x21-\\x7e]+$', description: 'Worker id: printable ASCII without spaces.' })
-/** A controller id: letters, digits, `.`, `_`, `-`; at most 64. */
-export const CONTROLLER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 export const ControllerId = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' })
 export const WorkerUrl = Type.String({ minLength: 1, maxLength: MAX_URL_LENGTH, pattern: '^https?://[^\\s/?#]+[^\\s]*$', description: 'Where the worker serves, http(s)://host[:port][/path].' })
 export const Name = Type.String({ minLength: 1, maxLength: 256 })

@@ -14,6 +14,8 @@ export class MemoryReplica implements SyncReplica {
   readonly items = new Map<string, Uint8Array>()
   /** Deltas applied, in order (their sizes). */
   readonly applied: number[] = []
+  /** Items received in a delta that this replica already held (an exchange that overlapped another). */
+  duplicates = 0
   /** Refuse every delta (to test a rejected exchange). */
   refuse = false
 
@@ -51,7 +53,7 @@ export class MemoryReplica implements SyncReplica {
     return out
   }
 
-  apply (update: Uint8Array): void {
+  apply (update: Uint8Array): boolean {
     if (this.refuse) throw new Error('refused by the test')
     const dv = new DataView(update.buffer, update.byteOffset, update.byteLength)
     const n = dv.getUint32(0)
@@ -66,8 +68,14 @@ export class MemoryReplica implements SyncReplica {
       add.push([k, update.slice(at + 4, at + 4 + vl)])
       at += 4 + vl
     }
-    for (const [k, v] of add) this.items.set(k, v)
+    let changed = false
+    for (const [k, v] of add) {
+      if (this.items.has(k)) this.duplicates++
+      else changed = true
+      this.items.set(k, v)
+    }
     this.applied.push(update.length)
+    return changed
   }
 
   /** A digest of the content, to compare replicas. */

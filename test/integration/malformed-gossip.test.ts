@@ -11,14 +11,17 @@
  * byte for byte), its peers are unaffected, every rejection is logged with
  * the sending peer, and valid traffic still flows afterwards.
  *
- * The attacker holds the mesh key (an insider: a compromised controller
- * host): what it sends is stopped by validation. Without the key, or with
- * another mesh's, a node cannot even connect (last describe block).
+ * The attacker holds the mesh key and is in the peer allow list (an
+ * admitted insider: a compromised controller host): what it sends is
+ * stopped by validation. Without the key, or with another mesh's, a node
+ * cannot even connect (last describe block); with the key but not in the
+ * allow list, neither (test/integration/admission.test.ts).
  *
  * Timeouts are long here (unhealthy 60 s) so nothing legitimate changes the
  * registry while the attack runs: any change is the attacker's doing.
  */
 import { randomBytes } from 'node:crypto'
+import { appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -36,7 +39,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
-import { encodeEnvelope, Kind, readMeshKey, REGISTRY_TOPIC, SYNC_PROTOCOL_V2 } from '../../src/gossip/index.ts'
+import { encodeEnvelope, Kind, readMeshKey, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
 import { LIVENESS_TOPIC } from '../../src/membership/index.ts'
 import { VERSION } from '../../src/gossip/envelope.ts'
 import { privateNetwork } from '../../src/gossip/private-network.ts'
@@ -161,6 +164,8 @@ async function stillFlows (id: string): Promise<void> {
 // ------------------------------------------------------------------ the attacker
 
 let lastDial = 0
+/** Attackers added to the allow list so far (each under its own controller id). */
+let admitted = 0
 
 /**
  * A libp2p node like a controller's, dialled to the victim and subscribed to
@@ -170,6 +175,8 @@ let lastDial = 0
  */
 async function attacker (): Promise<Node> {
   const node = await hostileNode(readMeshKey(join(bed.tlsDir, 'mesh.key')))
+  // Admitted, as a compromised controller host would be: the controllers read the new line when it dials.
+  appendFileSync(join(bed.tlsDir, 'peers.allow'), `evil-${++admitted} ${node.peerId.toString()}\n`)
   await node.dial(multiaddr(victim.p2p.multiaddrs[0]))
   node.services.pubsub.subscribe(REGISTRY_TOPIC)
   node.services.pubsub.subscribe(LIVENESS_TOPIC)
@@ -266,20 +273,21 @@ function junk (n: number): Uint8Array {
 }
 
 // ---------------------------------------------------------------- sync frames
-// The attacker speaks the single-frame 2.0.0 form, which controllers still answer (and dial, when a
-// peer offers nothing newer) for rolling upgrades; garbage in the chunked 2.1.0 form is covered by
-// test/unit/gossip/sync.test.ts.
+// The sync protocol's frames, written by hand: HELLO(id, the largest delta taken (u32), state
+// vector), and a DIFF as a header (its length, u32) followed by the delta in one frame (they are
+// all below the 1 MiB chunk size).
 
 function hello (controllerId: string, sv: Uint8Array): Uint8Array {
   const id = enc.encode(controllerId)
-  return rawEnvelope([1, id.length, ...id], sv)
+  return rawEnvelope([1, id.length, ...id, 0x10, 0, 0, 0], sv)
 }
 
-const diff = (u: Uint8Array): Uint8Array => rawEnvelope([2], u)
+/** The frames of a DIFF carrying `u`. */
+const diff = (u: Uint8Array): Uint8Array[] => [Uint8Array.of(2, u.length >>> 24, (u.length >>> 16) & 0xff, (u.length >>> 8) & 0xff, u.length & 0xff), u]
 
 /** Opens a sync stream from `node` to the victim. */
 async function openSync (node: Node): Promise<Stream> {
-  return await node.dialProtocol(peerIdFromString(victim.p2p.peerId), SYNC_PROTOCOL_V2, { signal: AbortSignal.timeout(5_000) })
+  return await node.dialProtocol(peerIdFromString(victim.p2p.peerId), SYNC_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
 }
 
 /** Pulls the victim's whole document over a well-formed sync exchange (anyone on the mesh can). */
@@ -289,11 +297,18 @@ async function pullState (node: Node): Promise<Y.Doc> {
   const signal = AbortSignal.timeout(5_000)
   await lp.write(hello('evil', Y.encodeStateVector(new Y.Doc())), { signal })
   await lp.read({ signal })
-  const theirs = (await lp.read({ signal })).subarray()
-  await lp.write(diff(Y.encodeStateAsUpdate(new Y.Doc())), { signal })
+  const head = (await lp.read({ signal })).subarray()
+  const total = new DataView(head.buffer, head.byteOffset).getUint32(1)
+  const theirs = new Uint8Array(total)
+  for (let got = 0; got < total;) {
+    const chunk = (await lp.read({ signal })).subarray()
+    theirs.set(chunk, got)
+    got += chunk.length
+  }
+  await lp.writeV(diff(Y.encodeStateAsUpdate(new Y.Doc())), { signal })
   await stream.close({ signal })
   const doc = new Y.Doc()
-  Y.applyUpdate(doc, theirs.subarray(1))
+  Y.applyUpdate(doc, theirs)
   return doc
 }
 
@@ -333,7 +348,10 @@ const gossipCases: Array<[string, Array<[string, string, () => Uint8Array]>]> = 
     ['an unknown kind', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, 9, 4, ...id4], validEntryUpdate())],
     ['a truncated controller id', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 200, ...id4])],
     ['a controller id that is not utf-8', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 2, 0xff, 0xfe], validEntryUpdate())],
-    ['an invalid controller id', REGISTRY_TOPIC, () => envelope(Kind.update, validEntryUpdate(), '../evil id')]
+    ['an invalid controller id', REGISTRY_TOPIC, () => envelope(Kind.update, validEntryUpdate(), '../evil id')],
+    ['an update without its trace-context count', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4])],
+    ['a trace context with an all-zero trace id', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4, 1, ...new Array(16).fill(0), ...new Array(8).fill(1), 1], validEntryUpdate())],
+    ['more trace contexts than an envelope carries', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4, 255], validEntryUpdate())]
   ]],
   ['valid envelopes carrying malformed Yjs updates', [
     ['garbage instead of a Yjs update', REGISTRY_TOPIC, () => envelope(Kind.update, junk(200))],
@@ -418,16 +436,16 @@ describe('a hostile peer on the gossip topics', () => {
 
 const sv0 = Y.encodeStateVector(new Y.Doc())
 type Attack = (stream: Stream) => Promise<void>
-const frames = (...fs: Array<() => Uint8Array>): Attack => async stream => {
+const frames = (...fs: Array<() => Uint8Array | Uint8Array[]>): Attack => async stream => {
   const lp = lpStream(stream)
-  for (const f of fs) await lp.write(f())
+  for (const f of fs) for (const frame of [f()].flat()) await lp.write(frame)
 }
 const helloOk = (): Uint8Array => hello('evil', sv0)
 
 const syncCases: Array<[string, Array<[string, Attack]>]> = [
   ['garbage frames', [
     ['a length prefix longer than any frame needs', async stream => { await byteStream(stream).write(new Uint8Array([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00])) }],
-    ['a frame longer than the 256 MiB limit', async stream => { await byteStream(stream).write(new Uint8Array([0x80, 0x80, 0x80, 0xa0, 0x01])) }],
+    ['a frame longer than the 1 MiB chunk limit', async stream => { await byteStream(stream).write(new Uint8Array([0x80, 0x80, 0x80, 0xa0, 0x01])) }],
     ['an empty frame', frames(() => new Uint8Array(0))],
     ['random bytes as a frame', frames(() => junk(100))],
     ['a frame of an unknown kind', frames(() => rawEnvelope([9, 4, ...id4], sv0))],
@@ -486,16 +504,16 @@ describe('a hostile peer on the sync protocol', () => {
     const before = await snapshots()
     const answers: Array<[string, (stream: Stream) => Promise<void>]> = [
       ['a garbage HELLO', async stream => { await lpStream(stream).write(junk(64)) }],
-      ['a valid HELLO then a junk DIFF', async stream => { await lpStream(stream).writeV([helloOk(), diff(junk(200))]) }],
+      ['a valid HELLO then a junk DIFF', async stream => { await lpStream(stream).writeV([helloOk(), ...diff(junk(200))]) }],
       ['a valid HELLO then a DIFF with a foreign root type', async stream => {
-        await lpStream(stream).writeV([helloOk(), diff(update(doc => { doc.getText('evil').insert(0, 'x') }))])
+        await lpStream(stream).writeV([helloOk(), ...diff(update(doc => { doc.getText('evil').insert(0, 'x') }))])
       }]
     ]
     const leftOpen: string[] = []
     for (const [what, answer] of answers) {
       const node = await attacker()
       let served: Stream | null = null
-      await node.handle(SYNC_PROTOCOL_V2, async (stream: Stream) => {
+      await node.handle(SYNC_PROTOCOL, async (stream: Stream) => {
         served = stream
         await lpStream(stream).read() // the controller's HELLO
         await answer(stream)
@@ -550,7 +568,7 @@ describe('well-formed Yjs updates that overwrite existing registry items with ma
     const node = await attacker()
     const replica = await pullState(node)
     const stream = await openSync(node)
-    await lpStream(stream).writeV([hello('evil', Y.encodeStateVector(replica)), diff(editReplica(replica, edit))])
+    await lpStream(stream).writeV([hello('evil', Y.encodeStateVector(replica)), ...diff(editReplica(replica, edit))])
     await eventually(() => logged('sync exchange failed', node.peerId.toString()) || changedState(before),
       'the victim to abort the exchange (or, wrongly, apply the DIFF)', 5_000)
     await new Promise(resolve => setTimeout(resolve, 300))
@@ -587,7 +605,7 @@ describe('a node without the mesh key', () => {
       // The signal is a backstop: these fail by themselves, at once (the garbled handshake is refused) or after a handshake timeout.
       await expect(node.dial(to, { signal: AbortSignal.timeout(20_000) }), `a node with ${what} to be refused`).rejects.toThrow()
       // Nor can it reach the sync protocol (it needs a connection first).
-      await expect(node.dialProtocol(to, SYNC_PROTOCOL_V2, { signal: AbortSignal.timeout(20_000) }), what).rejects.toThrow()
+      await expect(node.dialProtocol(to, SYNC_PROTOCOL, { signal: AbortSignal.timeout(20_000) }), what).rejects.toThrow()
       expect(victim.p2p.connectedPeers(), what).not.toContain(node.peerId.toString())
       expect(node.getConnections(), what).toEqual([])
       await retire(node)

@@ -50,7 +50,7 @@ describe('GET /metrics', () => {
       expect(m.sum('process_cpu_seconds_total')).toBeGreaterThan(0)
     }
     // a's liveness digests reach b on their topic (every 150 ms at least, in the local preset), each checked.
-    await eventually(async () => (await scrape(bed.client, b.url)).sum('capmesh_gossip_messages_total', { topic: 'capmesh/liveness/2', result: 'accepted' }) > 0, 'b to accept a digest of a')
+    await eventually(async () => (await scrape(bed.client, b.url)).sum('capmesh_gossip_messages_total', { topic: 'capmesh/liveness/3', result: 'accepted' }) > 0, 'b to accept a digest of a')
     expect(mb.sum('capmesh_gossip_messages_total', { result: 'rejected' })).toBe(0)
     // The link's first anti-entropy exchange counts on both sides.
     for (const c of [a, b]) await eventually(async () => (await scrape(bed.client, c.url)).sum('capmesh_sync_exchanges_total', { result: 'ok' }) > 0, `${c.config.id} to count its first exchange`)

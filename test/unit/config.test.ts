@@ -161,6 +161,25 @@ describe('readConfigFile', () => {
   })
 })
 
+describe('bootstrap addresses', () => {
+  it.each([
+    '/ip4/127.0.0.1/tcp/9101',
+    '/ip4/10.1.2.3/tcp/9100/p2p/12D3KooWAQc6QgDki5uc4jnGTxRCtA5HF3H4z6No63brkFLMH73m',
+    '/ip6/::1/tcp/9100',
+    '/dns4/controller-b.mesh.local/tcp/9100',
+    '/dns/c-2/tcp/1'
+  ])('takes %s', a => {
+    expect(parseRawConfig({ bootstrap: [a] }, 'flag').bootstrap).toEqual([a])
+  })
+
+  it.each([
+    'localhost:9100', '/ip4/127.0.0.1/udp/9101', '/ip4/127.0.0.1/tcp/70000', '/ip4/127.0.0.1', '/ip4/1.2.3/tcp/1',
+    '/ip4/127.0.0.1/tcp/9101/p2p/not a peer id', '/dns4/bad name/tcp/1', 'https://127.0.0.1:9000'
+  ])('refuses %s, naming it', a => {
+    expect(configError(() => parseRawConfig({ bootstrap: a }, 'flag')).message).toContain(a)
+  })
+})
+
 describe('the options, declared once', () => {
   it('docs/operations.md lists every option with its flag, config-file key and default, as CONTROLLER_OPTIONS declares them', () => {
     const doc = readFileSync(resolve(import.meta.dirname, '../../docs/operations.md'), 'utf8')

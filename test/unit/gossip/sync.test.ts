@@ -2,14 +2,14 @@
  * The sync protocol on in-memory stream pairs (@libp2p/utils' streamPair)
  * between in-memory replicas: no sockets, no Yjs. What is under test is the
  * framing: deltas of any size up to the receiver's limit, chunked; a delta
- * beyond it refused before it is sent; the 2.0.0 single-frame form of
- * earlier controllers; malformed, stalled and refused exchanges.
+ * beyond it refused before it is sent; malformed, stalled and refused
+ * exchanges.
  */
 import type { Stream } from '@libp2p/interface'
 import { lpStream, streamPair } from '@libp2p/utils'
 import { describe, expect, it } from 'vitest'
 import {
-  refuseSync, SYNC_PROTOCOL, SYNC_PROTOCOL_V2, syncInitiator, syncResponder, SyncError, PeerBusyError, type SyncOptions
+  refuseSync, SYNC_PROTOCOL, syncInitiator, syncResponder, SyncError, PeerBusyError, type SyncOptions
 } from '../../../src/gossip/sync.ts'
 import { MemoryReplica } from '../../helpers/memory-replica.ts'
 
@@ -67,21 +67,6 @@ describe('sync protocol', () => {
     }
     expect(a.items.size).toBe(0)
     expect(a.applied).toHaveLength(0)
-  })
-
-  it('speaks the single-frame 2.0.0 form of earlier controllers, with the same size limit on receipt', async () => {
-    const a = new MemoryReplica({ x: 10 })
-    const b = new MemoryReplica({ big: 6 * MiB })
-    const [ra, rb] = await exchange(a, b, options('a'), options('b'), SYNC_PROTOCOL_V2)
-    expect(ra.status).toBe('fulfilled')
-    expect(rb.status).toBe('fulfilled')
-    expect(a.digest()).toBe(b.digest())
-
-    const c = new MemoryReplica()
-    const [rc] = await exchange(c, new MemoryReplica({ big: 2 * MiB }), options('c', { maxDeltaBytes: MiB }), options('d'), SYNC_PROTOCOL_V2)
-    expect(rc.status).toBe('rejected')
-    expect(((rc as PromiseRejectedResult).reason as SyncError).reason).toBe('too_large')
-    expect(c.items.size).toBe(0)
   })
 
   it('a delta the receiver refuses is a rejected exchange and changes nothing there', async () => {

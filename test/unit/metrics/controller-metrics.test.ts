@@ -14,8 +14,10 @@ const noNode: NodeFacts = {
   sync: () => ({ state: 'ok', behind: [] }),
   store: () => null,
   caPath: () => null,
-  meshKeyId: () => null,
-  config: () => ({ heartbeat_interval_ms: 1000, unhealthy_after_ms: 60_000, stale_after_ms: 120_000 })
+  meshKeys: () => [],
+  admission: () => ({ file: null, controllers: [], refused: [] }),
+  config: () => ({ heartbeat_interval_ms: 1000, unhealthy_after_ms: 60_000, stale_after_ms: 120_000 }),
+  auth: () => ({ mode: 'required', trust_domain: 'capmesh.local', health: 'open' })
 }
 const cap = { name: 'echo', verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 1 }
 /** Metrics of `c`'s view; `events` is what the composition root relays into it. */
@@ -40,15 +42,22 @@ describe('controller metrics', () => {
     s = parseMetrics(await m.text())
     expect(s.sum('capmesh_workers')).toBe(2)
     expect(s.sum('capmesh_own_workers', { state: 'healthy' })).toBe(1)
+    // Three registrations, a drain, a removal: five changes; one watcher open.
+    const w = c.changes.watch(null, { capabilities: null, kinds: null })
+    s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_watch_index')).toBe(5)
+    expect(s.sum('capmesh_watchers')).toBe(1)
+    w.close()
+    expect(parseMetrics(await m.text()).sum('capmesh_watchers')).toBe(0)
   })
 
   it('count the controller\'s events until closed', async () => {
     const c = core()
     const events = new EventEmitter<ViewEvents>()
     const m = metricsOf(c, false, events)
-    events.emit('gossip', 'capmesh/registry/2', 'accepted')
-    events.emit('gossip', 'capmesh/registry/2', 'rejected')
-    events.emit('gossip', 'capmesh/liveness/2', 'ignored')
+    events.emit('gossip', 'capmesh/registry/3', 'accepted')
+    events.emit('gossip', 'capmesh/registry/3', 'rejected')
+    events.emit('gossip', 'capmesh/liveness/3', 'ignored')
     events.emit('sync', { ok: true, bytesReceived: 1000 })
     events.emit('sync', { ok: true, bytesReceived: 24 })
     events.emit('sync', { ok: false, reason: 'timeout' })
@@ -57,7 +66,7 @@ describe('controller metrics', () => {
     events.emit('expired', 'w1', 'unhealthy')
     events.emit('dropped', 'b', 2)
     let s = parseMetrics(await m.text())
-    expect(s.sum('capmesh_gossip_messages_total', { topic: 'capmesh/registry/2' })).toBe(2)
+    expect(s.sum('capmesh_gossip_messages_total', { topic: 'capmesh/registry/3' })).toBe(2)
     expect(s.sum('capmesh_gossip_messages_total', { result: 'ignored' })).toBe(1)
     expect(s.sum('capmesh_sync_exchanges_total', { result: 'ok' })).toBe(2)
     expect(s.sum('capmesh_sync_exchanges_total', { result: 'failed' })).toBe(1)
