@@ -31,6 +31,7 @@ import { listingRoutes } from './routes/listing.ts'
 import { registerRoute } from './routes/register.ts'
 import { routeRoute } from './routes/route.ts'
 import { stateRoutes } from './routes/state.ts'
+import { uiRoutes } from './routes/ui.ts'
 import { watchRoute } from './routes/watch.ts'
 import type { Api, ApiComponents } from './types.ts'
 
@@ -106,6 +107,7 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   healthRoute(app, init)
   meshRoute(app, init)
   stateRoutes(app, init)
+  uiRoutes(app, init)
   app.get('/openapi.json', { config: { access: ['worker', 'client', 'metrics'] }, schema: { hide: true } }, async () => app.swagger())
   return app
 }

@@ -88,7 +88,7 @@ export class Controller {
     const cfg = this.config = init.config
     this.log = init.logger ?? pino({ level: cfg.logLevel, base: { controller: cfg.id } })
     this.faults = init.faults
-    this.seals = new PeerSeals(owner => owner === cfg.id ? this.seals.self : this.admission?.peerOf(owner))
+    this.seals = new PeerSeals(owner => owner === cfg.id ? this.seals.self : this.admission?.recheckController(owner))
     this.core = new ControllerCore({
       seals: init.seals === false ? false : this.seals,
       controllerId: cfg.id,

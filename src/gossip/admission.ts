@@ -167,12 +167,30 @@ export class Admission extends EventEmitter<AdmissionEvents> {
    */
   recheck (peerId: string): boolean {
     if (this.byPeer.has(peerId)) return true
+    this.refresh()
+    return this.byPeer.has(peerId)
+  }
+
+  /**
+   * `peerOf(controllerId)`, but a controller the list does not know is
+   * looked up again in the file as it is now (as `recheck` does for peers):
+   * an import or a sync that brings the segment of a controller added a
+   * moment ago is checked against its key, not refused.
+   */
+  recheckController (controllerId: string): string | undefined {
+    const known = this.byController.get(controllerId)
+    if (known != null) return known
+    this.refresh()
+    return this.byController.get(controllerId)
+  }
+
+  /** Re-reads the file if it changed; a file that became invalid leaves the list as it was. */
+  private refresh (): void {
     try {
       this.reloadIfChanged()
     } catch {
       // Keeps the list in force; the periodic reload logs the error.
     }
-    return this.byPeer.has(peerId)
   }
 
   /**

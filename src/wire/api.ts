@@ -520,3 +520,42 @@ export const MeshReply = Type.Object({
   refused: Type.Array(RefusedPeer)
 })
 export type MeshReply = Static<typeof MeshReply>
+
+// --------------------------------------------------------------- dashboard
+
+/** One controller as the dashboard draws it: what this controller last heard of it, and its link to it. */
+export const DashboardController = Type.Object({
+  controller_id: Type.String(),
+  /** The controller serving the dashboard. */
+  self: Type.Boolean(),
+  status: OwnerStatus,
+  /** Since its last digest (ms); null for this controller, or one never heard from. */
+  last_heard_ms_ago: Type.Union([Type.Integer(), Type.Null()]),
+  /** The registry hash in its last digest (this controller's own for `self`). */
+  registry_hash: Type.Union([Type.String(), Type.Null()]),
+  self_preservation: Type.Boolean(),
+  /** This controller's libp2p link to it; null for `self`, or a controller it has no peer entry for. */
+  link: Type.Union([Type.Object({
+    connected: Type.Boolean(),
+    /** State vectors were equal at the last anti-entropy exchange. */
+    in_sync: Type.Union([Type.Boolean(), Type.Null()]),
+    last_sync_ms: Type.Union([Type.Number(), Type.Null()]),
+    sync_state: Type.Union([Type.Literal('ok'), Type.Literal('failing'), Type.Literal('behind')])
+  }), Type.Null()])
+})
+export type DashboardController = Static<typeof DashboardController>
+
+/** `GET /ui/mesh`: the mesh as the dashboard shows it (a client's share of /health and /mesh: no peer ids, keys or allow list). */
+export const DashboardMeshReply = Type.Object({
+  controller_id: Type.String(),
+  /** This controller's clock (ISO), for the dashboard to place the watch's timestamps against its own. */
+  now: Type.String(),
+  status: Type.Union([Type.Literal('ok'), Type.Literal('behind'), Type.Literal('self_preservation')]),
+  registry_hash: Type.String(),
+  self_preservation: SelfPreservation,
+  workers: Type.Intersect([Type.Object({ total: Type.Integer() }), StateCounts]),
+  config: Type.Object({ heartbeat_interval_ms: Type.Integer(), unhealthy_after_ms: Type.Integer(), stale_after_ms: Type.Integer() }),
+  /** This controller first, then every other it knows, by id. */
+  controllers: Type.Array(DashboardController)
+})
+export type DashboardMeshReply = Static<typeof DashboardMeshReply>

@@ -6,14 +6,16 @@
  * Identities of any role come from `identity()`. Everything started is
  * stopped by `cleanup()`.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Logger } from 'pino'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
-import { networkFaults, type NetworkFaults } from '../../src/gossip/index.ts'
+import { networkFaults, PeerSeals, type NetworkFaults } from '../../src/gossip/index.ts'
+import { Registry } from '../../src/registry/index.ts'
 import type { Role } from '../../src/identity/index.ts'
 import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
@@ -32,6 +34,12 @@ export interface TestBed {
   identity: (role: Role, name: string) => Promise<CallerTls>
   /** Starts a controller in-process (local preset: fast timeouts, port 0); `logger` to read what it logs. */
   start: (overrides?: RawConfig, init?: { logger?: Logger }) => Promise<Controller>
+  /**
+   * A registry of a controller that is not running (an export of another
+   * mesh's controller, a bulk load), with a peer key of its own that the
+   * bed's allow list admits: the bed's controllers accept its sealed segments.
+   */
+  admittedRegistry: (controllerId: string) => Promise<Registry>
   cleanup: () => Promise<void>
 }
 
@@ -68,6 +76,13 @@ export async function testBed (name = 'capmesh'): Promise<TestBed> {
     tls: operator,
     client,
     identity,
+    async admittedRegistry (controllerId) {
+      const key = await generateKeyPair('Ed25519')
+      const seals: PeerSeals = new PeerSeals((owner): string | undefined => owner === controllerId ? seals.self : undefined)
+      seals.use(key)
+      appendFileSync(join(tlsDir, 'peers.allow'), `${controllerId} ${seals.self}\n`)
+      return new Registry({ controllerId, seals })
+    },
     async start (overrides = {}, init = {}) {
       const id = overrides.id ?? `c${n++}`
       const config = resolveControllerConfig(localPreset({ id, dataDir: join(root, id), tlsDir, ...overrides }))

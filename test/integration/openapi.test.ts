@@ -18,7 +18,7 @@ describe('the published contract', () => {
     await bed.start({ id: 'b', bootstrap: [a.p2p.multiaddrs[0]] })
     const spec = (await bed.client.json('GET', `${a.url}/openapi.json`)).body
     for (const [path, method] of [['/register', 'post'], ['/heartbeat', 'post'], ['/deregister', 'post'], ['/drain', 'post'], ['/route', 'post'], ['/route', 'get'],
-      ['/capabilities', 'get'], ['/workers', 'get'], ['/health', 'get'], ['/mesh', 'get'], ['/state/export', 'get'], ['/state/import', 'post']]) {
+      ['/capabilities', 'get'], ['/workers', 'get'], ['/health', 'get'], ['/mesh', 'get'], ['/state/export', 'get'], ['/state/import', 'post'], ['/ui/mesh', 'get']]) {
       const op = spec.paths?.[path]?.[method]
       expect(op, `${method.toUpperCase()} ${path} in /openapi.json`).toBeDefined()
       expect(op.responses?.['200']?.content?.['application/json']?.schema, `${method.toUpperCase()} ${path} has a 200 reply schema`).toBeDefined()

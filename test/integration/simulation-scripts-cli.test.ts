@@ -20,6 +20,7 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
     options: { seeds: '50', first: '1', nodes: '8', workers: '1000', duration: '30s', scenario: 'randomized', out: 'reports/soak' }
   },
   'simulations/report-screenshot.ts': { script: 'sim:screenshot', options: {} },
+  'simulations/dashboard-screenshot.ts': { script: 'dashboard:screenshot', options: { out: 'docs/dashboard.png', phone: 'not set', workers: '12' } },
   'simulations/bench/route.ts': {
     script: 'bench:route',
     options: {

@@ -15,7 +15,7 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { WorkerAgent } from '../../src/agent/index.ts'
 import type { Controller } from '../../src/controller/index.ts'
-import { exportState, Registry } from '../../src/registry/index.ts'
+import { exportState } from '../../src/registry/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { otlpSink, type OtlpSink, type ReceivedSpan } from '../../simulations/otlp-sink.ts'
 import { capmesh } from '../helpers/cli.ts'
@@ -204,7 +204,7 @@ describe('tracing across the mesh (OTLP/HTTP to a real receiver over HTTPS)', ()
   it('a write too big for a gossip message travels by sync: the sync apply at b and at c links to it', async () => {
     // A registry of ~1.5 MB (owned by a controller that is not here), imported at a: more than a
     // gossip message carries, so a sends a sync hint with the import's trace context, and b and c pull it.
-    const bulk = new Registry({ controllerId: 'bulk' })
+    const bulk = await bed.admittedRegistry('bulk')
     for (let i = 0; i < 6000; i++) {
       bulk.register({ worker_id: `bulk-${i}`, worker_url: `https://127.0.0.1:7000/${'x'.repeat(100)}/${i}`, capabilities: [capability(`cap-bulk-${i % 50}`) as never] })
     }
