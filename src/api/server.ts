@@ -19,9 +19,10 @@ import { ValidationError } from '../errors.ts'
 import { tooDeep } from '../utils/json.ts'
 import { auditPlugin } from './plugins/audit.ts'
 import { authPlugin, type AuthInit } from './plugins/auth.ts'
-import { errorHandler } from './plugins/errors.ts'
+import { errorHandler, notFoundHandler } from './plugins/errors.ts'
 import { limitsPlugin, type LimitsInit } from './plugins/limits.ts'
 import { metricsPlugin } from './plugins/metrics.ts'
+import { mergeNotFoundHooks } from './plugins/route-hooks.ts'
 import { tracingPlugin, type ApiTracing } from './plugins/tracing.ts'
 import { watchersPlugin } from './plugins/watchers.ts'
 import { deregisterRoute } from './routes/deregister.ts'
@@ -52,6 +53,8 @@ export interface ApiInit extends ApiComponents {
   tracing?: ApiTracing
 }
 
+const debugging = (log: FastifyBaseLogger): boolean => log.level === 'debug' || log.level === 'trace'
+
 export async function buildApi (init: ApiInit): Promise<Api> {
   // fastify's overloads type an https server differently; the routes only need the TypeBox provider.
   const app = Fastify({
@@ -66,6 +69,9 @@ export async function buildApi (init: ApiInit): Promise<Api> {
     },
     bodyLimit: init.bodyLimit,
     ...(init.logger != null ? { loggerInstance: init.logger } : { logger: false }),
+    // No child logger per request (a pino child costs about a microsecond) unless debugging: the
+    // error handler names the request in the lines it logs.
+    ...(init.logger != null && !debugging(init.logger) ? { childLoggerFactory: (logger: FastifyBaseLogger) => logger } : {}),
     // Clients are long-lived workers heartbeating over keep-alive.
     keepAliveTimeout: 65_000,
     requestTimeout: 30_000,
@@ -75,10 +81,13 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   errorHandler(app)
   // First: its span covers what the other plugins refuse, and its onRoute hook must precede the routes.
   tracingPlugin(app, init.tracing)
-  authPlugin(app, { ...init.auth, policy: init.policy })
+  // Authentication, metrics and audit hooks are attached per route (plugins/route-hooks.ts); the 404
+  // handler gets the same ones.
+  const authNotFound = authPlugin(app, { ...init.auth, policy: init.policy })
   await limitsPlugin(app, init.limits)
-  metricsPlugin(app, init)
+  const metricsNotFound = metricsPlugin(app, init)
   auditPlugin(app, init.audit)
+  notFoundHandler(app, mergeNotFoundHooks(authNotFound, metricsNotFound))
   const watchers = watchersPlugin(app, { max: init.watch?.maxWatchers })
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')
