@@ -37,14 +37,15 @@ POST /register per worker against POST /register/batch with --batch workers a re
     duration: { type: 'string', value: 'D', default: '5s', description: 'measured window of each run' },
     warmup: { type: 'string', value: 'D', default: '1s', description: 'unmeasured lead-in of each run' },
     rounds: { type: 'string', value: 'N', default: '2', description: 'single+batch pairs' },
-    connections: { type: 'string', value: 'N', default: '32', description: 'keep-alive connections (closed loop, one request in flight each)' },
+    connections: { type: 'string', value: 'N', default: '32', description: 'keep-alive connections of the single runs (closed loop, one request in flight each)' },
+    'batch-connections': { type: 'string', value: 'N', default: '4', description: 'connections of the batch runs (each request carries --batch workers: a few in flight keep the controller busy without queueing seconds of work)' },
     batch: { type: 'string', value: 'N', default: '200', description: `workers per /register/batch request (1..${MAX_REGISTER_BATCH})` },
     'load-generator': { type: 'boolean', default: false, internal: true, description: 'run as the load generator child' }
   }
 })
 
 interface RunRequest { type: 'run', origin: string, path: string, ca: string, cert: string, key: string, prefix: string, batch: number, connections: number, warmupMs: number, durationMs: number }
-interface RunResult { type: 'result', registrations: number, requests: number, errors: number, firstError: string, seconds: number, p50: number, p99: number }
+interface RunResult { type: 'result', registrations: number, requests: number, errors: number, shed: number, firstError: string, seconds: number, p50: number, p99: number }
 type Message = { type: 'ready' } | { type: 'mark', phase: 'start' | 'end' } | RunResult | { type: 'error', message: string }
 
 const worker = (id: string): Record<string, unknown> => ({
@@ -71,6 +72,7 @@ async function drive (req: RunRequest): Promise<RunResult> {
   let requests = 0
   let errors = 0
   let firstError = ''
+  let shed = 0
   const latencies: number[] = []
   const t0 = performance.now()
   const from = t0 + req.warmupMs
@@ -86,6 +88,12 @@ async function drive (req: RunRequest): Promise<RunResult> {
       const res = await pool.request({ path: req.path, method: 'POST', headers, body })
       const text = await res.body.text()
       const end = performance.now()
+      // Shed (503 overloaded: the event loop fell behind) or rate limited: counted, retried after the wait asked for.
+      if (res.statusCode === 503 || res.statusCode === 429) {
+        shed++
+        await new Promise(resolve => setTimeout(resolve, Math.min(2000, Number(res.headers['retry-after'] ?? 1) * 1000)))
+        continue
+      }
       let ok = res.statusCode === 200
       if (ok && req.path !== '/register') ok = (JSON.parse(text) as { registered: number }).registered === ids.length
       if (!ok) {
@@ -107,7 +115,7 @@ async function drive (req: RunRequest): Promise<RunResult> {
   await pool.close()
   latencies.sort((a, b) => a - b)
   const q = (p: number): number => latencies.length === 0 ? NaN : latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]
-  return { type: 'result', registrations, requests, errors, firstError, seconds: req.durationMs / 1000, p50: q(0.5), p99: q(0.99) }
+  return { type: 'result', registrations, requests, errors, shed, firstError, seconds: req.durationMs / 1000, p50: q(0.5), p99: q(0.99) }
 }
 
 // -------------------------------------------------------------------- main
@@ -118,6 +126,8 @@ async function main (): Promise<void> {
   const rounds = Number(values.rounds)
   const connections = Number(values.connections)
   const batch = Number(values.batch)
+  const batchConnections = Number(values['batch-connections'])
+  if (!Number.isInteger(batchConnections) || batchConnections < 1) throw new Error('--batch-connections: an integer ≥ 1')
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds: an integer ≥ 1')
   if (!Number.isInteger(connections) || connections < 1) throw new Error('--connections: an integer ≥ 1')
   if (!Number.isInteger(batch) || batch < 1 || batch > MAX_REGISTER_BATCH) throw new Error(`--batch: an integer 1..${MAX_REGISTER_BATCH}`)
@@ -151,7 +161,7 @@ async function main (): Promise<void> {
     const next = async (): Promise<Message> => inbox.shift() ?? await new Promise<Message>(resolve => { waiting = resolve })
     if ((await next()).type !== 'ready') throw new Error('load generator did not start')
 
-    console.log(`bench:register — controller ${c.url} (production defaults, auth on), ${connections} connections, batches of ${batch}, ` +
+    console.log(`bench:register — controller ${c.url} (production defaults, auth on), single: ${connections} connections, batch: ${batchConnections} connections × ${batch} workers a request, ` +
       `${warmupMs} ms warm-up + ${durationMs} ms measured per run, ${rounds} rounds`)
     const rows: Array<{ kind: string, regPerS: number, reqPerS: number, usPerReg: number, p50: number, p99: number }> = []
     let prefix = 0
@@ -160,7 +170,7 @@ async function main (): Promise<void> {
         cpuMs = NaN
         gen.send({
           type: 'run', origin: c.url, path: kind === 'single' ? '/register' : '/register/batch', ca: tls.ca, cert: operator.cert, key: operator.key,
-          prefix: `r${prefix++}`, batch: kind === 'single' ? 1 : batch, connections, warmupMs, durationMs
+          prefix: `r${prefix++}`, batch: kind === 'single' ? 1 : batch, connections: kind === 'single' ? connections : batchConnections, warmupMs, durationMs
         } satisfies RunRequest)
         const m = await next()
         if (m.type !== 'result') throw new Error(`load generator failed: ${JSON.stringify(m)}`)
@@ -168,7 +178,7 @@ async function main (): Promise<void> {
         const row = { kind, regPerS: m.registrations / m.seconds, reqPerS: m.requests / m.seconds, usPerReg: cpuMs * 1000 / m.registrations, p50: m.p50, p99: m.p99 }
         rows.push(row)
         console.log(`  round ${round} ${kind.padEnd(6)} ${Math.round(row.regPerS).toLocaleString('en-US').padStart(8)} registrations/s  ` +
-          `(${Math.round(row.reqPerS).toLocaleString('en-US')} requests/s, p50 ${row.p50.toFixed(2)} ms, p99 ${row.p99.toFixed(2)} ms)  controller CPU ${row.usPerReg.toFixed(1)} µs/registration`)
+          `(${Math.round(row.reqPerS).toLocaleString('en-US')} requests/s, p50 ${row.p50.toFixed(2)} ms, p99 ${row.p99.toFixed(2)} ms${m.shed > 0 ? `, ${m.shed} shed with 503/429 and retried` : ''})  controller CPU ${row.usPerReg.toFixed(1)} µs/registration`)
       }
     }
     const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2 }
