@@ -29,6 +29,15 @@ export const DEFAULT_STALE_AFTER_MS = 120_000
 
 /** Largest request body accepted on the worker/route endpoints. A registration with a few hundred capabilities fits. */
 export const DEFAULT_BODY_LIMIT_BYTES = 256 * 1024
+/**
+ * Most registrations in one `POST /register/batch` (the whole body still within the body limit:
+ * ~700 registrations of one small capability fit in the default). One batch is one registry
+ * transaction, so this also bounds how long one request holds the event loop (~10 ms).
+ */
+export const MAX_REGISTER_BATCH = 1000
+/** Registrations the agent's `registerBatch` sends per `/register/batch` request, and the most bytes it puts in one (below the default body limit). */
+export const DEFAULT_AGENT_BATCH_SIZE = 200
+export const DEFAULT_AGENT_BATCH_BYTES = 192 * 1024
 /** Largest `/state/import` body (a whole registry, base64). 100k workers encode to ~19 MB. */
 export const DEFAULT_IMPORT_BODY_LIMIT_BYTES = 64 * 1024 * 1024
 /** How long an `idempotency_key` keeps answering with the same worker. */

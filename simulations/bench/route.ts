@@ -1,9 +1,14 @@
 /**
- * `/route` benchmark (issue 2): throughput and latency over HTTPS keep-alive
- * against a real controller holding 10k healthy workers, measured in the same
- * run against a bare fastify HTTPS handler (same certificate, same fastify)
- * that returns a fixed JSON body of the same size: the ceiling of this stack.
- * Then the in-process route decision time with 100k workers.
+ * `/route` benchmark: throughput and latency over HTTPS keep-alive against a
+ * real controller holding 10k healthy workers, measured in the same run
+ * against a bare fastify HTTPS handler (same certificate, same fastify, same
+ * TLS and keep-alive settings) that returns a fixed JSON body of the same
+ * size: the ceiling of this stack. Twice: with mutual TLS on both sides (the
+ * bare server asks for and verifies client certificates as the controller
+ * does; the controller authenticates every caller: its default) and without
+ * (bare without `requestCert`, the controller with `--auth off`). Then the
+ * CPU a new connection costs each server, with and without a client
+ * certificate, and the in-process route decision time with 100k workers.
  *
  *   npm run bench:route
  *   npm run bench:route -- --workers 10000 --duration 10s --connections 32
@@ -26,7 +31,7 @@ import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import Fastify from 'fastify'
-import { Pool } from 'undici'
+import { Client, Pool } from 'undici'
 import { resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { ControllerCore } from '../../src/core/index.ts'
@@ -64,6 +69,8 @@ process. Then the in-process route decision time with --router-workers workers.`
     'skip-http': { type: 'boolean', default: false, description: 'skip the HTTP half' },
     'skip-decision': { type: 'boolean', default: false, description: 'skip the in-process decision half' },
     only: { type: 'string', value: 'bare|capmesh', description: 'drive only these targets, comma-separated (profiling one side with --cpu-prof); both when not set' },
+    tls: { type: 'string', value: 'mutual,plain', default: 'mutual,plain', description: 'mutual: both servers ask for client certificates, the controller authenticates (its default); plain: neither does (the controller with --auth off)' },
+    'new-connections': { type: 'string', value: 'N', default: '200', description: 'new connections (one request each, full handshake) per server and client kind, after the mutual-TLS rounds; 0: skip' },
     otlp: { type: 'boolean', default: false, description: 'tracing on: the controller exports a span per request (OTLP/HTTPS) to a sink in this process' },
     'load-generator': { type: 'boolean', default: false, internal: true, description: 'run as the load generator child (takes its runs over IPC)' }
   }
@@ -107,17 +114,41 @@ interface RunResult {
   firstBody: string
 }
 
-type GeneratorMessage = { type: 'ready' } | { type: 'mark', phase: 'start' | 'end' } | RunResult | { type: 'error', message: string }
+/** Opens `count` connections one after another, one request on each (a full TLS handshake: no session reuse). */
+interface ConnectRequest {
+  type: 'connect'
+  origin: string
+  path: string
+  body: string
+  ca: string
+  /** Present this client certificate, or none. */
+  cert?: string
+  key?: string
+  count: number
+}
+
+interface ConnectResult {
+  type: 'connected'
+  count: number
+  statuses: Record<string, number>
+  /** Generator CPU per connection (ms). */
+  clientMs: number
+  /** Wall time per connection (ms). */
+  wallMs: number
+}
+
+type GeneratorMessage = { type: 'ready' } | { type: 'mark', phase: 'start' | 'end' } | RunResult | ConnectResult | { type: 'error', message: string }
 
 // ----------------------------------------------------------- load generator
 
 if (IS_GENERATOR) {
-  process.on('message', (msg: RunRequest | { type: 'exit' }) => {
+  process.on('message', (msg: RunRequest | ConnectRequest | { type: 'exit' }) => {
     if (msg.type === 'exit') {
       process.disconnect()
       return
     }
-    drive(msg).then(
+    const work: Promise<RunResult | ConnectResult> = msg.type === 'connect' ? connectMany(msg) : drive(msg)
+    work.then(
       res => { process.send!(res) },
       (err: Error) => { process.send!({ type: 'error', message: err.stack ?? err.message }) }
     )
@@ -218,6 +249,32 @@ async function drive (req: RunRequest): Promise<RunResult> {
   }
 }
 
+/** New connections one at a time: what a handshake costs the server (the parent samples its CPU between the marks). */
+async function connectMany (req: ConnectRequest): Promise<ConnectResult> {
+  const statuses: Record<string, number> = {}
+  const headers = { 'content-type': 'application/json' }
+  process.send!({ type: 'mark', phase: 'start' })
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  for (let i = 0; i < req.count; i++) {
+    // A client of its own each time, and no TLS session cache: every connection a full handshake.
+    const client = new Client(req.origin, { connect: { ca: req.ca, cert: req.cert, key: req.key, maxCachedSessions: 0 } })
+    try {
+      const res = await client.request({ path: req.path, method: 'POST', headers: { ...headers, connection: 'close' }, body: req.body })
+      await res.body.text()
+      statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1
+    } catch (err) {
+      statuses[(err as Error).name] = (statuses[(err as Error).name] ?? 0) + 1
+    } finally {
+      await client.close()
+    }
+  }
+  const wall = performance.now() - t0
+  const cpu = process.cpuUsage(cpu0)
+  process.send!({ type: 'mark', phase: 'end' })
+  return { type: 'connected', count: req.count, statuses, clientMs: (cpu.user + cpu.system) / 1000 / req.count, wallMs: wall / req.count }
+}
+
 // ------------------------------------------------------------------ options
 
 interface Options {
@@ -237,7 +294,14 @@ interface Options {
   only: Array<Target['name']>
   /** Tracing on, exporting to an in-process OTLP sink. */
   otlp: boolean
+  /** TLS modes measured, in this order. */
+  tls: TlsMode[]
+  /** New connections per server and client kind (0: not measured). */
+  newConnections: number
 }
+
+/** mutual: client certificates asked for and verified on both sides, the controller authenticating; plain: neither. */
+type TlsMode = 'mutual' | 'plain'
 
 function options (): Options {
   const int = (name: string, v: string, min: number): number => {
@@ -259,6 +323,11 @@ function options (): Options {
     http: !values['skip-http'],
     decision: !values['skip-decision'],
     otlp: values.otlp,
+    tls: values.tls.split(',').map(v => {
+      if (v !== 'mutual' && v !== 'plain') throw new Error(`--tls: expected mutual and/or plain, got ${JSON.stringify(v)}`)
+      return v
+    }),
+    newConnections: int('new-connections', values['new-connections'], 0),
     only: values.only == null ? ['bare', 'capmesh'] : values.only.split(',').map(v => {
       if (v !== 'bare' && v !== 'capmesh') throw new Error(`--only: expected bare and/or capmesh, got ${JSON.stringify(v)}`)
       return v
@@ -373,6 +442,14 @@ class Generator {
     if (m.type !== 'ready') throw new Error(`load generator did not start: ${JSON.stringify(m)}`)
   }
 
+  async connect (req: ConnectRequest): Promise<ConnectResult> {
+    const reply = this.next()
+    this.child.send(req)
+    const m = await reply
+    if (m.type !== 'connected') throw new Error(`load generator failed: ${m.type === 'error' ? m.message : JSON.stringify(m)}`)
+    return m
+  }
+
   async run (req: RunRequest): Promise<RunResult> {
     const reply = this.next()
     this.child.send(req)
@@ -392,6 +469,7 @@ class Generator {
 }
 
 interface Measured extends RunResult {
+  tls: TlsMode
   target: Target['name']
   round: number
   /** Server process CPU over the measured window (fraction of one core). */
@@ -404,11 +482,22 @@ interface Measured extends RunResult {
   othersCores: number
 }
 
-async function httpPhase (opts: Options, root: string, cleanups: Array<() => Promise<void>>): Promise<Measured[]> {
+/** What a new connection costs a server (ms of its CPU), by client kind. */
+interface ConnectionCost {
+  target: Target['name']
+  withCert: boolean
+  serverMs: number
+  clientMs: number
+  wallMs: number
+  statuses: Record<string, number>
+}
+
+async function httpPhase (opts: Options, root: string, cleanups: Array<() => Promise<void>>, mode: TlsMode): Promise<{ runs: Measured[], connections: ConnectionCost[] }> {
   const tlsDir = join(root, 'tls')
   const tls = await ensureTls({ dir: tlsDir, hosts: [HOST] })
-  // Controllers ask who is calling: the load generator routes as a client (the bare server ignores it).
+  // Controllers ask who is calling: the load generator routes as a client (it presents its certificate to whoever asks).
   const caller = await issueIdentity({ dir: tlsDir, role: 'client', name: 'bench' })
+  console.log(`\n--- ${mode === 'mutual' ? 'mutual TLS: both servers ask for a client certificate and verify it; the controller authenticates every request' : 'plain TLS: no client certificate asked for; the controller with --auth off'}`)
 
   // --otlp: tracing on (default sampler: every request), spans to a sink in this process, which only
   // counts them: what the controller pays is its spans, their batching and the OTLP/HTTPS export.
@@ -429,11 +518,12 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
     host: HOST,
     httpsPort: 0,
     p2pPort: 0,
-    dataDir: join(root, 'bench'),
+    dataDir: join(root, `bench-${mode}`),
     tlsDir,
     logLevel: 'silent',
     // One identity makes every request: far above the per-identity default (10k/s), the limiter still runs.
     rateLimit: 1_000_000,
+    auth: mode === 'mutual' ? 'required' : 'off',
     ...(sink != null ? { otlpEndpoint: sink.url } : {})
   })
   const controller = new Controller({ config })
@@ -464,7 +554,9 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
 
   // The ceiling: same fastify, same certificate, same keep-alive, one route
   // answering a fixed, pre-serialised body the size of a capmesh answer.
-  const bare = Fastify({ https: { cert: tls.cert, key: tls.key }, logger: false, keepAliveTimeout: 65_000, requestTimeout: 30_000 })
+  // With mutual TLS it asks for client certificates exactly as the controller does (api/server.ts).
+  const bareTls = mode === 'mutual' ? { requestCert: true, rejectUnauthorized: false, ca: [tls.ca] } : {}
+  const bare = Fastify({ https: { cert: tls.cert, key: tls.key, ...bareTls }, logger: false, keepAliveTimeout: 65_000, requestTimeout: 30_000 })
   bare.post('/route', async (_req, reply) => reply.type('application/json; charset=utf-8').send(sample))
   await bare.listen({ host: HOST, port: 0 })
   cleanups.push(async () => { await bare.close() })
@@ -534,7 +626,7 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
       const res = await gen.run(request(t, opts.warmupMs, opts.durationMs))
       if (res.errors > 0) throw new Error(`${t.name}: ${res.errors} failed requests (${JSON.stringify(res.statuses)}); first body: ${res.firstBody}`)
       const othersCores = Math.max(0, machineBusyCores - serverCpu - res.generatorCpu)
-      const m: Measured = { ...res, target: t.name, round, serverCpu, serverElu, serverUsPerReq: serverCpuMs * 1000 / res.requests, othersCores }
+      const m: Measured = { ...res, tls: mode, target: t.name, round, serverCpu, serverElu, serverUsPerReq: serverCpuMs * 1000 / res.requests, othersCores }
       results.push(m)
       console.log(`  round ${round} ${t.name.padEnd(7)} ${fmt(m.rps, 0).padStart(7)} req/s  p50 ${ms(m.p50)}  p99 ${ms(m.p99)}  ` +
         `server cpu ${pct(m.serverCpu)} (${fmt(m.serverUsPerReq, 1)} µs/req) elu ${pct(m.serverElu)}  generator cpu ${pct(m.generatorCpu)}  ` +
@@ -543,7 +635,28 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
   }
   const healthy = controller.core.liveness.counts().healthy
   if (healthy !== opts.workers) throw new Error(`only ${healthy} of ${opts.workers} workers stayed healthy during the run`)
-  return results
+
+  // New connections: with mutual TLS, what a handshake costs each server with and without a client
+  // certificate (the controller answers a caller without one 401: the handshake is what is measured).
+  const connections: ConnectionCost[] = []
+  if (mode === 'mutual' && opts.newConnections > 0) {
+    console.log(`\nnew connections: ${opts.newConnections} per server and client kind, one request each, full handshakes (no session reuse), ${opts.rounds} rounds`)
+    for (let round = 1; round <= opts.rounds; round++) {
+      for (const t of targets) {
+        for (const withCert of [false, true]) {
+          const res = await gen.connect({
+            type: 'connect', origin: t.origin, path: '/route', body: bodies[0], ca: tls.ca, count: opts.newConnections,
+            ...(withCert ? { cert: caller.cert, key: caller.key } : {})
+          })
+          const c: ConnectionCost = { target: t.name, withCert, serverMs: serverCpuMs / res.count, clientMs: res.clientMs, wallMs: res.wallMs, statuses: res.statuses }
+          connections.push(c)
+          console.log(`  round ${round} ${t.name.padEnd(7)} ${withCert ? 'with a client certificate   ' : 'without a client certificate'}  server ${fmt(c.serverMs, 2)} ms CPU, ` +
+            `client ${fmt(c.clientMs, 2)} ms CPU, ${fmt(c.wallMs, 2)} ms wall per connection  (answers ${JSON.stringify(c.statuses)})`)
+        }
+      }
+    }
+  }
+  return { runs: results, connections }
 }
 
 // --------------------------------------------------------- decision phase
@@ -699,11 +812,17 @@ const median = (xs: number[]): number => {
   return s.length % 2 === 1 ? s[(s.length - 1) >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-function report (opts: Options, http: Measured[], decisions: Decision[]): void {
-  console.log('\n=== /route benchmark (issue 2) ===')
+/** The target of each mode: issue 16 (plain TLS) and issue 17 (mutual TLS, the controller authenticating). */
+const TARGETS: Record<TlsMode, number> = { plain: 0.90, mutual: 0.85 }
+
+function report (opts: Options, allHttp: Measured[], connections: ConnectionCost[], decisions: Decision[]): void {
+  console.log('\n=== /route benchmark ===')
   console.log(`node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map(l => l.toFixed(2)).join(' ')}, ${new Date().toISOString()}`)
-  if (http.length > 0 && opts.only.length === 2) {
-    console.log(`\nHTTPS keep-alive, ${opts.workers} workers / ${opts.capabilities} capabilities, ${opts.connections} connections × pipelining ${opts.pipelining}, ` +
+  for (const mode of opts.tls) {
+    const http = allHttp.filter(r => r.tls === mode)
+    if (http.length === 0 || opts.only.length !== 2) continue
+    console.log(`\n${mode === 'mutual' ? 'Mutual TLS (bare: requestCert + the CA; capmesh: --auth required, the default)' : 'Plain TLS (bare: no requestCert; capmesh: --auth off)'}: ` +
+      `HTTPS keep-alive, ${opts.workers} workers / ${opts.capabilities} capabilities, ${opts.connections} connections × pipelining ${opts.pipelining}, ` +
       `${opts.durationMs / 1000} s measured per run, ${opts.rounds} runs each (alternating), tracing ${opts.otlp ? 'ON (OTLP/HTTPS to an in-process sink)' : 'off'}\n`)
     const rows: string[][] = []
     const summary: Record<string, { best: number, median: number, p50: number, p99: number, usPerReq: number }> = {}
@@ -733,19 +852,39 @@ function report (opts: Options, http: Measured[], decisions: Decision[]): void {
     const ratioBest = summary.capmesh.best / summary.bare.best
     const ratioMedian = summary.capmesh.median / summary.bare.median
     const pairs = http.filter(r => r.target === 'capmesh').map(c => c.rps / http.find(b => b.target === 'bare' && b.round === c.round)!.rps)
+    const cpuPairs = http.filter(r => r.target === 'capmesh').map(c => http.find(b => b.target === 'bare' && b.round === c.round)!.serverUsPerReq / c.serverUsPerReq)
     const cpuRatio = summary.bare.usPerReq / summary.capmesh.usPerReq
     const others = median(http.map(r => r.othersCores))
     const shared = others > 0.2
-    console.log(`\ncapmesh / bare req/s: best ${(ratioBest * 100).toFixed(1)}%, median ${(ratioMedian * 100).toFixed(1)}%, ` +
+    const target = TARGETS[mode]
+    console.log(`\n${mode}: capmesh / bare req/s: best ${(ratioBest * 100).toFixed(1)}%, median ${(ratioMedian * 100).toFixed(1)}%, ` +
       `per round ${pairs.map(p => `${(p * 100).toFixed(1)}%`).join(', ')}`)
-    console.log(`server CPU per request, bare / capmesh: ${(cpuRatio * 100).toFixed(1)}% (includes kernel send and wake-up costs, which grow when the generator is often asleep)`)
-    console.log(`target capmesh ≥ 85% of bare req/s: ${ratioMedian >= 0.85 ? 'MET' : 'NOT MET'} on the median (${(ratioMedian * 100).toFixed(1)}%)` +
+    console.log(`${mode}: server CPU per request, bare / capmesh: median ${(cpuRatio * 100).toFixed(1)}%, per round ${cpuPairs.map(p => `${(p * 100).toFixed(1)}%`).join(', ')} ` +
+      '(includes kernel send and wake-up costs, which grow when the generator is often asleep)')
+    console.log(`${mode}: target capmesh ≥ ${(target * 100).toFixed(0)}% of bare req/s: ${ratioMedian >= target ? 'MET' : 'NOT MET'} on the median (${(ratioMedian * 100).toFixed(1)}%)` +
       (shared ? ', UNRELIABLE this time (see below)' : ''))
     if (shared) {
       console.log(`warning: other processes used a median ${fmt(others, 2)} of ${cpus().length} cores during the runs; req/s then ` +
         'measures the CPU share and wake-up latency each run got more than the stack (the lighter bare server suffers most). ' +
         'Rerun on a quiet machine, or compare the server CPU per request.')
     }
+  }
+  if (connections.length > 0) {
+    console.log(`\nNew connection, mutual-TLS servers (one request each, full handshake), median of ${opts.rounds} rounds × ${opts.newConnections} connections\n`)
+    const rows: string[][] = []
+    for (const target of ['bare', 'capmesh'] as const) {
+      for (const withCert of [false, true]) {
+        const cs = connections.filter(c => c.target === target && c.withCert === withCert)
+        if (cs.length === 0) continue
+        rows.push([
+          `${target === 'bare' ? 'bare fastify' : 'capmesh'}, ${withCert ? 'with a client certificate' : 'without one'}${target === 'capmesh' && !withCert ? ' (401)' : ''}`,
+          `${fmt(median(cs.map(c => c.serverMs)), 2)} ms`,
+          `${fmt(median(cs.map(c => c.clientMs)), 2)} ms`,
+          `${fmt(median(cs.map(c => c.wallMs)), 2)} ms`
+        ])
+      }
+    }
+    console.log(table(['server, client', 'server cpu / connection', 'client cpu / connection', 'wall / connection'], rows))
   }
   if (decisions.length > 0) {
     console.log(`\nIn-process route decision, ControllerCore.route() (target ≤ 20 µs with ${opts.routerWorkers} workers)\n`)
@@ -783,10 +922,18 @@ async function main (): Promise<void> {
   process.once('SIGTERM', onSignal)
 
   try {
-    const http = opts.http ? await httpPhase(opts, root, cleanups) : []
+    const http: Measured[] = []
+    const connections: ConnectionCost[] = []
+    for (const mode of opts.http ? opts.tls : []) {
+      const r = await httpPhase(opts, root, cleanups, mode)
+      http.push(...r.runs)
+      connections.push(...r.connections)
+      // Each mode's controller, bare server and generator stop before the next mode starts.
+      for (const fn of cleanups.splice(0).reverse()) await fn()
+    }
     await cleanup()
     const decisions = opts.decision ? decisionPhase(opts) : []
-    report(opts, http, decisions)
+    report(opts, http, connections, decisions)
   } finally {
     await cleanup()
     process.off('SIGINT', onSignal)

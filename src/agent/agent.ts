@@ -216,6 +216,45 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       // Keep trying in the background unless the worker itself was rejected.
       if (this._state !== 'idle' || this.current != null) this.schedule()
     }
+    this.startReprobing()
+  }
+
+  // ------------------------------------------------- batch registration
+  //
+  // registerBatch (batch.ts) registers many workers in one `/register/batch`
+  // request: it asks each agent where it would attach and what it would
+  // send, then hands each its own result. From there on the agent is the
+  // same as one started with start().
+
+  /** Where start() would try to register first (closest, or the affinity controller). For registerBatch. */
+  firstChoice (): string {
+    this.ranking = this.init.ranking ?? this.ranking
+    return this.order()[0]
+  }
+
+  /** The registration start() would send next (its incarnation bumped, as every attempt bumps it). For registerBatch. */
+  nextRegistration (): RegisterRequest {
+    this._incarnation++
+    return { worker_id: this.workerId, worker_url: this.init.workerUrl, capabilities: this.init.capabilities, incarnation: this._incarnation }
+  }
+
+  /**
+   * Starts an agent whose worker registerBatch registered at `url` (its item
+   * of a batch answered `registered`): attached there, heartbeating, as
+   * start() leaves it after a registration.
+   */
+  startRegistered (url: string, reply: { incarnation?: number, controller_id?: string }): void {
+    if (this._state !== 'idle') throw new Error(`agent is ${this._state}, not idle`)
+    this.ranking = this.init.ranking ?? this.ranking
+    if (Number.isInteger(reply.incarnation) && reply.incarnation! > this._incarnation) this._incarnation = reply.incarnation!
+    this.counters.registrations.ok++
+    this.emit('registered', { controller: url, incarnation: this._incarnation })
+    this.attachedTo(url, reply.controller_id ?? null, 'start')
+    this.schedule()
+    this.startReprobing()
+  }
+
+  private startReprobing (): void {
     const every = this.init.reprobeIntervalMs ?? C.DEFAULT_AGENT_REPROBE_MS
     if (every > 0) {
       this.reprobeTimer = setInterval(() => { context.with(ROOT_CONTEXT, () => { void this.exclusive(async () => { await this.reprobe() }) }) }, every)
@@ -333,20 +372,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       if (this._state === 'stopped') break
       try {
         const controllerId = await this.registerWithRetry(url)
-        this.quarantine.delete(url)
-        const from = this.current?.url
-        const r = this.ranking.find(x => x.url === url)
-        this.current = { url, id: controllerId ?? r?.controllerId ?? null }
-        this.failures = 0
-        this.detachedRounds = 0
-        // Never resurrect a stopped agent (stop() deregisters at `current` once this returns).
-        const now = this._state as AgentState
-        if (now !== 'draining' && now !== 'stopped') this._state = 'attached'
-        this.emit('attached', { controller: url, controllerId: this.current.id, rttMs: r != null && r.rttMs < Infinity ? r.rttMs : null, reason })
-        if (reason === 'failover' && from != null) {
-          this.counters.failovers++
-          this.emit('failover', { from, to: url, incarnation: this._incarnation })
-        }
+        this.attachedTo(url, controllerId, reason)
         return
       } catch (err) {
         if (err instanceof RegistrationRejectedError) {
@@ -364,6 +390,24 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     const err = new NoControllerError(failures)
     this.emit('error', err)
     throw err
+  }
+
+  /** The worker is registered at `url` now: attached there. */
+  private attachedTo (url: string, controllerId: string | null, reason: AttachReason): void {
+    this.quarantine.delete(url)
+    const from = this.current?.url
+    const r = this.ranking.find(x => x.url === url)
+    this.current = { url, id: controllerId ?? r?.controllerId ?? null }
+    this.failures = 0
+    this.detachedRounds = 0
+    // Never resurrect a stopped agent (stop() deregisters at `current` once this returns).
+    const now = this._state as AgentState
+    if (now !== 'draining' && now !== 'stopped') this._state = 'attached'
+    this.emit('attached', { controller: url, controllerId: this.current.id, rttMs: r != null && r.rttMs < Infinity ? r.rttMs : null, reason })
+    if (reason === 'failover' && from != null) {
+      this.counters.failovers++
+      this.emit('failover', { from, to: url, incarnation: this._incarnation })
+    }
   }
 
   /** Registers at `url` (retrying); resolves with the controller id it answered with, if any. */

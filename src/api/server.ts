@@ -5,6 +5,11 @@
  * size limit, TypeBox validation without type coercion (a string is never
  * silently taken for a number), one error handler, and an OpenAPI document
  * at /openapi.json.
+ *
+ * Handlers and hooks are plain functions wherever their work is synchronous
+ * (the view's mostly is): fastify sends what a handler returns, or the error
+ * it throws, at once, where an async one costs a promise and a microtask on
+ * every request.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
@@ -14,9 +19,10 @@ import { ValidationError } from '../errors.ts'
 import { tooDeep } from '../utils/json.ts'
 import { auditPlugin } from './plugins/audit.ts'
 import { authPlugin, type AuthInit } from './plugins/auth.ts'
-import { errorHandler } from './plugins/errors.ts'
+import { errorHandler, notFoundHandler } from './plugins/errors.ts'
 import { limitsPlugin, type LimitsInit } from './plugins/limits.ts'
 import { metricsPlugin } from './plugins/metrics.ts'
+import { mergeNotFoundHooks } from './plugins/route-hooks.ts'
 import { tracingPlugin, type ApiTracing } from './plugins/tracing.ts'
 import { watchersPlugin } from './plugins/watchers.ts'
 import { deregisterRoute } from './routes/deregister.ts'
@@ -47,6 +53,8 @@ export interface ApiInit extends ApiComponents {
   tracing?: ApiTracing
 }
 
+const debugging = (log: FastifyBaseLogger): boolean => log.level === 'debug' || log.level === 'trace'
+
 export async function buildApi (init: ApiInit): Promise<Api> {
   // fastify's overloads type an https server differently; the routes only need the TypeBox provider.
   const app = Fastify({
@@ -61,6 +69,9 @@ export async function buildApi (init: ApiInit): Promise<Api> {
     },
     bodyLimit: init.bodyLimit,
     ...(init.logger != null ? { loggerInstance: init.logger } : { logger: false }),
+    // No child logger per request (a pino child costs about a microsecond) unless debugging: the
+    // error handler names the request in the lines it logs.
+    ...(init.logger != null && !debugging(init.logger) ? { childLoggerFactory: (logger: FastifyBaseLogger) => logger } : {}),
     // Clients are long-lived workers heartbeating over keep-alive.
     keepAliveTimeout: 65_000,
     requestTimeout: 30_000,
@@ -70,21 +81,26 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   errorHandler(app)
   // First: its span covers what the other plugins refuse, and its onRoute hook must precede the routes.
   tracingPlugin(app, init.tracing)
-  authPlugin(app, { ...init.auth, policy: init.policy })
+  // Authentication, metrics and audit hooks are attached per route (plugins/route-hooks.ts); the 404
+  // handler gets the same ones.
+  const authNotFound = authPlugin(app, { ...init.auth, policy: init.policy })
   await limitsPlugin(app, init.limits)
-  metricsPlugin(app, init)
+  const metricsNotFound = metricsPlugin(app, init)
   auditPlugin(app, init.audit)
+  notFoundHandler(app, mergeNotFoundHooks(authNotFound, metricsNotFound))
   const watchers = watchersPlugin(app, { max: init.watch?.maxWatchers })
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')
   // Refuse absurdly nested JSON before validation or storage recurse into it.
-  app.addHook('preValidation', async (req) => {
+  app.addHook('preValidation', (req, _reply, done) => {
     // Only objects: every endpoint wants one, and the schema rejects anything else without recursing.
     const body = req.body
     const where = body != null && typeof body === 'object' && !Array.isArray(body) ? tooDeep(body, MAX_JSON_DEPTH) : null
-    if (where != null) {
-      throw new ValidationError(`body${where} is nested deeper than ${MAX_JSON_DEPTH} levels`, [{ field: `body${where}`, message: `must not nest deeper than ${MAX_JSON_DEPTH} levels` }])
+    if (where == null) {
+      done()
+      return
     }
+    done(new ValidationError(`body${where} is nested deeper than ${MAX_JSON_DEPTH} levels`, [{ field: `body${where}`, message: `must not nest deeper than ${MAX_JSON_DEPTH} levels` }]))
   })
   await app.register(swagger, {
     openapi: {

@@ -13,15 +13,15 @@
  */
 import { EventEmitter } from 'node:events'
 import { DEFAULT_WATCH_LOG_SIZE } from '../constants.ts'
-import { AuthError, SupersededError } from '../errors.ts'
+import { AuthError, CapmeshError, SupersededError, ValidationError, type FieldProblem } from '../errors.ts'
 import { covers, type Identity } from '../identity/index.ts'
 import { Liveness, type HealthState } from '../liveness/index.ts'
 import { Membership, type MemberStatus, type OwnedWorker } from '../membership/index.ts'
-import { exportState, importState, Origin, Registry, registryReplica, type RegistryStats, type SealAuthority, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
+import { exportState, importState, Origin, Registry, registryReplica, type RegisterInput, type RegistryStats, type SealAuthority, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
 import { Router } from '../routing/index.ts'
 import type {
   CapabilitySummary, DeregisterReply, DrainReply, HealthState as WireHealthState, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
-  PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WatchController, WatchSnapshot, WorkersReply, WorkerView
+  PortableState, RegisterBatchItem, RegisterBatchReply, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WatchController, WatchSnapshot, WorkersReply, WorkerView
 } from '../wire/index.ts'
 import type { Replica } from '../gossip/replica.ts'
 import { ChangeLog } from './changes.ts'
@@ -155,6 +155,47 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
 
   /** Registers a worker here (this controller becomes its owner). Routable at once. */
   register (input: RegisterRequest, actor: Identity | null = null): RegisterReply {
+    const rec = this.registry.register(this.registration(input, actor))
+    return { status: 'registered', worker_id: rec.worker_id, incarnation: rec.incarnation, controller_id: rec.owner }
+  }
+
+  /**
+   * Registers several workers, each decided as `register` decides it: the
+   * ones `actor` may register are written in one registry transaction (one
+   * seal, one update), the others are refused with the error `register`
+   * would have thrown. A worker id given twice refuses the whole batch
+   * (ValidationError, the items named), as does an empty one.
+   */
+  registerBatch (inputs: RegisterRequest[], actor: Identity | null = null): RegisterBatchReply {
+    const first = new Map<string, number>()
+    const twice: FieldProblem[] = []
+    inputs.forEach((w, i) => {
+      const j = first.get(w.worker_id)
+      if (j == null) first.set(w.worker_id, i)
+      else twice.push({ field: `body/workers/${i}/worker_id`, message: `repeats body/workers/${j}/worker_id (${w.worker_id})` })
+    })
+    if (twice.length > 0) throw new ValidationError(`a worker id occurs twice: ${twice.map(p => p.field).join(', ')}`, twice)
+    const results: RegisterBatchItem[] = new Array(inputs.length)
+    const accepted: Array<RegisterInput & { index: number }> = []
+    inputs.forEach((w, index) => {
+      try {
+        accepted.push({ ...this.registration(w, actor), index })
+      } catch (err) {
+        // Refusals are per worker; anything else is a bug and fails the request (nothing was written yet).
+        if (!(err instanceof CapmeshError) || err.status >= 500) throw err
+        const body = err.wireBody() as { error: string, code: string, message: string, reason?: string }
+        results[index] = { status: 'refused', worker_id: w.worker_id, http_status: err.status, error: body.error, code: body.code, message: body.message, ...(body.reason != null ? { reason: body.reason } : {}) }
+      }
+    })
+    const recs = this.registry.registerMany(accepted)
+    recs.forEach((rec, k) => {
+      results[accepted[k].index] = { status: 'registered', worker_id: rec.worker_id, incarnation: rec.incarnation, controller_id: rec.owner }
+    })
+    return { registered: recs.length, refused: inputs.length - recs.length, results }
+  }
+
+  /** What `register` writes for `input` from `actor`, or the AuthError that refuses it. */
+  private registration (input: RegisterRequest, actor: Identity | null): RegisterInput {
     const cur = this.authorize(input.worker_id, actor)
     let identity: string | undefined
     if (actor != null) {
@@ -164,8 +205,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       // An operator registering keeps whoever the worker is bound to (or leaves it unbound).
       identity = actor.role === 'worker' ? actor.id : cur?.identity
     }
-    const rec = this.registry.register({ ...input, identity })
-    return { status: 'registered', worker_id: rec.worker_id, incarnation: rec.incarnation, controller_id: rec.owner }
+    return { ...input, identity }
   }
 
   /**

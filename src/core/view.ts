@@ -13,7 +13,7 @@ import type { MemberStatus } from '../membership/index.ts'
 import type { RegistryStats } from '../registry/index.ts'
 import type {
   CapabilitySummary, DeregisterReply, DrainReply, HealthReply, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
-  MeshKeyStatus, MeshReply, PeerStatus, PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, SyncHealth, WorkersReply
+  MeshKeyStatus, MeshReply, PeerStatus, PortableState, RegisterBatchReply, RegisterReply, RegisterRequest, RouteQuery, RouteResult, SyncHealth, WorkersReply
 } from '../wire/index.ts'
 import type { ChangeLogPosition, WatchCursor, Watcher, WatchFilter } from './changes.ts'
 import type { ControllerCore } from './core.ts'
@@ -63,6 +63,7 @@ export interface ViewEvents {
 export interface ControllerView {
   readonly controllerId: string
   register: (req: RegisterRequest, actor: Identity | null) => RegisterReply
+  registerBatch: (workers: RegisterRequest[], actor: Identity | null) => RegisterBatchReply
   heartbeat: (req: HeartbeatRequest, actor: Identity | null) => HeartbeatReply
   drain: (workerId: string, incarnation: number | undefined, actor: Identity | null) => DrainReply
   deregister: (workerId: string, actor: Identity | null) => DeregisterReply
@@ -152,6 +153,7 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
   return {
     controllerId: core.controllerId,
     register: (req, actor) => core.register(req, actor),
+    registerBatch: (workers, actor) => core.registerBatch(workers, actor),
     heartbeat: (req, actor) => core.heartbeat(req, actor),
     drain: (id, incarnation, actor) => core.drain(id, incarnation, actor),
     deregister: (id, actor) => core.deregister(id, actor),

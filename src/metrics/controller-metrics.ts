@@ -11,9 +11,10 @@
  * a process in tests and in `bench:mesh`); the Node process metrics (CPU,
  * memory, event-loop delay, GC) are one set per process, shared by all.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { Counter, Gauge, Registry } from 'prom-client'
 import type { ControllerView, ViewEvents } from '../core/index.ts'
 import type { HealthState } from '../wire/index.ts'
+import { LabelledHistogram } from './histogram.ts'
 import { exposition } from './process.ts'
 
 export interface ControllerMetricsComponents {
@@ -43,7 +44,7 @@ export class ControllerMetrics {
   private readonly withProcess: boolean
   /** Requests by `method route status`, counted here and handed to prom-client when scraped (no label hashing per request). */
   private readonly httpCounts = new Map<string, { labels: { method: string, route: string, status: string }, n: number }>()
-  private readonly httpSeconds: Histogram<'route'>
+  private readonly httpSeconds: LabelledHistogram
   private readonly gossip: Counter<'topic' | 'result'>
   private readonly syncs: Counter<'result'>
   private readonly syncBytes: Counter
@@ -219,7 +220,7 @@ export class ControllerMetrics {
       }
     })
     this.authFailures = new Counter({ name: 'capmesh_auth_failures_total', help: 'Requests refused for their identity (401, 403), by reason (credentials_missing, certificate_untrusted, token_expired, role_not_allowed, worker_owned_by_other, route_policy, ...) and route pattern.', labelNames: ['reason', 'route'], registers })
-    this.httpSeconds = new Histogram({ name: 'capmesh_http_request_duration_seconds', help: 'Time from request to response, by route.', labelNames: ['route'], buckets: HTTP_BUCKETS, registers })
+    this.httpSeconds = new LabelledHistogram({ name: 'capmesh_http_request_duration_seconds', help: 'Time from request to response, by route.', label: 'route', buckets: HTTP_BUCKETS, registers })
 
     this.follow(view, 'expired', () => { expired.inc() })
     this.follow(view, 'refused', reason => { refused.inc({ reason }) })
@@ -254,7 +255,7 @@ export class ControllerMetrics {
     const c = this.httpCounts.get(key)
     if (c != null) c.n++
     else this.httpCounts.set(key, { labels: { method, route, status: String(status) }, n: 1 })
-    this.httpSeconds.observe({ route }, seconds)
+    this.httpSeconds.observe(route, seconds)
   }
 
   /** The exposition format's content type. */

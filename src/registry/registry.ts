@@ -214,23 +214,41 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * here at once and wherever this update travels.
    */
   register (input: RegisterInput): WorkerRecord {
-    const seen = this.maxIncarnation(input.worker_id)
-    const record: WorkerRecord = {
-      worker_id: input.worker_id,
-      worker_url: input.worker_url,
-      capabilities: input.capabilities,
-      incarnation: Math.max(input.incarnation ?? 0, seen + 1),
-      owner: this.controllerId,
-      registered_at: this.now()
-    }
-    if (input.identity != null) record.identity = input.identity
+    return this.registerMany([input])[0]
+  }
+
+  /**
+   * Registers several workers in one transaction: one seal of this
+   * controller's segment and one update (persisted and gossiped) for all of
+   * them, where registering them one by one signs once each. Every worker id
+   * at most once (a second entry would overwrite the first in the same
+   * write).
+   */
+  registerMany (inputs: readonly RegisterInput[]): WorkerRecord[] {
+    if (inputs.length === 0) return []
+    const now = this.now()
+    const records = inputs.map(input => {
+      const record: WorkerRecord = {
+        worker_id: input.worker_id,
+        worker_url: input.worker_url,
+        capabilities: input.capabilities,
+        incarnation: Math.max(input.incarnation ?? 0, this.maxIncarnation(input.worker_id) + 1),
+        owner: this.controllerId,
+        registered_at: now
+      }
+      if (input.identity != null) record.identity = input.identity
+      return record
+    })
+    if (new Set(records.map(r => r.worker_id)).size !== records.length) throw new TypeError('registerMany: a worker id occurs twice')
     this.transact(() => {
       const seg = this.ownSegmentMap()
-      if (seg.has(record.worker_id)) this.ownGarbage++
-      this.put(seg, record)
+      for (const record of records) {
+        if (seg.has(record.worker_id)) this.ownGarbage++
+        this.put(seg, record)
+      }
     }, Origin.local)
     this.maybeCompact()
-    return record
+    return records
   }
 
   /**

@@ -6,6 +6,7 @@
  * the static types derived from them. Nothing here loads more than typebox.
  */
 import { Type, type Static } from 'typebox'
+import { MAX_REGISTER_BATCH } from '../constants.ts'
 import { Capabilities, Capability, HealthState, Name, WorkerId, WorkerUrl } from './capability.ts'
 
 // ------------------------------------------------------------------ errors
@@ -54,6 +55,42 @@ export const RegisterReply = Type.Object({
   controller_id: Type.String()
 })
 export type RegisterReply = Static<typeof RegisterReply>
+
+/**
+ * `POST /register/batch`: several workers in one request, each as for
+ * `/register`. A malformed batch (a bad item, more than MAX_REGISTER_BATCH,
+ * a worker id twice) is refused whole with 400 and the items named; a
+ * well-formed one gets one result per worker, in order: registered, or
+ * refused with the code `/register` would have answered (an identity that
+ * does not cover the id, a worker registered by another identity). The
+ * registered ones are written in one registry transaction (one seal, one
+ * gossip update) before the answer.
+ */
+export const RegisterBatchBody = Type.Object({
+  workers: Type.Array(RegisterBody, { minItems: 1, maxItems: MAX_REGISTER_BATCH, description: `1 to ${MAX_REGISTER_BATCH} registrations, each as the body of POST /register; every worker_id once.` })
+})
+export type RegisterBatchRequest = Static<typeof RegisterBatchBody>
+
+/** One worker's result in a batch: `registered` (the /register reply's fields) or `refused` (the error body /register would have answered, and its HTTP status). */
+export const RegisterBatchItem = Type.Object({
+  status: Type.Union([Type.Literal('registered'), Type.Literal('refused')]),
+  worker_id: Type.String(),
+  incarnation: Type.Optional(Type.Integer()),
+  controller_id: Type.Optional(Type.String()),
+  http_status: Type.Optional(Type.Integer({ description: 'Refused: the HTTP status /register would have answered (403).' })),
+  error: Type.Optional(Type.String()),
+  code: Type.Optional(Type.String({ description: 'Refused: the stable CAPMESH_ERR_* code.' })),
+  reason: Type.Optional(Type.String({ description: 'Refused by identity: the stable reason (docs/errors.md#identity-failures).' })),
+  message: Type.Optional(Type.String())
+})
+export type RegisterBatchItem = Static<typeof RegisterBatchItem>
+
+export const RegisterBatchReply = Type.Object({
+  registered: Type.Integer({ description: 'Workers registered.' }),
+  refused: Type.Integer({ description: 'Workers refused (see their results).' }),
+  results: Type.Array(RegisterBatchItem, { description: 'One per worker of the request, in its order.' })
+})
+export type RegisterBatchReply = Static<typeof RegisterBatchReply>
 
 /** The attachment a heartbeat or drain belongs to (capmesh agents send it). Older than the registry's for a worker attached elsewhere: 409 superseded, ignored. */
 const AttachmentIncarnation = Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'The incarnation of the attachment this request belongs to (capmesh agents send it). Older than the registry\'s for a worker attached elsewhere: 409 superseded, ignored.' }))

@@ -1,10 +1,12 @@
 /**
- * registerBatch: many workers from one process with bounded concurrency.
- * 1,000 workers against a real in-process mesh of three controllers (all of
- * them visible at every controller), a batch with a few invalid workers
- * (those fail with the controller's reason, the rest succeed), and the
- * concurrency bound itself, observed at a fake controller (project CA) that
- * counts registrations in flight.
+ * registerBatch: many workers from one process, registered in batches
+ * (/register/batch). 1,000 workers against a real in-process mesh of three
+ * controllers (all of them visible at every controller, no single
+ * /register), a batch with a few invalid workers and one whose identity does
+ * not cover every id (those fail with the controller's reason, the rest
+ * succeed), and, at a fake controller (project CA) that has no
+ * /register/batch, the fallback to one /register per worker with the
+ * concurrency bound.
  */
 import { createServer as createHttpsServer } from 'node:https'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -15,6 +17,7 @@ import type { Capability } from '../../src/registry/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
 import { eventually, testBed, type TestBed } from '../helpers/controllers.ts'
+import { scrape } from '../helpers/metrics.ts'
 
 let bed: TestBed
 let live: WorkerAgent[] = []
@@ -42,6 +45,14 @@ describe('registerBatch', () => {
     expect(results.map(r => r.workerId)).toEqual(workers.map(w => w.workerId))
     expect(results.filter(r => !r.ok)).toEqual([])
     expect(live.every(a => a.state === 'attached')).toBe(true)
+    // Registered in batches (/register/batch), not one /register per worker.
+    let batches = 0
+    for (const c of mesh) {
+      const m = await scrape(bed.client, c.url)
+      batches += m.sum('capmesh_http_requests_total', { route: '/register/batch', status: '200' })
+      expect(m.sum('capmesh_http_requests_total', { route: '/register' })).toBe(0)
+    }
+    expect(batches).toBeGreaterThanOrEqual(5) // 1,000 workers, at most 200 a batch
 
     const expected = new Set(workers.map(w => w.workerId))
     for (const c of mesh) {
@@ -89,7 +100,24 @@ describe('registerBatch', () => {
     expect(res.body.total).toBe(37)
   })
 
-  it('never has more registrations in flight than `concurrency`', async () => {
+  it('one worker identity for the whole batch: the ids it does not cover are rejected with the controller\'s reason, the others registered', async () => {
+    const c = await bed.start({ id: 'solo', ...SLOW })
+    const workers: Spec[] = ['w1', 'w2', 'w3'].map(id => spec(id, [c.url]))
+    const results = await registerBatch(workers, { tls: await bed.identity('worker', 'w2') })
+    live = okAgents(results)
+    expect(results.map(r => [r.workerId, r.ok])).toEqual([['w1', false], ['w2', true], ['w3', false]])
+    for (const r of [results[0], results[2]]) {
+      const err = (r as { error: Error }).error as RegistrationRejectedError
+      expect(err).toBeInstanceOf(RegistrationRejectedError)
+      expect(err.httpStatus).toBe(403)
+      expect(err.reason).toMatchObject({ reason: 'worker_not_covered' })
+    }
+    expect(live[0].state).toBe('attached')
+    expect(c.core.registry.get('w2')?.identity).toBe('spiffe://capmesh.local/worker/w2')
+    expect(c.core.registry.get('w1')).toBeUndefined()
+  })
+
+  it('a controller without /register/batch (404): every worker registered one by one, never more in flight than `concurrency`', async () => {
     const fake = await slowFakeController(200)
     // A client with plenty of connections, so only the batch itself can bound what is in flight.
     const client = httpsClient({ ...bed.tls, connections: 64 })
@@ -100,6 +128,8 @@ describe('registerBatch', () => {
     live.push(...okAgents(four))
     expect(four.every(r => r.ok)).toBe(true)
     expect(fake.maxInFlight).toBe(4)
+    expect(fake.batchRequests).toBeGreaterThanOrEqual(1)
+    expect(fake.registrations).toBe(24)
 
     fake.maxInFlight = 0
     const sixteen = await registerBatch(workers(48, 's'), { concurrency: 16, client })
@@ -145,9 +175,9 @@ async function startMesh (n: number): Promise<Controller[]> {
 }
 
 /** A fake controller (project CA) that answers /register after `delayMs` and records the most registrations in flight at once. */
-async function slowFakeController (delayMs: number): Promise<{ url: string, maxInFlight: number }> {
+async function slowFakeController (delayMs: number): Promise<{ url: string, maxInFlight: number, batchRequests: number, registrations: number }> {
   const tls = await ensureTls({ dir: bed.tlsDir, name: 'fake-batch' })
-  const state = { url: '', maxInFlight: 0 }
+  const state = { url: '', maxInFlight: 0, batchRequests: 0, registrations: 0 }
   let inFlight = 0
   const server = createHttpsServer({ cert: tls.cert, key: tls.key }, (req, res) => {
     let raw = ''
@@ -159,7 +189,9 @@ async function slowFakeController (delayMs: number): Promise<{ url: string, maxI
         res.end(JSON.stringify(payload))
       }
       if (req.url === '/health') return send({ status: 'ok', controller_id: 'fake-batch' })
+      if (req.url === '/register/batch') state.batchRequests++
       if (req.url === '/register') {
+        state.registrations++
         inFlight++
         state.maxInFlight = Math.max(state.maxInFlight, inFlight)
         setTimeout(() => {

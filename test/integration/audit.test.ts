@@ -1,7 +1,8 @@
 /**
  * The audit trail: every registry-changing request is logged once answered,
  * with the identity that asked, the worker and the outcome, refused ones
- * included, and without secrets (no keys, no tokens, no bodies).
+ * included (a batch registration: one line per worker), and without
+ * secrets (no keys, no tokens, no bodies).
  */
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
@@ -35,6 +36,8 @@ describe('the audit trail', () => {
       expect((await w1.json('POST', `${url}/register`, reg('w1'))).status).toBe(200)
       expect((await w1.json('POST', `${url}/register`, reg('w2'))).status).toBe(403)
       expect((await w1.json('POST', `${url}/drain`, { worker_id: 'w1' })).status).toBe(200)
+      // A batch: one line per worker, with its own outcome.
+      expect((await w1.json('POST', `${url}/register/batch`, { workers: [reg('w1'), reg('w3')] })).status).toBe(200)
       expect((await bed.client.json('POST', `${url}/deregister`, { worker_id: 'w1' })).status).toBe(200)
     } finally {
       await w1.close()
@@ -44,6 +47,8 @@ describe('the audit trail', () => {
       ['register', 'spiffe://capmesh.local/worker/w1', 'w1', 200, 'ok'],
       ['register', 'spiffe://capmesh.local/worker/w1', 'w2', 403, 'worker_not_covered'],
       ['drain', 'spiffe://capmesh.local/worker/w1', 'w1', 200, 'ok'],
+      ['register', 'spiffe://capmesh.local/worker/w1', 'w1', 200, 'ok'],
+      ['register', 'spiffe://capmesh.local/worker/w1', 'w3', 200, 'worker_not_covered'],
       ['deregister', 'spiffe://capmesh.local/operator/operator', 'w1', 200, 'ok']
     ])
     const text = JSON.stringify(lines)

@@ -17,7 +17,7 @@ describe('the published contract', () => {
     const a = await bed.start({ id: 'a' })
     await bed.start({ id: 'b', bootstrap: [a.p2p.multiaddrs[0]] })
     const spec = (await bed.client.json('GET', `${a.url}/openapi.json`)).body
-    for (const [path, method] of [['/register', 'post'], ['/heartbeat', 'post'], ['/deregister', 'post'], ['/drain', 'post'], ['/route', 'post'], ['/route', 'get'],
+    for (const [path, method] of [['/register', 'post'], ['/register/batch', 'post'], ['/heartbeat', 'post'], ['/deregister', 'post'], ['/drain', 'post'], ['/route', 'post'], ['/route', 'get'],
       ['/capabilities', 'get'], ['/workers', 'get'], ['/health', 'get'], ['/mesh', 'get'], ['/state/export', 'get'], ['/state/import', 'post'], ['/ui/mesh', 'get']]) {
       const op = spec.paths?.[path]?.[method]
       expect(op, `${method.toUpperCase()} ${path} in /openapi.json`).toBeDefined()

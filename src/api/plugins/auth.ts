@@ -11,13 +11,16 @@
  *
  * Each route says who may call it in its config: `roles` (operators may
  * call everything) or `open` (no identity needed: `GET /health` for load
- * balancers, unless configured otherwise).
+ * balancers, unless configured otherwise). The hook is attached to each
+ * route that needs it, with the route's access list (route-hooks.ts); an
+ * open route has none.
  */
 import type { TLSSocket } from 'node:tls'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyRequest, onRequestHookHandler } from 'fastify'
 import { AuthError } from '../../errors.ts'
 import { identityFromCertificate, type Identity, type Role, type RoutePolicy, type SubjectMap, type TokenVerifier } from '../../identity/index.ts'
 import type { Api } from '../types.ts'
+import { addRouteHook, type NotFoundHooks } from './route-hooks.ts'
 
 export interface AuthInit {
   /** `off`: no identity is asked for, every request acts as null (anyone may do anything). */
@@ -45,10 +48,10 @@ declare module 'fastify' {
   }
 }
 
-export function authPlugin (app: Api, init: AuthInit): void {
+export function authPlugin (app: Api, init: AuthInit): NotFoundHooks {
   app.decorateRequest('identity', null)
   app.decorateRequest('authFailure', null)
-  if (init.mode === 'off') return
+  if (init.mode === 'off') return {}
   // The identity a connection's certificate proves, once per connection (keep-alive: many requests).
   const byConnection = new WeakMap<TLSSocket, Identity | AuthError | null>()
 
@@ -83,16 +86,50 @@ export function authPlugin (app: Api, init: AuthInit): void {
     return await init.verifyToken(m[1])
   }
 
-  app.addHook('onRequest', async (req) => {
-    const access = req.routeOptions.config.access
-    if (access === 'open') return
-    const identity = fromCertificate(req.raw.socket as TLSSocket) ?? await fromToken(req)
-    if (identity == null) throw new AuthError('credentials_missing', 'no client certificate and no bearer token: this endpoint needs an identity')
-    if (init.policy.denies(identity.id)) throw new AuthError('identity_denied', `${identity.id} is denied`)
-    // Unknown routes (404) have no access list: any identity may learn that they do not exist.
-    if (access != null && identity.role !== 'operator' && !access.includes(identity.role)) {
-      throw new AuthError('role_not_allowed', `a ${identity.role} may not call ${req.method} ${req.routeOptions.url}`)
+  /**
+   * The hook of one route: `access` its roles, `url` its pattern (for the
+   * refusal's message). Unknown routes (404) have no access list: any
+   * identity may learn that they do not exist.
+   */
+  const hookFor = (access: Role[] | undefined, url: string | null): onRequestHookHandler => {
+    const admit = (req: FastifyRequest, identity: Identity | null): void => {
+      if (identity == null) throw new AuthError('credentials_missing', 'no client certificate and no bearer token: this endpoint needs an identity')
+      if (init.policy.denies(identity.id)) throw new AuthError('identity_denied', `${identity.id} is denied`)
+      if (access != null && identity.role !== 'operator' && !access.includes(identity.role)) {
+        throw new AuthError('role_not_allowed', `a ${identity.role} may not call ${req.method} ${url ?? req.url}`)
+      }
+      req.identity = identity
     }
-    req.identity = identity
+    // A callback hook, not an async one: a caller with a certificate (the connection's identity, looked up
+    // once per connection) is admitted without a promise; only a bearer token waits for its verification.
+    // `done` runs the rest of the request at once, so it is called outside every try and every promise
+    // callback that could catch what it throws (and call it twice) or leave a refusal unhandled.
+    return (req, _reply, done) => {
+      const settle = (identity: Identity | null): void => {
+        try {
+          admit(req, identity)
+        } catch (err) {
+          done(err as Error)
+          return
+        }
+        done()
+      }
+      let cert: Identity | null
+      try {
+        cert = fromCertificate(req.raw.socket as TLSSocket)
+      } catch (err) {
+        done(err as Error)
+        return
+      }
+      if (cert != null) settle(cert)
+      else fromToken(req).then(settle, (err: Error) => { done(err) })
+    }
+  }
+
+  app.addHook('onRoute', route => {
+    const access = route.config?.access
+    if (access === 'open') return
+    addRouteHook(route, 'onRequest', hookFor(access, route.url))
   })
+  return { onRequest: [hookFor(undefined, null)] }
 }

@@ -7,6 +7,7 @@
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { AuthError, CapmeshError, ERROR_CODES, type ErrorCode, type FieldProblem } from '../../errors.ts'
+import type { NotFoundHooks } from './route-hooks.ts'
 
 interface AjvIssue {
   instancePath: string
@@ -67,11 +68,15 @@ export function errorHandler (app: FastifyInstance): void {
     if (err.statusCode != null && err.statusCode >= 400 && err.statusCode < 500) {
       return reply.code(err.statusCode).send({ error: 'bad_request', code: 'CAPMESH_ERR_VALIDATION', message: err.message })
     }
-    req.log.error({ err }, 'unhandled error')
+    req.log.error({ err, reqId: req.id, method: req.method, url: req.url }, 'unhandled error')
     return reply.code(500).send({ error: 'internal_error', code: 'CAPMESH_ERR_INTERNAL', message: 'internal error (logged on the controller)' })
   })
+}
 
-  app.setNotFoundHandler((req, reply) => {
+/** Unknown routes: 404 `not_found`, after the hooks every declared route has (authentication, metrics). */
+export function notFoundHandler (app: FastifyInstance, hooks: NotFoundHooks): void {
+  // fastify runs every lifecycle hook given here (four-oh-four.js); its types name only preValidation and preHandler.
+  app.setNotFoundHandler(hooks as Parameters<FastifyInstance['setNotFoundHandler']>[0] & object, (req, reply) => {
     void reply.code(404).send({ error: 'not_found', code: 'CAPMESH_ERR_NOT_FOUND', message: `no endpoint ${req.method} ${req.url.split('?')[0].slice(0, 200)}` })
   })
 }

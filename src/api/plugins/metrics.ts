@@ -3,23 +3,26 @@
  * route's pattern, and `GET /metrics` serves the Prometheus text format.
  * Without `metrics` in the components (unit tests of other routes), neither.
  */
+import type { onResponseHookHandler } from 'fastify'
 import type { Api, ApiComponents } from '../types.ts'
+import { addRouteHook, type NotFoundHooks } from './route-hooks.ts'
 
 /** Methods kept as a label; anything else a client makes up is counted as `other` (labels must stay few). */
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS'])
 
-export function metricsPlugin (app: Api, { metrics }: ApiComponents): void {
-  if (metrics == null) return
-  // A callback hook, not an async one: it runs on every request, routes included.
-  app.addHook('onResponse', (req, reply, done) => {
+export function metricsPlugin (app: Api, { metrics }: ApiComponents): NotFoundHooks {
+  if (metrics == null) return {}
+  // One callback hook per route, its pattern known when it is declared (route-hooks.ts).
+  const hookFor = (route: string): onResponseHookHandler => (req, reply, done) => {
     const method = METHODS.has(req.method) ? req.method : 'other'
-    const route = req.routeOptions.url ?? 'unmatched'
     metrics.observeHttp(method, route, reply.statusCode, reply.elapsedTime / 1000)
     if (req.authFailure != null) metrics.observeAuthFailure(req.authFailure, route)
     done()
-  })
+  }
+  app.addHook('onRoute', route => { addRouteHook(route, 'onResponse', hookFor(route.url)) })
   app.get('/metrics', { config: { access: ['metrics'] }, schema: { summary: 'Prometheus metrics (text exposition format)', produces: ['text/plain'] } }, async (_req, reply) => {
     const text = await metrics.text()
     return await reply.type(metrics.contentType).send(text)
   })
+  return { onResponse: [hookFor('unmatched')] }
 }

@@ -14,7 +14,7 @@ export function deregisterRoute (app: Api, { view }: ApiComponents): void {
       body: WorkerIdBody,
       response: { 200: DeregisterReply, 400: ErrorBody }
     }
-  }, async (req) => view.deregister(req.body.worker_id, req.identity))
+  }, (req) => view.deregister(req.body.worker_id, req.identity))
 
   app.post('/drain', {
     config: { access: ['worker'], audit: 'drain', trace: 'drain' },
@@ -23,5 +23,5 @@ export function deregisterRoute (app: Api, { view }: ApiComponents): void {
       body: DrainBody,
       response: { 200: DrainReply, 400: ErrorBody, 409: SupersededBody }
     }
-  }, async (req) => view.drain(req.body.worker_id, req.body.incarnation, req.identity))
+  }, (req) => view.drain(req.body.worker_id, req.body.incarnation, req.identity))
 }

@@ -16,5 +16,5 @@ export function heartbeatRoute (app: Api, { view }: ApiComponents): void {
       body: HeartbeatBody,
       response: { 200: HeartbeatReply, 400: ErrorBody, 409: SupersededBody }
     }
-  }, async (req) => view.heartbeat(req.body, req.identity))
+  }, (req) => view.heartbeat(req.body, req.identity))
 }

@@ -22,7 +22,7 @@ const WORKER_KINDS: ReadonlySet<WatchKind> = new Set(['worker', 'health'])
  * A waiting query holds a watcher slot (`--max-watchers`).
  */
 export function listingRoutes (app: Api, { view }: ApiComponents, slots: WatcherSlots): void {
-  app.get('/capabilities', { config: { access: ['client'] }, schema: { summary: 'Capabilities on offer', response: { 200: CapabilitiesReply } } }, async () => {
+  app.get('/capabilities', { config: { access: ['client'] }, schema: { summary: 'Capabilities on offer', response: { 200: CapabilitiesReply } } }, () => {
     return { capabilities: view.capabilities() }
   })
 

@@ -17,6 +17,6 @@ export function routeRoute (app: Api, { view, policy }: ApiComponents): void {
     return view.route(q, identity)
   }
   const config = { access: ['client' as const], trace: 'route' as const }
-  app.post('/route', { config, schema: { summary: 'Route a request to a worker', body: RouteBody, response: replies } }, async (req) => route(req.body, req.identity))
-  app.get('/route', { config, schema: { summary: 'Route (query-string form)', querystring: RouteQuerystring, response: replies } }, async (req) => route(routeQueryOf(req.query), req.identity))
+  app.post('/route', { config, schema: { summary: 'Route a request to a worker', body: RouteBody, response: replies } }, (req) => route(req.body, req.identity))
+  app.get('/route', { config, schema: { summary: 'Route (query-string form)', querystring: RouteQuerystring, response: replies } }, (req) => route(routeQueryOf(req.query), req.identity))
 }

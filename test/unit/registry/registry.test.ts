@@ -85,6 +85,33 @@ describe('Registry', () => {
     expect(r.owners()).toEqual(new Set(['a']))
   })
 
+  it('registerMany: one transaction, one seal and one update for many workers, which a peer checks and applies', () => {
+    const own = keys.authority('batch')
+    let signatures = 0
+    const r = new Registry({ seals: { ...own, sign: m => { signatures++; return own.sign(m) } }, controllerId: 'batch', now: () => 5 })
+    const updates: Uint8Array[] = []
+    r.on('update', u => updates.push(u))
+    r.register(input('before'))
+    expect([signatures, updates.length]).toEqual([1, 1])
+    const recs = r.registerMany(Array.from({ length: 100 }, (_, i) => ({ ...input(`b${i}`), ...(i === 7 ? { incarnation: 9 } : {}) })))
+    expect([signatures, updates.length]).toEqual([2, 2])
+    expect(recs.map(x => x.worker_id)).toEqual(Array.from({ length: 100 }, (_, i) => `b${i}`))
+    expect(recs[7].incarnation).toBe(9)
+    expect(recs.every(x => x.owner === 'batch' && x.registered_at === 5)).toBe(true)
+    expect(r.size).toBe(101)
+    // A peer validates the batch's update against the owner's seal and routes to all of it.
+    const peer = new Registry({ seals: keys.authority('peer'), controllerId: 'peer' })
+    for (const u of updates) peer.applyUpdate(u, Origin.remote)
+    expect(view(peer)).toEqual(view(r))
+    // Re-registering some of them in a batch: one incarnation more each, still one seal.
+    const again = r.registerMany([input('b0'), input('b1')])
+    expect(again.map(x => x.incarnation)).toEqual([2, 2])
+    expect(signatures).toBe(3)
+    expect(errorOf(() => r.registerMany([input('d'), input('d')])).name).toBe('TypeError')
+    expect(r.registerMany([])).toEqual([])
+    expect(signatures).toBe(3)
+  })
+
   it('emits every Yjs update it produces, for the store and the mesh', () => {
     const r = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
     const updates: Array<[Uint8Array, string]> = []

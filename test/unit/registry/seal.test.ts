@@ -93,6 +93,23 @@ describe('SegmentDigest', () => {
     expect(x.size).toBe(600)
   })
 
+  it('a digest kept through 5,000 random sets, overwrites and deletes (root() after each batch of them) equals one built afresh from what is left', () => {
+    let seed = 7
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+    const kept = new SegmentDigest()
+    const live = new Map<string, string>()
+    for (let i = 0; i < 5000; i++) {
+      const id = `w${rand(800)}`
+      if (rand(4) === 0) { kept.delete(id); live.delete(id) } else { const leaf = entryLeaf(id, `t${rand(3)}`); kept.set(id, leaf); live.set(id, leaf) }
+      if (i % 250 === 0) kept.root()
+    }
+    const fresh = new SegmentDigest()
+    for (const [id, leaf] of [...live].reverse()) fresh.set(id, leaf)
+    expect(kept.size).toBe(live.size)
+    expect(kept.root()).toBe(fresh.root())
+    expect(new SegmentDigest().rootWith(new Map(live))).toBe(fresh.root())
+  })
+
   it('changes with any entry text, and a moved text under another key is another leaf', () => {
     const x = new SegmentDigest()
     x.set('w1', entryLeaf('w1', 'one'))
