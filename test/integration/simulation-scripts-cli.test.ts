@@ -25,8 +25,13 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
     script: 'bench:route',
     options: {
       workers: '10000', capabilities: '100', duration: '10s', warmup: '2s', rounds: '3', connections: '32', pipelining: '1', requests: '5000000',
-      'router-workers': '100000', 'decision-time': '300ms', 'skip-http': 'off', 'skip-decision': 'off', only: 'not set', 'load-generator': 'off'
+      'router-workers': '100000', 'decision-time': '300ms', 'skip-http': 'off', 'skip-decision': 'off', only: 'not set', tls: 'mutual,plain',
+      'new-connections': '200', 'load-generator': 'off'
     }
+  },
+  'simulations/bench/register.ts': {
+    script: 'bench:register',
+    options: { duration: '5s', warmup: '1s', rounds: '2', connections: '32', 'batch-connections': '4', batch: '200', 'load-generator': 'off' }
   },
   'simulations/bench/route-client.ts': {
     script: 'bench:route-client',
