@@ -10,6 +10,7 @@
  * value is validated; a bad one is a ConfigError that names it.
  */
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { join, resolve } from 'node:path'
 import * as C from './constants.ts'
 import { ConfigError } from './errors.ts'
@@ -50,6 +51,12 @@ const bool: Parser<boolean> = (v, k) => {
   if (v === false || v === 'false') return false
   throw new ConfigError(`${k}: expected true or false, got ${JSON.stringify(v)}`)
 }
+/** A list given as an array (a config file, a repeated flag) or a string, each item possibly comma-separated; null if not strings. */
+function commaList (v: unknown): string[] | null {
+  const items = typeof v === 'string' ? [v] : v
+  if (!Array.isArray(items) || items.some(x => typeof x !== 'string')) return null
+  return (items as string[]).flatMap(x => x.split(',')).map(x => x.trim()).filter(x => x.length > 0)
+}
 /**
  * A controller's p2p address: `/ip4/A/tcp/P`, `/ip6/A/tcp/P` or `/dns4|dns6|dns/NAME/tcp/P`,
  * optionally `/p2p/<peer id>`. Checked by shape here (so a controller's command line does not load
@@ -57,13 +64,24 @@ const bool: Parser<boolean> = (v, k) => {
  */
 const TCP_MULTIADDR = /^\/(ip4\/\d{1,3}(\.\d{1,3}){3}|ip6\/[0-9A-Fa-f:.]+|dns[46]?\/[A-Za-z0-9.-]{1,253})\/tcp\/\d{1,5}(\/p2p\/[1-9A-HJ-NP-Za-km-z]{32,128})?$/
 const multiaddrs: Parser<string[]> = (v, k) => {
-  const list = typeof v === 'string' ? v.split(',').map(x => x.trim()).filter(x => x.length > 0) : v
-  if (!Array.isArray(list) || list.some(x => typeof x !== 'string')) throw new ConfigError(`${k}: expected a list of multiaddrs, got ${JSON.stringify(v)}`)
-  for (const a of list as string[]) {
+  const list = commaList(v)
+  if (list == null) throw new ConfigError(`${k}: expected a list of multiaddrs, got ${JSON.stringify(v)}`)
+  for (const a of list) {
     const p = /\/tcp\/(\d+)/.exec(a)
     if (!TCP_MULTIADDR.test(a) || Number(p?.[1]) > 65535) throw new ConfigError(`${k}: "${a}" is not a TCP multiaddr like /ip4/127.0.0.1/tcp/9101 or /dns4/controller-b/tcp/9100 (optionally ending /p2p/<peer id>)`)
   }
-  return list as string[]
+  return list
+}
+/** A host name (RFC 1123 labels) or an IP address, not a wildcard. */
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
+const hosts: Parser<string[]> = (v, k) => {
+  const list = commaList(v)
+  if (list == null) throw new ConfigError(`${k}: expected a list of host names or IP addresses, got ${JSON.stringify(v)}`)
+  for (const h of list) {
+    if (h === '0.0.0.0' || h === '::') throw new ConfigError(`${k}: "${h}" is a wildcard, not an address peers can reach; give this host's name or IP`)
+    if (isIP(h) === 0 && !HOST_NAME.test(h)) throw new ConfigError(`${k}: "${h}" is neither an IP address nor a host name (no port, no scheme: the ports are --https-port and --p2p-port)`)
+  }
+  return list
 }
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 type LogLevel = typeof LOG_LEVELS[number]
@@ -97,7 +115,7 @@ const option = <K extends string, T>(o: Option<K, T>): Option<K, T> => o
 /** Every controller option, in the order defaults are resolved (a derived default reads only earlier ones). */
 export const CONTROLLER_OPTIONS = {
   id: option({ key: 'id', parse: controllerId, value: 'id', description: 'controller id, unique in the mesh', default: 'controller' }),
-  host: option({ key: 'host', parse: str, value: 'host', description: 'HTTPS and p2p bind address', default: C.DEFAULT_HOST }),
+  host: option({ key: 'host', parse: str, value: 'host', description: 'HTTPS and p2p bind address; 0.0.0.0 or :: binds every interface (then give --advertise)', default: C.DEFAULT_HOST }),
   httpsPort: option({ key: 'httpsPort', parse: port, value: 'port', description: 'HTTPS port; 0 picks a free one', default: C.DEFAULT_HTTPS_PORT }),
   p2pPort: option({ key: 'p2pPort', parse: port, value: 'port', description: 'libp2p TCP port; 0 picks a free one', default: C.DEFAULT_P2P_PORT }),
   dataDir: option({ key: 'dataDir', parse: str, path: true, value: 'dir', description: 'data dir: registry snapshot and update log, peer key', default: c => join(C.DEFAULT_DATA_ROOT, c.id), defaultText: '.capmesh/<id>' }),
@@ -106,7 +124,8 @@ export const CONTROLLER_OPTIONS = {
   tlsKey: option({ key: 'tlsKey', parse: str, path: true, value: 'file', description: 'private key of --tls-cert (PEM)' }),
   tlsCa: option({ key: 'tlsCa', parse: str, path: true, value: 'file', description: 'CA certificate clients trust (PEM)' }),
   meshKey: option({ key: 'meshKey', parse: str, path: true, value: 'file', description: 'mesh key shared by every controller of the mesh; created if missing', default: c => join(c.tlsDir, C.MESH_KEY_FILE), defaultText: '<tls-dir>/mesh.key' }),
-  bootstrap: option({ key: 'bootstrap', parse: multiaddrs, repeatable: true, value: 'multiaddr', description: 'another controller to join, e.g. /ip4/127.0.0.1/tcp/9101 (repeatable)', default: [] as string[], defaultText: 'none' }),
+  advertise: option({ key: 'advertise', parse: hosts, repeatable: true, value: 'host', description: 'host name or IP that peers and workers reach this controller at (repeatable, or a comma list): announced to peers with the p2p port, covered by the TLS certificate', default: [] as string[], defaultText: 'the --host address' }),
+  bootstrap: option({ key: 'bootstrap', parse: multiaddrs, repeatable: true, value: 'multiaddr', description: 'another controller to join, e.g. /ip4/10.0.0.2/tcp/9100 or /dns4/c2/tcp/9100 (a name is looked up on every dial; repeatable)', default: [] as string[], defaultText: 'none' }),
   heartbeatInterval: option({ key: 'heartbeatIntervalMs', parse: duration, value: 'duration', description: 'expected worker heartbeat interval', default: C.DEFAULT_HEARTBEAT_INTERVAL_MS }),
   unhealthyAfter: option({ key: 'unhealthyAfterMs', parse: duration, value: 'duration', description: 'no heartbeat for this long: unhealthy, not routed to', default: C.DEFAULT_UNHEALTHY_AFTER_MS }),
   staleAfter: option({ key: 'staleAfterMs', parse: duration, value: 'duration', description: 'no heartbeat for this long: removed', default: C.DEFAULT_STALE_AFTER_MS }),
@@ -219,6 +238,7 @@ function check (cfg: ControllerConfig): void {
   if (cfg.digestKeepaliveMs < cfg.digestIntervalMs || cfg.digestKeepaliveMs >= cfg.unhealthyAfterMs) {
     throw new ConfigError(`digest-keepalive (${cfg.digestKeepaliveMs}ms) must be at least digest-interval (${cfg.digestIntervalMs}ms) and shorter than unhealthy-after (${cfg.unhealthyAfterMs}ms), or peers would take this controller for gone between keepalives`)
   }
+  if (cfg.advertise.length > 0 && cfg.p2pPort === 0) throw new ConfigError('advertise needs a fixed p2p-port: peers are told the port along with the address')
   if (cfg.maxSyncBytes > 0xffffffff) throw new ConfigError(`max-sync-bytes (${cfg.maxSyncBytes}) must be below 4 GiB (the sync protocol's size field is 32 bits)`)
 }
 

@@ -10,14 +10,15 @@
  * listener open, so no request ever sees a half-loaded registry.
  */
 import { EventEmitter } from 'node:events'
+import { networkInterfaces } from 'node:os'
 import { pino, type Logger } from 'pino'
 import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { ControllerCore, controllerView, type ControllerView, type NodeFacts, type ViewEvents } from '../core/index.ts'
-import { ensureMeshKey, Mesh, meshKeyId, type NetworkFaults, type PeerView } from '../gossip/index.ts'
+import { ensureMeshKey, isWildcard, Mesh, meshKeyId, type NetworkFaults, type PeerView, type Resolve } from '../gossip/index.ts'
 import { LIVENESS_TOPIC, type Digest } from '../membership/index.ts'
 import { controllerMetrics, type ControllerMetrics } from '../metrics/index.ts'
-import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
+import { ensureTls, loadTlsFiles, uncovered, type TlsMaterial } from '../tls/index.ts'
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
 import { claimDataDir, Persistence, releaseDataDir } from './persistence.ts'
 
@@ -27,6 +28,8 @@ export interface ControllerInit {
   logger?: Logger
   /** Simulated partitions, loss and delay for tests and simulations (gossip/faults.ts). @default none */
   faults?: NetworkFaults
+  /** Looks up the DNS names of bootstrap and peer addresses (tests give a map). @default the system's resolver */
+  resolve?: Resolve
 }
 
 export class Controller {
@@ -38,6 +41,7 @@ export class Controller {
   readonly log: Logger
   private readonly events = new EventEmitter<ViewEvents>()
   private readonly faults: NetworkFaults | undefined
+  private readonly resolve: Resolve | undefined
   private persistence: Persistence | null = null
   private mesh: Mesh | null = null
   private app: Api | null = null
@@ -52,6 +56,7 @@ export class Controller {
     const cfg = this.config = init.config
     this.log = init.logger ?? pino({ level: cfg.logLevel, base: { controller: cfg.id } })
     this.faults = init.faults
+    this.resolve = init.resolve
     this.core = new ControllerCore({
       controllerId: cfg.id,
       heartbeatIntervalMs: cfg.heartbeatIntervalMs,
@@ -95,8 +100,11 @@ export class Controller {
     claimDataDir(cfg.dataDir)
     this.persistence = new Persistence({ dir: cfg.dataDir, fsync: cfg.fsync, registry: core.registry, log: this.log })
     this.restored = this.persistence.load()
-    this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: [cfg.host] })
+    const names = certificateHosts(cfg.host, cfg.advertise)
+    this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: names })
     if (this.tls.createdCa) this.log.info({ ca: this.tls.caPath }, 'created a local development CA')
+    const missing = uncovered(this.tls.cert, cfg.advertise)
+    if (missing.length > 0) this.log.warn({ cert: this.tls.certPath, missing }, `the TLS certificate does not cover ${missing.join(', ')}: clients reaching this controller by ${missing.length > 1 ? 'those' : 'that'} will fail to verify it`)
     const meshKey = ensureMeshKey(cfg.meshKey)
     this.meshKeyId = meshKeyId(meshKey.key)
     if (meshKey.created) this.log.info({ meshKey: cfg.meshKey }, 'created a mesh key: every controller of this mesh needs a copy of it')
@@ -110,7 +118,9 @@ export class Controller {
       meshKey: meshKey.key,
       host: cfg.host,
       port: cfg.p2pPort,
+      advertise: cfg.advertise,
       bootstrap: cfg.bootstrap,
+      resolve: this.resolve,
       syncIntervalMs: cfg.syncIntervalMs,
       maxSyncBytes: cfg.maxSyncBytes,
       reconnectIntervalMs: cfg.reconnectIntervalMs,
@@ -161,7 +171,10 @@ export class Controller {
     this.timers.push(setInterval(() => { core.sweep() }, sweepEvery))
     this.timers.push(setInterval(() => { core.tick() }, cfg.digestIntervalMs))
     for (const t of this.timers) t.unref()
-    this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: core.registry.size, restored: this.restored, peerId: mesh.peerId, p2p: mesh.multiaddrs }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
+    if (isWildcard(cfg.host) && cfg.advertise.length === 0) {
+      this.log.warn({ host: cfg.host, announced: mesh.multiaddrs }, `bound to ${cfg.host} without --advertise: peers will see this host's interface addresses (${mesh.multiaddrs.map(a => a.split('/p2p/')[0]).join(', ') || 'none'}); give --advertise with the name or address they should use`)
+    }
+    this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: core.registry.size, restored: this.restored, peerId: mesh.peerId, p2p: mesh.listenAddrs, advertised: mesh.multiaddrs }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
     return this
   }
 
@@ -209,7 +222,8 @@ export class Controller {
     const cfg = this.config
     return {
       peerId: () => this.mesh?.peerId ?? null,
-      listenAddrs: () => this.mesh?.multiaddrs ?? [],
+      listenAddrs: () => this.mesh?.listenAddrs ?? [],
+      advertisedAddrs: () => this.mesh?.multiaddrs ?? [],
       connectedPeers: () => this.mesh?.connectedPeers().length ?? 0,
       peers: () => (this.mesh?.peerStatus() ?? []).map(peerStatus),
       sync: () => syncHealth(this.mesh),
@@ -219,6 +233,17 @@ export class Controller {
       config: () => ({ heartbeat_interval_ms: cfg.heartbeatIntervalMs, unhealthy_after_ms: cfg.unhealthyAfterMs, stale_after_ms: cfg.staleAfterMs })
     }
   }
+}
+
+/**
+ * The names and addresses the server certificate must cover (besides loopback): the advertised
+ * ones; with none, the bound address, or bound to a wildcard, this host's interface addresses
+ * (what peers are then told).
+ */
+function certificateHosts (host: string, advertise: string[]): string[] {
+  if (advertise.length > 0) return [host, ...advertise]
+  if (!isWildcard(host)) return [host]
+  return Object.values(networkInterfaces()).flatMap(list => (list ?? []).filter(i => !i.internal).map(i => i.address.split('%')[0]))
 }
 
 function peerStatus (p: PeerView): PeerStatus {

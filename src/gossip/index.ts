@@ -13,6 +13,8 @@
  * mesh.on('heard', (controllerId, peerId) => membership.heard(controllerId, peerId))
  */
 export { Mesh, REGISTRY_TOPIC } from './mesh.ts'
+export { isWildcard, systemResolve } from './addresses.ts'
+export type { Resolve } from './addresses.ts'
 export type { GossipVerdict, MeshEvents, MeshInit, Sender, TopicHandler } from './mesh.ts'
 export type { CheckResult, Replica } from './replica.ts'
 export { NetworkFaults, networkFaults } from './faults.ts'

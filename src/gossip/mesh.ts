@@ -41,6 +41,7 @@ import {
   DEFAULT_HOST, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS, GOSSIP_MESH_DEGREE, INBOUND_CONNECTIONS_PER_SECOND,
   MESH_KEY_HANDSHAKE_TIMEOUT_MS, SYNC_MAX_INBOUND_STREAMS
 } from '../constants.ts'
+import { announceAddrs, bindIp, isWildcard, routable, systemResolve, tcpAddr, type Resolve } from './addresses.ts'
 import { Dialer } from './dialer.ts'
 import { decodeEnvelope, encodeEnvelope, Kind, type Envelope } from './envelope.ts'
 import { Exchanges, type BehindPeer } from './exchanges.ts'
@@ -85,12 +86,20 @@ export interface MeshInit {
   dataDir: string
   /** The 32-byte mesh key (mesh-key.ts reads it): only peers holding it can connect. */
   meshKey: Uint8Array
-  /** p2p bind address. @default '127.0.0.1' */
+  /** p2p bind address: an IP, a wildcard (`0.0.0.0`, `::`) or a host name (looked up once). @default '127.0.0.1' */
   host?: string
   /** p2p TCP port; 0 picks one. @default 9100 */
   port?: number
-  /** Multiaddrs of other controllers (`/ip4/127.0.0.1/tcp/9101`, peer id optional). @default [] */
+  /**
+   * Host names or IPs peers reach this controller at (with `port`, which must then be fixed):
+   * what it announces in identify and its digests.
+   * @default the bound address; bound to a wildcard, the interface addresses other than loopback
+   */
+  advertise?: string[]
+  /** Multiaddrs of other controllers (`/ip4/127.0.0.1/tcp/9101`, `/dns4/c2/tcp/9100`, peer id optional). @default [] */
   bootstrap?: string[]
+  /** Looks up the DNS names in bootstrap and peer addresses, on every dial. @default the system's resolver */
+  resolve?: Resolve
   /** Anti-entropy with a random peer this often (ms). @default 5000 */
   syncIntervalMs?: number
   /** Re-dial missing peers this often (ms); back-off caps at 4x. @default 1000 */
@@ -145,6 +154,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly peers = new PeerTable()
   private readonly exchanges: Exchanges
   private readonly dialer: Dialer
+  /** The address the p2p listener is bound to (a wildcard stays one), set at start. */
+  private bound: { ip: string, port: number } | null = null
   private readonly checked = new WeakMap<Uint8Array, Checked>()
   private pending: Uint8Array[] = []
   private flushQueued = false
@@ -180,12 +191,26 @@ export class Mesh extends EventEmitter<MeshEvents> {
       },
       onSyncFailed: (peerId, reason) => { this.emit('sync:failed', peerId, reason) }
     })
-    this.dialer = new Dialer({ peers: this.peers, node: () => this.node, peerId: () => this.peerId, blocked, log: this.log })
+    this.dialer = new Dialer({ peers: this.peers, node: () => this.node, peerId: () => this.peerId, blocked, resolve: init.resolve, log: this.log })
   }
 
   get peerId (): string { return this.libp2p.peerId.toString() }
 
+  /** What this controller tells peers (identify, digests): its announced addresses with its peer id. */
   get multiaddrs (): string[] { return this.libp2p.getMultiaddrs().map(String) }
+
+  /** Where the p2p listener is bound, with its port (a wildcard stays one: it is not announced). */
+  get listenAddrs (): string[] {
+    if (this.node == null || this.bound == null) return []
+    let port = this.bound.port
+    if (port === 0) {
+      // Announced addresses come from the transport when the port was picked at start: it is theirs.
+      const m = /\/tcp\/(\d+)/.exec(this.multiaddrs[0] ?? '')
+      if (m == null) return []
+      port = Number(m[1])
+    }
+    return [tcpAddr(this.bound.ip, port)]
+  }
 
   private get libp2p (): Libp2p<{ pubsub: GossipSub }> {
     if (this.node == null) throw new Error('mesh is not started')
@@ -199,9 +224,22 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.dialer.setBootstrap(this.init.bootstrap ?? [])
     const faults = this.faults
     const topics = [REGISTRY_TOPIC, ...Object.keys(this.topics)]
+    const ip = await bindIp(this.init.host ?? DEFAULT_HOST, systemResolve)
+    const port = this.init.port ?? DEFAULT_P2P_PORT
+    const advertise = this.init.advertise ?? []
+    if (advertise.length > 0 && port === 0) throw new Error('advertised addresses need a fixed p2p port')
+    this.bound = { ip, port }
     this.node = await createLibp2p({
       privateKey: key,
-      addresses: { listen: [`/ip4/${this.init.host ?? DEFAULT_HOST}/tcp/${this.init.port ?? DEFAULT_P2P_PORT}`] },
+      addresses: {
+        listen: [tcpAddr(ip, port)],
+        // Announced explicitly, so that libp2p tells peers an address it has not verified itself
+        // (it holds back public ones until autonat confirms them) and never 0.0.0.0.
+        announce: port === 0 ? [] : announceAddrs(ip, port, advertise),
+        // A port picked at start is known only once bound: libp2p announces what the transport
+        // reports, on a wildcard every interface address, of which loopback is useless to peers.
+        announceFilter: port === 0 && isWildcard(ip) ? routable : undefined
+      },
       transports: [tcp()],
       // Below noise: a node without the mesh key fails here, before it can handshake, publish or sync.
       connectionProtector: privateNetwork({ key: this.init.meshKey, timeoutMs: MESH_KEY_HANDSHAKE_TIMEOUT_MS }),
@@ -288,6 +326,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.faults?.attach(null)
     await this.node?.stop()
     this.node = null
+    this.bound = null
     this.peers.connected.clear()
   }
 

@@ -7,5 +7,5 @@
  * https.createServer({ cert: tls.cert, key: tls.key })
  * // clients: new undici.Agent({ connect: { ca: tls.ca } })
  */
-export { ensureTls, loadTlsFiles, readCa } from './tls.ts'
+export { ensureTls, loadTlsFiles, readCa, uncovered } from './tls.ts'
 export type { EnsureTlsInit, TlsMaterial } from './tls.ts'

@@ -128,10 +128,21 @@ function covers (pem: string, hosts: string[]): boolean {
   try {
     const cert = new NodeX509(pem)
     if (Date.parse(cert.validTo) < Date.now() + DAY) return false
-    return hosts.every(h => isIP(h) !== 0 ? cert.checkIP(h) != null : cert.checkHost(h) != null)
+    return uncovered(pem, hosts).length === 0
   } catch {
     return false
   }
+}
+
+/** The hosts (names or IPs) a PEM certificate does not name; all of them if it cannot be read. */
+export function uncovered (pem: string, hosts: string[]): string[] {
+  let cert: NodeX509
+  try {
+    cert = new NodeX509(pem)
+  } catch {
+    return hosts
+  }
+  return hosts.filter(h => (isIP(h) !== 0 ? cert.checkIP(h) : cert.checkHost(h)) == null)
 }
 
 function writeAtomic (path: string, data: string, mode: number): void {

@@ -8,9 +8,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Logger } from 'pino'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
-import { networkFaults, type NetworkFaults } from '../../src/gossip/index.ts'
+import { networkFaults, type NetworkFaults, type Resolve } from '../../src/gossip/index.ts'
 import { ensureTls } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
 
@@ -19,8 +20,8 @@ export interface TestBed {
   tlsDir: string
   ca: string
   client: HttpsClient
-  /** Starts a controller in-process (local preset: fast timeouts, port 0). */
-  start: (overrides?: RawConfig) => Promise<Controller>
+  /** Starts a controller in-process (local preset: fast timeouts, port 0), optionally with its own resolver or logger. */
+  start: (overrides?: RawConfig, init?: { resolve?: Resolve, logger?: Logger }) => Promise<Controller>
   cleanup: () => Promise<void>
 }
 
@@ -45,11 +46,11 @@ export async function testBed (name = 'capmesh'): Promise<TestBed> {
     tlsDir,
     ca: tls.ca,
     client,
-    async start (overrides = {}) {
+    async start (overrides = {}, init = {}) {
       const id = overrides.id ?? `c${n++}`
       const config = resolveControllerConfig(localPreset({ id, dataDir: join(root, id), tlsDir, ...overrides }))
       const f = networkFaults()
-      const c = new Controller({ config, faults: f })
+      const c = new Controller({ config, faults: f, ...init })
       faults.set(c, f)
       await c.start()
       running.push(c)
