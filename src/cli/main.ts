@@ -153,10 +153,11 @@ program.command('worker')
   .requiredOption('--controllers <urls>', 'controller URLs, comma-separated: the failover list')
   .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA is trusted and issues this worker\'s certificate)', '.capmesh/tls')
   .option('--host <host>', 'bind address', '127.0.0.1')
+  .option('--advertise <host>', 'host name or IP clients reach this worker at: its URL, covered by its certificate (default: --host)')
   .option('--port <port>', 'HTTPS port (0 = any free port)', '0')
   .option('--heartbeat-interval <duration>', 'heartbeat interval', '1s')
   .option('--affinity <controller-id>', 'preferred controller id')
-  .action(async (opts: { id: string, capability: string[], controllers: string, tlsDir: string, host: string, port: string, heartbeatInterval: string, affinity?: string }) => {
+  .action(async (opts: { id: string, capability: string[], controllers: string, tlsDir: string, host: string, advertise?: string, port: string, heartbeatInterval: string, affinity?: string }) => {
     const { startDemoWorker } = await import('./worker.ts')
     const w = await startDemoWorker({
       id: opts.id,
@@ -164,6 +165,7 @@ program.command('worker')
       controllers: opts.controllers.split(',').map(s => s.trim()).filter(s => s.length > 0),
       tlsDir: opts.tlsDir,
       host: opts.host,
+      advertise: opts.advertise,
       port: int(opts.port, '--port', 0, 65535),
       heartbeatIntervalMs: parseDuration(opts.heartbeatInterval, '--heartbeat-interval'),
       affinity: opts.affinity

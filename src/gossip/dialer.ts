@@ -110,7 +110,8 @@ export class Dialer {
     for (const b of this.bootstrapAddrs) {
       const pid = b.peerId ?? b.found
       if (pid != null && this.init.blocked(pid)) continue
-      if (pid != null && connected.has(pid)) {
+      // Connected to whoever is there, or it is this controller (one list for all, as in a StatefulSet).
+      if (pid != null && (connected.has(pid) || pid === this.peerId)) {
         if (b.named && now - b.checkedAt >= this.recheckEvery) this.recheck(b, now)
         continue
       }
@@ -150,6 +151,13 @@ export class Dialer {
         }
         this.peers.state(remote)
       }, (err: Error) => {
+        if (boot != null && dialledSelf(err)) {
+          boot.found = this.peerId
+          boot.resolved = resolved.map(String).sort().join(' ')
+          boot.checkedAt = performance.now()
+          this.redial.delete(key)
+          return
+        }
         // Reached, but the handshake failed: most often a controller holding another mesh key,
         // which otherwise looks like nothing at all (no peers, no error) to whoever runs it.
         if (handshakeFailed(err) && !this.refused.has(key)) {
@@ -271,6 +279,12 @@ export class Dialer {
 function handshakeFailed (err: Error): boolean {
   if (err.name === 'EncryptionFailedError') return true
   return err instanceof AggregateError && err.errors.some(e => (e as Error)?.name === 'EncryptionFailedError')
+}
+
+/** A dial that reached this controller itself (its own address among the bootstrap addresses). */
+function dialledSelf (err: Error): boolean {
+  const self = (e: unknown): boolean => (e as Error)?.name === 'InvalidPeerIdError' && /dial self/i.test((e as Error).message)
+  return self(err) || (err instanceof AggregateError && err.errors.length > 0 && err.errors.every(self))
 }
 
 function isMultiaddr (t: Multiaddr | PeerId): t is Multiaddr {

@@ -18,7 +18,7 @@ import { pino } from 'pino'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
 import type { Resolve } from '../../src/gossip/index.ts'
-import { capability, eventually, freePort, testBed, type TestBed } from '../helpers/controllers.ts'
+import { capability, eventually, freePort, freePorts, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 beforeEach(async () => { bed = await testBed('real-hosts') })
@@ -77,6 +77,22 @@ describe('bootstrap by DNS name', () => {
     const moved = await bed.start({ id: 'moved', host: '127.0.0.3', p2pPort: port })
     await eventually(() => connected(x, moved), 'x connected to the controller the name now leads to', 15_000)
     expect(resolve.lookups.filter(n => n === 'peer.test').length).toBeGreaterThan(1)
+  })
+
+  it('one bootstrap list for every controller (as in a StatefulSet): each finds itself in it and stops dialling itself', async () => {
+    const pa = await freePorts(2)
+    const resolveA = hostsMap({ 'a.test': '127.0.0.1', 'b.test': '127.0.0.1' })
+    const resolveB = hostsMap({ 'a.test': '127.0.0.1', 'b.test': '127.0.0.1' })
+    const list = (pb: number): string[] => [`/dns4/a.test/tcp/${pa}`, `/dns4/b.test/tcp/${pb}`]
+    // a starts alone: b.test has nobody yet, and a.test is a itself.
+    const a = await bed.start({ id: 'a', p2pPort: pa, bootstrap: list(pa + 1) }, { resolve: resolveA })
+    const b = await bed.start({ id: 'b', p2pPort: pa + 1, bootstrap: list(pa + 1) }, { resolve: resolveB })
+    await eventually(() => connected(a, b) && connected(b, a), 'a and b connected', 15_000)
+    const before = resolveA.lookups.filter(n => n === 'a.test').length
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    // Found itself at a.test once: not dialled again (a lookup every 30 s at most).
+    expect(resolveA.lookups.filter(n => n === 'a.test').length).toBe(before)
+    expect(before).toBe(1)
   })
 
   it('a name that does not resolve is said once, and dialled again until it does', async () => {
