@@ -1,0 +1,152 @@
+/**
+ * The container image and deploy/compose.yaml, for real: builds the image
+ * (deploy/Containerfile) with podman, brings up the 3-controller mesh and
+ * its two demo workers with podman-compose, and checks that the mesh forms
+ * over service names, that a controller routes to a worker attached to
+ * another one and the worker answers, that the image's health check passes
+ * and /health shows the advertised name, and that a controller recreated at
+ * a new address (same name, same data volume) is back in the mesh.
+ *
+ * Needs podman, podman-compose and the base image (node:22-slim, here or
+ * from a registry), and a podman that can run containers on this machine;
+ * skipped, saying which is missing, otherwise. Traffic stays on this
+ * machine: the containers' own network, and the controllers' HTTPS ports
+ * published on 127.0.0.1.
+ */
+import { execFile } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { httpsClient } from '../../src/utils/https-client.ts'
+import { eventually, freePorts } from '../helpers/controllers.ts'
+
+const ROOT = resolve(import.meta.dirname, '../..')
+const COMPOSE = join(ROOT, 'deploy/compose.yaml')
+const PROJECT = `capmesh-test-${process.pid}`
+const IMAGE = `localhost/capmesh:test-${process.pid}`
+
+interface Ran { code: number, stdout: string, stderr: string }
+
+async function run (cmd: string, args: string[], opts: { timeoutMs?: number, env?: NodeJS.ProcessEnv } = {}): Promise<Ran> {
+  return await new Promise(resolve => {
+    execFile(cmd, args, { cwd: ROOT, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, ...opts.env } }, (err, stdout, stderr) => {
+      const code = err == null ? 0 : typeof (err as NodeJS.ErrnoException).code === 'number' ? (err as unknown as { code: number }).code : 127
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) })
+    })
+  })
+}
+
+const lastLine = (r: Ran): string => (r.stderr.trim() || r.stdout.trim()).split('\n').at(-1) ?? ''
+
+/** Why this machine cannot run the test, or null. */
+async function missing (): Promise<string | null> {
+  if ((await run('podman', ['--version'])).code !== 0) return 'podman is not installed (Debian: apt-get install podman podman-compose)'
+  if ((await run('podman-compose', ['--version'])).code !== 0) return 'podman-compose is not installed (Debian: apt-get install podman-compose)'
+  if ((await run('podman', ['image', 'exists', 'docker.io/library/node:22-slim'])).code !== 0) {
+    const pull = await run('podman', ['pull', 'docker.io/library/node:22-slim'], { timeoutMs: 300_000 })
+    if (pull.code !== 0) return `the base image node:22-slim is not here and cannot be pulled (${lastLine(pull)})`
+  }
+  const probe = await run('podman', ['run', '--rm', 'docker.io/library/node:22-slim', 'node', '-e', '0'], { timeoutMs: 120_000 })
+  if (probe.code !== 0) return `podman cannot run a container on this machine (${lastLine(probe)})`
+  return null
+}
+
+const reason = await missing()
+if (reason != null) console.warn(`deploy-compose: skipped: ${reason}`)
+
+describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () => {
+  let env: NodeJS.ProcessEnv
+  let ports: number[]
+  let caDir: string
+  const placeholders: string[] = []
+
+  const compose = async (args: string[], timeoutMs = 180_000): Promise<Ran> => await run('podman-compose', ['-p', PROJECT, '-f', COMPOSE, ...args], { env, timeoutMs })
+
+  /** The container of a compose service. */
+  async function container (service: string): Promise<string> {
+    const r = await run('podman', ['ps', '-a', '--filter', `label=com.docker.compose.project=${PROJECT}`, '--filter', `label=com.docker.compose.service=${service}`, '--format', '{{.Names}}'])
+    const name = r.stdout.trim().split('\n')[0]
+    if (name == null || name === '') throw new Error(`no container for service ${service}`)
+    return name
+  }
+
+  const ip = async (name: string): Promise<string> =>
+    (await run('podman', ['inspect', name, '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}'])).stdout.trim()
+
+  /** `capmesh <args>` inside controller c1's container, on the compose network. */
+  const inC1 = async (args: string[]): Promise<Ran> => await run('podman', ['exec', await container('c1'), 'node', 'bin/capmesh.js', ...args], { timeoutMs: 60_000 })
+
+  const status = async (): Promise<Ran> =>
+    await inC1(['status', '--tls-dir', '/tls', '--controller', 'https://c1:9000', '--controller', 'https://c2:9000', '--controller', 'https://c3:9000'])
+
+  beforeAll(async () => {
+    const base = await freePorts(3)
+    ports = [base, base + 1, base + 2]
+    env = { CAPMESH_IMAGE: IMAGE, CAPMESH_C1_PORT: String(ports[0]), CAPMESH_C2_PORT: String(ports[1]), CAPMESH_C3_PORT: String(ports[2]) }
+    caDir = mkdtempSync(join(tmpdir(), 'capmesh-compose-'))
+    const build = await run('podman', ['build', '--format', 'docker', '-f', 'deploy/Containerfile', '-t', IMAGE, '.'], { timeoutMs: 600_000 })
+    expect(build.code, `podman build failed:\n${build.stdout.slice(-3000)}\n${build.stderr.slice(-3000)}`).toBe(0)
+    const up = await compose(['up', '-d'])
+    expect(up.code, `podman-compose up failed:\n${up.stderr.slice(-3000)}`).toBe(0)
+  })
+
+  afterAll(async () => {
+    if (env == null) return
+    await compose(['down', '-v'])
+    for (const p of placeholders) await run('podman', ['rm', '-f', p])
+    const left = (await run('podman', ['ps', '-a', '-q', '--filter', `label=com.docker.compose.project=${PROJECT}`])).stdout.trim().split('\n').filter(Boolean)
+    if (left.length > 0) await run('podman', ['rm', '-f', '-v', ...left])
+    const volumes = (await run('podman', ['volume', 'ls', '-q'])).stdout.trim().split('\n').filter(v => v.startsWith(`${PROJECT}_`))
+    if (volumes.length > 0) await run('podman', ['volume', 'rm', '-f', ...volumes])
+    await run('podman', ['network', 'rm', '-f', `${PROJECT}_default`])
+    await run('podman', ['rmi', '-f', IMAGE])
+    rmSync(caDir, { recursive: true, force: true })
+  })
+
+  it('the three controllers find each other by service name and agree; a controller routes to a worker and the worker answers', async () => {
+    await eventually(async () => (await status()).code === 0, 'capmesh status OK in the compose mesh', 120_000, 2000)
+    const routed = await inC1(['route', '--verb', 'invoke', '--capability', 'echo', '--controller', 'https://c3:9000', '--tls-dir', '/tls', '--invoke', 'hello from compose'])
+    expect(routed.code, routed.stdout + routed.stderr).toBe(0)
+    expect(routed.stdout).toMatch(/"worker_id": "w[12]"/)
+    expect(routed.stdout).toContain('"result": "hello from compose"')
+  })
+
+  it('the image\'s health check passes, and /health on the published port shows the advertised name and no wildcard', async () => {
+    const c1 = await container('c1')
+    const hc = await run('podman', ['healthcheck', 'run', c1])
+    expect(hc.code, hc.stdout + hc.stderr).toBe(0)
+    const caPath = join(caDir, 'ca.pem')
+    expect((await run('podman', ['cp', `${c1}:/tls/ca.pem`, caPath])).code).toBe(0)
+    const client = httpsClient({ ca: readFileSync(caPath, 'utf8'), timeoutMs: 10_000 })
+    try {
+      const health = await client.json('GET', `https://127.0.0.1:${ports[0]}/health`)
+      expect(health.status).toBe(200)
+      expect(health.body.controller_id).toBe('c1')
+      expect(health.body.mesh.advertised_addrs).toEqual([`/dns/c1/tcp/9100/p2p/${health.body.mesh.peer_id as string}`])
+      expect(health.body.mesh.listen_addrs).toEqual(['/ip4/0.0.0.0/tcp/9100'])
+      expect(health.body.mesh.connected_peers).toBe(2)
+    } finally {
+      await client.close()
+    }
+  })
+
+  it('a controller recreated at a new address (same name, same data volume) is back in the mesh', async () => {
+    const old = await container('c2')
+    const oldIp = await ip(old)
+    const network = `${PROJECT}_default`
+    expect((await run('podman', ['rm', '-f', old])).code).toBe(0)
+    // Take the address it had, so that the new c2 gets another one.
+    const placeholder = `${PROJECT}-placeholder`
+    placeholders.push(placeholder)
+    expect((await run('podman', ['run', '-d', '--name', placeholder, '--network', network, '--ip', oldIp, '--entrypoint', 'sleep', IMAGE, '600'])).code).toBe(0)
+    const up = await compose(['up', '-d', 'c2'])
+    expect(up.code, up.stderr.slice(-2000)).toBe(0)
+    const fresh = await container('c2')
+    expect(await ip(fresh)).not.toBe(oldIp)
+    await eventually(async () => {
+      const s = await status()
+      return s.code === 0 && /c2\s+https:\/\/c2:9000\s+ok\s+\S+\s+\d+\s+2\/2/.test(s.stdout)
+    }, 'c2 back at its new address, linked to both others, and the mesh agreeing', 120_000, 2000)
+  })
+})
