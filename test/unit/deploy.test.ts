@@ -8,8 +8,8 @@
  * advertise; every container has probes and resource requests.
  *
  * Structure and consistency, not the Kubernetes API schemas (no schema
- * package here); test/integration/deploy-compose.test.ts runs the image and
- * the compose file for real where podman is available.
+ * package here); test/integration/deploy-containers.test.ts runs the image,
+ * the compose file and the manifests' command lines where podman is available.
  */
 import { execFileSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'

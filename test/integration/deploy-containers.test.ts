@@ -1,23 +1,33 @@
 /**
- * The container image and deploy/compose.yaml, for real: builds the image
- * (deploy/Containerfile) with podman, brings up the 3-controller mesh and
- * its two demo workers with podman-compose, and checks that the mesh forms
- * over service names, that a controller routes to a worker attached to
- * another one and the worker answers, that the image's health check passes
- * and /health shows the advertised name, and that a controller recreated at
- * a new address (same name, same data volume) is back in the mesh.
+ * The container image and the deploy/ files, for real, under podman: builds
+ * the image (deploy/Containerfile), then
+ *
+ * - brings up deploy/compose.yaml (3 controllers, 2 demo workers) with
+ *   podman-compose and checks that the mesh forms over service names, that a
+ *   controller routes to a worker attached to another one and the worker
+ *   answers, that the image's health check passes and /health shows the
+ *   advertised name, and that a controller recreated at a new address (same
+ *   name, same data volume) is back in the mesh;
+ * - runs the Kubernetes manifests' command lines as a cluster would:
+ *   the StatefulSet's controller arguments (with $(POD_NAME) and
+ *   $(POD_NAMESPACE) expanded) in three containers reachable by their
+ *   stable names, non-root, with a read-only root file system and the
+ *   capmesh-tls files mounted read-only; the worker Deployment's init
+ *   command and arguments beside them. No Kubernetes here: the names are
+ *   network aliases, the Secret a read-only folder, the claim a volume.
  *
  * Needs podman, podman-compose and the base image (node:22-slim, here or
  * from a registry), and a podman that can run containers on this machine;
  * skipped, saying which is missing, otherwise. Traffic stays on this
- * machine: the containers' own network, and the controllers' HTTPS ports
+ * machine: the containers' own networks, and the controllers' HTTPS ports
  * published on 127.0.0.1.
  */
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parse, parseAllDocuments } from 'yaml'
 import { httpsClient } from '../../src/utils/https-client.ts'
 import { eventually, freePorts } from '../helpers/controllers.ts'
 
@@ -53,7 +63,18 @@ async function missing (): Promise<string | null> {
 }
 
 const reason = await missing()
-if (reason != null) console.warn(`deploy-compose: skipped: ${reason}`)
+if (reason != null) console.warn(`deploy-containers: skipped: ${reason}`)
+
+/** The image is built once, for every test here. */
+beforeAll(async () => {
+  if (reason != null) return
+  const build = await run('podman', ['build', '--format', 'docker', '-f', 'deploy/Containerfile', '-t', IMAGE, '.'], { timeoutMs: 600_000 })
+  expect(build.code, `podman build failed:\n${build.stdout.slice(-3000)}\n${build.stderr.slice(-3000)}`).toBe(0)
+})
+
+afterAll(async () => {
+  if (reason == null) await run('podman', ['rmi', '-f', IMAGE])
+})
 
 describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () => {
   let env: NodeJS.ProcessEnv
@@ -85,8 +106,6 @@ describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () =
     ports = [base, base + 1, base + 2]
     env = { CAPMESH_IMAGE: IMAGE, CAPMESH_C1_PORT: String(ports[0]), CAPMESH_C2_PORT: String(ports[1]), CAPMESH_C3_PORT: String(ports[2]) }
     caDir = mkdtempSync(join(tmpdir(), 'capmesh-compose-'))
-    const build = await run('podman', ['build', '--format', 'docker', '-f', 'deploy/Containerfile', '-t', IMAGE, '.'], { timeoutMs: 600_000 })
-    expect(build.code, `podman build failed:\n${build.stdout.slice(-3000)}\n${build.stderr.slice(-3000)}`).toBe(0)
     const up = await compose(['up', '-d'])
     expect(up.code, `podman-compose up failed:\n${up.stderr.slice(-3000)}`).toBe(0)
   })
@@ -100,7 +119,6 @@ describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () =
     const volumes = (await run('podman', ['volume', 'ls', '-q'])).stdout.trim().split('\n').filter(v => v.startsWith(`${PROJECT}_`))
     if (volumes.length > 0) await run('podman', ['volume', 'rm', '-f', ...volumes])
     await run('podman', ['network', 'rm', '-f', `${PROJECT}_default`])
-    await run('podman', ['rmi', '-f', IMAGE])
     rmSync(caDir, { recursive: true, force: true })
   })
 
@@ -148,5 +166,98 @@ describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () =
       const s = await status()
       return s.code === 0 && /c2\s+https:\/\/c2:9000\s+ok\s+\S+\s+\d+\s+2\/2/.test(s.stdout)
     }, 'c2 back at its new address, linked to both others, and the mesh agreeing', 120_000, 2000)
+  })
+})
+
+describe.skipIf(reason != null)('deploy/kubernetes command lines in containers', () => {
+  const dir = join(ROOT, 'deploy/kubernetes')
+  const kustomization = parse(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as { namespace: string, resources: string[] }
+  const objects = kustomization.resources.flatMap(f => parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map(d => d.toJS() as any))
+  const sts = objects.find(o => o.kind === 'StatefulSet')
+  const deployment = objects.find(o => o.kind === 'Deployment')
+  const ns = kustomization.namespace
+  const network = `${PROJECT}-k8s`
+  const name = (i: number): string => `${sts.metadata.name as string}-${i}`
+  const fqdn = (i: number): string => `${name(i)}.${sts.spec.serviceName as string}.${ns}.svc.cluster.local`
+  const expand = (args: string[], vars: Record<string, string>): string[] => args.map(a => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => vars[v]))
+  const containers: string[] = []
+  const volumes: string[] = []
+  let secretDir: string
+
+  /** A pod: a container on the network, reachable by `aliases`, as the manifest's security context says. */
+  async function pod (ctr: string, opts: { aliases: string[], ip?: string, mounts: string[], args: string[], entrypoint?: string[] }): Promise<Ran> {
+    containers.push(ctr)
+    return await run('podman', [
+      'run', '-d', '--name', ctr, '--network', network, ...opts.aliases.flatMap(a => ['--network-alias', a]), ...(opts.ip != null ? ['--ip', opts.ip] : []),
+      '--user', '10001:10001', '--read-only', '--tmpfs', '/tmp', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges',
+      ...opts.mounts.flatMap(m => ['-v', m]), ...(opts.entrypoint != null ? ['--entrypoint', opts.entrypoint[0]] : []),
+      IMAGE, ...(opts.entrypoint?.slice(1) ?? []), ...opts.args
+    ], { timeoutMs: 120_000 })
+  }
+
+  const mountOf = (container: any, volume: string): string => container.volumeMounts.find((m: { name: string }) => m.name === volume).mountPath
+
+  beforeAll(async () => {
+    // The capmesh-tls Secret: what docs/deploy.md's certs init writes, readable by the pods' group
+    // (Kubernetes: defaultMode 0440 and fsGroup), mounted read-only.
+    secretDir = mkdtempSync(join(tmpdir(), 'capmesh-k8s-'))
+    const hosts = [0, 1, 2].flatMap(i => ['--host', fqdn(i)])
+    const init = await run(process.execPath, [join(ROOT, 'bin/capmesh.js'), 'certs', 'init', '--dir', secretDir, ...hosts])
+    expect(init.code, init.stderr).toBe(0)
+    for (const f of readdirSync(secretDir)) chmodSync(join(secretDir, f), 0o444)
+    chmodSync(secretDir, 0o755)
+    expect((await run('podman', ['network', 'create', network])).code).toBe(0)
+  })
+
+  afterAll(async () => {
+    if (containers.length > 0) await run('podman', ['rm', '-f', '-v', ...containers])
+    if (volumes.length > 0) await run('podman', ['volume', 'rm', '-f', ...volumes])
+    await run('podman', ['network', 'rm', '-f', network])
+    if (secretDir != null) rmSync(secretDir, { recursive: true, force: true })
+  })
+
+  it('the StatefulSet\'s controllers, read-only and non-root, find each other by their stable names; the demo workers attach and are routed to', async () => {
+    const controller = sts.spec.template.spec.containers[0]
+    const tlsMount = mountOf(controller, 'tls')
+    const dataMount = mountOf(controller, 'data')
+    for (let i = 0; i < sts.spec.replicas; i++) {
+      const data = `${PROJECT}-data-${i}`
+      volumes.push(data)
+      const r = await pod(`${PROJECT}-${name(i)}`, {
+        aliases: [fqdn(i)],
+        mounts: [`${secretDir}:${tlsMount}:ro`, `${data}:${dataMount}`],
+        args: expand(controller.args, { POD_NAME: name(i), POD_NAMESPACE: ns })
+      })
+      expect(r.code, r.stderr).toBe(0)
+    }
+    const exec = async (args: string[]): Promise<Ran> => await run('podman', ['exec', `${PROJECT}-${name(0)}`, 'node', 'bin/capmesh.js', ...args], { timeoutMs: 60_000 })
+    const urls = [0, 1, 2].flatMap(i => ['--controller', `https://${fqdn(i)}:9000`])
+    await eventually(async () => (await exec(['status', '--tls-dir', tlsMount, ...urls])).code === 0, 'the three controllers agree', 120_000, 2000)
+
+    // The demo workers: the init container copies the CA into the writable TLS dir, then the worker starts.
+    const spec = deployment.spec.template.spec
+    const worker = spec.containers[0]
+    const initC = spec.initContainers[0]
+    const subnet = JSON.parse((await run('podman', ['network', 'inspect', network])).stdout)[0].subnets[0].subnet as string
+    for (let k = 0; k < deployment.spec.replicas; k++) {
+      const podName = `capmesh-demo-worker-${k}`
+      const ip = subnet.replace(/\.0\/24$/, `.${200 + k}`)
+      const tls = `${PROJECT}-worker-tls-${k}`
+      volumes.push(tls)
+      const ca = `${secretDir}:${mountOf(initC, 'ca')}:ro`
+      const copy = await run('podman', ['run', '--rm', '--user', '10001:10001', '--read-only', '--network', 'none', '-v', ca, '-v', `${tls}:${mountOf(initC, 'tls')}`, '--entrypoint', initC.command[0], IMAGE, ...initC.command.slice(1)])
+      expect(copy.code, copy.stderr).toBe(0)
+      const r = await pod(`${PROJECT}-${podName}`, {
+        aliases: [],
+        ip,
+        mounts: [`${tls}:${mountOf(worker, 'tls')}`],
+        args: expand(worker.args, { POD_NAME: podName, POD_NAMESPACE: ns, POD_IP: ip })
+      })
+      expect(r.code, r.stderr).toBe(0)
+    }
+    await eventually(async () => {
+      const routed = await exec(['route', '--verb', 'invoke', '--capability', 'echo', '--controller', `https://${fqdn(2)}:9000`, '--tls-dir', tlsMount, '--invoke', 'hello from a pod'])
+      return routed.code === 0 && routed.stdout.includes('"result": "hello from a pod"')
+    }, 'a worker routed to from capmesh-2 and answering', 90_000, 2000)
   })
 })
