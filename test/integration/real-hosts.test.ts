@@ -55,14 +55,15 @@ function recorder (): { logger: pino.Logger, records: Array<{ level: number, msg
   return { logger: pino({ level: 'info' }, sink), records }
 }
 
-describe('bootstrap by DNS name', () => {
+// Generous: several controllers start per test, and a loaded 2-core machine makes each start slow.
+describe('bootstrap by DNS name', { timeout: 60_000 }, () => {
   it('a controller bootstrapping by /dns4/localhost/tcp/PORT joins the mesh and converges', async () => {
     const a = await bed.start({ id: 'a', p2pPort: await freePort() })
     const b = await bed.start({ id: 'b', bootstrap: [`/dns4/localhost/tcp/${a.config.p2pPort}`] })
     await eventually(() => connected(a, b) && connected(b, a), 'b connected to a through the name localhost', 15_000)
     expect((await bed.client.json('POST', `${a.url}/register`, workerBody('w1'))).status).toBe(200)
     await eventually(async () => (await bed.client.json('POST', `${b.url}/route`, { verb: 'invoke', capability: 'cap-w1' })).body.worker_id === 'w1',
-      'b routes to the worker registered at a')
+      'b routes to the worker registered at a', 20_000)
   })
 
   it('a bootstrap name is looked up on every dial: a controller back at a new address under the same name is found', async () => {
@@ -107,7 +108,7 @@ describe('bootstrap by DNS name', () => {
   })
 })
 
-describe('--advertise', () => {
+describe('--advertise', { timeout: 60_000 }, () => {
   it('bound to 0.0.0.0, a controller announces its advertised name (identify, digests, /health, /mesh, certificate) and peers reach it by that name', async () => {
     const port = await freePort()
     const a = await bed.start({ id: 'a', host: '0.0.0.0', p2pPort: port, advertise: ['ctl-a.test'] })
