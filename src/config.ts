@@ -40,6 +40,22 @@ const bytes: Parser<number> = (v, k) => {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1024) throw new ConfigError(`${k}: expected a byte count ≥ 1024, got ${JSON.stringify(v)}`)
   return n
 }
+/** A non-negative integer (0 usually turns the thing off). */
+const count: Parser<number> = (v, k) => {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) throw new ConfigError(`${k}: expected an integer ≥ 0, got ${JSON.stringify(v)}`)
+  return n
+}
+/** A positive integer. */
+const positive: Parser<number> = (v, k) => {
+  const n = count(v, k)
+  if (n < 1) throw new ConfigError(`${k}: expected an integer ≥ 1, got ${JSON.stringify(v)}`)
+  return n
+}
+/** A byte count, or 0 for none. */
+const countBytes: Parser<number> = (v, k) => count(v, k) === 0 ? 0 : bytes(v, k)
+/** A duration, or 0 for never. */
+const durationOrZero: Parser<number> = (v, k) => v === 0 || v === '0' ? 0 : duration(v, k)
 const duration: Parser<number> = (v, k) => {
   if (typeof v !== 'string' && typeof v !== 'number') throw new ConfigError(`${k}: expected a duration like "2s", got ${JSON.stringify(v)}`)
   const ms = parseDuration(v, k)
@@ -83,6 +99,34 @@ const hosts: Parser<string[]> = (v, k) => {
   }
   return list
 }
+/** A closed set of words (`--auth required|off`). */
+const oneOf = <T extends string>(...words: T[]): Parser<T> => (v, k) => {
+  if (typeof v !== 'string' || !(words as string[]).includes(v)) throw new ConfigError(`${k}: expected ${words.join(' or ')}, got ${JSON.stringify(v)}`)
+  return v as T
+}
+/** One or more non-empty strings (a repeatable flag, or a list in a config file). */
+const strings: Parser<string[]> = (v, k) => {
+  const list = typeof v === 'string' ? [v] : v
+  if (!Array.isArray(list) || list.some(x => typeof x !== 'string' || x.length === 0)) throw new ConfigError(`${k}: expected a list of non-empty strings, got ${JSON.stringify(v)}`)
+  return list as string[]
+}
+/** An http(s) URL (an OTLP/HTTP collector). */
+const httpUrl: Parser<string> = (v, k) => {
+  const s = str(v, k)
+  let u: URL
+  try {
+    u = new URL(s)
+  } catch {
+    throw new ConfigError(`${k}: "${s}" is not a URL (e.g. https://collector:4318)`)
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new ConfigError(`${k}: "${s}" must be an http(s) URL`)
+  return s
+}
+const trustDomain: Parser<string> = (v, k) => {
+  const s = str(v, k)
+  if (!C.TRUST_DOMAIN.test(s)) throw new ConfigError(`${k}: "${s}" is not a trust domain (lower-case letters, digits, . _ -)`)
+  return s
+}
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 type LogLevel = typeof LOG_LEVELS[number]
 const logLevel: Parser<LogLevel> = (v, k) => {
@@ -123,8 +167,18 @@ export const CONTROLLER_OPTIONS = {
   tlsCert: option({ key: 'tlsCert', parse: str, path: true, value: 'file', description: 'server certificate (PEM), with --tls-key and --tls-ca, instead of the TLS dir' }),
   tlsKey: option({ key: 'tlsKey', parse: str, path: true, value: 'file', description: 'private key of --tls-cert (PEM)' }),
   tlsCa: option({ key: 'tlsCa', parse: str, path: true, value: 'file', description: 'CA certificate clients trust (PEM)' }),
-  meshKey: option({ key: 'meshKey', parse: str, path: true, value: 'file', description: 'mesh key shared by every controller of the mesh; created if missing', default: c => join(c.tlsDir, C.MESH_KEY_FILE), defaultText: '<tls-dir>/mesh.key' }),
+  meshKey: option({ key: 'meshKey', parse: str, path: true, value: 'file', description: 'mesh key shared by every controller of the mesh, or several (a key ring: the first is used, all are accepted; `capmesh mesh-key`); created if missing; re-read on SIGHUP and when it changes', default: c => join(c.tlsDir, C.MESH_KEY_FILE), defaultText: '<tls-dir>/mesh.key' }),
+  peerAllow: option({ key: 'peerAllow', parse: str, path: true, value: 'file', description: 'peer allow list: the controllers admitted to the mesh, "<controller-id> <peer-id>" per line; a TLS dir holding ca-key.pem (development) gets each controller\'s own line at start; re-read on SIGHUP and when it changes', default: c => join(c.tlsDir, C.PEER_ALLOW_FILE), defaultText: '<tls-dir>/peers.allow' }),
   advertise: option({ key: 'advertise', parse: hosts, repeatable: true, value: 'host', description: 'host name or IP that peers and workers reach this controller at (repeatable, or a comma list): announced to peers with the p2p port, covered by the TLS certificate', default: [] as string[], defaultText: 'the --host address' }),
+  auth: option({ key: 'auth', parse: oneOf('required', 'off'), value: 'mode', description: 'required: every caller presents an identity (client certificate or bearer token); off: nobody is asked (a warning at start)', default: 'required' as 'required' | 'off' }),
+  trustDomain: option({ key: 'trustDomain', parse: trustDomain, value: 'domain', description: 'SPIFFE trust domain of the identities accepted (spiffe://<domain>/<role>/<name>)', default: C.DEFAULT_TRUST_DOMAIN }),
+  clientCa: option({ key: 'clientCa', parse: strings, path: true, repeatable: true, value: 'file', description: 'another CA whose client certificates are trusted, besides the TLS dir\'s ca.pem (repeatable)', default: [] as string[], defaultText: 'none' }),
+  subjectMap: option({ key: 'subjectMap', parse: str, path: true, value: 'file', description: 'JSON map from certificate subjects to identities, for client certificates without a SPIFFE id' }),
+  tokenKey: option({ key: 'tokenKey', parse: strings, path: true, repeatable: true, value: 'file', description: 'PEM public key that signs bearer tokens (EdDSA or ES256; repeatable)', default: [] as string[], defaultText: 'none' }),
+  jwks: option({ key: 'jwks', parse: str, path: true, value: 'file', description: 'JWKS file of the keys that sign bearer tokens' }),
+  policy: option({ key: 'policy', parse: str, path: true, value: 'file', description: 'route policy: which client identities may route to which capabilities, and who is denied (reloaded on SIGHUP)' }),
+  denyIdentity: option({ key: 'denyIdentity', parse: strings, repeatable: true, value: 'id', description: 'refuse this identity even with a valid certificate or token (repeatable)', default: [] as string[], defaultText: 'none' }),
+  healthAuth: option({ key: 'healthAuth', parse: oneOf('open', 'required'), value: 'mode', description: 'open: GET /health needs no identity (load balancers); required: it does', default: 'open' as 'open' | 'required' }),
   bootstrap: option({ key: 'bootstrap', parse: multiaddrs, repeatable: true, value: 'multiaddr', description: 'another controller to join, e.g. /ip4/10.0.0.2/tcp/9100 or /dns4/c2/tcp/9100 (a name is looked up on every dial; repeatable)', default: [] as string[], defaultText: 'none' }),
   heartbeatInterval: option({ key: 'heartbeatIntervalMs', parse: duration, value: 'duration', description: 'expected worker heartbeat interval', default: C.DEFAULT_HEARTBEAT_INTERVAL_MS }),
   unhealthyAfter: option({ key: 'unhealthyAfterMs', parse: duration, value: 'duration', description: 'no heartbeat for this long: unhealthy, not routed to', default: C.DEFAULT_UNHEALTHY_AFTER_MS }),
@@ -134,10 +188,19 @@ export const CONTROLLER_OPTIONS = {
   syncInterval: option({ key: 'syncIntervalMs', parse: duration, value: 'duration', description: 'anti-entropy with a peer that seems to differ this often', default: C.DEFAULT_SYNC_INTERVAL_MS }),
   maxSyncBytes: option({ key: 'maxSyncBytes', parse: bytes, value: 'bytes', description: 'largest anti-entropy delta accepted from a peer; the whole registry must fit', default: C.DEFAULT_MAX_SYNC_BYTES }),
   reconnectInterval: option({ key: 'reconnectIntervalMs', parse: duration, value: 'duration', description: 're-dial lost peers this often', default: C.DEFAULT_RECONNECT_INTERVAL_MS }),
+  rateLimit: option({ key: 'rateLimit', parse: count, value: 'n', description: 'requests a second one identity may make (429 + Retry-After past it); 0: no limit', default: C.DEFAULT_RATE_LIMIT_PER_SECOND }),
+  maxEventLoopDelay: option({ key: 'maxEventLoopDelayMs', parse: durationOrZero, value: 'duration', description: 'shed requests (503 + Retry-After) while the event loop is this late; 0: never', default: C.DEFAULT_MAX_EVENT_LOOP_DELAY_MS }),
+  maxHeap: option({ key: 'maxHeapBytes', parse: countBytes, value: 'bytes', description: 'shed requests (503 + Retry-After) while the heap holds more than this; 0: never', default: 0 }),
   bodyLimit: option({ key: 'bodyLimit', parse: bytes, value: 'bytes', description: 'largest request body outside /state/import', default: C.DEFAULT_BODY_LIMIT_BYTES }),
   importBodyLimit: option({ key: 'importBodyLimit', parse: bytes, value: 'bytes', description: 'largest /state/import body', default: C.DEFAULT_IMPORT_BODY_LIMIT_BYTES }),
+  watchLogSize: option({ key: 'watchLogSize', parse: positive, value: 'n', description: 'changes kept for /watch and blocking /workers queries: a watcher this far behind (or reconnecting from further back) gets a snapshot, or is cut off while connected', default: C.DEFAULT_WATCH_LOG_SIZE }),
+  maxWatchers: option({ key: 'maxWatchers', parse: count, value: 'n', description: '/watch streams and blocking /workers queries served at once (503 + Retry-After past it); 0: none', default: C.DEFAULT_MAX_WATCHERS }),
+  watchBuffer: option({ key: 'watchBufferBytes', parse: bytes, value: 'bytes', description: 'unsent bytes a watcher\'s connection may hold before the controller stops writing to it until it reads', default: C.DEFAULT_WATCH_BUFFER_BYTES }),
+  watchKeepalive: option({ key: 'watchKeepaliveMs', parse: duration, value: 'duration', description: 'a keepalive comment to every watcher this often; one that reads nothing for 4 of them is cut off', default: C.DEFAULT_WATCH_KEEPALIVE_MS }),
   idempotencyTtl: option({ key: 'idempotencyTtlMs', parse: duration, value: 'duration', description: 'how long an idempotency_key keeps its worker', default: C.DEFAULT_IDEMPOTENCY_TTL_MS }),
   fsync: option({ key: 'fsync', parse: bool, value: 'bool', description: 'fsync every registry write (power-loss safety, at a latency cost)', default: C.DEFAULT_FSYNC }),
+  otlpEndpoint: option({ key: 'otlpEndpoint', parse: httpUrl, value: 'url', description: 'export OpenTelemetry spans over OTLP/HTTP (JSON) to this collector, at URL/v1/traces; https is verified against the system roots and the mesh CA. Unset: the OTEL_* variables decide (off when none is set)', defaultText: 'off' }),
+  traceHeartbeats: option({ key: 'traceHeartbeats', parse: count, value: 'n', description: 'with tracing on, one heartbeat in n gets a span; 0: none', default: C.DEFAULT_TRACE_HEARTBEAT_EVERY }),
   logLevel: option({ key: 'logLevel', parse: logLevel, value: 'level', description: `log level: ${LOG_LEVELS.join(', ')}`, default: 'info' as LogLevel })
 } as const
 
@@ -211,7 +274,7 @@ export function resolveControllerConfig (...layers: RawConfig[]): ControllerConf
     let v = raw[o.key]
     if (v !== undefined) v = o.parse(v, name)
     else v = typeof o.default === 'function' ? (o.default as (c: Resolving) => unknown)(cfg as Resolving) : o.default
-    if (v !== undefined) cfg[o.key] = o.path === true ? resolve(v as string) : v
+    if (v !== undefined) cfg[o.key] = o.path !== true ? v : Array.isArray(v) ? v.map(x => resolve(x as string)) : resolve(v as string)
   }
   const { tlsCert, tlsKey, tlsCa, ...rest } = cfg
   const out = rest as ControllerConfig
@@ -265,9 +328,10 @@ export function optionsMarkdown (): string {
 }
 
 /**
- * Preset for tests and simulations: ephemeral ports, 200 ms heartbeats,
- * unhealthy after 600 ms, removed after 1.2 s, digests every 100 ms,
- * anti-entropy every 500 ms, re-dial every 250 ms, quiet logs.
+ * Preset for tests and in-process benchmarks: ephemeral ports, 200 ms
+ * heartbeats, unhealthy after 600 ms, removed after 1.2 s, digests every
+ * 100 ms, anti-entropy every 500 ms, re-dial every 250 ms, no load
+ * shedding, quiet logs.
  */
 export function localPreset (overrides: RawConfig = {}): RawConfig {
   return {
@@ -279,6 +343,8 @@ export function localPreset (overrides: RawConfig = {}): RawConfig {
     digestIntervalMs: 100,
     syncIntervalMs: 500,
     reconnectIntervalMs: 250,
+    // Tests share a busy machine and one event loop between controllers: no load shedding unless a test asks.
+    maxEventLoopDelayMs: 0,
     logLevel: 'silent',
     ...overrides
   }

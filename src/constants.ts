@@ -17,6 +17,8 @@ export const DEFAULT_P2P_PORT = 9100
 export const DEFAULT_DATA_ROOT = '.capmesh'
 /** The mesh key's file name in the TLS dir (the default `--mesh-key`). */
 export const MESH_KEY_FILE = 'mesh.key'
+/** The peer allow list's file name in the TLS dir (the default `--peer-allow`). */
+export const PEER_ALLOW_FILE = 'peers.allow'
 
 /** How often workers are expected to heartbeat (platform default). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000
@@ -33,10 +35,61 @@ export const DEFAULT_IMPORT_BODY_LIMIT_BYTES = 64 * 1024 * 1024
 export const DEFAULT_IDEMPOTENCY_TTL_MS = 5 * 60_000
 /** Most idempotency keys remembered at once; the oldest is forgotten first. */
 export const DEFAULT_IDEMPOTENCY_MAX_KEYS = 100_000
+/**
+ * Requests a second one identity may make before 429s. Generous on purpose: a worker
+ * heartbeats once per heartbeat interval, and a busy client may route thousands of times a
+ * second; this stops a runaway caller from taking a controller's whole CPU (~20k requests a
+ * second on 2 cores), it does not meter ordinary use.
+ */
+export const DEFAULT_RATE_LIMIT_PER_SECOND = 10_000
+/**
+ * Shed new requests (503 + Retry-After) while the event loop is this late: a controller that
+ * falls behind answers late everything it takes, heartbeats included, and late heartbeats make
+ * agents fail over; shedding early tells them to wait instead.
+ */
+export const DEFAULT_MAX_EVENT_LOOP_DELAY_MS = 1000
+/** Retry-After (seconds) of a request shed under pressure. */
+export const DEFAULT_OVERLOAD_RETRY_AFTER_S = 2
 /** `/workers` page size when the client gives no `limit`. */
 export const DEFAULT_WORKERS_PAGE = 1000
 /** Most workers `/workers` returns in one page. */
 export const MAX_WORKERS_PAGE = 10_000
+
+/**
+ * Changes a controller keeps in memory for `/watch` and blocking `/workers` queries (a ring:
+ * the oldest is forgotten first). A watcher that reconnects within this many changes resumes
+ * where it stopped; one further behind gets a full snapshot first, and one that falls this far
+ * behind while connected (it reads too slowly) is cut off. ~200 bytes each plus the worker
+ * records they share with the registry: 10,000 cost a few MB.
+ */
+export const DEFAULT_WATCH_LOG_SIZE = 10_000
+/**
+ * Watchers (`/watch` streams and blocking `/workers` queries together) one controller serves at
+ * once; past it, 503 + Retry-After. Each costs a TLS connection and up to `watch-buffer` bytes
+ * (plus a snapshot while one is being sent).
+ */
+export const DEFAULT_MAX_WATCHERS = 1000
+/**
+ * Bytes a watcher's connection may hold unsent before the controller stops writing to it (it
+ * catches up from the change log as it reads). Above the kernel's own socket buffers; a larger
+ * value lets a slow reader fall further behind before it is cut off, at that much memory each.
+ */
+export const DEFAULT_WATCH_BUFFER_BYTES = 256 * 1024
+/** A `: keepalive` comment goes to every watcher this often, so proxies and clients see a live stream. */
+export const DEFAULT_WATCH_KEEPALIVE_MS = 15_000
+/**
+ * A watcher whose connection stays over `watch-buffer` for this many keepalive intervals in a
+ * row (it does not read at all) is cut off, with an `overflow` event saying why.
+ */
+export const WATCH_STALLED_KEEPALIVES = 4
+/** After its last (`overflow`) event, a cut-off watcher has this long to read it before its connection is destroyed. */
+export const WATCH_CLOSE_GRACE_MS = 5000
+/** Retry-After (seconds) of a watcher refused because the controller serves `max-watchers` already. */
+export const WATCH_RETRY_AFTER_S = 5
+/** A blocking `GET /workers?index=N` without `wait` waits at most this long (Consul waits 5 minutes; many HTTP clients give up sooner). */
+export const DEFAULT_WATCH_WAIT_MS = 60_000
+/** The longest `wait` a blocking `GET /workers` accepts; a longer one is a 400. */
+export const MAX_WATCH_WAIT_MS = 5 * 60_000
 
 /**
  * Rewrite the data dir's snapshot once the update log is larger than this
@@ -98,6 +151,22 @@ export const INBOUND_CONNECTIONS_PER_SECOND = 256
  * second at 32 controllers). Controllers already hear from each other; a minute is soon enough.
  */
 export const CONNECTION_PING_INTERVAL_MS = 60_000
+/**
+ * Most keys a mesh key file (the key ring) may hold. Every accepted key costs each new
+ * connection one trial decryption of 20 bytes (a few µs); a rotation needs two.
+ */
+export const MAX_MESH_KEYS = 8
+/**
+ * A controller looks at its mesh key file and its peer allow list this often (a `stat`, and a
+ * read only when the file changed): a key rotation or an allow-list edit takes effect without
+ * a signal (SIGHUP reloads at once). A peer the allow list does not know is also looked up
+ * again at once, on the file as it is now, before it is refused.
+ */
+export const MESH_FILES_POLL_MS = 2000
+/** A refused peer (not in the allow list) is logged at most once per this window; the rest are counted. */
+export const REFUSAL_LOG_INTERVAL_MS = 60_000
+/** Refused peers remembered for /mesh (the least recently refused is forgotten first). */
+export const MAX_REFUSED_PEERS = 1024
 /** The mesh-key nonce exchange at the start of every connection must finish within this (@libp2p/pnet: 1 s; a loaded machine mid-heal is slower). */
 export const MESH_KEY_HANDSHAKE_TIMEOUT_MS = 5_000
 /** Concurrent inbound sync streams per connection (libp2p caps streams per protocol). */
@@ -211,6 +280,24 @@ export const DEFAULT_AGENT_HYSTERESIS_RATIO = 0.5
 export const DEFAULT_AGENT_HYSTERESIS_MIN_MS = 5
 
 /**
+ * Route client (capmesh/client), empty-push protection: an update that would leave a capability
+ * with fewer routable workers than this is held (the client keeps routing to the workers it
+ * had) until a second controller confirms it or a full snapshot arrives. 1: only a drop to
+ * zero is held, the case Nacos users asked for after outages pushed empty lists; 0: nothing is.
+ */
+export const DEFAULT_ROUTE_CLIENT_HOLD_BELOW = 1
+/** Route client: while an update is held, ask another controller to confirm it this often (the first time at once). */
+export const DEFAULT_ROUTE_CLIENT_CONFIRM_INTERVAL_MS = 5000
+/** Route client: a stream that hears nothing, not even a keepalive (every 15 s by default), for this long is reopened. */
+export const DEFAULT_ROUTE_CLIENT_IDLE_TIMEOUT_MS = 45_000
+/** Route client: the first wait before reopening a stream that failed; doubles per failure in a row, with jitter ... */
+export const DEFAULT_ROUTE_CLIENT_RECONNECT_BASE_MS = 100
+/** ... up to this. */
+export const DEFAULT_ROUTE_CLIENT_RECONNECT_MAX_MS = 5000
+/** Route client: per-request timeout (connecting and the headers of a stream; a confirmation's whole answer). */
+export const DEFAULT_ROUTE_CLIENT_TIMEOUT_MS = 10_000
+
+/**
  * CLI processes: how long a clean stop (on SIGTERM / Ctrl-C) may take before
  * the process exits anyway (code 1). A controller's stop closes its HTTPS
  * server, its libp2p node and its data dir; should any of them hang (a peer
@@ -218,3 +305,75 @@ export const DEFAULT_AGENT_HYSTERESIS_MIN_MS = 5
  * (or a harness that died) expects.
  */
 export const STOP_GRACE_MS = 15_000
+
+/** Identities (identity/, tls/): the roles a caller can hold. What each may do is the API's table. */
+export const IDENTITY_ROLES = ['worker', 'client', 'operator', 'metrics'] as const
+/** SPIFFE trust domain of capmesh identities (`spiffe://capmesh.local/worker/w1`) unless configured. */
+export const DEFAULT_TRUST_DOMAIN = 'capmesh.local'
+/** A trust domain: SPIFFE's characters (lower-case letters, digits, `.`, `-`, `_`). */
+export const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/
+/**
+ * Names capmesh itself issues certificates for (`capmesh certs issue`):
+ * SPIFFE's path-segment characters, starting with a letter or digit, so the
+ * name is also a safe file name (`NAME.pem`). Names in certificates and
+ * tokens from other issuers may be anything a worker id may be, minus
+ * `/ % ? #` (identity/identity.ts).
+ */
+export const ISSUED_IDENTITY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
+/**
+ * Lifetime of an identity certificate (`capmesh certs issue --days`). Short
+ * lifetimes limit what a stolen key is worth but need re-issuing; capmesh
+ * does not rotate certificates itself yet, so a year.
+ */
+export const DEFAULT_IDENTITY_VALIDITY_DAYS = 365
+/** Largest bearer token accepted (bytes): a token is parsed only below it. */
+export const DEFAULT_TOKEN_MAX_BYTES = 8192
+/** Clock skew allowed on a token's `exp` and `nbf` (seconds). */
+export const DEFAULT_TOKEN_CLOCK_TOLERANCE_SEC = 30
+/**
+ * Verified tokens remembered (until their `exp`) so that a worker
+ * heartbeating every second costs one signature check per token, not per
+ * request; the least recently used is forgotten first.
+ */
+export const DEFAULT_TOKEN_CACHE_SIZE = 10_000
+/** Route-policy decisions remembered per (identity, capability); the oldest is forgotten first. */
+export const DEFAULT_POLICY_CACHE_SIZE = 10_000
+
+// Tracing (OpenTelemetry; off unless --otlp-endpoint or OTEL_* asks for it)
+/** One heartbeat in this many gets a span: a worker heartbeats every 30 s, and a span each would outnumber everything else traced. */
+export const DEFAULT_TRACE_HEARTBEAT_EVERY = 100
+/** Trace contexts one gossip message carries at most (a tick's batch of traced writes); 25 bytes each. */
+export const MAX_GOSSIP_TRACE_CONTEXTS = 16
+/** Contexts of writes heard of but not applied (out of order, or announced by a sync hint) kept for the next anti-entropy apply to link to. */
+export const MAX_PENDING_SYNC_LINKS = 64
+/** How long such a context waits for an anti-entropy apply before it is forgotten (ms). */
+export const PENDING_SYNC_LINK_TTL_MS = 60_000
+/** Worker ids a span lists (`capmesh.worker_ids`); the count is always there. */
+export const MAX_SPAN_WORKER_IDS = 32
+/** service.name of a controller's spans (OTEL_SERVICE_NAME overrides it). */
+export const TRACE_SERVICE_CONTROLLER = 'capmesh-controller'
+/** service.name of the CLI's spans. */
+export const TRACE_SERVICE_CLI = 'capmesh-cli'
+/** service.name of `capmesh worker`'s spans (the demo worker and its agent). */
+export const TRACE_SERVICE_WORKER = 'capmesh-worker'
+/** Attribute names on capmesh's spans (one place, so that the controller, gossip and the agent agree). */
+export const SPAN_ATTR = {
+  /** The controller that made the span. */
+  controllerId: 'capmesh.controller.id',
+  /** The controller whose gossip message an apply span applies. */
+  from: 'capmesh.from',
+  /** The worker a request names (`worker_id` of its body). */
+  workerId: 'capmesh.worker_id',
+  /** Workers the registry change made under the span touched (at most MAX_SPAN_WORKER_IDS). */
+  workerIds: 'capmesh.worker_ids',
+  /** How many workers that change touched. */
+  workersChanged: 'capmesh.workers_changed',
+  /** The capmesh error code of a refused request. */
+  error: 'capmesh.error',
+  /** Traced writes one gossip message carried (one apply span each). */
+  batchTraces: 'capmesh.batch.traces',
+  /** Size of an applied update (bytes). */
+  updateBytes: 'capmesh.update.bytes',
+  /** Whether an anti-entropy apply changed the registry. */
+  changed: 'capmesh.changed'
+} as const

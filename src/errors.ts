@@ -24,8 +24,16 @@ export const ERROR_CODES = {
   CAPMESH_ERR_NOT_FOUND: { status: 404, wire: 'not_found', description: 'No such endpoint.' },
   CAPMESH_ERR_NO_WORKER: { status: 404, wire: 'no_worker_available', description: 'No registered worker offers the requested verb and capability (with the requested filters).' },
   CAPMESH_ERR_NO_HEALTHY_WORKER: { status: 503, wire: 'no_worker_available', description: 'Workers offer the capability but none is healthy right now; retry after the Retry-After delay.' },
+  CAPMESH_ERR_UNAUTHENTICATED: { status: 401, wire: 'unauthenticated', description: 'The request carried no identity capmesh accepts: no client certificate or bearer token, or one that failed verification (`reason` says which check).' },
+  CAPMESH_ERR_FORBIDDEN: { status: 403, wire: 'forbidden', description: 'The caller\'s identity is known, but its role may not use this endpoint, or the identity is denied.' },
+  CAPMESH_ERR_WORKER_IDENTITY: { status: 403, wire: 'worker_identity', description: 'The caller acted for a worker id its identity does not cover, or for one registered by another identity.' },
+  CAPMESH_ERR_ROUTE_DENIED: { status: 403, wire: 'route_denied', description: 'The route policy does not let this identity route to the capability.' },
+  CAPMESH_ERR_RATE_LIMITED: { status: 429, wire: 'rate_limited', description: 'The caller made more requests in the last second than its identity may (--rate-limit); retry after the Retry-After delay.' },
+  CAPMESH_ERR_OVERLOADED: { status: 503, wire: 'overloaded', description: 'The controller is under pressure (its event loop is late, or its heap is over the limit) and sheds new requests; retry after the Retry-After delay.' },
+  CAPMESH_ERR_TOO_MANY_WATCHERS: { status: 503, wire: 'too_many_watchers', description: 'The controller already serves as many watchers (/watch streams and blocking /workers queries) as --max-watchers allows; retry after the Retry-After delay, or at another controller.' },
   CAPMESH_ERR_SUPERSEDED: { status: 409, wire: 'superseded', description: 'A heartbeat (or drain) from an older attachment of a worker that has since attached elsewhere with a newer incarnation; ignored.' },
   CAPMESH_ERR_INVALID_STATE: { status: 400, wire: 'InvalidStateError', description: 'An imported registry document is not a valid capmesh state.' },
+  CAPMESH_ERR_UNSIGNED_WRITE: { status: 400, wire: 'unsigned_write', description: 'Registry data (an import, a peer\'s update, a record in the data dir) holds a segment whose content its owner did not sign, or that is signed by a key not admitted for that owner.' },
   CAPMESH_ERR_CONFIG: { status: 400, wire: 'ConfigError', description: 'The controller configuration is invalid (flag or config file).' },
   CAPMESH_ERR_TLS: { status: 500, wire: 'internal_error', description: 'TLS material could not be created or loaded.' },
   CAPMESH_ERR_STORE: { status: 500, wire: 'internal_error', description: 'The data dir could not be read or written.' },
@@ -99,8 +107,8 @@ export class ConfigError extends CapmeshError {
 }
 
 export class InvalidStateError extends CapmeshError {
-  constructor (message: string, options?: ErrorOptions) {
-    super('CAPMESH_ERR_INVALID_STATE', message, undefined, options)
+  constructor (message: string, options?: ErrorOptions, code: 'CAPMESH_ERR_INVALID_STATE' | 'CAPMESH_ERR_UNSIGNED_WRITE' = 'CAPMESH_ERR_INVALID_STATE') {
+    super(code, message, undefined, options)
     this.name = 'InvalidStateError'
   }
 }
@@ -181,10 +189,13 @@ export class StoreError extends CapmeshError {
 /** Agent: a controller could not be reached or answered 5xx (retryable). */
 export class ControllerUnavailableError extends CapmeshError {
   readonly controller: string
-  constructor (controller: string, message: string, options?: ErrorOptions) {
+  /** The controller's Retry-After (ms), when it said when to come back (429, 503). */
+  readonly retryAfterMs: number | null
+  constructor (controller: string, message: string, options?: ErrorOptions & { retryAfterMs?: number | null }) {
     super('CAPMESH_ERR_CONTROLLER_UNAVAILABLE', `${controller}: ${message}`, undefined, options)
     this.name = 'ControllerUnavailableError'
     this.controller = controller
+    this.retryAfterMs = options?.retryAfterMs ?? null
   }
 }
 
@@ -221,4 +232,108 @@ export class NoControllerError extends CapmeshError {
     this.name = 'NoControllerError'
     this.failures = failures
   }
+}
+
+/**
+ * Why an identity was refused, each with the code (and so the HTTP status)
+ * it is reported under. The reason travels in the response body as
+ * `reason`; like codes, reasons are stable.
+ */
+export const AUTH_REASONS = {
+  /** Neither a verified client certificate nor a bearer token. */
+  credentials_missing: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** A client certificate was sent but Node's TLS did not verify it against the trusted CAs. */
+  certificate_untrusted: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The certificate names two or more SPIFFE ids (the same twice, or different ones). */
+  certificate_ambiguous: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The certificate's SPIFFE id is malformed or outside the trust domain. */
+  certificate_malformed_san: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** No SPIFFE id in the certificate and its subject is not in the subject map. */
+  certificate_no_identity: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The bearer token is larger than the configured limit. */
+  token_too_large: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The bearer token is not a compact JWS with a JSON header and claims. */
+  token_malformed: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The token's `alg` is not EdDSA or ES256 (`none` included). */
+  token_algorithm: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** No configured key fits the token (its `kid` is unknown, or no key of its algorithm). */
+  token_unknown_key: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The signature does not verify with the configured keys. */
+  token_signature: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** `exp` has passed (beyond the clock tolerance). */
+  token_expired: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** `nbf` is in the future (beyond the clock tolerance). */
+  token_not_yet_valid: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** `sub`, `role` or `exp` missing or of the wrong type, unknown role, or a bad `worker_ids`. */
+  token_claims: 'CAPMESH_ERR_UNAUTHENTICATED',
+  /** The identity's role may not use this endpoint. */
+  role_not_allowed: 'CAPMESH_ERR_FORBIDDEN',
+  /** The identity is on the deny list (`--deny-identity`, the policy file's `deny`). */
+  identity_denied: 'CAPMESH_ERR_FORBIDDEN',
+  /** The worker id is not among those the identity covers. */
+  worker_not_covered: 'CAPMESH_ERR_WORKER_IDENTITY',
+  /** The worker id is registered by another identity. */
+  worker_owned_by_other: 'CAPMESH_ERR_WORKER_IDENTITY',
+  /** No rule of the route policy lets the identity route to the capability. */
+  route_policy: 'CAPMESH_ERR_ROUTE_DENIED'
+} as const satisfies Record<string, ErrorCode>
+
+export type AuthReason = keyof typeof AUTH_REASONS
+
+/**
+ * An identity refused: 401 when there is none capmesh accepts (the response
+ * asks for a bearer token with `www-authenticate: Bearer`), 403 when it may
+ * not do what it asked. The reason decides the code.
+ */
+export class AuthError extends CapmeshError {
+  readonly reason: AuthReason
+  constructor (reason: AuthReason, message: string, options?: ErrorOptions) {
+    super(AUTH_REASONS[reason], message, undefined, options)
+    this.name = 'AuthError'
+    this.reason = reason
+  }
+
+  override wireBody (): ErrorWireBody {
+    return { ...super.wireBody(), reason: this.reason }
+  }
+
+  override headers (): Record<string, string> {
+    return this.status === 401 ? { 'www-authenticate': 'Bearer' } : {}
+  }
+}
+
+/** Too many requests from one identity; the client should wait `retryAfter` seconds. */
+export class RateLimitedError extends CapmeshError {
+  readonly retryAfter: number
+  constructor (retryAfter: number, limit: number) {
+    super('CAPMESH_ERR_RATE_LIMITED', `more than ${limit} requests a second from this identity; retry in ${retryAfter} s`)
+    this.name = 'RateLimitedError'
+    this.retryAfter = retryAfter
+  }
+
+  override headers (): Record<string, string> { return { 'retry-after': String(this.retryAfter) } }
+}
+
+/** The controller sheds load (event loop late, heap over the limit); the client should wait `retryAfter` seconds. */
+export class OverloadedError extends CapmeshError {
+  readonly retryAfter: number
+  constructor (retryAfter: number, why: string) {
+    super('CAPMESH_ERR_OVERLOADED', `the controller is overloaded (${why}); retry in ${retryAfter} s`)
+    this.name = 'OverloadedError'
+    this.retryAfter = retryAfter
+  }
+
+  override headers (): Record<string, string> { return { 'retry-after': String(this.retryAfter) } }
+}
+
+/** The controller already serves `max` watchers (`/watch` streams and blocking `/workers` queries); come back after `retryAfter` seconds. */
+export class TooManyWatchersError extends CapmeshError {
+  readonly retryAfter: number
+  constructor (max: number, retryAfter: number) {
+    super('CAPMESH_ERR_TOO_MANY_WATCHERS', `this controller already serves ${max} watchers (--max-watchers); retry in ${retryAfter} s, or at another controller`)
+    this.name = 'TooManyWatchersError'
+    this.retryAfter = retryAfter
+  }
+
+  override headers (): Record<string, string> { return { 'retry-after': String(this.retryAfter) } }
 }

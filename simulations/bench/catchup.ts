@@ -24,7 +24,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { spawnController, type ChildController } from '../../src/launch/index.ts'
 import { importState, Registry } from '../../src/registry/index.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
 import { scriptArgs } from '../args.ts'
@@ -95,7 +95,9 @@ async function run (n: number): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), 'capmesh-catchup-'))
   const tlsDir = join(root, 'tls')
   const tls = await ensureTls({ dir: tlsDir })
-  const client = httpsClient({ ca: tls.ca, timeoutMs: 120_000, connections: CONNECTIONS })
+  // Controllers ask who is calling: the bench registers and reads as an operator.
+  const op = await issueIdentity({ dir: tlsDir, role: 'operator', name: 'bench' })
+  const client = httpsClient({ ca: tls.ca, cert: op.cert, key: op.key, timeoutMs: 120_000, connections: CONNECTIONS })
   const started: ChildController[] = []
   const spawn = async (id: string, extra: string[] = [], onHash?: (e: { hash: string, at: number }) => void): Promise<ChildController> => {
     const c = await spawnController({

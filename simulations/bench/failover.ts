@@ -33,7 +33,7 @@ import { Pool } from 'undici'
 import { workerAgent, type WorkerAgent } from '../../src/agent/index.ts'
 import { spawnController, type ChildController } from '../../src/launch/index.ts'
 import type { Capability } from '../../src/registry/index.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
 import { scriptArgs } from '../args.ts'
 
@@ -55,6 +55,8 @@ const { values } = scriptArgs({
     warmup: { type: 'string', value: 'S', default: '2', description: 'unmeasured seconds before each capacity phase' },
     loadgen: { type: 'string', value: 'URL', internal: true, description: 'run as the load generator against this controller' },
     ca: { type: 'string', value: 'FILE', internal: true, description: 'the load generator\'s CA certificate' },
+    cert: { type: 'string', value: 'FILE', internal: true, description: 'the load generator\'s client certificate (an operator\'s)' },
+    key: { type: 'string', value: 'FILE', internal: true, description: 'its private key' },
     pid: { type: 'string', value: 'PID', internal: true, description: 'the controller process whose CPU the load generator samples' }
   }
 })
@@ -71,8 +73,11 @@ const HEARTBEAT_MS = Number(values.heartbeat)
 const root = mkdtempSync(join(tmpdir(), 'capmesh-bench-failover-'))
 const tlsDir = join(root, 'tls')
 const tls = await ensureTls({ dir: tlsDir })
+// Controllers ask who is calling: the bench, its agents and its load generator call as an operator.
+const op = await issueIdentity({ dir: tlsDir, role: 'operator', name: 'bench' })
+const asOperator = { ca: tls.ca, cert: op.cert, key: op.key }
 const children: ChildController[] = []
-const client = httpsClient({ ca: tls.ca, timeoutMs: 10_000, connections: 16 })
+const client = httpsClient({ ...asOperator, timeoutMs: 10_000, connections: 16 })
 
 const cap = (name: string): Capability => ({ name, verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 4 })
 
@@ -132,7 +137,7 @@ async function failoverBench (): Promise<void> {
   for (let i = 0; i < WORKERS; i++) {
     const affinity = i % 2 === 0 ? 'A' : i % 4 === 1 ? 'B' : 'C'
     const id = `fw${String(i).padStart(3, '0')}`
-    const agent = workerAgent({ workerId: id, workerUrl: `https://127.0.0.1:7000/${id}`, capabilities: [cap(`cap-${id}`)], controllers: urls, ca: tls.ca, heartbeatIntervalMs: HEARTBEAT_MS, affinity })
+    const agent = workerAgent({ workerId: id, workerUrl: `https://127.0.0.1:7000/${id}`, capabilities: [cap(`cap-${id}`)], controllers: urls, tls: asOperator, heartbeatIntervalMs: HEARTBEAT_MS, affinity })
     agent.on('error', () => {})
     agents.push(agent)
   }
@@ -226,7 +231,7 @@ async function waitRoutable (survivors: ChildController[], workerId: string, own
 async function capacityBench (): Promise<void> {
   const n = Number(values['capacity-workers'])
   const d = await controller('D', ['--heartbeat-interval', '1s', '--unhealthy-after', '60s', '--stale-after', '120s'])
-  const reg = httpsClient({ ca: tls.ca, timeoutMs: 30_000, connections: 32 })
+  const reg = httpsClient({ ...asOperator, timeoutMs: 30_000, connections: 32 })
   const t0 = performance.now()
   let next = 0
   await Promise.all(Array.from({ length: 32 }, async () => {
@@ -256,7 +261,7 @@ interface LoadResult { perSecond: number, errors: number, dropped: number, p50: 
 
 async function runLoadgen (d: ChildController, n: number, rate: number): Promise<LoadResult> {
   const child = spawn(process.execPath, [
-    SELF, '--loadgen', d.url, '--ca', join(tlsDir, 'ca.pem'), '--pid', String(d.pid), '--capacity-workers', String(n),
+    SELF, '--loadgen', d.url, '--ca', join(tlsDir, 'ca.pem'), '--cert', op.certPath, '--key', op.keyPath, '--pid', String(d.pid), '--capacity-workers', String(n),
     '--rate', String(rate), '--seconds', values.seconds!, '--connections', values.connections!, '--warmup', values.warmup!
   ], { stdio: ['ignore', 'pipe', 'inherit'] })
   let result: LoadResult | null = null
@@ -273,7 +278,7 @@ async function loadGenerator (): Promise<void> {
   const rate = Number(values.rate)
   const seconds = Number(values.seconds)
   const connections = Number(values.connections)
-  const pool = new Pool(url, { connections, pipelining: 1, connect: { ca: readFileSync(values.ca!, 'utf8') } })
+  const pool = new Pool(url, { connections, pipelining: 1, connect: { ca: readFileSync(values.ca!, 'utf8'), cert: readFileSync(values.cert!, 'utf8'), key: readFileSync(values.key!, 'utf8') } })
   const cpuOf = (pid: string): number => {
     // utime + stime, in clock ticks (USER_HZ = 100 on Linux).
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')

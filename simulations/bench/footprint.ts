@@ -15,7 +15,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { spawnController, spawnWorker, type ChildController, type ChildWorker } from '../../src/launch/index.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { scriptArgs } from '../args.ts'
 
@@ -39,9 +39,10 @@ function status (pid: number): { rss: number, peak: number } {
 const root = mkdtempSync(join(tmpdir(), 'capmesh-footprint-'))
 const tlsDir = join(root, 'tls')
 await ensureTls({ dir: tlsDir })
-// The worker's certificate exists already, as on a deployed host (the demo worker issues its own
-// only when it is missing, loading the certificate generator just for that).
+// The worker's certificates (to serve, and its identity) exist already, as on a deployed host (the
+// demo worker issues its own only when they are missing, loading the certificate generator for that).
 await ensureTls({ dir: tlsDir, hosts: ['127.0.0.1'], name: 'worker-w1' })
+await issueIdentity({ dir: tlsDir, role: 'worker', name: 'w1' })
 const controllers: ChildController[] = []
 let worker: ChildWorker | null = null
 try {

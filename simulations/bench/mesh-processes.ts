@@ -32,7 +32,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { spawnController, type ChildController } from '../../src/launch/index.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { httpsClient } from '../../src/utils/https-client.ts'
 import { scriptArgs } from '../args.ts'
@@ -95,7 +95,9 @@ function pct (sorted: number[], p: number): number {
 
 const root = mkdtempSync(join(tmpdir(), 'capmesh-bench-heal-'))
 const tls = await ensureTls({ dir: join(root, 'tls') })
-const client = httpsClient({ ca: tls.ca, timeoutMs: 30_000, connections: 8 })
+// Controllers ask who is calling: the bench registers and reads as an operator.
+const op = await issueIdentity({ dir: join(root, 'tls'), role: 'operator', name: 'bench' })
+const client = httpsClient({ ca: tls.ca, cert: op.cert, key: op.key, timeoutMs: 30_000, connections: 8 })
 async function health (c: ChildController): Promise<{ hash: string, total: number }> {
   const r = await client.json('GET', `${c.url}/health`)
   return { hash: String(r.body.mesh?.registry_hash ?? ''), total: Number(r.body.workers?.total ?? -1) }

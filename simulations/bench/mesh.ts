@@ -28,6 +28,7 @@
  *
  *   npm run bench:mesh
  *   npm run bench:mesh -- --sizes 8,32 --registrations 200 --heal-workers 10000
+ *   npm run bench:mesh -- --seals both    each size without seals, then with (what signing costs)
  *
  *   npm run bench:mesh -- --help    every flag, what it does, its default
  */
@@ -41,7 +42,7 @@ import { Controller } from '../../src/controller/index.ts'
 import { ControllerCore } from '../../src/core/index.ts'
 import { networkFaults, type NetworkFaults } from '../../src/gossip/index.ts'
 import { Origin, type Capability } from '../../src/registry/index.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { ed25519VerifiesPerSecond } from './machine.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
@@ -64,6 +65,7 @@ const { values } = scriptArgs({
     'profile-heal': { type: 'string', value: 'FILE', description: 'write a CPU profile of the heal phase to FILE-n<size>.cpuprofile (Chrome DevTools)' },
     'profile-reg': { type: 'string', value: 'FILE', description: 'the same for the registration phase' },
     settle: { type: 'string', value: 'D', default: '6s', description: 'pause between the last partitioned registration and the heal' },
+    seals: { type: 'string', value: 'on|off|both', default: 'on', description: 'owner-signed segments: on (as deployed), off (no seals written or checked), or both: each size off then on, in this run' },
     verbose: { type: 'boolean', default: false, description: 'print every sync exchange of the heal as it completes' }
   }
 })
@@ -74,6 +76,8 @@ const HEAL_WORKERS = Number(values['heal-workers'])
 const BOOTSTRAP = Number(values.bootstrap)
 const MESH_TIMEOUT_MS = parseDuration(values['mesh-timeout'], '--mesh-timeout')
 const SETTLE_MS = parseDuration(values.settle, '--settle')
+if (!['on', 'off', 'both'].includes(values.seals)) throw new Error(`--seals: expected on, off or both, got ${values.seals}`)
+const SEAL_MODES: boolean[] = values.seals === 'both' ? [false, true] : [values.seals === 'on']
 
 const MESH_CONFIG = {
   heartbeatIntervalMs: 10_000,
@@ -147,6 +151,7 @@ async function stopProfiler (session: Session | null, file: string | undefined, 
 
 interface SizeResult {
   n: number
+  seals: boolean
   meshMs: number
   /** CPU of the whole process while the mesh sits idle (cores). */
   idleCores: number
@@ -158,14 +163,14 @@ interface SizeResult {
 /** Each controller's simulated network faults (the partition of the heal). */
 const faults = new Map<Controller, NetworkFaults>()
 
-async function runSize (n: number, root: string, tlsDir: string, client: HttpsClient): Promise<SizeResult> {
+async function runSize (n: number, seals: boolean, root: string, tlsDir: string, client: HttpsClient): Promise<SizeResult> {
   const cs: Controller[] = []
   const tMesh = performance.now()
   for (let i = 0; i < n; i++) {
     const boot = i === 0 ? [] : [...new Set([0, ...Array.from({ length: BOOTSTRAP - 1 }, (_v, k) => i - 1 - k)].filter(j => j >= 0 && j < i))].map(j => cs[j].p2p.multiaddrs[0])
-    const config = resolveControllerConfig(localPreset({ id: `n${n}-c${i}`, dataDir: join(root, `n${n}-c${i}`), tlsDir, bootstrap: boot, ...MESH_CONFIG }))
+    const config = resolveControllerConfig(localPreset({ id: `n${n}-c${i}`, dataDir: join(root, `n${n}-c${i}-${seals ? 'sealed' : 'unsealed'}`), tlsDir, bootstrap: boot, ...MESH_CONFIG }))
     const f = networkFaults()
-    const c = new Controller({ config, faults: f })
+    const c = new Controller({ config, faults: f, seals: seals ? undefined : false })
     faults.set(c, f)
     await c.start()
     cs.push(c)
@@ -307,7 +312,8 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   // half's delta, as each controller must during the heal. Median of three fresh replicas.
   const applyMs: number[] = []
   for (let k = 0; k < 3; k++) {
-    const probe = new ControllerCore({ controllerId: `probe-${k}`, heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 1000, digestKeepaliveMs: 15_000 })
+    // It trusts the seals the controllers trust (it writes nothing).
+    const probe = new ControllerCore({ controllerId: `probe-${k}`, seals: seals ? A[0].seals : false, heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 1000, digestKeepaliveMs: 15_000 })
     probe.registry.applyUpdate(B[0].core.registry.encodeState(), Origin.remote)
     const delta = A[0].core.registry.encodeDiff(probe.registry.encodeStateVector())
     const t = performance.now()
@@ -353,23 +359,27 @@ async function runSize (n: number, root: string, tlsDir: string, client: HttpsCl
   console.log(`  RSS of the process (all ${n} controllers): after start ${mb(rssAfterStart)}, after registrations ${mb(rssAfterReg)}, after heal ${mb(rssAfterHeal)} (${mb(rssAfterHeal / n)} per controller)`)
 
   for (const c of cs) await c.stop()
-  return { n, meshMs, idleCores, reg, heal, rss: { afterStart: rssAfterStart, afterReg: rssAfterReg, afterHeal: rssAfterHeal } }
+  return { n, seals, meshMs, idleCores, reg, heal, rss: { afterStart: rssAfterStart, afterReg: rssAfterReg, afterHeal: rssAfterHeal } }
 }
 
 const root = mkdtempSync(join(tmpdir(), 'capmesh-bench-mesh-'))
 const tls = await ensureTls({ dir: join(root, 'tls') })
-const client = httpsClient({ ca: tls.ca, timeoutMs: 30_000 })
+// Controllers ask who is calling: the bench registers and reads as an operator.
+const op = await issueIdentity({ dir: join(root, 'tls'), role: 'operator', name: 'bench' })
+const client = httpsClient({ ca: tls.ca, cert: op.cert, key: op.key, timeoutMs: 30_000 })
 const results: SizeResult[] = []
 try {
   console.log(`capmesh mesh benchmark: sizes ${SIZES.join(', ')}, ${REGISTRATIONS} registrations, ${HEAL_WORKERS} workers across the partition; load average ${loadavg().map(x => x.toFixed(1)).join(' ')}; machine: ${ed25519VerifiesPerSecond()} Ed25519 verifies/s`)
   for (const n of SIZES) {
-    console.log(`N = ${n}`)
-    results.push(await runSize(n, root, join(root, 'tls'), client))
+    for (const seals of SEAL_MODES) {
+      console.log(`N = ${n}, seals ${seals ? 'on' : 'off'}`)
+      results.push(await runSize(n, seals, root, join(root, 'tls'), client))
+    }
   }
-  console.log(`\n| N | full mesh | idle CPU | reg → routable everywhere p50 / p99 / max | HTTPS ack p50 | heal → converged (${HEAL_WORKERS} workers) | heal ÷ one apply alone | CPU reg / heal | RSS after heal (per controller) |`)
-  console.log('|---|---|---|---|---|---|---|---|---|')
+  console.log(`\n| N | seals | full mesh | idle CPU | reg → routable everywhere p50 / p99 / max | HTTPS ack p50 | heal → converged (${HEAL_WORKERS} workers) | heal ÷ one apply alone | CPU reg / heal | RSS after heal (per controller) |`)
+  console.log('|---|---|---|---|---|---|---|---|---|---|')
   for (const r of results) {
-    console.log(`| ${r.n} | ${Number.isNaN(r.meshMs) ? 'not formed' : `${(r.meshMs / 1000).toFixed(1)} s`} | ${r.idleCores.toFixed(2)} cores | ${r.reg.p50.toFixed(1)} / ${r.reg.p99.toFixed(1)} / ${r.reg.max.toFixed(1)} ms${r.reg.timeouts > 0 ? ` (${r.reg.timeouts} timed out)` : ''} | ${r.reg.ackP50.toFixed(1)} ms | ${r.heal.convergedMs.toFixed(0)} ms | ${(r.heal.convergedMs / r.heal.applyBaselineMs).toFixed(1)} × ${r.heal.applyBaselineMs.toFixed(0)} ms | ${r.reg.cores.toFixed(2)} / ${r.heal.cores.toFixed(2)} cores | ${mb(r.rss.afterHeal)} (${mb(r.rss.afterHeal / r.n)}) |`)
+    console.log(`| ${r.n} | ${r.seals ? 'on' : 'off'} | ${Number.isNaN(r.meshMs) ? 'not formed' : `${(r.meshMs / 1000).toFixed(1)} s`} | ${r.idleCores.toFixed(2)} cores | ${r.reg.p50.toFixed(1)} / ${r.reg.p99.toFixed(1)} / ${r.reg.max.toFixed(1)} ms${r.reg.timeouts > 0 ? ` (${r.reg.timeouts} timed out)` : ''} | ${r.reg.ackP50.toFixed(1)} ms | ${r.heal.convergedMs.toFixed(0)} ms | ${(r.heal.convergedMs / r.heal.applyBaselineMs).toFixed(1)} × ${r.heal.applyBaselineMs.toFixed(0)} ms | ${r.reg.cores.toFixed(2)} / ${r.heal.cores.toFixed(2)} cores | ${mb(r.rss.afterHeal)} (${mb(r.rss.afterHeal / r.n)}) |`)
   }
   console.log(`load average at the end ${loadavg().map(x => x.toFixed(1)).join(' ')}`)
 } finally {

@@ -7,6 +7,7 @@
  *
  *   npm run bench:route
  *   npm run bench:route -- --workers 10000 --duration 10s --connections 32
+ *   npm run bench:route -- --otlp        (tracing on: what it costs, against a run without)
  *
  * Layout of a run: this process hosts both servers (only one is driven at a
  * time, so they never compete); the load generator is a child process (its
@@ -33,9 +34,10 @@ import type { Capability } from '../../src/registry/index.ts'
 import type { RouteQuery } from '../../src/routing/index.ts'
 import { DEFAULT_IDEMPOTENCY_MAX_KEYS } from '../../src/constants.ts'
 import { NoHealthyWorkerError, NoWorkerError } from '../../src/errors.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { scriptArgs } from '../args.ts'
+import { otlpSink } from '../otlp-sink.ts'
 
 const HOST = '127.0.0.1'
 const VERB = 'invoke'
@@ -62,6 +64,7 @@ process. Then the in-process route decision time with --router-workers workers.`
     'skip-http': { type: 'boolean', default: false, description: 'skip the HTTP half' },
     'skip-decision': { type: 'boolean', default: false, description: 'skip the in-process decision half' },
     only: { type: 'string', value: 'bare|capmesh', description: 'drive only these targets, comma-separated (profiling one side with --cpu-prof); both when not set' },
+    otlp: { type: 'boolean', default: false, description: 'tracing on: the controller exports a span per request (OTLP/HTTPS) to a sink in this process' },
     'load-generator': { type: 'boolean', default: false, internal: true, description: 'run as the load generator child (takes its runs over IPC)' }
   }
 })
@@ -75,6 +78,9 @@ interface RunRequest {
   origin: string
   path: string
   ca: string
+  /** The client identity the generator presents (controllers ask who is calling). */
+  cert: string
+  key: string
   bodies: string[]
   connections: number
   pipelining: number
@@ -129,7 +135,7 @@ async function drive (req: RunRequest): Promise<RunResult> {
   const pool = new Pool(req.origin, {
     connections: req.connections,
     pipelining: req.pipelining,
-    connect: { ca: req.ca },
+    connect: { ca: req.ca, cert: req.cert, key: req.key },
     keepAliveTimeout: 60_000
   })
   const headers = { 'content-type': 'application/json' }
@@ -229,6 +235,8 @@ interface Options {
   decision: boolean
   /** Drive only these targets (profiling one side). */
   only: Array<Target['name']>
+  /** Tracing on, exporting to an in-process OTLP sink. */
+  otlp: boolean
 }
 
 function options (): Options {
@@ -250,6 +258,7 @@ function options (): Options {
     decisionMs: Math.max(10, parseDuration(values['decision-time'], '--decision-time')),
     http: !values['skip-http'],
     decision: !values['skip-decision'],
+    otlp: values.otlp,
     only: values.only == null ? ['bare', 'capmesh'] : values.only.split(',').map(v => {
       if (v !== 'bare' && v !== 'capmesh') throw new Error(`--only: expected bare and/or capmesh, got ${JSON.stringify(v)}`)
       return v
@@ -398,6 +407,19 @@ interface Measured extends RunResult {
 async function httpPhase (opts: Options, root: string, cleanups: Array<() => Promise<void>>): Promise<Measured[]> {
   const tlsDir = join(root, 'tls')
   const tls = await ensureTls({ dir: tlsDir, hosts: [HOST] })
+  // Controllers ask who is calling: the load generator routes as a client (the bare server ignores it).
+  const caller = await issueIdentity({ dir: tlsDir, role: 'client', name: 'bench' })
+
+  // --otlp: tracing on (default sampler: every request), spans to a sink in this process, which only
+  // counts them: what the controller pays is its spans, their batching and the OTLP/HTTPS export.
+  const sink = opts.otlp ? await otlpSink({ cert: tls.cert, key: tls.key }) : null
+  if (sink != null) {
+    cleanups.push(async () => {
+      await sink.close()
+      console.log(`otlp sink: ${sink.stats.spans} spans in ${sink.stats.requests} exports (${(sink.stats.bytes / 1e6).toFixed(1)} MB of JSON)`)
+    })
+  }
+  console.log(`tracing: ${sink != null ? `on, OTLP/HTTPS to ${sink.url}` : 'off'}`)
 
   // The controller as `capmesh controller` runs it, with every production
   // default (30 s / 60 s / 120 s health, its mesh timers, persistence);
@@ -409,7 +431,10 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
     p2pPort: 0,
     dataDir: join(root, 'bench'),
     tlsDir,
-    logLevel: 'silent'
+    logLevel: 'silent',
+    // One identity makes every request: far above the per-identity default (10k/s), the limiter still runs.
+    rateLimit: 1_000_000,
+    ...(sink != null ? { otlpEndpoint: sink.url } : {})
   })
   const controller = new Controller({ config })
   await controller.start()
@@ -463,6 +488,8 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
     origin: t.origin,
     path: '/route',
     ca: tls.ca,
+    cert: caller.cert,
+    key: caller.key,
     bodies,
     connections: opts.connections,
     pipelining: opts.pipelining,
@@ -677,7 +704,7 @@ function report (opts: Options, http: Measured[], decisions: Decision[]): void {
   console.log(`node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map(l => l.toFixed(2)).join(' ')}, ${new Date().toISOString()}`)
   if (http.length > 0 && opts.only.length === 2) {
     console.log(`\nHTTPS keep-alive, ${opts.workers} workers / ${opts.capabilities} capabilities, ${opts.connections} connections × pipelining ${opts.pipelining}, ` +
-      `${opts.durationMs / 1000} s measured per run, ${opts.rounds} runs each (alternating)\n`)
+      `${opts.durationMs / 1000} s measured per run, ${opts.rounds} runs each (alternating), tracing ${opts.otlp ? 'ON (OTLP/HTTPS to an in-process sink)' : 'off'}\n`)
     const rows: string[][] = []
     const summary: Record<string, { best: number, median: number, p50: number, p99: number, usPerReq: number }> = {}
     for (const name of ['bare', 'capmesh'] as const) {

@@ -11,6 +11,10 @@
  * process) alternates between them. CPU: this process for the client,
  * /proc/<pid>/stat for the servers.
  *
+ * Then the same with servers that ask for a client certificate (as a
+ * controller with `--auth required` does): capmesh's client without one
+ * (a bearer-token caller) and with one (mutual TLS, a worker identity).
+ *
  *   npm run bench:tls -- [--connections 400] [--rounds 3]
  */
 import { spawn } from 'node:child_process'
@@ -20,7 +24,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { createSecureContext } from 'node:tls'
 import { Agent, request } from 'undici'
-import { ensureTls } from '../../src/tls/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { httpsClient } from '../../src/utils/https-client.ts'
 import { scriptArgs } from '../args.ts'
 
@@ -41,23 +45,27 @@ if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 20) throw new Error('--r
 
 const root = mkdtempSync(join(tmpdir(), 'capmesh-bench-tls-'))
 const tls = await ensureTls({ dir: join(root, 'tls') })
+const worker = await issueIdentity({ dir: join(root, 'tls'), role: 'worker', name: 'w1' })
+// Two plain servers, then two that ask for a client certificate and verify it against the CA (as a controller with auth).
 const serverScript = `
 import { createServer } from 'node:https'
-const [cert, key] = [process.env.CERT, process.env.KEY]
+const [cert, key, ca] = [process.env.CERT, process.env.KEY, process.env.CA]
 const ports = []
-for (let i = 0; i < 2; i++) {
-  const s = createServer({ cert, key }, (_req, res) => { res.setHeader('content-type', 'application/json'); res.setHeader('connection', 'close'); res.end('{}') })
+for (const mtls of [false, false, true, true]) {
+  const opts = mtls ? { cert, key, ca, requestCert: true, rejectUnauthorized: false } : { cert, key }
+  const s = createServer(opts, (_req, res) => { res.setHeader('content-type', 'application/json'); res.setHeader('connection', 'close'); res.end('{}') })
   await new Promise(resolve => s.listen(0, '127.0.0.1', resolve))
   ports.push(s.address().port)
 }
 console.log(JSON.stringify(ports))
 `
-const child = spawn(process.execPath, ['--input-type=module', '-e', serverScript], { env: { ...process.env, CERT: tls.cert, KEY: tls.key }, stdio: ['ignore', 'pipe', 'inherit'] })
+const child = spawn(process.execPath, ['--input-type=module', '-e', serverScript], { env: { ...process.env, CERT: tls.cert, KEY: tls.key, CA: tls.ca }, stdio: ['ignore', 'pipe', 'inherit'] })
 const ports = await new Promise<number[]>((resolve, reject) => {
   createInterface({ input: child.stdout! }).once('line', line => { resolve(JSON.parse(line)) })
   child.once('exit', code => { reject(new Error(`server exited (${code})`)) })
 })
-const urls = ports.map(p => `https://127.0.0.1:${p}/`)
+const plain = ports.slice(0, 2).map(p => `https://127.0.0.1:${p}/`)
+const mutual = ports.slice(2).map(p => `https://127.0.0.1:${p}/`)
 
 /** user + system CPU of the server process (ms), from /proc. */
 function serverCpuMs (): number {
@@ -66,7 +74,7 @@ function serverCpuMs (): number {
 }
 
 type Get = (url: string) => Promise<void>
-async function measure (get: Get): Promise<{ clientMs: number, serverMs: number, wallMs: number }> {
+async function measure (get: Get, urls: string[]): Promise<{ clientMs: number, serverMs: number, wallMs: number }> {
   for (const u of urls) await get(u) // first handshake with each: full, for both clients
   const c0 = process.cpuUsage()
   const s0 = serverCpuMs()
@@ -77,21 +85,25 @@ async function measure (get: Get): Promise<{ clientMs: number, serverMs: number,
 }
 
 const ours = httpsClient({ ca: tls.ca, timeoutMs: 10_000 })
+const withCert = httpsClient({ ca: tls.ca, cert: worker.cert, key: worker.key, timeoutMs: 10_000 })
 const undiciDefault = new Agent({ connect: { secureContext: createSecureContext({ ca: tls.ca }) } })
-const clients: Array<[string, Get]> = [
-  ['undici default session cache', async url => { await (await request(url, { dispatcher: undiciDefault })).body.text() }],
-  ['capmesh httpsClient (per host:port)', async url => { await ours.json('GET', url) }]
+const clients: Array<[string, Get, string[]]> = [
+  ['undici default session cache', async url => { await (await request(url, { dispatcher: undiciDefault })).body.text() }, plain],
+  ['capmesh httpsClient (per host:port)', async url => { await ours.json('GET', url) }, plain],
+  ['mTLS server, client without a cert', async url => { await ours.json('GET', url) }, mutual],
+  ['mTLS server, client with a cert', async url => { await withCert.json('GET', url) }, mutual]
 ]
 console.log(`bench:tls — ${N} new connections per run, alternating between two servers on 127.0.0.1, ${ROUNDS} rounds`)
 try {
   for (let r = 1; r <= ROUNDS; r++) {
-    for (const [name, get] of clients) {
-      const m = await measure(get)
+    for (const [name, get, urls] of clients) {
+      const m = await measure(get, urls)
       console.log(`  round ${r}  ${name.padEnd(36)} client ${m.clientMs.toFixed(2)} ms CPU, server ${m.serverMs.toFixed(2)} ms CPU, ${m.wallMs.toFixed(2)} ms wall per connection`)
     }
   }
 } finally {
   await ours.close()
+  await withCert.close()
   await undiciDefault.close()
   child.kill('SIGTERM')
   rmSync(root, { recursive: true, force: true })

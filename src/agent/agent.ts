@@ -20,9 +20,18 @@
  *   to eight heartbeat intervals, with jitter.
  *
  * Only the wire contract is used: any controller speaking it will do.
+ *
+ * **Tracing** through @opentelemetry/api alone (a no-op unless the
+ * application registered an OpenTelemetry SDK): attaching, draining and
+ * deregistering are spans of the agent (`capmesh.agent.*`), and every call
+ * carries the active context (utils/https-client.ts), so the controller's
+ * `/register` span and its apply on every other controller join the
+ * worker's trace. Heartbeats and the attach rounds they trigger run in the
+ * root context: they do not join whatever trace `start()` was called in.
  */
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
+import { ROOT_CONTEXT, SpanStatusCode, context, trace, type Attributes } from '@opentelemetry/api'
 import pRetry, { AbortError } from 'p-retry'
 import * as C from '../constants.ts'
 import {
@@ -46,6 +55,10 @@ export interface WorkerAgentInit {
   controllers: string[]
   /** PEM CA certificate(s) to trust. Required unless `client` is given. */
   ca?: string | string[]
+  /** The controllers' CA and the worker's identity as a client certificate (mutual TLS): `{ ca, cert, key }` (PEM). @default `ca` alone */
+  tls?: { ca: string | string[], cert?: string, key?: string }
+  /** The worker's identity as a bearer token (JWT), or a function giving the current one (for callers without a certificate). @default none */
+  token?: string | (() => string)
   /** A shared HTTPS client (the agent does not close it). @default one of its own */
   client?: HttpsClient
   /** Heartbeat interval (ms). @default 30000 */
@@ -108,7 +121,24 @@ interface Endpoints {
   '/drain': [DrainRequest, DrainReply | SupersededReply]
   '/deregister': [DeregisterRequest, DeregisterReply]
 }
-type Answer<P extends keyof Endpoints> = { status: number, body: Endpoints[P][1] | ErrorBody }
+type Answer<P extends keyof Endpoints> = { status: number, body: Endpoints[P][1] | ErrorBody, retryAfterMs: number | null }
+
+/** A Retry-After header's delay (ms): seconds, or an HTTP date; null if absent or unreadable. */
+function retryAfterOf (h: string | string[] | undefined): number | null {
+  const v = Array.isArray(h) ? h[0] : h
+  if (v == null || v === '') return null
+  const s = Number(v)
+  if (Number.isFinite(s)) return Math.max(0, s * 1000)
+  const at = Date.parse(v)
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : null
+}
+
+/** The agent's spans go to the process's global tracer provider (none, a no-op, unless the application registered one). */
+const tracer = trace.getTracer('capmesh-agent')
+
+/** `ms` give or take a quarter, so that workers told the same wait do not come back in step. */
+const jitter = (ms: number): number => ms * (0.75 + Math.random() / 2)
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms).unref()) }
 export type AgentState = 'idle' | 'attached' | 'detached' | 'draining' | 'stopped'
 
 export class WorkerAgent extends EventEmitter<AgentEvents> {
@@ -142,15 +172,23 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   private inflight: { url: string, answer: Promise<Answer<'/heartbeat'>> } | null = null
   /** Attach rounds failed in a row while detached (sets the back-off). */
   private detachedRounds = 0
+  /** No heartbeat before this (monotonic ms): a controller's Retry-After. */
+  private holdOffUntil = 0
 
   constructor (init: WorkerAgentInit) {
     super()
     if (init.controllers.length === 0) throw new NoControllerError([])
-    if (init.client == null && init.ca == null) throw new TypeError('WorkerAgent needs `ca` (or a shared `client`)')
+    if (init.client == null && init.ca == null && init.tls == null) throw new TypeError('WorkerAgent needs `tls` (or `ca`, or a shared `client`)')
     this.init = init
     this.workerId = init.workerId
     this.ownClient = init.client == null
-    this.client = init.client ?? httpsClient({ ca: init.ca!, timeoutMs: init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS })
+    this.client = init.client ?? httpsClient({
+      ca: init.tls?.ca ?? init.ca!,
+      cert: init.tls?.cert,
+      key: init.tls?.key,
+      token: init.token,
+      timeoutMs: init.attemptTimeoutMs ?? C.DEFAULT_AGENT_ATTEMPT_TIMEOUT_MS
+    })
     this.interval = init.heartbeatIntervalMs ?? C.DEFAULT_HEARTBEAT_INTERVAL_MS
     this.quarantineMs = init.quarantineMs ?? C.DEFAULT_AGENT_QUARANTINE_MS
     this.threshold = init.failureThreshold ?? C.DEFAULT_AGENT_FAILURE_THRESHOLD
@@ -179,7 +217,7 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     }
     const every = this.init.reprobeIntervalMs ?? C.DEFAULT_AGENT_REPROBE_MS
     if (every > 0) {
-      this.reprobeTimer = setInterval(() => { void this.exclusive(async () => { await this.reprobe() }) }, every)
+      this.reprobeTimer = setInterval(() => { context.with(ROOT_CONTEXT, () => { void this.exclusive(async () => { await this.reprobe() }) }) }, every)
       this.reprobeTimer.unref()
     }
   }
@@ -187,8 +225,11 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   /** Marks the worker draining: still listed, no new routes. */
   async drain (): Promise<void> {
     this._state = 'draining'
-    if (this.current != null) {
-      await this.call(this.current.url, '/drain', { worker_id: this.workerId, incarnation: this._incarnation }, this.interval).catch(() => {})
+    const current = this.current
+    if (current != null) {
+      await this.traced('capmesh.agent.drain', { 'server.address': current.url }, async () => {
+        await this.call(current.url, '/drain', { worker_id: this.workerId, incarnation: this._incarnation }, this.interval)
+      }).catch(() => {})
     }
     this.emit('draining', { controller: this.current?.url ?? null })
   }
@@ -223,6 +264,10 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   }
 
   private async deregisterSomewhere (attached: string): Promise<void> {
+    await this.traced('capmesh.agent.deregister', {}, async () => { await this.deregisterAt(attached) })
+  }
+
+  private async deregisterAt (attached: string): Promise<void> {
     const timeoutMs = Math.min(this.interval, 5000)
     for (const url of [attached, ...this.order(attached).filter(u => u !== attached)]) {
       try {
@@ -262,7 +307,26 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     return [...open, ...held, ...(exclude != null ? [exclude] : [])]
   }
 
+  /** Runs `fn` as a span of the agent (recording its failure). */
+  private async traced<T> (name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
+    return await tracer.startActiveSpan(name, { attributes: { [C.SPAN_ATTR.workerId]: this.workerId, ...attributes } }, async span => {
+      try {
+        return await fn()
+      } catch (err) {
+        span.recordException(err as Error)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message })
+        throw err
+      } finally {
+        span.end()
+      }
+    })
+  }
+
   private async attach (reason: AttachReason, exclude?: string): Promise<void> {
+    await this.traced('capmesh.agent.attach', { 'capmesh.attach.reason': reason }, async () => { await this.attachNow(reason, exclude) })
+  }
+
+  private async attachNow (reason: AttachReason, exclude?: string): Promise<void> {
     const failures: Array<{ controller: string, error: string }> = []
     for (const url of this.order(exclude)) {
       // stop() may have been called while a failover was in flight: don't attach anywhere new.
@@ -318,7 +382,14 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       factor: 2,
       randomize: true,
       shouldRetry: () => this._state !== 'stopped',
-      onFailedAttempt: ({ retriesLeft }) => { if (retriesLeft > 0) this.counters.retries++ }
+      onFailedAttempt: async ({ error, retriesLeft }) => {
+        if (retriesLeft === 0) return
+        this.counters.retries++
+        // The controller said when to come back (429 rate limited, 503 overloaded): wait that long
+        // (jittered, so that many workers told the same do not return at once), then back off as usual.
+        const after = (error as ControllerUnavailableError).retryAfterMs
+        if (after != null && this._state !== 'stopped') await sleep(jitter(after))
+      }
     })
   }
 
@@ -331,8 +402,8 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       incarnation: this._incarnation
     }
     const res = await this.call(url, '/register', body, timeoutMs)
-    // 408 and 429 say "not now", not "never": retried like an unavailable controller.
-    if (res.status === 408 || res.status === 429) throw new ControllerUnavailableError(url, `HTTP ${res.status} (try later)`)
+    // 408 and 429 say "not now", not "never": retried like an unavailable controller, after its Retry-After.
+    if (res.status === 408 || res.status === 429) throw new ControllerUnavailableError(url, `HTTP ${res.status} (try later)`, { retryAfterMs: res.retryAfterMs })
     if (res.status >= 400 && res.status < 500) throw new RegistrationRejectedError(url, res.status, res.body)
     const reply = res.body as Partial<RegisterReply>
     if (res.status !== 200 || reply.status !== 'registered') {
@@ -348,7 +419,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   private async call<P extends keyof Endpoints> (url: string, path: P, body: Endpoints[P][0], timeoutMs: number): Promise<Answer<P>> {
     let res
     try {
-      res = await this.client.json<Endpoints[P][1] | ErrorBody>('POST', this.endpoint(url, path), body, { timeoutMs })
+      // With a shared client (a batch, a harness), this worker's own token rides on each request.
+      const token = typeof this.init.token === 'function' ? this.init.token() : this.init.token
+      res = await this.client.json<Endpoints[P][1] | ErrorBody>('POST', this.endpoint(url, path), body, { timeoutMs, token })
     } catch (err) {
       const e = err as Error & { code?: string }
       if (e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT') {
@@ -356,9 +429,10 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
       }
       throw new ControllerUnavailableError(url, e.code != null ? `${e.code} ${e.message}` : e.message, { cause: err })
     }
-    if (res.status >= 500) throw new ControllerUnavailableError(url, `HTTP ${res.status}`)
+    const retryAfterMs = retryAfterOf(res.headers['retry-after'])
+    if (res.status >= 500) throw new ControllerUnavailableError(url, `HTTP ${res.status}`, { retryAfterMs })
     if (typeof res.body !== 'object' || res.body == null) throw new ControllerUnavailableError(url, `not a JSON answer (HTTP ${res.status})`)
-    return res
+    return { status: res.status, body: res.body, retryAfterMs }
   }
 
   private endpoint (base: string, path: string): string {
@@ -370,16 +444,19 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
   /**
    * Heartbeats at a fixed rate: the next one is due an interval after the
    * previous one *started*, so a slow answer does not stretch the period and
-   * failover stays within failureThreshold × interval.
+   * failover stays within failureThreshold × interval — unless the
+   * controller said to come back later (Retry-After on a 429 or 503).
    */
   private schedule (delay = this.interval): void {
     if (this._state === 'stopped') return
-    this.timer = setTimeout(() => {
+    // Beats run in the root context: not in the trace of whatever called start().
+    this.timer = setTimeout(() => context.with(ROOT_CONTEXT, () => {
       const started = performance.now()
       void this.exclusive(async () => { await this.beat() }).finally(() => {
-        this.schedule(this.current == null ? this.detachedDelay() : Math.max(0, this.interval - (performance.now() - started)))
+        const now = performance.now()
+        this.schedule(this.current == null ? this.detachedDelay() : Math.max(0, this.interval - (now - started), this.holdOffUntil - now))
       })
-    }, delay)
+    }), delay)
     this.timer.unref()
   }
 
@@ -422,11 +499,12 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
         // The controller lost its state (restart with an empty data dir), or it holds a newer
         // attachment of this worker id elsewhere than here: register again right away.
         this.counters.reregistrations++
-        await this.registerWithRetry(url)
+        await this.traced('capmesh.agent.attach', { 'capmesh.attach.reason': 'reregister' }, async () => await this.registerWithRetry(url))
         this.emit('reregistered', { controller: url, incarnation: this._incarnation })
         if (this._state === 'draining') await this.drain()
         return
       }
+      if (res.status === 429) throw new ControllerUnavailableError(url, 'HTTP 429 (rate limited)', { retryAfterMs: res.retryAfterMs })
       if (res.status !== 200 || !('status' in res.body) || res.body.status !== 'acknowledged') throw new ControllerUnavailableError(url, `unexpected heartbeat answer (HTTP ${res.status})`)
       const rtt = performance.now() - t0
       this.counters.heartbeats.ok++
@@ -436,6 +514,9 @@ export class WorkerAgent extends EventEmitter<AgentEvents> {
     } catch (err) {
       this.counters.heartbeats.failed++
       this.failures++
+      // Told to come back later (429, 503 overloaded): the next heartbeat waits at least that long, jittered.
+      const after = err instanceof ControllerUnavailableError ? err.retryAfterMs : null
+      if (after != null) this.holdOffUntil = performance.now() + jitter(after)
       this.emit('heartbeat_failed', { controller: url, error: err as Error, consecutive: this.failures })
       if (this.failures >= this.threshold) {
         this.quarantine.set(url, performance.now() + this.quarantineMs)

@@ -12,8 +12,14 @@ import { probeControllers } from './probe.ts'
 export interface BatchInit {
   /** Registrations in flight at once. @default 16 */
   concurrency?: number
-  /** PEM CA to trust (for the shared client). Required unless `client` is given. */
+  /** PEM CA to trust (for the shared client). Required unless `tls` or `client` is given. */
   ca?: string | string[]
+  /**
+   * The CA and one identity for every worker of the batch (a host's): a client certificate, or
+   * `token`. It must cover every worker id (a worker token's `worker_ids`, or an operator). @default `ca` alone
+   */
+  tls?: { ca: string | string[], cert?: string, key?: string }
+  token?: string | (() => string)
   /** Shared HTTPS client; the caller closes it. @default one made here, closed when every agent stops */
   client?: HttpsClient
 }
@@ -23,11 +29,11 @@ export type BatchResult =
   | { workerId: string, ok: false, error: Error }
 
 /** Starts an agent per worker; resolves with one result per worker, in input order. */
-export async function registerBatch (workers: Array<Omit<WorkerAgentInit, 'client' | 'ranking' | 'ca'>>, init: BatchInit = {}): Promise<BatchResult[]> {
+export async function registerBatch (workers: Array<Omit<WorkerAgentInit, 'client' | 'ranking' | 'ca' | 'tls' | 'token'>>, init: BatchInit = {}): Promise<BatchResult[]> {
   if (workers.length === 0) return []
-  if (init.client == null && init.ca == null) throw new TypeError('registerBatch needs `ca` (or a shared `client`)')
+  if (init.client == null && init.ca == null && init.tls == null) throw new TypeError('registerBatch needs `tls` (or `ca`, or a shared `client`)')
   const concurrency = Math.max(1, init.concurrency ?? 16)
-  const client = init.client ?? httpsClient({ ca: init.ca!, connections: Math.min(64, concurrency) })
+  const client = init.client ?? httpsClient({ ca: init.tls?.ca ?? init.ca!, cert: init.tls?.cert, key: init.tls?.key, token: init.token, connections: Math.min(64, concurrency) })
   const urls = [...new Set(workers.flatMap(w => w.controllers))]
   const ranking = await probeControllers(client, urls, { probes: DEFAULT_AGENT_PROBES, timeoutMs: 5000 })
   const results: BatchResult[] = new Array(workers.length)

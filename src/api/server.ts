@@ -1,8 +1,10 @@
 /**
  * Builds the controller's fastify app: HTTPS only (there is no option for a
- * plain listener), JSON bodies with a size limit, TypeBox validation without
- * type coercion (a string is never silently taken for a number), one error
- * handler, and an OpenAPI document at /openapi.json.
+ * plain listener), every caller identified (plugins/auth.ts: a client
+ * certificate the TLS layer verified, or a bearer token), JSON bodies with a
+ * size limit, TypeBox validation without type coercion (a string is never
+ * silently taken for a number), one error handler, and an OpenAPI document
+ * at /openapi.json.
  */
 import Fastify, { type FastifyBaseLogger, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
@@ -10,8 +12,13 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { MAX_JSON_DEPTH } from '../constants.ts'
 import { ValidationError } from '../errors.ts'
 import { tooDeep } from '../utils/json.ts'
+import { auditPlugin } from './plugins/audit.ts'
+import { authPlugin, type AuthInit } from './plugins/auth.ts'
 import { errorHandler } from './plugins/errors.ts'
+import { limitsPlugin, type LimitsInit } from './plugins/limits.ts'
 import { metricsPlugin } from './plugins/metrics.ts'
+import { tracingPlugin, type ApiTracing } from './plugins/tracing.ts'
+import { watchersPlugin } from './plugins/watchers.ts'
 import { deregisterRoute } from './routes/deregister.ts'
 import { healthRoute, meshRoute } from './routes/health.ts'
 import { heartbeatRoute } from './routes/heartbeat.ts'
@@ -19,21 +26,38 @@ import { listingRoutes } from './routes/listing.ts'
 import { registerRoute } from './routes/register.ts'
 import { routeRoute } from './routes/route.ts'
 import { stateRoutes } from './routes/state.ts'
+import { watchRoute } from './routes/watch.ts'
 import type { Api, ApiComponents } from './types.ts'
 
 export interface ApiInit extends ApiComponents {
-  /** PEM certificate and key the server presents. */
-  tls: { cert: string, key: string }
+  /** PEM certificate and key the server presents, and the CAs whose client certificates it trusts. */
+  tls: { cert: string, key: string, clientCas: string[] }
+  /** Who may call (see plugins/auth.ts). */
+  auth: Omit<AuthInit, 'policy'>
+  /** Rate limits and back-pressure (see plugins/limits.ts). */
+  limits: LimitsInit
   /** Max request body (bytes) outside /state/import. */
   bodyLimit: number
   /** A pino logger for request/error logs. @default none (silent) */
   logger?: FastifyBaseLogger
+  /** Where the audit trail goes (every registry-changing request). @default none */
+  audit?: FastifyBaseLogger
+  /** Spans for the traced endpoints, W3C trace context from callers (see plugins/tracing.ts). @default none: tracing off, no hooks */
+  tracing?: ApiTracing
 }
 
 export async function buildApi (init: ApiInit): Promise<Api> {
   // fastify's overloads type an https server differently; the routes only need the TypeBox provider.
   const app = Fastify({
-    https: { cert: init.tls.cert, key: init.tls.key },
+    https: {
+      cert: init.tls.cert,
+      key: init.tls.key,
+      // Ask every client for a certificate and let TLS verify it against the trusted client CAs,
+      // but keep connections without one (or with one that failed): those may still carry a bearer
+      // token, and /health stays open. plugins/auth.ts refuses a request whose certificate TLS did
+      // not verify (socket.authorized false) with 401 certificate_untrusted: verification is not off.
+      ...(init.auth.mode === 'required' ? { requestCert: true, rejectUnauthorized: false, ca: init.tls.clientCas } : {})
+    },
     bodyLimit: init.bodyLimit,
     ...(init.logger != null ? { loggerInstance: init.logger } : { logger: false }),
     // Clients are long-lived workers heartbeating over keep-alive.
@@ -43,7 +67,13 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   } as unknown as FastifyServerOptions).withTypeProvider<TypeBoxTypeProvider>() as unknown as Api
 
   errorHandler(app)
+  // First: its span covers what the other plugins refuse, and its onRoute hook must precede the routes.
+  tracingPlugin(app, init.tracing)
+  authPlugin(app, { ...init.auth, policy: init.policy })
+  await limitsPlugin(app, init.limits)
   metricsPlugin(app, init)
+  auditPlugin(app, init.audit)
+  const watchers = watchersPlugin(app, { max: init.watch?.maxWatchers })
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')
   // Refuse absurdly nested JSON before validation or storage recurse into it.
@@ -64,10 +94,11 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   heartbeatRoute(app, init)
   deregisterRoute(app, init)
   routeRoute(app, init)
-  listingRoutes(app, init)
+  listingRoutes(app, init, watchers)
+  watchRoute(app, init, watchers)
   healthRoute(app, init)
   meshRoute(app, init)
   stateRoutes(app, init)
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  app.get('/openapi.json', { config: { access: ['worker', 'client', 'metrics'] }, schema: { hide: true } }, async () => app.swagger())
   return app
 }

@@ -7,12 +7,12 @@
  * demo then proves the point: it routes through a controller the worker is
  * *not* attached to, and prints the curl to do the same. Ctrl-C stops all.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { readConfigFile } from '../config.ts'
 import { MESH_KEY_FILE } from '../constants.ts'
 import { ensureMeshKey } from '../gossip/index.ts'
-import { ensureTls } from '../tls/index.ts'
+import { ensureTls, issueIdentity } from '../tls/index.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { spawnController, spawnWorker, type ChildController, type ChildWorker } from '../launch/index.ts'
 import { stopOnSignal } from './signals.ts'
@@ -66,8 +66,11 @@ export async function runMesh (init: MeshRunInit): Promise<{ controllers: ChildC
   const tlsDirs = new Set(configs.map(c => resolve(c.cfg.tlsDir ?? join(c.cfg.dataDir ?? '.capmesh', 'tls'))))
   if (tlsDirs.size !== 1) throw new Error('the demo expects every controller to share one TLS dir')
   const tlsDir = [...tlsDirs][0]
-  // Create the shared CA and mesh key once, before the controllers race for them.
+  // Create the shared CA and mesh key once, before the controllers race for them, and the identities
+  // the demo and its printed commands call with: an operator (status, state) and a client (route, curl).
   const tls = await ensureTls({ dir: tlsDir })
+  const operator = await ensureIdentity(tlsDir, 'operator')
+  const clientId = await ensureIdentity(tlsDir, 'client')
   const meshKeys = new Set(configs.map(c => resolve(c.cfg.meshKey ?? join(tlsDir, MESH_KEY_FILE))))
   for (const k of meshKeys) ensureMeshKey(k)
   const controllers: ChildController[] = []
@@ -83,7 +86,7 @@ export async function runMesh (init: MeshRunInit): Promise<{ controllers: ChildC
     throw err
   }
   controllers.sort((a, b) => a.id < b.id ? -1 : 1)
-  const client = httpsClient({ ca: tls.ca, timeoutMs: 5000 })
+  const client = httpsClient({ ca: tls.ca, cert: operator.cert, key: operator.key, timeoutMs: 5000 })
 
   await waitFor(async () => {
     const meshes = await Promise.all(controllers.map(async c => (await client.json('GET', `${c.url}/mesh`)).body))
@@ -129,15 +132,17 @@ ${controllers.map(c => `  ${c.id.padEnd(4)} ${c.url}   p2p ${c.p2p[0]}   pid ${c
   mesh key ${[...meshKeys].join(', ')}
 
 Route via ${via.id} (the worker is attached to ${w.controller.id}):
-  curl --cacert ${tls.caPath} -X POST ${via.url}/route -H 'content-type: application/json' -d '{"verb":"invoke","capability":"${cap}"}'
+  # as the client identity ${clientId.id}: every caller presents one
+  curl --cacert ${tls.caPath} --cert ${clientId.certPath} --key ${clientId.keyPath} -X POST ${via.url}/route -H 'content-type: application/json' -d '{"verb":"invoke","capability":"${cap}"}'
 Route and call the worker:
   npx capmesh route --verb invoke --capability ${cap} --controller ${via.url} --tls-dir ${tlsDir} --invoke "hello mesh"
 Watch a failover: kill controller ${w.controller.id} (kill ${w.controller.pid}) and route again via ${via.id}.
 More:
   npx capmesh status ${controllers.map(c => `--controller ${c.url}`).join(' ')} --tls-dir ${tlsDir}
-  curl --cacert ${tls.caPath} ${controllers[0].url}/workers
-  curl --cacert ${tls.caPath} ${controllers[0].url}/mesh
-  curl --cacert ${tls.caPath} ${controllers[0].url}/metrics
+  curl --cacert ${tls.caPath} --cert ${clientId.certPath} --key ${clientId.keyPath} ${controllers[0].url}/workers
+  curl --cacert ${tls.caPath} --cert ${operator.certPath} --key ${operator.keyPath} ${controllers[0].url}/mesh
+  curl --cacert ${tls.caPath} --cert ${operator.certPath} --key ${operator.keyPath} ${controllers[0].url}/metrics
+Every caller needs an identity: issue more with npx capmesh certs issue --dir ${tlsDir} --role worker|client|operator|metrics --name NAME
   npx capmesh route --verb invoke --capability echo --controller ${controllers.at(-1)!.url} --tls-dir ${tlsDir}
 
 Ctrl-C stops everything.`)
@@ -177,4 +182,13 @@ function printLog (id: string, line: Record<string, unknown> | string): void {
   const msg = String(line.msg ?? '')
   const level = Number(line.level ?? 30)
   if (level >= 40 || msg.startsWith('controller ') || SHOWN.has(msg)) console.log(`[${id}] ${msg}`)
+}
+
+/** The identity `<dir>/<role>.pem` named after its role, issued by the local CA if missing. */
+async function ensureIdentity (dir: string, role: 'operator' | 'client'): Promise<{ id: string, cert: string, key: string, certPath: string, keyPath: string }> {
+  const certPath = join(dir, `${role}.pem`)
+  const keyPath = join(dir, `${role}-key.pem`)
+  if (existsSync(certPath) && existsSync(keyPath)) return { id: `spiffe://capmesh.local/${role}/${role}`, cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'), certPath, keyPath }
+  const issued = await issueIdentity({ dir, role, name: role })
+  return { id: issued.id, cert: issued.cert, key: issued.key, certPath: issued.certPath, keyPath: issued.keyPath }
 }

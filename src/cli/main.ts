@@ -8,10 +8,12 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { controllerFlags, parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
-import { MESH_KEY_FILE } from '../constants.ts'
+import { DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE } from '../constants.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
 import { httpsClient } from '../utils/https-client.ts'
+import { CALLER_FLAGS, callerTls, type CallerOptions } from './caller.ts'
 import { stopOnSignal, stopWithParent } from './signals.ts'
+import { traced, workerTracing } from './tracing.ts'
 import { parseDuration } from '../utils/duration.ts'
 
 const program = new Command()
@@ -44,6 +46,8 @@ controllerCommand
     const controller = new Controller({ config, faults })
     await controller.start()
     if (faults != null) acceptSimControl(controller.view, faults)
+    // The route policy, the peer allow list and the mesh keys; each bad file is logged and leaves what is in force.
+    process.on('SIGHUP', () => { controller.reload() })
     stopOnSignal(async () => { await controller.stop() })
   })
 
@@ -62,14 +66,84 @@ certs.command('init')
     console.log(`${created ? 'created' : 'reused'} mesh key ${meshKey} (copy it to every controller of the mesh; keep it private)`)
   })
 
+certs.command('issue')
+  .description('issue a client certificate carrying an identity (SPIFFE URI SAN), signed by the CA in DIR (which must hold ca-key.pem)')
+  .requiredOption('--dir <dir>', 'TLS dir holding ca.pem and ca-key.pem; NAME.pem and NAME-key.pem are written there')
+  .requiredOption('--role <role>', `the identity's role: ${IDENTITY_ROLES.join(', ')}`)
+  .requiredOption('--name <name>', 'the identity\'s name (a worker\'s id for role worker): letters, digits, ".", "_", "-"')
+  .option('--trust-domain <domain>', 'SPIFFE trust domain', DEFAULT_TRUST_DOMAIN)
+  .option('--days <n>', 'validity in days', String(DEFAULT_IDENTITY_VALIDITY_DAYS))
+  .action(async (opts: { dir: string, role: string, name: string, trustDomain: string, days: string }) => {
+    const validityDays = int(opts.days, '--days', 1, 3650)
+    if (!(IDENTITY_ROLES as readonly string[]).includes(opts.role)) throw new ConfigError(`--role: expected one of ${IDENTITY_ROLES.join(', ')}, got "${opts.role}"`)
+    const { issueIdentity } = await import('../tls/index.ts')
+    const issued = await issueIdentity({ dir: opts.dir, role: opts.role as (typeof IDENTITY_ROLES)[number], name: opts.name, trustDomain: opts.trustDomain, validityDays })
+    console.log(`identity ${issued.id}`)
+    console.log(`${issued.replaced ? 'replaced' : 'wrote'} certificate ${issued.certPath} (client authentication only, valid until ${issued.notAfter.toISOString()})`)
+    console.log(`wrote key ${issued.keyPath} (keep it private)`)
+  })
+
+const meshKey = program.command('mesh-key')
+  .description('the mesh key ring of a controller (rotation: install the new key everywhere, use it everywhere, remove the old one; running controllers pick changes up within 2 s, or at once on SIGHUP)')
+/** Adds --mesh-key / --tls-dir to a mesh-key subcommand. */
+const keyFile = (c: Command): Command => c
+  .option('--mesh-key <file>', 'the mesh key file (default: <tls-dir>/mesh.key)')
+  .option('--tls-dir <dir>', 'TLS dir holding mesh.key', '.capmesh/tls')
+const keyFileOf = (opts: { meshKey?: string, tlsDir: string }): string => resolve(opts.meshKey ?? join(opts.tlsDir, MESH_KEY_FILE))
+keyFile(meshKey.command('list')
+  .description('the keys in the file, by id; the first is the primary (new connections are keyed with it), all are accepted'))
+  .action(async (opts: { meshKey?: string, tlsDir: string }) => {
+    const { meshKeyId, readMeshKeys } = await import('../gossip/mesh-key.ts')
+    const file = keyFileOf(opts)
+    for (const [i, k] of readMeshKeys(file).entries()) console.log(`${meshKeyId(k)}  ${i === 0 ? 'primary' : 'accepted'}`)
+  })
+keyFile(meshKey.command('install')
+  .description('add a key to the file as an accepted, non-primary key: a new random one, or the one in --from')
+  .option('--from <file>', 'take the key from this swarm key file (its primary, e.g. one written by --out on another host)')
+  .option('--out <file>', 'also write the key alone to this file (mode 0600), to install it on the other hosts with --from'))
+  .action(async (opts: { meshKey?: string, tlsDir: string, from?: string, out?: string }) => {
+    const [{ formatMeshKeys, installMeshKey, meshKeyId, newMeshKey, readMeshKey }, { writeFileAtomic }] = await Promise.all([import('../gossip/mesh-key.ts'), import('../utils/files.ts')])
+    const file = keyFileOf(opts)
+    const key = opts.from != null ? readMeshKey(resolve(opts.from)) : newMeshKey()
+    const r = await installMeshKey(file, key)
+    if (opts.out != null) writeFileAtomic(resolve(opts.out), formatMeshKeys([key]), 0o600)
+    console.log(`${r.changed ? 'installed' : 'already holds'} key ${r.id} in ${file} (accepted; the primary is ${meshKeyId(r.keys[0])})`)
+    if (opts.out != null) console.log(`wrote key ${r.id} alone to ${resolve(opts.out)} (keep it private)`)
+  })
+keyFile(meshKey.command('use')
+  .description('make a key of the file the primary (new connections are keyed with it); install it on every controller first')
+  .argument('<id>', 'the key\'s id (or at least 4 of its first hex digits), as `list` shows'))
+  .action(async (id: string, opts: { meshKey?: string, tlsDir: string }) => {
+    const { useMeshKey } = await import('../gossip/mesh-key.ts')
+    const file = keyFileOf(opts)
+    const r = await useMeshKey(file, id)
+    console.log(`${r.changed ? 'primary is now' : 'already the primary:'} key ${r.id} in ${file}`)
+  })
+keyFile(meshKey.command('remove')
+  .description('remove a key from the file (not the primary); connections keyed with it are closed and re-dialled with the primary')
+  .argument('<id>', 'the key\'s id (or at least 4 of its first hex digits), as `list` shows'))
+  .action(async (id: string, opts: { meshKey?: string, tlsDir: string }) => {
+    const { meshKeyId, removeMeshKey } = await import('../gossip/mesh-key.ts')
+    const file = keyFileOf(opts)
+    const r = await removeMeshKey(file, id)
+    console.log(`removed key ${r.id} from ${file}; it holds ${r.keys.map(meshKeyId).join(', ')} (primary ${meshKeyId(r.keys[0])})`)
+  })
+
+/** Adds the caller flags (--cert, --key, --token) to a command. */
+const calling = (c: Command): Command => {
+  for (const [flags, description] of CALLER_FLAGS) c.option(flags, description)
+  return c
+}
+
 const state = program.command('state').description('export or import a controller registry')
-state.command('export')
-  .description('write a controller\'s registry as a portable JSON document')
+calling(state.command('export')
+  .description('write a controller\'s registry as a portable JSON document (needs an operator identity)')
   .requiredOption('--controller <url>', 'controller URL, e.g. https://127.0.0.1:9000')
-  .requiredOption('--ca <file>', 'CA certificate to trust (PEM)')
-  .option('--out <file>', 'output file (default: stdout)')
-  .action(async (opts: { controller: string, ca: string, out?: string }) => {
-    const client = httpsClient({ ca: readFileSync(opts.ca, 'utf8') })
+  .option('--ca <file>', 'CA certificate to trust (PEM; default: <tls-dir>/ca.pem)')
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls')
+  .option('--out <file>', 'output file (default: stdout)'))
+  .action(traced('state export', async (opts: CallerOptions & { controller: string, out?: string }) => {
+    const client = httpsClient(callerTls(opts, ['operator']))
     try {
       const res = await client.json('GET', new URL('/state/export', opts.controller).href)
       if (res.status !== 200) throw new Error(`export failed: HTTP ${res.status} ${JSON.stringify(res.body)}`)
@@ -80,14 +154,15 @@ state.command('export')
     } finally {
       await client.close()
     }
-  })
-state.command('import')
-  .description('merge a portable registry document into a controller')
+  }))
+calling(state.command('import')
+  .description('merge a portable registry document into a controller (needs an operator identity)')
   .argument('<file>', 'document written by `capmesh state export`')
   .requiredOption('--controller <url>', 'controller URL')
-  .requiredOption('--ca <file>', 'CA certificate to trust (PEM)')
-  .action(async (file: string, opts: { controller: string, ca: string }) => {
-    const client = httpsClient({ ca: readFileSync(opts.ca, 'utf8') })
+  .option('--ca <file>', 'CA certificate to trust (PEM; default: <tls-dir>/ca.pem)')
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls'))
+  .action(traced('state import', async (file: string, opts: CallerOptions & { controller: string }) => {
+    const client = httpsClient(callerTls(opts, ['operator']))
     try {
       const doc = JSON.parse(readFileSync(file, 'utf8')) as unknown
       const res = await client.json('POST', new URL('/state/import', opts.controller).href, doc)
@@ -96,18 +171,17 @@ state.command('import')
     } finally {
       await client.close()
     }
-  })
+  }))
 
-program.command('route')
+calling(program.command('route')
   .description('ask a controller for a worker (and, with --invoke, call it)')
   .requiredOption('--verb <verb>', 'verb, e.g. invoke')
   .requiredOption('--capability <name>', 'capability name')
   .option('--controller <url>', 'controller URL', 'https://127.0.0.1:9000')
-  .option('--tls-dir <dir>', 'TLS dir whose ca.pem to trust', '.capmesh/tls')
-  .option('--invoke [text]', 'also POST {text} to the chosen worker\'s /invoke')
-  .action(async (opts: { verb: string, capability: string, controller: string, tlsDir: string, invoke?: string | boolean }) => {
-    const { readCa } = await import('../tls/index.ts')
-    const client = httpsClient({ ca: readCa(opts.tlsDir), timeoutMs: 10_000 })
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and client.pem or operator.pem if there)', '.capmesh/tls')
+  .option('--invoke [text]', 'also POST {text} to the chosen worker\'s /invoke'))
+  .action(traced('route', async (opts: CallerOptions & { verb: string, capability: string, controller: string, invoke?: string | boolean }) => {
+    const client = httpsClient({ ...callerTls(opts, ['client', 'operator']), timeoutMs: 10_000 })
     try {
       const res = await client.json('POST', new URL('/route', opts.controller).href, { verb: opts.verb, capability: opts.capability })
       console.log(JSON.stringify(res.body, null, 2))
@@ -124,19 +198,19 @@ program.command('route')
     } finally {
       await client.close()
     }
-  })
+  }))
 
-program.command('status')
-  .description('how each controller and the mesh are doing; exits 1 unless every controller answers, all agree and none is in self-preservation')
+calling(program.command('status')
+  .description('how each controller and the mesh are doing; exits 1 unless every controller answers, all agree, none is behind or in self-preservation (needs an operator identity)')
   .option('--controller <url>', 'controller URL (repeatable; default: the local mesh, https://127.0.0.1:9000-9002)', collect)
-  .option('--tls-dir <dir>', 'TLS dir whose ca.pem to trust', '.capmesh/tls')
+  .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls')
   .option('--timeout <duration>', 'how long to wait for each controller', '5s')
-  .option('--json', 'print JSON instead of a table')
-  .action(async (opts: { controller?: string[], tlsDir: string, timeout: string, json?: boolean }) => {
+  .option('--json', 'print JSON instead of a table'))
+  .action(traced('status', async (opts: CallerOptions & { controller?: string[], timeout: string, json?: boolean }) => {
     const urls = opts.controller ?? ['https://127.0.0.1:9000', 'https://127.0.0.1:9001', 'https://127.0.0.1:9002']
     const timeoutMs = parseDuration(opts.timeout, '--timeout')
-    const [{ readCa }, { formatStatus, meshStatus }] = await Promise.all([import('../tls/index.ts'), import('./status.ts')])
-    const client = httpsClient({ ca: readCa(opts.tlsDir), timeoutMs })
+    const { formatStatus, meshStatus } = await import('./status.ts')
+    const client = httpsClient({ ...callerTls(opts, ['operator']), timeoutMs })
     try {
       const status = await meshStatus(client, urls, timeoutMs)
       console.log(opts.json === true ? JSON.stringify(status, null, 2) : formatStatus(status))
@@ -144,7 +218,7 @@ program.command('status')
     } finally {
       await client.close()
     }
-  })
+  }))
 
 program.command('worker')
   .description('start a demo worker: serves its capability over HTTPS and stays attached through the agent')
@@ -157,13 +231,20 @@ program.command('worker')
   .option('--port <port>', 'HTTPS port (0 = any free port)', '0')
   .option('--heartbeat-interval <duration>', 'heartbeat interval', '1s')
   .option('--affinity <controller-id>', 'preferred controller id')
-  .action(async (opts: { id: string, capability: string[], controllers: string, tlsDir: string, host: string, advertise?: string, port: string, heartbeatInterval: string, affinity?: string }) => {
-    const { startDemoWorker } = await import('./worker.ts')
+  .option('--cert <file>', 'the worker\'s client certificate (PEM; default: <tls-dir>/<id>.pem, issued by the mesh\'s CA if missing)')
+  .option('--key <file>', 'its private key (PEM)')
+  .option('--token <jwt>', 'a bearer token to call as instead of a certificate (@FILE reads it from a file)')
+  .action(async (opts: CallerOptions & { id: string, capability: string[], controllers: string, tlsDir: string, host: string, advertise?: string, port: string, heartbeatInterval: string, affinity?: string }) => {
+    const [{ startDemoWorker }, tracing] = await Promise.all([import('./worker.ts'), workerTracing()])
+    // Only what the flags give; without any, the worker uses (or issues) its own identity.
+    const caller = opts.cert != null || opts.key != null || opts.token != null ? callerTls(opts, []) : null
+    const identity = caller == null ? undefined : caller.cert != null ? { cert: caller.cert, key: caller.key! } : { token: caller.token as string }
     const w = await startDemoWorker({
       id: opts.id,
       capabilities: opts.capability,
       controllers: opts.controllers.split(',').map(s => s.trim()).filter(s => s.length > 0),
       tlsDir: opts.tlsDir,
+      identity,
       host: opts.host,
       advertise: opts.advertise,
       port: int(opts.port, '--port', 0, 65535),
@@ -173,6 +254,7 @@ program.command('worker')
     stopOnSignal(async () => {
       await w.agent.drain()
       await w.stop()
+      await tracing?.shutdown()
     })
   })
 

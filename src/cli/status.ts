@@ -3,8 +3,11 @@
  * (state, workers, links, registry hash, which peers agree with it), and a
  * verdict for the whole mesh. Exit code 0 when every controller answered,
  * all hold the same registry, none is in self-preservation and none is
- * behind (anti-entropy with a peer keeps failing); 1 otherwise,
- * so scripts and health checks can use it.
+ * behind (anti-entropy with a peer keeps failing) and each one's primary
+ * mesh key is accepted by every other; 1 otherwise, so scripts and health
+ * checks can use it. Peers a controller refused (they hold the mesh key but
+ * are not in its allow list) are listed under the table; they do not change
+ * the exit code (anyone can knock).
  */
 import { ConfigError } from '../errors.ts'
 import type { HttpsClient } from '../utils/https-client.ts'
@@ -24,6 +27,12 @@ export interface ControllerStatus {
   /** Controllers whose last digest showed the same registry hash as this one. */
   agreeing?: string[]
   meshKeyId?: string | null
+  /** Every mesh key it accepts, the primary first. */
+  meshKeyIds?: string[]
+  /** Peers it refused because its allow list does not admit them, most recent first. */
+  refused?: Array<{ peer: string, address: string | null, count: number, reason: string, lastAt: string }>
+  /** `off`: it asks nobody who they are. */
+  auth?: 'required' | 'off'
   /** Peers its anti-entropy exchanges keep failing with (state "behind"), and the last error with each. */
   behind?: Array<{ controller: string, reason: string, error: string }>
 }
@@ -46,14 +55,26 @@ export async function meshStatus (client: HttpsClient, urls: string[], timeoutMs
   const hashes = new Set(answered.map(c => c.registryHash))
   const preserving = answered.filter(c => c.status === 'self_preservation').map(c => c.controllerId)
   const behind = answered.filter(c => (c.behind?.length ?? 0) > 0)
-  const keys = new Set(answered.map(c => c.meshKeyId))
+  const primaries = new Set(answered.map(c => c.meshKeyId))
   const parts = [`${answered.length} of ${controllers.length} controllers answered`, hashes.size <= 1 ? 'one registry (they agree)' : `${hashes.size} different registries`]
   if (preserving.length > 0) parts.push(`self-preservation on ${preserving.join(', ')}`)
   for (const c of behind) parts.push(`${c.controllerId} is behind: sync with ${c.behind!.map(b => `${b.controller} fails (${b.reason}: ${b.error})`).join(', ')}`)
-  if (keys.size > 1) parts.push(`${keys.size} different mesh keys (controllers with different keys never connect)`)
+  const open = answered.filter(c => c.auth === 'off').map(c => c.controllerId)
+  if (open.length > 0) parts.push(`auth OFF on ${open.join(', ')} (anyone may change the registry there)`)
+  // Two controllers connect when each accepts the key the other keys new connections with (its primary).
+  const unkeyed: string[] = []
+  for (const a of answered) {
+    for (const b of answered) {
+      if (a !== b && a.meshKeyId != null && b.meshKeyIds != null && b.meshKeyIds.length > 0 && !b.meshKeyIds.includes(a.meshKeyId)) unkeyed.push(`${b.controllerId} does not accept ${a.controllerId}'s mesh key ${a.meshKeyId}`)
+    }
+  }
+  if (unkeyed.length > 0) parts.push(`mesh keys do not match (such controllers never connect): ${unkeyed.join(', ')}`)
+  else if (primaries.size > 1) parts.push(`mesh key rotation under way: ${[...primaries].map(k => `primary ${k} on ${answered.filter(c => c.meshKeyId === k).map(c => c.controllerId).join(' ')}`).join('; ')}`)
+  const refusing = answered.filter(c => (c.refused?.length ?? 0) > 0)
+  if (refusing.length > 0) parts.push(`peers refused (not in the allow list) by ${refusing.map(c => `${c.controllerId} (${c.refused!.length})`).join(', ')}`)
   return {
     controllers,
-    ok: answered.length === controllers.length && hashes.size <= 1 && preserving.length === 0 && behind.length === 0 && keys.size <= 1,
+    ok: answered.length === controllers.length && hashes.size <= 1 && preserving.length === 0 && behind.length === 0 && unkeyed.length === 0,
     summary: parts.join('; ')
   }
 }
@@ -79,6 +100,10 @@ async function ask (client: HttpsClient, url: string, timeoutMs: number): Promis
       registryHash: m.registry_hash,
       agreeing: owners.filter(([, o]) => o.registry_hash_matches === true).map(([id]) => id).sort(),
       meshKeyId: m.mesh_key_id,
+      // A controller of an older version lists no key ring: its one key is its primary.
+      meshKeyIds: m.mesh_keys != null ? m.mesh_keys.filter(k => k.accepted !== false).map(k => k.id) : m.mesh_key_id != null ? [m.mesh_key_id] : [],
+      refused: (m.refused ?? []).map(r => ({ peer: r.peer_id, address: r.address, count: r.count, reason: r.reason, lastAt: r.last_at })),
+      auth: h.auth.mode,
       behind: h.sync.behind.map(b => ({ controller: b.controller_id ?? b.peer_id, reason: b.reason, error: b.last_error }))
     }
   } catch (err) {
@@ -102,5 +127,10 @@ export function formatStatus (s: MeshStatus): string {
   }
   const widths = rows[0].map((_h, i) => Math.max(...rows.map(r => r[i].length)))
   const lines = rows.map(r => r.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd())
-  return `${lines.join('\n')}\n\n${s.ok ? 'OK' : 'NOT OK'}: ${s.summary}`
+  const refused: string[] = []
+  for (const c of s.controllers) {
+    for (const r of c.refused ?? []) refused.push(`  ${c.controllerId} refused ${r.peer}${r.address != null ? ` at ${r.address}` : ''}: ${r.count}x, last ${r.lastAt} (${r.reason})`)
+  }
+  const tail = refused.length > 0 ? `\n\nrefused peers (they hold the mesh key but are not in the allow list):\n${refused.join('\n')}` : ''
+  return `${lines.join('\n')}${tail}\n\n${s.ok ? 'OK' : 'NOT OK'}: ${s.summary}`
 }

@@ -10,7 +10,9 @@ import { workerAgent, type WorkerAgent } from '../agent/index.ts'
 import { ConfigError } from '../errors.ts'
 import type { Capability } from '../wire/index.ts'
 import { agentMetrics, type AgentMetrics } from '../metrics/index.ts'
-import { ensureTls } from '../tls/index.ts'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ensureTls, issueIdentity } from '../tls/index.ts'
 
 export interface DemoWorkerInit {
   id: string
@@ -18,6 +20,11 @@ export interface DemoWorkerInit {
   capabilities: string[]
   controllers: string[]
   tlsDir: string
+  /**
+   * Who the worker is to controllers: a client certificate and key (PEM), or a bearer token.
+   * @default its own worker identity (`<tls-dir>/<id>.pem`), issued by the mesh's CA if missing
+   */
+  identity?: { cert: string, key: string } | { token: string }
   /** Bind address. @default '127.0.0.1' */
   host?: string
   /** Host name or IP clients reach this worker at: its URL, and its certificate covers it. @default host */
@@ -66,6 +73,7 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
   if (advertise === '0.0.0.0' || advertise === '::') throw new ConfigError(`--host ${host}: give --advertise with the name or address clients reach this worker at`)
   const certName = `worker-${init.id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 56)}`
   const tls = await ensureTls({ dir: init.tlsDir, hosts: [host, advertise], name: certName })
+  const identity = init.identity ?? await ownIdentity(init.tlsDir, init.id)
   let inflight = 0
 
   const app = Fastify({ https: { cert: tls.cert, key: tls.key }, bodyLimit: 64 * 1024 } as any)
@@ -100,7 +108,8 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
     workerUrl: url,
     capabilities: caps,
     controllers: init.controllers,
-    ca: tls.ca,
+    tls: 'cert' in identity ? { ca: tls.ca, cert: identity.cert, key: identity.key } : { ca: tls.ca },
+    token: 'token' in identity ? identity.token : undefined,
     heartbeatIntervalMs: init.heartbeatIntervalMs ?? 1000,
     affinity: init.affinity,
     load: () => inflight
@@ -125,4 +134,19 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
       await app.close()
     }
   }
+}
+
+/**
+ * The worker's own identity in the mesh's TLS dir (`<id>.pem`, SPIFFE id
+ * `spiffe://capmesh.local/worker/<id>`): reused when there, issued by the
+ * CA when not (a local mesh holds the CA key; on real hosts, issue it with
+ * `capmesh certs issue` or give --cert/--key or --token).
+ */
+async function ownIdentity (dir: string, id: string): Promise<{ cert: string, key: string }> {
+  const certPath = join(dir, `${id}.pem`)
+  const keyPath = join(dir, `${id}-key.pem`)
+  if (existsSync(certPath) && existsSync(keyPath)) return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8') }
+  if (!existsSync(join(dir, 'ca-key.pem'))) throw new ConfigError(`no worker identity ${certPath} and no CA key in ${dir} to issue one: give --cert and --key (capmesh certs issue --role worker --name ${id}) or --token`)
+  const issued = await issueIdentity({ dir, role: 'worker', name: id })
+  return { cert: issued.cert, key: issued.key }
 }

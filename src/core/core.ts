@@ -12,16 +12,19 @@
  * (controller/) and tests, not for other layers.
  */
 import { EventEmitter } from 'node:events'
-import { SupersededError } from '../errors.ts'
+import { DEFAULT_WATCH_LOG_SIZE } from '../constants.ts'
+import { AuthError, SupersededError } from '../errors.ts'
+import { covers, type Identity } from '../identity/index.ts'
 import { Liveness, type HealthState } from '../liveness/index.ts'
 import { Membership, type MemberStatus, type OwnedWorker } from '../membership/index.ts'
-import { exportState, importState, Origin, Registry, registryReplica, type RegistryStats, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
+import { exportState, importState, Origin, Registry, registryReplica, type RegistryStats, type SealAuthority, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
 import { Router } from '../routing/index.ts'
 import type {
-  CapabilitySummary, DeregisterReply, DrainReply, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
-  PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WorkersReply
+  CapabilitySummary, DeregisterReply, DrainReply, HealthState as WireHealthState, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
+  PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WatchController, WatchSnapshot, WorkersReply, WorkerView
 } from '../wire/index.ts'
 import type { Replica } from '../gossip/replica.ts'
+import { ChangeLog } from './changes.ts'
 
 export interface ControllerCoreInit {
   /** This controller's id. */
@@ -38,6 +41,10 @@ export interface ControllerCoreInit {
   idempotencyTtlMs?: number
   /** Lost fraction of peer controllers that triggers self-preservation. @default 0.5 */
   selfPreservationPeerRatio?: number
+  /** Signs this controller's segments and says whose seals to trust (registry/seal.ts); `false` only in benchmarks. @default a key of its own, trusting no other owner */
+  seals?: SealAuthority | false
+  /** Changes kept for watchers to resume from (the change log's ring). @default 10000 */
+  watchLogSize?: number
 }
 
 export interface CoreEvents {
@@ -53,6 +60,8 @@ export interface CoreEvents {
   republished: [entries: number]
   /** Registry data from a peer, an import or the data dir was ignored as malformed. */
   invalid: [reason: string]
+  /** Registry data was refused whole (registry `refused`): from a peer, an import or the data dir; `unsigned` when a segment lacked its owner's seal. */
+  refused: [origin: Origin, unsigned: boolean, reason: string]
   /** The registry changed (any origin): the workers it gained. */
   registry: [change: { added: string[] }]
 }
@@ -65,6 +74,10 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   readonly router: Router
   /** The registry as gossip sees it. */
   readonly replica: Replica
+  /** What changed, for watchers (`/watch`, blocking `/workers`). */
+  readonly changes: ChangeLog
+  /** Other controllers' self-preservation, as their digests last said (for change events). */
+  private readonly reportedSp = new Map<string, boolean>()
   private readonly byOwner = new Map<string, Set<string>>()
   /** XOR of the entries' 64-bit hashes, as two 32-bit halves (no BigInt on the hot path). */
   private hashHi = 0
@@ -73,7 +86,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   constructor (init: ControllerCoreInit) {
     super()
     this.controllerId = init.controllerId
-    this.registry = new Registry({ controllerId: init.controllerId })
+    this.registry = new Registry({ controllerId: init.controllerId, seals: init.seals })
     this.replica = registryReplica(this.registry)
     this.liveness = new Liveness({ unhealthyAfterMs: init.unhealthyAfterMs, staleAfterMs: init.staleAfterMs })
     this.membership = new Membership({
@@ -94,10 +107,16 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       retryAfterSeconds: Math.max(1, Math.ceil(init.heartbeatIntervalMs / 1000)),
       idempotency: { ttlMs: init.idempotencyTtlMs }
     })
+    this.changes = new ChangeLog({
+      epoch: this.membership.epoch,
+      size: init.watchLogSize ?? DEFAULT_WATCH_LOG_SIZE,
+      snapshot: caps => this.watchSnapshot(caps)
+    })
     this.registry.on('change', (changes, origin) => { this.onChange(changes, origin) })
     this.registry.on('republished', n => { this.emit('republished', n) })
     this.registry.on('invalid', reason => { this.emit('invalid', reason) })
-    this.liveness.on('state', (id, _from, to) => { if (this.isOwn(id)) this.router.setState(id, to) })
+    this.registry.on('refused', (origin, unsigned, reason) => { this.emit('refused', origin, unsigned, reason) })
+    this.liveness.on('state', (id, _from, to) => { if (this.isOwn(id)) this.reroute(id, to) })
     this.liveness.on('load', (id, load) => { if (this.isOwn(id)) this.router.setLoad(id, load) })
     this.liveness.on('expire', (id, last) => {
       this.registry.deregister(id)
@@ -105,26 +124,61 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       if (this.registry.get(id) == null) this.router.remove(id)
       this.emit('expired', id, last.state)
     })
-    this.liveness.on('selfPreservation', on => { this.emit('selfPreservation', 'workers', on) })
+    this.liveness.on('selfPreservation', on => { this.selfPreservationChanged('workers', on) })
     this.membership.on('worker', (owner, id) => {
       if (this.byOwner.get(owner)?.has(id) !== true) return
-      this.router.setState(id, this.membership.stateOf(owner, id))
-      this.router.setLoad(id, this.membership.loadOf(owner, id))
+      this.reroute(id, this.membership.stateOf(owner, id), this.membership.loadOf(owner, id))
     })
     this.membership.on('status', (owner, from, to) => {
+      this.changes.append('controller_status', () => ({ controller_id: owner, from, to }))
       this.restate(owner)
       this.emit('member', owner, from, to)
     })
     this.membership.on('word', owner => { this.restate(owner) })
-    this.membership.on('selfPreservation', on => { this.emit('selfPreservation', 'peers', on) })
+    this.membership.on('selfPreservation', on => { this.selfPreservationChanged('peers', on) })
+    this.membership.on('digest', owner => {
+      // Another controller's self-preservation shows only as a flag in its digests: a change of it is an event.
+      const on = this.membership.get(owner)?.selfPreservation ?? false
+      if (on === (this.reportedSp.get(owner) ?? false)) return
+      this.reportedSp.set(owner, on)
+      this.changes.append('self_preservation', () => ({ controller_id: owner, on, reason: null }))
+    })
   }
 
   // -------------------------------------------------------------- workers
+  //
+  // `actor` is who asks: an authenticated identity, or null when a controller
+  // runs with auth off (then anyone may do anything, as before identities).
+  // A worker identity acts only for the worker ids it covers, and only for
+  // workers it registered itself (the entry records who did, everywhere in
+  // the mesh): a hijack is refused by whichever controller it is tried at.
 
   /** Registers a worker here (this controller becomes its owner). Routable at once. */
-  register (input: RegisterRequest): RegisterReply {
-    const rec = this.registry.register(input)
+  register (input: RegisterRequest, actor: Identity | null = null): RegisterReply {
+    const cur = this.authorize(input.worker_id, actor)
+    let identity: string | undefined
+    if (actor != null) {
+      // A capability that names its SPIFFE id must name the one registering it.
+      const other = input.capabilities.find(c => c.spiffe_id != null && c.spiffe_id !== actor.id)
+      if (other != null && actor.role !== 'operator') throw new AuthError('worker_not_covered', `capability ${other.name} names spiffe_id ${other.spiffe_id}, not ${actor.id}`)
+      // An operator registering keeps whoever the worker is bound to (or leaves it unbound).
+      identity = actor.role === 'worker' ? actor.id : cur?.identity
+    }
+    const rec = this.registry.register({ ...input, identity })
     return { status: 'registered', worker_id: rec.worker_id, incarnation: rec.incarnation, controller_id: rec.owner }
+  }
+
+  /**
+   * Refuses `actor` acting for `workerId` unless it covers the id and, for a
+   * worker already registered by an identity, is that identity (operators
+   * may act for any). Returns the worker's current record, if any.
+   */
+  private authorize (workerId: string, actor: Identity | null): WorkerRecord | undefined {
+    const rec = this.registry.get(workerId)
+    if (actor == null || actor.role === 'operator') return rec
+    if (!covers(actor, workerId)) throw new AuthError('worker_not_covered', `${actor.id} may not act for worker ${workerId}`)
+    if (rec?.identity != null && rec.identity !== actor.id) throw new AuthError('worker_owned_by_other', `worker ${workerId} is registered by another identity`)
+    return rec
   }
 
   /**
@@ -137,9 +191,9 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
    * the worker back from the controller it now heartbeats
    * (SupersededError, nothing changes).
    */
-  heartbeat (req: HeartbeatRequest): HeartbeatReply {
+  heartbeat (req: HeartbeatRequest, actor: Identity | null = null): HeartbeatReply {
     const id = req.worker_id
-    const rec = this.registry.get(id)
+    const rec = this.authorize(id, actor)
     if (rec == null) return { error: 'worker_not_registered', worker_id: id }
     if (rec.owner !== this.controllerId) this.moveHere(rec, req.incarnation)
     const input = { load: req.load, draining: req.status === 'draining' ? true : req.status === 'ready' ? false : undefined }
@@ -151,8 +205,8 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   }
 
   /** Marks a worker draining: still listed, no new routes. A worker owned elsewhere is adopted first (as for a heartbeat). */
-  drain (workerId: string, incarnation?: number): DrainReply {
-    const rec = this.registry.get(workerId)
+  drain (workerId: string, incarnation?: number, actor: Identity | null = null): DrainReply {
+    const rec = this.authorize(workerId, actor)
     if (rec == null) return { error: 'worker_not_registered', worker_id: workerId }
     if (rec.owner !== this.controllerId) this.moveHere(rec, incarnation)
     if (!this.liveness.drain(workerId)) return { error: 'worker_not_registered', worker_id: workerId }
@@ -168,11 +222,14 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   }
 
   /** Removes a worker (idempotent); `known` says whether this controller knew it. */
-  deregister (workerId: string): DeregisterReply {
+  deregister (workerId: string, actor: Identity | null = null): DeregisterReply {
+    this.authorize(workerId, actor)
     return { status: 'deregistered', worker_id: workerId, known: this.registry.deregister(workerId) }
   }
 
-  route (q: RouteQuery): RouteResult {
+  /** Picks a worker. Who asks is the authenticated identity, never what the query says. */
+  route (q: RouteQuery, actor: Identity | null = null): RouteResult {
+    if (actor != null) q.requester_identity = actor.id
     return this.router.route(q)
   }
 
@@ -210,21 +267,31 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       if (filter.capability != null && !rec.capabilities.some(c => c.name === filter.capability)) continue
       total++
       if (total <= filter.offset || out.length >= filter.limit) continue
-      const own = rec.owner === this.controllerId
-      const h = own ? this.liveness.get(rec.worker_id) : undefined
-      out.push({
-        worker_id: rec.worker_id,
-        worker_url: rec.worker_url,
-        capabilities: rec.capabilities,
-        state,
-        last_heartbeat: h?.lastHeartbeatAt != null ? new Date(h.lastHeartbeatAt).toISOString() : null,
-        load: own ? (h?.load ?? 0) : this.membership.loadOf(rec.owner, rec.worker_id),
-        controller_id: rec.owner,
-        incarnation: rec.incarnation,
-        registered_at: new Date(rec.registered_at).toISOString()
-      })
+      out.push(this.viewOf(rec, state))
     }
-    return { total, workers: out }
+    return { total, workers: out, index: this.changes.index }
+  }
+
+  /** A worker as `/workers` lists it (and watchers see it), in `state`. */
+  private viewOf (rec: WorkerRecord, state: WireHealthState = this.stateOf(rec)): WorkerView {
+    const own = rec.owner === this.controllerId
+    const h = own ? this.liveness.get(rec.worker_id) : undefined
+    return workerView(rec, state, own ? (h?.load ?? 0) : this.membership.loadOf(rec.owner, rec.worker_id), h?.lastHeartbeatAt ?? null)
+  }
+
+  /** Every worker (offering one of `capabilities`, if given) and every controller, now: what a watcher starts from. */
+  private watchSnapshot (capabilities: ReadonlySet<string> | null): Pick<WatchSnapshot, 'controller_id' | 'workers' | 'controllers'> {
+    const workers: WorkerView[] = []
+    for (const rec of this.registry.workers()) {
+      if (capabilities != null && !rec.capabilities.some(c => capabilities.has(c.name))) continue
+      workers.push(this.viewOf(rec))
+    }
+    const sp = this.selfPreservation
+    const controllers: WatchController[] = [{ controller_id: this.controllerId, status: 'alive', self_preservation: sp.workers || sp.peers, self: true }]
+    for (const [id, m] of this.membership.members()) {
+      controllers.push({ controller_id: id, status: m.status, self_preservation: m.selfPreservation, self: false })
+    }
+    return { controller_id: this.controllerId, workers, controllers }
   }
 
   exportState (): PortableState { return exportState(this.registry) }
@@ -292,10 +359,24 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
 
   /** Routes every worker of `owner` by what is now known of it (its status, its digest). */
   private restate (owner: string): void {
-    for (const id of this.byOwner.get(owner) ?? []) {
-      this.router.setState(id, this.membership.stateOf(owner, id))
-      this.router.setLoad(id, this.membership.loadOf(owner, id))
-    }
+    for (const id of this.byOwner.get(owner) ?? []) this.reroute(id, this.membership.stateOf(owner, id), this.membership.loadOf(owner, id))
+  }
+
+  /** Routes `id` by `state` (and `load`); a change of state is a change for watchers. */
+  private reroute (id: string, state: HealthState, load?: number): void {
+    const from = this.router.stateOf(id)
+    this.router.setState(id, state)
+    if (load != null) this.router.setLoad(id, load)
+    if (from == null || from === state) return
+    const rec = this.registry.get(id)
+    if (rec == null) return
+    const now = load ?? this.liveness.get(id)?.load ?? 0
+    this.changes.append('worker_state', () => ({ worker_id: id, controller_id: rec.owner, capabilities: namesOf(rec), from, to: state, load: now }), () => namesOf(rec))
+  }
+
+  private selfPreservationChanged (reason: 'workers' | 'peers', on: boolean): void {
+    this.changes.append('self_preservation', () => ({ controller_id: this.controllerId, on, reason }))
+    this.emit('selfPreservation', reason, on)
   }
 
   private xorEntry (r: WorkerRecord): void {
@@ -320,6 +401,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       if (after == null) {
         this.router.remove(id)
         this.liveness.untrack(id)
+        if (before != null) this.changes.append('worker_removed', () => ({ worker_id: id, controller_id: before.owner, incarnation: before.incarnation, capabilities: namesOf(before) }), () => namesOf(before))
         continue
       }
       this.xorEntry(after)
@@ -338,8 +420,42 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
         this.membership.know(after.owner)
         this.router.upsert(after, this.membership.stateOf(after.owner, id), this.membership.loadOf(after.owner, id))
       }
+      this.recordChange(before, after)
     }
     this.emit('registry', { added })
+  }
+
+  /** A worker added or updated, for watchers: what is known of it now, its view built when first asked for. */
+  private recordChange (before: WorkerRecord | undefined, after: WorkerRecord): void {
+    const own = after.owner === this.controllerId
+    const state = this.router.stateOf(after.worker_id) ?? 'pending'
+    const h = own ? this.liveness.get(after.worker_id) : undefined
+    const load = own ? (h?.load ?? 0) : this.membership.loadOf(after.owner, after.worker_id)
+    const lastHeartbeat = h?.lastHeartbeatAt ?? null
+    const make = (): { worker: WorkerView } => ({ worker: workerView(after, state, load, lastHeartbeat) })
+    if (before == null) this.changes.append('worker_added', make, () => namesOf(after))
+    else this.changes.append('worker_updated', make, () => before.capabilities === after.capabilities ? namesOf(after) : [...new Set([...namesOf(before), ...namesOf(after)])])
+  }
+}
+
+/** The names of the capabilities a worker offers (each once). */
+function namesOf (rec: Pick<WorkerRecord, 'capabilities'>): string[] {
+  const names: string[] = []
+  for (const c of rec.capabilities) if (!names.includes(c.name)) names.push(c.name)
+  return names
+}
+
+function workerView (rec: WorkerRecord, state: WireHealthState, load: number, lastHeartbeatAt: number | null): WorkerView {
+  return {
+    worker_id: rec.worker_id,
+    worker_url: rec.worker_url,
+    capabilities: rec.capabilities,
+    state,
+    last_heartbeat: lastHeartbeatAt != null ? new Date(lastHeartbeatAt).toISOString() : null,
+    load,
+    controller_id: rec.owner,
+    incarnation: rec.incarnation,
+    registered_at: new Date(rec.registered_at).toISOString()
   }
 }
 

@@ -10,5 +10,7 @@
  */
 export { ControllerCore } from './core.ts'
 export type { ControllerCoreInit, CoreEvents } from './core.ts'
+export { ChangeLog, Watcher } from './changes.ts'
+export type { ChangeLogInit, ChangeLogPosition, WatchCursor, WatchFilter, WatchMessage } from './changes.ts'
 export { controllerView } from './view.ts'
 export type { ControllerView, NodeFacts, ViewEvents } from './view.ts'

@@ -7,13 +7,15 @@
  * process knows (NodeFacts).
  */
 import { EventEmitter } from 'node:events'
+import type { Identity } from '../identity/index.ts'
 import type { HealthState } from '../liveness/index.ts'
 import type { MemberStatus } from '../membership/index.ts'
 import type { RegistryStats } from '../registry/index.ts'
 import type {
   CapabilitySummary, DeregisterReply, DrainReply, HealthReply, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
-  MeshReply, PeerStatus, PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, SyncHealth, WorkersReply
+  MeshKeyStatus, MeshReply, PeerStatus, PortableState, RegisterReply, RegisterRequest, RouteQuery, RouteResult, SyncHealth, WorkersReply
 } from '../wire/index.ts'
+import type { ChangeLogPosition, WatchCursor, Watcher, WatchFilter } from './changes.ts'
 import type { ControllerCore } from './core.ts'
 
 /** What the running process knows that the core does not: its network and its disk. */
@@ -29,8 +31,12 @@ export interface NodeFacts {
   sync: () => SyncHealth
   store: () => { logBytes: number, snapshotBytes: number } | null
   caPath: () => string | null
-  meshKeyId: () => string | null
+  /** The accepted mesh keys, the primary first (empty while the mesh is down). */
+  meshKeys: () => MeshKeyStatus[]
+  /** The peer allow list in force and the peers it refused. */
+  admission: () => MeshReply['admission'] & { refused: MeshReply['refused'] }
   config: () => { heartbeat_interval_ms: number, unhealthy_after_ms: number, stale_after_ms: number }
+  auth: () => HealthReply['auth']
 }
 
 /** Events of a controller, for metrics and logs. Listeners must not block. */
@@ -43,17 +49,27 @@ export interface ViewEvents {
   registry: [change: { added: string[] }]
   /** A gossip message was checked, by topic and verdict. */
   gossip: [topic: string, result: 'accepted' | 'ignored' | 'rejected']
+  /** Registry data was refused whole: from a peer (gossip or sync), an import, or the data dir; unsigned (a segment without its owner's seal) or malformed. */
+  dataRefused: [origin: 'remote' | 'import' | 'load', kind: 'unsigned' | 'malformed']
   /** An anti-entropy exchange ended, either side: ok (with the bytes received) or failed (with why). */
   sync: [result: { ok: true, bytesReceived: number } | { ok: false, reason: string }]
+  /** A peer the allow list does not admit was turned away, and where (RefusalReason). */
+  refused: [reason: string]
+  /** A connection was keyed with none of the accepted mesh keys. */
+  meshKeyMismatch: []
 }
 
+/**
+ * The operations take who asks (`actor`): an authenticated identity, or null
+ * when the controller runs with auth off.
+ */
 export interface ControllerView {
   readonly controllerId: string
-  register: (req: RegisterRequest) => RegisterReply
-  heartbeat: (req: HeartbeatRequest) => HeartbeatReply
-  drain: (workerId: string, incarnation?: number) => DrainReply
-  deregister: (workerId: string) => DeregisterReply
-  route: (q: RouteQuery) => RouteResult
+  register: (req: RegisterRequest, actor: Identity | null) => RegisterReply
+  heartbeat: (req: HeartbeatRequest, actor: Identity | null) => HeartbeatReply
+  drain: (workerId: string, incarnation: number | undefined, actor: Identity | null) => DrainReply
+  deregister: (workerId: string, actor: Identity | null) => DeregisterReply
+  route: (q: RouteQuery, actor: Identity | null) => RouteResult
   capabilities: () => CapabilitySummary[]
   workers: (filter: { state?: HealthState, capability?: string, limit: number, offset: number }) => WorkersReply
   exportState: () => PortableState
@@ -69,9 +85,19 @@ export interface ControllerView {
   members: () => Record<string, MemberStatusBody>
   /** Connected libp2p peers. */
   connectedPeers: () => number
+  /** Ids of the accepted mesh keys, the primary first. */
+  meshKeyIds: () => string[]
   /** Anti-entropy as a whole (behind: exchanges with some peer keep failing). */
   sync: () => SyncHealth
   store: () => { logBytes: number, snapshotBytes: number } | null
+  /** Where the change log stands (epoch, last index, oldest held, open watchers). O(1). */
+  changes: () => ChangeLogPosition
+  /**
+   * A watcher of what changes from `from` on (null, or a cursor the log
+   * cannot resume from: a snapshot first), through `filter`. It pulls
+   * (`next()`), hears of new changes through `onReady`, and must be closed.
+   */
+  watch: (from: WatchCursor | null, filter: WatchFilter) => Watcher
   /** Subscribes to the controller's events (see ViewEvents). */
   on: <K extends keyof ViewEvents>(event: K, listener: (...args: ViewEvents[K]) => void) => void
   off: <K extends keyof ViewEvents>(event: K, listener: (...args: ViewEvents[K]) => void) => void
@@ -99,33 +125,42 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
         connected_peers: facts.connectedPeers(),
         registry_hash: core.registryHash,
         self_preservation: sp,
-        mesh_key_id: facts.meshKeyId()
+        mesh_key_id: facts.meshKeys()[0]?.id ?? null,
+        mesh_key_ids: facts.meshKeys().filter(k => k.accepted).map(k => k.id)
       },
       store: facts.store(),
       tls: { ca_path: facts.caPath() },
+      auth: facts.auth(),
       config: facts.config()
     }
   }
-  const mesh = (): MeshReply => ({
-    controller_id: core.controllerId,
-    peer_id: facts.peerId(),
-    listen_addrs: facts.listenAddrs(),
-    advertised_addrs: facts.advertisedAddrs(),
-    connected_peers: facts.connectedPeers(),
-    peers: facts.peers(),
-    owners: core.members(),
-    registry_hash: core.registryHash,
-    sync: facts.sync(),
-    self_preservation: core.selfPreservation,
-    mesh_key_id: facts.meshKeyId()
-  })
+  const mesh = (): MeshReply => {
+    const keys = facts.meshKeys()
+    const { refused, ...admission } = facts.admission()
+    return {
+      controller_id: core.controllerId,
+      peer_id: facts.peerId(),
+      listen_addrs: facts.listenAddrs(),
+      advertised_addrs: facts.advertisedAddrs(),
+      connected_peers: facts.connectedPeers(),
+      peers: facts.peers(),
+      owners: core.members(),
+      registry_hash: core.registryHash,
+      sync: facts.sync(),
+      self_preservation: core.selfPreservation,
+      mesh_key_id: keys[0]?.id ?? null,
+      mesh_keys: keys,
+      admission,
+      refused
+    }
+  }
   return {
     controllerId: core.controllerId,
-    register: req => core.register(req),
-    heartbeat: req => core.heartbeat(req),
-    drain: (id, incarnation) => core.drain(id, incarnation),
-    deregister: id => core.deregister(id),
-    route: q => core.route(q),
+    register: (req, actor) => core.register(req, actor),
+    heartbeat: (req, actor) => core.heartbeat(req, actor),
+    drain: (id, incarnation, actor) => core.drain(id, incarnation, actor),
+    deregister: (id, actor) => core.deregister(id, actor),
+    route: (q, actor) => core.route(q, actor),
     capabilities: () => core.capabilities(),
     workers: filter => core.workers(filter),
     exportState: () => core.exportState(),
@@ -139,8 +174,11 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
     selfPreservation: () => core.selfPreservation,
     members: () => core.members(),
     connectedPeers: () => facts.connectedPeers(),
+    meshKeyIds: () => facts.meshKeys().filter(k => k.accepted).map(k => k.id),
     sync: () => facts.sync(),
     store: () => facts.store(),
+    changes: () => core.changes.position(),
+    watch: (from, filter) => core.changes.watch(from, filter),
     on: (event, listener) => { events.on(event, listener as never) },
     off: (event, listener) => { events.off(event, listener as never) }
   }

@@ -3,7 +3,8 @@
  * bootstrap addresses and known controllers that are not connected, with
  * capped back-off, so a healed partition or a restarted peer rejoins by
  * itself; and where controllers listen is learnt from their digests and the
- * introductions in them.
+ * introductions in them. A peer the allow list does not admit is never
+ * dialled, nor taken from an introduction.
  *
  * A DNS name in an address (`/dns4/c2/tcp/9100`) is looked up on every dial,
  * so a controller that comes back on a new address under the same name is
@@ -18,6 +19,7 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import { BOOTSTRAP_RECHECK_INTERVAL_MS, MAX_INTRODUCED_DIALS, MAX_INTRODUCED_PEERS } from '../constants.ts'
 import { dnsName, resolveAddr, systemResolve, type Resolve } from './addresses.ts'
+import type { RefusalReason } from './admission.ts'
 import type { PeerTable } from './peers.ts'
 
 export interface DialerInit {
@@ -32,6 +34,10 @@ export interface DialerInit {
   resolve?: Resolve
   /** Look a connected bootstrap name up again this often (ms). @default 30000 */
   recheckIntervalMs?: number
+  /** True if the allow list admits a peer (looked up again in the file if it does not know it). @default every peer */
+  admitted?: (peerId: string) => boolean
+  /** A peer was not dialled or not taken from an introduction: it is not admitted. */
+  refused?: (peerId: string, address: string | null, reason: RefusalReason) => void
   log: Logger
 }
 
@@ -78,6 +84,8 @@ export class Dialer {
 
   private get peerId (): string { return this.init.peerId() }
 
+  private admitted (peerId: string): boolean { return this.init.admitted?.(peerId) ?? true }
+
   /** Parses the bootstrap addresses (a malformed one throws). */
   setBootstrap (addrs: string[]): void {
     this.bootstrapAddrs = addrs.map(given => {
@@ -110,6 +118,10 @@ export class Dialer {
     for (const b of this.bootstrapAddrs) {
       const pid = b.peerId ?? b.found
       if (pid != null && this.init.blocked(pid)) continue
+      if (b.peerId != null && !this.admitted(b.peerId)) {
+        this.init.refused?.(b.peerId, b.given, 'dial')
+        continue
+      }
       // Connected to whoever is there, or it is this controller (one list for all, as in a StatefulSet).
       if (pid != null && (connected.has(pid) || pid === this.peerId)) {
         if (b.named && now - b.checkedAt >= this.recheckEvery) this.recheck(b, now)
@@ -120,7 +132,7 @@ export class Dialer {
     }
     for (const [id, s] of this.peers) {
       if (connected.has(id)) s.missingSince = null
-      if ((s.controllerId == null && !s.introduced) || connected.has(id) || this.init.blocked(id) || viaBootstrap.has(id)) continue
+      if ((s.controllerId == null && !s.introduced) || connected.has(id) || this.init.blocked(id) || viaBootstrap.has(id) || !this.admitted(id)) continue
       // Both ends notice a missing link. The smaller peer id dials it (as it starts the exchange);
       // the other only once that dial would have timed out: two dials at once leave two
       // connections, each with its own pings and streams for the rest of their lives.
@@ -218,9 +230,33 @@ export class Dialer {
       } catch {
         continue
       }
+      if (!this.admitted(pid)) {
+        this.init.refused?.(pid, a, 'introduced')
+        continue
+      }
       const s = this.peers.state(pid)
       s.addrs = [ma]
       s.introduced = s.controllerId == null
+    }
+  }
+
+  /**
+   * Dials `peerId` now (its known address, or what libp2p's peer store
+   * has) and resolves once connected or failed; a failure is left to the
+   * reconnect loop. For a connection closed on purpose (re-keying): no
+   * waiting for the other side or for a reconnect round.
+   */
+  async dialNow (peerId: string): Promise<boolean> {
+    const node = this.node
+    if (node == null || this.stopped || !this.admitted(peerId) || this.init.blocked(peerId)) return false
+    this.redial.delete(peerId)
+    const s = this.peers.get(peerId)
+    try {
+      await node.dial(s?.addrs[0] ?? peerIdFromString(peerId), { signal: AbortSignal.timeout(5000) })
+      return true
+    } catch (err) {
+      this.init.log.debug({ peer: peerId, err: (err as Error).message }, 'dial failed; the reconnect loop will retry')
+      return false
     }
   }
 
@@ -229,6 +265,7 @@ export class Dialer {
     const out: string[] = []
     for (const id of this.node == null ? [] : this.peers.connected) {
       const s = this.peers.get(id)
+      if (!this.admitted(id)) continue
       if (s?.controllerId != null && s.addrs.length > 0 && out.length < MAX_INTRODUCED_PEERS) out.push(s.addrs[0].toString())
     }
     return out.sort()

@@ -11,15 +11,34 @@
  * handler, which killed the controller (bench:mesh-processes, heal run 2).
  * Here the cipher is @noble/ciphers' (audited, plain JS, no shared state),
  * and any failure aborts that one connection.
+ *
+ * Several keys (a key ring, for rotation without downtime): a connection's
+ * sender keys what it sends with the primary key; the receiver finds which
+ * key the other side used by trial decryption of the first 20 bytes it
+ * receives after the nonce, which are always libp2p's multistream-select
+ * header (varint 19, then `/multistream/1.0.0\n`: the dialer's first write,
+ * and the listener's first answer; @libp2p/multistream-select's select.ts
+ * and handle.ts). The key that turns them into that header is the one; none
+ * does: the connection is aborted as a node without the key's would be. The
+ * two directions of one connection may use different keys (each side's
+ * primary) while a rotation is under way. A trial costs one XSalsa20 block
+ * per accepted key, once per connection.
  */
 import type { AbortOptions, Logger, MessageStream, MultiaddrConnection } from '@libp2p/interface'
 import { AbstractMultiaddrConnection, byteStream } from '@libp2p/utils'
 import { xsalsa20 } from '@noble/ciphers/salsa.js'
+import { KEY_BYTES } from './mesh-key.ts'
+
+export { KEY_BYTES }
 
 export const NONCE_BYTES = 24
-export const KEY_BYTES = 32
 const BLOCK = 64
 const ZERO_BLOCK = new Uint8Array(BLOCK)
+/**
+ * What each side sends first on a new connection once the nonces are exchanged: the
+ * multistream-select header, length-prefixed (varint 19, `/multistream/1.0.0\n`).
+ */
+export const MULTISTREAM_HEADER = Uint8Array.from([0x13, ...new TextEncoder().encode('/multistream/1.0.0\n')])
 /** noble takes a 32-bit block counter: 2^32 blocks of 64 bytes (256 GiB) per direction, then the connection is closed (and re-dialled). */
 const MAX_BLOCKS = 2 ** 32 - 1
 
@@ -58,50 +77,186 @@ export class KeyStream {
   }
 }
 
-export interface PrivateNetworkInit {
-  /** The 32-byte mesh key. */
-  key: Uint8Array
-  /** The nonce exchange must finish within this (ms). @default 5000 */
-  timeoutMs?: number
+/** The connection was keyed with none of the accepted mesh keys. */
+export class MeshKeyMismatchError extends Error {
+  constructor (message = 'the peer keyed the connection with none of the accepted mesh keys') {
+    super(message)
+    this.name = 'MeshKeyMismatchError'
+  }
 }
 
-/** A libp2p `connectionProtector` factory for the mesh key. */
-export function privateNetwork (init: PrivateNetworkInit): () => { protect: (connection: MessageStream, options?: AbortOptions) => Promise<MessageStream> } {
-  if (init.key.length !== KEY_BYTES) throw new RangeError(`the mesh key must be ${KEY_BYTES} bytes`)
-  const key = Uint8Array.from(init.key)
-  const timeoutMs = init.timeoutMs ?? 5000
-  return () => ({
-    async protect (connection, options) {
-      const log = connection.log.newScope('mesh-key')
-      const localNonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES))
-      const opts = options?.signal != null ? options : { signal: AbortSignal.timeout(timeoutMs) }
-      const bytes = byteStream(connection)
-      const [remote] = await Promise.all([bytes.read({ bytes: NONCE_BYTES, ...opts }), bytes.write(localNonce, opts)])
-      return new KeyedConnection({
-        maConn: bytes.unwrap() as MultiaddrConnection,
-        inbound: new KeyStream(key, remote.subarray()),
-        outbound: new KeyStream(key, localNonce),
-        log
-      })
-    }
-  })
+/**
+ * The key that turns `head` (the first MULTISTREAM_HEADER.length bytes received after the
+ * nonce) into the multistream header, and its keystream positioned after them; null if none.
+ */
+export function trialDecrypt (keys: Uint8Array[], nonce: Uint8Array, head: Uint8Array): { key: Uint8Array, stream: KeyStream } | null {
+  if (head.length !== MULTISTREAM_HEADER.length) throw new RangeError(`trial decryption takes the first ${MULTISTREAM_HEADER.length} bytes`)
+  for (const key of keys) {
+    const stream = new KeyStream(key, nonce)
+    const plain = stream.xor(head)
+    let same = true
+    for (let i = 0; i < plain.length; i++) if (plain[i] !== MULTISTREAM_HEADER[i]) same = false
+    if (same) return { key, stream }
+  }
+  return null
+}
+
+export interface PrivateNetworkInit {
+  /** The accepted mesh keys (32 bytes each), the primary first: what this side sends is keyed with it. */
+  keys: Uint8Array[]
+  /** The nonce exchange must finish within this (ms). @default 5000 */
+  timeoutMs?: number
+  /** A connection was keyed with none of the accepted keys (it is aborted). Must not block. */
+  onMismatch?: (remoteAddr: string) => void
+}
+
+/** A connection as the key ring sees it: the key of each direction (`in` is null until the first bytes arrive) and the peer, once noise named it. */
+export interface KeyedLink {
+  in: Uint8Array | null
+  out: Uint8Array
+  peerId: string | null
+  remoteAddr: string
+  /** Ends the connection at once. */
+  abort: (err: Error) => void
+}
+
+/**
+ * The mesh key ring at work for one libp2p node: the `connectionProtector`
+ * (`protector()`), the keys accepted now (`setKeys` changes them for
+ * connections made from then on), and the connections it keyed, so that
+ * those keyed with a key that was removed can be found and closed.
+ */
+export class PrivateNetwork {
+  private ring: Uint8Array[]
+  private readonly timeoutMs: number
+  private readonly onMismatch: (remoteAddr: string) => void
+  private readonly live = new Set<KeyedConnection>()
+  private readonly byTransport = new WeakMap<object, KeyedConnection>()
+
+  constructor (init: PrivateNetworkInit) {
+    this.ring = checkKeys(init.keys)
+    this.timeoutMs = init.timeoutMs ?? 5000
+    this.onMismatch = init.onMismatch ?? (() => {})
+  }
+
+  /** The accepted keys, the primary first. */
+  get keys (): Uint8Array[] { return [...this.ring] }
+
+  /** Accepts `keys` (primary first) from now on. Open connections keep their keys (see `stale`). */
+  setKeys (keys: Uint8Array[]): void {
+    this.ring = checkKeys(keys)
+  }
+
+  /** Open connections, with the keys each direction uses. */
+  links (): KeyedLink[] {
+    return [...this.live].map(c => c.link())
+  }
+
+  /** Open connections that use (either way) a key that is no longer accepted. */
+  stale (): KeyedLink[] {
+    const accepted = new Set(this.ring.map(k => Buffer.from(k).toString('hex')))
+    const ok = (k: Uint8Array | null): boolean => k == null || accepted.has(Buffer.from(k).toString('hex'))
+    return this.links().filter(l => !ok(l.in) || !ok(l.out))
+  }
+
+  /**
+   * Tells the ring which peer a transport connection turned out to be (the
+   * connection gater learns it once noise has run): so that `stale` can say
+   * which peers to hang up on.
+   */
+  identify (transport: object, peerId: string): void {
+    const c = this.byTransport.get(transport)
+    if (c != null) c.peerId = peerId
+  }
+
+  /** A libp2p `connectionProtector` factory. */
+  protector (): () => { protect: (connection: MessageStream, options?: AbortOptions) => Promise<MessageStream> } {
+    return () => ({
+      protect: async (connection, options) => {
+        const log = connection.log.newScope('mesh-key')
+        const localNonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES))
+        const opts = options?.signal != null ? options : { signal: AbortSignal.timeout(this.timeoutMs) }
+        const bytes = byteStream(connection)
+        const [remote] = await Promise.all([bytes.read({ bytes: NONCE_BYTES, ...opts }), bytes.write(localNonce, opts)])
+        const maConn = bytes.unwrap() as MultiaddrConnection
+        const primary = this.ring[0]
+        const keyed = new KeyedConnection({
+          maConn,
+          remoteNonce: remote.subarray(),
+          accepted: () => this.ring,
+          outKey: primary,
+          outbound: new KeyStream(primary, localNonce),
+          onMismatch: addr => { this.onMismatch(addr) },
+          log
+        })
+        this.live.add(keyed)
+        this.byTransport.set(maConn, keyed)
+        maConn.addEventListener('close', () => { this.live.delete(keyed) })
+        if (maConn.status !== 'open') this.live.delete(keyed)
+        return keyed
+      }
+    })
+  }
+}
+
+function checkKeys (keys: Uint8Array[]): Uint8Array[] {
+  if (keys.length === 0) throw new RangeError('at least one mesh key is needed')
+  for (const k of keys) if (k.length !== KEY_BYTES) throw new RangeError(`the mesh key must be ${KEY_BYTES} bytes`)
+  return keys.map(k => Uint8Array.from(k))
+}
+
+/** A libp2p `connectionProtector` factory for one mesh key, or a ring of them (the primary first). */
+export function privateNetwork (init: { key: Uint8Array, timeoutMs?: number } | PrivateNetworkInit): () => { protect: (connection: MessageStream, options?: AbortOptions) => Promise<MessageStream> } {
+  return new PrivateNetwork('key' in init ? { keys: [init.key], timeoutMs: init.timeoutMs } : init).protector()
 }
 
 /** The connection seen through the keystreams: what noise and yamux run on. */
 class KeyedConnection extends AbstractMultiaddrConnection {
   private readonly maConn: MultiaddrConnection
   private readonly outbound: KeyStream
+  private readonly outKey: Uint8Array
+  /** The key and keystream of what the peer sends, once trial decryption found them. */
+  private inKey: Uint8Array | null = null
+  private inbound: KeyStream | null = null
+  /** What arrived before the first MULTISTREAM_HEADER.length bytes were all there. */
+  private early: Uint8Array[] = []
+  private earlyBytes = 0
+  peerId: string | null = null
 
-  constructor (init: { maConn: MultiaddrConnection, inbound: KeyStream, outbound: KeyStream, log: Logger }) {
+  constructor (init: { maConn: MultiaddrConnection, remoteNonce: Uint8Array, accepted: () => Uint8Array[], outKey: Uint8Array, outbound: KeyStream, onMismatch: (remoteAddr: string) => void, log: Logger }) {
     super({ log: init.log, remoteAddr: init.maConn.remoteAddr, direction: init.maConn.direction })
     this.maConn = init.maConn
     this.outbound = init.outbound
-    const inbound = init.inbound
+    this.outKey = init.outKey
+    const remoteNonce = Uint8Array.from(init.remoteNonce)
+    const receive = (chunk: Uint8Array): void => {
+      if (this.inbound != null) {
+        this.onData(this.inbound.xor(chunk))
+        return
+      }
+      // Copied: a handful of bytes, held past the event that lent them.
+      this.early.push(Uint8Array.from(chunk))
+      this.earlyBytes += chunk.length
+      if (this.earlyBytes < MULTISTREAM_HEADER.length) return
+      const all = concat(this.early, this.earlyBytes)
+      this.early = []
+      const found = trialDecrypt(init.accepted(), remoteNonce, all.subarray(0, MULTISTREAM_HEADER.length))
+      if (found == null) {
+        init.onMismatch(this.maConn.remoteAddr.toString())
+        throw new MeshKeyMismatchError()
+      }
+      this.inKey = found.key
+      this.inbound = found.stream
+      const plain = new Uint8Array(all.length)
+      plain.set(MULTISTREAM_HEADER)
+      plain.set(found.stream.xor(all.subarray(MULTISTREAM_HEADER.length)), MULTISTREAM_HEADER.length)
+      this.onData(plain)
+    }
     this.maConn.addEventListener('message', evt => {
       try {
         const data = evt.data
-        if (data instanceof Uint8Array) this.onData(inbound.xor(data))
-        else for (const buf of data) this.onData(inbound.xor(buf))
+        if (data instanceof Uint8Array) receive(data)
+        else for (const buf of data) receive(buf)
       } catch (err) {
         // Never out of an event handler (that would be the process): this connection ends.
         this.maConn.abort(err as Error)
@@ -113,6 +268,10 @@ class KeyedConnection extends AbstractMultiaddrConnection {
       else if (evt.local === true) this.abort(evt.error)
       else this.onRemoteReset()
     })
+  }
+
+  link (): KeyedLink {
+    return { in: this.inKey, out: this.outKey, peerId: this.peerId, remoteAddr: this.maConn.remoteAddr.toString(), abort: err => { this.maConn.abort(err) } }
   }
 
   async sendClose (options?: AbortOptions): Promise<void> {
@@ -134,4 +293,15 @@ class KeyedConnection extends AbstractMultiaddrConnection {
   sendResume (): void {
     this.maConn.resume()
   }
+}
+
+function concat (chunks: Uint8Array[], total: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0]
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const c of chunks) {
+    out.set(c, at)
+    at += c.length
+  }
+  return out
 }

@@ -23,10 +23,17 @@ export interface Replica {
   diff: (sv: Uint8Array) => Uint8Array
   /** Checks a peer's update against the current state without applying it. */
   check: (update: Uint8Array) => CheckResult
-  /** Applies a peer's update (checking it first unless `token` comes from `check`); throws, changing nothing, if it is malformed. */
-  apply: (update: Uint8Array, token?: unknown) => void
+  /**
+   * Applies a peer's update (checking it first unless `token` comes from `check`); throws, changing
+   * nothing, if it is malformed. True if it changed the replica (an exchange's delta often brings nothing new).
+   */
+  apply: (update: Uint8Array, token?: unknown) => boolean
   /** One update equivalent to all of `updates` (a batch of local writes as one gossip message). */
   merge: (updates: Uint8Array[]) => Uint8Array
-  /** Calls `listener` with every local change to publish; returns the unsubscribe function. */
+  /**
+   * Calls `listener` with every local change to publish; returns the unsubscribe function. The
+   * listener is called synchronously inside the write, so the context active then (the trace of
+   * the request that wrote) is the write's: the mesh sends it along.
+   */
   onLocalUpdate: (listener: (update: Uint8Array) => void) => () => void
 }

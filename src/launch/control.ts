@@ -50,7 +50,7 @@ function watch (view: ControllerView, prefix: string): void {
   const waiting = new Set<string>()
   const check = (id: string): boolean => {
     try {
-      const r = view.route({ verb: 'invoke', capability: `cap-${id}` })
+      const r = view.route({ verb: 'invoke', capability: `cap-${id}` }, null)
       if (r.worker_id !== id || r.state !== 'healthy') return false
     } catch {
       return false

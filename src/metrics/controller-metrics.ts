@@ -19,12 +19,14 @@ import { exposition } from './process.ts'
 export interface ControllerMetricsComponents {
   /** The controller, as everything outside its core sees it. */
   view: ControllerView
-  /** Labels of `capmesh_info`. */
+  /** Labels of `capmesh_info` (`mesh_key_id`: until the view knows its keys; then the primary's id when scraped). */
   info: { controller_id: string, mesh_key_id: string | null }
 }
 
 /** Why an exchange can fail (gossip/sync.ts): each reason's counter exists from the start, at 0. */
 const SYNC_FAILURE_REASONS = ['too_large', 'timeout', 'closed', 'malformed', 'rejected', 'dial', 'internal']
+/** Where a peer the allow list does not admit was turned away (gossip/admission.ts): each exists from the start, at 0. */
+const REFUSAL_REASONS = ['inbound', 'outbound', 'dial', 'introduced', 'gossip', 'revoked']
 
 export interface ControllerMetricsInit {
   /** Include the Node process metrics (`process_*`, `nodejs_*`). @default true */
@@ -46,6 +48,7 @@ export class ControllerMetrics {
   private readonly syncs: Counter<'result'>
   private readonly syncBytes: Counter
   private readonly syncFailures: Counter<'reason'>
+  private readonly authFailures: Counter<'reason' | 'route'>
   private readonly detach: Array<() => void> = []
 
   constructor (components: ControllerMetricsComponents, init: ControllerMetricsInit = {}) {
@@ -53,8 +56,24 @@ export class ControllerMetrics {
     const registers = [this.registry]
     this.withProcess = init.processMetrics ?? true
 
-    new Gauge({ name: 'capmesh_info', help: 'This controller: its id and the public id of its mesh key (value always 1).', labelNames: ['controller_id', 'mesh_key_id'], registers })
-      .set({ controller_id: components.info.controller_id, mesh_key_id: components.info.mesh_key_id ?? '' }, 1)
+    const info = components.info
+    new Gauge({
+      name: 'capmesh_info',
+      help: 'This controller: its id and the public id of its primary mesh key (value always 1).',
+      labelNames: ['controller_id', 'mesh_key_id'],
+      registers,
+      collect () {
+        // The primary changes with a key rotation: one series, the current one.
+        this.reset()
+        this.set({ controller_id: info.controller_id, mesh_key_id: view.meshKeyIds()[0] ?? info.mesh_key_id ?? '' }, 1)
+      }
+    })
+    new Gauge({
+      name: 'capmesh_mesh_keys',
+      help: 'Mesh keys this controller accepts (more than 1 only while a key rotation is under way).',
+      registers,
+      collect () { this.set(view.meshKeyIds().length) }
+    })
 
     // ---- registry and liveness: read when scraped
     new Gauge({
@@ -122,6 +141,20 @@ export class ControllerMetrics {
       }
     })
 
+    // ---- watchers: read when scraped
+    new Gauge({
+      name: 'capmesh_watchers',
+      help: 'Open watchers: GET /watch streams and waiting blocking GET /workers queries (at most --max-watchers).',
+      registers,
+      collect () { this.set(view.changes().watchers) }
+    })
+    new Gauge({
+      name: 'capmesh_watch_index',
+      help: 'The index of the last change in this controller\'s change log (per process: it restarts at 0).',
+      registers,
+      collect () { this.set(view.changes().index) }
+    })
+
     // ---- the mesh: read when scraped
     new Gauge({
       name: 'capmesh_mesh_connected_peers',
@@ -166,6 +199,9 @@ export class ControllerMetrics {
       registers,
       collect () { this.set(view.sync().behind.length) }
     })
+    const refused = new Counter({ name: 'capmesh_peers_refused_total', help: 'Peers turned away because the peer allow list does not admit them, by where (inbound, outbound, dial, introduced, gossip, revoked).', labelNames: ['reason'], registers })
+    for (const r of REFUSAL_REASONS) refused.inc({ reason: r }, 0)
+    const mismatches = new Counter({ name: 'capmesh_mesh_key_mismatch_total', help: 'Connections aborted because the peer keyed them with none of the accepted mesh keys.', registers })
     const expired = new Counter({ name: 'capmesh_workers_expired_total', help: 'Workers this controller removed because they went silent (or were never confirmed).', registers })
     const dropped = new Counter({ name: 'capmesh_owner_drops_total', help: 'Times the entries of a controller gone for the stale window were dropped.', registers })
     const selfPreservation = new Counter({ name: 'capmesh_self_preservation_entered_total', help: 'Times self-preservation switched on, by what went silent.', labelNames: ['kind'], registers })
@@ -182,11 +218,17 @@ export class ControllerMetrics {
         for (const { labels, n } of httpCounts.values()) this.inc(labels, n)
       }
     })
+    this.authFailures = new Counter({ name: 'capmesh_auth_failures_total', help: 'Requests refused for their identity (401, 403), by reason (credentials_missing, certificate_untrusted, token_expired, role_not_allowed, worker_owned_by_other, route_policy, ...) and route pattern.', labelNames: ['reason', 'route'], registers })
     this.httpSeconds = new Histogram({ name: 'capmesh_http_request_duration_seconds', help: 'Time from request to response, by route.', labelNames: ['route'], buckets: HTTP_BUCKETS, registers })
 
     this.follow(view, 'expired', () => { expired.inc() })
+    this.follow(view, 'refused', reason => { refused.inc({ reason }) })
+    this.follow(view, 'meshKeyMismatch', () => { mismatches.inc() })
     this.follow(view, 'dropped', () => { dropped.inc() })
     this.follow(view, 'selfPreservation', (kind, on) => { if (on) selfPreservation.inc({ kind }) })
+    const dataRefused = new Counter({ name: 'capmesh_registry_refused_total', help: 'Registry data refused whole, by where it came from (remote: a peer\'s gossip or sync; import; load: the data dir) and why (unsigned: a segment changed without its owner\'s seal, or sealed by a key not admitted for it; malformed).', labelNames: ['origin', 'kind'], registers })
+    for (const origin of ['remote', 'import', 'load']) for (const kind of ['unsigned', 'malformed']) dataRefused.inc({ origin, kind }, 0)
+    this.follow(view, 'dataRefused', (origin, kind) => { dataRefused.inc({ origin, kind }) })
     this.follow(view, 'gossip', (topic, result) => { this.gossip.inc({ topic, result }) })
     this.follow(view, 'sync', r => {
       this.syncs.inc({ result: r.ok ? 'ok' : 'failed' })
@@ -199,6 +241,11 @@ export class ControllerMetrics {
   private follow<K extends keyof ViewEvents> (view: ControllerView, event: K, fn: (...args: ViewEvents[K]) => void): void {
     view.on(event, fn)
     this.detach.push(() => { view.off(event, fn) })
+  }
+
+  /** A request refused for its identity: why (an AUTH_REASONS key) and on which route pattern. */
+  observeAuthFailure (reason: string, route: string): void {
+    this.authFailures.inc({ reason, route })
   }
 
   /** One answered HTTPS request. `route` is the route's pattern (never the raw URL: bounded labels). */

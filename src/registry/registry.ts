@@ -9,6 +9,15 @@
  * resolved by data: highest incarnation wins, a tombstone wins a tie, then
  * the larger owner id (see `compareEntries`). No wall clock decides.
  *
+ * Owner-signed: each segment carries its owner's seal over its entries
+ * (seal.ts); the owner reseals in every transaction that changes it, and an
+ * update that would leave a segment in a state its owner did not seal is
+ * refused before it touches the document (validate.ts). A controller writes
+ * only into the segment it created in this run (its *generation*): at its
+ * first write it carries its live entries over from the segments its data
+ * dir held, and it deletes any other segment of its own, so each key's items
+ * form one chain that peers can check.
+ *
  * Compaction: when its current segment carries too many dead entries, the
  * owner writes its live entries into a fresh generation and deletes the old
  * segment in one transaction. Deleting a nested Y.Map lets Yjs garbage
@@ -26,7 +35,8 @@ import {
 import { InvalidStateError } from '../errors.ts'
 import { decodeEntry, encodeEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
-import { ParsedEntries, validateUpdate, type ValidUpdate } from './validate.ts'
+import { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, type SealAuthority } from './seal.ts'
+import { MissingDependencyError, ParsedEntries, stillValid, validateUpdate, type SealContext, type ValidUpdate } from './validate.ts'
 
 /** Transaction origins: who caused a change. */
 export const Origin = {
@@ -54,6 +64,13 @@ export interface RegistryInit {
   tombstoneTtlMs?: number
   /** Wall clock (ms), injectable for tests. @default Date.now */
   now?: () => number
+  /**
+   * Signs this controller's segments and says whose seals to trust; `false`
+   * writes no seals and checks none (only for benchmarks measuring what
+   * seals cost: a mesh must not mix the two). @default a fresh in-memory key
+   * that trusts no other owner (a registry alone)
+   */
+  seals?: SealAuthority | false
 }
 
 /** One worker whose effective record changed. */
@@ -72,6 +89,8 @@ export interface RegistryEvents {
   invalid: [reason: string]
   /** Entries of this controller that a peer dropped (it thought us gone) were written back. */
   republished: [entries: number]
+  /** An update was refused whole: malformed, or (`unsigned`) changing a segment without its owner's seal. Not emitted for updates that are only out of order. */
+  refused: [origin: Origin, unsigned: boolean, reason: string]
 }
 
 export interface RegisterInput {
@@ -134,6 +153,13 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * from here instead of parsing the same text again.
    */
   private parsed = new ParsedEntries()
+  /** Digest of each segment's live entries, and its seal. */
+  private readonly digests = new Map<string, SegmentDigest>()
+  private readonly seals: SealContext | null
+  /** Own segments written in the local transaction in progress: resealed before it ends. */
+  private readonly unsealed = new Set<string>()
+  /** Own segments replayed from the data dir: the only ones whose entries a new generation carries over. */
+  private readonly loadedOwn = new Set<string>()
   private ownSegment: string | null = null
   private ownGarbage = 0
   private compactions = 0
@@ -148,6 +174,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.now = init.now ?? Date.now
     this.doc = new Y.Doc({ gc: true })
     this.root = this.doc.getMap(ROOT)
+    this.seals = init.seals === false
+      ? null
+      : { authority: init.seals ?? new SealDirectory().authority(init.controllerId), digestOf: key => this.digests.get(key) }
     this.root.observeDeep((events, tr) => { this.onEvents(events, tr) })
   }
 
@@ -231,7 +260,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         if (ownerOf(key) !== this.controllerId) continue
         const seg = this.root.get(key)
         if (seg instanceof Y.Map && seg.has(workerId)) {
-          seg.delete(workerId)
+          this.remove(seg, workerId)
           if (key === this.ownSegment) this.ownGarbage++
         }
       }
@@ -265,6 +294,23 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return keys.length
   }
 
+  /**
+   * Deletes every segment of another owner whose seal is not by the signer
+   * now admitted for that owner (the owner left the allow list, or came back
+   * with a new peer id): what no admitted key vouches for is not routed to.
+   * Returns the segments deleted.
+   */
+  dropUnadmitted (): number {
+    const seals = this.seals
+    if (seals == null) return 0
+    const keys = [...this.digests].filter(([key, d]) => {
+      const owner = ownerOf(key)
+      return owner !== this.controllerId && d.seal != null && d.seal.signer !== seals.authority.signerOf(owner)
+    }).map(([key]) => key)
+    if (keys.length > 0) this.transact(() => { for (const k of keys) this.root.delete(k) }, Origin.local)
+    return keys.length
+  }
+
   /** Rotates the own segment when it carries enough garbage. Returns true if it did. */
   maybeCompact (): boolean {
     const live = this.ownSegment == null ? 0 : (this.segments.get(this.ownSegment)?.size ?? 0)
@@ -279,7 +325,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * another owner and expired tombstones are dropped on the way.
    */
   compact (): void {
-    const keep = this.ownLiveEntries()
+    const keep = this.ownLiveEntries(this.ownSegment == null ? this.loadedOwn : [this.ownSegment])
     const old = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId)
     this.transact(() => {
       const key = newSegmentKey(this.controllerId, this.now())
@@ -288,6 +334,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       for (const e of keep) this.put(seg, e)
       for (const k of old) this.root.delete(k)
       this.ownSegment = key
+      this.loadedOwn.clear()
     }, Origin.local)
     this.ownGarbage = 0
     this.compactions++
@@ -315,11 +362,12 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /**
    * Merges an update from a peer, an import or the data dir. It is checked
    * first (validateUpdate); a malformed update throws InvalidStateError and
-   * changes nothing. Merging is idempotent and order-independent.
+   * changes nothing. Merging is idempotent and order-independent. True if
+   * it changed the document.
    */
-  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): void {
-    // `validated`: the caller ran validateUpdate against this document already (the gossip validator).
-    const valid = opts.validated ?? validateUpdate(update, this.doc)
+  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): boolean {
+    // `validated`: the caller checked it already (the gossip validator); again if the document moved since.
+    const valid = opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
     this.parsed = valid.entries
     let changed = false
     const seen = (tr: Y.Transaction): void => { changed = transactionChanged(tr) }
@@ -336,6 +384,21 @@ export class Registry extends EventEmitter<RegistryEvents> {
     // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it. An update
     // that brought nothing new (every exchange carries the whole delete set) is not logged again.
     if (changed) this.emit('update', update, origin)
+    return changed
+  }
+
+  /**
+   * Checks an update against this document without applying it
+   * (validateUpdate, seals included). Throws what it found wrong; a refusal
+   * other than a missing dependency is also emitted as `refused`.
+   */
+  validate (update: Uint8Array, origin: Origin): ValidUpdate {
+    try {
+      return validateUpdate(update, this.doc, this.seals)
+    } catch (err) {
+      if (err instanceof InvalidStateError && !(err instanceof MissingDependencyError)) this.emit('refused', origin, err instanceof UnsignedWriteError, err.message)
+      throw err
+    }
   }
 
   // -------------------------------------------------------------- internals
@@ -347,19 +410,56 @@ export class Registry extends EventEmitter<RegistryEvents> {
     // Listening only around local writes: Yjs encodes an update per transaction only while someone listens.
     this.doc.on('update', grab)
     try {
-      this.doc.transact(fn, origin)
+      this.doc.transact(() => {
+        fn()
+        this.seal()
+      }, origin)
     } finally {
       this.doc.off('update', grab)
       this.parsed = new ParsedEntries()
+      this.unsealed.clear()
     }
     for (const [u, o] of updates) this.emit('update', u, o)
   }
 
-  /** Writes `e` into `seg` (integrated in the document) as its JSON text, remembering the parsed form for the observer. */
+  /** Writes `e` into `seg` (integrated in the document) as its JSON text, remembering the parsed form and leaf for the observer. */
   private put (seg: Y.Map<unknown>, e: Entry): void {
-    seg.set(e.worker_id, encodeEntry(e))
+    const text = encodeEntry(e)
+    const leaf = entryLeaf(e.worker_id, text)
+    seg.set(e.worker_id, text)
     const item = seg._map.get(e.worker_id)
-    if (item != null) this.parsed.set(item.id, e)
+    if (item != null) this.parsed.set(item.id, e, leaf)
+    const key = segmentKeyOf(seg)
+    this.digestOf(key).set(e.worker_id, leaf)
+    this.unsealed.add(key)
+  }
+
+  /** Deletes worker `id`'s entry from own segment `seg`. */
+  private remove (seg: Y.Map<unknown>, id: string): void {
+    seg.delete(id)
+    const key = segmentKeyOf(seg)
+    this.digests.get(key)?.delete(id)
+    this.unsealed.add(key)
+  }
+
+  private digestOf (key: string): SegmentDigest {
+    let d = this.digests.get(key)
+    if (d == null) this.digests.set(key, d = new SegmentDigest())
+    return d
+  }
+
+  /** Seals every own segment the transaction in progress changed (called inside it, last). */
+  private seal (): void {
+    if (this.seals == null) this.unsealed.clear()
+    for (const key of this.unsealed) {
+      const seg = this.root.get(key)
+      if (!(seg instanceof Y.Map)) continue
+      const d = this.digestOf(key)
+      const seal = makeSeal((this.seals as SealContext).authority, key, (d.seal?.seq ?? 0) + 1, d.root())
+      seg.set(SEAL_KEY, encodeSeal(seal))
+      d.seal = seal
+    }
+    this.unsealed.clear()
   }
 
   private maxIncarnation (workerId: string): number {
@@ -371,40 +471,43 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return max
   }
 
+  /**
+   * This run's segment, created at its first write: the live entries of the
+   * own segments replayed from the data dir are carried over, and every other
+   * segment of ours is deleted. Writing only where this run started keeps
+   * each key's items one chain (no write ever branches off an item this
+   * replica lacks), which is what peers check seals against.
+   */
   private ownSegmentMap (): Y.Map<unknown> {
     if (this.ownSegment != null) {
       const seg = this.root.get(this.ownSegment)
       if (seg instanceof Y.Map) return seg
     }
-    // Adopt the newest own segment left by a previous run, or start a generation.
-    const own = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId).sort()
-    const last = own.at(-1)
-    if (last != null) {
-      // A segment of ours from a previous run (replayed from disk or synced back): keep writing there.
-      const seg = this.root.get(last) as Y.Map<unknown>
-      this.ownSegment = last
-      this.ownGarbage = countGarbage(seg)
-      return seg
-    }
+    const carry = this.ownLiveEntries(this.loadedOwn)
+    const old = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId)
     const key = newSegmentKey(this.controllerId, this.now())
-    const seg = new Y.Map<unknown>()
-    this.root.set(key, seg)
+    const seg = this.root.set(key, new Y.Map<unknown>())
     this.ownSegment = key
     this.ownGarbage = 0
+    this.loadedOwn.clear()
+    for (const e of carry) this.put(seg, e)
+    for (const k of old) this.root.delete(k)
     return seg
   }
 
-  /** This controller's entries that still matter: winning records and fresh tombstones. */
-  private ownLiveEntries (): Entry[] {
+  /** This controller's entries in segments `keys` that still matter: winning records and fresh tombstones. */
+  private ownLiveEntries (keys: Iterable<string>): Entry[] {
+    const from = new Set(keys)
     const out: Entry[] = []
     const cutoff = this.now() - this.tombstoneTtlMs
     const seen = new Set<string>()
-    for (const [key, seg] of this.segments) {
-      if (ownerOf(key) !== this.controllerId) continue
+    for (const key of from) {
+      const seg = this.segments.get(key)
+      if (seg == null || ownerOf(key) !== this.controllerId) continue
       for (const id of seg.keys()) {
         if (seen.has(id)) continue
         seen.add(id)
-        const best = this.bestOwnEntry(id)
+        const best = this.bestOwnEntry(id, from)
         if (best == null) continue
         if (isTombstone(best)) {
           if (best.deleted_at >= cutoff && this.hasForeignEntry(id)) out.push(best)
@@ -416,10 +519,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
     return out
   }
 
-  private bestOwnEntry (workerId: string): Entry | undefined {
+  private bestOwnEntry (workerId: string, among?: Set<string>): Entry | undefined {
     let best: Entry | undefined
     for (const key of this.locations.get(workerId) ?? []) {
-      if (ownerOf(key) !== this.controllerId) continue
+      if (ownerOf(key) !== this.controllerId || (among != null && !among.has(key))) continue
       const e = this.segments.get(key)?.get(workerId)
       if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
     }
@@ -438,6 +541,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     // segment created in this transaction is read here, because Yjs does not
     // emit events for types created in the same transaction.
     const byPeer = tr.origin !== Origin.local && tr.origin !== Origin.restore
+    let stray = false
     for (const ev of events) {
       if (ev.target !== this.root) continue
       for (const [key, change] of ev.changes.keys) {
@@ -445,9 +549,14 @@ export class Registry extends EventEmitter<RegistryEvents> {
         if (change.action === 'add' || change.action === 'update') {
           this.readSegment(key, touched)
           fresh.add(key)
+          if (ownerOf(key) === this.controllerId && key !== this.ownSegment) {
+            if (tr.origin === Origin.load) this.loadedOwn.add(key)
+            else if (byPeer && this.ownSegment != null) stray = true
+          }
         }
       }
     }
+    if (stray) this.queueStrayCleanup()
     for (const ev of events) {
       if (ev.target === this.root) continue
       const key = ev.path[0]
@@ -460,6 +569,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
       if (mirror == null) continue
       const seg = ev.target as Y.Map<unknown>
       for (const [id, change] of ev.changes.keys) {
+        if (id === SEAL_KEY) {
+          this.readSeal(key, seg)
+          continue
+        }
         this.unlocate(id, key, mirror)
         const item = seg._map.get(id)
         if (change.action !== 'delete' && item != null && !item.deleted) this.locate(id, key, mirror, item)
@@ -499,7 +612,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       this.transact(() => {
         for (const [key, id] of stale) {
           const seg = this.root.get(key)
-          if (seg instanceof Y.Map) seg.delete(id)
+          if (seg instanceof Y.Map) this.remove(seg, id)
           if (key === this.ownSegment) this.ownGarbage++
         }
       }, Origin.local)
@@ -515,11 +628,30 @@ export class Registry extends EventEmitter<RegistryEvents> {
     }
     const mirror = new Map<string, Entry>()
     this.segments.set(key, mirror)
+    this.digests.set(key, new SegmentDigest())
     for (const [id, item] of value._map) {
-      if (item.deleted) continue
+      if (item.deleted || id === SEAL_KEY) continue
       this.locate(id, key, mirror, item)
       touched.add(id)
     }
+    this.readSeal(key, value)
+  }
+
+  private readSeal (key: string, seg: Y.Map<unknown>): void {
+    const d = this.digests.get(key)
+    if (d != null) d.seal = decodeSeal(seg.get(SEAL_KEY))
+  }
+
+  /**
+   * Segments of ours from elsewhere (a copy of an old generation, or one our
+   * lost data dir had) once this run has its own: deleted, entries and all.
+   */
+  private queueStrayCleanup (): void {
+    queueMicrotask(() => {
+      const stray = [...this.segments.keys()].filter(k => ownerOf(k) === this.controllerId && k !== this.ownSegment)
+      if (stray.length === 0 || this.ownSegment == null) return
+      this.transact(() => { for (const k of stray) this.root.delete(k) }, Origin.local)
+    })
   }
 
   private dropSegment (key: string, touched: Set<string>, byPeer: boolean): void {
@@ -531,6 +663,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
       touched.add(id)
     }
     this.segments.delete(key)
+    this.digests.delete(key)
+    this.loadedOwn.delete(key)
     if (key === this.ownSegment) {
       this.ownSegment = null
       this.ownGarbage = 0
@@ -557,12 +691,16 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** Mirrors the entry held by `item` (the live item of key `id` in segment `key`). */
   private locate (id: string, key: string, mirror: Map<string, Entry>, item: Y.Item): void {
-    const entry = this.parsed.get(item.id) ?? decodeEntry(item.content.getContent()[item.length - 1])
-    if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key)) {
+    const last = Y.createID(item.id.client, item.id.clock + item.length - 1)
+    const parsed = this.parsed.get(last)
+    const text = item.content.getContent()[item.length - 1]
+    const entry = parsed?.entry ?? decodeEntry(text)
+    if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key) || typeof text !== 'string') {
       this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
       return
     }
     mirror.set(id, entry)
+    this.digests.get(key)?.set(id, parsed?.leaf ?? entryLeaf(id, text))
     let locs = this.locations.get(id)
     if (locs == null) this.locations.set(id, locs = new Set())
     locs.add(key)
@@ -570,6 +708,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   private unlocate (id: string, key: string, mirror: Map<string, Entry>): void {
     mirror.delete(id)
+    this.digests.get(key)?.delete(id)
     const locs = this.locations.get(id)
     if (locs == null) return
     locs.delete(key)
@@ -605,6 +744,13 @@ function countGarbage (seg: Y.Map<any>): number {
   let n = 0
   for (const item of seg._map.values()) if (item.deleted) n++
   return n
+}
+
+/** The key under which segment map `seg` is stored in the root map. */
+function segmentKeyOf (seg: Y.Map<unknown>): string {
+  const key = seg._item?.parentSub
+  if (key == null) throw new Error('a segment map outside the registry')
+  return key
 }
 
 /** `<owner>/<time base36>.<random hex>`: sortable by creation time, unique across restarts. */

@@ -6,7 +6,7 @@
 import * as Y from 'yjs'
 import type { CheckResult, Replica } from '../gossip/replica.ts'
 import { Origin, type Registry } from './registry.ts'
-import { MissingDependencyError, validateUpdate, type ValidUpdate } from './validate.ts'
+import { MissingDependencyError, type ValidUpdate } from './validate.ts'
 
 /** Updates worth publishing: this controller's own writes, imports, and entries it put back. */
 const PUBLISHED = new Set<Origin>([Origin.local, Origin.import, Origin.restore])
@@ -18,13 +18,13 @@ export function registryReplica (registry: Registry): Replica {
     diff: sv => registry.encodeDiff(sv),
     check (update): CheckResult {
       try {
-        // A check stays true as the document grows: the apply that follows needs no second one.
-        return { ok: true, token: validateUpdate(update, registry.doc) }
+        // The apply that follows checks again only if the document changed in between.
+        return { ok: true, token: registry.validate(update, Origin.remote) }
       } catch (err) {
         return { ok: false, missing: err instanceof MissingDependencyError, reason: (err as Error).message }
       }
     },
-    apply: (update, token) => { registry.applyUpdate(update, Origin.remote, { validated: token as ValidUpdate | undefined }) },
+    apply: (update, token) => registry.applyUpdate(update, Origin.remote, { validated: token as ValidUpdate | undefined }),
     merge: updates => Y.mergeUpdates(updates),
     onLocalUpdate (listener) {
       const on = (update: Uint8Array, origin: Origin): void => { if (PUBLISHED.has(origin)) listener(update) }

@@ -4,13 +4,25 @@
  * each must land in a segment map under a valid key, or be a well-formed
  * entry of that segment's owner. A malformed update is refused whole
  * (InvalidStateError); one that builds on content this replica lacks yet is a
- * MissingDependencyError, out of order rather than malformed. The entries
- * parsed on the way go to the Registry, which does not parse them again.
+ * MissingDependencyError, out of order rather than malformed.
+ *
+ * Then the seals (seal.ts): for every segment the update touches, the state
+ * it would leave the segment in is computed — which entry each key ends up
+ * holding, which are removed — and must be one its owner signed. Only the
+ * owner writes its segments, one transaction after another, so each key's
+ * items form one chain (each item's origin the key's previous item); an
+ * update that branches a chain, or changes a segment without a matching
+ * seal, is an UnsignedWriteError and is refused whole. The only cross-owner
+ * write left is deleting a whole segment (an owner gone for the stale window).
+ *
+ * The entries parsed on the way, with their leaves, go to the Registry, which
+ * does not parse or hash them again.
  */
 import * as Y from 'yjs'
 import { InvalidStateError } from '../errors.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { decodeEntry, type Entry } from './schema.ts'
+import { SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type LeafChanges, type Seal, type SealAuthority } from './seal.ts'
 
 /** An update that builds on content this replica does not have (yet): not malformed, not applicable. */
 export class MissingDependencyError extends InvalidStateError {
@@ -20,17 +32,23 @@ export class MissingDependencyError extends InvalidStateError {
   }
 }
 
+/** An entry parsed from its text, and its leaf (seal.ts) once computed. */
+export interface ParsedEntry {
+  entry: Entry
+  leaf?: string
+}
+
 /** Entries parsed from their text, by the Yjs item (client, clock) that holds them. */
 export class ParsedEntries {
-  private readonly byClient = new Map<number, Map<number, Entry>>()
+  private readonly byClient = new Map<number, Map<number, ParsedEntry>>()
 
-  set (id: Y.ID, e: Entry): void {
+  set (id: Y.ID, entry: Entry, leaf?: string): void {
     let clocks = this.byClient.get(id.client)
     if (clocks == null) this.byClient.set(id.client, clocks = new Map())
-    clocks.set(id.clock, e)
+    clocks.set(id.clock, { entry, leaf })
   }
 
-  get (id: Y.ID): Entry | undefined {
+  get (id: Y.ID): ParsedEntry | undefined {
     return this.byClient.get(id.client)?.get(id.clock)
   }
 }
@@ -38,12 +56,46 @@ export class ParsedEntries {
 /** What validateUpdate found: the entries it parsed, for applyUpdate to reuse. */
 export interface ValidUpdate {
   entries: ParsedEntries
+  /**
+   * The segments the seal checks read, each with its digest's stamp then:
+   * the verdict holds while they are unchanged (see `stillValid`).
+   */
+  read: Array<[segment: string, digest: SegmentDigest | undefined, stamp: number]>
+}
+
+/** Whether a check made earlier still holds: no segment it read has changed since. */
+export function stillValid (valid: ValidUpdate, seals: SealContext | null): boolean {
+  if (seals == null) return true
+  for (const [segment, digest, stamp] of valid.read) {
+    if (seals.digestOf(segment) !== digest || (digest != null && digest.stamp !== stamp)) return false
+  }
+  return true
+}
+
+/** What the seal checks need from the registry: who signs what, and the digests of the segments it holds. */
+export interface SealContext {
+  authority: SealAuthority
+  /** The digest (live entries' leaves and current seal) of a segment the document holds, if it holds it. */
+  digestOf: (segment: string) => SegmentDigest | undefined
+}
+
+/** One segment map's part of an update: whether it creates or deletes it, what it writes and removes. */
+interface SegmentWork {
+  segment: string
+  /** The map's item, when the update creates it. */
+  created?: Y.Item
+  deleted: boolean
+  /** New items at keys of this segment, by key. */
+  items: Map<string, Y.Item[]>
+  /** Keys whose current item in the document the update deletes. */
+  removed: Set<string>
 }
 
 /** Where an item of an update lands. */
 type Place =
   | { kind: 'root', key: string }
-  | { kind: 'segment', segment: string, key: string }
+  /** `map`: which segment map (its item's id), as one key may name a deleted map and a live one. */
+  | { kind: 'segment', segment: string, map: string, key: string }
   | { kind: 'collected' }
   | { kind: 'missing' }
   | { kind: 'invalid', why: string }
@@ -57,9 +109,12 @@ type Place =
  * through their origin, in the update itself or in `doc`. Anything else —
  * other root types, text, binary, sub-documents, maps inside segments — is
  * an InvalidStateError naming what was wrong; an item that builds on content
- * `doc` does not have is a MissingDependencyError.
+ * `doc` does not have is a MissingDependencyError. With `seals`, every
+ * segment the update changes must end in a state its owner sealed
+ * (UnsignedWriteError otherwise); `null` skips that check, for tools that
+ * read a document without trusting it.
  */
-export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
+export function validateUpdate (update: Uint8Array, doc: Y.Doc | undefined, seals: SealContext | null): ValidUpdate {
   const entries = new ParsedEntries()
   let decoded: ReturnType<typeof Y.decodeUpdate>
   try {
@@ -113,7 +168,7 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
     if (parent == null || key == null) return { kind: 'invalid', why: 'builds on content outside any map' }
     if (parent === doc.share.get(ROOT)) return { kind: 'root', key }
     const owner = parent._item
-    if (owner != null && owner.parent === doc.share.get(ROOT) && owner.parentSub != null) return { kind: 'segment', segment: owner.parentSub, key }
+    if (owner != null && owner.parent === doc.share.get(ROOT) && owner.parentSub != null) return { kind: 'segment', segment: owner.parentSub, map: idKey(owner.id), key }
     return { kind: 'invalid', why: 'builds on content outside the registry' }
   }
 
@@ -122,7 +177,7 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
     const p = inUpdate(parent)
     const pp = p != null ? placeOf(p) : placeInDoc(parent)
     return pp.kind === 'root' && item.parentSub != null
-      ? { kind: 'segment', segment: pp.key, key: item.parentSub }
+      ? { kind: 'segment', segment: pp.key, map: idKey(parent), key: item.parentSub }
       : pp.kind === 'missing' || pp.kind === 'collected' || pp.kind === 'invalid' ? pp : { kind: 'invalid', why: 'nested below a segment' }
   }
 
@@ -163,6 +218,16 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
     return place
   }
 
+  // By segment map (its item's id), not by segment key.
+  const work = new Map<string, SegmentWork>()
+  const workOf = (map: string, segment: string): SegmentWork => {
+    let w = work.get(map)
+    if (w == null) work.set(map, w = { segment, deleted: false, items: new Map(), removed: new Set() })
+    return w
+  }
+  // Items this replica has already: Yjs skips them, and so do the seal checks.
+  const known = (id: Y.ID): boolean => doc != null && id.clock < Y.getState(doc.store, id.client)
+
   for (const s of decoded.structs) {
     if (!(s instanceof Y.Item)) continue
     const place = placeOf(s)
@@ -170,26 +235,173 @@ export function validateUpdate (update: Uint8Array, doc?: Y.Doc): ValidUpdate {
     if (place.kind === 'missing') throw new MissingDependencyError(`builds on content this replica does not have (item ${s.id.client}:${s.id.clock})`)
     if (place.kind === 'collected') continue
     const c = s.content
-    if (c instanceof Y.ContentDeleted) continue
+    const fresh = seals != null && !known(s.id)
+    if (c instanceof Y.ContentDeleted) {
+      if (!fresh) continue
+      if (place.kind === 'root') workOf(idKey(s.id), place.key).deleted = true
+      else addItem(workOf(place.map, place.segment), place.key, s)
+      continue
+    }
     if (place.kind === 'root' && !SEGMENT_KEY.test(place.key)) throw new InvalidStateError(`invalid segment key ${JSON.stringify(place.key).slice(0, 80)}`)
     if (c instanceof Y.ContentType) {
       if (!(c.type instanceof Y.Map)) throw new InvalidStateError('only maps may be nested in the registry')
       if (place.kind !== 'root') throw new InvalidStateError('nested map below a segment')
+      if (fresh) workOf(idKey(s.id), place.key).created = s
       continue
     }
     if (c instanceof Y.ContentAny) {
       if (place.kind !== 'segment') throw new InvalidStateError('plain value where a segment was expected')
-      for (let i = 0; i < c.arr.length; i++) {
-        const v = c.arr[i]
-        const e = decodeEntry(v)
-        if (e == null) throw new InvalidStateError(`malformed entry ${(typeof v === 'string' ? v : JSON.stringify(v) ?? String(v)).slice(0, 120)}`)
-        if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
-        if (isSegmentKey(place.segment) && e.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${ownerOf(place.segment)}`)
-        entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
+      if (place.key === SEAL_KEY) {
+        if (c.arr.length !== 1 || decodeSeal(c.arr[0]) == null) throw new InvalidStateError(`malformed seal in segment ${place.segment}`)
+      } else {
+        for (let i = 0; i < c.arr.length; i++) {
+          const v = c.arr[i]
+          const e = decodeEntry(v)
+          if (e == null) throw new InvalidStateError(`malformed entry ${(typeof v === 'string' ? v : JSON.stringify(v) ?? String(v)).slice(0, 120)}`)
+          if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
+          if (isSegmentKey(place.segment) && e.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${ownerOf(place.segment)}`)
+          entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
+        }
       }
+      if (fresh) addItem(workOf(place.map, place.segment), place.key, s)
       continue
     }
     throw new InvalidStateError(`unsupported content ${c.constructor.name}`)
   }
-  return { entries }
+  const read: ValidUpdate['read'] = []
+  if (seals != null) {
+    const deletedInUpdate = deletions(decoded.ds, byClient, doc, workOf)
+    for (const [map, w] of work) {
+      const base = seals.digestOf(w.segment)
+      read.push([w.segment, base, base?.stamp ?? 0])
+      checkSegment(map, w, doc, seals, entries, deletedInUpdate)
+    }
+  }
+  return { entries, read }
 }
+
+function addItem (w: SegmentWork, key: string, item: Y.Item): void {
+  let list = w.items.get(key)
+  if (list == null) w.items.set(key, list = [])
+  list.push(item)
+}
+
+/** The live segment map under `key` in `doc`, if that is the map with item id `map`. */
+function liveSegment (doc: Y.Doc | undefined, key: string, map: string): Y.Map<unknown> | undefined {
+  const item = doc?.share.get(ROOT)?._map.get(key)
+  if (item == null || item.deleted || idKey(item.id) !== map || !(item.content instanceof Y.ContentType)) return undefined
+  return item.content.type as Y.Map<unknown>
+}
+
+const idKey = (id: Y.ID | null): string => id == null ? '-' : `${id.client}:${id.clock}`
+
+/**
+ * Walks the update's delete set: items of the update it deletes are
+ * returned; items of `doc` it deletes are noted where they matter — a whole
+ * segment, or the current item of a key in a segment.
+ */
+function deletions (ds: ReturnType<typeof Y.decodeUpdate>['ds'], inUpdate: Map<number, Y.Item[]>, doc: Y.Doc | undefined, workOf: (map: string, segment: string) => SegmentWork): Set<Y.Item> {
+  const out = new Set<Y.Item>()
+  const root = doc?.share.get(ROOT) as Y.Map<unknown> | undefined
+  for (const [client, ranges] of ds.clients) {
+    const mine = inUpdate.get(client) ?? []
+    const structs = doc?.store.clients.get(client) ?? []
+    const state = doc == null ? 0 : Y.getState(doc.store, client)
+    for (const { clock, len } of ranges) {
+      const end = clock + len
+      for (const it of mine) if (it.id.clock < end && it.id.clock + it.length > clock) out.add(it)
+      if (clock >= state || structs.length === 0) continue
+      for (let i = Y.findIndexSS(structs, clock); i < structs.length && structs[i].id.clock < end; i++) {
+        const it = structs[i]
+        if (!(it instanceof Y.Item) || it.deleted || it.parentSub == null) continue
+        const parent = it.parent as Y.AbstractType<any> | null
+        if (parent == null || parent._map.get(it.parentSub) !== it) continue
+        if (parent === root) {
+          workOf(idKey(it.id), it.parentSub).deleted = true
+        } else {
+          const seg = parent._item
+          if (seg != null && seg.parent === root && seg.parentSub != null) workOf(idKey(seg.id), seg.parentSub).removed.add(it.parentSub)
+        }
+      }
+    }
+  }
+  return out
+}
+
+/**
+ * The state the update leaves `segment` in must be one its owner sealed.
+ * Each key's new items must continue its chain one after another from the
+ * document's current item (the way only a single writer produces them); the
+ * last one is the key's new value.
+ */
+function checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, seals: SealContext, entries: ParsedEntries, deletedInUpdate: Set<Y.Item>): void {
+  const segment = w.segment
+  if (w.deleted || (w.created != null && deletedInUpdate.has(w.created))) return
+  const live = w.created != null ? undefined : liveSegment(doc, segment, map)
+  // Items below a map this replica has deleted: Yjs integrates them deleted; nothing becomes routable.
+  if (w.created == null && live == null) return
+  const base = w.created != null ? undefined : seals.digestOf(segment)
+  const changes: LeafChanges = new Map()
+  let seal: Seal | null | undefined
+  for (const [key, items] of w.items) {
+    const tail = chainEnd(segment, key, items, live?._map.get(key))
+    const gone = tail.deleted || tail.content instanceof Y.ContentDeleted || deletedInUpdate.has(tail)
+    if (key === SEAL_KEY) {
+      seal = gone ? null : decodeSeal((tail.content as Y.ContentAny).arr[0])
+      continue
+    }
+    if (gone) {
+      changes.set(key, null)
+      continue
+    }
+    const arr = (tail.content as Y.ContentAny).arr
+    const text = arr[arr.length - 1]
+    if (typeof text !== 'string') throw new UnsignedWriteError(`entry ${key} in segment ${segment} is not stored as text, so it cannot be sealed`)
+    const id = Y.createID(tail.id.client, tail.id.clock + arr.length - 1)
+    const parsed = entries.get(id)
+    const leaf = entryLeaf(key, text)
+    if (parsed != null) parsed.leaf = leaf
+    changes.set(key, leaf)
+  }
+  for (const key of w.removed) {
+    if (w.items.has(key)) continue
+    if (key === SEAL_KEY) seal = null
+    else changes.set(key, null)
+  }
+  // Unchanged leaves (a key rewritten with the same text) are no change.
+  for (const [key, leaf] of changes) if ((base?.leaf(key) ?? null) === leaf) changes.delete(key)
+  if (changes.size === 0 && seal === undefined) return
+  const current = base?.seal ?? null
+  const after = seal === undefined ? current : seal
+  const digest = base ?? new SegmentDigest()
+  let count = digest.size
+  for (const [key, leaf] of changes) count += (digest.leaf(key) == null ? 0 : -1) + (leaf == null ? 0 : 1)
+  if (after == null) {
+    if (count > 0) throw new UnsignedWriteError(`segment ${segment} would hold ${count} entries without its owner's seal`)
+    return
+  }
+  if (seal != null && current != null && seal.seq <= current.seq) throw new UnsignedWriteError(`segment ${segment}: seal ${seal.seq} is not newer than the seal ${current.seq} already held`)
+  const problem = sealProblem(seals.authority, segment, ownerOf(segment), after, digest.rootWith(changes))
+  if (problem != null) throw new UnsignedWriteError(`segment ${segment}: ${problem}`)
+}
+
+/** The last of a key's new items, checking they continue the key's chain one after another from `current`. */
+function chainEnd (segment: string, key: string, items: Y.Item[], current: Y.Item | undefined): Y.Item {
+  const refused = (): UnsignedWriteError => new UnsignedWriteError(`writes to ${JSON.stringify(key).slice(0, 80)} in segment ${segment} do not follow one another from its current entry: only its owner writes there, one transaction after another`)
+  const byOrigin = new Map<string, Y.Item>()
+  for (const it of items) {
+    const k = idKey(it.origin)
+    if (it.rightOrigin != null || byOrigin.has(k)) throw refused()
+    byOrigin.set(k, it)
+  }
+  let end: Y.Item | undefined
+  let count = 0
+  for (let next = byOrigin.get(current == null ? '-' : lastIdKey(current)); next != null && count <= items.length; next = byOrigin.get(lastIdKey(next))) {
+    end = next
+    count++
+  }
+  if (end == null || count !== items.length) throw refused()
+  return end
+}
+
+const lastIdKey = (item: Y.Item): string => `${item.id.client}:${item.id.clock + item.length - 1}`

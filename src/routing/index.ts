@@ -9,7 +9,7 @@
  * router.route({ verb: 'invoke', capability: 'echo', budget_tokens: 10 })
  */
 export { Router } from './router.ts'
-export type { RouteQuery, RouteResult, RouterInit, Strategy } from './router.ts'
+export type { RoutableWorker, RouteQuery, RouteResult, RouterInit, Strategy } from './router.ts'
 export { IdempotencyCache } from './idempotency.ts'
 export type { IdempotencyCacheInit } from './idempotency.ts'
 export { IndexedSet } from './indexed-set.ts'

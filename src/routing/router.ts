@@ -27,6 +27,13 @@ import { IndexedSet } from './indexed-set.ts'
 
 export type { RouteQuery, RouteResult, Strategy }
 
+/**
+ * What the router needs of a worker: a registry record has it, and so has a
+ * worker as `/workers` and `/watch` show it (with `owner` from its
+ * `controller_id`), so a client can route over its own copy with this code.
+ */
+export type RoutableWorker = Pick<WorkerRecord, 'worker_id' | 'worker_url' | 'capabilities' | 'owner' | 'incarnation'>
+
 export interface RouterInit {
   /** Id of the controller answering: preferred owner when a query names no affinity. */
   controllerId: string
@@ -36,7 +43,7 @@ export interface RouterInit {
 }
 
 interface Indexed {
-  record: WorkerRecord
+  record: RoutableWorker
   state: HealthState
   load: number
 }
@@ -85,7 +92,7 @@ export class Router {
   // ---------------------------------------------------------- index upkeep
 
   /** Adds or replaces a worker (a registry change). */
-  upsert (record: WorkerRecord, state: HealthState, load = 0): void {
+  upsert (record: RoutableWorker, state: HealthState, load = 0): void {
     if (this.workers.has(record.worker_id)) this.remove(record.worker_id)
     const w: Indexed = { record, state, load }
     this.workers.set(record.worker_id, w)
@@ -113,6 +120,17 @@ export class Router {
     }
     this.workers.delete(workerId)
     this.perState[w.state]--
+  }
+
+  /** The state `workerId` is routed by, undefined if not indexed. */
+  stateOf (workerId: string): HealthState | undefined {
+    return this.workers.get(workerId)?.state
+  }
+
+  /** Workers that offer `verb` + `name` and could be routed to (healthy or pending), whatever their load. O(1). */
+  routable (verb: string, name: string): number {
+    const b = this.buckets.get(keyOf(verb, name))
+    return b == null ? 0 : b.healthy.size + b.pending.size
   }
 
   /** Workers per state, as routed. O(1). */
@@ -287,7 +305,7 @@ export class Router {
     return r
   }
 
-  private keysOf (record: WorkerRecord): Set<string> {
+  private keysOf (record: RoutableWorker): Set<string> {
     const keys = new Set<string>()
     for (const c of record.capabilities) keys.add(keyOf(c.verb, c.name))
     return keys

@@ -24,6 +24,7 @@ import { ControllerTimeoutError } from '../errors.ts'
 import type { Capability } from '../wire/index.ts'
 import { ensureTls } from '../tls/index.ts'
 import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
+import { tokenIssuer, type TokenIssuer } from './tokens.ts'
 import { FaultProxy } from './proxy.ts'
 import type { Checkpoint, FaultRecord, RouteSample, SimRecord, StateSample, WorkerFate } from './record.ts'
 
@@ -84,6 +85,7 @@ export class Simulation {
   private readonly root: string
   private ca = ''
   private client: HttpsClient | null = null
+  private tokens: TokenIssuer | null = null
   private t0 = 0
   private groups: number[][] | null = null
   private readonly faults: FaultRecord[] = []
@@ -135,7 +137,9 @@ export class Simulation {
     subscribe('undici:client:connected', this.onConnect)
     const tls = await ensureTls({ dir: join(this.root, 'tls') })
     this.ca = tls.ca
-    this.client = httpsClient({ ca: tls.ca, timeoutMs: 2000, connections: 32 })
+    // Controllers ask every caller who it is: the recorder calls as an operator, each agent with its own worker token.
+    this.tokens = tokenIssuer(join(this.root, 'tls'))
+    this.client = httpsClient({ ca: tls.ca, token: await this.tokens.sign('operator', 'harness'), timeoutMs: 2000, connections: 32 })
     for (let i = 0; i < this.init.nodes; i++) {
       this.nodes.push({ index: i, id: `n${i + 1}`, dataDir: join(this.root, `n${i + 1}`), child: null, proxies: [] })
     }
@@ -194,7 +198,7 @@ export class Simulation {
         '--id', n.id, '--https-port', '0', '--p2p-port', '0', '--data-dir', n.dataDir, '--tls-dir', join(this.root, 'tls'),
         '--heartbeat-interval', `${t.heartbeatMs}ms`, '--unhealthy-after', `${t.unhealthyMs}ms`, '--stale-after', `${t.staleMs}ms`,
         '--digest-interval', `${Math.min(250, Math.floor(t.unhealthyMs / 4))}ms`, '--sync-interval', '1s', '--reconnect-interval', '250ms',
-        '--log-level', 'info',
+        '--log-level', 'info', '--token-key', this.tokens!.keyFile,
         ...peers.flatMap(p => ['--bootstrap', p])
       ]
     })
@@ -250,6 +254,7 @@ export class Simulation {
       capabilities: [cap],
       controllers: urls,
       client: this.client!,
+      token: await this.tokens!.sign('worker', id),
       ranking,
       heartbeatIntervalMs: this.timing.heartbeatMs,
       attemptTimeoutMs: Math.max(1000, this.timing.heartbeatMs * 2),

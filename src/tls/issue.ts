@@ -1,5 +1,6 @@
 /**
- * Making certificates: the local CA and the leaf certificates it signs, with
+ * Making certificates: the local CA, the server certificates and the
+ * identity (client) certificates it signs, with
  * @peculiar/x509 over WebCrypto (ECDSA P-256). Loaded only when something
  * must be made (tls.ts).
  */
@@ -59,6 +60,39 @@ export async function issue (caPem: string, caKeyPem: string, hosts: string[], v
     ]
   })
   return { cert: cert.toString('pem'), key: await exportKey(keys.privateKey) }
+}
+
+/**
+ * Issues a client certificate carrying an identity: the URI SAN `uri` (a
+ * SPIFFE id), subject CN=`commonName`, ExtendedKeyUsage clientAuth only (it
+ * cannot serve HTTPS), signed by the CA.
+ */
+export async function issueClient (caPem: string, caKeyPem: string, init: { uri: string, commonName: string, validityDays: number }): Promise<{ cert: string, key: string, notAfter: Date }> {
+  const ca = new x509.X509Certificate(caPem)
+  const caKey = await webcrypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(caKeyPem), ALG, false, ['sign'])
+  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']) as CryptoKeyPair
+  const now = Date.now()
+  const notAfter = new Date(now + init.validityDays * DAY)
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: `CN=${init.commonName}`, // issued names are [A-Za-z0-9._-]: nothing to escape
+    issuer: ca.subject,
+    // An hour back, not a day: an identity should not predate its issuing by much.
+    notBefore: new Date(now - 3_600_000),
+    notAfter,
+    signingAlgorithm: ALG,
+    publicKey: keys.publicKey,
+    signingKey: caKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: init.uri }]),
+      await x509.AuthorityKeyIdentifierExtension.create(ca, false),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey)
+    ]
+  })
+  return { cert: cert.toString('pem'), key: await exportKey(keys.privateKey), notAfter }
 }
 
 async function exportKey (key: CryptoKey): Promise<string> {

@@ -16,7 +16,8 @@ export const ErrorBody = Type.Object({
   message: Type.String(),
   details: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
   capability: Type.Optional(Type.String()),
-  verb: Type.Optional(Type.String())
+  verb: Type.Optional(Type.String()),
+  reason: Type.Optional(Type.String({ description: 'Why an identity was refused (401, 403): a stable reason, see docs/errors.md#identity-failures.' }))
 })
 export type ErrorBody = Static<typeof ErrorBody>
 
@@ -178,7 +179,9 @@ export const WorkersQuerystring = Type.Object({
   state: Type.Optional(HealthState),
   capability: Type.Optional(Name),
   limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,6}$' })),
-  offset: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$' }))
+  offset: Type.Optional(Type.String({ pattern: '^[0-9]{1,9}$' })),
+  index: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'Blocking query: answer once something changed after this index (the `index` of an earlier answer), or at `wait`.' })),
+  wait: Type.Optional(Type.String({ maxLength: 32, description: 'Blocking query: the longest wait, e.g. 30s, 500ms, 5m (at most 5m; default 60s). Only with `index`.' }))
 }, { additionalProperties: false })
 
 export const WorkerView = Type.Object({
@@ -195,8 +198,156 @@ export const WorkerView = Type.Object({
 })
 export type WorkerView = Static<typeof WorkerView>
 
-export const WorkersReply = Type.Object({ total: Type.Integer(), workers: Type.Array(WorkerView) })
+export const WorkersReply = Type.Object({
+  total: Type.Integer(),
+  workers: Type.Array(WorkerView),
+  /** The controller's change index this listing is consistent with (also the `x-capmesh-index` header): the `index` of the next blocking query. */
+  index: Type.Integer({ description: 'The change index this listing is consistent with (also in the x-capmesh-index header): pass it as `index` to wait for the next change.' })
+})
 export type WorkersReply = Static<typeof WorkersReply>
+
+// ------------------------------------------------------------------- watch
+//
+// `GET /watch` is a Server-Sent Events stream. Each event has a name (the
+// SSE `event:` line), a JSON body (`data:`) declared below, and — except
+// `overflow` — an id `<epoch>-<index>` (`id:`): the controller process's
+// epoch and the event's place in its change log. A client that reconnects
+// with the last id it saw (`Last-Event-ID`, or `?since=`) gets every event
+// after it; one whose id is from another epoch (a restart, another
+// controller) or older than the log holds gets a `snapshot` first.
+
+/** What this controller knows of another controller: heard from, silent for unhealthy-after, gone for stale-after. */
+export const OwnerStatus = Type.Union([Type.Literal('unknown'), Type.Literal('alive'), Type.Literal('silent'), Type.Literal('gone')])
+
+/** What a watcher may filter on (`?kind=`): worker registrations, their health, the controllers. */
+export const WatchKind = Type.Union([Type.Literal('worker'), Type.Literal('health'), Type.Literal('controller')])
+export type WatchKind = Static<typeof WatchKind>
+
+const CapabilityNames = Type.Array(Type.String(), { description: 'Names of the capabilities the worker offers (for filters and caches).' })
+
+/** `worker_added`, `worker_updated` (kind `worker`): the worker as `/workers` lists it, with the state this controller routes it by. */
+export const WorkerEventData = Type.Object({ worker: WorkerView })
+export type WorkerEventData = Static<typeof WorkerEventData>
+
+/** `worker_removed` (kind `worker`): deregistered, expired, or dropped with its gone controller. */
+export const WorkerRemovedData = Type.Object({
+  worker_id: Type.String(),
+  controller_id: Type.String(),
+  incarnation: Type.Integer(),
+  capabilities: CapabilityNames
+})
+export type WorkerRemovedData = Static<typeof WorkerRemovedData>
+
+/** `worker_state` (kind `health`): the state this controller routes a worker by changed. */
+export const WorkerStateData = Type.Object({
+  worker_id: Type.String(),
+  controller_id: Type.String(),
+  capabilities: CapabilityNames,
+  from: HealthState,
+  to: HealthState,
+  load: Type.Integer()
+})
+export type WorkerStateData = Static<typeof WorkerStateData>
+
+/** `controller_status` (kind `controller`): another controller joined (→ alive), went silent, came back or is gone. */
+export const ControllerStatusData = Type.Object({
+  controller_id: Type.String(),
+  from: OwnerStatus,
+  to: OwnerStatus
+})
+export type ControllerStatusData = Static<typeof ControllerStatusData>
+
+/**
+ * `self_preservation` (kind `controller`): a controller entered (`on`) or left it. For the
+ * controller serving the stream, `reason` says whether its workers or its peers went silent;
+ * for another, null (its digests say only that it is in self-preservation).
+ */
+export const SelfPreservationData = Type.Object({
+  controller_id: Type.String(),
+  on: Type.Boolean(),
+  reason: Type.Union([Type.Literal('workers'), Type.Literal('peers'), Type.Null()])
+})
+export type SelfPreservationData = Static<typeof SelfPreservationData>
+
+/** One controller in a snapshot: this one (`self: true`) and every other it knows. */
+export const WatchController = Type.Object({
+  controller_id: Type.String(),
+  status: OwnerStatus,
+  self_preservation: Type.Boolean(),
+  self: Type.Boolean()
+})
+export type WatchController = Static<typeof WatchController>
+
+/**
+ * `snapshot`: the whole state the following events apply to — every worker (those offering the
+ * filtered capabilities), every controller — consistent with change `index` of `epoch`. Sent
+ * first to a watcher without a usable cursor; it replaces whatever the client held.
+ */
+export const WatchSnapshot = Type.Object({
+  controller_id: Type.String({ description: 'The controller serving the stream.' }),
+  epoch: Type.String(),
+  index: Type.Integer(),
+  workers: Type.Array(WorkerView),
+  controllers: Type.Array(WatchController)
+})
+export type WatchSnapshot = Static<typeof WatchSnapshot>
+
+/** `overflow`: the last event of a stream the controller cut off, and why. No id: reconnect with the last id seen. */
+export const WatchOverflowData = Type.Object({
+  reason: Type.Union([Type.Literal('lagged'), Type.Literal('stalled')], { description: 'lagged: the change log no longer holds the next event for this watcher; stalled: it read nothing for several keepalive intervals.' }),
+  message: Type.String(),
+  buffered_bytes: Type.Integer({ description: 'Bytes written to the connection and not yet taken by the client.' }),
+  limit_bytes: Type.Integer({ description: 'The controller\'s watch-buffer.' }),
+  index: Type.Integer({ description: 'The last change index delivered to this watcher.' })
+})
+export type WatchOverflowData = Static<typeof WatchOverflowData>
+
+/** Every event of a watch stream, by name: its kind (what `?kind=` selects; null: always sent) and its data. */
+export interface WatchEventMap {
+  worker_added: WorkerEventData
+  worker_updated: WorkerEventData
+  worker_removed: WorkerRemovedData
+  worker_state: WorkerStateData
+  controller_status: ControllerStatusData
+  self_preservation: SelfPreservationData
+}
+export type WatchEventName = keyof WatchEventMap
+
+/** The kind of each event (what `?kind=` selects). */
+export const WATCH_EVENT_KINDS: { readonly [K in WatchEventName]: WatchKind } = {
+  worker_added: 'worker',
+  worker_updated: 'worker',
+  worker_removed: 'worker',
+  worker_state: 'health',
+  controller_status: 'controller',
+  self_preservation: 'controller'
+}
+
+/** The data schema of every event a watch stream carries, by SSE event name. */
+export const WATCH_EVENT_SCHEMAS = {
+  worker_added: WorkerEventData,
+  worker_updated: WorkerEventData,
+  worker_removed: WorkerRemovedData,
+  worker_state: WorkerStateData,
+  controller_status: ControllerStatusData,
+  self_preservation: SelfPreservationData,
+  snapshot: WatchSnapshot,
+  overflow: WatchOverflowData
+} as const
+
+/** One change, as a watcher receives it: SSE `id:` (`<epoch>-<index>`), `event:` and `data:`. */
+export type WatchEvent = { [K in WatchEventName]: { id: string, index: number, event: K, data: WatchEventMap[K] } }[WatchEventName]
+
+/** `GET /watch`'s query string. */
+export const WatchQuerystring = Type.Object({
+  capability: Type.Optional(Type.Union([Name, Type.Array(Name, { minItems: 1, maxItems: 64 })], { description: 'Only events about workers offering this capability (repeatable); controller events always pass.' })),
+  kind: Type.Optional(Type.String({ pattern: '^(worker|health|controller)(,(worker|health|controller)){0,2}$', description: 'Comma-separated kinds: worker (added, updated, removed), health (worker_state), controller (controller_status, self_preservation). Default: all.' })),
+  since: Type.Optional(Type.String({ maxLength: 64, description: 'Resume after this event id (as the Last-Event-ID header, which wins when both are given).' }))
+}, { additionalProperties: false })
+export type WatchQuerystring = Static<typeof WatchQuerystring>
+
+/** An event id: `<epoch>-<index>`. */
+export const WATCH_EVENT_ID = /^([0-9a-z]{1,32})-([0-9]{1,15})$/
 
 // ------------------------------------------------------------------- state
 
@@ -275,15 +426,18 @@ export const HealthReply = Type.Object({
     connected_peers: Type.Integer(),
     registry_hash: Type.String(),
     self_preservation: SelfPreservation,
-    mesh_key_id: Type.Union([Type.String(), Type.Null()])
+    /** Public id of the primary mesh key (what this controller keys new connections with). */
+    mesh_key_id: Type.Union([Type.String(), Type.Null()]),
+    /** Every mesh key this controller accepts, the primary first (more than one during a key rotation). */
+    mesh_key_ids: Type.Array(Type.String())
   }),
   store: Type.Union([Type.Object({ logBytes: Type.Integer(), snapshotBytes: Type.Integer() }), Type.Null()]),
   tls: Type.Object({ ca_path: Type.Union([Type.String(), Type.Null()]) }),
+  /** `off`: this controller asks nobody who they are (anyone may change the registry). */
+  auth: Type.Object({ mode: Type.Union([Type.Literal('required'), Type.Literal('off')]), trust_domain: Type.String(), health: Type.Union([Type.Literal('open'), Type.Literal('required')]) }),
   config: Type.Object({ heartbeat_interval_ms: Type.Integer(), unhealthy_after_ms: Type.Integer(), stale_after_ms: Type.Integer() })
 })
 export type HealthReply = Static<typeof HealthReply>
-
-export const OwnerStatus = Type.Union([Type.Literal('unknown'), Type.Literal('alive'), Type.Literal('silent'), Type.Literal('gone')])
 
 export const PeerStatus = Type.Object({
   peer_id: Type.String(),
@@ -313,6 +467,37 @@ export const MemberStatus = Type.Object({
 })
 export type MemberStatus = Static<typeof MemberStatus>
 
+/** Why a peer was refused (it is not in the allow list), by where it was turned away. */
+export const RefusalReason = Type.Union([
+  Type.Literal('inbound'), Type.Literal('outbound'), Type.Literal('dial'), Type.Literal('introduced'), Type.Literal('gossip'), Type.Literal('revoked')
+], { description: 'inbound: its connection; outbound: a connection this controller dialled led to it; dial: not dialled; introduced: an introduction of it not taken; gossip: a message it signed, forwarded by another peer, dropped; revoked: hung up on after a reload removed it.' })
+
+/** A libp2p peer that holds the mesh key but is not admitted by the allow list, as /mesh lists it. */
+export const RefusedPeer = Type.Object({
+  peer_id: Type.String(),
+  /** The remote address of its last refused connection (or the introduced address), when known. */
+  address: Type.Union([Type.String(), Type.Null()]),
+  /** Refusals since this controller started. */
+  count: Type.Integer(),
+  /** ISO time of the last refusal. */
+  last_at: Type.String(),
+  /** Where the last refusal happened. */
+  reason: RefusalReason
+})
+export type RefusedPeer = Static<typeof RefusedPeer>
+
+/** A mesh key this controller accepts, or one it no longer accepts that open connections still use. */
+export const MeshKeyStatus = Type.Object({
+  id: Type.String(),
+  /** New connections are keyed with it. */
+  primary: Type.Boolean(),
+  /** False for a key that was removed from the ring but still keys open connections (they are being closed and re-dialled). */
+  accepted: Type.Boolean(),
+  /** Open connections keyed with it, in either direction. */
+  connections: Type.Integer()
+})
+export type MeshKeyStatus = Static<typeof MeshKeyStatus>
+
 export const MeshReply = Type.Object({
   controller_id: Type.String(),
   peer_id: Type.Union([Type.String(), Type.Null()]),
@@ -328,6 +513,16 @@ export const MeshReply = Type.Object({
   registry_hash: Type.String(),
   sync: SyncHealth,
   self_preservation: SelfPreservation,
-  mesh_key_id: Type.Union([Type.String(), Type.Null()])
+  /** Public id of the primary mesh key. */
+  mesh_key_id: Type.Union([Type.String(), Type.Null()]),
+  /** Every accepted mesh key, the primary first, with the connections using each; then removed keys still in use. */
+  mesh_keys: Type.Array(MeshKeyStatus),
+  /** The peer allow list in force: its file, and the controllers it admits. */
+  admission: Type.Object({
+    file: Type.Union([Type.String(), Type.Null()]),
+    controllers: Type.Array(Type.Object({ controller_id: Type.String(), peer_id: Type.String() }))
+  }),
+  /** Peers refused because the allow list does not admit them, most recent first (at most 1024). */
+  refused: Type.Array(RefusedPeer)
 })
 export type MeshReply = Static<typeof MeshReply>

@@ -6,9 +6,9 @@ import { CLI } from '../../src/launch/index.ts'
 
 export interface CliRun { code: number | null, stdout: string, stderr: string }
 
-/** Runs `capmesh <args>` and collects its output; killed (by its pid) after `timeoutMs`. */
-export async function capmesh (args: string[], timeoutMs = 30_000): Promise<CliRun> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+/** Runs `capmesh <args>` (with `env` added to this process's environment) and collects its output; killed (by its pid) after `timeoutMs`. */
+export async function capmesh (args: string[], timeoutMs = 30_000, env: Record<string, string> = {}): Promise<CliRun> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })

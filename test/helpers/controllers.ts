@@ -1,8 +1,10 @@
 /**
  * Test helpers: real controllers on ephemeral loopback ports, with data dirs
  * under a temp folder and one shared TLS dir (the project's own CA), and an
- * HTTPS client that trusts that CA. Everything started is stopped by
- * `cleanup()`.
+ * HTTPS client that trusts that CA and calls as an operator (a client
+ * certificate the CA issued: controllers ask every caller who it is).
+ * Identities of any role come from `identity()`. Everything started is
+ * stopped by `cleanup()`.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
@@ -12,15 +14,23 @@ import type { Logger } from 'pino'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { networkFaults, type NetworkFaults, type Resolve } from '../../src/gossip/index.ts'
-import { ensureTls } from '../../src/tls/index.ts'
+import type { Role } from '../../src/identity/index.ts'
+import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
+
+/** What a caller presents: the CA it trusts, and its client certificate and key (PEM). */
+export interface CallerTls { ca: string, cert: string, key: string }
 
 export interface TestBed {
   root: string
   tlsDir: string
   ca: string
+  /** The operator identity `bed.client` calls with (agents of tests that are not about identity use it too). */
+  tls: CallerTls
   client: HttpsClient
-  /** Starts a controller in-process (local preset: fast timeouts, port 0), optionally with its own resolver or logger. */
+  /** A client certificate for `spiffe://capmesh.local/<role>/<name>`, issued by the bed's CA (once per identity). */
+  identity: (role: Role, name: string) => Promise<CallerTls>
+  /** Starts a controller in-process (local preset: fast timeouts, port 0), optionally with its own resolver; `logger` to read what it logs. */
   start: (overrides?: RawConfig, init?: { resolve?: Resolve, logger?: Logger }) => Promise<Controller>
   cleanup: () => Promise<void>
 }
@@ -38,14 +48,26 @@ export async function testBed (name = 'capmesh'): Promise<TestBed> {
   const root = mkdtempSync(join(tmpdir(), `${name}-`))
   const tlsDir = join(root, 'tls')
   const tls = await ensureTls({ dir: tlsDir })
-  const client = httpsClient({ ca: tls.ca, timeoutMs: 10_000 })
+  const issued = new Map<string, Promise<CallerTls>>()
+  const identity = async (role: Role, name: string): Promise<CallerTls> => {
+    let p = issued.get(`${role}/${name}`)
+    if (p == null) {
+      issued.set(`${role}/${name}`, p = issueIdentity({ dir: tlsDir, role, name }).then(i => ({ ca: tls.ca, cert: i.cert, key: i.key })))
+    }
+    return await p
+  }
+  // Named after its role: what `capmesh status` and `state` look for in a TLS dir by default.
+  const operator = await identity('operator', 'operator')
+  const client = httpsClient({ ...operator, timeoutMs: 10_000 })
   const running: Controller[] = []
   let n = 0
   return {
     root,
     tlsDir,
     ca: tls.ca,
+    tls: operator,
     client,
+    identity,
     async start (overrides = {}, init = {}) {
       const id = overrides.id ?? `c${n++}`
       const config = resolveControllerConfig(localPreset({ id, dataDir: join(root, id), tlsDir, ...overrides }))

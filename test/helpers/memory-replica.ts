@@ -53,7 +53,7 @@ export class MemoryReplica implements SyncReplica {
     return out
   }
 
-  apply (update: Uint8Array): void {
+  apply (update: Uint8Array): boolean {
     if (this.refuse) throw new Error('refused by the test')
     const dv = new DataView(update.buffer, update.byteOffset, update.byteLength)
     const n = dv.getUint32(0)
@@ -68,11 +68,14 @@ export class MemoryReplica implements SyncReplica {
       add.push([k, update.slice(at + 4, at + 4 + vl)])
       at += 4 + vl
     }
+    let changed = false
     for (const [k, v] of add) {
       if (this.items.has(k)) this.duplicates++
+      else changed = true
       this.items.set(k, v)
     }
     this.applied.push(update.length)
+    return changed
   }
 
   /** A digest of the content, to compare replicas. */

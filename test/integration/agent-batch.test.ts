@@ -36,7 +36,7 @@ describe('registerBatch', () => {
     const mesh = await startMesh(3)
     const urls = mesh.map(c => c.url)
     const workers: Spec[] = Array.from({ length: 1000 }, (_, i) => spec(`b${String(i).padStart(4, '0')}`, urls))
-    const results = await registerBatch(workers, { concurrency: 16, ca: bed.ca })
+    const results = await registerBatch(workers, { concurrency: 16, tls: bed.tls })
     live = okAgents(results)
     expect(results).toHaveLength(1000)
     expect(results.map(r => r.workerId)).toEqual(workers.map(w => w.workerId))
@@ -72,7 +72,7 @@ describe('registerBatch', () => {
     workers[3] = { ...workers[3], workerId: 'has space' }
     workers[17] = { ...workers[17], capabilities: [{ ...cap('cap-v17'), max_concurrency: 0 }] }
     workers[31] = { ...workers[31], workerUrl: 'ftp://127.0.0.1/v31' }
-    const results = await registerBatch(workers, { concurrency: 8, ca: bed.ca })
+    const results = await registerBatch(workers, { concurrency: 8, tls: bed.tls })
     live = okAgents(results)
     expect(results.map(r => r.workerId)).toEqual(workers.map(w => w.workerId))
     const failed = results.map((r, i) => [i, r] as const).filter(([, r]) => !r.ok)
@@ -92,7 +92,7 @@ describe('registerBatch', () => {
   it('never has more registrations in flight than `concurrency`', async () => {
     const fake = await slowFakeController(200)
     // A client with plenty of connections, so only the batch itself can bound what is in flight.
-    const client = httpsClient({ ca: bed.ca, connections: 64 })
+    const client = httpsClient({ ...bed.tls, connections: 64 })
     closers.push(async () => { await client.close() })
     const workers = (n: number, p: string): Spec[] => Array.from({ length: n }, (_, i) => spec(`${p}${i}`, [fake.url]))
 

@@ -140,7 +140,7 @@ function agent (id: string, controllers: string[], extra: Partial<WorkerAgentIni
     workerUrl: `https://127.0.0.1:7000/${id}`,
     capabilities: [cap(`cap-${id}`)],
     controllers,
-    ca: bed.ca,
+    tls: bed.tls,
     heartbeatIntervalMs: 200,
     ...extra
   })

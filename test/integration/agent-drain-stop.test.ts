@@ -140,7 +140,7 @@ function agent (id: string, urls: string[], affinity: string, heartbeatIntervalM
     workerUrl: `https://127.0.0.1:7000/${id}`,
     capabilities: [cap('shared'), cap(`cap-${id}`)],
     controllers: urls,
-    ca: bed.ca,
+    tls: bed.tls,
     heartbeatIntervalMs,
     affinity
   })

@@ -196,7 +196,7 @@ function agent (id: string, urls: string[], extra: Partial<WorkerAgentInit> = {}
     workerUrl: `https://127.0.0.1:7000/${id}`,
     capabilities: [cap(`cap-${id}`)],
     controllers: urls,
-    ca: bed.ca,
+    tls: bed.tls,
     heartbeatIntervalMs: 200,
     ...extra
   })

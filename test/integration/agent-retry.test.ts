@@ -267,7 +267,7 @@ describe('permanent rejections', () => {
       workerUrl: 'https://127.0.0.1:7000/p2',
       capabilities: [{ ...cap('cap-p2'), max_concurrency: 0 }],
       controllers: [c0.url],
-      ca: bed.ca
+      tls: bed.tls
     })
     agents.push(a)
     a.on('error', () => {})
@@ -293,7 +293,7 @@ function agent (id: string, controllers: string[], extra: Partial<WorkerAgentIni
     workerUrl: `https://127.0.0.1:7000/w`,
     capabilities: [cap(`cap-${id.replace(/\s/g, '_')}`)],
     controllers,
-    ca: bed.ca,
+    tls: bed.tls,
     heartbeatIntervalMs: 100,
     ...extra
   })

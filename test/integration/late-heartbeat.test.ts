@@ -136,7 +136,7 @@ function cap (name: string): Capability {
 
 /** A real agent for worker `id` (capability `cap-<id>`), 200 ms heartbeats; stopped after the test. */
 function agent (id: string, urls: string[], extra: Partial<WorkerAgentInit> = {}): WorkerAgent {
-  const a = workerAgent({ workerId: id, workerUrl: `https://127.0.0.1:7000/${id}`, capabilities: [cap(`cap-${id}`)], controllers: urls, ca: bed.ca, heartbeatIntervalMs: 200, ...extra })
+  const a = workerAgent({ workerId: id, workerUrl: `https://127.0.0.1:7000/${id}`, capabilities: [cap(`cap-${id}`)], controllers: urls, tls: bed.tls, heartbeatIntervalMs: 200, ...extra })
   a.on('error', () => {})
   agents.push(a)
   return a

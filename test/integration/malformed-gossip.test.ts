@@ -11,14 +11,17 @@
  * byte for byte), its peers are unaffected, every rejection is logged with
  * the sending peer, and valid traffic still flows afterwards.
  *
- * The attacker holds the mesh key (an insider: a compromised controller
- * host): what it sends is stopped by validation. Without the key, or with
- * another mesh's, a node cannot even connect (last describe block).
+ * The attacker holds the mesh key and is in the peer allow list (an
+ * admitted insider: a compromised controller host): what it sends is
+ * stopped by validation. Without the key, or with another mesh's, a node
+ * cannot even connect (last describe block); with the key but not in the
+ * allow list, neither (test/integration/admission.test.ts).
  *
  * Timeouts are long here (unhealthy 60 s) so nothing legitimate changes the
  * registry while the attack runs: any change is the attacker's doing.
  */
 import { randomBytes } from 'node:crypto'
+import { appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -161,6 +164,8 @@ async function stillFlows (id: string): Promise<void> {
 // ------------------------------------------------------------------ the attacker
 
 let lastDial = 0
+/** Attackers added to the allow list so far (each under its own controller id). */
+let admitted = 0
 
 /**
  * A libp2p node like a controller's, dialled to the victim and subscribed to
@@ -170,6 +175,8 @@ let lastDial = 0
  */
 async function attacker (): Promise<Node> {
   const node = await hostileNode(readMeshKey(join(bed.tlsDir, 'mesh.key')))
+  // Admitted, as a compromised controller host would be: the controllers read the new line when it dials.
+  appendFileSync(join(bed.tlsDir, 'peers.allow'), `evil-${++admitted} ${node.peerId.toString()}\n`)
   await node.dial(multiaddr(victim.p2p.multiaddrs[0]))
   node.services.pubsub.subscribe(REGISTRY_TOPIC)
   node.services.pubsub.subscribe(LIVENESS_TOPIC)
@@ -341,7 +348,10 @@ const gossipCases: Array<[string, Array<[string, string, () => Uint8Array]>]> = 
     ['an unknown kind', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, 9, 4, ...id4], validEntryUpdate())],
     ['a truncated controller id', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 200, ...id4])],
     ['a controller id that is not utf-8', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 2, 0xff, 0xfe], validEntryUpdate())],
-    ['an invalid controller id', REGISTRY_TOPIC, () => envelope(Kind.update, validEntryUpdate(), '../evil id')]
+    ['an invalid controller id', REGISTRY_TOPIC, () => envelope(Kind.update, validEntryUpdate(), '../evil id')],
+    ['an update without its trace-context count', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4])],
+    ['a trace context with an all-zero trace id', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4, 1, ...new Array(16).fill(0), ...new Array(8).fill(1), 1], validEntryUpdate())],
+    ['more trace contexts than an envelope carries', REGISTRY_TOPIC, () => rawEnvelope([0xca, VERSION, Kind.update, 4, ...id4, 255], validEntryUpdate())]
   ]],
   ['valid envelopes carrying malformed Yjs updates', [
     ['garbage instead of a Yjs update', REGISTRY_TOPIC, () => envelope(Kind.update, junk(200))],

@@ -19,7 +19,7 @@ let agent: Agent
 
 beforeAll(async () => {
   bed = await testBed('malformed')
-  agent = new Agent({ connect: { ca: bed.ca } })
+  agent = new Agent({ connect: { ca: bed.ca, cert: bed.tls.cert, key: bed.tls.key } })
 })
 afterAll(async () => {
   await agent.close()

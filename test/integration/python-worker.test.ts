@@ -45,8 +45,11 @@ describe('a Python worker speaking only the wire contract', () => {
 
     const events: Array<Record<string, any>> = []
     const stderr: string[] = []
+    // The worker's own certificate, issued by the mesh's CA: spiffe://capmesh.local/worker/py-1.
+    await bed.identity('worker', 'py-1')
     const py = spawn('python3', [
       SCRIPT, '--controller', first.url, '--cafile', join(bed.tlsDir, 'ca.pem'),
+      '--certfile', join(bed.tlsDir, 'py-1.pem'), '--keyfile', join(bed.tlsDir, 'py-1-key.pem'),
       '--id', 'py-1', '--url', 'https://127.0.0.1:7999/py-1', '--capability', 'py-upper',
       '--interval', '0.2', '--timeout', '2'
     ], { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -27,6 +27,10 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
       'router-workers': '100000', 'decision-time': '300ms', 'skip-http': 'off', 'skip-decision': 'off', only: 'not set', 'load-generator': 'off'
     }
   },
+  'simulations/bench/route-client.ts': {
+    script: 'bench:route-client',
+    options: { workers: '1000', capabilities: '10', routes: '200000', 'http-routes': '5000', registrations: '200', gap: '20ms' }
+  },
   'simulations/bench/mesh.ts': {
     script: 'bench:mesh',
     options: {
@@ -43,10 +47,11 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
     script: 'bench:failover',
     options: {
       workers: '100', heartbeat: '1000', 'capacity-workers': '10000', seconds: '10', rate: '5000', connections: '32', warmup: '2',
-      loadgen: 'not set', ca: 'not set', pid: 'not set'
+      loadgen: 'not set', ca: 'not set', cert: 'not set', key: 'not set', pid: 'not set'
     }
   },
   'simulations/bench/tls-resume.ts': { script: 'bench:tls', options: { connections: '400', rounds: '3' } },
+  'simulations/bench/identity.ts': { script: 'bench:identity', options: { n: '20000' } },
   'simulations/bench/footprint.ts': { script: 'bench:footprint', options: { cli: 'not set', settle: '10s' } },
   'simulations/bench/catchup.ts': { script: 'bench:catchup', options: { sizes: '30000,100000', connections: '32', timeout: '300s' } }
 }

@@ -8,7 +8,6 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
-import { Origin, Registry } from '../../src/registry/index.ts'
 import { capability, eventually, faultsOf, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
@@ -64,11 +63,13 @@ describe('sync exchanges', () => {
     await eventually(() => !c1.p2p.connectedPeers().includes(c2.p2p.peerId), 'c1 and c2 to be apart', 5_000)
     const atC1 = exchanges(c1)
     const atC2 = exchanges(c2)
-    // Something only c2 holds (applied as from a peer, so never gossiped): controllers that already
-    // agree skip the exchange, so this is what makes one necessary.
-    const elsewhere = new Registry({ controllerId: 'zz' })
-    elsewhere.register({ worker_id: 'only-at-c2', worker_url: 'https://127.0.0.1:7000/', capabilities: [capability('cap-z') as never] })
-    c2.core.registry.applyUpdate(elsewhere.encodeState(), Origin.remote)
+    // Something only c2 holds (its gossip lost at c0, the only peer it reaches): controllers that
+    // already agree skip the exchange, so this is what makes one necessary.
+    faultsOf(c0).set({ lossRate: 1 })
+    c2.core.registry.register({ worker_id: 'only-at-c2', worker_url: 'https://127.0.0.1:7000/', capabilities: [capability('cap-z') as never] })
+    await new Promise(resolve => setTimeout(resolve, 200))
+    faultsOf(c0).set({ lossRate: 0 })
+    expect(c0.core.registry.get('only-at-c2')).toBeUndefined()
     expect(c1.core.registry.get('only-at-c2')).toBeUndefined()
 
     faultsOf(c1).set({ delayMs: 800 })
@@ -80,6 +81,6 @@ describe('sync exchanges', () => {
     await eventually(() => c1.p2p.connectedPeers().includes(c2.p2p.peerId), 'c1 and c2 to reconnect', 5_000, 10)
     expect(await first).not.toBeNull()
     await eventually(() => atC1.has(c2.p2p.peerId) && atC2.has(c1.p2p.peerId), 'the exchange between c1 and c2 after the reconnect', 8_000, 20)
-    expect(c1.core.registry.get('only-at-c2')?.owner).toBe('zz')
+    expect(c1.core.registry.get('only-at-c2')?.owner).toBe('c2')
   })
 })

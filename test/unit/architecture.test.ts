@@ -3,7 +3,7 @@
  * every folder of src/ has a layer there, and a file imports (type imports
  * included) only from folders of lower layers. libp2p stays in gossip/,
  * Yjs in registry/, fastify in api/ (and the demo worker's own server), and
- * the worker SDK loads none of them.
+ * the worker SDK loads none of them (and of OpenTelemetry only its API).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
@@ -88,10 +88,8 @@ describe('architecture', () => {
     expect(wrong).toEqual([])
   })
 
-  it('the worker SDK (capmesh/agent) loads neither libp2p, Yjs nor fastify', () => {
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, string> }
-    expect(pkg.exports['./agent']).toBe('./src/agent/index.ts')
-    // Every module reachable from the entry by runtime imports (type imports are erased).
+  /** Every module reachable from `entry` by runtime imports (type imports are erased), and the packages they import. */
+  const closure = (entry: string): { files: string[], packages: string[] } => {
     const seen = new Set<string>()
     const packages = new Set<string>()
     const visit = (file: string): void => {
@@ -103,8 +101,26 @@ describe('architecture', () => {
         else packages.add(spec)
       }
     }
-    visit(join(ROOT, pkg.exports['./agent']))
-    expect([...packages].filter(p => LIBP2P.test(p) || YJS.test(p) || FASTIFY.test(p))).toEqual([])
-    expect([...seen].map(f => relative(SRC, f)).filter(f => !/^(agent|utils|wire)\/|^(constants|errors)\.ts$/.test(f))).toEqual([])
+    visit(join(ROOT, entry))
+    return { files: [...seen].map(f => relative(SRC, f)), packages: [...packages] }
+  }
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, string> }
+
+  it('the worker SDK (capmesh/agent) loads neither libp2p, Yjs nor fastify, and of OpenTelemetry only @opentelemetry/api', () => {
+    expect(pkg.exports['./agent']).toBe('./src/agent/index.ts')
+    const { files, packages } = closure(pkg.exports['./agent'])
+    expect(packages.filter(p => LIBP2P.test(p) || YJS.test(p) || FASTIFY.test(p))).toEqual([])
+    // OpenTelemetry only as its API (tiny, a no-op without an SDK): the application chooses the SDK.
+    expect(packages.filter(p => p.startsWith('@opentelemetry/') && p !== '@opentelemetry/api')).toEqual([])
+    expect(files.filter(f => !/^(agent|utils|wire)\/|^(constants|errors)\.ts$/.test(f))).toEqual([])
+  })
+
+  it('the route client SDK (capmesh/client) loads neither libp2p, Yjs nor fastify: routing\'s Router and nothing else of the controller', () => {
+    expect(pkg.exports['./client']).toBe('./src/client/index.ts')
+    const { files, packages } = closure(pkg.exports['./client'])
+    expect(packages.filter(p => LIBP2P.test(p) || YJS.test(p) || FASTIFY.test(p))).toEqual([])
+    expect(files.filter(f => !/^(client|routing|utils|wire)\/|^(constants|errors)\.ts$/.test(f))).toEqual([])
+    // The same selection code as /route, not a copy.
+    expect(files).toContain('routing/router.ts')
   })
 })

@@ -6,7 +6,7 @@
  * logged with its stack.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { CapmeshError, ERROR_CODES, type ErrorCode, type FieldProblem } from '../../errors.ts'
+import { AuthError, CapmeshError, ERROR_CODES, type ErrorCode, type FieldProblem } from '../../errors.ts'
 
 interface AjvIssue {
   instancePath: string
@@ -38,10 +38,22 @@ const FASTIFY_CODES: Record<string, [ErrorCode, string?]> = {
   FST_ERR_CTP_EMPTY_TYPE: ['CAPMESH_ERR_UNSUPPORTED_MEDIA_TYPE']
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The CAPMESH_ERR_* code the request was answered with, if it failed (for the audit trail). */
+    errorCode: string | null
+  }
+}
+
 export function errorHandler (app: FastifyInstance): void {
+  app.decorateRequest('errorCode', null)
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     // capmesh's own errors know their status, headers and body (a 500 is a bug: logged below).
-    if (err instanceof CapmeshError && err.status !== 500) return reply.code(err.status).headers(err.headers()).send(err.wireBody())
+    if (err instanceof CapmeshError && err.status !== 500) {
+      req.errorCode = err.code
+      if (err instanceof AuthError) req.authFailure = err.reason
+      return reply.code(err.status).headers(err.headers()).send(err.wireBody())
+    }
     if (err.validation != null) {
       const details = (err.validation as AjvIssue[]).map(i => problemOf(i, err.validationContext ?? 'body'))
       const summary = details.map(d => `${d.field} ${d.message}`).join('; ')

@@ -13,10 +13,12 @@ export function metricsPlugin (app: Api, { metrics }: ApiComponents): void {
   // A callback hook, not an async one: it runs on every request, routes included.
   app.addHook('onResponse', (req, reply, done) => {
     const method = METHODS.has(req.method) ? req.method : 'other'
-    metrics.observeHttp(method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000)
+    const route = req.routeOptions.url ?? 'unmatched'
+    metrics.observeHttp(method, route, reply.statusCode, reply.elapsedTime / 1000)
+    if (req.authFailure != null) metrics.observeAuthFailure(req.authFailure, route)
     done()
   })
-  app.get('/metrics', { schema: { summary: 'Prometheus metrics (text exposition format)', produces: ['text/plain'] } }, async (_req, reply) => {
+  app.get('/metrics', { config: { access: ['metrics'] }, schema: { summary: 'Prometheus metrics (text exposition format)', produces: ['text/plain'] } }, async (_req, reply) => {
     const text = await metrics.text()
     return await reply.type(metrics.contentType).send(text)
   })

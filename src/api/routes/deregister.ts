@@ -8,18 +8,20 @@ import type { Api, ApiComponents } from '../types.ts'
  */
 export function deregisterRoute (app: Api, { view }: ApiComponents): void {
   app.post('/deregister', {
+    config: { access: ['worker'], audit: 'deregister', trace: 'deregister' },
     schema: {
       summary: 'Deregister a worker (idempotent)',
       body: WorkerIdBody,
       response: { 200: DeregisterReply, 400: ErrorBody }
     }
-  }, async (req) => view.deregister(req.body.worker_id))
+  }, async (req) => view.deregister(req.body.worker_id, req.identity))
 
   app.post('/drain', {
+    config: { access: ['worker'], audit: 'drain', trace: 'drain' },
     schema: {
       summary: 'Mark a worker draining: listed, not routed to',
       body: DrainBody,
       response: { 200: DrainReply, 400: ErrorBody, 409: SupersededBody }
     }
-  }, async (req) => view.drain(req.body.worker_id, req.body.incarnation))
+  }, async (req) => view.drain(req.body.worker_id, req.body.incarnation, req.identity))
 }

@@ -10,10 +10,11 @@ import type { Api, ApiComponents } from '../types.ts'
  */
 export function heartbeatRoute (app: Api, { view }: ApiComponents): void {
   app.post('/heartbeat', {
+    config: { access: ['worker'], trace: 'heartbeat' },
     schema: {
       summary: 'Heartbeat (optionally with load, or status "draining")',
       body: HeartbeatBody,
       response: { 200: HeartbeatReply, 400: ErrorBody, 409: SupersededBody }
     }
-  }, async (req) => view.heartbeat(req.body))
+  }, async (req) => view.heartbeat(req.body, req.identity))
 }

@@ -1,14 +1,22 @@
-import { ErrorBody, RouteBody, routeQueryOf, RouteQuerystring, RouteReply } from '../../wire/index.ts'
+import { AuthError } from '../../errors.ts'
+import type { Identity } from '../../identity/index.ts'
+import { ErrorBody, RouteBody, routeQueryOf, RouteQuerystring, RouteReply, type RouteQuery } from '../../wire/index.ts'
 import type { Api, ApiComponents } from '../types.ts'
 
-const replies = { 200: RouteReply, 400: ErrorBody, 404: ErrorBody, 503: ErrorBody }
+const replies = { 200: RouteReply, 400: ErrorBody, 403: ErrorBody, 404: ErrorBody, 503: ErrorBody }
 
 /**
  * POST /route and GET /route — pick a worker for verb + capability from this
  * controller's own replica. 404 when nobody offers it, 503 + Retry-After when
- * workers offer it but none is healthy right now.
+ * workers offer it but none is healthy right now, 403 `route_denied` when the
+ * route policy does not let the caller route to that capability.
  */
-export function routeRoute (app: Api, { view }: ApiComponents): void {
-  app.post('/route', { schema: { summary: 'Route a request to a worker', body: RouteBody, response: replies } }, async (req) => view.route(req.body))
-  app.get('/route', { schema: { summary: 'Route (query-string form)', querystring: RouteQuerystring, response: replies } }, async (req) => view.route(routeQueryOf(req.query)))
+export function routeRoute (app: Api, { view, policy }: ApiComponents): void {
+  const route = (q: RouteQuery, identity: Identity | null) => {
+    if (identity != null && !policy.allowsRoute(identity, q.capability)) throw new AuthError('route_policy', `${identity.id} may not route to ${q.capability}`)
+    return view.route(q, identity)
+  }
+  const config = { access: ['client' as const], trace: 'route' as const }
+  app.post('/route', { config, schema: { summary: 'Route a request to a worker', body: RouteBody, response: replies } }, async (req) => route(req.body, req.identity))
+  app.get('/route', { config, schema: { summary: 'Route (query-string form)', querystring: RouteQuerystring, response: replies } }, async (req) => route(routeQueryOf(req.query), req.identity))
 }

@@ -4,7 +4,19 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { ConfigError } from '../../../src/errors.ts'
-import { ensureMeshKey, meshKeyId, readMeshKey } from '../../../src/gossip/mesh-key.ts'
+import {
+  ensureMeshKey, formatMeshKeys, installMeshKey, meshKeyId, parseMeshKeys, readMeshKey, readMeshKeys, removeMeshKey, useMeshKey
+} from '../../../src/gossip/mesh-key.ts'
+
+/** The error `fn` throws (fails the test if it throws none). */
+function errorOf (fn: () => unknown): Error {
+  try {
+    fn()
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error('expected an error')
+}
 
 let dir: string
 beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'capmesh-mesh-key-')) })
@@ -84,5 +96,59 @@ process.stdout.write(JSON.stringify({ key: Buffer.from(key).toString('hex'), cre
     expect(new Set(results.map(r => r.key)).size).toBe(1)
     expect(results.filter(r => r.created)).toHaveLength(1)
     expect(Buffer.from(readMeshKey(file)).toString('hex')).toBe(results[0].key)
+  })
+})
+
+describe('mesh key ring', () => {
+  const block = (hex: string): string => `/key/swarm/psk/1.0.0/\n/base16/\n${hex}\n`
+  const a = 'aa'.repeat(32)
+  const b = 'bb'.repeat(32)
+
+  it('reads several keys, the first the primary, blank lines between them allowed; a one-key file is a one-key ring', () => {
+    writeFileSync(join(dir, 'ring.key'), `${block(a)}\n\n${block(b.toUpperCase())}`)
+    const keys = readMeshKeys(join(dir, 'ring.key'))
+    expect(keys.map(k => Buffer.from(k).toString('hex'))).toEqual([a, b])
+    expect(readMeshKey(join(dir, 'ring.key'))).toEqual(keys[0])
+    expect(parseMeshKeys(formatMeshKeys(keys), 'x')).toEqual(keys)
+    writeFileSync(join(dir, 'one.key'), block(a))
+    expect(readMeshKeys(join(dir, 'one.key'))).toHaveLength(1)
+  })
+
+  it.each([
+    ['the same key twice', () => block(a) + block(a), 'key 2 is the same as key 1'],
+    ['a broken second block', () => block(a) + '/key/swarm/psk/1.0.0/\n/base16/\n' + 'ab'.repeat(31) + '\n', ':4 is not a libp2p swarm key'],
+    ['text after the keys', () => block(a) + 'hello\n', ':4 is not a libp2p swarm key'],
+    ['more keys than a ring holds', () => Array.from({ length: 9 }, (_, i) => block(i.toString(16).padStart(2, '0').repeat(32))).join(''), 'at most 8']
+  ])('refuses %s with a ConfigError naming the file', (_what, text, why) => {
+    const file = join(dir, 'bad-ring.key')
+    writeFileSync(file, text())
+    const err = errorOf(() => readMeshKeys(file))
+    expect(err).toBeInstanceOf(ConfigError)
+    expect(err.message).toContain(file)
+    expect(err.message).toContain(why)
+  })
+
+  it('install adds a key last (not primary), use makes it primary, remove drops a key but never the primary; each writes the file whole, mode 0600', async () => {
+    const file = join(dir, 'mesh.key')
+    const { key: first } = ensureMeshKey(file)
+    const idA = meshKeyId(first)
+    const installed = await installMeshKey(file)
+    expect(installed.changed).toBe(true)
+    expect(readMeshKeys(file).map(meshKeyId)).toEqual([idA, installed.id])
+    expect(statSync(file).mode & 0o777).toBe(0o600)
+    // Installing a key the ring holds changes nothing.
+    expect((await installMeshKey(file, readMeshKeys(file)[1])).changed).toBe(false)
+    await expect(removeMeshKey(file, idA)).rejects.toThrow(/primary key/)
+    // A unique prefix of at least 4 hex digits names a key.
+    const used = await useMeshKey(file, installed.id.slice(0, 6))
+    expect(used).toMatchObject({ id: installed.id, changed: true })
+    expect(readMeshKeys(file).map(meshKeyId)).toEqual([installed.id, idA])
+    expect((await useMeshKey(file, installed.id)).changed).toBe(false)
+    const removed = await removeMeshKey(file, idA)
+    expect(removed.keys.map(meshKeyId)).toEqual([installed.id])
+    expect(readMeshKeys(file).map(meshKeyId)).toEqual([installed.id])
+    await expect(removeMeshKey(file, idA)).rejects.toThrow(/holds no key/)
+    await expect(useMeshKey(file, 'xyz')).rejects.toBeInstanceOf(ConfigError)
+    await expect(useMeshKey(file, '12')).rejects.toThrow(/4 to 16 hex digits/)
   })
 })

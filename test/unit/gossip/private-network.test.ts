@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { KeyStream } from '../../../src/gossip/private-network.ts'
+import { KeyStream, MULTISTREAM_HEADER, trialDecrypt } from '../../../src/gossip/private-network.ts'
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
@@ -41,5 +41,58 @@ describe('the mesh key stream (XSalsa20)', () => {
     expect(new KeyStream(key, randomBytes(24)).xor(zeros)).not.toEqual(new KeyStream(key, randomBytes(24)).xor(zeros))
     expect(() => new KeyStream(randomBytes(31), randomBytes(24))).toThrow(RangeError)
     expect(() => new KeyStream(key, randomBytes(16))).toThrow(RangeError)
+  })
+})
+
+describe('trial decryption (a key ring)', () => {
+  // What libp2p writes first on a connection, checked against @libp2p/multistream-select: the
+  // dialer's select() and the listener's handle() both start with lp("/multistream/1.0.0\n").
+  it('the known first bytes are the multistream-select header, length-prefixed', () => {
+    expect(MULTISTREAM_HEADER).toHaveLength(20)
+    expect(MULTISTREAM_HEADER[0]).toBe(0x13)
+    expect(Buffer.from(MULTISTREAM_HEADER.subarray(1)).toString()).toBe('/multistream/1.0.0\n')
+  })
+
+  const sealed = (key: Uint8Array, nonce: Uint8Array, rest = new Uint8Array(0)): Uint8Array =>
+    new KeyStream(key, nonce).xor(Uint8Array.from([...MULTISTREAM_HEADER, ...rest]))
+
+  it('finds which of two keys the peer used, and its keystream continues after the header', () => {
+    const [k1, k2] = [randomBytes(32), randomBytes(32)]
+    const nonce = randomBytes(24)
+    const rest = Uint8Array.from(Buffer.from('\x07/noise\n and more'))
+    for (const used of [k1, k2]) {
+      const wire = sealed(used, nonce, rest)
+      const found = trialDecrypt([k1, k2], nonce, wire.subarray(0, 20))
+      expect(Buffer.from(found!.key)).toEqual(Buffer.from(used))
+      expect(Buffer.from(found!.stream.xor(wire.subarray(20))).toString()).toBe('\x07/noise\n and more')
+    }
+  })
+
+  it('finds nothing for a wrong key, an unkeyed peer (plain header), or a wrong nonce', () => {
+    const [k1, k2, other] = [randomBytes(32), randomBytes(32), randomBytes(32)]
+    const nonce = randomBytes(24)
+    expect(trialDecrypt([k1, k2], nonce, sealed(other, nonce).subarray(0, 20))).toBeNull()
+    expect(trialDecrypt([k1, k2], nonce, MULTISTREAM_HEADER)).toBeNull()
+    expect(trialDecrypt([k1], randomBytes(24), sealed(k1, nonce).subarray(0, 20))).toBeNull()
+  })
+
+  it('takes exactly the header\'s 20 bytes (a truncated header is not tried)', () => {
+    const k = randomBytes(32)
+    const nonce = randomBytes(24)
+    expect(() => trialDecrypt([k], nonce, sealed(k, nonce).subarray(0, 19))).toThrow(RangeError)
+  })
+
+  it('costs a few microseconds per accepted key per connection', () => {
+    const keys = Array.from({ length: 8 }, () => randomBytes(32))
+    const nonce = randomBytes(24)
+    const head = sealed(keys[7], nonce).subarray(0, 20)
+    for (let i = 0; i < 200; i++) trialDecrypt(keys, nonce, head)
+    const n = 2000
+    const t0 = performance.now()
+    for (let i = 0; i < n; i++) trialDecrypt(keys, nonce, head)
+    const perKeyUs = (performance.now() - t0) * 1000 / n / keys.length
+    console.log(`trial decryption: ${perKeyUs.toFixed(2)} µs per key tried`)
+    // Generous: a loaded CI machine; a noise handshake costs ~1 ms.
+    expect(perKeyUs).toBeLessThan(200)
   })
 })

@@ -15,8 +15,10 @@ const noNode: NodeFacts = {
   sync: () => ({ state: 'ok', behind: [] }),
   store: () => null,
   caPath: () => null,
-  meshKeyId: () => null,
-  config: () => ({ heartbeat_interval_ms: 1000, unhealthy_after_ms: 60_000, stale_after_ms: 120_000 })
+  meshKeys: () => [],
+  admission: () => ({ file: null, controllers: [], refused: [] }),
+  config: () => ({ heartbeat_interval_ms: 1000, unhealthy_after_ms: 60_000, stale_after_ms: 120_000 }),
+  auth: () => ({ mode: 'required', trust_domain: 'capmesh.local', health: 'open' })
 }
 const cap = { name: 'echo', verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: { type: 'object' }, requires_gpu: false, max_concurrency: 1 }
 /** Metrics of `c`'s view; `events` is what the composition root relays into it. */
@@ -41,6 +43,13 @@ describe('controller metrics', () => {
     s = parseMetrics(await m.text())
     expect(s.sum('capmesh_workers')).toBe(2)
     expect(s.sum('capmesh_own_workers', { state: 'healthy' })).toBe(1)
+    // Three registrations, a drain, a removal: five changes; one watcher open.
+    const w = c.changes.watch(null, { capabilities: null, kinds: null })
+    s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_watch_index')).toBe(5)
+    expect(s.sum('capmesh_watchers')).toBe(1)
+    w.close()
+    expect(parseMetrics(await m.text()).sum('capmesh_watchers')).toBe(0)
   })
 
   it('count the controller\'s events until closed', async () => {

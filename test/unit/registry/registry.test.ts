@@ -3,10 +3,13 @@ import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { InvalidStateError } from '../../../src/errors.ts'
 import {
-  Origin, Registry, ROOT, compareEntries, exportState, importState, validateUpdate,
+  Origin, Registry, ROOT, SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, encodeSeal, entryLeaf, makeSeal, compareEntries, exportState, importState, validateUpdate,
   type Capability, type Tombstone, type WorkerChange, type WorkerRecord
 } from '../../../src/registry/index.ts'
 import { errorOf } from '../../helpers/controllers.ts'
+
+/** Every registry of these tests signs with its key from here and trusts the others'. */
+const keys = new SealDirectory()
 
 function cap (name = 'echo'): Capability {
   return { name, verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: {}, requires_gpu: false, max_concurrency: 4 }
@@ -61,7 +64,7 @@ describe('compareEntries', () => {
 
 describe('Registry', () => {
   it('registers, re-registers with a higher incarnation, deregisters, and emits changes', () => {
-    const r = new Registry({ controllerId: 'a', now: () => 1000 })
+    const r = new Registry({ seals: keys.authority('a'), controllerId: 'a', now: () => 1000 })
     const changes: Array<[WorkerChange[], string]> = []
     r.on('change', (c, origin) => changes.push([c, origin]))
     const first = r.register(input('w1'))
@@ -83,7 +86,7 @@ describe('Registry', () => {
   })
 
   it('emits every Yjs update it produces, for the store and the mesh', () => {
-    const r = new Registry({ controllerId: 'a' })
+    const r = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
     const updates: Array<[Uint8Array, string]> = []
     r.on('update', (u, o) => updates.push([u, o]))
     r.register(input('w1'))
@@ -91,15 +94,15 @@ describe('Registry', () => {
     expect(updates.length).toBe(2)
     expect(updates.every(([u, o]) => u.length > 0 && o === 'local')).toBe(true)
     // Replaying them elsewhere gives the same view.
-    const replica = new Registry({ controllerId: 'b' })
+    const replica = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
     for (const [u] of updates) replica.applyUpdate(u, Origin.load)
     expect(view(replica)).toEqual(view(r))
   })
 
   describe('two replicas exchanging state vectors and diffs', () => {
     it('converge on disjoint registrations', async () => {
-      const a = new Registry({ controllerId: 'a' })
-      const b = new Registry({ controllerId: 'b' })
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
       for (let i = 0; i < 20; i++) a.register(input(`a${i}`))
       for (let i = 0; i < 20; i++) b.register(input(`b${i}`))
       b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
@@ -114,8 +117,8 @@ describe('Registry', () => {
     })
 
     it('resolve a worker registered on both by data: equal incarnations → the larger owner id', async () => {
-      const a = new Registry({ controllerId: 'a' })
-      const b = new Registry({ controllerId: 'b' })
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
       a.register(input('shared', 'https://via-a'))
       b.register(input('shared', 'https://via-b'))
       await syncAll([a, b])
@@ -124,8 +127,8 @@ describe('Registry', () => {
     })
 
     it('failover: a re-registration elsewhere gets a higher incarnation and wins everywhere; the old owner cleans up', async () => {
-      const a = new Registry({ controllerId: 'a' })
-      const b = new Registry({ controllerId: 'b' })
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
       a.register(input('w', 'https://first'))
       await syncAll([a, b])
       const moved = b.register(input('w', 'https://second'))
@@ -136,15 +139,15 @@ describe('Registry', () => {
       // a deleted its superseded entry: its segments hold nothing any more, here and at b.
       const ownedBy = (r: Registry, owner: string): number => [...r.doc.getMap(ROOT).entries()]
         .filter(([key]) => key.startsWith(`${owner}/`))
-        .reduce((n, [, seg]) => n + (seg as Y.Map<unknown>).size, 0)
+        .reduce((n, [, seg]) => n + [...(seg as Y.Map<unknown>).keys()].filter(k => k !== SEAL_KEY).length, 0)
       expect(ownedBy(a, 'a')).toBe(0)
       expect(ownedBy(b, 'a')).toBe(0)
       expect(ownedBy(b, 'b')).toBe(1)
     })
 
     it('adopt takes a worker over with one more incarnation', async () => {
-      const a = new Registry({ controllerId: 'a' })
-      const b = new Registry({ controllerId: 'b' })
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
       a.register(input('w'))
       await syncAll([a, b])
       const adopted = b.adopt('w')
@@ -156,8 +159,8 @@ describe('Registry', () => {
     })
 
     it('a deregistration by a non-owner leaves a tombstone that hides the owner\'s entry everywhere, until the next attach', async () => {
-      const a = new Registry({ controllerId: 'a' })
-      const b = new Registry({ controllerId: 'b' })
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
       a.register(input('w'))
       await syncAll([a, b])
       expect(b.deregister('w')).toBe(true)
@@ -172,8 +175,8 @@ describe('Registry', () => {
     })
 
     it('dropOwner removes a gone owner\'s entries; a live owner republishes them', async () => {
-      const a = new Registry({ controllerId: 'a' })
-      const b = new Registry({ controllerId: 'b' })
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
       for (let i = 0; i < 5; i++) a.register(input(`w${i}`))
       b.register(input('mine'))
       await syncAll([a, b])
@@ -189,7 +192,7 @@ describe('Registry', () => {
     it('a seeded random network converges after arbitrary loss, failovers, deregistrations and compactions', async () => {
       let seed = 7
       const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
-      const regs = ['a', 'b', 'c'].map(id => new Registry({ controllerId: id, segmentMinGarbage: 8, segmentGarbageRatio: 0.5 }))
+      const regs = ['a', 'b', 'c'].map(id => new Registry({ seals: keys.authority(id), controllerId: id, segmentMinGarbage: 8, segmentGarbageRatio: 0.5 }))
       // Updates travel as gossip messages, of which a random half are lost.
       const inflight: Array<[Registry, Uint8Array]> = []
       for (const from of regs) {
@@ -221,7 +224,7 @@ describe('Registry', () => {
 
   describe('compaction', () => {
     it('compact() keeps the live view identical and emits no change', () => {
-      const r = new Registry({ controllerId: 'a' })
+      const r = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
       for (let i = 0; i < 50; i++) r.register(input(`w${i}`))
       for (let i = 0; i < 50; i += 2) r.deregister(`w${i}`)
       for (let i = 1; i < 50; i += 4) r.register(input(`w${i}`, 'https://moved'))
@@ -235,15 +238,15 @@ describe('Registry', () => {
       expect(r.stats()).toMatchObject({ workers: 25, segments: 1, ownGarbage: 0, compactions: 1 })
       expect(r.stats().ownSegment).not.toBe(segBefore)
       // A replica built from the compacted document sees the same.
-      const replica = new Registry({ controllerId: 'b' })
+      const replica = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
       replica.applyUpdate(r.encodeState(), Origin.import)
       expect(view(replica)).toEqual(before)
     })
 
     it('under heavy churn the encoded size stays within 2x of a fresh encoding of the live entries', () => {
-      const r = new Registry({ controllerId: 'a', segmentMinGarbage: 64 })
+      const r = new Registry({ seals: keys.authority('a'), controllerId: 'a', segmentMinGarbage: 64 })
       // A replica following every update must end with the same view.
-      const follower = new Registry({ controllerId: 'f' })
+      const follower = new Registry({ seals: keys.authority('f'), controllerId: 'f' })
       r.on('update', (u, o) => { if (o === Origin.local) follower.applyUpdate(u, Origin.remote) })
       const live = new Map<string, string>()
       for (let i = 0; i < 200; i++) {
@@ -263,7 +266,7 @@ describe('Registry', () => {
       expect(new Map(view(r).map(w => [w.worker_id, w.worker_url]))).toEqual(live)
       expect(view(follower)).toEqual(view(r))
 
-      const fresh = new Registry({ controllerId: 'a' })
+      const fresh = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
       for (const w of view(r)) fresh.register({ worker_id: w.worker_id, worker_url: w.worker_url, capabilities: w.capabilities, incarnation: w.incarnation })
       const size = r.encodeState().length
       const freshSize = fresh.encodeState().length
@@ -271,7 +274,7 @@ describe('Registry', () => {
     })
 
     it('rotates automatically once dead entries pass the ratio', () => {
-      const r = new Registry({ controllerId: 'a', segmentMinGarbage: 10, segmentGarbageRatio: 0.5 })
+      const r = new Registry({ seals: keys.authority('a'), controllerId: 'a', segmentMinGarbage: 10, segmentGarbageRatio: 0.5 })
       for (let i = 0; i < 10; i++) r.register(input(`w${i}`))
       expect(r.stats().compactions).toBe(0)
       for (let i = 0; i < 9; i++) r.register(input(`w${i}`))
@@ -316,29 +319,46 @@ describe('Registry', () => {
     ]
 
     it.each(BAD)('rejects %s with InvalidStateError and changes nothing', (_name, u) => {
-      const r = new Registry({ controllerId: 'a' })
+      const r = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
       r.register(input('keep'))
       const before = r.encodeState()
       const err = errorOf(() => { r.applyUpdate(u, Origin.import) })
       expect(err).toBeInstanceOf(InvalidStateError)
       expect((err as InvalidStateError).code).toBe('CAPMESH_ERR_INVALID_STATE')
-      expect(errorOf(() => { validateUpdate(u) })).toBeInstanceOf(InvalidStateError)
+      expect(errorOf(() => { validateUpdate(u, undefined, null) })).toBeInstanceOf(InvalidStateError)
       expect(r.encodeState()).toEqual(before)
       expect(view(r).map(w => w.worker_id)).toEqual(['keep'])
     })
 
-    it('accepts a well-formed segment from another controller, entries as JSON text or (as capmesh 0.1 wrote them) objects', () => {
-      for (const value of [JSON.stringify(good), good]) {
-        const u = update(d => { segment(d).set('x1', value) })
-        expect(() => { validateUpdate(u) }).not.toThrow()
-        const r = new Registry({ controllerId: 'a' })
-        r.applyUpdate(u, Origin.remote)
-        expect(r.get('x1')).toEqual(good)
-      }
+    it('accepts a well-formed segment from another controller only under its owner\'s seal', () => {
+      const text = JSON.stringify(good)
+      const unsigned = update(d => { segment(d).set('x1', text) })
+      expect(() => { validateUpdate(unsigned, undefined, null) }).not.toThrow()
+      const r = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      expect(errorOf(() => { r.applyUpdate(unsigned, Origin.remote) })).toBeInstanceOf(UnsignedWriteError)
+      expect(r.stats().segments).toBe(0)
+      const sealed = (owner: string) => update(d => {
+        const seg = segment(d)
+        seg.set('x1', text)
+        const digest = new SegmentDigest()
+        digest.set('x1', entryLeaf('x1', text))
+        seg.set(SEAL_KEY, encodeSeal(makeSeal(keys.authority(owner), 'x/0000000001.ab', 1, digest.root())))
+      })
+      // Sealed, but by another controller's key: refused the same way.
+      expect(errorOf(() => { r.applyUpdate(sealed('y'), Origin.remote) })).toBeInstanceOf(UnsignedWriteError)
+      r.applyUpdate(sealed('x'), Origin.remote)
+      expect(r.get('x1')).toEqual(good)
+    })
+
+    it('refuses entries stored as objects (as capmesh 0.1 wrote them): they cannot be sealed', () => {
+      const u = update(d => { segment(d).set('x1', good) })
+      expect(() => { validateUpdate(u, undefined, null) }).not.toThrow()
+      const r = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      expect(errorOf(() => { r.applyUpdate(u, Origin.remote) })).toBeInstanceOf(UnsignedWriteError)
     })
 
     it('writes entries as JSON text', () => {
-      const r = new Registry({ controllerId: 'a' })
+      const r = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
       r.register(input('w1'))
       const [seg] = [...(r.doc.getMap(ROOT) as Y.Map<Y.Map<unknown>>).values()]
       expect(typeof seg.get('w1')).toBe('string')
@@ -346,11 +366,11 @@ describe('Registry', () => {
     })
 
     it('emits (and so logs) an update only when it brought something new', () => {
-      const a = new Registry({ controllerId: 'a' })
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
       a.register(input('w1'))
       a.register(input('w2'))
       a.deregister('w2')
-      const b = new Registry({ controllerId: 'b' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
       const emitted: Uint8Array[] = []
       b.on('update', u => { emitted.push(u) })
       b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
@@ -368,7 +388,7 @@ describe('Registry', () => {
     })
 
     it('rejects an entry whose owner does not match its segment, changing nothing', () => {
-      const r = new Registry({ controllerId: 'a' })
+      const r = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
       const err = errorOf(() => { r.applyUpdate(update(d => { segment(d, 'y/0000000001.ab').set('x1', good) }), Origin.remote) })
       expect(err).toBeInstanceOf(InvalidStateError)
       expect(r.get('x1')).toBeUndefined()
@@ -377,11 +397,11 @@ describe('Registry', () => {
   })
 
   it('exportState/importState round-trip and merge idempotently', () => {
-    const a = new Registry({ controllerId: 'a' })
+    const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
     for (let i = 0; i < 5; i++) a.register(input(`w${i}`))
     const doc = exportState(a)
     expect(doc).toMatchObject({ format: 'capmesh-state', version: 1, controller_id: 'a', workers: 5 })
-    const b = new Registry({ controllerId: 'b' })
+    const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
     b.register(input('own'))
     expect(importState(b, doc)).toEqual({ added: 5, workers: 6 })
     expect(importState(b, doc)).toEqual({ added: 0, workers: 6 })

@@ -3,11 +3,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { StoreError } from '../../../src/errors.ts'
-import { FileStore, Origin, Registry } from '../../../src/registry/index.ts'
+import { FileStore, Origin, Registry, SealDirectory } from '../../../src/registry/index.ts'
 import { errorOf } from '../../helpers/controllers.ts'
 
 let dir: string
 const stores: FileStore[] = []
+const keys = new SealDirectory()
 
 beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'capmesh-store-')) })
 afterEach(() => {
@@ -137,7 +138,7 @@ describe('FileStore', () => {
   it('persists a registry: replaying snapshot + log (with a torn tail) gives the same view', () => {
     const s = open({ compactBytes: 2048, fsync: true })
     s.load()
-    const reg = new Registry({ controllerId: 'a' })
+    const reg = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
     reg.on('update', u => {
       s.append(u)
       if (s.wantsSnapshot()) s.snapshot(reg.encodeState())
@@ -150,7 +151,7 @@ describe('FileStore', () => {
 
     const { updates, truncatedBytes } = open().load()
     expect(truncatedBytes).toBe(7)
-    const restored = new Registry({ controllerId: 'a' })
+    const restored = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
     for (const u of updates) restored.applyUpdate(u, Origin.load)
     expect([...restored.workers()].sort((x, y) => x.worker_id < y.worker_id ? -1 : 1))
       .toEqual([...reg.workers()].sort((x, y) => x.worker_id < y.worker_id ? -1 : 1))

@@ -1,0 +1,249 @@
+/**
+ * Owner-signed segments: what a controller writes into its own segments is
+ * verifiable by every other controller as coming from it.
+ *
+ * Each segment carries a *seal* under the reserved key `" seal"` (a space:
+ * never a worker id): the segment key, a sequence number, the root of a
+ * digest of the segment's live entries, the signer (the owner's peer id),
+ * and an Ed25519 signature by the owner's peer key over the first three.
+ * The owner rewrites the seal in every transaction that changes the segment,
+ * so any state of the segment that a peer can reach by applying updates is
+ * either one the owner signed or is refused (validate.ts computes the state
+ * an update would leave each touched segment in, before applying it).
+ *
+ * The digest is two-level: each entry's leaf is SHA-256(worker id, entry
+ * text); leaves fall into 256 buckets by a hash of the worker id; a bucket's
+ * hash covers its leaves sorted; the root covers the 256 bucket hashes. A
+ * change of k entries re-hashes k leaves and at most k buckets, so sealing a
+ * registration and checking a 5,000-entry heal delta stay cheap (one
+ * signature per segment per update, not one per entry). docs/internals.md
+ * ("Owner-signed segments") has the reasoning and the costs.
+ */
+import { createHash, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
+import { InvalidStateError } from '../errors.ts'
+import type { SealAuthority } from '../gossip/seal-keys.ts'
+
+/** The key of a segment's seal: a space cannot start a worker id, so it never collides with one. */
+export const SEAL_KEY = ' seal'
+/** Seal format version. */
+export const SEAL_VERSION = 1
+const BUCKETS = 256
+
+/** A segment's seal as stored (its JSON text) in the segment. */
+export interface Seal {
+  v: typeof SEAL_VERSION
+  /** The signer: the owner's peer id (what SealAuthority.signerOf returns for the owner). */
+  signer: string
+  /** Grows with every seal the owner writes into this segment; an older seal never replaces a newer one. */
+  seq: number
+  /** Digest root of the segment's live entries (64 hex digits). */
+  root: string
+  /** Ed25519 signature over sealMessage(segment, seq, root), base64. */
+  sig: string
+}
+
+export type { SealAuthority } from '../gossip/seal-keys.ts'
+
+/** Data in a segment that its owner did not sign: refused whole, like malformed data, but named apart (metrics, logs). */
+export class UnsignedWriteError extends InvalidStateError {
+  constructor (message: string) {
+    super(message, undefined, 'CAPMESH_ERR_UNSIGNED_WRITE')
+    this.name = 'UnsignedWriteError'
+  }
+}
+
+const SIGNER = /^[A-Za-z0-9]{1,128}$/
+const ROOT = /^[0-9a-f]{64}$/
+const SIG = /^[A-Za-z0-9+/]{86}==$/
+
+/** The seal's JSON text, as stored. */
+export function encodeSeal (s: Seal): string {
+  return JSON.stringify({ v: s.v, signer: s.signer, seq: s.seq, root: s.root, sig: s.sig })
+}
+
+/** Reads a stored seal; null for anything that is not exactly a well-formed seal. */
+export function decodeSeal (value: unknown): Seal | null {
+  if (typeof value !== 'string' || value.length > 512) return null
+  let s: unknown
+  try {
+    s = JSON.parse(value)
+  } catch {
+    return null
+  }
+  if (s == null || typeof s !== 'object' || Array.isArray(s)) return null
+  const o = s as Record<string, unknown>
+  if (Object.keys(o).length !== 5 || o.v !== SEAL_VERSION) return null
+  if (typeof o.signer !== 'string' || !SIGNER.test(o.signer)) return null
+  if (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq) || o.seq < 1) return null
+  if (typeof o.root !== 'string' || !ROOT.test(o.root)) return null
+  if (typeof o.sig !== 'string' || !SIG.test(o.sig)) return null
+  return o as unknown as Seal
+}
+
+/** What the owner signs: domain, segment key, sequence number and root. */
+export function sealMessage (segment: string, seq: number, root: string): Uint8Array {
+  return Buffer.from(`capmesh/seal/${SEAL_VERSION}\0${segment}\0${seq}\0${root}`)
+}
+
+/** Writes a seal for `segment` in the state whose digest root is `root`. */
+export function makeSeal (authority: SealAuthority, segment: string, seq: number, root: string): Seal {
+  const sig = Buffer.from(authority.sign(sealMessage(segment, seq, root))).toString('base64')
+  return { v: SEAL_VERSION, signer: authority.self, seq, root, sig }
+}
+
+/**
+ * Why `seal` does not vouch for a segment of `owner` whose entries digest to
+ * `root`, or null when it does: the owner's admitted signer signed exactly
+ * this state.
+ */
+export function sealProblem (authority: SealAuthority, segment: string, owner: string, seal: Seal, root: string): string | null {
+  const signer = authority.signerOf(owner)
+  if (signer == null) return `${owner} is not an admitted controller`
+  if (seal.signer !== signer) return `sealed by ${seal.signer.slice(0, 60)}, not by ${owner}'s key ${signer}`
+  if (seal.root !== root) return 'its entries are not the ones its owner sealed'
+  if (!authority.verify(signer, sealMessage(segment, seal.seq, seal.root), Buffer.from(seal.sig, 'base64'))) return 'the seal\'s signature does not verify'
+  return null
+}
+
+/** An entry's leaf: SHA-256 over its worker id (length-prefixed) and its stored text, as a 32-character latin1 string (compact to hold). */
+export function entryLeaf (workerId: string, text: string): string {
+  return createHash('sha256').update(`${workerId.length}:${workerId}`).update(text).digest('binary')
+}
+
+/** FNV-1a of the worker id: which bucket its leaf falls in. Not a security boundary (the buckets' hashes are). */
+function bucketOf (key: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193)
+  return (h >>> 0) % BUCKETS
+}
+
+/** SHA-256 of a bucket's leaves in sorted order, into `out` at `offset` (32 zero bytes for an empty bucket). */
+function hashBucket (leaves: Iterable<string>, out: Buffer, offset: number): void {
+  const sorted = [...leaves].sort()
+  if (sorted.length === 0) out.fill(0, offset, offset + 32)
+  else createHash('sha256').update(sorted.join(''), 'binary').digest().copy(out, offset)
+}
+
+/** Leaf changes for one segment: worker id → its new leaf, or null when its entry goes. */
+export type LeafChanges = Map<string, string | null>
+
+/**
+ * The digest of one segment's live entries, kept up to date as entries come
+ * and go; bucket hashes are cached and recomputed only where leaves changed.
+ */
+export class SegmentDigest {
+  private readonly buckets: Array<Map<string, string> | undefined> = new Array(BUCKETS)
+  /** The 256 bucket hashes, one after another: what the root hashes. */
+  private readonly hashes = Buffer.alloc(BUCKETS * 32)
+  /** Buckets whose hash in `hashes` is out of date. */
+  private readonly stale = new Set<number>()
+  private current: Seal | null = null
+  private count = 0
+  /** Grows with every change: a check made against this digest holds while it is unchanged. */
+  private changes = 0
+
+  /** The seal stored in the segment (verified when it came in), if any. */
+  get seal (): Seal | null { return this.current }
+  set seal (s: Seal | null) {
+    this.current = s
+    this.changes++
+  }
+
+  get stamp (): number { return this.changes }
+
+  get size (): number { return this.count }
+
+  leaf (key: string): string | undefined { return this.buckets[bucketOf(key)]?.get(key) }
+
+  set (key: string, leaf: string): void {
+    const b = bucketOf(key)
+    let m = this.buckets[b]
+    if (m == null) this.buckets[b] = m = new Map()
+    const before = m.get(key)
+    if (before === leaf) return
+    if (before == null) this.count++
+    m.set(key, leaf)
+    this.stale.add(b)
+    this.changes++
+  }
+
+  delete (key: string): void {
+    const b = bucketOf(key)
+    if (this.buckets[b]?.delete(key) === true) {
+      this.count--
+      this.stale.add(b)
+      this.changes++
+    }
+  }
+
+  /** The root of the current entries. */
+  root (): string {
+    this.refresh()
+    return rootOf(this.hashes)
+  }
+
+  /** The root the segment would have after `changes`, without applying them. */
+  rootWith (changes: LeafChanges): string {
+    if (changes.size === 0) return this.root()
+    this.refresh()
+    const dirty = new Map<number, Array<[string, string | null]>>()
+    for (const [key, leaf] of changes) {
+      const b = bucketOf(key)
+      let list = dirty.get(b)
+      if (list == null) dirty.set(b, list = [])
+      list.push([key, leaf])
+    }
+    const hashes = Buffer.from(this.hashes)
+    for (const [b, list] of dirty) {
+      const leaves = new Map(this.buckets[b])
+      for (const [key, leaf] of list) {
+        if (leaf == null) leaves.delete(key)
+        else leaves.set(key, leaf)
+      }
+      hashBucket(leaves.values(), hashes, b * 32)
+    }
+    return rootOf(hashes)
+  }
+
+  private refresh (): void {
+    for (const b of this.stale) hashBucket(this.buckets[b]?.values() ?? [], this.hashes, b * 32)
+    this.stale.clear()
+  }
+}
+
+function rootOf (hashes: Buffer): string {
+  return createHash('sha256').update(`capmesh/segment/${SEAL_VERSION}\0`).update(hashes).digest('hex')
+}
+
+/**
+ * Ed25519 keys held in memory, one per owner: authorities for registries
+ * that share this directory, each signing as its owner and trusting the
+ * owners listed here. What a registry uses when none is given (a directory
+ * of itself alone), and what tests and tools use; controllers sign with their
+ * libp2p peer key (gossip/seal-keys.ts).
+ */
+export class SealDirectory {
+  private readonly keys = new Map<string, { signer: string, publicKey: KeyObject, privateKey: KeyObject }>()
+  private readonly signers = new Map<string, KeyObject>()
+
+  /** The authority of `owner`, with a new key pair if it has none yet. */
+  authority (owner: string): SealAuthority {
+    let k = this.keys.get(owner)
+    if (k == null) {
+      const { publicKey, privateKey } = generateKeyPairSync('ed25519')
+      const signer = 'k' + createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 40)
+      this.keys.set(owner, k = { signer, publicKey, privateKey })
+      this.signers.set(signer, publicKey)
+    }
+    const { signer, privateKey } = k
+    return {
+      self: signer,
+      sign: message => sign(null, message, privateKey),
+      signerOf: o => this.keys.get(o)?.signer,
+      verify: (s, message, signature) => {
+        const key = this.signers.get(s)
+        return key != null && signature.length === 64 && verify(null, message, key, signature)
+      }
+    }
+  }
+}

@@ -1,0 +1,332 @@
+/**
+ * Owner-signed segments at the registry: every way a holder of the document
+ * (an insider with the mesh key, or an admitted controller that misbehaves)
+ * could write into another controller's segment is refused whole, changes
+ * nothing, and leaves the valid state intact. Forgeries are real Yjs updates
+ * made by a replica of the victim's document, as a peer would make them.
+ */
+import * as Y from 'yjs'
+import { describe, expect, it } from 'vitest'
+import { InvalidStateError } from '../../../src/errors.ts'
+import {
+  Origin, Registry, ROOT, SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError,
+  decodeSeal, encodeSeal, entryLeaf, exportState, importState, makeSeal,
+  type Capability, type WorkerRecord
+} from '../../../src/registry/index.ts'
+import { errorOf } from '../../helpers/controllers.ts'
+
+const keys = new SealDirectory()
+const cap: Capability = { name: 'echo', verb: 'invoke', version: '1.0.0', input_schema: { type: 'object' }, output_schema: {}, requires_gpu: false, max_concurrency: 4 }
+const input = (id: string, url = `https://127.0.0.1:7000/${id}`) => ({ worker_id: id, worker_url: url, capabilities: [cap] })
+const registry = (id: string, over: Partial<ConstructorParameters<typeof Registry>[0]> = {}): Registry => new Registry({ controllerId: id, seals: keys.authority(id), ...over })
+
+/** A peer's copy of `victim`'s document, to forge updates from. */
+function insiderCopy (victim: Registry): Y.Doc {
+  const d = new Y.Doc()
+  Y.applyUpdate(d, victim.encodeState())
+  return d
+}
+
+/** What `doc` did since it was a copy of `of`: the update a peer would send. */
+const diffFrom = (doc: Y.Doc, of: Registry): Uint8Array => Y.encodeStateAsUpdate(doc, of.encodeStateVector())
+
+const segmentOf = (doc: Y.Doc, owner: string): [string, Y.Map<unknown>] => {
+  const found = [...(doc.getMap(ROOT) as Y.Map<Y.Map<unknown>>).entries()].find(([k]) => k.startsWith(`${owner}/`))
+  if (found == null) throw new Error(`no segment of ${owner}`)
+  return found
+}
+
+const forged = (over: Partial<WorkerRecord> = {}): string => JSON.stringify({
+  worker_id: 'evil', worker_url: 'https://attacker.example/', capabilities: [cap], incarnation: 99, owner: 'a', registered_at: 1, ...over
+})
+
+/** The digest of `seg`'s entries computed from scratch. */
+function digestOf (seg: Y.Map<unknown>): SegmentDigest {
+  const d = new SegmentDigest()
+  for (const [k, v] of seg.entries()) if (k !== SEAL_KEY) d.set(k, entryLeaf(k, v as string))
+  return d
+}
+
+/** A mesh of a (victim), b (bystander) and c (a misbehaving admitted controller), in sync. */
+function mesh (): { a: Registry, b: Registry, c: Registry } {
+  const a = registry('a')
+  const b = registry('b')
+  const c = registry('c')
+  for (let i = 0; i < 5; i++) a.register(input(`a${i}`))
+  b.register(input('b0'))
+  for (const [from, to] of [[a, b], [b, a], [a, c], [b, c], [c, a], [c, b]]) to.applyUpdate(from.encodeDiff(to.encodeStateVector()), Origin.remote)
+  return { a, b, c }
+}
+
+/** Applies `u` at `r` and expects it refused as unsigned, with `r` unchanged and a `refused` event. */
+function expectRefused (r: Registry, u: Uint8Array, origin: Origin = Origin.remote): UnsignedWriteError {
+  const before = r.encodeState()
+  const view = JSON.stringify([...r.workers()])
+  const refused: Array<[Origin, boolean]> = []
+  r.on('refused', (o, unsigned) => { refused.push([o, unsigned]) })
+  const err = errorOf(() => { r.applyUpdate(u, origin) })
+  expect(err).toBeInstanceOf(UnsignedWriteError)
+  expect((err as UnsignedWriteError).code).toBe('CAPMESH_ERR_UNSIGNED_WRITE')
+  expect(r.encodeState()).toEqual(before)
+  expect(JSON.stringify([...r.workers()])).toBe(view)
+  expect(r.get('evil')).toBeUndefined()
+  expect(refused).toEqual([[origin, true]])
+  return err as UnsignedWriteError
+}
+
+describe('SegmentDigest', () => {
+  it('depends on the entries, not on the order they were set in, and rootWith() previews set()', () => {
+    const x = new SegmentDigest()
+    const y = new SegmentDigest()
+    const ids = Array.from({ length: 600 }, (_, i) => `w${i}`)
+    for (const id of ids) x.set(id, entryLeaf(id, `t${id}`))
+    for (const id of [...ids].reverse()) y.set(id, entryLeaf(id, `t${id}`))
+    expect(x.root()).toBe(y.root())
+    const before = x.root()
+    const preview = x.rootWith(new Map([['w1', entryLeaf('w1', 'changed')], ['w2', null], ['new', entryLeaf('new', 'n')]]))
+    expect(x.root()).toBe(before)
+    expect(preview).not.toBe(before)
+    x.set('w1', entryLeaf('w1', 'changed'))
+    x.delete('w2')
+    x.set('new', entryLeaf('new', 'n'))
+    expect(x.root()).toBe(preview)
+    expect(x.size).toBe(600)
+  })
+
+  it('changes with any entry text, and a moved text under another key is another leaf', () => {
+    const x = new SegmentDigest()
+    x.set('w1', entryLeaf('w1', 'one'))
+    const r1 = x.root()
+    x.set('w1', entryLeaf('w1', 'one '))
+    expect(x.root()).not.toBe(r1)
+    expect(entryLeaf('w1', 'w2\0x')).not.toBe(entryLeaf('w1\0w2', 'x'))
+  })
+})
+
+describe('seals', () => {
+  it('every local write leaves the owner\'s segment sealed over exactly its entries', () => {
+    const a = registry('a', { segmentMinGarbage: 4, segmentGarbageRatio: 0.2 })
+    for (let i = 0; i < 20; i++) {
+      a.register(input(`w${i}`))
+      if (i % 3 === 0) a.deregister(`w${i - 1}`)
+      const [key, seg] = segmentOf(a.doc, 'a')
+      const seal = decodeSeal(seg.get(SEAL_KEY))
+      expect(seal).not.toBeNull()
+      expect(seal?.root).toBe(digestOf(seg).root())
+      expect(seal?.signer).toBe(keys.authority('a').self)
+      expect(keys.authority('b').verify(seal?.signer ?? '', Buffer.from(`capmesh/seal/1\0${key}\0${seal?.seq}\0${seal?.root}`), Buffer.from(seal?.sig ?? '', 'base64'))).toBe(true)
+    }
+    expect(a.stats().compactions).toBeGreaterThan(0)
+  })
+
+  it('a peer applies the owner\'s updates one by one, as gossip delivers them', () => {
+    const a = registry('a')
+    const b = registry('b')
+    a.on('update', (u, o) => { if (o === Origin.local) b.applyUpdate(u, Origin.remote) })
+    for (let i = 0; i < 30; i++) a.register(input(`w${i}`))
+    for (let i = 0; i < 30; i += 2) a.deregister(`w${i}`)
+    a.compact()
+    a.register(input('w1', 'https://127.0.0.1:7000/moved'))
+    expect([...b.workers()].map(w => w.worker_url).sort()).toEqual([...a.workers()].map(w => w.worker_url).sort())
+  })
+
+  it('refuses an entry forged into another owner\'s segment, alone', () => {
+    const { a, b } = mesh()
+    const doc = insiderCopy(b)
+    segmentOf(doc, 'a')[1].set('evil', forged())
+    const err = expectRefused(b, diffFrom(doc, b))
+    expect(err.message).toMatch(/not the ones its owner sealed/)
+    expect(a.get('evil')).toBeUndefined()
+  })
+
+  it('refuses an entry forged into an update that is otherwise the owner\'s own', () => {
+    const { a, b } = mesh()
+    const doc = insiderCopy(b)
+    a.register(input('a-new'))
+    Y.applyUpdate(doc, a.encodeDiff(Y.encodeStateVector(doc)))
+    segmentOf(doc, 'a')[1].set('evil', forged())
+    expectRefused(b, diffFrom(doc, b))
+    // The owner's own update alone still goes through.
+    b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+    expect(b.get('a-new')).toBeDefined()
+  })
+
+  it('refuses an existing entry rewritten (moved to the attacker) or deleted by someone else', () => {
+    const { b } = mesh()
+    const moved = insiderCopy(b)
+    segmentOf(moved, 'a')[1].set('a1', forged({ worker_id: 'a1', incarnation: 1 }))
+    expectRefused(b, diffFrom(moved, b))
+    const removed = insiderCopy(b)
+    segmentOf(removed, 'a')[1].delete('a2')
+    expectRefused(b, diffFrom(removed, b))
+    expect(b.get('a1')?.worker_url).toBe('https://127.0.0.1:7000/a1')
+    expect(b.get('a2')).toBeDefined()
+  })
+
+  it('refuses a forged entry resealed with the forger\'s own key (the seal names another signer)', () => {
+    const { b, c } = mesh()
+    const doc = insiderCopy(b)
+    const [key, seg] = segmentOf(doc, 'a')
+    seg.set('evil', forged())
+    const old = decodeSeal(seg.get(SEAL_KEY))
+    seg.set(SEAL_KEY, encodeSeal(makeSeal(keys.authority('c'), key, (old?.seq ?? 0) + 1, digestOf(seg).root())))
+    expect(expectRefused(b, diffFrom(doc, b)).message).toMatch(/not by a's key/)
+    expect(c.get('evil')).toBeUndefined()
+  })
+
+  it('refuses a seal whose signature is garbage, truncated, or over other content', () => {
+    const { b } = mesh()
+    for (const sig of ['A'.repeat(86) + '==', Buffer.alloc(64, 7).toString('base64')]) {
+      const doc = insiderCopy(b)
+      const [key, seg] = segmentOf(doc, 'a')
+      seg.set('evil', forged())
+      const old = decodeSeal(seg.get(SEAL_KEY))
+      seg.set(SEAL_KEY, encodeSeal({ v: 1, signer: keys.authority('a').self, seq: (old?.seq ?? 0) + 1, root: digestOf(seg).root(), sig }))
+      void key
+      expect(expectRefused(b, diffFrom(doc, b)).message).toMatch(/signature does not verify/)
+    }
+    for (const bad of ['{"v":1}', 'not json', JSON.stringify({ v: 1, signer: 'x', seq: 2, root: 'ab', sig: 'AA==' })]) {
+      const doc = insiderCopy(b)
+      segmentOf(doc, 'a')[1].set(SEAL_KEY, bad)
+      const before = b.encodeState()
+      expect(errorOf(() => { b.applyUpdate(diffFrom(doc, b), Origin.remote) })).toBeInstanceOf(InvalidStateError)
+      expect(b.encodeState()).toEqual(before)
+    }
+  })
+
+  it('refuses a replayed older seal (with the entries it covered) once a newer one is held', () => {
+    const { a, b } = mesh()
+    const [key, seg] = segmentOf(a.doc, 'a')
+    const oldSeal = seg.get(SEAL_KEY) as string
+    const oldText = seg.get('a3') as string
+    a.deregister('a3')
+    b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+    expect(b.get('a3')).toBeUndefined()
+    const doc = insiderCopy(b)
+    const s = segmentOf(doc, 'a')[1]
+    s.set('a3', oldText)
+    s.set(SEAL_KEY, oldSeal)
+    void key
+    expect(expectRefused(b, diffFrom(doc, b)).message).toMatch(/not newer/)
+    expect(b.get('a3')).toBeUndefined()
+  })
+
+  it('a replayed old signed entry never beats the newer one after a failover: incarnations decide', () => {
+    const { a, b, c } = mesh()
+    // a0 fails over to c; a's segment drops it (a newer incarnation elsewhere).
+    const old = segmentOf(a.doc, 'a')[1].get('a0') as string
+    c.register({ ...input('a0', 'https://127.0.0.1:7000/after'), incarnation: 2 })
+    for (const to of [a, b]) to.applyUpdate(c.encodeDiff(to.encodeStateVector()), Origin.remote)
+    expect(b.get('a0')?.owner).toBe('c')
+    // An old copy of a's whole document, sent as it was: nothing in it is new here.
+    const stale = new Y.Doc()
+    Y.applyUpdate(stale, Y.encodeStateAsUpdate(a.doc))
+    b.applyUpdate(Y.encodeStateAsUpdate(stale), Origin.remote)
+    expect(b.get('a0')).toMatchObject({ owner: 'c', worker_url: 'https://127.0.0.1:7000/after' })
+    expect(JSON.parse(old).incarnation).toBeLessThan(b.get('a0')?.incarnation ?? 0)
+  })
+
+  it('refuses concurrent writes into a segment (a branch off an entry: no single writer made it)', () => {
+    const { a, b } = mesh()
+    const doc = insiderCopy(b)
+    const item = segmentOf(doc, 'a')[1]._map.get('a1') as Y.Item
+    a.register(input('a1', 'https://127.0.0.1:7000/rewritten'))
+    b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+    // The insider's copy predates that write: its own write to a1 branches off the same item.
+    segmentOf(doc, 'a')[1].set('a1', forged({ worker_id: 'a1', incarnation: 5 }))
+    expect((segmentOf(doc, 'a')[1]._map.get('a1') as Y.Item).origin).toEqual(item.lastId)
+    expectRefused(b, Y.encodeStateAsUpdate(doc, b.encodeStateVector()))
+    expect(b.get('a1')?.worker_url).toBe('https://127.0.0.1:7000/rewritten')
+  })
+
+  it('refuses a segment whose key claims another controller, even sealed by the claimant', () => {
+    const { b, c } = mesh()
+    const doc = insiderCopy(b)
+    const key = 'a/0zzzzzzzz.deadbeef'
+    const seg = new Y.Map<unknown>()
+    doc.getMap(ROOT).set(key, seg)
+    seg.set('evil', forged())
+    seg.set(SEAL_KEY, encodeSeal(makeSeal(keys.authority('c'), key, 1, digestOf(seg).root())))
+    expectRefused(b, diffFrom(doc, b))
+    expect(c.get('evil')).toBeUndefined()
+  })
+
+  it('a deleted segment put back in the same update as a forged one: the forged map is still checked', () => {
+    const { a, b } = mesh()
+    const [key] = segmentOf(a.doc, 'a')
+    const doc = insiderCopy(b)
+    doc.getMap(ROOT).delete(key)
+    const seg = new Y.Map<unknown>()
+    doc.getMap(ROOT).set(key, seg)
+    seg.set('evil', forged())
+    expectRefused(b, diffFrom(doc, b))
+  })
+
+  it('allows the one cross-owner write left: deleting a whole segment (of an owner gone for the stale window)', () => {
+    const { a, b, c } = mesh()
+    expect(c.dropOwner('a')).toBe(1)
+    b.applyUpdate(c.encodeDiff(b.encodeStateVector()), Origin.remote)
+    expect(b.get('a0')).toBeUndefined()
+    // The live owner puts its entries back, sealed, in a new generation.
+    a.applyUpdate(c.encodeDiff(a.encodeStateVector()), Origin.remote)
+    return new Promise<void>(resolve => setImmediate(() => {
+      b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+      expect(b.size).toBe(6)
+      resolve()
+    }))
+  })
+
+  it('refuses an owner that is not admitted, whatever it signs', () => {
+    const stranger = new Registry({ controllerId: 'z', seals: new SealDirectory().authority('z') })
+    stranger.register(input('z0'))
+    const b = registry('b')
+    expectRefused(b, stranger.encodeState())
+  })
+
+  it('an import keeps other owners\' seals and checks them; a bad one refuses the import whole', () => {
+    const { a, b } = mesh()
+    const fresh = registry('d')
+    expect(importState(fresh, exportState(a))).toEqual({ added: 6, workers: 6 })
+    const doc = insiderCopy(b)
+    segmentOf(doc, 'a')[1].set('evil', forged())
+    const tampered = { ...exportState(b), update: Buffer.from(Y.encodeStateAsUpdate(doc)).toString('base64') }
+    const empty = registry('e')
+    expect(errorOf(() => importState(empty, tampered))).toBeInstanceOf(UnsignedWriteError)
+    expect(empty.size).toBe(0)
+    expect(empty.stats().segments).toBe(0)
+  })
+
+  it('a controller restarted from its data dir writes into a new generation and deletes the old one', () => {
+    const a = registry('a')
+    for (let i = 0; i < 4; i++) a.register(input(`w${i}`))
+    const [oldKey] = segmentOf(a.doc, 'a')
+    const restarted = registry('a')
+    restarted.applyUpdate(a.encodeState(), Origin.load)
+    restarted.register(input('w9'))
+    const keysNow = [...restarted.doc.getMap(ROOT).keys()]
+    expect(keysNow).toHaveLength(1)
+    expect(keysNow[0]).not.toBe(oldKey)
+    expect(restarted.size).toBe(5)
+    // A peer that followed the first run follows the second.
+    const b = registry('b')
+    b.applyUpdate(a.encodeState(), Origin.remote)
+    b.applyUpdate(restarted.encodeDiff(b.encodeStateVector()), Origin.remote)
+    expect([...b.workers()].map(w => w.worker_id).sort()).toEqual(['w0', 'w1', 'w2', 'w3', 'w9'])
+  })
+
+  it('a segment of its own that comes back from elsewhere is deleted once this run has its own', async () => {
+    const a = registry('a')
+    a.register(input('w0'))
+    const b = registry('b')
+    b.applyUpdate(a.encodeState(), Origin.remote)
+    // a lost its data dir: a new run, its old segment still at b.
+    const again = registry('a')
+    again.register(input('w1'))
+    again.applyUpdate(b.encodeDiff(again.encodeStateVector()), Origin.remote)
+    await new Promise(resolve => setImmediate(resolve))
+    expect([...again.doc.getMap(ROOT).keys()]).toHaveLength(1)
+    expect(again.stats().segments).toBe(1)
+    b.applyUpdate(again.encodeDiff(b.encodeStateVector()), Origin.remote)
+    expect([...b.workers()].map(w => w.worker_id).sort()).toEqual(['w1'])
+  })
+})
