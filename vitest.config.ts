@@ -4,8 +4,8 @@ import { defineConfig } from 'vitest/config'
 // after everything else, one file at a time, so they never compete with other integration
 // tests for this machine's two cores.
 const SIM = 'test/integration/sim-*.test.ts'
-/** Tests that build the container image and run deploy/compose.yaml under podman: last, alone (a build takes both cores). */
-const DEPLOY = 'test/integration/deploy-*.test.ts'
+/** Tests that build the container image and run deploy/ under podman: `npm run test:containers` (vitest.containers.config.ts), never `npm test`. */
+export const CONTAINERS = 'test/integration/deploy-*.test.ts'
 
 /** Tests that drive a real browser (Debian's chromium): `npm run test:browser` (vitest.browser.config.ts), never `npm test`. */
 export const BROWSER = 'test/**/*.browser.test.ts'
@@ -22,7 +22,7 @@ export default defineConfig({
         test: {
           name: 'main',
           include: ['test/**/*.test.ts'],
-          exclude: [SIM, DEPLOY, BROWSER],
+          exclude: [SIM, CONTAINERS, BROWSER],
           // Integration tests start real controllers and libp2p nodes: keep CPU contention on 2 cores sane.
           maxWorkers: 2,
           sequence: { groupOrder: 0 }
@@ -38,19 +38,6 @@ export default defineConfig({
           fileParallelism: false,
           testTimeout: 240_000,
           sequence: { groupOrder: 1 }
-        }
-      },
-      {
-        extends: true,
-        test: {
-          name: 'deploy',
-          include: [DEPLOY],
-          exclude: [BROWSER],
-          maxWorkers: 1,
-          fileParallelism: false,
-          testTimeout: 600_000,
-          hookTimeout: 300_000,
-          sequence: { groupOrder: 2 }
         }
       }
     ]

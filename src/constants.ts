@@ -19,6 +19,8 @@ export const DEFAULT_DATA_ROOT = '.capmesh'
 export const MESH_KEY_FILE = 'mesh.key'
 /** The peer allow list's file name in the TLS dir (the default `--peer-allow`). */
 export const PEER_ALLOW_FILE = 'peers.allow'
+/** The controller's peer key (its libp2p identity) in its data dir. */
+export const PEER_KEY_FILE = 'peer.key'
 
 /** How often workers are expected to heartbeat (platform default). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000

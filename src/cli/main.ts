@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { controllerFlags, parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
-import { DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE } from '../constants.ts'
+import { CONTROLLER_ID, DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE, PEER_KEY_FILE } from '../constants.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { CALLER_FLAGS, callerTls, type CallerOptions } from './caller.ts'
@@ -127,6 +127,26 @@ keyFile(meshKey.command('remove')
     const file = keyFileOf(opts)
     const r = await removeMeshKey(file, id)
     console.log(`removed key ${r.id} from ${file}; it holds ${r.keys.map(meshKeyId).join(', ')} (primary ${meshKeyId(r.keys[0])})`)
+  })
+
+program.command('peer-key')
+  .description('a controller\'s peer key (its libp2p identity, <data-dir>/peer.key), created if missing, ahead of its first start: prints its peer allow list line "<id> <peer-id>"; --allow adds that line to an allow list file')
+  .requiredOption('--id <id>', 'the controller id (as its --id)')
+  .requiredOption('--data-dir <dir>', 'the controller\'s data dir (give the controller this folder, or its peer.key, as its --data-dir)')
+  .option('--allow <file>', 'add (or replace) the controller\'s line in this peer allow list, created if missing; copy it to every controller as --peer-allow')
+  .action(async (opts: { id: string, dataDir: string, allow?: string }) => {
+    if (!CONTROLLER_ID.test(opts.id)) throw new ConfigError(`--id: "${opts.id}" is not a controller id (letters, digits, ".", "_", "-"; at most 64)`)
+    const [{ loadOrCreatePeerKey }, { Admission }, { peerIdFromPrivateKey }] = await Promise.all([
+      import('../gossip/keys.ts'), import('../gossip/admission.ts'), import('@libp2p/peer-id')
+    ])
+    const file = join(resolve(opts.dataDir), PEER_KEY_FILE)
+    const peerId = peerIdFromPrivateKey(await loadOrCreatePeerKey(file)).toString()
+    console.log(`${opts.id} ${peerId}`)
+    if (opts.allow != null) {
+      const allow = new Admission({ file: resolve(opts.allow) })
+      const { written } = await allow.admitSelf(opts.id, peerId)
+      console.error(`${written ? 'wrote' : 'already listed:'} ${opts.id} in ${allow.file} (${allow.size} controllers)`)
+    }
   })
 
 /** Adds the caller flags (--cert, --key, --token) to a command. */

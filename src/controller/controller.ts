@@ -37,7 +37,7 @@ import { ensureTls, loadTlsFiles, uncovered, type TlsMaterial } from '../tls/ind
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
+import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, PEER_KEY_FILE, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
 import { TlsError } from '../errors.ts'
 import type { WorkerChange } from '../registry/index.ts'
 import { startTracing, type Tracing } from '../tracing/index.ts'
@@ -170,7 +170,7 @@ export class Controller {
       if (dropped > 0) this.log.info({ segments: dropped }, `dropped ${dropped} segments sealed by keys the allow list no longer admits for their owner`)
     })
     // The peer key and the allow list before the data dir: replaying it checks seals, and new writes are sealed.
-    const peerKey = await loadOrCreatePeerKey(join(cfg.dataDir, 'peer.key'))
+    const peerKey = await loadOrCreatePeerKey(join(cfg.dataDir, PEER_KEY_FILE))
     this.seals.use(peerKey)
     const refusedAtLoad: Array<'unsigned' | 'malformed'> = []
     const onRefused = (origin: string, unsigned: boolean): void => { if (origin === 'load') refusedAtLoad.push(unsigned ? 'unsigned' : 'malformed') }

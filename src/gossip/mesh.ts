@@ -47,7 +47,7 @@ import type { Logger } from 'pino'
 import {
   CONNECTION_PING_INTERVAL_MS, DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_BYTES, DEFAULT_P2P_PORT, DEFAULT_RECONNECT_INTERVAL_MS,
   DEFAULT_HOST, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS, GOSSIP_MESH_DEGREE, INBOUND_CONNECTIONS_PER_SECOND,
-  MAX_GOSSIP_TRACE_CONTEXTS, MESH_KEY_HANDSHAKE_TIMEOUT_MS, SYNC_MAX_INBOUND_STREAMS
+  MAX_GOSSIP_TRACE_CONTEXTS, MESH_KEY_HANDSHAKE_TIMEOUT_MS, PEER_KEY_FILE, SYNC_MAX_INBOUND_STREAMS
 } from '../constants.ts'
 import { announceAddrs, bindIp, isWildcard, routable, systemResolve, tcpAddr, type Resolve } from './addresses.ts'
 import type { Admission, RefusalReason } from './admission.ts'
@@ -280,7 +280,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
   async start (): Promise<void> {
     useHalfWindowUpdates()
-    const key = this.init.privateKey ?? await loadOrCreatePeerKey(join(this.init.dataDir, 'peer.key'))
+    const key = this.init.privateKey ?? await loadOrCreatePeerKey(join(this.init.dataDir, PEER_KEY_FILE))
     const self = peerIdFromPrivateKey(key).toString()
     const admission = this.admission
     if (admission != null && this.init.admitSelf === true) {

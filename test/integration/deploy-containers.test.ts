@@ -16,14 +16,15 @@
  *   command and arguments beside them. No Kubernetes here: the names are
  *   network aliases, the Secret a read-only folder, the claim a volume.
  *
- * Needs podman, podman-compose and the base image (node:22-slim, here or
- * from a registry), and a podman that can run containers on this machine;
- * skipped, saying which is missing, otherwise. Traffic stays on this
+ * `npm run test:containers` (vitest.containers.config.ts), not `npm test`:
+ * it needs podman, podman-compose and the base image (node:22-slim, here or
+ * from a registry), and a podman that can run containers on this machine,
+ * and fails saying which is missing otherwise. Traffic stays on this
  * machine: the containers' own networks, and the controllers' HTTPS ports
  * published on 127.0.0.1.
  */
 import { execFile } from 'node:child_process'
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -63,20 +64,19 @@ async function missing (): Promise<string | null> {
 }
 
 const reason = await missing()
-if (reason != null) console.warn(`deploy-containers: skipped: ${reason}`)
+if (reason != null) throw new Error(`npm run test:containers cannot run here: ${reason}`)
 
 /** The image is built once, for every test here. */
 beforeAll(async () => {
-  if (reason != null) return
   const build = await run('podman', ['build', '--format', 'docker', '-f', 'deploy/Containerfile', '-t', IMAGE, '.'], { timeoutMs: 600_000 })
   expect(build.code, `podman build failed:\n${build.stdout.slice(-3000)}\n${build.stderr.slice(-3000)}`).toBe(0)
 })
 
 afterAll(async () => {
-  if (reason == null) await run('podman', ['rmi', '-f', IMAGE])
+  await run('podman', ['rmi', '-f', IMAGE])
 })
 
-describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () => {
+describe('deploy/compose.yaml under podman-compose', () => {
   let env: NodeJS.ProcessEnv
   let ports: number[]
   let caDir: string
@@ -95,17 +95,22 @@ describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () =
   const ip = async (name: string): Promise<string> =>
     (await run('podman', ['inspect', name, '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}'])).stdout.trim()
 
-  /** `capmesh <args>` inside controller c1's container, on the compose network. */
-  const inC1 = async (args: string[]): Promise<Ran> => await run('podman', ['exec', await container('c1'), 'node', 'bin/capmesh.js', ...args], { timeoutMs: 60_000 })
+  /** `capmesh <args>` inside worker w1's container, on the compose network, where the operator and client identities are (as the file's header says). */
+  const inW1 = async (args: string[]): Promise<Ran> => await run('podman', ['exec', await container('w1'), 'node', 'bin/capmesh.js', ...args], { timeoutMs: 60_000 })
 
   const status = async (): Promise<Ran> =>
-    await inC1(['status', '--tls-dir', '/tls', '--controller', 'https://c1:9000', '--controller', 'https://c2:9000', '--controller', 'https://c3:9000'])
+    await inW1(['status', '--tls-dir', '/ca', '--controller', 'https://c1:9000', '--controller', 'https://c2:9000', '--controller', 'https://c3:9000'])
 
   beforeAll(async () => {
     const base = await freePorts(3)
     ports = [base, base + 1, base + 2]
     env = { CAPMESH_IMAGE: IMAGE, CAPMESH_C1_PORT: String(ports[0]), CAPMESH_C2_PORT: String(ports[1]), CAPMESH_C3_PORT: String(ports[2]) }
     caDir = mkdtempSync(join(tmpdir(), 'capmesh-compose-'))
+    // podman-compose 1.0 does not wait for service_completed_successfully: the certs service first.
+    const certs = await compose(['up', '-d', 'certs'])
+    expect(certs.code, `podman-compose up certs failed:\n${certs.stderr.slice(-3000)}`).toBe(0)
+    const waited = await run('podman', ['wait', await container('certs')], { timeoutMs: 180_000 })
+    expect(waited.stdout.trim(), `the certs service failed:\n${(await run('podman', ['logs', await container('certs')])).stderr.slice(-3000)}`).toBe('0')
     const up = await compose(['up', '-d'])
     expect(up.code, `podman-compose up failed:\n${up.stderr.slice(-3000)}`).toBe(0)
   })
@@ -124,7 +129,7 @@ describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () =
 
   it('the three controllers find each other by service name and agree; a controller routes to a worker and the worker answers', async () => {
     await eventually(async () => (await status()).code === 0, 'capmesh status OK in the compose mesh', 120_000, 2000)
-    const routed = await inC1(['route', '--verb', 'invoke', '--capability', 'echo', '--controller', 'https://c3:9000', '--tls-dir', '/tls', '--invoke', 'hello from compose'])
+    const routed = await inW1(['route', '--verb', 'invoke', '--capability', 'echo', '--controller', 'https://c3:9000', '--tls-dir', '/ca', '--invoke', 'hello from compose'])
     expect(routed.code, routed.stdout + routed.stderr).toBe(0)
     expect(routed.stdout).toMatch(/"worker_id": "w[12]"/)
     expect(routed.stdout).toContain('"result": "hello from compose"')
@@ -169,7 +174,7 @@ describe.skipIf(reason != null)('deploy/compose.yaml under podman-compose', () =
   })
 })
 
-describe.skipIf(reason != null)('deploy/kubernetes command lines in containers', () => {
+describe('deploy/kubernetes command lines in containers', () => {
   const dir = join(ROOT, 'deploy/kubernetes')
   const kustomization = parse(readFileSync(join(dir, 'kustomization.yaml'), 'utf8')) as { namespace: string, resources: string[] }
   const objects = kustomization.resources.flatMap(f => parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map(d => d.toJS() as any))
@@ -183,6 +188,8 @@ describe.skipIf(reason != null)('deploy/kubernetes command lines in containers',
   const containers: string[] = []
   const volumes: string[] = []
   let secretDir: string
+  let keysDir: string
+  let caDir: string
 
   /** A pod: a container on the network, reachable by `aliases`, as the manifest's security context says. */
   async function pod (ctr: string, opts: { aliases: string[], ip?: string, mounts: string[], args: string[], entrypoint?: string[] }): Promise<Ran> {
@@ -198,14 +205,28 @@ describe.skipIf(reason != null)('deploy/kubernetes command lines in containers',
   const mountOf = (container: any, volume: string): string => container.volumeMounts.find((m: { name: string }) => m.name === volume).mountPath
 
   beforeAll(async () => {
-    // The capmesh-tls Secret: what docs/deploy.md's certs init writes, readable by the pods' group
-    // (Kubernetes: defaultMode 0440 and fsGroup), mounted read-only.
-    secretDir = mkdtempSync(join(tmpdir(), 'capmesh-k8s-'))
-    const hosts = [0, 1, 2].flatMap(i => ['--host', fqdn(i)])
-    const init = await run(process.execPath, [join(ROOT, 'bin/capmesh.js'), 'certs', 'init', '--dir', secretDir, ...hosts])
-    expect(init.code, init.stderr).toBe(0)
-    for (const f of readdirSync(secretDir)) chmodSync(join(secretDir, f), 0o444)
-    chmodSync(secretDir, 0o755)
+    // The Secrets as docs/deploy.md makes them (certs init, certs issue, peer-key), readable by the
+    // pods' group (Kubernetes: defaultMode 0440 and fsGroup), mounted read-only: capmesh-tls
+    // without the CA key, capmesh-peer-keys by pod name, capmesh-worker-ca with it.
+    caDir = mkdtempSync(join(tmpdir(), 'capmesh-k8s-ca-'))
+    secretDir = mkdtempSync(join(tmpdir(), 'capmesh-k8s-tls-'))
+    keysDir = mkdtempSync(join(tmpdir(), 'capmesh-k8s-keys-'))
+    const cli = async (args: string[]): Promise<void> => {
+      const r = await run(process.execPath, [join(ROOT, 'bin/capmesh.js'), ...args])
+      expect(r.code, `capmesh ${args.join(' ')}: ${r.stderr}`).toBe(0)
+    }
+    await cli(['certs', 'init', '--dir', caDir, ...[0, 1, 2].flatMap(i => ['--host', fqdn(i)])])
+    await cli(['certs', 'issue', '--dir', caDir, '--role', 'operator', '--name', 'operator'])
+    await cli(['certs', 'issue', '--dir', caDir, '--role', 'client', '--name', 'client'])
+    for (let i = 0; i < sts.spec.replicas; i++) {
+      await cli(['peer-key', '--id', name(i), '--data-dir', join(caDir, name(i)), '--allow', join(caDir, 'peers.allow')])
+      copyFileSync(join(caDir, name(i), 'peer.key'), join(keysDir, `${name(i)}.key`))
+    }
+    for (const f of ['ca.pem', 'server.pem', 'server-key.pem', 'mesh.key', 'peers.allow']) copyFileSync(join(caDir, f), join(secretDir, f))
+    for (const d of [caDir, secretDir, keysDir]) {
+      for (const f of readdirSync(d)) chmodSync(join(d, f), 0o444)
+      chmodSync(d, 0o755)
+    }
     expect((await run('podman', ['network', 'create', network])).code).toBe(0)
   })
 
@@ -213,16 +234,21 @@ describe.skipIf(reason != null)('deploy/kubernetes command lines in containers',
     if (containers.length > 0) await run('podman', ['rm', '-f', '-v', ...containers])
     if (volumes.length > 0) await run('podman', ['volume', 'rm', '-f', ...volumes])
     await run('podman', ['network', 'rm', '-f', network])
-    if (secretDir != null) rmSync(secretDir, { recursive: true, force: true })
+    for (const d of [caDir, secretDir, keysDir]) if (d != null) rmSync(d, { recursive: true, force: true })
   })
 
   it('the StatefulSet\'s controllers, read-only and non-root, find each other by their stable names; the demo workers attach and are routed to', async () => {
     const controller = sts.spec.template.spec.containers[0]
+    const keyInit = sts.spec.template.spec.initContainers.find((c: { name: string }) => c.name === 'peer-key')
     const tlsMount = mountOf(controller, 'tls')
     const dataMount = mountOf(controller, 'data')
     for (let i = 0; i < sts.spec.replicas; i++) {
       const data = `${PROJECT}-data-${i}`
       volumes.push(data)
+      // The init container: the pod's own peer key into its (new) data volume.
+      const cmd = expand(keyInit.command, { POD_NAME: name(i) })
+      const copy = await run('podman', ['run', '--rm', '--user', '10001:10001', '--read-only', '--network', 'none', '-v', `${keysDir}:${mountOf(keyInit, 'peer-keys')}:ro`, '-v', `${data}:${mountOf(keyInit, 'data')}`, '--entrypoint', cmd[0], IMAGE, ...cmd.slice(1)])
+      expect(copy.code, copy.stderr).toBe(0)
       const r = await pod(`${PROJECT}-${name(i)}`, {
         aliases: [fqdn(i)],
         mounts: [`${secretDir}:${tlsMount}:ro`, `${data}:${dataMount}`],
@@ -230,9 +256,10 @@ describe.skipIf(reason != null)('deploy/kubernetes command lines in containers',
       })
       expect(r.code, r.stderr).toBe(0)
     }
-    const exec = async (args: string[]): Promise<Ran> => await run('podman', ['exec', `${PROJECT}-${name(0)}`, 'node', 'bin/capmesh.js', ...args], { timeoutMs: 60_000 })
+    // An operator's and a client's commands from a container of their own on the network, holding their identities and the CA certificate.
+    const exec = async (args: string[]): Promise<Ran> => await run('podman', ['run', '--rm', '--network', network, '--user', '10001:10001', '-v', `${caDir}:/admin:ro`, IMAGE, ...args], { timeoutMs: 90_000 })
     const urls = [0, 1, 2].flatMap(i => ['--controller', `https://${fqdn(i)}:9000`])
-    await eventually(async () => (await exec(['status', '--tls-dir', tlsMount, ...urls])).code === 0, 'the three controllers agree', 120_000, 2000)
+    await eventually(async () => (await exec(['status', '--tls-dir', '/admin', ...urls])).code === 0, 'the three controllers agree', 120_000, 2000)
 
     // The demo workers: the init container copies the CA into the writable TLS dir, then the worker starts.
     const spec = deployment.spec.template.spec
@@ -244,7 +271,7 @@ describe.skipIf(reason != null)('deploy/kubernetes command lines in containers',
       const ip = subnet.replace(/\.0\/24$/, `.${200 + k}`)
       const tls = `${PROJECT}-worker-tls-${k}`
       volumes.push(tls)
-      const ca = `${secretDir}:${mountOf(initC, 'ca')}:ro`
+      const ca = `${caDir}:${mountOf(initC, 'ca')}:ro`
       const copy = await run('podman', ['run', '--rm', '--user', '10001:10001', '--read-only', '--network', 'none', '-v', ca, '-v', `${tls}:${mountOf(initC, 'tls')}`, '--entrypoint', initC.command[0], IMAGE, ...initC.command.slice(1)])
       expect(copy.code, copy.stderr).toBe(0)
       const r = await pod(`${PROJECT}-${podName}`, {
@@ -256,7 +283,7 @@ describe.skipIf(reason != null)('deploy/kubernetes command lines in containers',
       expect(r.code, r.stderr).toBe(0)
     }
     await eventually(async () => {
-      const routed = await exec(['route', '--verb', 'invoke', '--capability', 'echo', '--controller', `https://${fqdn(2)}:9000`, '--tls-dir', tlsMount, '--invoke', 'hello from a pod'])
+      const routed = await exec(['route', '--verb', 'invoke', '--capability', 'echo', '--controller', `https://${fqdn(2)}:9000`, '--tls-dir', '/admin', '--invoke', 'hello from a pod'])
       return routed.code === 0 && routed.stdout.includes('"result": "hello from a pod"')
     }, 'a worker routed to from capmesh-2 and answering', 90_000, 2000)
   })

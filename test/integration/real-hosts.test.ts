@@ -11,13 +11,14 @@
  * system's resolver. Nothing here dials an address outside 127.0.0.0/8.
  */
 import { X509Certificate } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
 import type { Resolve } from '../../src/gossip/index.ts'
+import { capmesh } from '../helpers/cli.ts'
 import { capability, eventually, freePort, freePorts, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
@@ -149,5 +150,40 @@ describe('--advertise', { timeout: 60_000 }, () => {
     expect(a.p2p.multiaddrs.length).toBeGreaterThan(0)
     for (const addr of a.p2p.multiaddrs) expect(addr).not.toMatch(/^\/ip[46]\/(0\.0\.0\.0|::)\//)
     expect(a.p2p.listenAddrs[0]).toMatch(/^\/ip4\/0\.0\.0\.0\/tcp\/[1-9]\d*$/)
+  })
+})
+
+describe('the deployed layout: peer keys made ahead, an allow list nobody writes', { timeout: 60_000 }, () => {
+  it('capmesh peer-key creates a controller\'s key once and writes its line; controllers started on those data dirs with certificate files admit each other and no one else', async () => {
+    const allow = join(bed.root, 'deployed', 'peers.allow')
+    const dataDir = (id: string): string => join(bed.root, 'deployed', id)
+    const lines: string[] = []
+    for (const id of ['d1', 'd2']) {
+      const made = await capmesh(['peer-key', '--id', id, '--data-dir', dataDir(id), '--allow', allow])
+      expect(made.code, made.stderr).toBe(0)
+      lines.push(made.stdout.trim())
+      // Again: the same key, the same line, the file unchanged.
+      const before = readFileSync(allow, 'utf8')
+      const again = await capmesh(['peer-key', '--id', id, '--data-dir', dataDir(id), '--allow', allow])
+      expect(again.stdout.trim()).toBe(made.stdout.trim())
+      expect(readFileSync(allow, 'utf8')).toBe(before)
+    }
+    expect(readFileSync(allow, 'utf8').split('\n').filter(l => l.length > 0 && !l.startsWith('#'))).toEqual(lines)
+    const bad = await capmesh(['peer-key', '--id', 'not an id', '--data-dir', dataDir('x')])
+    expect(bad.code).toBe(2)
+    expect(existsSync(dataDir('x'))).toBe(false)
+
+    // Certificate files (as on a real host: the TLS dir's CA key is not used, the list is never written).
+    const files = { tlsCert: join(bed.tlsDir, 'server.pem'), tlsKey: join(bed.tlsDir, 'server-key.pem'), tlsCa: join(bed.tlsDir, 'ca.pem'), meshKey: join(bed.tlsDir, 'mesh.key'), peerAllow: allow }
+    const d1 = await bed.start({ id: 'd1', dataDir: dataDir('d1'), p2pPort: await freePort(), ...files })
+    const d2 = await bed.start({ id: 'd2', dataDir: dataDir('d2'), bootstrap: [d1.p2p.multiaddrs[0]], ...files })
+    expect(lines).toEqual([`d1 ${d1.p2p.peerId}`, `d2 ${d2.p2p.peerId}`])
+    await eventually(() => connected(d1, d2) && connected(d2, d1), 'd1 and d2 admit each other', 20_000)
+    // A controller whose key is not in the list: refused by both, though it holds the mesh key.
+    const stranger = await bed.start({ id: 'd3', bootstrap: [d1.p2p.multiaddrs[0]], ...files })
+    await eventually(async () => (await bed.client.json('GET', `${d1.url}/mesh`)).body.refused.some((r: { peer_id: string }) => r.peer_id === stranger.p2p.peerId),
+      'd1 refused the controller its allow list does not name', 20_000)
+    expect(connected(d1, stranger)).toBe(false)
+    expect(readFileSync(allow, 'utf8').split('\n').filter(l => l.length > 0 && !l.startsWith('#'))).toEqual(lines)
   })
 })

@@ -12,7 +12,8 @@
  * the compose file and the manifests' command lines where podman is available.
  */
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { parse, parseAllDocuments } from 'yaml'
@@ -50,11 +51,12 @@ function controllerConfig (args: string[], where: string): ControllerConfig {
   return resolveControllerConfig(parseRawConfig(raw, where))
 }
 
-/** The options of `capmesh worker`, from its help (the one declaration of them). */
-const workerFlags = ((): Set<string> => {
-  const help = execFileSync(process.execPath, [join(ROOT, 'bin/capmesh.js'), 'worker', '--help'], { encoding: 'utf8' })
+/** The options of a capmesh subcommand (`['worker']`, `['certs', 'init']`), from its help (the one declaration of them). */
+function subcommandFlags (words: string[]): Set<string> {
+  const help = execFileSync(process.execPath, [join(ROOT, 'bin/capmesh.js'), ...words, '--help'], { encoding: 'utf8' })
   return new Set([...help.matchAll(/--([a-z][a-z-]*)/g)].map(m => m[1]))
-})()
+}
+const workerFlags = subcommandFlags(['worker'])
 
 function workerArgs (args: string[], where: string): Map<string, string> {
   const out = new Map<string, string>()
@@ -127,20 +129,58 @@ describe('deploy/compose.yaml', () => {
       expect(s.hostname).toBe(name)
       const others = controllers.map(([n]) => n).filter(n => n !== name)
       expect(cfg.bootstrap.map(dnsBootstrap)).toEqual(others.map(n => ({ name: n, port: configs.get(n)!.p2pPort })))
-      // Its data on a volume of its own, the TLS dir on the shared one.
+      // Its data on a volume of its own, the TLS dir on the shared one, which holds no CA key.
       expect(s.volumes).toContain(`${name}-data:${cfg.dataDir}`)
       expect(s.volumes).toContain(`tls:${cfg.tlsDir}`)
+      expect(cfg.tlsFiles).toBeUndefined()
       expect(s.ports.every((p: string) => p.startsWith('127.0.0.1:') && p.endsWith(`:${cfg.httpsPort}`)), `${name} publishes its HTTPS port on loopback only`).toBe(true)
     }
   })
 
-  it('the certs service issues a certificate covering every advertised name, into the shared TLS volume', () => {
-    const cmd = services.certs.command as string[]
-    expect(cmd.slice(0, 2)).toEqual(['certs', 'init'])
-    const hosts = flagPairs(cmd).filter(([k]) => k === 'host').map(([, v]) => v)
+  // The certs service's script: `capmesh ...` lines (its shell function runs bin/capmesh.js), then a copy.
+  const script = (services.certs.command as string[]).join('\n').split('\n').map(l => l.trim())
+  const capmeshLines = script.filter(l => l.startsWith('capmesh ')).map(l => l.split(/\s+/).slice(1))
+  const mountPath = (s: any, volume: string): string | undefined => (s.volumes as string[]).find(v => v.startsWith(`${volume}:`))?.split(':')[1]
+
+  it('the certs service runs capmesh commands that exist, with options they take', () => {
+    expect(services.certs.entrypoint).toEqual(['sh', '-c'])
+    expect(script).toContain('set -e')
+    expect(script.find(l => l.startsWith('capmesh ()'))).toContain('node bin/capmesh.js')
+    expect(capmeshLines.length).toBeGreaterThan(0)
+    for (const args of capmeshLines) {
+      const words = args.slice(0, args.findIndex(a => a.startsWith('--')))
+      const flags = subcommandFlags(words)
+      for (const [k] of flagPairs(args)) expect(flags.has(k), `capmesh ${words.join(' ')}: --${k}`).toBe(true)
+    }
+  })
+
+  it('the certs service makes a certificate covering every advertised name, a peer key per controller in its data volume with its line in the allow list, and copies what controllers need (no CA key) into their TLS volume', () => {
+    const init = capmeshLines.find(a => a[0] === 'certs' && a[1] === 'init')!
+    const ca = flagPairs(init).find(([k]) => k === 'dir')![1] as string
+    expect(mountPath(services.certs, 'ca')).toBe(ca)
+    const hosts = flagPairs(init).filter(([k]) => k === 'host').map(([, v]) => v)
     for (const cfg of configs.values()) for (const a of cfg.advertise) expect(hosts).toContain(a)
-    const dir = flagPairs(cmd).find(([k]) => k === 'dir')?.[1]
-    expect(services.certs.volumes).toContain(`tls:${dir as string}`)
+    const peerKeys = capmeshLines.filter(a => a[0] === 'peer-key').map(a => Object.fromEntries(flagPairs(a)) as Record<string, string>)
+    expect(peerKeys.map(p => p.id)).toEqual([...configs.keys()])
+    for (const [name, cfg] of configs) {
+      const p = peerKeys.find(k => k.id === cfg.id)!
+      // The folder it writes peer.key into is the controller's data volume.
+      expect(mountPath(services.certs, `${name}-data`)).toBe(p['data-dir'])
+      expect(services[name].volumes).toContain(`${name}-data:${cfg.dataDir}`)
+      expect(p.allow).toBe(`${ca}/peers.allow`)
+      // Its TLS dir is the tls volume, with the allow list where the controller looks for it.
+      expect(cfg.peerAllow).toBe(`${cfg.tlsDir}/peers.allow`)
+      expect(cfg.meshKey).toBe(`${cfg.tlsDir}/mesh.key`)
+    }
+    const tls = mountPath(services.certs, 'tls')!
+    // Compose turns $$ into $: each file copied to the tls volume if it differs, replaced in one step.
+    const copy = script.map(l => /^for f in ([^;]+); do cmp -s (\S+)\/\$\$f (\S+)\/\$\$f \|\| \{ cp \2\/\$\$f \3\/\.\$\$f\.new && mv \3\/\.\$\$f\.new \3\/\$\$f; \}; done$/.exec(l)).find(m => m != null)
+    expect(copy, 'the copy into the controllers\' TLS volume').toBeDefined()
+    expect([copy![2], copy![3]]).toEqual([ca, tls])
+    expect(copy![1].split(' ').sort()).toEqual(['ca.pem', 'mesh.key', 'peers.allow', 'server-key.pem', 'server.pem'])
+    for (const [name, cfg] of configs) expect(mountPath(services[name], 'tls')).toBe(cfg.tlsDir)
+    // The identities the commands in its header use.
+    for (const role of ['operator', 'client']) expect(capmeshLines.some(a => a[0] === 'certs' && a[1] === 'issue' && a.join(' ').includes(`--role ${role} --name ${role}`)), role).toBe(true)
   })
 
   it('each worker names the controllers as a failover list of their HTTPS URLs, advertises its service name, and is health-checked on its port', () => {
@@ -152,6 +192,9 @@ describe('deploy/compose.yaml', () => {
       expect(w.get('host')).toBe('0.0.0.0')
       expect(s.environment.CAPMESH_HEALTH_URL).toBe(`https://127.0.0.1:${w.get('port')!}/health`)
       expect(s.healthcheck.test).toEqual(['CMD', 'node', 'deploy/healthcheck.mjs'])
+      // A demo worker's TLS dir is the CA volume: it issues its own certificate and identity there.
+      expect(mountPath(s, 'ca')).toBe(w.get('tls-dir'))
+      expect(s.environment.CAPMESH_CA).toBe(`${w.get('tls-dir')!}/ca.pem`)
     }
   })
 
@@ -176,7 +219,8 @@ describe('deploy/kubernetes', () => {
   const secretKeys = (name: string): string[] => {
     const g = kustomization.secretGenerator.find(s => s.name === name)
     expect(g, `secret ${name} is generated`).toBeDefined()
-    return g!.files.map(f => f.split('/').at(-1)!)
+    // `key=path` names the key; otherwise it is the file's name.
+    return g!.files.map(f => f.includes('=') ? f.split('=')[0] : f.split('/').at(-1)!)
   }
   const env = (pod: string, ip = '10.0.0.5'): Record<string, string> => ({ POD_NAME: pod, POD_NAMESPACE: ns, POD_IP: ip })
   const expand = (args: string[], vars: Record<string, string>): string[] => args.map(a => a.replace(/\$\(([A-Z_]+)\)/g, (_m, v: string) => vars[v] ?? `$(${v})`))
@@ -196,7 +240,7 @@ describe('deploy/kubernetes', () => {
     expect(kustomization.images.map(i => i.name)).toContain(controller.image)
     // The generated Secrets' files are made by `capmesh certs init` and never committed.
     expect(read('.gitignore')).toMatch(/^deploy\/kubernetes\/tls\/$/m)
-    for (const g of kustomization.secretGenerator) for (const f of g.files) expect(f.startsWith('tls/')).toBe(true)
+    for (const g of kustomization.secretGenerator) for (const f of g.files) expect(f.split('=').at(-1)!.startsWith('tls/')).toBe(true)
   })
 
   it('the StatefulSet\'s pods are the headless Service\'s, published before they are ready; selectors match the pod labels', () => {
@@ -232,12 +276,40 @@ describe('deploy/kubernetes', () => {
     expect(mount.readOnly).toBe(true)
     const secret = spec.volumes.find((v: any) => v.name === mount.name).secret.secretName as string
     const keys = secretKeys(secret)
-    for (const file of [cfg.tlsFiles!.cert, cfg.tlsFiles!.key, cfg.tlsFiles!.ca, cfg.meshKey]) {
+    for (const file of [cfg.tlsFiles!.cert, cfg.tlsFiles!.key, cfg.tlsFiles!.ca, cfg.meshKey, cfg.peerAllow]) {
       expect(file.startsWith(`${mount.mountPath as string}/`), file).toBe(true)
       expect(keys).toContain(file.split('/').at(-1))
     }
+    // Never the CA key: controllers issue nothing.
+    expect(keys).not.toContain('ca-key.pem')
     const data = controller.volumeMounts.find((m: { mountPath: string }) => m.mountPath === cfg.dataDir)
     expect(sts.spec.volumeClaimTemplates.map((c: any) => c.metadata.name)).toContain(data.name)
+  })
+
+  it('an init container puts each pod\'s own peer key (from a Secret with one per controller, made by capmesh peer-key) into its data volume as peer.key', () => {
+    const spec = sts.spec.template.spec
+    const init = spec.initContainers.find((c: { name: string }) => c.name === 'peer-key')
+    const secretMount = init.volumeMounts.find((m: any) => spec.volumes.find((v: any) => v.name === m.name)?.secret != null)
+    expect(secretMount.readOnly).toBe(true)
+    const keys = secretKeys(spec.volumes.find((v: any) => v.name === secretMount.name).secret.secretName)
+    expect(keys.sort()).toEqual(Array.from({ length: replicas }, (_v, i) => `${sts.metadata.name as string}-${i}.key`))
+    const dataMount = init.volumeMounts.find((m: { name: string }) => sts.spec.volumeClaimTemplates.some((c: any) => c.metadata.name === m.name))
+    expect(dataMount.mountPath).toBe(cfgOf(0).dataDir)
+    expect(init.env.find((e: any) => e.name === 'POD_NAME').valueFrom.fieldRef.fieldPath).toBe('metadata.name')
+    for (let i = 0; i < replicas; i++) {
+      const cmd = expand(init.command, env(`${sts.metadata.name as string}-${i}`)).join(' ')
+      expect(cmd).toContain(`cp ${secretMount.mountPath as string}/${sts.metadata.name as string}-${i}.key ${cfgOf(i).dataDir}/peer.key`)
+    }
+    // Where kustomization.yaml and docs/deploy.md say capmesh peer-key writes them.
+    const files = kustomization.secretGenerator.find(g => g.name === spec.volumes.find((v: any) => v.name === secretMount.name).secret.secretName)!.files
+    for (const f of files) {
+      const [key, path] = f.split('=')
+      const id = key.replace(/\.key$/, '')
+      expect(path).toBe(`tls/${id}/peer.key`)
+      const line = `capmesh peer-key --id ${id.replace(/-\d+$/, '-$i')} --data-dir deploy/kubernetes/tls/${id.replace(/-\d+$/, '-$i')}`
+      expect(read(`${dir}/kustomization.yaml`).replace(/\\\n#?\s*/g, ' ')).toContain(line)
+      expect(read('docs/deploy.md').replace(/\\\n\s*/g, ' ')).toContain(line)
+    }
   })
 
   it('docs/deploy.md\'s certs init covers every controller\'s advertised name and the client Service', () => {
@@ -301,7 +373,9 @@ describe('deploy/systemd', () => {
     expect(cfg.host).toBe('0.0.0.0')
     expect(cfg.advertise.length).toBeGreaterThan(0)
     expect(cfg.tlsFiles).toBeDefined()
-    for (const file of [cfg.tlsFiles!.cert, cfg.tlsFiles!.key, cfg.tlsFiles!.ca, cfg.meshKey]) expect(file.startsWith(`/etc/${directive('ConfigurationDirectory')[0]}/`)).toBe(true)
+    for (const file of [cfg.tlsFiles!.cert, cfg.tlsFiles!.key, cfg.tlsFiles!.ca, cfg.meshKey, cfg.peerAllow]) expect(file.startsWith(`/etc/${directive('ConfigurationDirectory')[0]}/`)).toBe(true)
+    // Its header says how to make the peer key the allow list names, in the unit's data dir.
+    expect(unit.replace(/\n#\s*/g, ' ')).toContain(`capmesh.js peer-key --id ${cfg.id} --data-dir ${cfg.dataDir}`)
   })
 
   it('is hardened, runs as its own user, restarts on failure but not on a bad option (exit code 2)', () => {
@@ -313,10 +387,20 @@ describe('deploy/systemd', () => {
     expect(directive('CapabilityBoundingSet')).toEqual([''])
   })
 
-  const analyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find(p => existsSync(p))
-  it.skipIf(analyze == null || !existsSync('/usr/bin/node'))('systemd-analyze verify finds nothing to say about it', () => {
-    const out = execFileSync(analyze!, ['verify', join(ROOT, 'deploy/systemd/capmesh-controller.service')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-    expect(out.trim()).toBe('')
+  it('systemd-analyze verify finds nothing to say about it', () => {
+    // systemd's own checker (Debian: the systemd package; .ci/run installs it). It wants ExecStart's
+    // program to exist, so a copy runs this Node instead of /usr/bin/node.
+    const analyze = ['/usr/bin/systemd-analyze', '/bin/systemd-analyze'].find(p => existsSync(p))
+    expect(analyze, 'systemd-analyze is installed').toBeDefined()
+    const dir = mkdtempSync(join(tmpdir(), 'capmesh-unit-'))
+    try {
+      const copy = join(dir, 'capmesh-controller.service')
+      writeFileSync(copy, unit.replace(/^ExecStart=\/usr\/bin\/node /m, `ExecStart=${process.execPath} `))
+      const out = execFileSync(analyze!, ['verify', copy], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+      expect(out.trim()).toBe('')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 
