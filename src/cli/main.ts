@@ -314,8 +314,15 @@ program.command('sim')
   .option('--seed <s>', 'seed: same seed, same schedule', '1')
   .option('--duration <d>', 'planned length, e.g. 30s (default: the scenario\'s)')
   .option('--out <dir>', 'write report.json and report.html there')
-  .action(async (name: string, opts: { nodes?: string, workers?: string, seed: string, duration?: string, out?: string }) => {
-    const { explain, loadScenario, runScenario } = await import('../sim/index.ts')
+  .addOption(new Option('--net <network>', 'loopback: every controller on 127.0.0.1; netns: each controller and workers\' place in a network namespace of its own with its own address, faults dropping packets (Linux, root, iproute2, nftables)').choices(['loopback', 'netns']).default('loopback'))
+  .addOption(new Option('--bootstrap-by <how>', 'with --net netns: controllers join by address (/ip4/10.77.0.1/tcp/9100) or by name (/dns4/n1.sim/tcp/9100, through the namespaces\' hosts files)').choices(['address', 'name']).default('address'))
+  .action(async (name: string, opts: { nodes?: string, workers?: string, seed: string, duration?: string, out?: string, net: 'loopback' | 'netns', bootstrapBy: 'address' | 'name' }) => {
+    const { explain, loadScenario, netnsUnavailable, runScenario } = await import('../sim/index.ts')
+    if (opts.bootstrapBy === 'name' && opts.net !== 'netns') throw new ConfigError('--bootstrap-by name needs --net netns (names come from the namespaces\' hosts files)')
+    if (opts.net === 'netns') {
+      const why = netnsUnavailable()
+      if (why != null) throw new ConfigError(`--net netns is not available here: ${why}`)
+    }
     const s = await loadScenario(name)
     const { result, report, files } = await runScenario(s, {
       nodes: opts.nodes != null ? int(opts.nodes, '--nodes', 2, 64) : undefined,
@@ -323,6 +330,8 @@ program.command('sim')
       seed: opts.seed,
       durationMs: opts.duration != null ? parseDuration(opts.duration, '--duration') : undefined,
       out: opts.out,
+      net: opts.net,
+      bootstrapBy: opts.bootstrapBy,
       progress: line => { console.log(line) }
     })
     console.log('')
