@@ -259,6 +259,8 @@ export class Simulation {
     n.child = await spawnController({
       id: n.id,
       ipc: true,
+      // Loading a controller takes seconds of CPU; on a loaded 2-core machine a restart took 15 s.
+      timeoutMs: 60_000,
       netns: lab?.controllerNs(n.index),
       onLog: log == null ? undefined : line => { log.write(`${JSON.stringify(typeof line === 'string' ? { sim_t: Math.round(this.now()), line } : { sim_t: Math.round(this.now()), ...line })}\n`) },
       args: [
