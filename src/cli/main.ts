@@ -136,12 +136,11 @@ program.command('peer-key')
   .option('--allow <file>', 'add (or replace) the controller\'s line in this peer allow list, created if missing; copy it to every controller as --peer-allow')
   .action(async (opts: { id: string, dataDir: string, allow?: string }) => {
     if (!CONTROLLER_ID.test(opts.id)) throw new ConfigError(`--id: "${opts.id}" is not a controller id (letters, digits, ".", "_", "-"; at most 64)`)
-    const [{ loadOrCreatePeerKey }, { Admission }, { peerIdFromPrivateKey }] = await Promise.all([
-      import('../gossip/keys.ts'), import('../gossip/admission.ts'), import('@libp2p/peer-id')
-    ])
+    const [{ ensurePeerKey }, { Admission }] = await Promise.all([import('../gossip/keys.ts'), import('../gossip/admission.ts')])
     const file = join(resolve(opts.dataDir), PEER_KEY_FILE)
-    const peerId = peerIdFromPrivateKey(await loadOrCreatePeerKey(file)).toString()
+    const { peerId, created } = await ensurePeerKey(file)
     console.log(`${opts.id} ${peerId}`)
+    console.error(`${created ? 'created' : 'reused'} peer key ${file} (keep it private; it is this controller's identity in the mesh)`)
     if (opts.allow != null) {
       const allow = new Admission({ file: resolve(opts.allow) })
       const { written } = await allow.admitSelf(opts.id, peerId)
