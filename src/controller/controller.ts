@@ -230,6 +230,11 @@ export class Controller {
       learnAddrs: (peerId, addrs) => { mesh.learnAddrs(peerId, addrs) },
       learnIntroduced: addrs => { mesh.learnIntroduced(addrs) }
     })
+    // A member gone silent: its connections may be black-holed, holding stale messages (Mesh.hangUpSilent).
+    core.on('member', (id, _from, to) => {
+      const peer = to === 'silent' ? membership.get(id)?.peerId : null
+      if (peer != null) mesh.hangUpSilent(peer)
+    })
     this.metrics = controllerMetrics({ view: this.view, info: { controller_id: cfg.id, mesh_key_id: meshKeyId(meshKey.key) } })
     // Refusals while replaying the data dir happened before there were metrics to count them.
     for (const kind of refusedAtLoad) this.events.emit('dataRefused', 'load', kind)

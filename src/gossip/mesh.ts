@@ -551,6 +551,22 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.emit('meshkey:mismatch', address)
   }
 
+  /**
+   * Closes the connections to a controller that went silent (nothing heard
+   * from it for the unhealthy window). On a link that drops packets a
+   * connection stays open for minutes, TCP holding what was sent into it;
+   * once the link is back that backlog (digests from before a worker died,
+   * updates since superseded) would arrive as news, seconds late, behind
+   * the retransmission back-off. A new connection starts clean, and the
+   * reconnect loop dials it as soon as the peer can be reached.
+   */
+  hangUpSilent (peerId: string): void {
+    const node = this.node
+    if (node == null || node.getConnections(peerIdFromString(peerId)).length === 0) return
+    this.log.info({ peer: peerId }, 'hung up on a silent peer: a new connection once it can be reached')
+    node.hangUp(peerIdFromString(peerId)).catch((err: Error) => { this.log.debug({ peer: peerId, err: err.message }, 'hang-up failed') })
+  }
+
   /** The allow list changed: hang up on connected peers it no longer admits. */
   private readonly onAdmissionChange = ({ removed }: { added: string[], removed: string[] }): void => {
     const node = this.node
