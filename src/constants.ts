@@ -19,6 +19,8 @@ export const DEFAULT_DATA_ROOT = '.capmesh'
 export const MESH_KEY_FILE = 'mesh.key'
 /** The peer allow list's file name in the TLS dir (the default `--peer-allow`). */
 export const PEER_ALLOW_FILE = 'peers.allow'
+/** A silent peer is pinged; no answer within this long (or the unhealthy window, if longer) and its connection is closed (ms). */
+export const SILENT_PING_TIMEOUT_MS = 2000
 /** The controller's peer key (its libp2p identity) in its data dir. */
 export const PEER_KEY_FILE = 'peer.key'
 

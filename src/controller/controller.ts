@@ -37,7 +37,7 @@ import { ensureTls, loadTlsFiles, uncovered, type TlsMaterial } from '../tls/ind
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, PEER_KEY_FILE, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
+import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, PEER_KEY_FILE, SILENT_PING_TIMEOUT_MS, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
 import { TlsError } from '../errors.ts'
 import type { WorkerChange } from '../registry/index.ts'
 import { startTracing, type Tracing } from '../tracing/index.ts'
@@ -230,10 +230,10 @@ export class Controller {
       learnAddrs: (peerId, addrs) => { mesh.learnAddrs(peerId, addrs) },
       learnIntroduced: addrs => { mesh.learnIntroduced(addrs) }
     })
-    // A member gone silent: its connections may be black-holed, holding stale messages (Mesh.hangUpSilent).
+    // A member gone silent: its connection may be black-holed, holding stale messages (Mesh.checkSilent).
     core.on('member', (id, _from, to) => {
       const peer = to === 'silent' ? membership.get(id)?.peerId : null
-      if (peer != null) mesh.hangUpSilent(peer)
+      if (peer != null) mesh.checkSilent(peer, Math.max(SILENT_PING_TIMEOUT_MS, cfg.unhealthyAfterMs))
     })
     this.metrics = controllerMetrics({ view: this.view, info: { controller_id: cfg.id, mesh_key_id: meshKeyId(meshKey.key) } })
     // Refusals while replaying the data dir happened before there were metrics to count them.

@@ -39,7 +39,7 @@ import { gossipsub, TopicValidatorResult, type GossipSub, type Message } from '@
 import { identify } from '@libp2p/identify'
 import type { Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
-import { ping } from '@libp2p/ping'
+import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import type { Tracer } from '@opentelemetry/api'
 import { createLibp2p } from 'libp2p'
@@ -185,7 +185,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly maxMessageBytes: number
   private readonly topics: Record<string, TopicHandler<any>>
   private readonly faults: NetworkFaults | null
-  private node: Libp2p<{ pubsub: GossipSub }> | null = null
+  private node: Libp2p<{ pubsub: GossipSub, ping: Ping }> | null = null
   private readonly peers = new PeerTable()
   private readonly exchanges: Exchanges
   private readonly dialer: Dialer
@@ -200,6 +200,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
   /** The re-keying of connections after a key was removed, while it runs. */
   private rekeying: Promise<void> | null = null
   private rekeyAgain = false
+  /** Silent peers being pinged (checkSilent). */
+  private readonly pinging = new Set<string>()
   private readonly checked = new WeakMap<Uint8Array, Checked>()
   private pending: Uint8Array[] = []
   private flushQueued = false
@@ -273,7 +275,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     return [tcpAddr(this.bound.ip, port)]
   }
 
-  private get libp2p (): Libp2p<{ pubsub: GossipSub }> {
+  private get libp2p (): Libp2p<{ pubsub: GossipSub, ping: Ping }> {
     if (this.node == null) throw new Error('mesh is not started')
     return this.node
   }
@@ -552,19 +554,27 @@ export class Mesh extends EventEmitter<MeshEvents> {
   }
 
   /**
-   * Closes the connections to a controller that went silent (nothing heard
-   * from it for the unhealthy window). On a link that drops packets a
-   * connection stays open for minutes, TCP holding what was sent into it;
-   * once the link is back that backlog (digests from before a worker died,
-   * updates since superseded) would arrive as news, seconds late, behind
-   * the retransmission back-off. A new connection starts clean, and the
-   * reconnect loop dials it as soon as the peer can be reached.
+   * A controller went silent (nothing heard from it for the unhealthy
+   * window): pings it over its connection, and hangs up if no answer comes
+   * within `timeoutMs`. On a link that drops packets a connection stays open
+   * for minutes, TCP holding what was sent into it; once the link is back
+   * that backlog (digests from before a worker died, updates since
+   * superseded) would arrive as news, seconds late, behind the
+   * retransmission back-off. A new connection starts clean, and the
+   * reconnect loop dials it as soon as the peer can be reached. A peer that
+   * is only slow answers the ping and keeps its connection.
    */
-  hangUpSilent (peerId: string): void {
+  checkSilent (peerId: string, timeoutMs: number): void {
     const node = this.node
-    if (node == null || node.getConnections(peerIdFromString(peerId)).length === 0) return
-    this.log.info({ peer: peerId }, 'hung up on a silent peer: a new connection once it can be reached')
-    node.hangUp(peerIdFromString(peerId)).catch((err: Error) => { this.log.debug({ peer: peerId, err: err.message }, 'hang-up failed') })
+    if (node == null || this.pinging.has(peerId)) return
+    const peer = peerIdFromString(peerId)
+    if (node.getConnections(peer).length === 0) return
+    this.pinging.add(peerId)
+    this.libp2p.services.ping.ping(peer, { signal: AbortSignal.timeout(timeoutMs) }).then(() => {}, async (err: Error) => {
+      if (this.node !== node || node.getConnections(peer).length === 0) return
+      this.log.info({ peer: peerId, err: err.message }, 'hung up on a silent peer that did not answer a ping: a new connection once it can be reached')
+      await node.hangUp(peer).catch((e: Error) => { this.log.debug({ peer: peerId, err: e.message }, 'hang-up failed') })
+    }).finally(() => { this.pinging.delete(peerId) })
   }
 
   /** The allow list changed: hang up on connected peers it no longer admits. */
