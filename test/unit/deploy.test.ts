@@ -51,10 +51,16 @@ function controllerConfig (args: string[], where: string): ControllerConfig {
   return resolveControllerConfig(parseRawConfig(raw, where))
 }
 
-/** The options of a capmesh subcommand (`['worker']`, `['certs', 'init']`), from its help (the one declaration of them). */
+/** The options of a capmesh subcommand (`['worker']`, `['certs', 'init']`), from its help (the one declaration of them); each asked once. */
+const helpCache = new Map<string, Set<string>>()
 function subcommandFlags (words: string[]): Set<string> {
-  const help = execFileSync(process.execPath, [join(ROOT, 'bin/capmesh.js'), ...words, '--help'], { encoding: 'utf8' })
-  return new Set([...help.matchAll(/--([a-z][a-z-]*)/g)].map(m => m[1]))
+  const key = words.join(' ')
+  let flags = helpCache.get(key)
+  if (flags == null) {
+    const help = execFileSync(process.execPath, [join(ROOT, 'bin/capmesh.js'), ...words, '--help'], { encoding: 'utf8' })
+    helpCache.set(key, flags = new Set([...help.matchAll(/--([a-z][a-z-]*)/g)].map(m => m[1])))
+  }
+  return flags
 }
 const workerFlags = subcommandFlags(['worker'])
 
@@ -142,7 +148,8 @@ describe('deploy/compose.yaml', () => {
   const capmeshLines = script.filter(l => l.startsWith('capmesh ')).map(l => l.split(/\s+/).slice(1))
   const mountPath = (s: any, volume: string): string | undefined => (s.volumes as string[]).find(v => v.startsWith(`${volume}:`))?.split(':')[1]
 
-  it('the certs service runs capmesh commands that exist, with options they take', () => {
+  // Asks `capmesh <command> --help` once per command: seconds each on a loaded machine.
+  it('the certs service runs capmesh commands that exist, with options they take', { timeout: 120_000 }, () => {
     expect(services.certs.entrypoint).toEqual(['sh', '-c'])
     expect(script).toContain('set -e')
     expect(script.find(l => l.startsWith('capmesh ()'))).toContain('node bin/capmesh.js')
