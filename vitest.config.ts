@@ -4,6 +4,8 @@ import { defineConfig } from 'vitest/config'
 // after everything else, one file at a time, so they never compete with other integration
 // tests for this machine's two cores.
 const SIM = 'test/integration/sim-*.test.ts'
+/** Tests that build the container image and run deploy/ under podman: `npm run test:containers` (vitest.containers.config.ts), never `npm test`. */
+export const CONTAINERS = 'test/integration/deploy-*.test.ts'
 
 /** Tests that drive a real browser (Debian's chromium): `npm run test:browser` (vitest.browser.config.ts), never `npm test`. */
 export const BROWSER = 'test/**/*.browser.test.ts'
@@ -20,7 +22,7 @@ export default defineConfig({
         test: {
           name: 'main',
           include: ['test/**/*.test.ts'],
-          exclude: [SIM, BROWSER],
+          exclude: [SIM, CONTAINERS, BROWSER],
           // Integration tests start real controllers and libp2p nodes: keep CPU contention on 2 cores sane.
           maxWorkers: 2,
           sequence: { groupOrder: 0 }

@@ -11,7 +11,7 @@
  */
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { explain, loadScenario, runScenario } from '../src/sim/index.ts'
+import { explain, loadScenario, netnsUnavailable, runScenario } from '../src/sim/index.ts'
 import { parseDuration } from '../src/utils/duration.ts'
 import { scriptArgs } from './args.ts'
 
@@ -28,9 +28,21 @@ reproduced with \`npm run sim -- randomized --seed <n> --nodes .. --workers ..\`
     workers: { type: 'string', value: 'N', default: '1000', description: 'worker agents in each run' },
     duration: { type: 'string', value: 'D', default: '30s', description: 'length of each run (500ms, 30s, 2m)' },
     scenario: { type: 'string', value: 'NAME', default: 'randomized', description: 'scenario: simulations/<NAME>.ts or a path' },
-    out: { type: 'string', value: 'DIR', default: 'reports/soak', description: 'where the reports and summary.json go' }
+    out: { type: 'string', value: 'DIR', default: 'reports/soak', description: 'where the reports and summary.json go' },
+    net: { type: 'string', value: 'NET', default: 'loopback', description: 'loopback, or netns: a network namespace and an address per host, faults dropping packets (Linux, root)' }
   }
 })
+if (values.net !== 'loopback' && values.net !== 'netns') {
+  console.error(`--net: expected loopback or netns, got "${values.net}"`)
+  process.exit(2)
+}
+if (values.net === 'netns') {
+  const why = netnsUnavailable()
+  if (why != null) {
+    console.error(`--net netns is not available here: ${why}`)
+    process.exit(2)
+  }
+}
 const seeds = Number(values.seeds)
 const first = Number(values.first)
 const s = await loadScenario(values.scenario)
@@ -52,7 +64,8 @@ for (let i = 0; i < seeds; i++) {
     workers: Number(values.workers),
     seed,
     durationMs: parseDuration(values.duration, '--duration'),
-    out: join(values.out, `seed-${seed}`)
+    out: join(values.out, `seed-${seed}`),
+    net: values.net as 'loopback' | 'netns'
   })
   await new Promise(resolve => progress.end(resolve))
   const conv = Math.max(0, ...report.checkpoints.map(c => c.convergence_ms ?? 0))
@@ -67,6 +80,7 @@ for (let i = 0; i < seeds; i++) {
 }
 const summary = {
   scenario: s.name,
+  net: values.net,
   seeds,
   nodes: Number(values.nodes),
   workers: Number(values.workers),

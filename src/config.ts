@@ -10,6 +10,7 @@
  * value is validated; a bad one is a ConfigError that names it.
  */
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { join, resolve } from 'node:path'
 import * as C from './constants.ts'
 import { ConfigError } from './errors.ts'
@@ -66,6 +67,12 @@ const bool: Parser<boolean> = (v, k) => {
   if (v === false || v === 'false') return false
   throw new ConfigError(`${k}: expected true or false, got ${JSON.stringify(v)}`)
 }
+/** A list given as an array (a config file, a repeated flag) or a string, each item possibly comma-separated; null if not strings. */
+function commaList (v: unknown): string[] | null {
+  const items = typeof v === 'string' ? [v] : v
+  if (!Array.isArray(items) || items.some(x => typeof x !== 'string')) return null
+  return (items as string[]).flatMap(x => x.split(',')).map(x => x.trim()).filter(x => x.length > 0)
+}
 /**
  * A controller's p2p address: `/ip4/A/tcp/P`, `/ip6/A/tcp/P` or `/dns4|dns6|dns/NAME/tcp/P`,
  * optionally `/p2p/<peer id>`. Checked by shape here (so a controller's command line does not load
@@ -73,13 +80,24 @@ const bool: Parser<boolean> = (v, k) => {
  */
 const TCP_MULTIADDR = /^\/(ip4\/\d{1,3}(\.\d{1,3}){3}|ip6\/[0-9A-Fa-f:.]+|dns[46]?\/[A-Za-z0-9.-]{1,253})\/tcp\/\d{1,5}(\/p2p\/[1-9A-HJ-NP-Za-km-z]{32,128})?$/
 const multiaddrs: Parser<string[]> = (v, k) => {
-  const list = typeof v === 'string' ? v.split(',').map(x => x.trim()).filter(x => x.length > 0) : v
-  if (!Array.isArray(list) || list.some(x => typeof x !== 'string')) throw new ConfigError(`${k}: expected a list of multiaddrs, got ${JSON.stringify(v)}`)
-  for (const a of list as string[]) {
+  const list = commaList(v)
+  if (list == null) throw new ConfigError(`${k}: expected a list of multiaddrs, got ${JSON.stringify(v)}`)
+  for (const a of list) {
     const p = /\/tcp\/(\d+)/.exec(a)
     if (!TCP_MULTIADDR.test(a) || Number(p?.[1]) > 65535) throw new ConfigError(`${k}: "${a}" is not a TCP multiaddr like /ip4/127.0.0.1/tcp/9101 or /dns4/controller-b/tcp/9100 (optionally ending /p2p/<peer id>)`)
   }
-  return list as string[]
+  return list
+}
+/** A host name (RFC 1123 labels) or an IP address, not a wildcard. */
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
+const hosts: Parser<string[]> = (v, k) => {
+  const list = commaList(v)
+  if (list == null) throw new ConfigError(`${k}: expected a list of host names or IP addresses, got ${JSON.stringify(v)}`)
+  for (const h of list) {
+    if (h === '0.0.0.0' || h === '::') throw new ConfigError(`${k}: "${h}" is a wildcard, not an address peers can reach; give this host's name or IP`)
+    if (isIP(h) === 0 && !HOST_NAME.test(h)) throw new ConfigError(`${k}: "${h}" is neither an IP address nor a host name (no port, no scheme: the ports are --https-port and --p2p-port)`)
+  }
+  return list
 }
 /** A closed set of words (`--auth required|off`). */
 const oneOf = <T extends string>(...words: T[]): Parser<T> => (v, k) => {
@@ -141,7 +159,7 @@ const option = <K extends string, T>(o: Option<K, T>): Option<K, T> => o
 /** Every controller option, in the order defaults are resolved (a derived default reads only earlier ones). */
 export const CONTROLLER_OPTIONS = {
   id: option({ key: 'id', parse: controllerId, value: 'id', description: 'controller id, unique in the mesh', default: 'controller' }),
-  host: option({ key: 'host', parse: str, value: 'host', description: 'HTTPS and p2p bind address', default: C.DEFAULT_HOST }),
+  host: option({ key: 'host', parse: str, value: 'host', description: 'HTTPS and p2p bind address; 0.0.0.0 or :: binds every interface (then give --advertise)', default: C.DEFAULT_HOST }),
   httpsPort: option({ key: 'httpsPort', parse: port, value: 'port', description: 'HTTPS port; 0 picks a free one', default: C.DEFAULT_HTTPS_PORT }),
   p2pPort: option({ key: 'p2pPort', parse: port, value: 'port', description: 'libp2p TCP port; 0 picks a free one', default: C.DEFAULT_P2P_PORT }),
   dataDir: option({ key: 'dataDir', parse: str, path: true, value: 'dir', description: 'data dir: registry snapshot and update log, peer key', default: c => join(C.DEFAULT_DATA_ROOT, c.id), defaultText: '.capmesh/<id>' }),
@@ -151,6 +169,7 @@ export const CONTROLLER_OPTIONS = {
   tlsCa: option({ key: 'tlsCa', parse: str, path: true, value: 'file', description: 'CA certificate clients trust (PEM)' }),
   meshKey: option({ key: 'meshKey', parse: str, path: true, value: 'file', description: 'mesh key shared by every controller of the mesh, or several (a key ring: the first is used, all are accepted; `capmesh mesh-key`); created if missing; re-read on SIGHUP and when it changes', default: c => join(c.tlsDir, C.MESH_KEY_FILE), defaultText: '<tls-dir>/mesh.key' }),
   peerAllow: option({ key: 'peerAllow', parse: str, path: true, value: 'file', description: 'peer allow list: the controllers admitted to the mesh, "<controller-id> <peer-id>" per line; a TLS dir holding ca-key.pem (development) gets each controller\'s own line at start; re-read on SIGHUP and when it changes', default: c => join(c.tlsDir, C.PEER_ALLOW_FILE), defaultText: '<tls-dir>/peers.allow' }),
+  advertise: option({ key: 'advertise', parse: hosts, repeatable: true, value: 'host', description: 'host name or IP that peers and workers reach this controller at (repeatable, or a comma list): announced to peers with the p2p port, covered by the TLS certificate', default: [] as string[], defaultText: 'the --host address' }),
   auth: option({ key: 'auth', parse: oneOf('required', 'off'), value: 'mode', description: 'required: every caller presents an identity (client certificate or bearer token); off: nobody is asked (a warning at start)', default: 'required' as 'required' | 'off' }),
   trustDomain: option({ key: 'trustDomain', parse: trustDomain, value: 'domain', description: 'SPIFFE trust domain of the identities accepted (spiffe://<domain>/<role>/<name>)', default: C.DEFAULT_TRUST_DOMAIN }),
   clientCa: option({ key: 'clientCa', parse: strings, path: true, repeatable: true, value: 'file', description: 'another CA whose client certificates are trusted, besides the TLS dir\'s ca.pem (repeatable)', default: [] as string[], defaultText: 'none' }),
@@ -160,7 +179,7 @@ export const CONTROLLER_OPTIONS = {
   policy: option({ key: 'policy', parse: str, path: true, value: 'file', description: 'route policy: which client identities may route to which capabilities, and who is denied (reloaded on SIGHUP)' }),
   denyIdentity: option({ key: 'denyIdentity', parse: strings, repeatable: true, value: 'id', description: 'refuse this identity even with a valid certificate or token (repeatable)', default: [] as string[], defaultText: 'none' }),
   healthAuth: option({ key: 'healthAuth', parse: oneOf('open', 'required'), value: 'mode', description: 'open: GET /health needs no identity (load balancers); required: it does', default: 'open' as 'open' | 'required' }),
-  bootstrap: option({ key: 'bootstrap', parse: multiaddrs, repeatable: true, value: 'multiaddr', description: 'another controller to join, e.g. /ip4/127.0.0.1/tcp/9101 (repeatable)', default: [] as string[], defaultText: 'none' }),
+  bootstrap: option({ key: 'bootstrap', parse: multiaddrs, repeatable: true, value: 'multiaddr', description: 'another controller to join, e.g. /ip4/10.0.0.2/tcp/9100 or /dns4/c2/tcp/9100 (a name is looked up on every dial; repeatable)', default: [] as string[], defaultText: 'none' }),
   heartbeatInterval: option({ key: 'heartbeatIntervalMs', parse: duration, value: 'duration', description: 'expected worker heartbeat interval', default: C.DEFAULT_HEARTBEAT_INTERVAL_MS }),
   unhealthyAfter: option({ key: 'unhealthyAfterMs', parse: duration, value: 'duration', description: 'no heartbeat for this long: unhealthy, not routed to', default: C.DEFAULT_UNHEALTHY_AFTER_MS }),
   staleAfter: option({ key: 'staleAfterMs', parse: duration, value: 'duration', description: 'no heartbeat for this long: removed', default: C.DEFAULT_STALE_AFTER_MS }),
@@ -282,6 +301,7 @@ function check (cfg: ControllerConfig): void {
   if (cfg.digestKeepaliveMs < cfg.digestIntervalMs || cfg.digestKeepaliveMs >= cfg.unhealthyAfterMs) {
     throw new ConfigError(`digest-keepalive (${cfg.digestKeepaliveMs}ms) must be at least digest-interval (${cfg.digestIntervalMs}ms) and shorter than unhealthy-after (${cfg.unhealthyAfterMs}ms), or peers would take this controller for gone between keepalives`)
   }
+  if (cfg.advertise.length > 0 && cfg.p2pPort === 0) throw new ConfigError('advertise needs a fixed p2p-port: peers are told the port along with the address')
   if (cfg.maxSyncBytes > 0xffffffff) throw new ConfigError(`max-sync-bytes (${cfg.maxSyncBytes}) must be below 4 GiB (the sync protocol's size field is 32 bits)`)
 }
 

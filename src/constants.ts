@@ -19,6 +19,10 @@ export const DEFAULT_DATA_ROOT = '.capmesh'
 export const MESH_KEY_FILE = 'mesh.key'
 /** The peer allow list's file name in the TLS dir (the default `--peer-allow`). */
 export const PEER_ALLOW_FILE = 'peers.allow'
+/** A silent peer is pinged; no answer within this long (or the unhealthy window, if longer) and its connection is closed (ms). */
+export const SILENT_PING_TIMEOUT_MS = 2000
+/** The controller's peer key (its libp2p identity) in its data dir. */
+export const PEER_KEY_FILE = 'peer.key'
 
 /** How often workers are expected to heartbeat (platform default). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000
@@ -199,6 +203,13 @@ export const SYNC_MAX_BUSY_RETRIES = 8
 export const SYNC_IDLE_EVERY = 10
 /** Most controller addresses one digest may introduce (and so the largest mesh a newcomer learns from one digest). */
 export const MAX_INTRODUCED_PEERS = 256
+/**
+ * While the controller a bootstrap name led to stays connected, the name is looked up again this
+ * often: if it now resolves elsewhere (the name moved to another controller), that is dialled.
+ * Unconnected bootstrap names are looked up on every dial anyway. A lookup is cheap, but in
+ * Kubernetes each one can be several queries to the cluster DNS (search domains).
+ */
+export const BOOTSTRAP_RECHECK_INTERVAL_MS = 30_000
 /** Failed dials after which a controller known only from another's digest is forgotten. */
 export const MAX_INTRODUCED_DIALS = 5
 /** Largest gossip message; bigger updates (a compaction of a large segment) travel by sync instead. */

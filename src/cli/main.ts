@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { controllerFlags, parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
-import { DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE } from '../constants.ts'
+import { CONTROLLER_ID, DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE, PEER_KEY_FILE } from '../constants.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { CALLER_FLAGS, callerTls, type CallerOptions } from './caller.ts'
@@ -129,6 +129,25 @@ keyFile(meshKey.command('remove')
     console.log(`removed key ${r.id} from ${file}; it holds ${r.keys.map(meshKeyId).join(', ')} (primary ${meshKeyId(r.keys[0])})`)
   })
 
+program.command('peer-key')
+  .description('a controller\'s peer key (its libp2p identity, <data-dir>/peer.key), created if missing, ahead of its first start: prints its peer allow list line "<id> <peer-id>"; --allow adds that line to an allow list file')
+  .requiredOption('--id <id>', 'the controller id (as its --id)')
+  .requiredOption('--data-dir <dir>', 'the controller\'s data dir (give the controller this folder, or its peer.key, as its --data-dir)')
+  .option('--allow <file>', 'add (or replace) the controller\'s line in this peer allow list, created if missing; copy it to every controller as --peer-allow')
+  .action(async (opts: { id: string, dataDir: string, allow?: string }) => {
+    if (!CONTROLLER_ID.test(opts.id)) throw new ConfigError(`--id: "${opts.id}" is not a controller id (letters, digits, ".", "_", "-"; at most 64)`)
+    const [{ ensurePeerKey }, { Admission }] = await Promise.all([import('../gossip/keys.ts'), import('../gossip/admission.ts')])
+    const file = join(resolve(opts.dataDir), PEER_KEY_FILE)
+    const { peerId, created } = await ensurePeerKey(file)
+    console.log(`${opts.id} ${peerId}`)
+    console.error(`${created ? 'created' : 'reused'} peer key ${file} (keep it private; it is this controller's identity in the mesh)`)
+    if (opts.allow != null) {
+      const allow = new Admission({ file: resolve(opts.allow) })
+      const { written } = await allow.admitSelf(opts.id, peerId)
+      console.error(`${written ? 'wrote' : 'already listed:'} ${opts.id} in ${allow.file} (${allow.size} controllers)`)
+    }
+  })
+
 /** Adds the caller flags (--cert, --key, --token) to a command. */
 const calling = (c: Command): Command => {
   for (const [flags, description] of CALLER_FLAGS) c.option(flags, description)
@@ -227,13 +246,14 @@ program.command('worker')
   .requiredOption('--controllers <urls>', 'controller URLs, comma-separated: the failover list')
   .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA is trusted and issues this worker\'s certificate)', '.capmesh/tls')
   .option('--host <host>', 'bind address', '127.0.0.1')
+  .option('--advertise <host>', 'host name or IP clients reach this worker at: its URL, covered by its certificate (default: --host)')
   .option('--port <port>', 'HTTPS port (0 = any free port)', '0')
   .option('--heartbeat-interval <duration>', 'heartbeat interval', '1s')
   .option('--affinity <controller-id>', 'preferred controller id')
   .option('--cert <file>', 'the worker\'s client certificate (PEM; default: <tls-dir>/<id>.pem, issued by the mesh\'s CA if missing)')
   .option('--key <file>', 'its private key (PEM)')
   .option('--token <jwt>', 'a bearer token to call as instead of a certificate (@FILE reads it from a file)')
-  .action(async (opts: CallerOptions & { id: string, capability: string[], controllers: string, tlsDir: string, host: string, port: string, heartbeatInterval: string, affinity?: string }) => {
+  .action(async (opts: CallerOptions & { id: string, capability: string[], controllers: string, tlsDir: string, host: string, advertise?: string, port: string, heartbeatInterval: string, affinity?: string }) => {
     const [{ startDemoWorker }, tracing] = await Promise.all([import('./worker.ts'), workerTracing()])
     // Only what the flags give; without any, the worker uses (or issues) its own identity.
     const caller = opts.cert != null || opts.key != null || opts.token != null ? callerTls(opts, []) : null
@@ -245,6 +265,7 @@ program.command('worker')
       tlsDir: opts.tlsDir,
       identity,
       host: opts.host,
+      advertise: opts.advertise,
       port: int(opts.port, '--port', 0, 65535),
       heartbeatIntervalMs: parseDuration(opts.heartbeatInterval, '--heartbeat-interval'),
       affinity: opts.affinity
@@ -292,8 +313,15 @@ program.command('sim')
   .option('--seed <s>', 'seed: same seed, same schedule', '1')
   .option('--duration <d>', 'planned length, e.g. 30s (default: the scenario\'s)')
   .option('--out <dir>', 'write report.json and report.html there')
-  .action(async (name: string, opts: { nodes?: string, workers?: string, seed: string, duration?: string, out?: string }) => {
-    const { explain, loadScenario, runScenario } = await import('../sim/index.ts')
+  .addOption(new Option('--net <network>', 'loopback: every controller on 127.0.0.1; netns: each controller and workers\' place in a network namespace of its own with its own address, faults dropping packets (Linux, root, iproute2, nftables)').choices(['loopback', 'netns']).default('loopback'))
+  .addOption(new Option('--bootstrap-by <how>', 'with --net netns: controllers join by address (/ip4/10.77.0.1/tcp/9100) or by name (/dns4/n1.sim/tcp/9100, through the namespaces\' hosts files)').choices(['address', 'name']).default('address'))
+  .action(async (name: string, opts: { nodes?: string, workers?: string, seed: string, duration?: string, out?: string, net: 'loopback' | 'netns', bootstrapBy: 'address' | 'name' }) => {
+    const { explain, loadScenario, netnsUnavailable, runScenario } = await import('../sim/index.ts')
+    if (opts.bootstrapBy === 'name' && opts.net !== 'netns') throw new ConfigError('--bootstrap-by name needs --net netns (names come from the namespaces\' hosts files)')
+    if (opts.net === 'netns') {
+      const why = netnsUnavailable()
+      if (why != null) throw new ConfigError(`--net netns is not available here: ${why}`)
+    }
     const s = await loadScenario(name)
     const { result, report, files } = await runScenario(s, {
       nodes: opts.nodes != null ? int(opts.nodes, '--nodes', 2, 64) : undefined,
@@ -301,6 +329,8 @@ program.command('sim')
       seed: opts.seed,
       durationMs: opts.duration != null ? parseDuration(opts.duration, '--duration') : undefined,
       out: opts.out,
+      net: opts.net,
+      bootstrapBy: opts.bootstrapBy,
       progress: line => { console.log(line) }
     })
     console.log('')

@@ -25,7 +25,10 @@ export interface DemoWorkerInit {
    * @default its own worker identity (`<tls-dir>/<id>.pem`), issued by the mesh's CA if missing
    */
   identity?: { cert: string, key: string } | { token: string }
+  /** Bind address. @default '127.0.0.1' */
   host?: string
+  /** Host name or IP clients reach this worker at: its URL, and its certificate covers it. @default host */
+  advertise?: string
   /** 0 = any free port. */
   port?: number
   heartbeatIntervalMs?: number
@@ -65,8 +68,11 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
     if (!/^https:\/\/[^\s/]+/.test(u)) throw new ConfigError(`--controllers: "${u}" is not an https:// URL`)
   }
   const host = init.host ?? '127.0.0.1'
+  // Bound to every interface, the URL needs a name clients can reach (a wildcard in it reaches nobody).
+  const advertise = init.advertise ?? host
+  if (advertise === '0.0.0.0' || advertise === '::') throw new ConfigError(`--host ${host}: give --advertise with the name or address clients reach this worker at`)
   const certName = `worker-${init.id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 56)}`
-  const tls = await ensureTls({ dir: init.tlsDir, hosts: [host], name: certName })
+  const tls = await ensureTls({ dir: init.tlsDir, hosts: [host, advertise], name: certName })
   const identity = init.identity ?? await ownIdentity(init.tlsDir, init.id)
   let inflight = 0
 
@@ -95,7 +101,7 @@ export async function startDemoWorker (init: DemoWorkerInit): Promise<{ url: str
   await app.listen({ host, port: init.port ?? 0 })
   const addr = app.server.address()
   const port = typeof addr === 'object' && addr != null ? addr.port : 0
-  const url = `https://${host}:${port}`
+  const url = `https://${advertise.includes(':') ? `[${advertise}]` : advertise}:${port}`
 
   const agent = workerAgent({
     workerId: init.id,

@@ -21,22 +21,23 @@
  * down last on stop.
  */
 import { EventEmitter } from 'node:events'
+import { networkInterfaces } from 'node:os'
 import { trace } from '@opentelemetry/api'
 import { pino, type Logger } from 'pino'
 import { buildApi, type Api } from '../api/index.ts'
 import type { ControllerConfig } from '../config.ts'
 import { ControllerCore, controllerView, type ControllerView, type NodeFacts, type ViewEvents } from '../core/index.ts'
-import { Admission, ensureMeshKey, loadOrCreatePeerKey, Mesh, meshKeyId, PeerSeals, readMeshKeys, type NetworkFaults, type PeerView } from '../gossip/index.ts'
+import { Admission, ensureMeshKey, isWildcard, loadOrCreatePeerKey, Mesh, meshKeyId, PeerSeals, readMeshKeys, type NetworkFaults, type PeerView, type Resolve } from '../gossip/index.ts'
 import {
   createTokenVerifier, defaultRoutePolicy, loadPolicy, loadSubjectMap, loadTokenKeys, policyWithDenials, type RoutePolicy
 } from '../identity/index.ts'
 import { LIVENESS_TOPIC, type Digest } from '../membership/index.ts'
 import { controllerMetrics, type ControllerMetrics } from '../metrics/index.ts'
-import { ensureTls, loadTlsFiles, type TlsMaterial } from '../tls/index.ts'
+import { ensureTls, loadTlsFiles, uncovered, type TlsMaterial } from '../tls/index.ts'
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
+import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, PEER_KEY_FILE, SILENT_PING_TIMEOUT_MS, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
 import { TlsError } from '../errors.ts'
 import type { WorkerChange } from '../registry/index.ts'
 import { startTracing, type Tracing } from '../tracing/index.ts'
@@ -49,6 +50,8 @@ export interface ControllerInit {
   logger?: Logger
   /** Simulated partitions, loss and delay for tests and simulations (gossip/faults.ts). @default none */
   faults?: NetworkFaults
+  /** Looks up the DNS names of bootstrap and peer addresses (tests give a map). @default the system's resolver */
+  resolve?: Resolve
   /**
    * `false`: write no seals and check none (registry/seal.ts). Only for
    * benchmarks measuring what seals cost, with every controller of the mesh
@@ -66,6 +69,7 @@ export class Controller {
   readonly log: Logger
   private readonly events = new EventEmitter<ViewEvents>()
   private readonly faults: NetworkFaults | undefined
+  private readonly resolve: Resolve | undefined
   /** Signs this controller's segments with its peer key (loaded at start) and names each owner's signer. */
   readonly seals: PeerSeals
   private persistence: Persistence | null = null
@@ -88,6 +92,7 @@ export class Controller {
     const cfg = this.config = init.config
     this.log = init.logger ?? pino({ level: cfg.logLevel, base: { controller: cfg.id } })
     this.faults = init.faults
+    this.resolve = init.resolve
     this.seals = new PeerSeals(owner => owner === cfg.id ? this.seals.self : this.admission?.recheckController(owner))
     this.core = new ControllerCore({
       seals: init.seals === false ? false : this.seals,
@@ -132,8 +137,10 @@ export class Controller {
     const cfg = this.config
     const core = this.core
     claimDataDir(cfg.dataDir)
-    this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: [cfg.host] })
+    this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: certificateHosts(cfg.host, cfg.advertise) })
     if (this.tls.createdCa) this.log.info({ ca: this.tls.caPath }, 'created a local development CA')
+    const missing = uncovered(this.tls.cert, cfg.advertise)
+    if (missing.length > 0) this.log.warn({ cert: this.tls.certPath, missing }, `the TLS certificate does not cover ${missing.join(', ')}: clients reaching this controller by ${missing.length > 1 ? 'those' : 'that'} will fail to verify it`)
     this.meshKeysStamp = fileStamp(cfg.meshKey)
     this.tracing = await startTracing({
       serviceName: TRACE_SERVICE_CONTROLLER,
@@ -163,7 +170,7 @@ export class Controller {
       if (dropped > 0) this.log.info({ segments: dropped }, `dropped ${dropped} segments sealed by keys the allow list no longer admits for their owner`)
     })
     // The peer key and the allow list before the data dir: replaying it checks seals, and new writes are sealed.
-    const peerKey = await loadOrCreatePeerKey(join(cfg.dataDir, 'peer.key'))
+    const peerKey = await loadOrCreatePeerKey(join(cfg.dataDir, PEER_KEY_FILE))
     this.seals.use(peerKey)
     const refusedAtLoad: Array<'unsigned' | 'malformed'> = []
     const onRefused = (origin: string, unsigned: boolean): void => { if (origin === 'load') refusedAtLoad.push(unsigned ? 'unsigned' : 'malformed') }
@@ -184,7 +191,9 @@ export class Controller {
       admitSelf,
       host: cfg.host,
       port: cfg.p2pPort,
+      advertise: cfg.advertise,
       bootstrap: cfg.bootstrap,
+      resolve: this.resolve,
       syncIntervalMs: cfg.syncIntervalMs,
       maxSyncBytes: cfg.maxSyncBytes,
       reconnectIntervalMs: cfg.reconnectIntervalMs,
@@ -221,6 +230,11 @@ export class Controller {
       learnAddrs: (peerId, addrs) => { mesh.learnAddrs(peerId, addrs) },
       learnIntroduced: addrs => { mesh.learnIntroduced(addrs) }
     })
+    // A member gone silent: its connection may be black-holed, holding stale messages (Mesh.checkSilent).
+    core.on('member', (id, _from, to) => {
+      const peer = to === 'silent' ? membership.get(id)?.peerId : null
+      if (peer != null) mesh.checkSilent(peer, Math.max(SILENT_PING_TIMEOUT_MS, cfg.unhealthyAfterMs))
+    })
     this.metrics = controllerMetrics({ view: this.view, info: { controller_id: cfg.id, mesh_key_id: meshKeyId(meshKey.key) } })
     // Refusals while replaying the data dir happened before there were metrics to count them.
     for (const kind of refusedAtLoad) this.events.emit('dataRefused', 'load', kind)
@@ -256,7 +270,10 @@ export class Controller {
     this.timers.push(setInterval(() => { core.tick() }, cfg.digestIntervalMs))
     this.timers.push(setInterval(() => { this.reloadChangedFiles() }, MESH_FILES_POLL_MS))
     for (const t of this.timers) t.unref()
-    this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: core.registry.size, restored: this.restored, peerId: mesh.peerId, p2p: mesh.multiaddrs }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
+    if (isWildcard(cfg.host) && cfg.advertise.length === 0) {
+      this.log.warn({ host: cfg.host, announced: mesh.multiaddrs }, `bound to ${cfg.host} without --advertise: peers will see this host's interface addresses (${mesh.multiaddrs.map(a => a.split('/p2p/')[0]).join(', ') || 'none'}); give --advertise with the name or address they should use`)
+    }
+    this.log.info({ url: this.url, ca: this.tls.caPath, dataDir: cfg.dataDir, workers: core.registry.size, restored: this.restored, peerId: mesh.peerId, p2p: mesh.listenAddrs, advertised: mesh.multiaddrs }, `controller ${cfg.id} listening on ${this.url} (curl --cacert ${this.tls.caPath})`)
     return this
   }
 
@@ -387,7 +404,8 @@ export class Controller {
     const cfg = this.config
     return {
       peerId: () => this.mesh?.peerId ?? null,
-      listenAddrs: () => this.mesh?.multiaddrs ?? [],
+      listenAddrs: () => this.mesh?.listenAddrs ?? [],
+      advertisedAddrs: () => this.mesh?.multiaddrs ?? [],
       connectedPeers: () => this.mesh?.connectedPeers().length ?? 0,
       peers: () => (this.mesh?.peerStatus() ?? []).map(peerStatus),
       sync: () => syncHealth(this.mesh),
@@ -406,6 +424,17 @@ export class Controller {
       auth: () => ({ mode: cfg.auth, trust_domain: cfg.trustDomain, health: cfg.healthAuth })
     }
   }
+}
+
+/**
+ * The names and addresses the server certificate must cover (besides loopback): the advertised
+ * ones; with none, the bound address, or bound to a wildcard, this host's interface addresses
+ * (what peers are then told).
+ */
+function certificateHosts (host: string, advertise: string[]): string[] {
+  if (advertise.length > 0) return [host, ...advertise]
+  if (!isWildcard(host)) return [host]
+  return Object.values(networkInterfaces()).flatMap(list => (list ?? []).filter(i => !i.internal).map(i => i.address.split('%')[0]))
 }
 
 /**

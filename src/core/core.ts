@@ -15,7 +15,7 @@ import { EventEmitter } from 'node:events'
 import { DEFAULT_WATCH_LOG_SIZE } from '../constants.ts'
 import { AuthError, CapmeshError, SupersededError, ValidationError, type FieldProblem } from '../errors.ts'
 import { covers, type Identity } from '../identity/index.ts'
-import { Liveness, type HealthState } from '../liveness/index.ts'
+import { Liveness, type HealthState, type WorkerHealth } from '../liveness/index.ts'
 import { Membership, type MemberStatus, type OwnedWorker } from '../membership/index.ts'
 import { exportState, importState, Origin, Registry, registryReplica, type RegisterInput, type RegistryStats, type SealAuthority, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
 import { Router } from '../routing/index.ts'
@@ -425,6 +425,14 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
     this.hashLo = (this.hashLo ^ lo) >>> 0
   }
 
+  /** Own workers' liveness removed with their entry during this turn (see onChange), until the next one. */
+  private readonly justRemoved = new Map<string, { incarnation: number, health: WorkerHealth }>()
+
+  private rememberRemoved (id: string, incarnation: number, health: WorkerHealth): void {
+    if (this.justRemoved.size === 0) setImmediate(() => { this.justRemoved.clear() })
+    this.justRemoved.set(id, { incarnation, health: { ...health } })
+  }
+
   private isOwn (workerId: string): boolean {
     return this.registry.get(workerId)?.owner === this.controllerId
   }
@@ -440,6 +448,8 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
       }
       if (after == null) {
         this.router.remove(id)
+        const h = before?.owner === this.controllerId ? this.liveness.get(id) : undefined
+        if (h != null) this.rememberRemoved(id, before!.incarnation, h)
         this.liveness.untrack(id)
         if (before != null) this.changes.append('worker_removed', () => ({ worker_id: id, controller_id: before.owner, incarnation: before.incarnation, capabilities: namesOf(before) }), () => namesOf(before))
         continue
@@ -452,7 +462,10 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
         // A registration made here counts as the first heartbeat; one restored
         // from disk or synced back from a previous life waits for confirmation.
         const fresh = origin === Origin.local && (before == null || before.incarnation !== after.incarnation)
-        this.liveness.track(id, fresh ? 'healthy' : 'pending')
+        // Put back in the same turn it was removed (a peer dropped our segment): what we knew of it stands.
+        const kept = !fresh && before == null ? this.justRemoved.get(id) : undefined
+        if (kept != null && kept.incarnation === after.incarnation) this.liveness.restore(id, kept.health)
+        else this.liveness.track(id, fresh ? 'healthy' : 'pending')
         const h = this.liveness.get(id)!
         this.router.upsert(after, h.state, h.load)
       } else {

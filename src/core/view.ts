@@ -22,7 +22,10 @@ import type { ControllerCore } from './core.ts'
 export interface NodeFacts {
   /** This controller's libp2p peer id, null while the mesh is down. */
   peerId: () => string | null
+  /** Where the p2p listener is bound (a wildcard stays one). */
   listenAddrs: () => string[]
+  /** What peers are told to dial (announced in identify and the digests), with the peer id. */
+  advertisedAddrs: () => string[]
   connectedPeers: () => number
   peers: () => PeerStatus[]
   sync: () => SyncHealth
@@ -119,6 +122,7 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
       mesh: {
         peer_id: facts.peerId(),
         listen_addrs: facts.listenAddrs(),
+        advertised_addrs: facts.advertisedAddrs(),
         connected_peers: facts.connectedPeers(),
         registry_hash: core.registryHash,
         self_preservation: sp,
@@ -138,6 +142,7 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
       controller_id: core.controllerId,
       peer_id: facts.peerId(),
       listen_addrs: facts.listenAddrs(),
+      advertised_addrs: facts.advertisedAddrs(),
       connected_peers: facts.connectedPeers(),
       peers: facts.peers(),
       owners: core.members(),

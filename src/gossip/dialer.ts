@@ -5,13 +5,20 @@
  * itself; and where controllers listen is learnt from their digests and the
  * introductions in them. A peer the allow list does not admit is never
  * dialled, nor taken from an introduction.
+ *
+ * A DNS name in an address (`/dns4/c2/tcp/9100`) is looked up on every dial,
+ * so a controller that comes back on a new address under the same name is
+ * found again; while the controller a bootstrap name led to stays
+ * connected, the name is looked up again now and then, and dialled if it
+ * now resolves elsewhere.
  */
 import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
-import { MAX_INTRODUCED_DIALS, MAX_INTRODUCED_PEERS } from '../constants.ts'
+import { BOOTSTRAP_RECHECK_INTERVAL_MS, MAX_INTRODUCED_DIALS, MAX_INTRODUCED_PEERS } from '../constants.ts'
+import { dnsName, resolveAddr, systemResolve, type Resolve } from './addresses.ts'
 import type { RefusalReason } from './admission.ts'
 import type { PeerTable } from './peers.ts'
 
@@ -23,11 +30,34 @@ export interface DialerInit {
   peerId: () => string
   /** True while links to a peer are cut (simulated partitions): not dialled. */
   blocked: (peerId: string) => boolean
+  /** Looks up the DNS names in addresses, on every dial. @default the system's resolver */
+  resolve?: Resolve
+  /** Look a connected bootstrap name up again this often (ms). @default 30000 */
+  recheckIntervalMs?: number
   /** True if the allow list admits a peer (looked up again in the file if it does not know it). @default every peer */
   admitted?: (peerId: string) => boolean
   /** A peer was not dialled or not taken from an introduction: it is not admitted. */
   refused?: (peerId: string, address: string | null, reason: RefusalReason) => void
   log: Logger
+}
+
+/** A bootstrap address and what the reconnect loop knows of it. */
+interface BootstrapAddr {
+  /** As given: the key of its back-off, and what logs name. */
+  given: string
+  ma: Multiaddr
+  /** The peer id in the address, if any. */
+  peerId: string | undefined
+  /** The DNS name in it, if any (looked up on every dial). */
+  named: boolean
+  /** The peer last found there (addresses may omit the peer id). */
+  found: string | undefined
+  /** What the name resolved to when `found` was found there (sorted). */
+  resolved: string
+  /** When the name was last looked up while `found` stayed connected (monotonic ms). */
+  checkedAt: number
+  /** A lookup of the name is under way. */
+  checking: boolean
 }
 
 export class Dialer {
@@ -36,15 +66,18 @@ export class Dialer {
   private readonly redial = new Map<string, { fails: number, next: number }>()
   /** Targets whose handshake failed, told once until a dial to them succeeds. */
   private readonly refused = new Set<string>()
-  /** The bootstrap addresses, parsed once: [as given, parsed, the peer id in it if any]. */
-  private bootstrapAddrs: Array<[string, Multiaddr, string | undefined]> = []
-  /** Bootstrap address → the peer found there (addresses may omit the peer id). */
-  private readonly addrPeer = new Map<string, string>()
+  private bootstrapAddrs: BootstrapAddr[] = []
+  /** Names whose lookup failed, told once until one succeeds. */
+  private readonly unresolved = new Set<string>()
+  private readonly resolve: Resolve
+  private readonly recheckEvery: number
   private stopped = false
 
   constructor (init: DialerInit) {
     this.init = init
     this.peers = init.peers
+    this.resolve = init.resolve ?? systemResolve
+    this.recheckEvery = init.recheckIntervalMs ?? BOOTSTRAP_RECHECK_INTERVAL_MS
   }
 
   private get node (): Libp2p | null { return this.init.node() }
@@ -55,9 +88,10 @@ export class Dialer {
 
   /** Parses the bootstrap addresses (a malformed one throws). */
   setBootstrap (addrs: string[]): void {
-    this.bootstrapAddrs = addrs.map(a => {
-      const ma = multiaddr(a)
-      return [a, ma, ma.getComponents().find(c => c.name === 'p2p')?.value]
+    this.bootstrapAddrs = addrs.map(given => {
+      const ma = multiaddr(given)
+      const peerId = ma.getComponents().find(c => c.name === 'p2p')?.value
+      return { given, ma, peerId, named: dnsName(ma) != null, found: undefined, resolved: '', checkedAt: 0, checking: false }
     })
   }
 
@@ -79,17 +113,22 @@ export class Dialer {
     const now = performance.now()
     // Generous: a handshake on a loaded machine can take seconds, and a dial given up is paid for again.
     const dialTimeoutMs = Math.max(5000, every * 4)
-    const targets: Array<[string, Multiaddr | PeerId]> = []
+    const targets: Array<[string, Multiaddr | PeerId, BootstrapAddr?]> = []
     const viaBootstrap = new Set<string>()
-    for (const [addr, ma, id] of this.bootstrapAddrs) {
-      const pid = id ?? this.addrPeer.get(addr)
-      if (pid != null && (connected.has(pid) || this.init.blocked(pid))) continue
-      if (id != null && !this.admitted(id)) {
-        this.init.refused?.(id, addr, 'dial')
+    for (const b of this.bootstrapAddrs) {
+      const pid = b.peerId ?? b.found
+      if (pid != null && this.init.blocked(pid)) continue
+      if (b.peerId != null && !this.admitted(b.peerId)) {
+        this.init.refused?.(b.peerId, b.given, 'dial')
+        continue
+      }
+      // Connected to whoever is there, or it is this controller (one list for all, as in a StatefulSet).
+      if (pid != null && (connected.has(pid) || pid === this.peerId)) {
+        if (b.named && now - b.checkedAt >= this.recheckEvery) this.recheck(b, now)
         continue
       }
       if (pid != null) viaBootstrap.add(pid)
-      targets.push([addr, ma])
+      targets.push([b.given, b.ma, b])
     }
     for (const [id, s] of this.peers) {
       if (connected.has(id)) s.missingSince = null
@@ -102,22 +141,38 @@ export class Dialer {
       // A known address is dialled directly; otherwise libp2p tries what its peer store has.
       targets.push([id, s.addrs[0] ?? peerIdFromString(id)])
     }
-    for (const [key, target] of targets) {
+    for (const [key, target, boot] of targets) {
       const r = this.redial.get(key) ?? { fails: 0, next: 0 }
       if (r.next > now) continue
       // No second dial while one is in flight (a handshake can outlast a round on a busy machine).
       r.next = Infinity
       this.redial.set(key, r)
-      node.dial(target, { signal: AbortSignal.timeout(dialTimeoutMs) }).then(conn => {
+      const signal = AbortSignal.timeout(dialTimeoutMs)
+      let resolved: Multiaddr[] = []
+      this.lookup(target).then(async addrs => {
+        resolved = addrs ?? []
+        return await node.dial(addrs ?? target as PeerId, { signal })
+      }).then(conn => {
         this.redial.delete(key)
         this.refused.delete(key)
         const remote = conn.remotePeer.toString()
-        if (key.startsWith('/')) this.addrPeer.set(key, remote)
+        if (boot != null) {
+          boot.found = remote
+          boot.resolved = resolved.map(String).sort().join(' ')
+          boot.checkedAt = performance.now()
+        }
         this.peers.state(remote)
       }, (err: Error) => {
+        if (boot != null && dialledSelf(err)) {
+          boot.found = this.peerId
+          boot.resolved = resolved.map(String).sort().join(' ')
+          boot.checkedAt = performance.now()
+          this.redial.delete(key)
+          return
+        }
         // Reached, but the handshake failed: most often a controller holding another mesh key,
         // which otherwise looks like nothing at all (no peers, no error) to whoever runs it.
-        if (err.name === 'EncryptionFailedError' && !this.refused.has(key)) {
+        if (handshakeFailed(err) && !this.refused.has(key)) {
           this.refused.add(key)
           this.init.log.warn({ target: key, err: err.message }, `cannot connect to ${key}: the handshake failed. Does it hold the same mesh key (--mesh-key)? Compare mesh_key_id in GET /mesh on both.`)
         }
@@ -138,7 +193,8 @@ export class Dialer {
   learnAddrs (peerId: string, addrs: string[]): void {
     if (peerId === this.peerId || this.node == null) return
     const s = this.peers.state(peerId)
-    if (s.addrs.length > 0) return
+    // Every digest carries them: parse only when they changed (a controller restarted elsewhere).
+    if (s.addrs.length === addrs.length && s.addrs.every((a, i) => a.toString() === addrs[i])) return
     const valid: Multiaddr[] = []
     for (const a of addrs) {
       try {
@@ -147,7 +203,7 @@ export class Dialer {
         if (pid === peerId) valid.push(ma)
       } catch {}
     }
-    s.addrs = valid
+    if (valid.length > 0) s.addrs = valid
   }
 
   /**
@@ -214,4 +270,60 @@ export class Dialer {
     }
     return out.sort()
   }
+
+  /**
+   * The addresses to dial for `target`: a multiaddr with a DNS name becomes
+   * what the name resolves to now; an IP multiaddr is itself; null for a
+   * peer id (libp2p dials what its peer store holds).
+   */
+  private async lookup (target: Multiaddr | PeerId): Promise<Multiaddr[] | null> {
+    if (!isMultiaddr(target)) return null
+    const name = dnsName(target)
+    if (name == null) return [target]
+    try {
+      const addrs = await resolveAddr(target, this.resolve)
+      this.unresolved.delete(name.name)
+      return addrs
+    } catch (err) {
+      // Common while a mesh starts (a peer's name exists only once it runs): said once per name.
+      if (!this.unresolved.has(name.name)) {
+        this.unresolved.add(name.name)
+        this.init.log.warn({ name: name.name, err: (err as Error).message }, `cannot resolve ${name.name}: ${(err as Error).message}; trying again`)
+      }
+      throw err
+    }
+  }
+
+  /** Looks a connected bootstrap name up again; if it resolves elsewhere now, the next round dials it. */
+  private recheck (b: BootstrapAddr, now: number): void {
+    if (b.checking) return
+    b.checking = true
+    b.checkedAt = now
+    resolveAddr(b.ma, this.resolve).then(addrs => {
+      const resolved = addrs.map(String).sort().join(' ')
+      // Found before this name was ever looked up (an address with a peer id that dialled us): note what it is.
+      if (b.resolved === '') b.resolved = resolved
+      else if (resolved !== b.resolved && !this.stopped) {
+        this.init.log.info({ bootstrap: b.given, was: b.resolved, now: resolved }, `bootstrap ${b.given} resolves elsewhere now: dialling it`)
+        b.found = undefined
+        this.redial.delete(b.given)
+      }
+    }, () => {}).finally(() => { b.checking = false })
+  }
+}
+
+/** A dial that reached a peer but failed in the handshake (one of several addresses, too). */
+function handshakeFailed (err: Error): boolean {
+  if (err.name === 'EncryptionFailedError') return true
+  return err instanceof AggregateError && err.errors.some(e => (e as Error)?.name === 'EncryptionFailedError')
+}
+
+/** A dial that reached this controller itself (its own address among the bootstrap addresses). */
+function dialledSelf (err: Error): boolean {
+  const self = (e: unknown): boolean => (e as Error)?.name === 'InvalidPeerIdError' && /dial self/i.test((e as Error).message)
+  return self(err) || (err instanceof AggregateError && err.errors.length > 0 && err.errors.every(self))
+}
+
+function isMultiaddr (t: Multiaddr | PeerId): t is Multiaddr {
+  return typeof (t as Multiaddr).getComponents === 'function'
 }

@@ -16,6 +16,8 @@
  * mesh.on('heard', (controllerId, peerId) => membership.heard(controllerId, peerId))
  */
 export { Mesh, REGISTRY_TOPIC } from './mesh.ts'
+export { isWildcard, systemResolve } from './addresses.ts'
+export type { Resolve } from './addresses.ts'
 export type { GossipVerdict, MeshEvents, MeshInit, MeshKeyView, Sender, TopicHandler } from './mesh.ts'
 export { Admission, parseAllowList, REFUSAL_REASONS } from './admission.ts'
 export type { AdmissionEvents, AdmissionInit, AllowEntry, Refusal, RefusalReason } from './admission.ts'

@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { dirname } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { StoreError } from '../errors.ts'
 
 export async function loadOrCreatePeerKey (file: string): Promise<PrivateKey> {
@@ -22,4 +23,10 @@ export async function loadOrCreatePeerKey (file: string): Promise<PrivateKey> {
   writeFileSync(tmp, privateKeyToProtobuf(key), { mode: 0o600 })
   renameSync(tmp, file)
   return key
+}
+
+/** The peer id of the key in `file`, created if missing (`capmesh peer-key`: before a controller's first start). */
+export async function ensurePeerKey (file: string): Promise<{ peerId: string, created: boolean }> {
+  const created = !existsSync(file)
+  return { peerId: peerIdFromPrivateKey(await loadOrCreatePeerKey(file)).toString(), created }
 }

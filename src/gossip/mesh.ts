@@ -39,7 +39,7 @@ import { gossipsub, TopicValidatorResult, type GossipSub, type Message } from '@
 import { identify } from '@libp2p/identify'
 import type { Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
-import { ping } from '@libp2p/ping'
+import { ping, type Ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import type { Tracer } from '@opentelemetry/api'
 import { createLibp2p } from 'libp2p'
@@ -47,8 +47,9 @@ import type { Logger } from 'pino'
 import {
   CONNECTION_PING_INTERVAL_MS, DEFAULT_MAX_GOSSIP_BYTES, DEFAULT_MAX_SYNC_BYTES, DEFAULT_P2P_PORT, DEFAULT_RECONNECT_INTERVAL_MS,
   DEFAULT_HOST, DEFAULT_SYNC_INTERVAL_MS, DEFAULT_SYNC_TIMEOUT_MS, GOSSIP_MESH_DEGREE, INBOUND_CONNECTIONS_PER_SECOND,
-  MAX_GOSSIP_TRACE_CONTEXTS, MESH_KEY_HANDSHAKE_TIMEOUT_MS, SYNC_MAX_INBOUND_STREAMS
+  MAX_GOSSIP_TRACE_CONTEXTS, MESH_KEY_HANDSHAKE_TIMEOUT_MS, PEER_KEY_FILE, SYNC_MAX_INBOUND_STREAMS
 } from '../constants.ts'
+import { announceAddrs, bindIp, isWildcard, routable, systemResolve, tcpAddr, type Resolve } from './addresses.ts'
 import type { Admission, RefusalReason } from './admission.ts'
 import { Dialer } from './dialer.ts'
 import { decodeEnvelope, encodeEnvelope, Kind, TRACE_CONTEXT_BYTES, type Envelope } from './envelope.ts'
@@ -102,12 +103,20 @@ export interface MeshInit {
   admitSelf?: boolean
   /** The libp2p identity. @default the key in `<dataDir>/peer.key`, created if missing */
   privateKey?: PrivateKey
-  /** p2p bind address. @default '127.0.0.1' */
+  /** p2p bind address: an IP, a wildcard (`0.0.0.0`, `::`) or a host name (looked up once). @default '127.0.0.1' */
   host?: string
   /** p2p TCP port; 0 picks one. @default 9100 */
   port?: number
-  /** Multiaddrs of other controllers (`/ip4/127.0.0.1/tcp/9101`, peer id optional). @default [] */
+  /**
+   * Host names or IPs peers reach this controller at (with `port`, which must then be fixed):
+   * what it announces in identify and its digests.
+   * @default the bound address; bound to a wildcard, the interface addresses other than loopback
+   */
+  advertise?: string[]
+  /** Multiaddrs of other controllers (`/ip4/127.0.0.1/tcp/9101`, `/dns4/c2/tcp/9100`, peer id optional). @default [] */
   bootstrap?: string[]
+  /** Looks up the DNS names in bootstrap and peer addresses, on every dial. @default the system's resolver */
+  resolve?: Resolve
   /** Anti-entropy with a random peer this often (ms). @default 5000 */
   syncIntervalMs?: number
   /** Re-dial missing peers this often (ms); back-off caps at 4x. @default 1000 */
@@ -176,10 +185,12 @@ export class Mesh extends EventEmitter<MeshEvents> {
   private readonly maxMessageBytes: number
   private readonly topics: Record<string, TopicHandler<any>>
   private readonly faults: NetworkFaults | null
-  private node: Libp2p<{ pubsub: GossipSub }> | null = null
+  private node: Libp2p<{ pubsub: GossipSub, ping: Ping }> | null = null
   private readonly peers = new PeerTable()
   private readonly exchanges: Exchanges
   private readonly dialer: Dialer
+  /** The address the p2p listener is bound to (a wildcard stays one), set at start. */
+  private bound: { ip: string, port: number } | null = null
   private readonly pnet: PrivateNetwork
   private readonly admission: Admission | null
   /** Key ids by key (hex), computed once. */
@@ -189,6 +200,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
   /** The re-keying of connections after a key was removed, while it runs. */
   private rekeying: Promise<void> | null = null
   private rekeyAgain = false
+  /** Silent peers being pinged (checkSilent). */
+  private readonly pinging = new Set<string>()
   private readonly checked = new WeakMap<Uint8Array, Checked>()
   private pending: Uint8Array[] = []
   private flushQueued = false
@@ -237,6 +250,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       node: () => this.node,
       peerId: () => this.peerId,
       blocked,
+      resolve: init.resolve,
       admitted: p => this.admission?.recheck(p) ?? true,
       refused: (p, addr, reason) => { this.refuse(p, addr, reason) },
       log: this.log
@@ -245,16 +259,30 @@ export class Mesh extends EventEmitter<MeshEvents> {
 
   get peerId (): string { return this.libp2p.peerId.toString() }
 
+  /** What this controller tells peers (identify, digests): its announced addresses with its peer id. */
   get multiaddrs (): string[] { return this.libp2p.getMultiaddrs().map(String) }
 
-  private get libp2p (): Libp2p<{ pubsub: GossipSub }> {
+  /** Where the p2p listener is bound, with its port (a wildcard stays one: it is not announced). */
+  get listenAddrs (): string[] {
+    if (this.node == null || this.bound == null) return []
+    let port = this.bound.port
+    if (port === 0) {
+      // Announced addresses come from the transport when the port was picked at start: it is theirs.
+      const m = /\/tcp\/(\d+)/.exec(this.multiaddrs[0] ?? '')
+      if (m == null) return []
+      port = Number(m[1])
+    }
+    return [tcpAddr(this.bound.ip, port)]
+  }
+
+  private get libp2p (): Libp2p<{ pubsub: GossipSub, ping: Ping }> {
     if (this.node == null) throw new Error('mesh is not started')
     return this.node
   }
 
   async start (): Promise<void> {
     useHalfWindowUpdates()
-    const key = this.init.privateKey ?? await loadOrCreatePeerKey(join(this.init.dataDir, 'peer.key'))
+    const key = this.init.privateKey ?? await loadOrCreatePeerKey(join(this.init.dataDir, PEER_KEY_FILE))
     const self = peerIdFromPrivateKey(key).toString()
     const admission = this.admission
     if (admission != null && this.init.admitSelf === true) {
@@ -272,9 +300,22 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.dialer.setBootstrap(this.init.bootstrap ?? [])
     const faults = this.faults
     const topics = [REGISTRY_TOPIC, ...Object.keys(this.topics)]
+    const ip = await bindIp(this.init.host ?? DEFAULT_HOST, systemResolve)
+    const port = this.init.port ?? DEFAULT_P2P_PORT
+    const advertise = this.init.advertise ?? []
+    if (advertise.length > 0 && port === 0) throw new Error('advertised addresses need a fixed p2p port')
+    this.bound = { ip, port }
     this.node = await createLibp2p({
       privateKey: key,
-      addresses: { listen: [`/ip4/${this.init.host ?? DEFAULT_HOST}/tcp/${this.init.port ?? DEFAULT_P2P_PORT}`] },
+      addresses: {
+        listen: [tcpAddr(ip, port)],
+        // Announced explicitly, so that libp2p tells peers an address it has not verified itself
+        // (it holds back public ones until autonat confirms them) and never 0.0.0.0.
+        announce: port === 0 ? [] : announceAddrs(ip, port, advertise),
+        // A port picked at start is known only once bound: libp2p announces what the transport
+        // reports, on a wildcard every interface address, of which loopback is useless to peers.
+        announceFilter: port === 0 && isWildcard(ip) ? routable : undefined
+      },
       transports: [tcp()],
       // Below noise: a node without the mesh key fails here, before it can handshake, publish or sync.
       connectionProtector: this.pnet.protector(),
@@ -374,6 +415,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     this.faults?.attach(null)
     await this.node?.stop()
     this.node = null
+    this.bound = null
     this.peers.connected.clear()
   }
 
@@ -509,6 +551,30 @@ export class Mesh extends EventEmitter<MeshEvents> {
       this.log.warn({ address, accepted: this.pnet.keys.map(k => this.keyId(k)) }, `a connection with ${address} was keyed with none of this controller's mesh keys; closed (logged at most once a minute per host)`)
     }
     this.emit('meshkey:mismatch', address)
+  }
+
+  /**
+   * A controller went silent (nothing heard from it for the unhealthy
+   * window): pings it over its connection, and hangs up if no answer comes
+   * within `timeoutMs`. On a link that drops packets a connection stays open
+   * for minutes, TCP holding what was sent into it; once the link is back
+   * that backlog (digests from before a worker died, updates since
+   * superseded) would arrive as news, seconds late, behind the
+   * retransmission back-off. A new connection starts clean, and the
+   * reconnect loop dials it as soon as the peer can be reached. A peer that
+   * is only slow answers the ping and keeps its connection.
+   */
+  checkSilent (peerId: string, timeoutMs: number): void {
+    const node = this.node
+    if (node == null || this.pinging.has(peerId)) return
+    const peer = peerIdFromString(peerId)
+    if (node.getConnections(peer).length === 0) return
+    this.pinging.add(peerId)
+    this.libp2p.services.ping.ping(peer, { signal: AbortSignal.timeout(timeoutMs) }).then(() => {}, async (err: Error) => {
+      if (this.node !== node || node.getConnections(peer).length === 0) return
+      this.log.info({ peer: peerId, err: err.message }, 'hung up on a silent peer that did not answer a ping: a new connection once it can be reached')
+      await node.hangUp(peer).catch((e: Error) => { this.log.debug({ peer: peerId, err: e.message }, 'hang-up failed') })
+    }).finally(() => { this.pinging.delete(peerId) })
   }
 
   /** The allow list changed: hang up on connected peers it no longer admits. */

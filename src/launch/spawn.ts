@@ -49,6 +49,8 @@ export interface SpawnInit {
   onEvent?: (e: SimEvent) => void
   /** The `capmesh` script to run (another checkout's, to compare two versions). @default this checkout's bin/capmesh.js */
   cli?: string
+  /** Run it inside this network namespace (`ip netns exec`, which execs it: the pid and the IPC channel are its own). @default the launcher's */
+  netns?: string
 }
 
 /** Stop/kill for a child process, and the tail of its stderr for error messages. */
@@ -104,7 +106,8 @@ async function untilReady<T> (child: ChildProcess, what: string, timeoutMs: numb
 
 export async function spawnController (init: SpawnInit): Promise<ChildController> {
   const args = [init.cli ?? CLI, 'controller', ...init.args, ...(init.ipc === true ? ['--sim-control'] : [])]
-  const child = spawn(process.execPath, args, { cwd: init.cwd, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+  const [cmd, argv] = init.netns != null ? ['ip', ['netns', 'exec', init.netns, process.execPath, ...args]] : [process.execPath, args]
+  const child = spawn(cmd, argv, { cwd: init.cwd, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
   const life = lifecycle(child)
   let nextId = 1
   const waiting = new Map<number, { resolve: () => void, reject: (e: Error) => void }>()

@@ -118,6 +118,16 @@ export class Liveness extends EventEmitter<LivenessEvents> {
     if (cur != null && cur.state !== state) this.emit('state', workerId, cur.state, state)
   }
 
+  /**
+   * Puts back a worker's record as it was: its entry was removed and put
+   * back within one turn (a peer dropped this controller's segment, which
+   * republishes it), and a dead worker must not come back as `pending`.
+   */
+  restore (workerId: string, health: WorkerHealth): void {
+    if (this.table.has(workerId)) return
+    this.table.set(workerId, health)
+  }
+
   untrack (workerId: string): void {
     this.table.delete(workerId)
   }

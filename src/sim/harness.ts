@@ -11,6 +11,16 @@
  * worker on the wrong side cannot reach a controller on the other side.
  * The recorder is a client at each controller's place: it asks controllers
  * directly.
+ *
+ * Networks (`net`). `loopback` (the default): every controller on
+ * 127.0.0.1 with its own ports; partitions refuse (the connection gater
+ * closes and refuses libp2p links, the proxies destroy and refuse
+ * sockets). `netns` (Linux, root): every controller and every workers'
+ * place in a network namespace of its own with its own address, joined by
+ * a bridge (sim/netns.ts); controllers bind their address at the same
+ * ports, and partitions drop packets at the bridge, so links hang until
+ * their own timeouts. The workers' proxies then lead to a relay inside
+ * their place's namespace, the recorder's to one inside the controller's.
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, type WriteStream } from 'node:fs'
@@ -20,11 +30,12 @@ import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import seedrandom from 'seedrandom'
 import { WorkerAgent } from '../agent/index.ts'
 import { spawnController, type ChildController } from '../launch/index.ts'
-import { ControllerTimeoutError } from '../errors.ts'
+import { ConfigError, ControllerTimeoutError } from '../errors.ts'
 import type { Capability } from '../wire/index.ts'
 import { ensureTls } from '../tls/index.ts'
 import { httpsClient, type HttpsClient } from '../utils/https-client.ts'
 import { tokenIssuer, type TokenIssuer } from './tokens.ts'
+import { NetnsLab } from './netns.ts'
 import { FaultProxy } from './proxy.ts'
 import type { Checkpoint, FaultRecord, RouteSample, SimRecord, StateSample, WorkerFate } from './record.ts'
 
@@ -53,7 +64,16 @@ export interface SimInit {
   progress?: (line: string) => void
   /** Folder for each controller's log (`<node>.log`, JSON lines with the simulation time `sim_t`, kept across restarts). @default none */
   logDir?: string
+  /** `loopback`: every controller on 127.0.0.1; `netns`: each in a network namespace with its own address (Linux, root). @default 'loopback' */
+  net?: SimNet
+  /** With `netns`: controllers find each other by address (`/ip4/10.77.0.1/tcp/9100`) or by name (`/dns4/n1.sim/tcp/9100`, through the hosts files of the namespaces, and advertise that name). @default 'address' */
+  bootstrapBy?: 'address' | 'name'
 }
+
+export type SimNet = 'loopback' | 'netns'
+/** Ports of every controller in `netns` mode (each has its own address). */
+const NETNS_HTTPS_PORT = 9000
+const NETNS_P2P_PORT = 9100
 
 interface SimNode {
   index: number
@@ -62,6 +82,8 @@ interface SimNode {
   child: ChildController | null
   /** proxies[j]: the path from home j to this controller. */
   proxies: FaultProxy[]
+  /** netns: the recorder's path to this controller (a relay in its namespace); loopback: none, it asks directly. */
+  observer: FaultProxy | null
 }
 
 interface SimWorker {
@@ -88,6 +110,10 @@ export class Simulation {
   private tokens: TokenIssuer | null = null
   private t0 = 0
   private groups: number[][] | null = null
+  /** A one-way partition in force (netns): frames from `from` to `to` are dropped. */
+  private oneWayCut: { from: number[], to: number[] } | null = null
+  /** The namespaces, with `net: 'netns'`. */
+  private lab: NetnsLab | null = null
   private readonly faults: FaultRecord[] = []
   private readonly routes: RouteSample[] = []
   private readonly states: StateSample[] = []
@@ -125,6 +151,9 @@ export class Simulation {
 
   get size (): number { return this.nodes.length }
 
+  /** The network the run uses. */
+  get net (): SimNet { return this.init.net ?? 'loopback' }
+
   /** Ids of the workers in a given fate. */
   workerIds (fate?: WorkerFate['status']): string[] {
     return [...this.workers.values()].filter(w => fate == null || w.fate.status === fate).map(w => w.id)
@@ -135,19 +164,24 @@ export class Simulation {
   async start (): Promise<void> {
     this.t0 = performance.now()
     subscribe('undici:client:connected', this.onConnect)
-    const tls = await ensureTls({ dir: join(this.root, 'tls') })
+    if (this.net === 'netns') this.lab = await NetnsLab.create({ controllers: this.init.nodes, socketDir: join(this.root, 's'), httpsPort: NETNS_HTTPS_PORT })
+    // One server certificate for every controller, made before they start: netns, every address and name.
+    const tls = await ensureTls({ dir: join(this.root, 'tls'), hosts: this.lab?.hosts ?? [] })
     this.ca = tls.ca
     // Controllers ask every caller who it is: the recorder calls as an operator, each agent with its own worker token.
     this.tokens = tokenIssuer(join(this.root, 'tls'))
     this.client = httpsClient({ ca: tls.ca, token: await this.tokens.sign('operator', 'harness'), timeoutMs: 2000, connections: 32 })
     for (let i = 0; i < this.init.nodes; i++) {
-      this.nodes.push({ index: i, id: `n${i + 1}`, dataDir: join(this.root, `n${i + 1}`), child: null, proxies: [] })
+      this.nodes.push({ index: i, id: `n${i + 1}`, dataDir: join(this.root, `n${i + 1}`), child: null, proxies: [], observer: null })
     }
+    if (this.lab != null) await this.startRelays(this.lab)
     // The first controller, then the rest joining through it (digests spread everyone's addresses).
     await this.spawn(this.nodes[0])
     await Promise.all(this.nodes.slice(1).map(async n => { await this.spawn(n) }))
-    for (const n of this.nodes) {
-      for (let j = 0; j < this.nodes.length; j++) n.proxies.push(await new FaultProxy(this.target(n)).start())
+    if (this.lab == null) {
+      for (const n of this.nodes) {
+        for (let j = 0; j < this.nodes.length; j++) n.proxies.push(await new FaultProxy(this.target(n)).start())
+      }
     }
     await this.waitFor(async () => (await this.meshSizes()).every(s => s >= this.nodes.length - 1), 30_000, 'a full mesh')
     this.capabilities = Array.from({ length: Math.max(3, Math.min(20, Math.ceil(this.init.workers / 30))) }, (_, i) => `cap-${i}`)
@@ -175,9 +209,10 @@ export class Simulation {
     if (this.progressTimer != null) clearInterval(this.progressTimer)
     for (const w of this.workers.values()) w.agent.abandon()
     await Promise.all(this.nodes.map(async n => { await n.child?.kill() }))
-    for (const n of this.nodes) for (const p of n.proxies) await p.stop()
+    for (const n of this.nodes) for (const p of [...n.proxies, ...(n.observer != null ? [n.observer] : [])]) await p.stop()
     await this.client?.close()
     await Promise.all([...this.logs.values()].map(async log => { await new Promise(resolve => log.end(resolve)) }))
+    await this.lab?.destroy()
     rmSync(this.root, { recursive: true, force: true })
   }
 
@@ -186,16 +221,50 @@ export class Simulation {
     return { host: '127.0.0.1', port: Number(u.port) }
   }
 
+  /** Where the recorder asks controller `n`. */
+  private urlOf (n: SimNode): string {
+    return n.observer != null ? `https://127.0.0.1:${n.observer.port}` : n.child!.url
+  }
+
+  /**
+   * netns: a relay in each controller's namespace for the recorder, and one
+   * in each workers' place with a socket per controller, each behind a
+   * loopback proxy of the harness (slow() still delays there).
+   */
+  private async startRelays (lab: NetnsLab): Promise<void> {
+    const sock = (name: string): string => join(this.root, 's', `${name}.sock`)
+    mkdirSync(join(this.root, 's'), { recursive: true })
+    await Promise.all(this.nodes.map(async (n, i) => {
+      await lab.relay(lab.controllerNs(i), [{ socket: sock(`o${i + 1}`), host: lab.controllerAddr(i), port: NETNS_HTTPS_PORT }])
+      await lab.relay(lab.homeNs(i), this.nodes.map((_m, k) => ({ socket: sock(`h${i + 1}-n${k + 1}`), host: lab.controllerAddr(k), port: NETNS_HTTPS_PORT })))
+    }))
+    for (const [k, n] of this.nodes.entries()) {
+      n.observer = await new FaultProxy({ path: sock(`o${k + 1}`) }).start()
+      for (let j = 0; j < this.nodes.length; j++) n.proxies.push(await new FaultProxy({ path: sock(`h${j + 1}-n${k + 1}`) }).start())
+    }
+  }
+
   private async spawn (n: SimNode): Promise<void> {
-    const peers = this.nodes.filter(x => x !== n && x.child != null).slice(0, 3).map(x => x.child!.p2p[0])
+    const lab = this.lab
+    const byName = this.init.bootstrapBy === 'name'
+    // netns: the first three controllers' fixed addresses (or names), known before they run; loopback: up to three running ones.
+    const peers = lab != null
+      ? this.nodes.filter(x => x !== n).slice(0, 3).map(x => byName ? `/dns4/${lab.controllerName(x.index)}/tcp/${NETNS_P2P_PORT}` : `/ip4/${lab.controllerAddr(x.index)}/tcp/${NETNS_P2P_PORT}`)
+      : this.nodes.filter(x => x !== n && x.child != null).slice(0, 3).map(x => x.child!.p2p[0])
+    const place = lab != null
+      ? ['--host', lab.controllerAddr(n.index), '--https-port', String(NETNS_HTTPS_PORT), '--p2p-port', String(NETNS_P2P_PORT), ...(byName ? ['--advertise', lab.controllerName(n.index)] : [])]
+      : ['--https-port', '0', '--p2p-port', '0']
     const t = this.timing
     const log = this.logFor(n)
     n.child = await spawnController({
       id: n.id,
       ipc: true,
+      // Loading a controller takes seconds of CPU; on a loaded 2-core machine a restart took 15 s.
+      timeoutMs: 60_000,
+      netns: lab?.controllerNs(n.index),
       onLog: log == null ? undefined : line => { log.write(`${JSON.stringify(typeof line === 'string' ? { sim_t: Math.round(this.now()), line } : { sim_t: Math.round(this.now()), ...line })}\n`) },
       args: [
-        '--id', n.id, '--https-port', '0', '--p2p-port', '0', '--data-dir', n.dataDir, '--tls-dir', join(this.root, 'tls'),
+        '--id', n.id, ...place, '--data-dir', n.dataDir, '--tls-dir', join(this.root, 'tls'),
         '--heartbeat-interval', `${t.heartbeatMs}ms`, '--unhealthy-after', `${t.unhealthyMs}ms`, '--stale-after', `${t.staleMs}ms`,
         '--digest-interval', `${Math.min(250, Math.floor(t.unhealthyMs / 4))}ms`, '--sync-interval', '1s', '--reconnect-interval', '250ms',
         '--log-level', 'info', '--token-key', this.tokens!.keyFile,
@@ -216,7 +285,7 @@ export class Simulation {
 
   private async meshSizes (): Promise<number[]> {
     return await Promise.all(this.up().map(async n => {
-      const r = await this.client!.json('GET', `${n.child!.url}/mesh`)
+      const r = await this.client!.json('GET', `${this.urlOf(n)}/mesh`)
       return Number(r.body.connected_peers ?? 0)
     }))
   }
@@ -288,7 +357,11 @@ export class Simulation {
     return f
   }
 
-  /** No traffic between the groups: gossip links cut, new dials refused, workers' paths across cut. */
+  /**
+   * No traffic between the groups. loopback: gossip links cut, new dials
+   * refused, workers' paths across cut. netns: packets between the groups'
+   * hosts (controllers and the places of their workers) dropped.
+   */
   async partition (groups: number[][]): Promise<void> {
     const groupOf = new Map<number, number>()
     groups.forEach((g, gi) => { for (const i of g) groupOf.set(i, gi) })
@@ -303,6 +376,13 @@ export class Simulation {
     const groupOf = new Map<number, number>()
     groups?.forEach((g, gi) => { for (const i of g) groupOf.set(i, gi) })
     const same = (a: number, b: number): boolean => groups == null || groupOf.get(a) === groupOf.get(b)
+    if (this.lab != null) {
+      const pairs: Array<[number, number]> = []
+      for (const a of this.nodes) for (const b of this.nodes) if (!same(a.index, b.index)) pairs.push([a.index, b.index])
+      if (this.oneWayCut != null) for (const a of this.oneWayCut.from) for (const b of this.oneWayCut.to) pairs.push([a, b])
+      await this.lab.cut(pairs)
+      return
+    }
     for (const n of this.nodes) for (let j = 0; j < this.nodes.length; j++) n.proxies[j].setCut(!same(j, n.index))
     await Promise.all(this.up().map(async n => {
       const others = this.up().filter(o => !same(o.index, n.index)).map(o => o.child!.peerId)
@@ -311,11 +391,51 @@ export class Simulation {
     }))
   }
 
-  /** Restores every link. */
+  /** Restores every link (netns: also one-way partitions and links taken down). */
   async heal (): Promise<void> {
     this.groups = null
+    this.oneWayCut = null
     this.fault('heal', null)
     await this.applyPartition()
+    if (this.lab != null) for (const n of this.nodes) if (this.lab.linkDown(n.index)) await this.lab.link(n.index, true)
+  }
+
+  private needsNetns (fault: string): NetnsLab {
+    if (this.lab == null) throw new ConfigError(`${fault} drops packets at the network layer: it needs --net netns`)
+    return this.lab
+  }
+
+  /** netns: packets from the hosts of `from` to those of `to` are dropped; the other direction still flows. Until `heal()`. */
+  async oneWay (from: number[], to: number[]): Promise<void> {
+    this.needsNetns('oneWay')
+    this.oneWayCut = { from, to }
+    this.fault('one-way', { from: from.map(i => this.nodes[i].id), to: to.map(i => this.nodes[i].id) })
+    await this.applyPartition()
+  }
+
+  /** netns: controller `node`'s link goes down: it and everyone else's packets to it vanish (its workers' too). Until `linkUp` or `heal`. */
+  async linkDown (node: number): Promise<void> {
+    const lab = this.needsNetns('linkDown')
+    this.fault('link-down', this.nodes[node].id)
+    await lab.link(node, false)
+  }
+
+  /** netns: controller `node`'s link is back. */
+  async linkUp (node: number): Promise<void> {
+    const lab = this.needsNetns('linkUp')
+    this.fault('link-up', this.nodes[node].id)
+    await lab.link(node, true)
+  }
+
+  /** netns: controller `node`'s link goes down and up `times` times, `periodMs` each way; ends up. */
+  async flap (node: number, opts: { times: number, periodMs: number }): Promise<void> {
+    this.needsNetns('flap')
+    for (let k = 0; k < opts.times; k++) {
+      await this.linkDown(node)
+      await new Promise(resolve => setTimeout(resolve, opts.periodMs))
+      await this.linkUp(node)
+      await new Promise(resolve => setTimeout(resolve, opts.periodMs))
+    }
   }
 
   /** Cuts one controller (and the workers homed there) off from the rest. */
@@ -340,8 +460,11 @@ export class Simulation {
     n.child = null
     if (!opts.keepData) rmSync(n.dataDir, { recursive: true, force: true })
     await this.spawn(n)
-    for (const p of n.proxies) p.target = this.target(n)
-    if (this.groups != null) await this.applyPartition()
+    // netns: the same address and ports again; loopback: new ports, and its gater knows no partition.
+    if (this.lab == null) {
+      for (const p of n.proxies) p.target = this.target(n)
+      if (this.groups != null) await this.applyPartition()
+    }
   }
 
   /** Adds latency to one controller's links: its workers' HTTPS paths and its gossip/sync handling. */
@@ -422,11 +545,21 @@ export class Simulation {
    * be failing over, so they count as a snapshot only if no registry hash
    * and no attachment changed while they were read; otherwise they are read
    * again. (Without that, a re-attachment landing between two reads showed
-   * as one worker with two owners.)
+   * as one worker with two owners.) Agreement also needs every live agent
+   * attached to a running controller the mesh can reach: right after a
+   * crash the others still list its workers as healthy, and that is not
+   * agreement yet.
+   *
+   * The convergence time counts from the end of the last fault (a heal, a
+   * restart, a clear, a link back up), or with `sinceLastFault` from the
+   * last fault of any kind: for a checkpoint taken right after a crash or a
+   * link going down, how long the workers took to fail over and the mesh to
+   * agree.
    */
-  async checkpoint (label: string): Promise<Checkpoint> {
+  async checkpoint (label: string, opts: { sinceLastFault?: boolean } = {}): Promise<Checkpoint> {
     const start = this.now()
-    const since = [...this.faults].reverse().find(f => f.name === 'heal' || f.name === 'restart' || f.name === 'clear')?.t ?? start
+    const ends = opts.sinceLastFault === true ? null : new Set(['heal', 'restart', 'clear', 'link-up'])
+    const since = [...this.faults].reverse().find(f => ends == null || ends.has(f.name))?.t ?? start
     const expected = this.workerIds('alive').length
     let converged = false
     let lastSeen = ''
@@ -441,7 +574,10 @@ export class Simulation {
         const before = await this.hashes()
         const healthy = before.map(h => h.healthy)
         lastSeen = `hashes ${new Set(before.map(h => h.hash)).size}, healthy ${healthy.join('/')} (expected ${expected})`
-        if (new Set(before.map(h => h.hash)).size === 1 && healthy.every(x => x === expected)) {
+        const serving = new Set(this.reachable().map(n => n.id))
+        const stranded = Object.values(this.attachments()).filter(a => a.controller == null || !serving.has(a.controller)).length
+        if (stranded > 0) lastSeen += `, ${stranded} workers not attached to a reachable controller`
+        if (new Set(before.map(h => h.hash)).size === 1 && healthy.every(x => x === expected) && stranded === 0) {
           agreedAt = this.now()
           attachments = this.attachments()
           views = await this.views()
@@ -470,10 +606,13 @@ export class Simulation {
     return cp
   }
 
-  /** Each running controller's registry hash and healthy count, in `up()` order. */
+  /** Running controllers the mesh can reach (netns: not those whose link is down): the ones a checkpoint compares. */
+  private reachable (): SimNode[] { return this.up().filter(n => this.lab?.linkDown(n.index) !== true) }
+
+  /** Each reachable controller's registry hash and healthy count, in `up()` order. */
   private async hashes (): Promise<Array<{ hash: unknown, healthy: number }>> {
-    return await Promise.all(this.up().map(async n => {
-      const h = (await this.client!.json('GET', `${n.child!.url}/health`)).body
+    return await Promise.all(this.reachable().map(async n => {
+      const h = (await this.client!.json('GET', `${this.urlOf(n)}/health`)).body
       return { hash: h.mesh?.registry_hash, healthy: Number(h.workers?.healthy ?? -1) }
     }))
   }
@@ -481,8 +620,8 @@ export class Simulation {
   /** Each running controller's list of workers (an empty list where it did not answer). */
   private async views (): Promise<Checkpoint['views']> {
     const views: Checkpoint['views'] = {}
-    for (const n of this.up()) {
-      const r = await this.client!.json('GET', `${n.child!.url}/workers?limit=10000`).catch(() => null)
+    for (const n of this.reachable()) {
+      const r = await this.client!.json('GET', `${this.urlOf(n)}/workers?limit=10000`).catch(() => null)
       views[n.id] = (r?.body?.workers ?? []).map((w: any) => ({ worker_id: w.worker_id, state: w.state, controller_id: w.controller_id, incarnation: w.incarnation }))
     }
     return views
@@ -502,6 +641,7 @@ export class Simulation {
     return {
       scenario: this.init.scenario,
       seed: this.init.seed,
+      net: this.net,
       nodes: this.nodes.map(n => n.id),
       workers: this.init.workers,
       timing: this.timing,
@@ -527,17 +667,18 @@ export class Simulation {
       await Promise.all(this.up().map(async n => {
         // A crash may clear n.child while this probe is in flight: keep our own reference.
         const child = n.child!
+        const url = this.urlOf(n)
         const capability = this.capabilities[Math.floor(Math.random() * this.capabilities.length)]
         const t = this.now()
         try {
-          const r = await this.client!.json('POST', `${child.url}/route`, { verb: 'invoke', capability }, { timeoutMs: 1000 })
+          const r = await this.client!.json('POST', `${url}/route`, { verb: 'invoke', capability }, { timeoutMs: 1000 })
           this.routes.push({ t, node: n.id, capability, status: r.status, worker: r.status === 200 ? r.body.worker_id : null, owner: r.status === 200 ? r.body.controller_id : null })
         } catch {
           this.routes.push({ t, node: n.id, capability, status: 0, worker: null, owner: null })
         }
         if (this.tick % 3 === 0) {
           try {
-            const h = (await this.client!.json('GET', `${child.url}/health`, undefined, { timeoutMs: 1000 })).body
+            const h = (await this.client!.json('GET', `${url}/health`, undefined, { timeoutMs: 1000 })).body
             this.states.push({ t: this.now(), node: n.id, hash: String(h.mesh?.registry_hash ?? ''), healthy: Number(h.workers?.healthy ?? 0), total: Number(h.workers?.total ?? 0), selfPreservation: h.status === 'self_preservation' })
           } catch {}
           const rss = readRss(child.pid)
@@ -556,7 +697,9 @@ export class Simulation {
     const hashes = new Set([...latest.values()].map(s => s.hash))
     const routes = this.routes.filter(r => r.t > this.now() - 1000)
     const ok = routes.filter(r => r.status === 200).length
-    const faults = this.groups != null ? `partition ${this.groups.map(g => g.map(i => this.nodes[i].id).join('+')).join(' | ')}` : 'whole'
+    const cut = this.oneWayCut != null ? `, one-way ${this.oneWayCut.from.map(i => this.nodes[i].id).join('+')} -> ${this.oneWayCut.to.map(i => this.nodes[i].id).join('+')}` : ''
+    const links = this.nodes.filter(n => this.lab?.linkDown(n.index) === true).map(n => n.id)
+    const faults = (this.groups != null ? `partition ${this.groups.map(g => g.map(i => this.nodes[i].id).join('+')).join(' | ')}` : 'whole') + cut + (links.length > 0 ? `, link down ${links.join(',')}` : '')
     const down = this.nodes.filter(n => n.child == null).map(n => n.id)
     const lagMs = Math.round(this.lag.max / 1e6)
     this.lagMaxMs = Math.max(this.lagMaxMs, lagMs)

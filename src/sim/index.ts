@@ -8,7 +8,8 @@
  * if (!result.ok) console.error(explain(result))
  */
 export { Simulation, DEFAULT_TIMING } from './harness.ts'
-export type { SimInit, SimTiming } from './harness.ts'
+export type { SimInit, SimNet, SimTiming } from './harness.ts'
+export { NetnsLab, netnsUnavailable, removeLeftovers, NETNS_PREFIX } from './netns.ts'
 export { scenario, loadScenario } from './scenario.ts'
 export type { Scenario, ScenarioDefaults, SimApi } from './scenario.ts'
 export { runScenario, explain } from './run.ts'

@@ -1,6 +1,7 @@
 /**
  * A TCP proxy on loopback standing for one network path (workers at one
- * place → one controller's HTTPS port). The harness cuts it for partitions
+ * place → one controller's HTTPS port, or, with `--net netns`, the Unix
+ * socket of a relay inside the workers' namespace: sim/relay.ts). The harness cuts it for partitions
  * (open sockets destroyed, new ones refused) and slows it for `slow()`.
  * TLS passes through untouched: workers still verify the controller.
  */
@@ -9,14 +10,14 @@ import { createServer, connect, type Server, type Socket } from 'node:net'
 export class FaultProxy {
   private server: Server | null = null
   private readonly sockets = new Set<Socket>()
-  /** Where connections go (changes when the controller restarts on a new port). */
-  target: { host: string, port: number }
+  /** Where connections go (changes when the controller restarts on a new port): a TCP address or a Unix socket. */
+  target: { host: string, port: number } | { path: string }
   /** Connections are refused and open ones destroyed while true. */
   private cut = false
   /** Added one-way latency per chunk (ms). */
   delayMs = 0
 
-  constructor (target: { host: string, port: number }) {
+  constructor (target: { host: string, port: number } | { path: string }) {
     this.target = target
   }
 
@@ -52,7 +53,7 @@ export class FaultProxy {
       client.destroy()
       return
     }
-    const upstream = connect(this.target.port, this.target.host)
+    const upstream = connect(this.target)
     for (const s of [client, upstream]) {
       this.sockets.add(s)
       s.on('close', () => { this.sockets.delete(s) })

@@ -59,6 +59,9 @@ export interface Checkpoint {
 export interface SimRecord {
   scenario: string
   seed: string
+  /** The network: `loopback`, or `netns` (a namespace and an address per host, faults dropping packets). Absent in older records: loopback. */
+  net?: 'loopback' | 'netns'
+
   nodes: string[]
   workers: number
   timing: { heartbeatMs: number, unhealthyMs: number, staleMs: number }

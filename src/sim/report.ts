@@ -14,6 +14,8 @@ import type { SimRecord } from './record.ts'
 export interface Report {
   scenario: string
   seed: string
+  /** `loopback` or `netns`. */
+  net: 'loopback' | 'netns'
   nodes: number
   workers: number
   duration_ms: number
@@ -60,6 +62,7 @@ export function buildReport (rec: SimRecord, result: CheckResult): Report {
   return {
     scenario: rec.scenario,
     seed: rec.seed,
+    net: rec.net ?? 'loopback',
     nodes: rec.nodes.length,
     workers: rec.workers,
     duration_ms: Math.round(rec.durationMs),
@@ -121,7 +124,7 @@ export function renderHtml (r: Report): string {
 </head>
 <body>
 <h1>capmesh simulation — ${esc(r.scenario)}</h1>
-<p class="sub">seed <code>${esc(r.seed)}</code> · ${r.nodes} controllers · ${r.workers} workers · ${(r.duration_ms / 1000).toFixed(1)} s · heartbeat ${r.timing.heartbeatMs} ms, unhealthy ${r.timing.unhealthyMs} ms, stale ${r.timing.staleMs} ms · controller RSS max ${r.rss_mb.max ?? 'n/a'} MB · setup ${(r.setup_ms / 1000).toFixed(1)} s · harness event-loop lag max ${r.harness_lag_max_ms} ms</p>
+<p class="sub">seed <code>${esc(r.seed)}</code> · network ${esc(r.net)} · ${r.nodes} controllers · ${r.workers} workers · ${(r.duration_ms / 1000).toFixed(1)} s · heartbeat ${r.timing.heartbeatMs} ms, unhealthy ${r.timing.unhealthyMs} ms, stale ${r.timing.staleMs} ms · controller RSS max ${r.rss_mb.max ?? 'n/a'} MB · setup ${(r.setup_ms / 1000).toFixed(1)} s · harness event-loop lag max ${r.harness_lag_max_ms} ms</p>
 <p><span id="overall" class="overall ${r.ok ? 'ok' : 'bad'}">${r.ok ? 'ALL INVARIANTS HOLD' : `${r.violations.length} VIOLATION(S)`}</span></p>
 <h2>Invariants</h2>
 <table id="verdicts"><tr><th></th><th>invariant</th><th>result</th></tr>${verdictRows}</table>

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path'
 import { check, type CheckResult } from './checker.ts'
-import { Simulation, type SimTiming } from './harness.ts'
+import { Simulation, type SimNet, type SimTiming } from './harness.ts'
 import type { SimRecord } from './record.ts'
 import { buildReport, writeReport, type Report } from './report.ts'
 import type { Scenario, SimApi } from './scenario.ts'
@@ -18,6 +18,10 @@ export interface RunInit {
   out?: string
   timing?: Partial<SimTiming>
   progress?: (line: string) => void
+  /** `loopback` or `netns` (a network namespace and an address per host; Linux, root). @default 'loopback' */
+  net?: SimNet
+  /** netns: controllers bootstrap by address or by name (hosts files). @default 'address' */
+  bootstrapBy?: 'address' | 'name'
 }
 
 export interface RunResult {
@@ -37,6 +41,8 @@ export async function runScenario (s: Scenario, init: RunInit = {}): Promise<Run
     durationMs,
     timing: init.timing,
     progress: init.progress,
+    net: init.net,
+    bootstrapBy: init.bootstrapBy,
     logDir: init.out != null ? join(init.out, 'logs') : undefined
   })
   const api = sim as SimApi

@@ -12,5 +12,5 @@
  * const w1 = await issueIdentity({ dir: '.capmesh/tls', role: 'worker', name: 'w1' })
  * // w1.id === 'spiffe://capmesh.local/worker/w1'; present w1.cert / w1.key as the client certificate
  */
-export { ensureTls, issueIdentity, loadTlsFiles, readCa } from './tls.ts'
+export { ensureTls, issueIdentity, loadTlsFiles, readCa, uncovered } from './tls.ts'
 export type { EnsureTlsInit, IssueIdentityInit, IssuedIdentity, TlsMaterial } from './tls.ts'

@@ -215,7 +215,7 @@ function serverCertProblem (certPath: string, keyPath: string, caPem: string, ho
   try {
     const cert = new NodeX509(readFileSync(certPath, 'utf8'))
     if (Date.parse(cert.validTo) < Date.now() + DAY) return `expires on ${cert.validTo}`
-    const missing = hosts.filter(h => isIP(h) !== 0 ? cert.checkIP(h) == null : cert.checkHost(h) == null)
+    const missing = uncovered(readFileSync(certPath, 'utf8'), hosts)
     if (missing.length > 0) return `does not cover ${missing.join(', ')}`
     if (!chainsTo(readFileSync(certPath, 'utf8'), caPem)) return 'is not signed by ca.pem'
     if (!cert.checkPrivateKey(createPrivateKey(readFileSync(keyPath, 'utf8')))) return `does not match its key ${keyPath}`
@@ -243,6 +243,17 @@ function chainsTo (certPem: string, caPem: string): boolean {
     cert = intermediates.find(i => i !== c && signs(i, c))
   }
   return false
+}
+
+/** The hosts (names or IPs) a PEM certificate does not name; all of them if it cannot be read. */
+export function uncovered (pem: string, hosts: string[]): string[] {
+  let cert: NodeX509
+  try {
+    cert = new NodeX509(pem)
+  } catch {
+    return hosts
+  }
+  return hosts.filter(h => (isIP(h) !== 0 ? cert.checkIP(h) : cert.checkHost(h)) == null)
 }
 
 /** The SPIFFE id in a certificate file's URI SAN, or null when it has none (or is not a certificate). */

@@ -456,7 +456,10 @@ export const HealthReply = Type.Object({
   sync: SyncHealth,
   mesh: Type.Object({
     peer_id: Type.Union([Type.String(), Type.Null()]),
+    /** Where the p2p listener is bound (`/ip4/0.0.0.0/tcp/9100` when bound to every interface). */
     listen_addrs: Type.Array(Type.String()),
+    /** What peers are told to dial: the `--advertise` names and addresses with the p2p port and peer id. */
+    advertised_addrs: Type.Array(Type.String()),
     connected_peers: Type.Integer(),
     registry_hash: Type.String(),
     self_preservation: SelfPreservation,
@@ -535,7 +538,10 @@ export type MeshKeyStatus = Static<typeof MeshKeyStatus>
 export const MeshReply = Type.Object({
   controller_id: Type.String(),
   peer_id: Type.Union([Type.String(), Type.Null()]),
+  /** Where the p2p listener is bound. */
   listen_addrs: Type.Array(Type.String()),
+  /** What peers are told to dial (identify, liveness digests). */
+  advertised_addrs: Type.Array(Type.String()),
   connected_peers: Type.Integer(),
   /** libp2p peers: connection and anti-entropy state with each. */
   peers: Type.Array(PeerStatus),

@@ -14,7 +14,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Logger } from 'pino'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
-import { networkFaults, PeerSeals, type NetworkFaults } from '../../src/gossip/index.ts'
+import { networkFaults, PeerSeals, type NetworkFaults, type Resolve } from '../../src/gossip/index.ts'
 import { Registry } from '../../src/registry/index.ts'
 import type { Role } from '../../src/identity/index.ts'
 import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
@@ -32,8 +32,8 @@ export interface TestBed {
   client: HttpsClient
   /** A client certificate for `spiffe://capmesh.local/<role>/<name>`, issued by the bed's CA (once per identity). */
   identity: (role: Role, name: string) => Promise<CallerTls>
-  /** Starts a controller in-process (local preset: fast timeouts, port 0); `logger` to read what it logs. */
-  start: (overrides?: RawConfig, init?: { logger?: Logger }) => Promise<Controller>
+  /** Starts a controller in-process (local preset: fast timeouts, port 0), optionally with its own resolver; `logger` to read what it logs. */
+  start: (overrides?: RawConfig, init?: { resolve?: Resolve, logger?: Logger }) => Promise<Controller>
   /**
    * A registry of a controller that is not running (an export of another
    * mesh's controller, a bulk load), with a peer key of its own that the
@@ -87,7 +87,7 @@ export async function testBed (name = 'capmesh'): Promise<TestBed> {
       const id = overrides.id ?? `c${n++}`
       const config = resolveControllerConfig(localPreset({ id, dataDir: join(root, id), tlsDir, ...overrides }))
       const f = networkFaults()
-      const c = new Controller({ config, faults: f, logger: init.logger })
+      const c = new Controller({ config, faults: f, ...init })
       faults.set(c, f)
       await c.start()
       running.push(c)

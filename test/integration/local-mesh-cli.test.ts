@@ -68,7 +68,7 @@ describe('capmesh local (npm start)', () => {
     expect(await exited).toBe(0)
     // Controllers and workers were started with paths under `root`: none is left.
     await eventually(() => processesMentioning(root).length === 0, 'every process it started to exit', 10_000, 100)
-  })
+  }, 150_000)
 })
 
 describe('no child outlives capmesh local', () => {

@@ -10,6 +10,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { capmesh } from '../helpers/cli.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -17,7 +18,7 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const SCRIPTS: Record<string, { script: string, options: Record<string, string> }> = {
   'simulations/soak.ts': {
     script: 'sim:soak',
-    options: { seeds: '50', first: '1', nodes: '8', workers: '1000', duration: '30s', scenario: 'randomized', out: 'reports/soak' }
+    options: { seeds: '50', first: '1', nodes: '8', workers: '1000', duration: '30s', scenario: 'randomized', out: 'reports/soak', net: 'loopback' }
   },
   'simulations/report-screenshot.ts': { script: 'sim:screenshot', options: {} },
   'simulations/dashboard-screenshot.ts': { script: 'dashboard:screenshot', options: { out: 'docs/dashboard.png', phone: 'not set', workers: '12' } },
@@ -120,4 +121,15 @@ describe('simulation scripts on the command line', () => {
     expect(help.stdout).toContain('--ops N')
     expect(h).toEqual(help)
   }, 60_000)
+})
+
+describe('capmesh sim: the network options', () => {
+  it('--bootstrap-by name needs --net netns, and --net takes loopback or netns: exit 2 saying so, before anything starts', async () => {
+    const byName = await capmesh(['sim', 'partition-heal', '--bootstrap-by', 'name'])
+    expect(byName.code).toBe(2)
+    expect(byName.stderr).toContain('--bootstrap-by name needs --net netns')
+    const bad = await capmesh(['sim', 'partition-heal', '--net', 'docker'])
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toMatch(/--net <network>.*docker.*(loopback|netns)/s)
+  })
 })

@@ -180,6 +180,23 @@ describe('bootstrap addresses', () => {
   })
 })
 
+describe('advertised addresses', () => {
+  it('takes host names and IPs, repeated or as a comma list', () => {
+    expect(parseRawConfig({ advertise: ['c1', 'c1.mesh.example.org,10.0.0.4'] }, 'flag').advertise).toEqual(['c1', 'c1.mesh.example.org', '10.0.0.4'])
+    expect(parseRawConfig({ advertise: 'fd00::4, capmesh-0.capmesh.default.svc.cluster.local' }, 'file').advertise).toEqual(['fd00::4', 'capmesh-0.capmesh.default.svc.cluster.local'])
+  })
+
+  it.each(['0.0.0.0', '::', 'c1:9100', 'https://c1', 'bad name', '-c1', 'c1..mesh'])('refuses %s, naming it', h => {
+    expect(configError(() => parseRawConfig({ advertise: [h] }, 'flag')).message).toContain(h)
+  })
+
+  it('needs a fixed p2p port (peers are told the port too)', () => {
+    expect(configError(() => resolveControllerConfig({ advertise: ['c1'], p2pPort: 0 })).message).toMatch(/fixed p2p-port/)
+    expect(resolveControllerConfig({ host: '0.0.0.0', advertise: ['c1'] })).toMatchObject({ host: '0.0.0.0', advertise: ['c1'], p2pPort: 9100 })
+    expect(resolveControllerConfig({}).advertise).toEqual([])
+  })
+})
+
 describe('the options, declared once', () => {
   it('docs/operations.md lists every option with its flag, config-file key and default, as CONTROLLER_OPTIONS declares them', () => {
     const doc = readFileSync(resolve(import.meta.dirname, '../../docs/operations.md'), 'utf8')

@@ -64,3 +64,24 @@ describe('ControllerCore routing of other owners\' workers', () => {
     for (let i = 0; i < 5; i++) expect(route(a, 'echo')).toMatchObject({ worker_id: 'w1', state: 'healthy' })
   })
 })
+
+describe('ControllerCore: a peer drops this controller\'s segment (it thought it gone)', () => {
+  it('the entries put back keep what this controller knew of its workers: a healthy one stays healthy, a draining (or dead) one is not made routable', async () => {
+    const a = core('a')
+    reg(a, 'live')
+    reg(a, 'leaving')
+    a.heartbeat({ worker_id: 'leaving', status: 'draining' })
+    expect(a.router.stateOf('live')).toBe('healthy')
+    expect(a.router.stateOf('leaving')).toBe('draining')
+    const b = core('b')
+    Y.applyUpdate(b.registry.doc, Y.encodeStateAsUpdate(a.registry.doc), Origin.remote)
+    expect(b.registry.dropOwner('a')).toBe(1)
+    // The drop reaches a (a partition heals): its segment is deleted there, and put back in the same turn.
+    Y.applyUpdate(a.registry.doc, Y.encodeStateAsUpdate(b.registry.doc), Origin.remote)
+    await new Promise(resolve => setImmediate(resolve))
+    expect(a.registry.size).toBe(2)
+    expect(a.router.stateOf('live')).toBe('healthy')
+    expect(a.router.stateOf('leaving')).toBe('draining')
+    expect(a.router.route({ verb: 'invoke', capability: 'echo' })).toMatchObject({ worker_id: 'live' })
+  })
+})

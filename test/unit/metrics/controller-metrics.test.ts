@@ -9,6 +9,7 @@ const core = (): ControllerCore => new ControllerCore({ controllerId: 'a', heart
 const noNode: NodeFacts = {
   peerId: () => null,
   listenAddrs: () => [],
+  advertisedAddrs: () => [],
   connectedPeers: () => 0,
   peers: () => [],
   sync: () => ({ state: 'ok', behind: [] }),
