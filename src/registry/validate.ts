@@ -309,7 +309,8 @@ function deletions (ds: ReturnType<typeof Y.decodeUpdate>['ds'], inUpdate: Map<n
     const state = doc == null ? 0 : Y.getState(doc.store, client)
     for (const { clock, len } of ranges) {
       const end = clock + len
-      for (const it of mine) if (it.id.clock < end && it.id.clock + it.length > clock) out.add(it)
+      // `mine` is sorted by clock: a scan per range made 100,000 ranges (one per resealed state) quadratic.
+      for (let i = firstEndingAfter(mine, clock); i < mine.length && mine[i].id.clock < end; i++) out.add(mine[i])
       if (clock >= state || structs.length === 0) continue
       for (let i = Y.findIndexSS(structs, clock); i < structs.length && structs[i].id.clock < end; i++) {
         const it = structs[i]
@@ -326,6 +327,19 @@ function deletions (ds: ReturnType<typeof Y.decodeUpdate>['ds'], inUpdate: Map<n
     }
   }
   return out
+}
+
+/** Index of the first of `items` (sorted by clock, not overlapping) that ends after `clock`. */
+function firstEndingAfter (items: Y.Item[], clock: number): number {
+  let lo = 0
+  let hi = items.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    const it = items[mid]
+    if (it.id.clock + it.length <= clock) lo = mid + 1
+    else hi = mid
+  }
+  return lo
 }
 
 /**
