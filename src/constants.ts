@@ -370,3 +370,12 @@ export const SPAN_ATTR = {
   /** Whether an anti-entropy apply changed the registry. */
   changed: 'capmesh.changed'
 } as const
+
+/**
+ * Updates larger than this (a catch-up, an import) are applied in slices of
+ * APPLY_SLICE_STRUCTS structs, yielding to the event loop between them, so
+ * the controller keeps answering while it applies (registry/slices.ts).
+ */
+export const APPLY_IN_SLICES_BYTES = 1024 * 1024
+/** Structs per slice: ~2,000 workers, a few tens of ms of apply each. */
+export const APPLY_SLICE_STRUCTS = 4096

@@ -29,14 +29,16 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import * as Y from 'yjs'
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import {
-  DEFAULT_SEGMENT_GARBAGE_RATIO, DEFAULT_SEGMENT_MIN_GARBAGE, DEFAULT_TOMBSTONE_TTL_MS
+  APPLY_IN_SLICES_BYTES, APPLY_SLICE_STRUCTS, DEFAULT_SEGMENT_GARBAGE_RATIO, DEFAULT_SEGMENT_MIN_GARBAGE, DEFAULT_TOMBSTONE_TTL_MS
 } from '../constants.ts'
 import { InvalidStateError } from '../errors.ts'
 import { decodeEntry, encodeEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, type SealAuthority } from './seal.ts'
-import { MissingDependencyError, ParsedEntries, stillValid, validateUpdate, type SealContext, type ValidUpdate } from './validate.ts'
+import { MissingDependencyError, ParsedEntries, stillValid, validateUpdate, validateUpdateAsync, type SealContext, type ValidUpdate } from './validate.ts'
+import { sliceUpdate } from './slices.ts'
 
 /** Transaction origins: who caused a change. */
 export const Origin = {
@@ -164,6 +166,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private ownGarbage = 0
   private compactions = 0
   private cleanupQueued = false
+  /** A sliced apply in progress (applyInSlices): the next one waits for it. */
+  private slicing: Promise<unknown> = Promise.resolve()
+  /** True while slices of a checked update are being applied: peers' updates wait (see validate). */
+  private midSlices = false
 
   constructor (init: RegistryInit) {
     super()
@@ -366,6 +372,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * it changed the document.
    */
   applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): boolean {
+    if (this.midSlices) throw this.busyError()
     // `validated`: the caller checked it already (the gossip validator); again if the document moved since.
     const valid = opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
     this.parsed = valid.entries
@@ -388,17 +395,79 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 
   /**
+   * applyUpdate for updates that may be large (a catch-up, an import): one
+   * over APPLY_IN_SLICES_BYTES is checked whole, handed to the `update`
+   * listeners whole (the store logs it as one record, so a crash leaves all
+   * of it or none), then applied in slices with a turn of the event loop
+   * between them (slices.ts). Meanwhile peers' updates are refused as out of
+   * order (MissingDependencyError: gossip drops them without blame and
+   * anti-entropy brings them later), local writes go ahead, and further
+   * sliced applies wait their turn. Resolves true if it changed the document.
+   * `sliceStructs` and `minBytes` (tests) override APPLY_SLICE_STRUCTS and
+   * APPLY_IN_SLICES_BYTES.
+   */
+  async applyInSlices (update: Uint8Array, origin: Origin, opts: { sliceStructs?: number, minBytes?: number } = {}): Promise<boolean> {
+    const turn = this.slicing.then(async () => {
+      if (update.length <= (opts.minBytes ?? APPLY_IN_SLICES_BYTES)) return this.applyUpdate(update, origin)
+      this.midSlices = true
+      try {
+        let valid = await this.validateAsync(update, origin)
+        // Local writes went on meanwhile (peers' waited): check again, at once, if one touched what it read.
+        if (!stillValid(valid, this.seals)) valid = this.validate(update, origin, true)
+        if (!valid.news) return false
+        this.emit('update', update, origin)
+        for (const slice of sliceUpdate(valid.decoded, opts.sliceStructs ?? APPLY_SLICE_STRUCTS)) {
+          await nextTurn()
+          this.parsed = valid.entries
+          try {
+            Y.applyUpdate(this.doc, slice, origin)
+          } finally {
+            this.parsed = new ParsedEntries()
+          }
+        }
+      } finally {
+        this.midSlices = false
+      }
+      return true
+    })
+    this.slicing = turn.catch(() => {})
+    return await turn
+  }
+
+  /** Whether a sliced apply is in progress (peers' updates wait for it). */
+  get applyingSlices (): boolean { return this.midSlices }
+
+  private busyError (): MissingDependencyError {
+    return new MissingDependencyError('a large update is being applied in slices; this one must wait for it')
+  }
+
+  /**
    * Checks an update against this document without applying it
    * (validateUpdate, seals included). Throws what it found wrong; a refusal
    * other than a missing dependency is also emitted as `refused`.
    */
-  validate (update: Uint8Array, origin: Origin): ValidUpdate {
+  validate (update: Uint8Array, origin: Origin, mine = false): ValidUpdate {
+    // Mid-slices, the document holds part of a checked update: a check against it would be wrong.
+    if (this.midSlices && !mine) throw this.busyError()
     try {
       return validateUpdate(update, this.doc, this.seals)
     } catch (err) {
-      if (err instanceof InvalidStateError && !(err instanceof MissingDependencyError)) this.emit('refused', origin, err instanceof UnsignedWriteError, err.message)
+      this.refusing(err, origin)
       throw err
     }
+  }
+
+  private async validateAsync (update: Uint8Array, origin: Origin): Promise<ValidUpdate> {
+    try {
+      return await validateUpdateAsync(update, this.doc, this.seals)
+    } catch (err) {
+      this.refusing(err, origin)
+      throw err
+    }
+  }
+
+  private refusing (err: unknown, origin: Origin): void {
+    if (err instanceof InvalidStateError && !(err instanceof MissingDependencyError)) this.emit('refused', origin, err instanceof UnsignedWriteError, err.message)
   }
 
   // -------------------------------------------------------------- internals
