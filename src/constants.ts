@@ -29,8 +29,13 @@ export const DEFAULT_STALE_AFTER_MS = 120_000
 
 /** Largest request body accepted on the worker/route endpoints. A registration with a few hundred capabilities fits. */
 export const DEFAULT_BODY_LIMIT_BYTES = 256 * 1024
-/** Largest `/state/import` body (a whole registry, base64). 100k workers encode to ~19 MB. */
-export const DEFAULT_IMPORT_BODY_LIMIT_BYTES = 64 * 1024 * 1024
+/**
+ * Largest state `/state/import` takes, in bytes of Yjs update (a binary
+ * body; a JSON body may be that in base64, 4/3 of it). The same as
+ * DEFAULT_MAX_SYNC_BYTES: what the mesh promises to carry (~800,000
+ * workers; 100,000 workers of one capability are ~33 MB) must import too.
+ */
+export const DEFAULT_IMPORT_BODY_LIMIT_BYTES = 256 * 1024 * 1024
 /** How long an `idempotency_key` keeps answering with the same worker. */
 export const DEFAULT_IDEMPOTENCY_TTL_MS = 5 * 60_000
 /** Most idempotency keys remembered at once; the oldest is forgotten first. */

@@ -80,7 +80,8 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   app.addHook('preValidation', async (req) => {
     // Only objects: every endpoint wants one, and the schema rejects anything else without recursing.
     const body = req.body
-    const where = body != null && typeof body === 'object' && !Array.isArray(body) ? tooDeep(body, MAX_JSON_DEPTH) : null
+    // (Raw bytes, a binary /state/import, are not JSON: the registry checks them.)
+    const where = body != null && typeof body === 'object' && !Array.isArray(body) && !(body instanceof Uint8Array) ? tooDeep(body, MAX_JSON_DEPTH) : null
     if (where != null) {
       throw new ValidationError(`body${where} is nested deeper than ${MAX_JSON_DEPTH} levels`, [{ field: `body${where}`, message: `must not nest deeper than ${MAX_JSON_DEPTH} levels` }])
     }
