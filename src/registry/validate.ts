@@ -90,8 +90,8 @@ interface SegmentWork {
   /** The map's item, when the update creates it. */
   created?: Y.Item
   deleted: boolean
-  /** New items at keys of this segment, by key. */
-  items: Map<string, Y.Item[]>
+  /** New items at keys of this segment, by key: one item (most keys of a delta), or several in update order. */
+  items: Map<string, Y.Item | Y.Item[]>
   /** Keys whose current item in the document the update deletes. */
   removed: Set<string>
 }
@@ -323,9 +323,11 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
 }
 
 function addItem (w: SegmentWork, key: string, item: Y.Item): void {
-  let list = w.items.get(key)
-  if (list == null) w.items.set(key, list = [])
-  list.push(item)
+  // No array for a key written once: a 100,000-worker catch-up made 100,000 of them.
+  const had = w.items.get(key)
+  if (had == null) w.items.set(key, item)
+  else if (Array.isArray(had)) had.push(item)
+  else w.items.set(key, [had, item])
 }
 
 /** The live segment map under `key` in `doc`, if that is the map with item id `map`. */
@@ -428,14 +430,23 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
     if (key === SEAL_KEY) seal = null
     else changes.set(key, null)
   }
-  // Unchanged leaves (a key rewritten with the same text) are no change.
-  for (const [key, leaf] of changes) if ((base?.leaf(key) ?? null) === leaf) changes.delete(key)
+  let count = 0
+  if (base == null) {
+    // A segment new to this replica (a catch-up, an import): every leaf is new, removals are no change.
+    for (const [key, leaf] of changes) {
+      if (leaf == null) changes.delete(key)
+      else count++
+    }
+  } else {
+    // Unchanged leaves (a key rewritten with the same text) are no change.
+    for (const [key, leaf] of changes) if ((base.leaf(key) ?? null) === leaf) changes.delete(key)
+    count = base.size
+    for (const [key, leaf] of changes) count += (base.leaf(key) == null ? 0 : -1) + (leaf == null ? 0 : 1)
+  }
   if (changes.size === 0 && seal === undefined) return
   const current = base?.seal ?? null
   const after = seal === undefined ? current : seal
   const digest = base ?? new SegmentDigest()
-  let count = digest.size
-  for (const [key, leaf] of changes) count += (digest.leaf(key) == null ? 0 : -1) + (leaf == null ? 0 : 1)
   if (after == null) {
     if (count > 0) throw new UnsignedWriteError(`segment ${segment} would hold ${count} entries without its owner's seal`)
     return
@@ -446,16 +457,17 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
 }
 
 /** The last of a key's new items, checking they continue the key's chain one after another from `current`. */
-function chainEnd (segment: string, key: string, items: Y.Item[], current: Y.Item | undefined): Y.Item {
+function chainEnd (segment: string, key: string, written: Y.Item | Y.Item[], current: Y.Item | undefined): Y.Item {
   const refused = (): UnsignedWriteError => new UnsignedWriteError(`writes to ${JSON.stringify(key).slice(0, 80)} in segment ${segment} do not follow one another from its current entry: only its owner writes there, one transaction after another`)
   // One new item (a key's first write, or one rewrite): no map of origins needed. Most keys of a catch-up.
-  if (items.length === 1) {
-    const it = items[0]
+  if (!Array.isArray(written)) {
+    const it = written
     const o = it.origin
     const follows = current == null ? o == null : o != null && o.client === current.id.client && o.clock === current.id.clock + current.length - 1
     if (it.rightOrigin != null || !follows) throw refused()
     return it
   }
+  const items = written
   const byOrigin = new Map<string, Y.Item>()
   for (const it of items) {
     const k = idKey(it.origin)
