@@ -144,8 +144,12 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** Mirror of the document: segment key → worker id → entry (valid entries only). */
   private readonly segments = new Map<string, Map<string, Entry>>()
-  /** worker id → segments holding an entry for it. */
-  private readonly locations = new Map<string, Set<string>>()
+  /**
+   * worker id → the segment holding its entry, or the segments when several
+   * do (it failed over and the old entry is not cleaned up yet): a string for
+   * almost every worker, not a Set each (~100 bytes a worker; see locate).
+   */
+  private readonly locations = new Map<string, string | Set<string>>()
   /** The effective registry: worker id → winning record (tombstoned workers absent). */
   private readonly view = new Map<string, WorkerRecord>()
   /**
@@ -257,10 +261,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * so that entry cannot win again. Returns false when the worker is unknown.
    */
   deregister (workerId: string): boolean {
-    const locs = this.locations.get(workerId)
-    if (locs == null || locs.size === 0) return false
+    const locs = this.where(workerId)
+    if (locs.length === 0) return false
     const known = this.view.has(workerId)
-    const foreign = [...locs].some(k => ownerOf(k) !== this.controllerId)
+    const foreign = locs.some(k => ownerOf(k) !== this.controllerId)
     this.transact(() => {
       for (const key of locs) {
         if (ownerOf(key) !== this.controllerId) continue
@@ -533,7 +537,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   private maxIncarnation (workerId: string): number {
     let max = 0
-    for (const key of this.locations.get(workerId) ?? []) {
+    for (const key of this.where(workerId)) {
       const e = this.segments.get(key)?.get(workerId)
       if (e != null && e.incarnation > max) max = e.incarnation
     }
@@ -590,7 +594,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   private bestOwnEntry (workerId: string, among?: Set<string>): Entry | undefined {
     let best: Entry | undefined
-    for (const key of this.locations.get(workerId) ?? []) {
+    for (const key of this.where(workerId)) {
       if (ownerOf(key) !== this.controllerId || (among != null && !among.has(key))) continue
       const e = this.segments.get(key)?.get(workerId)
       if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
@@ -599,7 +603,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 
   private hasForeignEntry (workerId: string): boolean {
-    for (const key of this.locations.get(workerId) ?? []) if (ownerOf(key) !== this.controllerId) return true
+    for (const key of this.where(workerId)) if (ownerOf(key) !== this.controllerId) return true
     return false
   }
 
@@ -727,8 +731,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const mirror = this.segments.get(key)
     if (mirror == null) return
     for (const id of mirror.keys()) {
-      this.locations.get(id)?.delete(key)
-      if (this.locations.get(id)?.size === 0) this.locations.delete(id)
+      this.unlocateKey(id, key)
       touched.add(id)
     }
     this.segments.delete(key)
@@ -770,24 +773,40 @@ export class Registry extends EventEmitter<RegistryEvents> {
     }
     mirror.set(id, entry)
     this.digests.get(key)?.set(id, parsed?.leaf ?? entryLeaf(id, text))
-    let locs = this.locations.get(id)
-    if (locs == null) this.locations.set(id, locs = new Set())
-    locs.add(key)
+    const locs = this.locations.get(id)
+    if (locs == null) this.locations.set(id, key)
+    else if (typeof locs !== 'string') locs.add(key)
+    else if (locs !== key) this.locations.set(id, new Set([locs, key]))
+  }
+
+  /** The segments holding an entry for worker `id`. */
+  private where (id: string): string[] {
+    const locs = this.locations.get(id)
+    return locs == null ? [] : typeof locs === 'string' ? [locs] : [...locs]
+  }
+
+  private unlocateKey (id: string, key: string): void {
+    const locs = this.locations.get(id)
+    if (locs == null) return
+    if (typeof locs === 'string') {
+      if (locs === key) this.locations.delete(id)
+      return
+    }
+    locs.delete(key)
+    if (locs.size === 1) this.locations.set(id, locs.values().next().value as string)
+    else if (locs.size === 0) this.locations.delete(id)
   }
 
   private unlocate (id: string, key: string, mirror: Map<string, Entry>): void {
     mirror.delete(id)
     this.digests.get(key)?.delete(id)
-    const locs = this.locations.get(id)
-    if (locs == null) return
-    locs.delete(key)
-    if (locs.size === 0) this.locations.delete(id)
+    this.unlocateKey(id, key)
   }
 
   /** The winning entry for a worker, tombstones included. */
   private winner (id: string): Entry | undefined {
     let best: Entry | undefined
-    for (const key of this.locations.get(id) ?? []) {
+    for (const key of this.where(id)) {
       const e = this.segments.get(key)?.get(id)
       if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
     }
