@@ -78,7 +78,13 @@ async function registerAll (client: HttpsClient, url: string): Promise<number> {
   await Promise.all(Array.from({ length: CONNECTIONS }, async () => {
     while (next < N) {
       const i = next++
-      const res = await client.json('POST', `${url}/register`, { worker_id: `w${i}`, worker_url: `https://127.0.0.1:7000/w${i}`, capabilities: [capability(i)] })
+      const body = { worker_id: `w${i}`, worker_url: `https://127.0.0.1:7000/w${i}`, capabilities: [capability(i)] }
+      let res = await client.json('POST', `${url}/register`, body)
+      // Overloaded for a moment (a snapshot being written): as a worker would, retry after the hint.
+      for (let tries = 0; res.status === 503 && tries < 30; tries++) {
+        await new Promise(resolve => setTimeout(resolve, Number(res.headers['retry-after'] ?? 1) * 1000))
+        res = await client.json('POST', `${url}/register`, body)
+      }
       if (res.status !== 200) throw new Error(`register w${i}: HTTP ${res.status} ${JSON.stringify(res.body)}`)
     }
   }))
