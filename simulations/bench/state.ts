@@ -224,8 +224,9 @@ try {
   t0 = performance.now()
   const b2 = await spawn('b')
   const restartMs = performance.now() - t0
-  const health = (await client.json('GET', `${b2.url}/health`)).body
-  row('restart from its data dir to serving', `${s(restartMs)} (${health.workers.total as number} workers)`, BASELINE.restartS)
+  const health = await client.json('GET', `${b2.url}/health`)
+  const restored = health.status === 200 ? String(health.body.workers.total) : `/health: HTTP ${health.status}`
+  row('restart from its data dir to serving', `${s(restartMs)} (${restored} workers)`, BASELINE.restartS)
   row('  its RSS then', mb(proc(b2.pid, 'VmRSS')), BASELINE.restartMb)
 
   const ip = await inProcess(new Uint8Array(binBody), a.peerId)
