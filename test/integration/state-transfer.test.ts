@@ -3,6 +3,11 @@
  * and the binary one (the raw Yjs update), import of either, the limits and
  * refusals of the binary form, and an export whose client goes away.
  */
+import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 import type { Controller } from '../../src/controller/index.ts'
@@ -99,4 +104,26 @@ describe('POST /state/import, binary', () => {
     expect(target.core.registryHash).toBe(hash)
     expect(target.core.registry.size).toBe(0)
   })
+})
+
+describe('capmesh state export | import', () => {
+  const bin = fileURLToPath(new URL('../../bin/capmesh.js', import.meta.url))
+  const cli = async (...args: string[]): Promise<{ stdout: string, stderr: string }> => await promisify(execFile)(process.execPath, [bin, 'state', ...args, '--tls-dir', bed.tlsDir], { timeout: 60_000 })
+
+  it('writes either form to a file and imports either back (JSON told from binary by its first byte)', async () => {
+    const json = join(bed.root, 'registry.json')
+    const raw = join(bed.root, 'registry.bin')
+    const out = await cli('export', '--controller', source.url, '--out', json)
+    expect(out.stderr).toContain(`exported ${source.core.registry.size} workers`)
+    await cli('export', '--controller', source.url, '--binary', '--out', raw)
+    const doc = JSON.parse(readFileSync(json, 'utf8'))
+    expect(doc.format).toBe('capmesh-state')
+    expect(readFileSync(raw)).toEqual(Buffer.from(doc.update, 'base64'))
+    for (const file of [json, raw]) {
+      const target = await bed.start(apart)
+      const res = await cli('import', file, '--controller', target.url)
+      expect(res.stdout).toContain(`imported: ${source.core.registry.size} new workers`)
+      expect(target.core.registryHash).toBe(source.core.registryHash)
+    }
+  }, 120_000)
 })
