@@ -42,8 +42,13 @@ export const MAX_REGISTER_BATCH = 1000
 /** Registrations the agent's `registerBatch` sends per `/register/batch` request, and the most bytes it puts in one (below the default body limit). */
 export const DEFAULT_AGENT_BATCH_SIZE = 200
 export const DEFAULT_AGENT_BATCH_BYTES = 192 * 1024
-/** Largest `/state/import` body (a whole registry, base64). 100k workers encode to ~19 MB. */
-export const DEFAULT_IMPORT_BODY_LIMIT_BYTES = 64 * 1024 * 1024
+/**
+ * Largest state `/state/import` takes, in bytes of Yjs update (a binary
+ * body; a JSON body may be that in base64, 4/3 of it). The same as
+ * DEFAULT_MAX_SYNC_BYTES: what the mesh promises to carry (~800,000
+ * workers; 100,000 workers of one capability are ~33 MB) must import too.
+ */
+export const DEFAULT_IMPORT_BODY_LIMIT_BYTES = 256 * 1024 * 1024
 /** How long an `idempotency_key` keeps answering with the same worker. */
 export const DEFAULT_IDEMPOTENCY_TTL_MS = 5 * 60_000
 /** Most idempotency keys remembered at once; the oldest is forgotten first. */
@@ -390,3 +395,12 @@ export const SPAN_ATTR = {
   /** Whether an anti-entropy apply changed the registry. */
   changed: 'capmesh.changed'
 } as const
+
+/**
+ * Updates larger than this (a catch-up, an import) are applied in slices of
+ * APPLY_SLICE_STRUCTS structs, yielding to the event loop between them, so
+ * the controller keeps answering while it applies (registry/slices.ts).
+ */
+export const APPLY_IN_SLICES_BYTES = 1024 * 1024
+/** Structs per slice: ~2,000 workers, a few tens of ms of apply each. */
+export const APPLY_SLICE_STRUCTS = 4096

@@ -13,7 +13,9 @@
  * - the baseline: this process checking and applying A's exported state into
  *   an empty registry (the work B cannot avoid, without any networking);
  * - peak RSS (VmHWM) of A while it serves the catch-up (reset right before B
- *   starts) and of B over its whole life, from /proc.
+ *   starts) and of B over its whole life, from /proc;
+ * - the slowest `GET /health` B answered while it caught up (it applies a
+ *   large delta in slices and keeps serving).
  *
  *   npm run bench:catchup
  *   npm run bench:catchup -- --sizes 30000,100000   (--help lists every option)
@@ -23,6 +25,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { spawnController, type ChildController } from '../../src/launch/index.ts'
+import { PeerSeals } from '../../src/gossip/index.ts'
 import { importState, Registry } from '../../src/registry/index.ts'
 import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
@@ -121,7 +124,8 @@ async function run (n: number): Promise<void> {
     const exported = (await client.json('GET', `${a.url}/state/export`)).body
     const stateBytes = Buffer.from(exported.update as string, 'base64').length
     const t0 = performance.now()
-    importState(new Registry({ controllerId: 'bench' }), exported)
+    // Checked like b checks it: a's seals, verified with a's peer id (all a verifier needs).
+    importState(new Registry({ controllerId: 'bench', seals: new PeerSeals(owner => owner === 'a' ? a.peerId : undefined) }), exported)
     const applyMs = performance.now() - t0
 
     // Start-up of an empty controller that joins nobody: what B pays before any catch-up.
@@ -137,7 +141,20 @@ async function run (n: number): Promise<void> {
     const b0 = wallNow()
     const b = await spawn('b', ['--bootstrap', a.p2p[0]], e => { events.push(e) })
     await b.control({ cmd: 'hashes', on: true })
+    // While b applies what a sends, it keeps answering: the slowest /health meanwhile (polled every 20 ms).
+    let polling = true
+    let slowest = 0
+    const poller = (async () => {
+      while (polling) {
+        const p0 = performance.now()
+        await client.json('GET', `${b.url}/health`).catch(() => {})
+        slowest = Math.max(slowest, performance.now() - p0)
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+    })()
     const at = await hashReached(b, events, hash, TIMEOUT_MS)
+    polling = false
+    await poller
     const catchUpMs = at - b0
     await new Promise(resolve => setTimeout(resolve, 500))
     const aPeak = peakRssMb(a.pid)
@@ -147,6 +164,7 @@ async function run (n: number): Promise<void> {
     console.log(`${String(n).padStart(7)} workers  state ${(stateBytes / 1e6).toFixed(1)} MB  (registered at ${Math.round(rate)}/s)`)
     console.log(`        catch-up      ${(catchUpMs / 1000).toFixed(2)} s from spawning b (empty start-up alone: ${(startupMs / 1000).toFixed(2)} s; b's exchange with a: ${exchange?.last_sync_ms != null ? `${(exchange.last_sync_ms / 1000).toFixed(2)} s` : 'n/a'})`)
     console.log(`        baseline      ${(applyMs / 1000).toFixed(2)} s to check and apply the same state in one process`)
+    console.log(`        /health       slowest answer from b while it caught up: ${(slowest / 1000).toFixed(2)} s (issue's baseline at 100,000: stalled 1.85 s)`)
     console.log(`        peak RSS      a ${aPeak.toFixed(0)} MB while serving it (${aRssBefore.toFixed(0)} MB before), b ${bPeak.toFixed(0)} MB`)
   } finally {
     await Promise.all(started.map(async c => { await c.stop() }))

@@ -95,7 +95,8 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   app.addHook('preValidation', (req, _reply, done) => {
     // Only objects: every endpoint wants one, and the schema rejects anything else without recursing.
     const body = req.body
-    const where = body != null && typeof body === 'object' && !Array.isArray(body) ? tooDeep(body, MAX_JSON_DEPTH) : null
+    // (Raw bytes, a binary /state/import, are not JSON: the registry checks them.)
+    const where = body != null && typeof body === 'object' && !Array.isArray(body) && !(body instanceof Uint8Array) ? tooDeep(body, MAX_JSON_DEPTH) : null
     if (where == null) {
       done()
       return

@@ -4,7 +4,8 @@
  * and code on bad input (2) or failure (1). Each command loads what it needs
  * when it runs: a `capmesh worker` process never loads libp2p or Yjs.
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { pipeline } from 'node:stream/promises'
 import { join, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { controllerFlags, parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
@@ -156,35 +157,51 @@ const calling = (c: Command): Command => {
 
 const state = program.command('state').description('export or import a controller registry')
 calling(state.command('export')
-  .description('write a controller\'s registry as a portable JSON document (needs an operator identity)')
+  .description('write a controller\'s registry as a portable document, JSON or --binary (needs an operator identity)')
   .requiredOption('--controller <url>', 'controller URL, e.g. https://127.0.0.1:9000')
   .option('--ca <file>', 'CA certificate to trust (PEM; default: <tls-dir>/ca.pem)')
   .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls')
+  .option('--binary', 'the raw Yjs update instead of the JSON document (a quarter smaller; `state import` reads either)')
   .option('--out <file>', 'output file (default: stdout)'))
-  .action(traced('state export', async (opts: CallerOptions & { controller: string, out?: string }) => {
+  .action(traced('state export', async (opts: CallerOptions & { controller: string, out?: string, binary?: boolean }) => {
     const client = httpsClient(callerTls(opts, ['operator']))
     try {
-      const res = await client.json('GET', new URL('/state/export', opts.controller).href)
-      if (res.status !== 200) throw new Error(`export failed: HTTP ${res.status} ${JSON.stringify(res.body)}`)
-      const text = JSON.stringify(res.body) + '\n'
-      if (opts.out != null) writeFileSync(opts.out, text)
-      else process.stdout.write(text)
-      console.error(`exported ${res.body.workers as number} workers from ${opts.controller}`)
+      // Streamed to the file as it arrives: a 100,000-worker registry is ~33 MB (~45 MB as JSON).
+      const url = new URL('/state/export', opts.controller)
+      url.searchParams.set('format', opts.binary === true ? 'binary' : 'json')
+      const res = await client.stream(url.href, { headers: { accept: opts.binary === true ? 'application/octet-stream' : 'application/json' }, timeoutMs: 120_000 })
+      try {
+        if (res.status !== 200) {
+          const chunks: Uint8Array[] = []
+          for await (const c of res.body) chunks.push(c)
+          throw new Error(`export failed: HTTP ${res.status} ${Buffer.concat(chunks).toString('utf8').slice(0, 500)}`)
+        }
+        const bytes = { n: 0 }
+        const counted = (async function * () { for await (const c of res.body) { bytes.n += c.length; yield c } })()
+        await pipeline(counted, opts.out != null ? createWriteStream(opts.out) : process.stdout, { end: opts.out != null })
+        if (opts.binary !== true && opts.out == null) process.stdout.write('\n')
+        console.error(`exported ${String(res.headers['x-capmesh-workers'] ?? '?')} workers (${bytes.n} bytes${opts.binary === true ? ', binary' : ''}) from ${opts.controller}`)
+      } finally {
+        res.close()
+      }
     } finally {
       await client.close()
     }
   }))
 calling(state.command('import')
-  .description('merge a portable registry document into a controller (needs an operator identity)')
-  .argument('<file>', 'document written by `capmesh state export`')
+  .description('merge a portable registry document (JSON or binary) into a controller (needs an operator identity)')
+  .argument('<file>', 'document written by `capmesh state export` (with or without --binary)')
   .requiredOption('--controller <url>', 'controller URL')
   .option('--ca <file>', 'CA certificate to trust (PEM; default: <tls-dir>/ca.pem)')
   .option('--tls-dir <dir>', 'TLS dir of the mesh (its CA, and operator.pem if there)', '.capmesh/tls'))
   .action(traced('state import', async (file: string, opts: CallerOptions & { controller: string }) => {
     const client = httpsClient(callerTls(opts, ['operator']))
     try {
-      const doc = JSON.parse(readFileSync(file, 'utf8')) as unknown
-      const res = await client.json('POST', new URL('/state/import', opts.controller).href, doc)
+      // Sent as read: a JSON document starts with `{` (after any white space); anything else is the raw update.
+      const body = readFileSync(file)
+      const first = body.find(b => b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09)
+      const type = first === 0x7b ? 'application/json' : 'application/octet-stream'
+      const res = await client.upload(new URL('/state/import', opts.controller).href, body, type, { timeoutMs: 300_000 })
       if (res.status !== 200) throw new Error(`import failed: HTTP ${res.status} ${JSON.stringify(res.body)}`)
       console.log(`imported: ${res.body.added as number} new workers, ${res.body.workers as number} in total`)
     } finally {

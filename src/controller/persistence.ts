@@ -38,6 +38,9 @@ function alive (pid: number): boolean {
   }
 }
 
+/** How often a due snapshot looks again whether a sliced apply has finished (ms). */
+const SLICED_APPLY_POLL_MS = 100
+
 export class Persistence {
   private readonly store: FileStore
   private readonly registry: Registry
@@ -76,12 +79,16 @@ export class Persistence {
   /** Sizes on disk. */
   stats (): { logBytes: number, snapshotBytes: number } { return this.store.stats() }
 
-  /** Writes a final snapshot and closes the store. */
+  /**
+   * Writes a final snapshot and closes the store. Not in the middle of a
+   * sliced apply (a large import or catch-up): the document holds only part
+   * of it then, while the log holds all of it, which the next start replays.
+   */
   close (): void {
     if (this.snapshotTimer != null) clearTimeout(this.snapshotTimer)
     this.snapshotTimer = null
     this.registry.off('update', this.onUpdate)
-    this.store.snapshot(this.registry.encodeState())
+    if (!this.registry.applyingSlices) this.store.snapshot(this.registry.encodeState())
     this.store.close()
   }
 
@@ -91,17 +98,24 @@ export class Persistence {
    * one). Nothing waits for it (the log already holds every update), and
    * encoding the whole registry in the middle of a heal or a burst of
    * registrations competes with applying them: it was a tenth of the CPU of
-   * a heal.
+   * a heal. Never while a sliced apply is in progress (see close).
    */
   private queueSnapshot (): void {
     const now = performance.now()
     this.snapshotWantedSince ??= now
     if (this.snapshotTimer != null) clearTimeout(this.snapshotTimer)
     const delay = Math.min(SNAPSHOT_DELAY_MS, this.snapshotWantedSince + SNAPSHOT_MAX_DELAY_MS - now)
-    this.snapshotTimer = setTimeout(() => {
+    const fire = (): void => {
+      // A snapshot now would hold part of a sliced apply and empty the log that holds all of it:
+      // a crash then would bring back part of an import. It waits until the last slice is in.
+      if (this.registry.applyingSlices) {
+        this.snapshotTimer = setTimeout(fire, SLICED_APPLY_POLL_MS)
+        return
+      }
       this.snapshotTimer = null
       this.snapshotWantedSince = null
       this.store.snapshot(this.registry.encodeState())
-    }, Math.max(0, delay))
+    }
+    this.snapshotTimer = setTimeout(fire, Math.max(0, delay))
   }
 }

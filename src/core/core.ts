@@ -17,11 +17,11 @@ import { AuthError, CapmeshError, SupersededError, ValidationError, type FieldPr
 import { covers, type Identity } from '../identity/index.ts'
 import { Liveness, type HealthState, type WorkerHealth } from '../liveness/index.ts'
 import { Membership, type MemberStatus, type OwnedWorker } from '../membership/index.ts'
-import { exportState, importState, Origin, Registry, registryReplica, type RegisterInput, type RegistryStats, type SealAuthority, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
+import { exportBinary, exportJson, importStateInSlices, Origin, Registry, registryReplica, type RegisterInput, type RegistryStats, type SealAuthority, type WorkerChange, type WorkerRecord } from '../registry/index.ts'
 import { Router } from '../routing/index.ts'
 import type {
   CapabilitySummary, DeregisterReply, DrainReply, HealthState as WireHealthState, HeartbeatReply, HeartbeatRequest, ImportReply, MemberStatus as MemberStatusBody,
-  PortableState, RegisterBatchItem, RegisterBatchReply, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WatchController, WatchSnapshot, WorkersReply, WorkerView
+  RegisterBatchItem, RegisterBatchReply, RegisterReply, RegisterRequest, RouteQuery, RouteResult, WatchController, WatchSnapshot, WorkersReply, WorkerView
 } from '../wire/index.ts'
 import type { Replica } from '../gossip/replica.ts'
 import { ChangeLog } from './changes.ts'
@@ -82,6 +82,7 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   /** XOR of the entries' 64-bit hashes, as two 32-bit halves (no BigInt on the hot path). */
   private hashHi = 0
   private hashLo = 0
+  private openExports = 0
 
   constructor (init: ControllerCoreInit) {
     super()
@@ -334,9 +335,28 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
     return { controller_id: this.controllerId, workers, controllers }
   }
 
-  exportState (): PortableState { return exportState(this.registry) }
+  /** The registry as a PortableState document, in pieces of JSON text (see registry/portable.ts). */
+  exportJson (): Iterable<string> {
+    const self = this
+    return (function * () {
+      self.openExports++
+      try {
+        yield * exportJson(self.registry)
+      } finally {
+        // Also when the reader stops early (a client gone): the generator is closed, its state let go.
+        self.openExports--
+      }
+    })()
+  }
 
-  importState (doc: unknown): ImportReply { return { status: 'imported', ...importState(this.registry, doc) } }
+  /** JSON exports being streamed now (each holds the encoded registry until it ends or its client goes). */
+  get exportsInProgress (): number { return this.openExports }
+
+  /** The registry as the raw Yjs update (the binary export). */
+  exportBinary (): Uint8Array { return exportBinary(this.registry) }
+
+  /** Merges a PortableState document or raw update bytes; large ones in slices (the controller keeps answering). */
+  async importState (doc: unknown): Promise<ImportReply> { return { status: 'imported', ...await importStateInSlices(this.registry, doc) } }
 
   // ------------------------------------------------------------ the mesh
 

@@ -73,8 +73,12 @@ export interface ControllerView {
   route: (q: RouteQuery, actor: Identity | null) => RouteResult
   capabilities: () => CapabilitySummary[]
   workers: (filter: { state?: HealthState, capability?: string, limit: number, offset: number }) => WorkersReply
-  exportState: () => PortableState
-  importState: (doc: unknown) => ImportReply
+  /** The export as JSON text in pieces (PortableState; never one string of the whole). */
+  exportJson: () => Iterable<string>
+  /** The export as the raw Yjs update. */
+  exportBinary: () => Uint8Array
+  /** Merges a PortableState document or raw update bytes; a large one is applied in slices while the controller keeps serving. */
+  importState: (doc: unknown) => Promise<ImportReply>
   health: () => HealthReply
   mesh: () => MeshReply
   /** Workers per state as routed here, and those attached here. O(1). */
@@ -165,8 +169,9 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
     route: (q, actor) => core.route(q, actor),
     capabilities: () => core.capabilities(),
     workers: filter => core.workers(filter),
-    exportState: () => core.exportState(),
-    importState: doc => core.importState(doc),
+    exportJson: () => core.exportJson(),
+    exportBinary: () => core.exportBinary(),
+    importState: async doc => await core.importState(doc),
     health,
     mesh,
     stateCounts: () => core.stateCounts(),

@@ -642,7 +642,8 @@ export class Mesh extends EventEmitter<MeshEvents> {
       stateVector: () => r.stateVector(),
       checkStateVector: sv => { r.checkStateVector(sv) },
       diff: sv => r.diff(sv),
-      apply: (update, token) => tracedSyncApply(tracer, this.pendingLinks, this.init.controllerId, update.length, () => r.apply(update, token))
+      apply: (update, token) => r.apply(update, token),
+      applyDelta: async update => await tracedSyncApply(tracer, this.pendingLinks, this.init.controllerId, update.length, async () => await (r.applyDelta?.(update) ?? r.apply(update)))
     }
   }
 

@@ -28,6 +28,12 @@ export interface Replica {
    * nothing, if it is malformed. True if it changed the replica (an exchange's delta often brings nothing new).
    */
   apply: (update: Uint8Array, token?: unknown) => boolean
+  /**
+   * Applies an anti-entropy delta, which may be the whole registry (a late joiner, an empty data
+   * dir): like `apply`, but it may take turns of the event loop while it works, so the controller
+   * keeps answering. @default `apply`
+   */
+  applyDelta?: (update: Uint8Array) => Promise<boolean>
   /** One update equivalent to all of `updates` (a batch of local writes as one gossip message). */
   merge: (updates: Uint8Array[]) => Uint8Array
   /**

@@ -83,7 +83,7 @@ export class PeerBusyError extends Error {
 }
 
 /** What the sync protocol needs of a replica: its state vector, the delta a peer lacks, and a checked apply. */
-export type SyncReplica = Pick<Replica, 'stateVector' | 'checkStateVector' | 'diff' | 'apply'>
+export type SyncReplica = Pick<Replica, 'stateVector' | 'checkStateVector' | 'diff' | 'apply' | 'applyDelta'>
 
 export interface SyncResult {
   /** The other side's controller id. */
@@ -258,9 +258,10 @@ export function classify (err: unknown): Error {
 const svEqual = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((v, i) => v === b[i])
 
 /** Applies a peer's delta; a refusal is a SyncError('rejected'). */
-function applyDelta (replica: SyncReplica, delta: Uint8Array): void {
+async function applyDelta (replica: SyncReplica, delta: Uint8Array): Promise<void> {
   try {
-    replica.apply(delta)
+    if (replica.applyDelta != null) await replica.applyDelta(delta)
+    else replica.apply(delta)
   } catch (err) {
     throw new SyncError('rejected', `the peer's delta was refused: ${(err as Error).message}`, { cause: err })
   }
@@ -281,7 +282,7 @@ export async function syncInitiator (stream: Stream, replica: SyncReplica, opts:
     throw err
   }
   const incoming = await x.readDiff()
-  applyDelta(replica, incoming)
+  await applyDelta(replica, incoming)
   const delta = replica.diff(theirs.sv)
   await x.sendDiff(delta, theirs.maxDelta)
   await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
@@ -297,7 +298,7 @@ export async function syncResponder (stream: Stream, replica: SyncReplica, opts:
   await x.sendDiff(delta, theirs.maxDelta)
   // The initiator checks and applies what we sent before it answers.
   const incoming = await x.readDiff(applyAllowance(delta.length, opts))
-  applyDelta(replica, incoming)
+  await applyDelta(replica, incoming)
   await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
   return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: x.bytesSent, bytesReceived: incoming.length }
 }

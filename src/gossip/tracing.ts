@@ -118,12 +118,12 @@ export function tracedApply<T> (tracer: Tracer, traces: TraceContext[] | undefin
  * given), since only then is it known whether the delta brought anything:
  * every exchange carries a delta, most of them nothing new.
  */
-export function tracedSyncApply (tracer: Tracer, pending: PendingLinks, controllerId: string, bytes: number, apply: () => boolean): boolean {
+export async function tracedSyncApply (tracer: Tracer, pending: PendingLinks, controllerId: string, bytes: number, apply: () => Promise<boolean>): Promise<boolean> {
   const start = Date.now()
   let changed = false
   let error: Error | null = null
   try {
-    changed = context.with(ROOT_CONTEXT, apply)
+    changed = await context.with(ROOT_CONTEXT, apply)
     return changed
   } catch (err) {
     error = err as Error

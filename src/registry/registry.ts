@@ -29,14 +29,16 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import * as Y from 'yjs'
+import { setImmediate as nextTurn } from 'node:timers/promises'
 import {
-  DEFAULT_SEGMENT_GARBAGE_RATIO, DEFAULT_SEGMENT_MIN_GARBAGE, DEFAULT_TOMBSTONE_TTL_MS
+  APPLY_IN_SLICES_BYTES, APPLY_SLICE_STRUCTS, DEFAULT_SEGMENT_GARBAGE_RATIO, DEFAULT_SEGMENT_MIN_GARBAGE, DEFAULT_TOMBSTONE_TTL_MS
 } from '../constants.ts'
 import { InvalidStateError } from '../errors.ts'
 import { decodeEntry, encodeEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, type SealAuthority } from './seal.ts'
-import { MissingDependencyError, ParsedEntries, stillValid, validateUpdate, type SealContext, type ValidUpdate } from './validate.ts'
+import { MissingDependencyError, ParsedEntries, stillValid, validateUpdate, validateUpdateAsync, type SealContext, type ValidUpdate } from './validate.ts'
+import { sliceUpdate } from './slices.ts'
 
 /** Transaction origins: who caused a change. */
 export const Origin = {
@@ -142,8 +144,12 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** Mirror of the document: segment key → worker id → entry (valid entries only). */
   private readonly segments = new Map<string, Map<string, Entry>>()
-  /** worker id → segments holding an entry for it. */
-  private readonly locations = new Map<string, Set<string>>()
+  /**
+   * worker id → the segment holding its entry, or the segments when several
+   * do (it failed over and the old entry is not cleaned up yet): a string for
+   * almost every worker, not a Set each (~100 bytes a worker; see locate).
+   */
+  private readonly locations = new Map<string, string | Set<string>>()
   /** The effective registry: worker id → winning record (tombstoned workers absent). */
   private readonly view = new Map<string, WorkerRecord>()
   /**
@@ -164,6 +170,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private ownGarbage = 0
   private compactions = 0
   private cleanupQueued = false
+  /** A sliced apply in progress (applyInSlices): the next one waits for it. */
+  private slicing: Promise<unknown> = Promise.resolve()
+  /** True while slices of a checked update are being applied: peers' updates wait (see validate). */
+  private midSlices = false
 
   constructor (init: RegistryInit) {
     super()
@@ -269,10 +279,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * so that entry cannot win again. Returns false when the worker is unknown.
    */
   deregister (workerId: string): boolean {
-    const locs = this.locations.get(workerId)
-    if (locs == null || locs.size === 0) return false
+    const locs = this.where(workerId)
+    if (locs.length === 0) return false
     const known = this.view.has(workerId)
-    const foreign = [...locs].some(k => ownerOf(k) !== this.controllerId)
+    const foreign = locs.some(k => ownerOf(k) !== this.controllerId)
     this.transact(() => {
       for (const key of locs) {
         if (ownerOf(key) !== this.controllerId) continue
@@ -384,6 +394,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * it changed the document.
    */
   applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): boolean {
+    if (this.midSlices) throw this.busyError()
     // `validated`: the caller checked it already (the gossip validator); again if the document moved since.
     const valid = opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
     this.parsed = valid.entries
@@ -406,17 +417,79 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 
   /**
+   * applyUpdate for updates that may be large (a catch-up, an import): one
+   * over APPLY_IN_SLICES_BYTES is checked whole, handed to the `update`
+   * listeners whole (the store logs it as one record, so a crash leaves all
+   * of it or none), then applied in slices with a turn of the event loop
+   * between them (slices.ts). Meanwhile peers' updates are refused as out of
+   * order (MissingDependencyError: gossip drops them without blame and
+   * anti-entropy brings them later), local writes go ahead, and further
+   * sliced applies wait their turn. Resolves true if it changed the document.
+   * `sliceStructs` and `minBytes` (tests) override APPLY_SLICE_STRUCTS and
+   * APPLY_IN_SLICES_BYTES.
+   */
+  async applyInSlices (update: Uint8Array, origin: Origin, opts: { sliceStructs?: number, minBytes?: number } = {}): Promise<boolean> {
+    const turn = this.slicing.then(async () => {
+      if (update.length <= (opts.minBytes ?? APPLY_IN_SLICES_BYTES)) return this.applyUpdate(update, origin)
+      this.midSlices = true
+      try {
+        let valid = await this.validateAsync(update, origin)
+        // Local writes went on meanwhile (peers' waited): check again, at once, if one touched what it read.
+        if (!stillValid(valid, this.seals)) valid = this.validate(update, origin, true)
+        if (!valid.news) return false
+        this.emit('update', update, origin)
+        for (const slice of sliceUpdate(valid.decoded, opts.sliceStructs ?? APPLY_SLICE_STRUCTS)) {
+          await nextTurn()
+          this.parsed = valid.entries
+          try {
+            Y.applyUpdate(this.doc, slice, origin)
+          } finally {
+            this.parsed = new ParsedEntries()
+          }
+        }
+      } finally {
+        this.midSlices = false
+      }
+      return true
+    })
+    this.slicing = turn.catch(() => {})
+    return await turn
+  }
+
+  /** Whether a sliced apply is in progress (peers' updates wait for it). */
+  get applyingSlices (): boolean { return this.midSlices }
+
+  private busyError (): MissingDependencyError {
+    return new MissingDependencyError('a large update is being applied in slices; this one must wait for it')
+  }
+
+  /**
    * Checks an update against this document without applying it
    * (validateUpdate, seals included). Throws what it found wrong; a refusal
    * other than a missing dependency is also emitted as `refused`.
    */
-  validate (update: Uint8Array, origin: Origin): ValidUpdate {
+  validate (update: Uint8Array, origin: Origin, mine = false): ValidUpdate {
+    // Mid-slices, the document holds part of a checked update: a check against it would be wrong.
+    if (this.midSlices && !mine) throw this.busyError()
     try {
       return validateUpdate(update, this.doc, this.seals)
     } catch (err) {
-      if (err instanceof InvalidStateError && !(err instanceof MissingDependencyError)) this.emit('refused', origin, err instanceof UnsignedWriteError, err.message)
+      this.refusing(err, origin)
       throw err
     }
+  }
+
+  private async validateAsync (update: Uint8Array, origin: Origin): Promise<ValidUpdate> {
+    try {
+      return await validateUpdateAsync(update, this.doc, this.seals)
+    } catch (err) {
+      this.refusing(err, origin)
+      throw err
+    }
+  }
+
+  private refusing (err: unknown, origin: Origin): void {
+    if (err instanceof InvalidStateError && !(err instanceof MissingDependencyError)) this.emit('refused', origin, err instanceof UnsignedWriteError, err.message)
   }
 
   // -------------------------------------------------------------- internals
@@ -482,7 +555,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   private maxIncarnation (workerId: string): number {
     let max = 0
-    for (const key of this.locations.get(workerId) ?? []) {
+    for (const key of this.where(workerId)) {
       const e = this.segments.get(key)?.get(workerId)
       if (e != null && e.incarnation > max) max = e.incarnation
     }
@@ -539,7 +612,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   private bestOwnEntry (workerId: string, among?: Set<string>): Entry | undefined {
     let best: Entry | undefined
-    for (const key of this.locations.get(workerId) ?? []) {
+    for (const key of this.where(workerId)) {
       if (ownerOf(key) !== this.controllerId || (among != null && !among.has(key))) continue
       const e = this.segments.get(key)?.get(workerId)
       if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
@@ -548,7 +621,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 
   private hasForeignEntry (workerId: string): boolean {
-    for (const key of this.locations.get(workerId) ?? []) if (ownerOf(key) !== this.controllerId) return true
+    for (const key of this.where(workerId)) if (ownerOf(key) !== this.controllerId) return true
     return false
   }
 
@@ -676,8 +749,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const mirror = this.segments.get(key)
     if (mirror == null) return
     for (const id of mirror.keys()) {
-      this.locations.get(id)?.delete(key)
-      if (this.locations.get(id)?.size === 0) this.locations.delete(id)
+      this.unlocateKey(id, key)
       touched.add(id)
     }
     this.segments.delete(key)
@@ -719,24 +791,40 @@ export class Registry extends EventEmitter<RegistryEvents> {
     }
     mirror.set(id, entry)
     this.digests.get(key)?.set(id, parsed?.leaf ?? entryLeaf(id, text))
-    let locs = this.locations.get(id)
-    if (locs == null) this.locations.set(id, locs = new Set())
-    locs.add(key)
+    const locs = this.locations.get(id)
+    if (locs == null) this.locations.set(id, key)
+    else if (typeof locs !== 'string') locs.add(key)
+    else if (locs !== key) this.locations.set(id, new Set([locs, key]))
+  }
+
+  /** The segments holding an entry for worker `id`. */
+  private where (id: string): string[] {
+    const locs = this.locations.get(id)
+    return locs == null ? [] : typeof locs === 'string' ? [locs] : [...locs]
+  }
+
+  private unlocateKey (id: string, key: string): void {
+    const locs = this.locations.get(id)
+    if (locs == null) return
+    if (typeof locs === 'string') {
+      if (locs === key) this.locations.delete(id)
+      return
+    }
+    locs.delete(key)
+    if (locs.size === 1) this.locations.set(id, locs.values().next().value as string)
+    else if (locs.size === 0) this.locations.delete(id)
   }
 
   private unlocate (id: string, key: string, mirror: Map<string, Entry>): void {
     mirror.delete(id)
     this.digests.get(key)?.delete(id)
-    const locs = this.locations.get(id)
-    if (locs == null) return
-    locs.delete(key)
-    if (locs.size === 0) this.locations.delete(id)
+    this.unlocateKey(id, key)
   }
 
   /** The winning entry for a worker, tombstones included. */
   private winner (id: string): Entry | undefined {
     let best: Entry | undefined
-    for (const key of this.locations.get(id) ?? []) {
+    for (const key of this.where(id)) {
       const e = this.segments.get(key)?.get(id)
       if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
     }

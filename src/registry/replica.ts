@@ -25,6 +25,7 @@ export function registryReplica (registry: Registry): Replica {
       }
     },
     apply: (update, token) => registry.applyUpdate(update, Origin.remote, { validated: token as ValidUpdate | undefined }),
+    applyDelta: async update => await registry.applyInSlices(update, Origin.remote),
     merge: updates => Y.mergeUpdates(updates),
     onLocalUpdate (listener) {
       const on = (update: Uint8Array, origin: Origin): void => { if (PUBLISHED.has(origin)) listener(update) }

@@ -58,6 +58,8 @@ export interface HttpsClient {
    * the server's close waiting for its request timeout.
    */
   stream: (url: string, opts?: { headers?: Record<string, string>, timeoutMs?: number, signal?: AbortSignal }) => Promise<StreamResponse>
+  /** POSTs `body` as it is, with `contentType` (e.g. a binary state import), and parses the JSON reply as `json` does. */
+  upload: <T = any>(url: string, body: Uint8Array, contentType: string, opts?: { timeoutMs?: number }) => Promise<JsonResponse<T>>
   close: () => Promise<void>
 }
 
@@ -158,6 +160,22 @@ export function httpsClient (init: HttpsClientInit): HttpsClient {
       } finally {
         clearTimeout(timer)
       }
+    },
+    async upload (url, body, contentType, opts = {}) {
+      const t = opts.timeoutMs ?? timeoutMs
+      const res = await request(url, {
+        method: 'POST',
+        dispatcher,
+        signal: AbortSignal.timeout(t),
+        headers: headersOf(false, undefined, { 'content-type': contentType }),
+        body,
+        headersTimeout: t,
+        bodyTimeout: t
+      })
+      const text = await res.body.text()
+      let parsed: unknown = text
+      if (String(res.headers['content-type'] ?? '').includes('json') && text.length > 0) parsed = JSON.parse(text)
+      return { status: res.statusCode, headers: res.headers, body: parsed as any }
     },
     async close () {
       await dispatcher.close()

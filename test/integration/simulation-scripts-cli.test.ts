@@ -60,7 +60,8 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
   'simulations/bench/tls-resume.ts': { script: 'bench:tls', options: { connections: '400', rounds: '3' } },
   'simulations/bench/identity.ts': { script: 'bench:identity', options: { n: '20000' } },
   'simulations/bench/footprint.ts': { script: 'bench:footprint', options: { cli: 'not set', settle: '10s' } },
-  'simulations/bench/catchup.ts': { script: 'bench:catchup', options: { sizes: '30000,100000', connections: '32', timeout: '300s' } }
+  'simulations/bench/catchup.ts': { script: 'bench:catchup', options: { sizes: '30000,100000', connections: '32', timeout: '300s' } },
+  'simulations/bench/state.ts': { script: 'bench:state', options: { workers: '100000', connections: '32' } }
 }
 
 interface Run { code: number | null, stdout: string, stderr: string }

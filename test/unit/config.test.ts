@@ -86,7 +86,7 @@ describe('resolveControllerConfig', () => {
       unhealthyAfterMs: 60_000,
       staleAfterMs: 120_000,
       bodyLimit: 256 * 1024,
-      importBodyLimit: 64 * 1024 * 1024,
+      importBodyLimit: 256 * 1024 * 1024,
       fsync: false,
       logLevel: 'info'
     })

@@ -1,13 +1,65 @@
+import { Readable } from 'node:stream'
+import { errorCodes } from 'fastify'
+import { Type } from 'typebox'
 import { ErrorBody, ImportReply, PortableState } from '../../wire/index.ts'
 import type { Api, ApiComponents } from '../types.ts'
 
-/** GET /state/export and POST /state/import — the registry as a portable document; import merges. */
+const BINARY = 'application/octet-stream'
+
+/** The largest JSON import body for a state of `limit` bytes: the update in base64 (4/3) plus the document's other fields. */
+export const jsonImportLimit = (limit: number): number => Math.ceil(limit / 3) * 4 + 4096
+
+/**
+ * GET /state/export and POST /state/import — the registry as a portable
+ * document; import merges. Both speak two forms: the JSON document
+ * (PortableState, the update in base64) and, as `application/octet-stream`
+ * (`?format=binary` or that Accept header), the Yjs update's raw bytes. The
+ * JSON export is streamed in pieces, never built as one string.
+ * `importBodyLimit` is the largest state (update bytes) accepted; a JSON
+ * body may be the size of that state in base64.
+ */
 export function stateRoutes (app: Api, { view, importBodyLimit }: ApiComponents): void {
-  app.get('/state/export', { config: { access: [], audit: 'state_export' }, schema: { summary: 'Export the registry (a Yjs update, base64)', response: { 200: PortableState } } }, () => view.exportState())
+  app.get('/state/export', {
+    config: { access: [], audit: 'state_export' },
+    schema: {
+      summary: 'Export the registry: a PortableState document (JSON, the update in base64), or with ?format=binary or Accept: application/octet-stream the raw Yjs update',
+      querystring: Type.Object({ format: Type.Optional(Type.Union([Type.Literal('json'), Type.Literal('binary')])) }, { additionalProperties: false }),
+      response: { 200: PortableState }
+    }
+  }, async (req, reply) => {
+    const accept = req.headers.accept ?? ''
+    void reply.header('x-capmesh-workers', String(view.registryStats().workers))
+    const binary = req.query.format === 'binary' || (req.query.format == null && accept.includes(BINARY) && !accept.includes('application/json'))
+    if (binary) {
+      const state = view.exportBinary()
+      return await reply.type(BINARY).send(Buffer.from(state.buffer, state.byteOffset, state.byteLength) as unknown as PortableState)
+    }
+    // A stream: fastify skips the serializer, and destroys it (ending the generator) if the client goes away.
+    // (The response schema documents the JSON form; a Buffer or stream is sent as it is.)
+    return await reply.type('application/json; charset=utf-8').send(Readable.from(view.exportJson(), { objectMode: false }) as unknown as PortableState)
+  })
+
+  // Binary bodies only here: every other endpoint takes JSON alone.
+  app.addContentTypeParser(BINARY, { parseAs: 'buffer', bodyLimit: jsonImportLimit(importBodyLimit) }, (req, body, done) => {
+    if (req.routeOptions.url !== '/state/import') {
+      done(new errorCodes.FST_ERR_CTP_INVALID_MEDIA_TYPE(BINARY))
+      return
+    }
+    if (body.length > importBodyLimit) {
+      done(new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE())
+      return
+    }
+    done(null, body)
+  })
 
   app.post('/state/import', {
     config: { access: [], audit: 'state_import', trace: 'state_import' },
-    bodyLimit: importBodyLimit,
-    schema: { summary: 'Merge an exported registry into this one', body: PortableState, response: { 200: ImportReply, 400: ErrorBody } }
-  }, (req) => view.importState(req.body))
+    bodyLimit: jsonImportLimit(importBodyLimit),
+    schema: {
+      summary: 'Merge an exported registry into this one: a PortableState document (application/json) or the raw Yjs update (application/octet-stream)',
+      // Per media type: the JSON document is checked against its schema; raw bytes by the registry (updateOf).
+      body: { content: { 'application/json': { schema: PortableState } } } as unknown as typeof PortableState,
+      response: { 200: ImportReply, 400: ErrorBody }
+    }
+  }, async (req) => await view.importState(req.body))
 }

@@ -89,15 +89,15 @@ describe('tracedApply (a gossip update)', () => {
 })
 
 describe('tracedSyncApply (anti-entropy)', () => {
-  it('is a span only when the delta changed the registry, linked to the writes heard of but not applied', () => {
+  it('is a span only when the delta changed the registry, linked to the writes heard of but not applied', async () => {
     const pending = new PendingLinks()
     pending.add([tc(0), tc(1)])
     pending.add([tc(1)]) // heard twice: one link
     // An exchange that brought nothing: no span, the links wait.
-    expect(tracedSyncApply(tracer, pending, 'c', 2, () => false)).toBe(false)
+    expect(await tracedSyncApply(tracer, pending, 'c', 2, async () => false)).toBe(false)
     expect(exporter.getFinishedSpans()).toEqual([])
     expect(pending.size).toBe(2)
-    expect(tracedSyncApply(tracer, pending, 'c', 5000, () => true)).toBe(true)
+    expect(await tracedSyncApply(tracer, pending, 'c', 5000, async () => true)).toBe(true)
     const [s] = exporter.getFinishedSpans()
     expect(s.name).toBe('capmesh.sync.apply')
     expect(s.parentSpanContext).toBeUndefined()
@@ -106,8 +106,8 @@ describe('tracedSyncApply (anti-entropy)', () => {
     expect(pending.size).toBe(0)
   })
 
-  it('with nothing to link to (writes lost whole, in a partition) the span stands alone', () => {
-    tracedSyncApply(tracer, new PendingLinks(), 'c', 10, () => true)
+  it('with nothing to link to (writes lost whole, in a partition) the span stands alone', async () => {
+    await tracedSyncApply(tracer, new PendingLinks(), 'c', 10, async () => true)
     const [s] = exporter.getFinishedSpans()
     expect(s.links).toEqual([])
   })
