@@ -14,7 +14,9 @@ let dir: string
 beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'capmesh-mesh-key-cli-')) })
 afterAll(() => { rmSync(dir, { recursive: true, force: true }) })
 
-describe('capmesh mesh-key', () => {
+// Each case starts several `capmesh` processes one after another: each takes a second or more to
+// load on a busy 2-core machine (30 s was reached with ~12 runnable processes), so the budget is per case, not per process.
+describe('capmesh mesh-key', { timeout: 120_000 }, () => {
   it('rotates a key through install, use and remove on two hosts\' files', async () => {
     const a = join(dir, 'a', 'mesh.key')
     const b = join(dir, 'b.key')
