@@ -17,6 +17,7 @@ import { spawnController, type ChildController } from '../../src/launch/index.ts
 import { ROOT, SEAL_KEY, SegmentDigest, encodeEntry, encodeSeal, entryLeaf, makeSeal, type WorkerRecord } from '../../src/registry/index.ts'
 import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
+import { eventually } from '../helpers/controllers.ts'
 
 const N = 100_000
 const BAD = 'w77777'
@@ -57,10 +58,15 @@ async function start (id: string): Promise<ChildController> {
   return c
 }
 
-/** Workers the controller holds (its /health), or -1 when it does not answer that now. */
+/** Workers the controller holds (its /health), or -1 when it does not answer that now (e.g. 503 overloaded). */
 async function workers (c: ChildController): Promise<number> {
   const res = await client.json('GET', `${c.url}/health`)
   return res.status === 200 ? res.body.workers.total as number : -1
+}
+
+/** Workers the controller holds, once it says (a controller busy replaying its data dir may answer 503 for a while). */
+async function settledWorkers (c: ChildController): Promise<number> {
+  return await eventually(async () => { const n = await workers(c); return n >= 0 ? { n } : null }, `${c.id} to answer /health`, 120_000, 100).then(r => r!.n)
 }
 
 beforeAll(async () => {
@@ -89,7 +95,7 @@ describe('importing 100,000 workers', () => {
     expect(bad.status).toBe(400)
     expect(bad.body.code).toBe('CAPMESH_ERR_INVALID_STATE')
     expect(bad.body.message).toContain(BAD)
-    expect(await workers(c)).toBe(0)
+    expect(await settledWorkers(c)).toBe(0)
     const good = await client.upload(`${c.url}/state/import`, state(false), 'application/octet-stream', { timeoutMs: 120_000 })
     expect(good.status).toBe(200)
     expect(good.body).toMatchObject({ status: 'imported', added: N, workers: N })
@@ -108,7 +114,7 @@ describe('importing 100,000 workers', () => {
       await pending
       running.splice(running.indexOf(c), 1)
       const back = await start(id)
-      const n = await workers(back)
+      const n = await settledWorkers(back)
       expect([0, N], `${id} killed ${delayMs} ms into the import came back with ${n} workers`).toContain(n)
       seen.push(n)
     }
@@ -125,7 +131,7 @@ describe('importing 100,000 workers', () => {
     await pending
     running.splice(running.indexOf(c), 1)
     const back = await start('k-mid')
-    expect(await workers(back), `killed with ${partial} of ${N} workers applied`).toBe(N)
+    expect(await settledWorkers(back), `killed with ${partial} of ${N} workers applied`).toBe(N)
     // Whatever it came back with, the import can be made (again) and completes.
     const again = await client.upload(`${running[0].url}/state/import`, update, 'application/octet-stream', { timeoutMs: 120_000 })
     expect(again.status).toBe(200)
