@@ -24,16 +24,11 @@ import { randomBytes } from 'node:crypto'
 import { appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
-import { identify } from '@libp2p/identify'
+import type { GossipSub } from '@libp2p/gossipsub'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { tcp } from '@libp2p/tcp'
 import { byteStream, lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createLibp2p } from 'libp2p'
 import { pino } from 'pino'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import * as Y from 'yjs'
@@ -42,8 +37,8 @@ import { Controller } from '../../src/controller/index.ts'
 import { encodeEnvelope, Kind, readMeshKey, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
 import { LIVENESS_TOPIC } from '../../src/membership/index.ts'
 import { VERSION } from '../../src/gossip/envelope.ts'
-import { privateNetwork } from '../../src/gossip/private-network.ts'
 import { scrape } from '../helpers/metrics.ts'
+import { rogueNode } from '../helpers/rogue.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 type Node = Libp2p<{ pubsub: GossipSub, identify: unknown }>
@@ -166,15 +161,13 @@ async function stillFlows (id: string): Promise<void> {
 
 // ------------------------------------------------------------------ the attacker
 
-let lastDial = 0
 /** Attackers added to the allow list so far (each under its own controller id). */
 let admitted = 0
 
 /**
- * A libp2p node like a controller's, dialled to the victim and subscribed to
- * both topics. Dials are spaced by 250 ms: libp2p refuses more than 5 inbound
- * connections a second from one host (inboundConnectionThreshold), and every
- * attacker comes from 127.0.0.1.
+ * A libp2p node like a controller's (test/helpers/rogue.ts, which spaces
+ * creations as libp2p's per-host inbound limit asks), dialled to the victim
+ * and subscribed to both topics.
  */
 async function attacker (): Promise<Node> {
   const node = await hostileNode(readMeshKey(join(bed.tlsDir, 'mesh.key')))
@@ -191,22 +184,9 @@ async function attacker (): Promise<Node> {
   return node
 }
 
-/** The node alone (not dialled), keyed with `meshKey`, or with none. */
+/** The node alone (not dialled), keyed with `meshKey`, or with none; stopped after the test. */
 async function hostileNode (meshKey: Uint8Array | null): Promise<Node> {
-  const wait = lastDial + 250 - Date.now()
-  if (wait > 0) await new Promise(resolve => setTimeout(resolve, wait))
-  lastDial = Date.now()
-  const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    ...(meshKey != null ? { connectionProtector: privateNetwork({ key: meshKey }) } : {}),
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: {
-      identify: identify(),
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, floodPublish: true, emitSelf: false, maxInboundDataLength: 8 * 1024 * 1024 })
-    }
-  }) as Node
+  const node = await rogueNode(meshKey)
   nodes.push(node)
   return node
 }
