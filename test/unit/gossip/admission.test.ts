@@ -7,16 +7,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { ConfigError } from '../../../src/errors.ts'
 import { Admission, parseAllowList } from '../../../src/gossip/admission.ts'
-
-/** The error `fn` throws (fails the test if it throws none). */
-function errorOf (fn: () => unknown): Error {
-  try {
-    fn()
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected an error')
-}
+import { errorOf } from '../../helpers/controllers.ts'
 
 let dir: string
 let file: string

@@ -7,16 +7,7 @@ import { ConfigError } from '../../../src/errors.ts'
 import {
   ensureMeshKey, formatMeshKeys, installMeshKey, meshKeyId, parseMeshKeys, readMeshKey, readMeshKeys, removeMeshKey, useMeshKey
 } from '../../../src/gossip/mesh-key.ts'
-
-/** The error `fn` throws (fails the test if it throws none). */
-function errorOf (fn: () => unknown): Error {
-  try {
-    fn()
-  } catch (err) {
-    return err as Error
-  }
-  throw new Error('expected an error')
-}
+import { errorOf } from '../../helpers/controllers.ts'
 
 let dir: string
 beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'capmesh-mesh-key-')) })
