@@ -13,6 +13,7 @@
  *   npm run bench:route
  *   npm run bench:route -- --workers 10000 --duration 10s --connections 32
  *   npm run bench:route -- --otlp        (tracing on: what it costs, against a run without)
+ *   npm run bench:route -- --limits off  (no rate limit, no back-pressure: what they cost)
  *
  * Layout of a run: this process hosts both servers (only one is driven at a
  * time, so they never compete); the load generator is a child process (its
@@ -72,6 +73,7 @@ process. Then the in-process route decision time with --router-workers workers.`
     tls: { type: 'string', value: 'mutual,plain', default: 'mutual,plain', description: 'mutual: both servers ask for client certificates, the controller authenticates (its default); plain: neither does (the controller with --auth off)' },
     'new-connections': { type: 'string', value: 'N', default: '200', description: 'new connections (one request each, full handshake) per server and client kind, after the mutual-TLS rounds; 0: skip' },
     otlp: { type: 'boolean', default: false, description: 'tracing on: the controller exports a span per request (OTLP/HTTPS) to a sink in this process' },
+    limits: { type: 'string', value: 'on|off', default: 'on', description: 'off: the controller without its rate limiter and back-pressure (--rate-limit 0 --max-event-loop-delay 0), to see what they cost' },
     'load-generator': { type: 'boolean', default: false, internal: true, description: 'run as the load generator child (takes its runs over IPC)' }
   }
 })
@@ -294,6 +296,8 @@ interface Options {
   only: Array<Target['name']>
   /** Tracing on, exporting to an in-process OTLP sink. */
   otlp: boolean
+  /** The controller's rate limiter and back-pressure (off: both disabled). */
+  limits: boolean
   /** TLS modes measured, in this order. */
   tls: TlsMode[]
   /** New connections per server and client kind (0: not measured). */
@@ -323,6 +327,10 @@ function options (): Options {
     http: !values['skip-http'],
     decision: !values['skip-decision'],
     otlp: values.otlp,
+    limits: (() => {
+      if (values.limits !== 'on' && values.limits !== 'off') throw new Error(`--limits: expected on or off, got ${JSON.stringify(values.limits)}`)
+      return values.limits === 'on'
+    })(),
     tls: values.tls.split(',').map(v => {
       if (v !== 'mutual' && v !== 'plain') throw new Error(`--tls: expected mutual and/or plain, got ${JSON.stringify(v)}`)
       return v
@@ -521,8 +529,10 @@ async function httpPhase (opts: Options, root: string, cleanups: Array<() => Pro
     dataDir: join(root, `bench-${mode}`),
     tlsDir,
     logLevel: 'silent',
-    // One identity makes every request: far above the per-identity default (10k/s), the limiter still runs.
-    rateLimit: 1_000_000,
+    // One identity makes every request: far above the per-identity default (10k/s), the limiter still runs
+    // (unless --limits off, which turns it and the back-pressure check off).
+    rateLimit: opts.limits ? 1_000_000 : 0,
+    ...(opts.limits ? {} : { maxEventLoopDelayMs: 0 }),
     auth: mode === 'mutual' ? 'required' : 'off',
     ...(sink != null ? { otlpEndpoint: sink.url } : {})
   })
@@ -823,7 +833,7 @@ function report (opts: Options, allHttp: Measured[], connections: ConnectionCost
     if (http.length === 0 || opts.only.length !== 2) continue
     console.log(`\n${mode === 'mutual' ? 'Mutual TLS (bare: requestCert + the CA; capmesh: --auth required, the default)' : 'Plain TLS (bare: no requestCert; capmesh: --auth off)'}: ` +
       `HTTPS keep-alive, ${opts.workers} workers / ${opts.capabilities} capabilities, ${opts.connections} connections × pipelining ${opts.pipelining}, ` +
-      `${opts.durationMs / 1000} s measured per run, ${opts.rounds} runs each (alternating), tracing ${opts.otlp ? 'ON (OTLP/HTTPS to an in-process sink)' : 'off'}\n`)
+      `${opts.durationMs / 1000} s measured per run, ${opts.rounds} runs each (alternating), tracing ${opts.otlp ? 'ON (OTLP/HTTPS to an in-process sink)' : 'off'}, rate limit and back-pressure ${opts.limits ? 'on' : 'OFF'}\n`)
     const rows: string[][] = []
     const summary: Record<string, { best: number, median: number, p50: number, p99: number, usPerReq: number }> = {}
     for (const name of ['bare', 'capmesh'] as const) {
