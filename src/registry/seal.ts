@@ -118,12 +118,7 @@ function bucketOf (key: string): number {
   return (h >>> 0) % BUCKETS
 }
 
-/** SHA-256 of a bucket's leaves in sorted order, into `out` at `offset` (32 zero bytes for an empty bucket). */
-function hashBucket (leaves: Iterable<string>, out: Buffer, offset: number): void {
-  hashSorted([...leaves].sort(), out, offset)
-}
-
-/** hashBucket of leaves already in order (the default sort's: by UTF-16 code unit, here bytes). */
+/** SHA-256 of a bucket's leaves, given in order (the default sort's: by UTF-16 code unit, here bytes), into `out` at `offset` (32 zero bytes for an empty bucket). */
 function hashSorted (sorted: readonly string[], out: Buffer, offset: number): void {
   if (sorted.length === 0) out.fill(0, offset, offset + 32)
   else createHash('sha256').update(sorted.join(''), 'binary').digest().copy(out, offset)
@@ -217,21 +212,33 @@ export class SegmentDigest {
   rootWith (changes: LeafChanges): string {
     if (changes.size === 0) return this.root()
     this.refresh()
-    const dirty = new Map<number, Array<[string, string | null]>>()
+    const dirty: Array<Array<string | null> | undefined> = new Array(BUCKETS)
     for (const [key, leaf] of changes) {
       const b = bucketOf(key)
-      let list = dirty.get(b)
-      if (list == null) dirty.set(b, list = [])
-      list.push([key, leaf])
+      // Pairs flat (key, leaf, key, leaf...): no array per change.
+      const list = dirty[b] ?? (dirty[b] = [])
+      list.push(key, leaf)
     }
     const hashes = Buffer.from(this.hashes)
-    for (const [b, list] of dirty) {
-      const leaves = new Map(this.buckets[b])
-      for (const [key, leaf] of list) {
-        if (leaf == null) leaves.delete(key)
-        else leaves.set(key, leaf)
+    for (let b = 0; b < BUCKETS; b++) {
+      const list = dirty[b]
+      if (list == null) continue
+      const held = this.buckets[b]
+      // Start from the bucket's leaves already in order: removing keeps the order, and the sort
+      // below has only the new leaves to place (V8's sort is fast on runs already in order).
+      const leaves = held == null || held.size === 0 ? [] : this.ordered[b]!.slice()
+      const added: string[] = []
+      for (let i = 0; i < list.length; i += 2) {
+        const before = held?.get(list[i] as string)
+        if (before != null) leaves.splice(slotOf(leaves, before), 1)
+        const leaf = list[i + 1]
+        if (leaf != null) added.push(leaf)
       }
-      hashBucket(leaves.values(), hashes, b * 32)
+      if (added.length > 0) {
+        for (const leaf of added) leaves.push(leaf)
+        leaves.sort()
+      }
+      hashSorted(leaves, hashes, b * 32)
     }
     return rootOf(hashes)
   }

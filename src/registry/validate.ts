@@ -42,15 +42,26 @@ export interface ParsedEntry {
 /** Entries parsed from their text, by the Yjs item (client, clock) that holds them. */
 export class ParsedEntries {
   private readonly byClient = new Map<number, Map<number, ParsedEntry>>()
+  // Almost every entry of an update comes from one client (its owner's): skip the outer look-up.
+  private lastClient = -1
+  private lastClocks: Map<number, ParsedEntry> | undefined
 
   set (id: Y.ID, entry: Entry, leaf?: string): void {
-    let clocks = this.byClient.get(id.client)
-    if (clocks == null) this.byClient.set(id.client, clocks = new Map())
+    let clocks = this.clocksOf(id.client)
+    if (clocks == null) this.byClient.set(id.client, this.lastClocks = clocks = new Map())
     clocks.set(id.clock, { entry, leaf })
   }
 
   get (id: Y.ID): ParsedEntry | undefined {
-    return this.byClient.get(id.client)?.get(id.clock)
+    return this.clocksOf(id.client)?.get(id.clock)
+  }
+
+  private clocksOf (client: number): Map<number, ParsedEntry> | undefined {
+    if (client !== this.lastClient) {
+      this.lastClient = client
+      this.lastClocks = this.byClient.get(client)
+    }
+    return this.lastClocks
   }
 }
 
@@ -176,12 +187,12 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     return undefined
   }
   const places = new Map<Y.Item, Place>()
-  // Thousands of entries share a few segments: check each segment key once.
-  const segmentKeys = new Map<string, boolean>()
-  const isSegmentKey = (key: string): boolean => {
-    let ok = segmentKeys.get(key)
-    if (ok == null) segmentKeys.set(key, ok = SEGMENT_KEY.test(key))
-    return ok
+  // Thousands of entries share a few segments: check each segment key, and find its owner, once.
+  const segmentOwners = new Map<string, string | null>()
+  const ownerOfSegment = (key: string): string | null => {
+    let owner = segmentOwners.get(key)
+    if (owner === undefined) segmentOwners.set(key, owner = SEGMENT_KEY.test(key) ? ownerOf(key) : null)
+    return owner
   }
 
   /** Place of an item already in the document (integrated: its parent is a real type). */
@@ -298,7 +309,8 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
           const e = decodeEntry(v)
           if (e == null) throw new InvalidStateError(`malformed entry ${(typeof v === 'string' ? v : JSON.stringify(v) ?? String(v)).slice(0, 120)}`)
           if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
-          if (isSegmentKey(place.segment) && e.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${ownerOf(place.segment)}`)
+          const owner = ownerOfSegment(place.segment)
+          if (owner != null && e.owner !== owner) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${owner}`)
           entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
         }
       }
@@ -401,7 +413,10 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
   // Items below a map this replica has deleted: Yjs integrates them deleted; nothing becomes routable.
   if (w.created == null && live == null) return
   const base = w.created != null ? undefined : seals.digestOf(segment)
+  // Only real changes, counted as they are found (one pass, one look-up of the leaf held per key):
+  // a key rewritten with the same text, or removed where it was absent, changes nothing.
   const changes: LeafChanges = new Map()
+  let count = base?.size ?? 0
   let seal: Seal | null | undefined
   let step = 0
   for (const [key, items] of w.items) {
@@ -412,36 +427,28 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
       seal = gone ? null : decodeSeal((tail.content as Y.ContentAny).arr[0])
       continue
     }
-    if (gone) {
-      changes.set(key, null)
-      continue
+    let leaf: string | null = null
+    if (!gone) {
+      const arr = (tail.content as Y.ContentAny).arr
+      const text = arr[arr.length - 1]
+      if (typeof text !== 'string') throw new UnsignedWriteError(`entry ${key} in segment ${segment} is not stored as text, so it cannot be sealed`)
+      leaf = entryLeaf(key, text)
+      const parsed = entries.get(Y.createID(tail.id.client, tail.id.clock + arr.length - 1))
+      if (parsed != null) parsed.leaf = leaf
     }
-    const arr = (tail.content as Y.ContentAny).arr
-    const text = arr[arr.length - 1]
-    if (typeof text !== 'string') throw new UnsignedWriteError(`entry ${key} in segment ${segment} is not stored as text, so it cannot be sealed`)
-    const id = Y.createID(tail.id.client, tail.id.clock + arr.length - 1)
-    const parsed = entries.get(id)
-    const leaf = entryLeaf(key, text)
-    if (parsed != null) parsed.leaf = leaf
+    const held = base?.leaf(key) ?? null
+    if (held === leaf) continue
     changes.set(key, leaf)
+    count += (held == null ? 0 : -1) + (leaf == null ? 0 : 1)
   }
   for (const key of w.removed) {
     if (w.items.has(key)) continue
-    if (key === SEAL_KEY) seal = null
-    else changes.set(key, null)
-  }
-  let count = 0
-  if (base == null) {
-    // A segment new to this replica (a catch-up, an import): every leaf is new, removals are no change.
-    for (const [key, leaf] of changes) {
-      if (leaf == null) changes.delete(key)
-      else count++
+    if (key === SEAL_KEY) {
+      seal = null
+    } else if (base?.leaf(key) != null) {
+      changes.set(key, null)
+      count--
     }
-  } else {
-    // Unchanged leaves (a key rewritten with the same text) are no change.
-    for (const [key, leaf] of changes) if ((base.leaf(key) ?? null) === leaf) changes.delete(key)
-    count = base.size
-    for (const [key, leaf] of changes) count += (base.leaf(key) == null ? 0 : -1) + (leaf == null ? 0 : 1)
   }
   if (changes.size === 0 && seal === undefined) return
   const current = base?.seal ?? null
@@ -461,17 +468,24 @@ function chainEnd (segment: string, key: string, written: Y.Item | Y.Item[], cur
   const refused = (): UnsignedWriteError => new UnsignedWriteError(`writes to ${JSON.stringify(key).slice(0, 80)} in segment ${segment} do not follow one another from its current entry: only its owner writes there, one transaction after another`)
   // One new item (a key's first write, or one rewrite): no map of origins needed. Most keys of a catch-up.
   if (!Array.isArray(written)) {
-    const it = written
-    const o = it.origin
-    const follows = current == null ? o == null : o != null && o.client === current.id.client && o.clock === current.id.clock + current.length - 1
-    if (it.rightOrigin != null || !follows) throw refused()
-    return it
+    if (written.rightOrigin != null || !follows(written, current)) throw refused()
+    return written
   }
   const items = written
+  // The owner's items of one key come in update order, which is clock order within its client: a
+  // chain is then checked in one pass, with no map (the seal key gets an item per transaction).
+  let prev = current
+  let inOrder = true
+  for (const it of items) {
+    if (it.rightOrigin != null) throw refused()
+    if (inOrder && !follows(it, prev)) inOrder = false
+    prev = it
+  }
+  if (inOrder) return items[items.length - 1]
   const byOrigin = new Map<string, Y.Item>()
   for (const it of items) {
     const k = idKey(it.origin)
-    if (it.rightOrigin != null || byOrigin.has(k)) throw refused()
+    if (byOrigin.has(k)) throw refused()
     byOrigin.set(k, it)
   }
   let end: Y.Item | undefined
@@ -482,6 +496,12 @@ function chainEnd (segment: string, key: string, written: Y.Item | Y.Item[], cur
   }
   if (end == null || count !== items.length) throw refused()
   return end
+}
+
+/** Whether `item`'s origin is the last element of `prev` (or it has none, when `prev` is none): the next link of a chain. */
+function follows (item: Y.Item, prev: Y.Item | undefined): boolean {
+  const o = item.origin
+  return prev == null ? o == null : o != null && o.client === prev.id.client && o.clock === prev.id.clock + prev.length - 1
 }
 
 const lastIdKey = (item: Y.Item): string => `${item.id.client}:${item.id.clock + item.length - 1}`

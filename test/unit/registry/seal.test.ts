@@ -110,6 +110,23 @@ describe('SegmentDigest', () => {
     expect(new SegmentDigest().rootWith(new Map(live))).toBe(fresh.root())
   })
 
+  it('rootWith() previews every batch of random sets, overwrites and deletes of a populated digest', () => {
+    let seed = 11
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+    const d = new SegmentDigest()
+    for (let i = 0; i < 2000; i++) d.set(`w${i}`, entryLeaf(`w${i}`, 't'))
+    for (let batch = 0; batch < 40; batch++) {
+      const changes = new Map<string, string | null>()
+      for (let k = rand(300); k >= 0; k--) {
+        const id = `w${rand(2600)}`
+        changes.set(id, rand(3) === 0 ? null : entryLeaf(id, `t${rand(4)}`))
+      }
+      const preview = d.rootWith(changes)
+      for (const [id, leaf] of changes) if (leaf == null) d.delete(id); else d.set(id, leaf)
+      expect(d.root()).toBe(preview)
+    }
+  })
+
   it('changes with any entry text, and a moved text under another key is another leaf', () => {
     const x = new SegmentDigest()
     x.set('w1', entryLeaf('w1', 'one'))
@@ -254,6 +271,34 @@ describe('seals', () => {
     expect((segmentOf(doc, 'a')[1]._map.get('a1') as Y.Item).origin).toEqual(item.lastId)
     expectRefused(b, Y.encodeStateAsUpdate(doc, b.encodeStateVector()))
     expect(b.get('a1')?.worker_url).toBe('https://127.0.0.1:7000/rewritten')
+  })
+
+  it('refuses a branch hidden among several writes of one key (the owner\'s chain and the insider\'s, in one update)', () => {
+    const { a, b } = mesh()
+    const doc = insiderCopy(b)
+    const before = b.encodeStateVector()
+    a.register(input('a1', 'https://127.0.0.1:7000/first'))
+    a.register(input('a1', 'https://127.0.0.1:7000/second'))
+    const seg = segmentOf(doc, 'a')[1]
+    seg.set('a1', forged({ worker_id: 'a1', incarnation: 50 }))
+    seg.set('a1', forged({ worker_id: 'a1', incarnation: 51 }))
+    const merged = Y.mergeUpdates([a.encodeDiff(before), Y.encodeStateAsUpdate(doc, before)])
+    expectRefused(b, merged)
+    b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+    expect(b.get('a1')?.worker_url).toBe('https://127.0.0.1:7000/second')
+  })
+
+  it('accepts the owner\'s chain of a key when the update lists its items out of chain order (its Yjs client id changed between writes)', () => {
+    const { a, b } = mesh()
+    const before = b.encodeStateVector()
+    a.register(input('a1', 'https://127.0.0.1:7000/first'))
+    // Yjs writes clients in descending id order: the later writes now come first in the update.
+    a.doc.clientID = a.doc.clientID + 1
+    a.register(input('a1', 'https://127.0.0.1:7000/second'))
+    a.register(input('a2', 'https://127.0.0.1:7000/a2'))
+    expect(b.applyUpdate(a.encodeDiff(before), Origin.remote)).toBe(true)
+    expect(b.get('a1')?.worker_url).toBe('https://127.0.0.1:7000/second')
+    expect(b.get('a2')?.worker_url).toBe('https://127.0.0.1:7000/a2')
   })
 
   it('refuses a segment whose key claims another controller, even sealed by the claimant', () => {
