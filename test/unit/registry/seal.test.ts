@@ -153,6 +153,22 @@ describe('seals', () => {
     expect(a.stats().compactions).toBeGreaterThan(0)
   })
 
+  it('the seals a segment replaces collapse into one deleted item: a delta of 300 registrations carries 300 entries, 2 more structs and one delete range', () => {
+    const { a, b } = mesh()
+    const before = b.encodeStateVector()
+    for (let i = 0; i < 300; i++) a.register(input(`n${i}`))
+    const delta = Y.decodeUpdate(a.encodeDiff(before))
+    // The entries, the replaced seals (one item), the current seal.
+    expect(delta.structs.length).toBe(302)
+    expect([...delta.ds.clients.values()].flat().length).toBe(1)
+    b.applyUpdate(a.encodeDiff(before), Origin.remote)
+    expect(b.get('n299')?.worker_url).toBe('https://127.0.0.1:7000/n299')
+    // Kept that way at the peer too: its whole state holds a's seals as one dead item and the live one.
+    const [, seg] = segmentOf(b.doc, 'a')
+    const sealClient = (seg._map.get(SEAL_KEY) as Y.Item).id.client
+    expect(b.doc.store.clients.get(sealClient)!.filter(s => s instanceof Y.Item && s.parent === seg).length).toBe(2)
+  })
+
   it('a peer applies the owner\'s updates one by one, as gossip delivers them', () => {
     const a = registry('a')
     const b = registry('b')
