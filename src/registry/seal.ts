@@ -9,7 +9,9 @@
  * The owner rewrites the seal in every transaction that changes the segment,
  * so any state of the segment that a peer can reach by applying updates is
  * either one the owner signed or is refused (validate.ts computes the state
- * an update would leave each touched segment in, before applying it).
+ * an update would leave each touched segment in, before applying it). It
+ * writes seals under a Yjs client id of their own, so the seals it replaces
+ * merge into one deleted item (Registry.writeSeal).
  *
  * The digest is two-level: each entry's leaf is SHA-256(worker id, entry
  * text); leaves fall into 256 buckets by a hash of the worker id; a bucket's

@@ -366,7 +366,7 @@ function deletions (ds: ReturnType<typeof Y.decodeUpdate>['ds'], inUpdate: Map<n
     for (const { clock, len } of ranges) {
       const end = clock + len
       // `mine` is sorted by clock: start at the first item that ends after `clock` (a scan from the
-      // start made every catch-up quadratic: each registration's seal leaves a delete range).
+      // start made every catch-up quadratic when each registration's seal left a delete range).
       for (let i = firstEndingAfter(mine, clock); i < mine.length && mine[i].id.clock < end; i++) out.add(mine[i])
       if (clock >= state || structs.length === 0) continue
       for (let i = Y.findIndexSS(structs, clock); i < structs.length && structs[i].id.clock < end; i++) {
