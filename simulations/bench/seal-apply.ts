@@ -21,6 +21,7 @@
 import { loadavg } from 'node:os'
 import { resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import * as Y from 'yjs'
 import { scriptArgs } from '../args.ts'
 import { ed25519VerifiesPerSecond } from './machine.ts'
 
@@ -71,6 +72,8 @@ interface Scenario {
   before: Uint8Array
   delta: Uint8Array
   expect: number
+  /** Structs and delete ranges in the delta. */
+  shape: string
 }
 
 function scenario (code: Code, sealed: boolean, entries: number): Scenario {
@@ -90,7 +93,9 @@ function scenario (code: Code, sealed: boolean, entries: number): Scenario {
   const peer = receiver(code, dir, sealed)
   for (const o of owners) peer.registry.applyUpdate(o.registry.encodeState(), code.Origin.remote)
   const delta = peer.registry.encodeDiff(probe.registry.encodeStateVector())
-  return { code, sealed, dir, before, delta, expect: BASE + entries }
+  const decoded = Y.decodeUpdate(delta)
+  const ranges = [...decoded.ds.clients.values()].reduce((n, r) => n + r.length, 0)
+  return { code, sealed, dir, before, delta, expect: BASE + entries, shape: `${decoded.structs.length} / ${ranges}` }
 }
 
 let receivers = 0
@@ -100,20 +105,31 @@ function receiver (code: Code, dir: Scenario['dir'], sealed: boolean): InstanceT
   return new code.ControllerCore({ controllerId: id, seals: sealed ? dir.authority(id) : false, ...CORE_TIMES })
 }
 
+/** A full collection before each timing (the script runs with --expose-gc): what the other variants left is not collected on this one's time. */
+const collect = (globalThis as { gc?: () => void }).gc ?? ((): void => {})
+
+/** Wall and CPU time of `fn` (CPU: this process's user + system, so time spent waiting for a core on a loaded machine is not counted). */
+function timed (fn: () => void): { wall: number, cpu: number } {
+  const c0 = process.cpuUsage()
+  const t0 = performance.now()
+  fn()
+  const wall = performance.now() - t0
+  const c = process.cpuUsage(c0)
+  return { wall, cpu: (c.user + c.system) / 1000 }
+}
+
 /** One timing: validate alone and validate + apply, each into a fresh receiver holding `before`. */
-function once (s: Scenario): { validateMs: number, applyMs: number } {
+function once (s: Scenario): { validate: { wall: number, cpu: number }, apply: { wall: number, cpu: number } } {
   const a = receiver(s.code, s.dir, s.sealed)
   a.registry.applyUpdate(s.before, s.code.Origin.remote)
-  let t = performance.now()
-  a.registry.validate(s.delta, s.code.Origin.remote)
-  const validateMs = performance.now() - t
+  collect()
+  const validate = timed(() => { a.registry.validate(s.delta, s.code.Origin.remote) })
   const b = receiver(s.code, s.dir, s.sealed)
   b.registry.applyUpdate(s.before, s.code.Origin.remote)
-  t = performance.now()
-  b.registry.applyUpdate(s.delta, s.code.Origin.remote)
-  const applyMs = performance.now() - t
+  collect()
+  const apply = timed(() => { b.registry.applyUpdate(s.delta, s.code.Origin.remote) })
   if (b.registry.size !== s.expect) throw new Error(`${s.code.label}: ${b.registry.size} workers after the apply, expected ${s.expect}`)
-  return { validateMs, applyMs }
+  return { validate, apply }
 }
 
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2 }
@@ -125,7 +141,7 @@ if (values.compare != null) codes.push(await load(`--compare ${values.compare}`,
 console.log(`bench:seal-apply  ${new Date().toISOString()}  load ${loadavg().map(l => l.toFixed(2)).join(' ')}  ${ed25519VerifiesPerSecond()} Ed25519 verifies/s  owners ${OWNERS}, base ${BASE}, ${ROUNDS} rounds`)
 for (const entries of SIZES) {
   const scenarios = codes.flatMap(code => SEALS.map(sealed => scenario(code, sealed, entries)))
-  const times = scenarios.map(() => ({ validate: [] as number[], apply: [] as number[] }))
+  const times = scenarios.map(() => ({ validate: [] as number[], apply: [] as number[], validateCpu: [] as number[], applyCpu: [] as number[] }))
   // Warm-up round, untimed: JIT and first-use costs land on no variant.
   for (const s of scenarios) once(s)
   for (let r = 0; r < ROUNDS; r++) {
@@ -134,16 +150,18 @@ for (const entries of SIZES) {
     if (r % 2 === 1) order.reverse()
     for (const i of order) {
       const t = once(scenarios[i])
-      times[i].validate.push(t.validateMs)
-      times[i].apply.push(t.applyMs)
+      times[i].validate.push(t.validate.wall)
+      times[i].apply.push(t.apply.wall)
+      times[i].validateCpu.push(t.validate.cpu)
+      times[i].applyCpu.push(t.apply.cpu)
     }
   }
-  console.log(`\n${entries} entries from ${OWNERS} owner(s), delta ${(scenarios[0].delta.length / 1e6).toFixed(2)} MB unsealed / ${(scenarios.at(-1)!.delta.length / 1e6).toFixed(2)} MB as last listed`)
-  console.log('| code | seals | delta | validate alone (median) | validate + apply (median) | min–max of validate + apply |')
-  console.log('|---|---|---|---|---|---|')
+  console.log(`\n${entries} entries from ${OWNERS} owner(s); medians of ${ROUNDS}, CPU time (wall time)`)
+  console.log('| code | seals | delta | structs / delete ranges | validate alone | validate + apply | min–max of validate + apply, CPU |')
+  console.log('|---|---|---|---|---|---|---|')
   scenarios.forEach((s, i) => {
-    const a = times[i].apply
-    console.log(`| ${s.code.label} | ${s.sealed ? 'on' : 'off'} | ${(s.delta.length / 1e6).toFixed(2)} MB | ${ms(median(times[i].validate))} | ${ms(median(a))} | ${ms(Math.min(...a))}–${ms(Math.max(...a))} |`)
+    const t = times[i]
+    console.log(`| ${s.code.label} | ${s.sealed ? 'on' : 'off'} | ${(s.delta.length / 1e6).toFixed(2)} MB | ${s.shape} | ${ms(median(t.validateCpu))} (${ms(median(t.validate))}) | ${ms(median(t.applyCpu))} (${ms(median(t.apply))}) | ${ms(Math.min(...t.applyCpu))}–${ms(Math.max(...t.applyCpu))} |`)
   })
 }
 console.log(`\nload after: ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
