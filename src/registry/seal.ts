@@ -212,15 +212,25 @@ export class SegmentDigest {
 
   /** The root the segment would have after `changes`, without applying them. */
   rootWith (changes: LeafChanges): string {
-    if (changes.size === 0) return this.root()
+    const p = this.preview()
+    for (const [key, leaf] of changes) p.change(key, leaf)
+    return p.root()
+  }
+
+  /** A preview of changes to this digest, for the root they would give (see DigestPreview). */
+  preview (): DigestPreview {
+    return new DigestPreview(this)
+  }
+
+  /** The leaf held for `key` in bucket `b` (its bucket, known to the caller). */
+  leafIn (b: number, key: string): string | undefined { return this.buckets[b]?.get(key) }
+
+  /**
+   * The root with the bucket changes `dirty` (per bucket, flat pairs of key
+   * and new leaf or null; each key at most once), without applying them.
+   */
+  rootWithDirty (dirty: ReadonlyArray<ReadonlyArray<string | null> | undefined>): string {
     this.refresh()
-    const dirty: Array<Array<string | null> | undefined> = new Array(BUCKETS)
-    for (const [key, leaf] of changes) {
-      const b = bucketOf(key)
-      // Pairs flat (key, leaf, key, leaf...): no array per change.
-      const list = dirty[b] ?? (dirty[b] = [])
-      list.push(key, leaf)
-    }
     const hashes = Buffer.from(this.hashes)
     for (let b = 0; b < BUCKETS; b++) {
       const list = dirty[b]
@@ -248,6 +258,42 @@ export class SegmentDigest {
   private refresh (): void {
     for (const b of this.stale) hashSorted(this.ordered[b] ?? [], this.hashes, b * 32)
     this.stale.clear()
+  }
+}
+
+/**
+ * Changes to a segment's digest, collected for the root they would give:
+ * each is filed under its bucket as it comes (the worker id hashed once),
+ * and one that leaves a key's leaf as it is held is no change.
+ */
+export class DigestPreview {
+  private readonly dirty: Array<Array<string | null> | undefined> = new Array(BUCKETS)
+  private readonly base: SegmentDigest
+  /** Real changes recorded. */
+  changes = 0
+  /** Entries the segment would hold after them. */
+  entries: number
+
+  constructor (base: SegmentDigest) {
+    this.base = base
+    this.entries = base.size
+  }
+
+  /** `key`'s leaf becomes `leaf` (null: its entry goes). Each key at most once. */
+  change (key: string, leaf: string | null): void {
+    const b = bucketOf(key)
+    const held = this.base.leafIn(b, key) ?? null
+    if (held === leaf) return
+    const list = this.dirty[b] ?? (this.dirty[b] = [])
+    // Pairs flat (key, leaf, key, leaf...): no array per change.
+    list.push(key, leaf)
+    this.changes++
+    this.entries += (held == null ? 0 : -1) + (leaf == null ? 0 : 1)
+  }
+
+  /** The root of the segment with the changes recorded. */
+  root (): string {
+    return this.changes === 0 ? this.base.root() : this.base.rootWithDirty(this.dirty)
   }
 }
 

@@ -23,7 +23,7 @@ import * as Y from 'yjs'
 import { InvalidStateError } from '../errors.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { decodeEntry, type Entry } from './schema.ts'
-import { SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type LeafChanges, type Seal, type SealAuthority } from './seal.ts'
+import { SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type Seal, type SealAuthority } from './seal.ts'
 
 /** An update that builds on content this replica does not have (yet): not malformed, not applicable. */
 export class MissingDependencyError extends InvalidStateError {
@@ -54,6 +54,11 @@ export class ParsedEntries {
 
   get (id: Y.ID): ParsedEntry | undefined {
     return this.clocksOf(id.client)?.get(id.clock)
+  }
+
+  /** get() without an ID object. */
+  at (client: number, clock: number): ParsedEntry | undefined {
+    return this.clocksOf(client)?.get(clock)
   }
 
   private clocksOf (client: number): Map<number, ParsedEntry> | undefined {
@@ -412,11 +417,10 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
   const live = w.created != null ? undefined : liveSegment(doc, segment, map)
   // Items below a map this replica has deleted: Yjs integrates them deleted; nothing becomes routable.
   if (w.created == null && live == null) return
-  const base = w.created != null ? undefined : seals.digestOf(segment)
-  // Only real changes, counted as they are found (one pass, one look-up of the leaf held per key):
-  // a key rewritten with the same text, or removed where it was absent, changes nothing.
-  const changes: LeafChanges = new Map()
-  let count = base?.size ?? 0
+  const base = (w.created != null ? undefined : seals.digestOf(segment)) ?? new SegmentDigest()
+  // Only real changes, filed by bucket as they are found (one pass, one look-up of the leaf held per
+  // key): a key rewritten with the same text, or removed where it was absent, changes nothing.
+  const changes = base.preview()
   let seal: Seal | null | undefined
   let step = 0
   for (const [key, items] of w.items) {
@@ -427,39 +431,32 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
       seal = gone ? null : decodeSeal((tail.content as Y.ContentAny).arr[0])
       continue
     }
-    let leaf: string | null = null
-    if (!gone) {
-      const arr = (tail.content as Y.ContentAny).arr
-      const text = arr[arr.length - 1]
-      if (typeof text !== 'string') throw new UnsignedWriteError(`entry ${key} in segment ${segment} is not stored as text, so it cannot be sealed`)
-      leaf = entryLeaf(key, text)
-      const parsed = entries.get(Y.createID(tail.id.client, tail.id.clock + arr.length - 1))
-      if (parsed != null) parsed.leaf = leaf
+    if (gone) {
+      changes.change(key, null)
+      continue
     }
-    const held = base?.leaf(key) ?? null
-    if (held === leaf) continue
-    changes.set(key, leaf)
-    count += (held == null ? 0 : -1) + (leaf == null ? 0 : 1)
+    const arr = (tail.content as Y.ContentAny).arr
+    const text = arr[arr.length - 1]
+    if (typeof text !== 'string') throw new UnsignedWriteError(`entry ${key} in segment ${segment} is not stored as text, so it cannot be sealed`)
+    const leaf = entryLeaf(key, text)
+    const parsed = entries.at(tail.id.client, tail.id.clock + arr.length - 1)
+    if (parsed != null) parsed.leaf = leaf
+    changes.change(key, leaf)
   }
   for (const key of w.removed) {
     if (w.items.has(key)) continue
-    if (key === SEAL_KEY) {
-      seal = null
-    } else if (base?.leaf(key) != null) {
-      changes.set(key, null)
-      count--
-    }
+    if (key === SEAL_KEY) seal = null
+    else changes.change(key, null)
   }
-  if (changes.size === 0 && seal === undefined) return
-  const current = base?.seal ?? null
+  if (changes.changes === 0 && seal === undefined) return
+  const current = base.seal
   const after = seal === undefined ? current : seal
-  const digest = base ?? new SegmentDigest()
   if (after == null) {
-    if (count > 0) throw new UnsignedWriteError(`segment ${segment} would hold ${count} entries without its owner's seal`)
+    if (changes.entries > 0) throw new UnsignedWriteError(`segment ${segment} would hold ${changes.entries} entries without its owner's seal`)
     return
   }
   if (seal != null && current != null && seal.seq <= current.seq) throw new UnsignedWriteError(`segment ${segment}: seal ${seal.seq} is not newer than the seal ${current.seq} already held`)
-  const problem = sealProblem(seals.authority, segment, ownerOf(segment), after, digest.rootWith(changes))
+  const problem = sealProblem(seals.authority, segment, ownerOf(segment), after, changes.root())
   if (problem != null) throw new UnsignedWriteError(`segment ${segment}: ${problem}`)
 }
 
