@@ -105,9 +105,6 @@ function receiver (code: Code, dir: Scenario['dir'], sealed: boolean): InstanceT
   return new code.ControllerCore({ controllerId: id, seals: sealed ? dir.authority(id) : false, ...CORE_TIMES })
 }
 
-/** A full collection before each timing (the script runs with --expose-gc): what the other variants left is not collected on this one's time. */
-const collect = (globalThis as { gc?: () => void }).gc ?? ((): void => {})
-
 /** Wall and CPU time of `fn` (CPU: this process's user + system, so time spent waiting for a core on a loaded machine is not counted). */
 function timed (fn: () => void): { wall: number, cpu: number } {
   const c0 = process.cpuUsage()
@@ -122,11 +119,9 @@ function timed (fn: () => void): { wall: number, cpu: number } {
 function once (s: Scenario): { validate: { wall: number, cpu: number }, apply: { wall: number, cpu: number } } {
   const a = receiver(s.code, s.dir, s.sealed)
   a.registry.applyUpdate(s.before, s.code.Origin.remote)
-  collect()
   const validate = timed(() => { a.registry.validate(s.delta, s.code.Origin.remote) })
   const b = receiver(s.code, s.dir, s.sealed)
   b.registry.applyUpdate(s.before, s.code.Origin.remote)
-  collect()
   const apply = timed(() => { b.registry.applyUpdate(s.delta, s.code.Origin.remote) })
   if (b.registry.size !== s.expect) throw new Error(`${s.code.label}: ${b.registry.size} workers after the apply, expected ${s.expect}`)
   return { validate, apply }
