@@ -169,6 +169,23 @@ describe('seals', () => {
     expect(b.doc.store.clients.get(sealClient)!.filter(s => s instanceof Y.Item && s.parent === seg).length).toBe(2)
   })
 
+  it('an owner whose seal client id another writer used (a collision) seals on a fresh one, and its peers still accept its writes', () => {
+    const { a, b, c } = mesh()
+    const sealClientOf = (r: Registry): number => (segmentOf(r.doc, 'a')[1]._map.get(SEAL_KEY) as Y.Item).id.client
+    const used = sealClientOf(a)
+    // c writes its own (validly sealed) entries under that client id, and a applies them.
+    c.doc.clientID = used
+    c.register(input('c0'))
+    a.applyUpdate(c.encodeDiff(a.encodeStateVector()), Origin.remote)
+    expect(a.get('c0')).toBeDefined()
+    a.register(input('a9'))
+    expect(sealClientOf(a)).not.toBe(used)
+    for (const peer of [b, c]) {
+      peer.applyUpdate(a.encodeDiff(peer.encodeStateVector()), Origin.remote)
+      expect(peer.get('a9')?.worker_url).toBe('https://127.0.0.1:7000/a9')
+    }
+  })
+
   it('a peer applies the owner\'s updates one by one, as gossip delivers them', () => {
     const a = registry('a')
     const b = registry('b')
