@@ -566,8 +566,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** Writes a seal under the seal client (see sealClient). */
   private writeSeal (seg: Y.Map<unknown>, text: string): void {
-    // As Yjs does for its own client id: one another writer uses (a collision, or a copy of this
-    // run's items) is dropped for a fresh one, so this run's seals stay one run of clocks.
+    // As Yjs does for its own client id: a seal client another writer has used (a collision, or a
+    // copy of this run's items) is replaced by a fresh one, so this run's seals stay one run of clocks.
     if (Y.getState(this.doc.store, this.sealClient) !== this.sealClock || this.sealClient === this.doc.clientID) {
       do this.sealClient = newClientId()
       while (this.sealClient === this.doc.clientID || Y.getState(this.doc.store, this.sealClient) !== 0)
