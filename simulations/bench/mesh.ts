@@ -62,7 +62,7 @@ const { values } = scriptArgs({
     'heal-workers': { type: 'string', value: 'N', default: '10000', description: 'workers registered across the partition' },
     bootstrap: { type: 'string', value: 'N', default: '2', description: 'controllers each new one bootstraps from' },
     'mesh-timeout': { type: 'string', value: 'D', default: '60s', description: 'how long to wait for a full mesh; measured anyway' },
-    'profile-heal': { type: 'string', value: 'FILE', description: 'write a CPU profile of the heal phase to FILE-n<size>.cpuprofile (Chrome DevTools)' },
+    'profile-heal': { type: 'string', value: 'FILE', description: 'write a CPU profile of the heal phase to FILE-n<size>.cpuprofile (Chrome DevTools; -sealed / -unsealed before .cpuprofile with --seals both)' },
     'profile-reg': { type: 'string', value: 'FILE', description: 'the same for the registration phase' },
     settle: { type: 'string', value: 'D', default: '6s', description: 'pause between the last partitioned registration and the heal' },
     seals: { type: 'string', value: 'on|off|both', default: 'on', description: 'owner-signed segments: on (as deployed), off (no seals written or checked), or both: each size off then on, in this run' },
@@ -142,10 +142,11 @@ async function startProfiler (file: string | undefined): Promise<Session | null>
   return session
 }
 
-async function stopProfiler (session: Session | null, file: string | undefined, n: number): Promise<void> {
+async function stopProfiler (session: Session | null, file: string | undefined, n: number, seals: boolean): Promise<void> {
   if (session == null || file == null) return
   const { profile } = await session.post('Profiler.stop')
-  writeFileSync(`${file}-n${n}.cpuprofile`, JSON.stringify(profile))
+  // With --seals both, one profile per mode.
+  writeFileSync(`${file}-n${n}${SEAL_MODES.length > 1 ? (seals ? '-sealed' : '-unsealed') : ''}.cpuprofile`, JSON.stringify(profile))
   session.disconnect()
 }
 
@@ -266,7 +267,7 @@ async function runSize (n: number, seals: boolean, root: string, tlsDir: string,
     await sleep(GAP_MS)
   }
   const regCpu = regMeter()
-  await stopProfiler(regProfiler, values['profile-reg'], n)
+  await stopProfiler(regProfiler, values['profile-reg'], n, seals)
   clearInterval(retryTimer)
   cs.forEach((c, i) => { c.core.registry.off('change', listeners[i]) })
   totals.sort((a, b) => a - b)
@@ -347,7 +348,7 @@ async function runSize (n: number, seals: boolean, root: string, tlsDir: string,
     return target() != null
   }, 300_000, 1)
   const healCpu = healMeter()
-  await stopProfiler(profiler, values['profile-heal'], n)
+  await stopProfiler(profiler, values['profile-heal'], n, seals)
   cs.forEach((c, i) => { c.p2p.off('sync', syncListeners[i]) })
   const syncBytes = healSyncs.map(s => s.bytes)
   console.log(`  sync during the heal, per controller: ${healSyncs.map(s => s.count).join('/')} exchanges, ${syncBytes.map(b => (b / 1024 / 1024).toFixed(2)).join('/')} MB received`)

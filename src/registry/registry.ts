@@ -164,6 +164,17 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private readonly seals: SealContext | null
   /** Own segments written in the local transaction in progress: resealed before it ends. */
   private readonly unsealed = new Set<string>()
+  /**
+   * The Yjs client id this run writes its seals with, apart from its entries'
+   * (doc.clientID): every transaction replaces the seal, and with nothing else
+   * on their client the replaced seals have consecutive clocks, so Yjs merges
+   * them into one deleted item and one delete range. On the entries' client
+   * each left an item and a range of its own in every delta, snapshot and
+   * replica for ever (see docs/internals.md, "Owner-signed segments").
+   */
+  private sealClient = newClientId()
+  /** The seal client's clock after this run's last seal: anything else there means another writer uses it. */
+  private sealClock = 0
   /** Own segments replayed from the data dir: the only ones whose entries a new generation carries over. */
   private readonly loadedOwn = new Set<string>()
   private ownSegment: string | null = null
@@ -547,10 +558,28 @@ export class Registry extends EventEmitter<RegistryEvents> {
       if (!(seg instanceof Y.Map)) continue
       const d = this.digestOf(key)
       const seal = makeSeal((this.seals as SealContext).authority, key, (d.seal?.seq ?? 0) + 1, d.root())
-      seg.set(SEAL_KEY, encodeSeal(seal))
+      this.writeSeal(seg, encodeSeal(seal))
       d.seal = seal
     }
     this.unsealed.clear()
+  }
+
+  /** Writes a seal under the seal client (see sealClient). */
+  private writeSeal (seg: Y.Map<unknown>, text: string): void {
+    // As Yjs does for its own client id: a seal client another writer has used (a collision, or a
+    // copy of this run's items) is replaced by a fresh one, so this run's seals stay one run of clocks.
+    if (Y.getState(this.doc.store, this.sealClient) !== this.sealClock || this.sealClient === this.doc.clientID) {
+      do this.sealClient = newClientId()
+      while (this.sealClient === this.doc.clientID || Y.getState(this.doc.store, this.sealClient) !== 0)
+    }
+    const entries = this.doc.clientID
+    this.doc.clientID = this.sealClient
+    try {
+      seg.set(SEAL_KEY, text)
+    } finally {
+      this.doc.clientID = entries
+    }
+    this.sealClock = Y.getState(this.doc.store, this.sealClient)
   }
 
   private maxIncarnation (workerId: string): number {
@@ -857,6 +886,11 @@ function segmentKeyOf (seg: Y.Map<unknown>): string {
   const key = seg._item?.parentSub
   if (key == null) throw new Error('a segment map outside the registry')
   return key
+}
+
+/** A random 32-bit Yjs client id, as Yjs draws its own. */
+function newClientId (): number {
+  return randomBytes(4).readUInt32BE(0)
 }
 
 /** `<owner>/<time base36>.<random hex>`: sortable by creation time, unique across restarts. */

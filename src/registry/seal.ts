@@ -9,7 +9,9 @@
  * The owner rewrites the seal in every transaction that changes the segment,
  * so any state of the segment that a peer can reach by applying updates is
  * either one the owner signed or is refused (validate.ts computes the state
- * an update would leave each touched segment in, before applying it).
+ * an update would leave each touched segment in, before applying it). It
+ * writes seals under a Yjs client id of their own, so the seals it replaces
+ * merge into one deleted item (Registry.writeSeal).
  *
  * The digest is two-level: each entry's leaf is SHA-256(worker id, entry
  * text); leaves fall into 256 buckets by a hash of the worker id; a bucket's
@@ -118,12 +120,7 @@ function bucketOf (key: string): number {
   return (h >>> 0) % BUCKETS
 }
 
-/** SHA-256 of a bucket's leaves in sorted order, into `out` at `offset` (32 zero bytes for an empty bucket). */
-function hashBucket (leaves: Iterable<string>, out: Buffer, offset: number): void {
-  hashSorted([...leaves].sort(), out, offset)
-}
-
-/** hashBucket of leaves already in order (the default sort's: by UTF-16 code unit, here bytes). */
+/** SHA-256 of a bucket's leaves, given in order (the default sort's: by UTF-16 code unit, here bytes), into `out` at `offset` (32 zero bytes for an empty bucket). */
 function hashSorted (sorted: readonly string[], out: Buffer, offset: number): void {
   if (sorted.length === 0) out.fill(0, offset, offset + 32)
   else createHash('sha256').update(sorted.join(''), 'binary').digest().copy(out, offset)
@@ -215,23 +212,45 @@ export class SegmentDigest {
 
   /** The root the segment would have after `changes`, without applying them. */
   rootWith (changes: LeafChanges): string {
-    if (changes.size === 0) return this.root()
+    const p = this.preview()
+    for (const [key, leaf] of changes) p.change(key, leaf)
+    return p.root()
+  }
+
+  /** A preview of changes to this digest, for the root they would give (see DigestPreview). */
+  preview (): DigestPreview {
+    return new DigestPreview(this)
+  }
+
+  /** The leaf held for `key` in bucket `b` (its bucket, known to the caller). */
+  leafIn (b: number, key: string): string | undefined { return this.buckets[b]?.get(key) }
+
+  /**
+   * The root with the bucket changes `dirty` (per bucket, flat pairs of key
+   * and new leaf or null; each key at most once), without applying them.
+   */
+  rootWithDirty (dirty: ReadonlyArray<ReadonlyArray<string | null> | undefined>): string {
     this.refresh()
-    const dirty = new Map<number, Array<[string, string | null]>>()
-    for (const [key, leaf] of changes) {
-      const b = bucketOf(key)
-      let list = dirty.get(b)
-      if (list == null) dirty.set(b, list = [])
-      list.push([key, leaf])
-    }
     const hashes = Buffer.from(this.hashes)
-    for (const [b, list] of dirty) {
-      const leaves = new Map(this.buckets[b])
-      for (const [key, leaf] of list) {
-        if (leaf == null) leaves.delete(key)
-        else leaves.set(key, leaf)
+    for (let b = 0; b < BUCKETS; b++) {
+      const list = dirty[b]
+      if (list == null) continue
+      const held = this.buckets[b]
+      // Start from the bucket's leaves already in order: removing keeps the order, and the sort
+      // below has only the new leaves to place (V8's sort is fast on runs already in order).
+      const leaves = held == null || held.size === 0 ? [] : this.ordered[b]!.slice()
+      const added: string[] = []
+      for (let i = 0; i < list.length; i += 2) {
+        const before = held?.get(list[i] as string)
+        if (before != null) leaves.splice(slotOf(leaves, before), 1)
+        const leaf = list[i + 1]
+        if (leaf != null) added.push(leaf)
       }
-      hashBucket(leaves.values(), hashes, b * 32)
+      if (added.length > 0) {
+        for (const leaf of added) leaves.push(leaf)
+        leaves.sort()
+      }
+      hashSorted(leaves, hashes, b * 32)
     }
     return rootOf(hashes)
   }
@@ -239,6 +258,42 @@ export class SegmentDigest {
   private refresh (): void {
     for (const b of this.stale) hashSorted(this.ordered[b] ?? [], this.hashes, b * 32)
     this.stale.clear()
+  }
+}
+
+/**
+ * Changes to a segment's digest, collected for the root they would give:
+ * each is filed under its bucket as it comes (the worker id hashed once),
+ * and one that leaves a key's leaf as it is held is no change.
+ */
+export class DigestPreview {
+  private readonly dirty: Array<Array<string | null> | undefined> = new Array(BUCKETS)
+  private readonly base: SegmentDigest
+  /** Real changes recorded. */
+  changes = 0
+  /** Entries the segment would hold after them. */
+  entries: number
+
+  constructor (base: SegmentDigest) {
+    this.base = base
+    this.entries = base.size
+  }
+
+  /** `key`'s leaf becomes `leaf` (null: its entry goes). Each key at most once. */
+  change (key: string, leaf: string | null): void {
+    const b = bucketOf(key)
+    const held = this.base.leafIn(b, key) ?? null
+    if (held === leaf) return
+    const list = this.dirty[b] ?? (this.dirty[b] = [])
+    // Pairs flat (key, leaf, key, leaf...): no array per change.
+    list.push(key, leaf)
+    this.changes++
+    this.entries += (held == null ? 0 : -1) + (leaf == null ? 0 : 1)
+  }
+
+  /** The root of the segment with the changes recorded. */
+  root (): string {
+    return this.changes === 0 ? this.base.root() : this.base.rootWithDirty(this.dirty)
   }
 }
 

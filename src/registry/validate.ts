@@ -23,7 +23,7 @@ import * as Y from 'yjs'
 import { InvalidStateError } from '../errors.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { decodeEntry, type Entry } from './schema.ts'
-import { SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type LeafChanges, type Seal, type SealAuthority } from './seal.ts'
+import { SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type Seal, type SealAuthority } from './seal.ts'
 
 /** An update that builds on content this replica does not have (yet): not malformed, not applicable. */
 export class MissingDependencyError extends InvalidStateError {
@@ -42,15 +42,31 @@ export interface ParsedEntry {
 /** Entries parsed from their text, by the Yjs item (client, clock) that holds them. */
 export class ParsedEntries {
   private readonly byClient = new Map<number, Map<number, ParsedEntry>>()
+  // Almost every entry of an update comes from one client (its owner's): skip the outer look-up.
+  private lastClient = -1
+  private lastClocks: Map<number, ParsedEntry> | undefined
 
   set (id: Y.ID, entry: Entry, leaf?: string): void {
-    let clocks = this.byClient.get(id.client)
-    if (clocks == null) this.byClient.set(id.client, clocks = new Map())
+    let clocks = this.clocksOf(id.client)
+    if (clocks == null) this.byClient.set(id.client, this.lastClocks = clocks = new Map())
     clocks.set(id.clock, { entry, leaf })
   }
 
   get (id: Y.ID): ParsedEntry | undefined {
-    return this.byClient.get(id.client)?.get(id.clock)
+    return this.clocksOf(id.client)?.get(id.clock)
+  }
+
+  /** get() without an ID object. */
+  at (client: number, clock: number): ParsedEntry | undefined {
+    return this.clocksOf(client)?.get(clock)
+  }
+
+  private clocksOf (client: number): Map<number, ParsedEntry> | undefined {
+    if (client !== this.lastClient) {
+      this.lastClient = client
+      this.lastClocks = this.byClient.get(client)
+    }
+    return this.lastClocks
   }
 }
 
@@ -176,12 +192,12 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     return undefined
   }
   const places = new Map<Y.Item, Place>()
-  // Thousands of entries share a few segments: check each segment key once.
-  const segmentKeys = new Map<string, boolean>()
-  const isSegmentKey = (key: string): boolean => {
-    let ok = segmentKeys.get(key)
-    if (ok == null) segmentKeys.set(key, ok = SEGMENT_KEY.test(key))
-    return ok
+  // Thousands of entries share a few segments: check each segment key, and find its owner, once.
+  const segmentOwners = new Map<string, string | null>()
+  const ownerOfSegment = (key: string): string | null => {
+    let owner = segmentOwners.get(key)
+    if (owner === undefined) segmentOwners.set(key, owner = SEGMENT_KEY.test(key) ? ownerOf(key) : null)
+    return owner
   }
 
   /** Place of an item already in the document (integrated: its parent is a real type). */
@@ -298,7 +314,8 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
           const e = decodeEntry(v)
           if (e == null) throw new InvalidStateError(`malformed entry ${(typeof v === 'string' ? v : JSON.stringify(v) ?? String(v)).slice(0, 120)}`)
           if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
-          if (isSegmentKey(place.segment) && e.owner !== ownerOf(place.segment)) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${ownerOf(place.segment)}`)
+          const owner = ownerOfSegment(place.segment)
+          if (owner != null && e.owner !== owner) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${owner}`)
           entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
         }
       }
@@ -354,7 +371,7 @@ function deletions (ds: ReturnType<typeof Y.decodeUpdate>['ds'], inUpdate: Map<n
     for (const { clock, len } of ranges) {
       const end = clock + len
       // `mine` is sorted by clock: start at the first item that ends after `clock` (a scan from the
-      // start made every catch-up quadratic: each registration's seal leaves a delete range).
+      // start made every catch-up quadratic when each registration's seal left a delete range).
       for (let i = firstEndingAfter(mine, clock); i < mine.length && mine[i].id.clock < end; i++) out.add(mine[i])
       if (clock >= state || structs.length === 0) continue
       for (let i = Y.findIndexSS(structs, clock); i < structs.length && structs[i].id.clock < end; i++) {
@@ -400,8 +417,10 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
   const live = w.created != null ? undefined : liveSegment(doc, segment, map)
   // Items below a map this replica has deleted: Yjs integrates them deleted; nothing becomes routable.
   if (w.created == null && live == null) return
-  const base = w.created != null ? undefined : seals.digestOf(segment)
-  const changes: LeafChanges = new Map()
+  const base = (w.created != null ? undefined : seals.digestOf(segment)) ?? new SegmentDigest()
+  // Only real changes, filed by bucket as they are found (one pass, one look-up of the leaf held per
+  // key): a key rewritten with the same text, or removed where it was absent, changes nothing.
+  const changes = base.preview()
   let seal: Seal | null | undefined
   let step = 0
   for (const [key, items] of w.items) {
@@ -413,46 +432,31 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
       continue
     }
     if (gone) {
-      changes.set(key, null)
+      changes.change(key, null)
       continue
     }
     const arr = (tail.content as Y.ContentAny).arr
     const text = arr[arr.length - 1]
     if (typeof text !== 'string') throw new UnsignedWriteError(`entry ${key} in segment ${segment} is not stored as text, so it cannot be sealed`)
-    const id = Y.createID(tail.id.client, tail.id.clock + arr.length - 1)
-    const parsed = entries.get(id)
     const leaf = entryLeaf(key, text)
+    const parsed = entries.at(tail.id.client, tail.id.clock + arr.length - 1)
     if (parsed != null) parsed.leaf = leaf
-    changes.set(key, leaf)
+    changes.change(key, leaf)
   }
   for (const key of w.removed) {
     if (w.items.has(key)) continue
     if (key === SEAL_KEY) seal = null
-    else changes.set(key, null)
+    else changes.change(key, null)
   }
-  let count = 0
-  if (base == null) {
-    // A segment new to this replica (a catch-up, an import): every leaf is new, removals are no change.
-    for (const [key, leaf] of changes) {
-      if (leaf == null) changes.delete(key)
-      else count++
-    }
-  } else {
-    // Unchanged leaves (a key rewritten with the same text) are no change.
-    for (const [key, leaf] of changes) if ((base.leaf(key) ?? null) === leaf) changes.delete(key)
-    count = base.size
-    for (const [key, leaf] of changes) count += (base.leaf(key) == null ? 0 : -1) + (leaf == null ? 0 : 1)
-  }
-  if (changes.size === 0 && seal === undefined) return
-  const current = base?.seal ?? null
+  if (changes.changes === 0 && seal === undefined) return
+  const current = base.seal
   const after = seal === undefined ? current : seal
-  const digest = base ?? new SegmentDigest()
   if (after == null) {
-    if (count > 0) throw new UnsignedWriteError(`segment ${segment} would hold ${count} entries without its owner's seal`)
+    if (changes.entries > 0) throw new UnsignedWriteError(`segment ${segment} would hold ${changes.entries} entries without its owner's seal`)
     return
   }
   if (seal != null && current != null && seal.seq <= current.seq) throw new UnsignedWriteError(`segment ${segment}: seal ${seal.seq} is not newer than the seal ${current.seq} already held`)
-  const problem = sealProblem(seals.authority, segment, ownerOf(segment), after, digest.rootWith(changes))
+  const problem = sealProblem(seals.authority, segment, ownerOf(segment), after, changes.root())
   if (problem != null) throw new UnsignedWriteError(`segment ${segment}: ${problem}`)
 }
 
@@ -461,17 +465,24 @@ function chainEnd (segment: string, key: string, written: Y.Item | Y.Item[], cur
   const refused = (): UnsignedWriteError => new UnsignedWriteError(`writes to ${JSON.stringify(key).slice(0, 80)} in segment ${segment} do not follow one another from its current entry: only its owner writes there, one transaction after another`)
   // One new item (a key's first write, or one rewrite): no map of origins needed. Most keys of a catch-up.
   if (!Array.isArray(written)) {
-    const it = written
-    const o = it.origin
-    const follows = current == null ? o == null : o != null && o.client === current.id.client && o.clock === current.id.clock + current.length - 1
-    if (it.rightOrigin != null || !follows) throw refused()
-    return it
+    if (written.rightOrigin != null || !follows(written, current)) throw refused()
+    return written
   }
   const items = written
+  // The owner's items of one key come in update order, which is clock order within its client: a
+  // chain is then checked in one pass, with no map (the seal key gets an item per transaction).
+  let prev = current
+  let inOrder = true
+  for (const it of items) {
+    if (it.rightOrigin != null) throw refused()
+    if (inOrder && !follows(it, prev)) inOrder = false
+    prev = it
+  }
+  if (inOrder) return items[items.length - 1]
   const byOrigin = new Map<string, Y.Item>()
   for (const it of items) {
     const k = idKey(it.origin)
-    if (it.rightOrigin != null || byOrigin.has(k)) throw refused()
+    if (byOrigin.has(k)) throw refused()
     byOrigin.set(k, it)
   }
   let end: Y.Item | undefined
@@ -482,6 +493,12 @@ function chainEnd (segment: string, key: string, written: Y.Item | Y.Item[], cur
   }
   if (end == null || count !== items.length) throw refused()
   return end
+}
+
+/** Whether `item`'s origin is the last element of `prev` (or it has none, when `prev` is none): the next link of a chain. */
+function follows (item: Y.Item, prev: Y.Item | undefined): boolean {
+  const o = item.origin
+  return prev == null ? o == null : o != null && o.client === prev.id.client && o.clock === prev.id.clock + prev.length - 1
 }
 
 const lastIdKey = (item: Y.Item): string => `${item.id.client}:${item.id.clock + item.length - 1}`

@@ -61,7 +61,8 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
   'simulations/bench/identity.ts': { script: 'bench:identity', options: { n: '20000' } },
   'simulations/bench/footprint.ts': { script: 'bench:footprint', options: { cli: 'not set', settle: '10s' } },
   'simulations/bench/catchup.ts': { script: 'bench:catchup', options: { sizes: '30000,100000', connections: '32', timeout: '300s' } },
-  'simulations/bench/state.ts': { script: 'bench:state', options: { workers: '100000', connections: '32' } }
+  'simulations/bench/state.ts': { script: 'bench:state', options: { workers: '100000', connections: '32' } },
+  'simulations/bench/seal-apply.ts': { script: 'bench:seal-apply', options: { entries: '5000,10000', owners: '1', base: '200', rounds: '7', seals: 'both', compare: 'not set' } }
 }
 
 interface Run { code: number | null, stdout: string, stderr: string }

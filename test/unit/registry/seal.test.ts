@@ -110,6 +110,23 @@ describe('SegmentDigest', () => {
     expect(new SegmentDigest().rootWith(new Map(live))).toBe(fresh.root())
   })
 
+  it('rootWith() previews every batch of random sets, overwrites and deletes of a populated digest', () => {
+    let seed = 11
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+    const d = new SegmentDigest()
+    for (let i = 0; i < 2000; i++) d.set(`w${i}`, entryLeaf(`w${i}`, 't'))
+    for (let batch = 0; batch < 40; batch++) {
+      const changes = new Map<string, string | null>()
+      for (let k = rand(300); k >= 0; k--) {
+        const id = `w${rand(2600)}`
+        changes.set(id, rand(3) === 0 ? null : entryLeaf(id, `t${rand(4)}`))
+      }
+      const preview = d.rootWith(changes)
+      for (const [id, leaf] of changes) if (leaf == null) d.delete(id); else d.set(id, leaf)
+      expect(d.root()).toBe(preview)
+    }
+  })
+
   it('changes with any entry text, and a moved text under another key is another leaf', () => {
     const x = new SegmentDigest()
     x.set('w1', entryLeaf('w1', 'one'))
@@ -134,6 +151,39 @@ describe('seals', () => {
       expect(keys.authority('b').verify(seal?.signer ?? '', Buffer.from(`capmesh/seal/1\0${key}\0${seal?.seq}\0${seal?.root}`), Buffer.from(seal?.sig ?? '', 'base64'))).toBe(true)
     }
     expect(a.stats().compactions).toBeGreaterThan(0)
+  })
+
+  it('the seals a segment replaces collapse into one deleted item: a delta of 300 registrations carries 300 entries, 2 more structs and one delete range', () => {
+    const { a, b } = mesh()
+    const before = b.encodeStateVector()
+    for (let i = 0; i < 300; i++) a.register(input(`n${i}`))
+    const delta = Y.decodeUpdate(a.encodeDiff(before))
+    // The entries, the replaced seals (one item), the current seal.
+    expect(delta.structs.length).toBe(302)
+    expect([...delta.ds.clients.values()].flat().length).toBe(1)
+    b.applyUpdate(a.encodeDiff(before), Origin.remote)
+    expect(b.get('n299')?.worker_url).toBe('https://127.0.0.1:7000/n299')
+    // Kept that way at the peer too: its whole state holds a's seals as one dead item and the live one.
+    const [, seg] = segmentOf(b.doc, 'a')
+    const sealClient = (seg._map.get(SEAL_KEY) as Y.Item).id.client
+    expect(b.doc.store.clients.get(sealClient)!.filter(s => s instanceof Y.Item && s.parent === seg).length).toBe(2)
+  })
+
+  it('an owner whose seal client id another writer used (a collision) seals on a fresh one, and its peers still accept its writes', () => {
+    const { a, b, c } = mesh()
+    const sealClientOf = (r: Registry): number => (segmentOf(r.doc, 'a')[1]._map.get(SEAL_KEY) as Y.Item).id.client
+    const used = sealClientOf(a)
+    // c writes its own (validly sealed) entries under that client id, and a applies them.
+    c.doc.clientID = used
+    c.register(input('c0'))
+    a.applyUpdate(c.encodeDiff(a.encodeStateVector()), Origin.remote)
+    expect(a.get('c0')).toBeDefined()
+    a.register(input('a9'))
+    expect(sealClientOf(a)).not.toBe(used)
+    for (const peer of [b, c]) {
+      peer.applyUpdate(a.encodeDiff(peer.encodeStateVector()), Origin.remote)
+      expect(peer.get('a9')?.worker_url).toBe('https://127.0.0.1:7000/a9')
+    }
   })
 
   it('a peer applies the owner\'s updates one by one, as gossip delivers them', () => {
@@ -254,6 +304,34 @@ describe('seals', () => {
     expect((segmentOf(doc, 'a')[1]._map.get('a1') as Y.Item).origin).toEqual(item.lastId)
     expectRefused(b, Y.encodeStateAsUpdate(doc, b.encodeStateVector()))
     expect(b.get('a1')?.worker_url).toBe('https://127.0.0.1:7000/rewritten')
+  })
+
+  it('refuses a branch hidden among several writes of one key (the owner\'s chain and the insider\'s, in one update)', () => {
+    const { a, b } = mesh()
+    const doc = insiderCopy(b)
+    const before = b.encodeStateVector()
+    a.register(input('a1', 'https://127.0.0.1:7000/first'))
+    a.register(input('a1', 'https://127.0.0.1:7000/second'))
+    const seg = segmentOf(doc, 'a')[1]
+    seg.set('a1', forged({ worker_id: 'a1', incarnation: 50 }))
+    seg.set('a1', forged({ worker_id: 'a1', incarnation: 51 }))
+    const merged = Y.mergeUpdates([a.encodeDiff(before), Y.encodeStateAsUpdate(doc, before)])
+    expectRefused(b, merged)
+    b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+    expect(b.get('a1')?.worker_url).toBe('https://127.0.0.1:7000/second')
+  })
+
+  it('accepts the owner\'s chain of a key when the update lists its items out of chain order (its Yjs client id changed between writes)', () => {
+    const { a, b } = mesh()
+    const before = b.encodeStateVector()
+    a.register(input('a1', 'https://127.0.0.1:7000/first'))
+    // Yjs writes clients in descending id order: the later writes now come first in the update.
+    a.doc.clientID = a.doc.clientID + 1
+    a.register(input('a1', 'https://127.0.0.1:7000/second'))
+    a.register(input('a2', 'https://127.0.0.1:7000/a2'))
+    expect(b.applyUpdate(a.encodeDiff(before), Origin.remote)).toBe(true)
+    expect(b.get('a1')?.worker_url).toBe('https://127.0.0.1:7000/second')
+    expect(b.get('a2')?.worker_url).toBe('https://127.0.0.1:7000/a2')
   })
 
   it('refuses a segment whose key claims another controller, even sealed by the claimant', () => {

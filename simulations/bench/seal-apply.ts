@@ -1,0 +1,162 @@
+/**
+ * `npm run bench:seal-apply` — what owner-signed segments add to applying a
+ * heal's delta, in one process, with no network.
+ *
+ * Owners (registries sharing one SealDirectory) register `--entries` workers
+ * between them one at a time, as `/register` does (one transaction, so one
+ * reseal, each); a receiver that already held their state from before
+ * (`--base` workers) gets the delta a peer would send it after a heal
+ * (encodeDiff against its state vector). Timed: validate alone, then
+ * validate + apply (ControllerCore: registry, view, routing index), each into
+ * a fresh receiver, seals on and off alternating, `--rounds` rounds; medians.
+ *
+ * `--compare DIR` loads the same code from another checkout (a `git worktree`
+ * of an older commit, with node_modules linked) and alternates it with this
+ * one round by round, so before/after come from one process on one machine
+ * state.
+ *
+ *   npm run bench:seal-apply
+ *   npm run bench:seal-apply -- --entries 5000,10000 --owners 4 --compare /tmp/old
+ */
+import { loadavg } from 'node:os'
+import { resolve } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import * as Y from 'yjs'
+import { scriptArgs } from '../args.ts'
+import { ed25519VerifiesPerSecond } from './machine.ts'
+
+const { values } = scriptArgs({
+  script: 'bench:seal-apply',
+  summary: `Checking and applying a heal's delta into a replica in one process, owner-signed segments
+on and off (and, with --compare, against another checkout), medians of alternating rounds.`,
+  options: {
+    entries: { type: 'string', value: 'N[,N]', default: '5000,10000', description: 'workers in the delta (registered one at a time)' },
+    owners: { type: 'string', value: 'N', default: '1', description: 'controllers that registered them (a heal at N = 8: 4 per side)' },
+    base: { type: 'string', value: 'N', default: '200', description: 'workers the receiver already holds, in the same segments' },
+    rounds: { type: 'string', value: 'N', default: '7', description: 'rounds, each timing every variant once' },
+    seals: { type: 'string', value: 'on|off|both', default: 'both', description: 'owner-signed segments on, off, or both alternating' },
+    compare: { type: 'string', value: 'DIR', description: 'another checkout of capmesh to time beside this one, alternating' }
+  }
+})
+const SIZES = values.entries.split(',').map(Number)
+const OWNERS = Number(values.owners)
+const BASE = Number(values.base)
+const ROUNDS = Number(values.rounds)
+if (SIZES.some(n => !Number.isInteger(n) || n < 1)) throw new Error(`--entries: "${values.entries}" is not a list of positive integers`)
+if (![OWNERS, ROUNDS].every(n => Number.isInteger(n) && n >= 1) || !Number.isInteger(BASE) || BASE < 0) throw new Error('--owners, --rounds: positive integers; --base: an integer ≥ 0')
+if (!['on', 'off', 'both'].includes(values.seals)) throw new Error(`--seals: expected on, off or both, got ${values.seals}`)
+const SEALS: boolean[] = values.seals === 'both' ? [false, true] : [values.seals === 'on']
+
+/** What the bench needs from a checkout: its core, registry and seal directory. */
+interface Code {
+  label: string
+  ControllerCore: typeof import('../../src/core/index.ts').ControllerCore
+  SealDirectory: typeof import('../../src/registry/index.ts').SealDirectory
+  Origin: typeof import('../../src/registry/index.ts').Origin
+}
+
+async function load (label: string, dir: string): Promise<Code> {
+  const core = await import(resolve(dir, 'src/core/index.ts')) as typeof import('../../src/core/index.ts')
+  const registry = await import(resolve(dir, 'src/registry/index.ts')) as typeof import('../../src/registry/index.ts')
+  return { label, ControllerCore: core.ControllerCore, SealDirectory: registry.SealDirectory, Origin: registry.Origin }
+}
+
+const CORE_TIMES = { heartbeatIntervalMs: 30_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 1000, digestKeepaliveMs: 15_000 }
+const cap = (name: string): any => ({ name, verb: 'run', version: '1.0.0', input_schema: {}, output_schema: {}, requires_gpu: false, max_concurrency: 4 })
+
+/** A heal's delta built with `code`: the receiver's state before it, and the delta. */
+interface Scenario {
+  code: Code
+  sealed: boolean
+  dir: InstanceType<Code['SealDirectory']>
+  before: Uint8Array
+  delta: Uint8Array
+  expect: number
+  /** Structs and delete ranges in the delta. */
+  shape: string
+}
+
+function scenario (code: Code, sealed: boolean, entries: number): Scenario {
+  const dir = new code.SealDirectory()
+  const owners = Array.from({ length: OWNERS }, (_, i) => new code.ControllerCore({ controllerId: `owner-${i}`, seals: sealed ? dir.authority(`owner-${i}`) : false, ...CORE_TIMES }))
+  const reg = (k: number, tag: string): void => {
+    const o = owners[k % OWNERS]
+    o.registry.register({ worker_id: `${tag}-${k}`, worker_url: `https://10.0.${(k >> 8) & 255}.${k & 255}:8443/`, capabilities: [cap(`cap-${k % 100}`)] })
+  }
+  for (let k = 0; k < BASE; k++) reg(k, 'base')
+  // The receiver's state before: what every owner had written by then.
+  const probe = receiver(code, dir, sealed)
+  for (const o of owners) probe.registry.applyUpdate(o.registry.encodeState(), code.Origin.remote)
+  const before = probe.registry.encodeState()
+  for (let k = 0; k < entries; k++) reg(k, 'heal')
+  // One peer holding all of the other half, as after the heal's first exchanges.
+  const peer = receiver(code, dir, sealed)
+  for (const o of owners) peer.registry.applyUpdate(o.registry.encodeState(), code.Origin.remote)
+  const delta = peer.registry.encodeDiff(probe.registry.encodeStateVector())
+  const decoded = Y.decodeUpdate(delta)
+  const ranges = [...decoded.ds.clients.values()].reduce((n, r) => n + r.length, 0)
+  return { code, sealed, dir, before, delta, expect: BASE + entries, shape: `${decoded.structs.length} / ${ranges}` }
+}
+
+let receivers = 0
+function receiver (code: Code, dir: Scenario['dir'], sealed: boolean): InstanceType<Code['ControllerCore']> {
+  const id = `probe-${receivers++}`
+  // It trusts the owners' seals (it writes nothing).
+  return new code.ControllerCore({ controllerId: id, seals: sealed ? dir.authority(id) : false, ...CORE_TIMES })
+}
+
+/** Wall and CPU time of `fn` (CPU: this process's user + system, so time spent waiting for a core on a loaded machine is not counted). */
+function timed (fn: () => void): { wall: number, cpu: number } {
+  const c0 = process.cpuUsage()
+  const t0 = performance.now()
+  fn()
+  const wall = performance.now() - t0
+  const c = process.cpuUsage(c0)
+  return { wall, cpu: (c.user + c.system) / 1000 }
+}
+
+/** One timing: validate alone and validate + apply, each into a fresh receiver holding `before`. */
+function once (s: Scenario): { validate: { wall: number, cpu: number }, apply: { wall: number, cpu: number } } {
+  const a = receiver(s.code, s.dir, s.sealed)
+  a.registry.applyUpdate(s.before, s.code.Origin.remote)
+  const validate = timed(() => { a.registry.validate(s.delta, s.code.Origin.remote) })
+  const b = receiver(s.code, s.dir, s.sealed)
+  b.registry.applyUpdate(s.before, s.code.Origin.remote)
+  const apply = timed(() => { b.registry.applyUpdate(s.delta, s.code.Origin.remote) })
+  if (b.registry.size !== s.expect) throw new Error(`${s.code.label}: ${b.registry.size} workers after the apply, expected ${s.expect}`)
+  return { validate, apply }
+}
+
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2 }
+const ms = (x: number): string => `${x.toFixed(1)} ms`
+
+const codes = [await load('this checkout', resolve(import.meta.dirname, '../..'))]
+if (values.compare != null) codes.push(await load(`--compare ${values.compare}`, values.compare))
+
+console.log(`bench:seal-apply  ${new Date().toISOString()}  load ${loadavg().map(l => l.toFixed(2)).join(' ')}  ${ed25519VerifiesPerSecond()} Ed25519 verifies/s  owners ${OWNERS}, base ${BASE}, ${ROUNDS} rounds`)
+for (const entries of SIZES) {
+  const scenarios = codes.flatMap(code => SEALS.map(sealed => scenario(code, sealed, entries)))
+  const times = scenarios.map(() => ({ validate: [] as number[], apply: [] as number[], validateCpu: [] as number[], applyCpu: [] as number[] }))
+  // Warm-up round, untimed: JIT and first-use costs land on no variant.
+  for (const s of scenarios) once(s)
+  for (let r = 0; r < ROUNDS; r++) {
+    // Alternate the order too, so no variant always runs right after the same one.
+    const order = scenarios.map((_, i) => i)
+    if (r % 2 === 1) order.reverse()
+    for (const i of order) {
+      const t = once(scenarios[i])
+      times[i].validate.push(t.validate.wall)
+      times[i].apply.push(t.apply.wall)
+      times[i].validateCpu.push(t.validate.cpu)
+      times[i].applyCpu.push(t.apply.cpu)
+    }
+  }
+  console.log(`\n${entries} entries from ${OWNERS} owner(s); medians of ${ROUNDS}, CPU time (wall time)`)
+  console.log('| code | seals | delta | structs / delete ranges | validate alone | validate + apply | min–max of validate + apply, CPU |')
+  console.log('|---|---|---|---|---|---|---|')
+  scenarios.forEach((s, i) => {
+    const t = times[i]
+    console.log(`| ${s.code.label} | ${s.sealed ? 'on' : 'off'} | ${(s.delta.length / 1e6).toFixed(2)} MB | ${s.shape} | ${ms(median(t.validateCpu))} (${ms(median(t.validate))}) | ${ms(median(t.applyCpu))} (${ms(median(t.apply))}) | ${ms(Math.min(...t.applyCpu))}–${ms(Math.max(...t.applyCpu))} |`)
+  })
+}
+console.log(`\nload after: ${loadavg().map(l => l.toFixed(2)).join(' ')}`)
