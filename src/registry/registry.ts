@@ -275,14 +275,17 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /**
    * Removes a worker. Its own entries are deleted; if another segment still
-   * holds an entry for it (a stale attachment elsewhere) a tombstone is left
-   * so that entry cannot win again. Returns false when the worker is unknown.
+   * holds an entry for it (a stale attachment elsewhere), or may (the worker
+   * attached somewhere before: incarnation above 1, and that owner's segment
+   * may be one this controller dropped or never received), a tombstone is
+   * left so that entry cannot win again. Returns false when the worker is
+   * unknown.
    */
   deregister (workerId: string): boolean {
     const locs = this.where(workerId)
     if (locs.length === 0) return false
     const known = this.view.has(workerId)
-    const foreign = locs.some(k => ownerOf(k) !== this.controllerId)
+    const foreign = locs.some(k => ownerOf(k) !== this.controllerId) || this.maxIncarnation(workerId) > 1
     this.transact(() => {
       for (const key of locs) {
         if (ownerOf(key) !== this.controllerId) continue
@@ -601,7 +604,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         const best = this.bestOwnEntry(id, from)
         if (best == null) continue
         if (isTombstone(best)) {
-          if (best.deleted_at >= cutoff && this.hasForeignEntry(id)) out.push(best)
+          if (this.tombstoneGuards(best, cutoff)) out.push(best)
         } else if (sameRecord(this.view.get(id), best)) {
           out.push(best)
         }
@@ -618,6 +621,17 @@ export class Registry extends EventEmitter<RegistryEvents> {
       if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
     }
     return best
+  }
+
+  /**
+   * Whether a tombstone still has an entry to hide: it is younger than the
+   * tombstone TTL, and another owner holds an entry of the worker, or may
+   * (incarnation above 1: it attached elsewhere before, in a segment this
+   * controller may have dropped while that owner was cut off, and which
+   * comes back when it is heard again).
+   */
+  private tombstoneGuards (t: Tombstone, cutoff = this.now() - this.tombstoneTtlMs): boolean {
+    return t.deleted_at >= cutoff && (t.incarnation > 1 || this.hasForeignEntry(t.worker_id))
   }
 
   private hasForeignEntry (workerId: string): boolean {
@@ -766,9 +780,11 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private queueRepublish (lost: Map<string, Entry>): void {
     queueMicrotask(() => {
       // Only what would still win: not what a tombstone or a newer attachment has since superseded.
+      // Tombstones too, while they guard against an older entry: without them a deregistration made
+      // during a partition was lost with the dropped segment, and the older owner's entry came back.
       const back = [...lost.values()].filter(e => {
         const win = this.winner(e.worker_id)
-        return !isTombstone(e) && (win == null || compareEntries(e, win) > 0)
+        return (win == null || compareEntries(e, win) > 0) && (!isTombstone(e) || this.tombstoneGuards(e))
       })
       if (back.length === 0) return
       this.transact(() => {
