@@ -70,7 +70,7 @@ for (const name of scenarios) {
     }
   }
 }
-const cell = (ms: number | null, ok: boolean | null): string => ok == null ? '—' : ok ? `${ms} ms` : `not converged (${ms} ms)`
+const cell = (ms: number | null, ok: boolean | null): string => ok == null ? '—' : ok ? `${ms} ms` : 'not converged'
 console.log('\n| scenario | seed | checkpoint | loopback | netns |\n|---|---|---|---|---|')
 for (const r of rows) console.log(`| ${r.scenario} | ${r.seed} | ${r.checkpoint} | ${cell(r.loopback_ms, r.loopback_converged)} | ${cell(r.netns_ms, r.netns_converged)} |`)
 writeFileSync(join(values.out, 'summary.json'), JSON.stringify({ nodes: Number(values.nodes), workers: Number(values.workers), ed25519_verifies_per_s: verifies, runs, checkpoints: rows }, null, 2) + '\n')
