@@ -167,6 +167,15 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /** Own segments replayed from the data dir: the only ones whose entries a new generation carries over. */
   private readonly loadedOwn = new Set<string>()
   private ownSegment: string | null = null
+  /**
+   * Workers whose entry here superseded another owner's (they failed over to
+   * this controller): their deregistration leaves a tombstone even once that
+   * owner's segment is no longer held here (dropped while it was cut off,
+   * and put back when it is heard again). In memory: a restart forgets it.
+   */
+  private readonly movedHere = new Set<string>()
+  /** Workers this controller wrote a tombstone for: kept through compaction and put back after a drop, for the tombstone TTL. */
+  private readonly guarded = new Set<string>()
   private ownGarbage = 0
   private compactions = 0
   private cleanupQueued = false
@@ -237,12 +246,17 @@ export class Registry extends EventEmitter<RegistryEvents> {
   registerMany (inputs: readonly RegisterInput[]): WorkerRecord[] {
     if (inputs.length === 0) return []
     const now = this.now()
+    const moved: string[] = []
     const records = inputs.map(input => {
+      const known = this.maxIncarnation(input.worker_id)
+      // Attached elsewhere before: an entry of another owner is here, or the worker names an
+      // incarnation above any known here (its old owner's segment may have been dropped).
+      if (this.hasForeignEntry(input.worker_id) || (input.incarnation ?? 0) > known + 1) moved.push(input.worker_id)
       const record: WorkerRecord = {
         worker_id: input.worker_id,
         worker_url: input.worker_url,
         capabilities: input.capabilities,
-        incarnation: Math.max(input.incarnation ?? 0, this.maxIncarnation(input.worker_id) + 1),
+        incarnation: Math.max(input.incarnation ?? 0, known + 1),
         owner: this.controllerId,
         registered_at: now
       }
@@ -250,6 +264,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
       return record
     })
     if (new Set(records.map(r => r.worker_id)).size !== records.length) throw new TypeError('registerMany: a worker id occurs twice')
+    for (const id of moved) this.movedHere.add(id)
+    for (const r of records) this.guarded.delete(r.worker_id)
     this.transact(() => {
       const seg = this.ownSegmentMap()
       for (const record of records) {
@@ -276,16 +292,17 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /**
    * Removes a worker. Its own entries are deleted; if another segment still
    * holds an entry for it (a stale attachment elsewhere), or may (the worker
-   * attached somewhere before: incarnation above 1, and that owner's segment
-   * may be one this controller dropped or never received), a tombstone is
-   * left so that entry cannot win again. Returns false when the worker is
-   * unknown.
+   * failed over to this controller, and its old owner's segment may be one
+   * this controller dropped), a tombstone is left so that entry cannot win
+   * again. Returns false when the worker is unknown.
    */
   deregister (workerId: string): boolean {
     const locs = this.where(workerId)
     if (locs.length === 0) return false
     const known = this.view.has(workerId)
-    const foreign = locs.some(k => ownerOf(k) !== this.controllerId) || this.maxIncarnation(workerId) > 1
+    const foreign = locs.some(k => ownerOf(k) !== this.controllerId) || this.movedHere.has(workerId)
+    this.movedHere.delete(workerId)
+    if (foreign) this.guarded.add(workerId)
     this.transact(() => {
       for (const key of locs) {
         if (ownerOf(key) !== this.controllerId) continue
@@ -626,12 +643,16 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /**
    * Whether a tombstone still has an entry to hide: it is younger than the
    * tombstone TTL, and another owner holds an entry of the worker, or may
-   * (incarnation above 1: it attached elsewhere before, in a segment this
-   * controller may have dropped while that owner was cut off, and which
-   * comes back when it is heard again).
+   * (this controller wrote it for a worker that had failed over here: the
+   * old owner's segment may have been dropped here while that owner was cut
+   * off, and comes back when it is heard again).
    */
   private tombstoneGuards (t: Tombstone, cutoff = this.now() - this.tombstoneTtlMs): boolean {
-    return t.deleted_at >= cutoff && (t.incarnation > 1 || this.hasForeignEntry(t.worker_id))
+    if (t.deleted_at < cutoff) {
+      this.guarded.delete(t.worker_id)
+      return false
+    }
+    return (t.owner === this.controllerId && this.guarded.has(t.worker_id)) || this.hasForeignEntry(t.worker_id)
   }
 
   private hasForeignEntry (workerId: string): boolean {
@@ -714,6 +735,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         }
       }
       if (stale.length === 0) return
+      for (const [, id] of stale) this.movedHere.delete(id)
       this.transact(() => {
         for (const [key, id] of stale) {
           const seg = this.root.get(key)
