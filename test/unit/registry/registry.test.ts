@@ -234,6 +234,26 @@ describe('Registry', () => {
       expect(b.get('other')).toMatchObject({ owner: 'a' })
     })
 
+    it('a worker that names a higher incarnation than known here leaves a tombstone when it leaves; plain churn leaves none', async () => {
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
+      a.register(input('w'))
+      // b never saw a's entry (cut off from the start): w fails over to b saying it was at incarnation 1.
+      expect(b.register({ ...input('w'), incarnation: 2 })).toMatchObject({ owner: 'b', incarnation: 2 })
+      expect(b.deregister('w')).toBe(true)
+      // A worker registered and deregistered twice at one controller, never anywhere else: no tombstone.
+      for (let i = 0; i < 2; i++) {
+        b.register(input('local'))
+        b.deregister('local')
+      }
+      await syncAll([a, b])
+      expectConverged([a, b])
+      expect(a.get('w')).toBeUndefined()
+      const tombstones = [...b.doc.getMap(ROOT).values()].flatMap(seg => [...(seg as Y.Map<unknown>).values()])
+        .filter(v => typeof v === 'string' && (JSON.parse(v) as { tombstone?: boolean }).tombstone === true)
+      expect(tombstones).toHaveLength(1)
+    })
+
     it('a tombstone in a dropped segment is put back with the live entries while it still hides an older entry', async () => {
       const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
       const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
