@@ -9,8 +9,9 @@
  *
  * A worker of an `alive` member has the state its member reports; of an
  * `unknown` member it is `pending`; of a `silent` or `gone` member it is
- * `unhealthy` (not routed to). What to do with a gone member's entries is
- * the core's decision, not this table's.
+ * `unhealthy` (not routed to), and it stays so once the member is heard
+ * again, until a complete word from it says otherwise. What to do with a
+ * gone member's entries is the core's decision, not this table's.
  */
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
@@ -51,6 +52,12 @@ export interface Member {
    * worker died meanwhile).
    */
   current: boolean
+  /**
+   * It went silent (or gone) since its last complete word: this controller
+   * judged it unreachable. Until a new word, its workers are `unhealthy`,
+   * not `pending`: any of them may have died while it was cut off.
+   */
+  doubted: boolean
 }
 
 export interface MemberTableInit {
@@ -97,7 +104,7 @@ export class MemberTable extends EventEmitter<MemberTableEvents> {
   know (controllerId: string): Member {
     let m = this.members.get(controllerId)
     if (m == null) {
-      m = { status: 'unknown', peerId: null, since: this.now(), lastHeard: null, epoch: null, seq: -1, parts: [], registryHash: null, hashAt: -Infinity, selfPreservation: false, current: false }
+      m = { status: 'unknown', peerId: null, since: this.now(), lastHeard: null, epoch: null, seq: -1, parts: [], registryHash: null, hashAt: -Infinity, selfPreservation: false, current: false, doubted: false }
       this.members.set(controllerId, m)
     }
     return m
@@ -155,6 +162,7 @@ export class MemberTable extends EventEmitter<MemberTableEvents> {
     m.parts[index] = part
     // Current once every part is in: set before `heard`, so that a member coming alive is re-routed by it.
     m.current = m.parts.every(p => p != null)
+    if (m.current) m.doubted = false
     this.heard(controllerId, peerId)
     // Coming alive re-routed all its workers already (`status`).
     if (!wasAlive) return
@@ -175,10 +183,13 @@ export class MemberTable extends EventEmitter<MemberTableEvents> {
     if (m == null || m.status === 'unknown') return 'pending'
     if (m.status !== 'alive') return 'unhealthy'
     // Heard from (a sync, a registry update) but no complete word since it was last silent or
-    // unknown (this controller just started, or a partition just healed): the member is alive, but
-    // which of its workers are is not known. Not `healthy`: a worker that died meanwhile would be
-    // routed to until the digest came.
-    if (!m.current) return 'pending'
+    // unknown: the member is alive, but which of its workers are is not known. Not `healthy`: a
+    // worker that died meanwhile would be routed to until the digest came. Never heard from since
+    // this controller started (restored from its data dir): `pending`, a last resort. Judged
+    // unreachable before (a partition just healed): `unhealthy`, as while it was cut off. Its
+    // workers died there unseen, and after a heal over a lossy network its first digest can be
+    // seconds behind the first sync or relayed message (a dial waiting out SYN retransmissions).
+    if (!m.current) return m.doubted ? 'unhealthy' : 'pending'
     return m.parts[partOf(workerId, m.parts.length)]?.exceptions.get(workerId) ?? 'healthy'
   }
 
@@ -209,6 +220,7 @@ export class MemberTable extends EventEmitter<MemberTableEvents> {
     const from = m.status
     m.status = to
     if (to !== 'alive') m.current = false
+    if (to === 'silent' || to === 'gone') m.doubted = true
     this.emit('status', controllerId, from, to)
   }
 }

@@ -178,6 +178,15 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /** Own segments replayed from the data dir: the only ones whose entries a new generation carries over. */
   private readonly loadedOwn = new Set<string>()
   private ownSegment: string | null = null
+  /**
+   * Workers whose entry here superseded another owner's (they failed over to
+   * this controller): their deregistration leaves a tombstone even once that
+   * owner's segment is no longer held here (dropped while it was cut off,
+   * and put back when it is heard again). In memory: a restart forgets it.
+   */
+  private readonly movedHere = new Set<string>()
+  /** Workers this controller wrote a tombstone for: kept through compaction and put back after a drop, for the tombstone TTL. */
+  private readonly guarded = new Set<string>()
   private ownGarbage = 0
   private compactions = 0
   private cleanupQueued = false
@@ -248,12 +257,17 @@ export class Registry extends EventEmitter<RegistryEvents> {
   registerMany (inputs: readonly RegisterInput[]): WorkerRecord[] {
     if (inputs.length === 0) return []
     const now = this.now()
+    const moved: string[] = []
     const records = inputs.map(input => {
+      const known = this.maxIncarnation(input.worker_id)
+      // Attached elsewhere before: an entry of another owner is here, or the worker names an
+      // incarnation above any known here (its old owner's segment may have been dropped).
+      if (this.hasForeignEntry(input.worker_id) || (input.incarnation ?? 0) > known + 1) moved.push(input.worker_id)
       const record: WorkerRecord = {
         worker_id: input.worker_id,
         worker_url: input.worker_url,
         capabilities: input.capabilities,
-        incarnation: Math.max(input.incarnation ?? 0, this.maxIncarnation(input.worker_id) + 1),
+        incarnation: Math.max(input.incarnation ?? 0, known + 1),
         owner: this.controllerId,
         registered_at: now
       }
@@ -261,6 +275,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
       return record
     })
     if (new Set(records.map(r => r.worker_id)).size !== records.length) throw new TypeError('registerMany: a worker id occurs twice')
+    for (const id of moved) this.movedHere.add(id)
+    for (const r of records) this.guarded.delete(r.worker_id)
     this.transact(() => {
       const seg = this.ownSegmentMap()
       for (const record of records) {
@@ -286,14 +302,18 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /**
    * Removes a worker. Its own entries are deleted; if another segment still
-   * holds an entry for it (a stale attachment elsewhere) a tombstone is left
-   * so that entry cannot win again. Returns false when the worker is unknown.
+   * holds an entry for it (a stale attachment elsewhere), or may (the worker
+   * failed over to this controller, and its old owner's segment may be one
+   * this controller dropped), a tombstone is left so that entry cannot win
+   * again. Returns false when the worker is unknown.
    */
   deregister (workerId: string): boolean {
     const locs = this.where(workerId)
     if (locs.length === 0) return false
     const known = this.view.has(workerId)
-    const foreign = locs.some(k => ownerOf(k) !== this.controllerId)
+    const foreign = locs.some(k => ownerOf(k) !== this.controllerId) || this.movedHere.has(workerId)
+    this.movedHere.delete(workerId)
+    if (foreign) this.guarded.add(workerId)
     this.transact(() => {
       for (const key of locs) {
         if (ownerOf(key) !== this.controllerId) continue
@@ -630,7 +650,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         const best = this.bestOwnEntry(id, from)
         if (best == null) continue
         if (isTombstone(best)) {
-          if (best.deleted_at >= cutoff && this.hasForeignEntry(id)) out.push(best)
+          if (this.tombstoneGuards(best, cutoff)) out.push(best)
         } else if (sameRecord(this.view.get(id), best)) {
           out.push(best)
         }
@@ -647,6 +667,21 @@ export class Registry extends EventEmitter<RegistryEvents> {
       if (e != null && (best == null || compareEntries(e, best) > 0)) best = e
     }
     return best
+  }
+
+  /**
+   * Whether a tombstone still has an entry to hide: it is younger than the
+   * tombstone TTL, and another owner holds an entry of the worker, or may
+   * (this controller wrote it for a worker that had failed over here: the
+   * old owner's segment may have been dropped here while that owner was cut
+   * off, and comes back when it is heard again).
+   */
+  private tombstoneGuards (t: Tombstone, cutoff = this.now() - this.tombstoneTtlMs): boolean {
+    if (t.deleted_at < cutoff) {
+      this.guarded.delete(t.worker_id)
+      return false
+    }
+    return (t.owner === this.controllerId && this.guarded.has(t.worker_id)) || this.hasForeignEntry(t.worker_id)
   }
 
   private hasForeignEntry (workerId: string): boolean {
@@ -729,6 +764,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         }
       }
       if (stale.length === 0) return
+      for (const [, id] of stale) this.movedHere.delete(id)
       this.transact(() => {
         for (const [key, id] of stale) {
           const seg = this.root.get(key)
@@ -795,9 +831,11 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private queueRepublish (lost: Map<string, Entry>): void {
     queueMicrotask(() => {
       // Only what would still win: not what a tombstone or a newer attachment has since superseded.
+      // Tombstones too, while they guard against an older entry: without them a deregistration made
+      // during a partition was lost with the dropped segment, and the older owner's entry came back.
       const back = [...lost.values()].filter(e => {
         const win = this.winner(e.worker_id)
-        return !isTombstone(e) && (win == null || compareEntries(e, win) > 0)
+        return (win == null || compareEntries(e, win) > 0) && (!isTombstone(e) || this.tombstoneGuards(e))
       })
       if (back.length === 0) return
       this.transact(() => {

@@ -27,7 +27,7 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
     options: {
       workers: '10000', capabilities: '100', duration: '10s', warmup: '2s', rounds: '3', connections: '32', pipelining: '1', requests: '5000000',
       'router-workers': '100000', 'decision-time': '300ms', 'skip-http': 'off', 'skip-decision': 'off', only: 'not set', tls: 'mutual,plain',
-      'new-connections': '200', 'load-generator': 'off'
+      'new-connections': '200', otlp: 'off', limits: 'on', 'load-generator': 'off'
     }
   },
   'simulations/bench/register.ts': {
@@ -62,7 +62,11 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
   'simulations/bench/footprint.ts': { script: 'bench:footprint', options: { cli: 'not set', settle: '10s' } },
   'simulations/bench/catchup.ts': { script: 'bench:catchup', options: { sizes: '30000,100000', connections: '32', timeout: '300s' } },
   'simulations/bench/state.ts': { script: 'bench:state', options: { workers: '100000', connections: '32' } },
-  'simulations/bench/seal-apply.ts': { script: 'bench:seal-apply', options: { entries: '5000,10000', owners: '1', base: '200', rounds: '7', seals: 'both', compare: 'not set' } }
+  'simulations/bench/seal-apply.ts': { script: 'bench:seal-apply', options: { entries: '5000,10000', owners: '1', base: '200', rounds: '7', seals: 'both', compare: 'not set' } },
+  'simulations/bench/net-modes.ts': {
+    script: 'bench:net-modes',
+    options: { scenarios: 'controller-crash-failover,partition-heal,flapping-partition,black-hole', seeds: '1,2', nodes: '5', workers: '100', out: 'reports/net-modes' }
+  }
 }
 
 interface Run { code: number | null, stdout: string, stderr: string }

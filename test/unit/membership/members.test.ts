@@ -36,18 +36,48 @@ describe('MemberTable', () => {
     advance(3000)
     expect(t.get('b')?.status).toBe('silent')
     expect(t.stateOf('b', 'w1')).toBe('unhealthy')
-    // Back (a partition healed): heard by sync before any digest. w1 may have died meanwhile.
+    // Back (a partition healed): heard by sync before any digest. w1 may have died meanwhile, and
+    // b was judged unreachable: not even a last resort until b says so.
     t.heard('b')
-    expect(t.stateOf('b', 'w1')).toBe('pending')
+    expect(t.get('b')?.status).toBe('alive')
+    expect(t.stateOf('b', 'w1')).toBe('unhealthy')
     // A digest delayed from before the silence is not a fresh word.
     const old = { ...digest(), seq: 1 }
     t.digest('b', old)
-    expect(t.stateOf('b', 'w1')).toBe('pending')
-    // b's new word: w1 is gone unhealthy.
+    expect(t.stateOf('b', 'w1')).toBe('unhealthy')
+    // b's new word: w1 is gone unhealthy, w2 healthy.
     events.length = 0
     t.digest('b', digest([['w1', 'u']]))
     expect(t.stateOf('b', 'w1')).toBe('unhealthy')
+    expect(t.stateOf('b', 'w2')).toBe('healthy')
     expect(events).toEqual(['word b'])
+  })
+
+  it('keeps a gone owner\'s workers unroutable when it is heard again, until its word', () => {
+    const { t, advance } = tracker()
+    t.digest('b', digest())
+    advance(3000)
+    advance(3000)
+    expect(t.get('b')?.status).toBe('gone')
+    t.heard('b')
+    expect(t.stateOf('b', 'w1')).toBe('unhealthy')
+    t.digest('b', digest())
+    expect(t.stateOf('b', 'w1')).toBe('healthy')
+    // Silent again later: the next return waits for a word again.
+    advance(3000)
+    t.heard('b')
+    expect(t.stateOf('b', 'w1')).toBe('unhealthy')
+  })
+
+  it('routes an owner never heard from within the stale window as unhealthy once heard, until its word', () => {
+    const { t, advance } = tracker()
+    t.know('b')
+    advance(6000)
+    expect(t.get('b')?.status).toBe('gone')
+    t.heard('b')
+    expect(t.stateOf('b', 'w1')).toBe('unhealthy')
+    t.digest('b', digest())
+    expect(t.stateOf('b', 'w1')).toBe('healthy')
   })
 
   it('applies later digests as changes of single workers', () => {

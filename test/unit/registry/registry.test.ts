@@ -216,6 +216,63 @@ describe('Registry', () => {
       expect(b.size).toBe(6)
     })
 
+    it('a failed-over worker deregistered where its older entry was dropped leaves a tombstone: the entry put back after the heal stays hidden', async () => {
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
+      a.register(input('w'))
+      a.register(input('other'))
+      await syncAll([a, b])
+      // Cut off from a: w fails over to b, b drops a's segment (a gone), then w leaves at b.
+      expect(b.adopt('w')).toMatchObject({ owner: 'b', incarnation: 2 })
+      expect(b.dropOwner('a')).toBe(1)
+      expect(b.deregister('w')).toBe(true)
+      // The heal: a puts its dropped segment back, w's incarnation-1 entry in it.
+      await syncAll([a, b])
+      expectConverged([a, b])
+      expect(a.get('w')).toBeUndefined()
+      expect(b.get('w')).toBeUndefined()
+      expect(b.get('other')).toMatchObject({ owner: 'a' })
+    })
+
+    it('a worker that names a higher incarnation than known here leaves a tombstone when it leaves; plain churn leaves none', async () => {
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
+      a.register(input('w'))
+      // b never saw a's entry (cut off from the start): w fails over to b saying it was at incarnation 1.
+      expect(b.register({ ...input('w'), incarnation: 2 })).toMatchObject({ owner: 'b', incarnation: 2 })
+      expect(b.deregister('w')).toBe(true)
+      // A worker registered and deregistered twice at one controller, never anywhere else: no tombstone.
+      for (let i = 0; i < 2; i++) {
+        b.register(input('local'))
+        b.deregister('local')
+      }
+      await syncAll([a, b])
+      expectConverged([a, b])
+      expect(a.get('w')).toBeUndefined()
+      const tombstones = [...b.doc.getMap(ROOT).values()].flatMap(seg => [...(seg as Y.Map<unknown>).values()])
+        .filter(v => typeof v === 'string' && (JSON.parse(v) as { tombstone?: boolean }).tombstone === true)
+      expect(tombstones).toHaveLength(1)
+    })
+
+    it('a tombstone in a dropped segment is put back with the live entries while it still hides an older entry', async () => {
+      const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+      const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
+      const c = new Registry({ seals: keys.authority('c'), controllerId: 'c' })
+      a.register(input('w'))
+      c.register(input('mine'))
+      await syncAll([a, b, c])
+      // {a, b} | {c}: w fails over to c and leaves there (a tombstone over a's entry); b drops c's segment.
+      expect(c.adopt('w')).toMatchObject({ owner: 'c', incarnation: 2 })
+      expect(c.deregister('w')).toBe(true)
+      expect(b.dropOwner('c')).toBe(1)
+      await syncAll([a, b])
+      // The heal: c puts back 'mine' and the tombstone; a's older entry of w stays hidden everywhere.
+      await syncAll([a, b, c])
+      expectConverged([a, b, c])
+      for (const r of [a, b, c]) expect(r.get('w')).toBeUndefined()
+      expect(a.get('mine')).toMatchObject({ owner: 'c' })
+    })
+
     it('a seeded random network converges after arbitrary loss, failovers, deregistrations and compactions', async () => {
       let seed = 7
       const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
