@@ -131,6 +131,11 @@ export async function eventually<T> (check: () => T | Promise<T>, what: string, 
   throw new Error(`timed out waiting for ${what}${last != null ? `: ${String(last)}` : ''}`)
 }
 
+/** Waits until `x` and `y` are (yes) or are not (no) connected to each other, both ways. */
+export async function connected (x: Controller, y: Controller, yes: boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  await eventually(() => x.p2p.connectedPeers().includes(y.p2p.peerId) === yes && y.p2p.connectedPeers().includes(x.p2p.peerId) === yes, what, timeoutMs)
+}
+
 /**
  * A TCP port free on 127.0.0.1 right now, for a controller a test restarts
  * on the same port. Picked below Linux's ephemeral range (32768-60999): a

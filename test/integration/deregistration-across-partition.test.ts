@@ -15,7 +15,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Controller } from '../../src/controller/index.ts'
-import { capability, eventually, faultsOf, testBed, type TestBed } from '../helpers/controllers.ts'
+import { capability, connected, eventually, faultsOf, testBed, type TestBed } from '../helpers/controllers.ts'
 
 let bed: TestBed
 let beat: NodeJS.Timeout | null = null
@@ -30,10 +30,6 @@ afterEach(async () => {
 const post = async (base: string, path: string, body: unknown) => await bed.client.json('POST', base + path, body)
 const route = async (c: Controller, cap: string) => await post(c.url, '/route', { verb: 'invoke', capability: cap })
 const body = (id: string, incarnation?: number) => ({ worker_id: id, worker_url: `https://127.0.0.1:7000/${id}`, capabilities: [capability(`cap-${id}`)], ...(incarnation != null ? { incarnation } : {}) })
-
-async function connected (x: Controller, y: Controller, yes: boolean, what: string): Promise<void> {
-  await eventually(() => x.p2p.connectedPeers().includes(y.p2p.peerId) === yes && y.p2p.connectedPeers().includes(x.p2p.peerId) === yes, what, 15_000)
-}
 
 describe('a deregistration made during a partition', () => {
   it('still wins after the heal over the older entry its old owner puts back', async () => {
