@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+// Builds the `capmesh` command line into plain JavaScript: dist/capmesh.mjs (ESM, Node 22) and
+// the chunks its lazily loaded commands import, with source maps naming src/ files. Run by
+// `npm install` (prepare), `npm start`, `npm test` and `npm run build`; bin/capmesh.js runs it
+// when it is fresh and the TypeScript sources otherwise (see dist/inputs.json below).
+//
+//   node bin/build.js [--outdir DIR]
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { dirname, join, relative, resolve } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+/** Written last: every source file the bundle was built from with its mtime, which bin/capmesh.js compares. */
+export const INPUTS_FILE = 'inputs.json'
+
+/**
+ * A bundled module's `import.meta.url` becomes its source file's URL, reckoned from where the
+ * bundle lies: code that finds files beside itself (the dashboard's src/ui, bin/capmesh.js from
+ * src/launch, the netns relay) finds the same files from dist/ as from src/.
+ */
+const sourceUrls = (outdir) => ({
+  name: 'source-import-meta-url',
+  setup (build) {
+    build.onLoad({ filter: /\.ts$/ }, async ({ path }) => {
+      const text = readFileSync(path, 'utf8')
+      if (!text.includes('import.meta.url')) return undefined
+      const rel = relative(outdir, path).split('\\').join('/')
+      return { contents: text.replaceAll('import.meta.url', `new URL(${JSON.stringify(rel)}, import.meta.url).href`), loader: 'ts' }
+    })
+  }
+})
+
+/** Builds into `outdir` (default dist/) and returns the number of source files it holds. */
+export async function build ({ outdir = join(ROOT, 'dist') } = {}) {
+  const { build: esbuild } = await import('esbuild')
+  const tmp = `${outdir}.tmp-${process.pid}`
+  const started = Date.now()
+  rmSync(tmp, { recursive: true, force: true })
+  const result = await esbuild({
+    absWorkingDir: ROOT,
+    entryPoints: { capmesh: join(ROOT, 'src/cli/main.ts') },
+    outdir: tmp,
+    outExtension: { '.js': '.mjs' },
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node22',
+    // Dependencies too: one file read per chunk instead of resolving and compiling ~1,000 modules
+    // at every start. Their CommonJS modules call require() for Node's own modules, which an ES
+    // module has only when given one.
+    banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
+    // Maps name src/ and node_modules/ files, which a checkout has: no copy of their text.
+    sourcemap: true,
+    sourcesContent: false,
+    metafile: true,
+    logLevel: 'warning',
+    plugins: [sourceUrls(outdir)]
+  })
+  const sources = Object.keys(result.metafile.inputs).filter(f => !f.includes('node_modules/')).sort()
+  // A file changed while esbuild read it may not be in the bundle as it is now: recorded as 0, it
+  // makes this build stale from the start.
+  const inputs = Object.fromEntries(sources.map(f => {
+    const { mtimeMs } = statSync(join(ROOT, f))
+    return [f, mtimeMs < started ? mtimeMs : 0]
+  }))
+  writeFileSync(join(tmp, INPUTS_FILE), JSON.stringify({ inputs }, null, 1) + '\n')
+  // Moved in file by file, the entry and the list of inputs last: a capmesh starting meanwhile
+  // runs the old build, the new one, or (the list not matching yet) the sources, never half of
+  // one. Chunk names carry a hash of their content, so a process still running the old build
+  // finds its lazily imported chunks; those of older builds go once they are an hour old.
+  mkdirSync(outdir, { recursive: true })
+  const last = ['capmesh.mjs.map', 'capmesh.mjs', INPUTS_FILE]
+  const made = readdirSync(tmp)
+  for (const f of [...made.filter(f => !last.includes(f)), ...last]) renameSync(join(tmp, f), join(outdir, f))
+  rmSync(tmp, { recursive: true, force: true })
+  for (const f of readdirSync(outdir)) {
+    if (!made.includes(f) && Date.now() - statSync(join(outdir, f)).mtimeMs > 3600_000) rmSync(join(outdir, f), { force: true })
+  }
+  return sources.length
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const { values } = parseArgs({ options: { outdir: { type: 'string' } } })
+  const t0 = performance.now()
+  const outdir = values.outdir != null ? resolve(values.outdir) : undefined
+  const n = await build({ outdir })
+  console.log(`capmesh: built ${relative(process.cwd(), outdir ?? join(ROOT, 'dist')) || '.'}/capmesh.mjs from ${n} source files in ${Math.round(performance.now() - t0)} ms`)
+}
