@@ -5,6 +5,7 @@ import { BROWSER } from './vitest.config.ts'
 // chromium). Each also runs a small simulation, so one file at a time, like the sim project.
 export default defineConfig({
   test: {
+    globalSetup: ['test/helpers/build.ts'],
     include: [BROWSER],
     testTimeout: 120_000,
     hookTimeout: 30_000,

@@ -12,6 +12,7 @@ export const BROWSER = 'test/**/*.browser.test.ts'
 
 export default defineConfig({
   test: {
+    globalSetup: ['test/helpers/build.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     reporters: ['default', 'json'],

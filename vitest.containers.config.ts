@@ -7,6 +7,7 @@ import { CONTAINERS } from './vitest.config.ts'
 // not part of `npm test` and runs one file at a time.
 export default defineConfig({
   test: {
+    globalSetup: ['test/helpers/build.ts'],
     include: [CONTAINERS],
     maxWorkers: 1,
     fileParallelism: false,

@@ -4,11 +4,14 @@
 // `npm install` (prepare), `npm start`, `npm test` and `npm run build`; bin/capmesh.js runs it
 // when it is fresh and the TypeScript sources otherwise (see dist/inputs.json below).
 //
-//   node bin/build.js [--outdir DIR]
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+//   node bin/build.js            build dist/ unless it is fresh (bin/built.js)
+//   node bin/build.js --force    build it anyway
+//   node bin/build.js --outdir D build into D
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
+import { isBuilt } from './built.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 /** Written last: every source file the bundle was built from with its mtime, which bin/capmesh.js compares. */
@@ -30,6 +33,21 @@ const sourceUrls = (outdir) => ({
     })
   }
 })
+
+/**
+ * Keeps only the mappings into capmesh's own files (src/): stack frames there name the .ts file
+ * and line, frames in a dependency the bundled file and line (each dependency's code is there as
+ * it was, under a comment naming its file). Mappings of the dependencies made the maps ten times
+ * larger, and reading them on a controller's first error would stall it for most of a second
+ * (bin/stack-traces.js reads a chunk's map then).
+ */
+async function ownMappingsOnly (file) {
+  const { decode, encode } = await import('@jridgewell/sourcemap-codec')
+  const map = JSON.parse(readFileSync(file, 'utf8'))
+  const own = map.sources.map(s => !s.includes('node_modules/'))
+  map.mappings = encode(decode(map.mappings).map(line => line.filter(seg => seg.length > 1 && own[seg[1]])))
+  writeFileSync(file, JSON.stringify(map))
+}
 
 /** Builds into `outdir` (default dist/) and returns the number of source files it holds. */
 export async function build ({ outdir = join(ROOT, 'dist') } = {}) {
@@ -58,10 +76,13 @@ export async function build ({ outdir = join(ROOT, 'dist') } = {}) {
     logLevel: 'warning',
     plugins: [sourceUrls(outdir)]
   })
+  for (const f of readdirSync(tmp)) if (f.endsWith('.map')) await ownMappingsOnly(join(tmp, f))
   const sources = Object.keys(result.metafile.inputs).filter(f => !f.includes('node_modules/')).sort()
+  // Also stale once the build itself changes or `npm install` changes the dependencies.
+  const tracked = [...sources, 'bin/build.js', 'node_modules/.package-lock.json'].filter(f => existsSync(join(ROOT, f)))
   // A file changed while esbuild read it may not be in the bundle as it is now: recorded as 0, it
   // makes this build stale from the start.
-  const inputs = Object.fromEntries(sources.map(f => {
+  const inputs = Object.fromEntries(tracked.map(f => {
     const { mtimeMs } = statSync(join(ROOT, f))
     return [f, mtimeMs < started ? mtimeMs : 0]
   }))
@@ -82,9 +103,15 @@ export async function build ({ outdir = join(ROOT, 'dist') } = {}) {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const { values } = parseArgs({ options: { outdir: { type: 'string' } } })
-  const t0 = performance.now()
+  const { values } = parseArgs({ options: { outdir: { type: 'string' }, force: { type: 'boolean' } } })
   const outdir = values.outdir != null ? resolve(values.outdir) : undefined
+  if (outdir == null && values.force !== true && isBuilt(pathToFileURL(`${ROOT}/`).href)) process.exit(0)
+  if (!existsSync(join(ROOT, 'node_modules/esbuild'))) {
+    // An install without devDependencies (`npm install --omit=dev`): bin/capmesh.js runs the sources.
+    console.log('capmesh: esbuild is not installed, not building dist/ (bin/capmesh.js runs the TypeScript sources)')
+    process.exit(0)
+  }
+  const t0 = performance.now()
   const n = await build({ outdir })
   console.log(`capmesh: built ${relative(process.cwd(), outdir ?? join(ROOT, 'dist')) || '.'}/capmesh.mjs from ${n} source files in ${Math.round(performance.now() - t0)} ms`)
 }
