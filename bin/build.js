@@ -49,11 +49,24 @@ async function ownMappingsOnly (file) {
   writeFileSync(file, JSON.stringify(map))
 }
 
+/** The mtime of every file under src/ and of the other files a build depends on, by path from the root. */
+function mtimes () {
+  const files = readdirSync(join(ROOT, 'src'), { recursive: true }).map(f => `src/${f.split('\\').join('/')}`)
+  const all = [...files, 'bin/build.js', 'node_modules/.package-lock.json']
+  return new Map(all.flatMap(f => {
+    try {
+      return [[f, statSync(join(ROOT, f)).mtimeMs]]
+    } catch {
+      return []
+    }
+  }))
+}
+
 /** Builds into `outdir` (default dist/) and returns the number of source files it holds. */
 export async function build ({ outdir = join(ROOT, 'dist') } = {}) {
   const { build: esbuild } = await import('esbuild')
   const tmp = `${outdir}.tmp-${process.pid}`
-  const started = Date.now()
+  const before = mtimes()
   rmSync(tmp, { recursive: true, force: true })
   const result = await esbuild({
     absWorkingDir: ROOT,
@@ -84,7 +97,7 @@ export async function build ({ outdir = join(ROOT, 'dist') } = {}) {
   // makes this build stale from the start.
   const inputs = Object.fromEntries(tracked.map(f => {
     const { mtimeMs } = statSync(join(ROOT, f))
-    return [f, mtimeMs < started ? mtimeMs : 0]
+    return [f, before.get(f) === mtimeMs ? mtimeMs : 0]
   }))
   writeFileSync(join(tmp, INPUTS_FILE), JSON.stringify({ inputs }, null, 1) + '\n')
   // Moved in file by file, the entry and the list of inputs last: a capmesh starting meanwhile
