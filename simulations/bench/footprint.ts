@@ -24,12 +24,14 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { CLI, spawnController, spawnWorker, type ChildController, type ChildWorker } from '../../src/launch/index.ts'
 import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { httpsClient, type HttpsClient } from '../../src/utils/https-client.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
 import { ValidationError } from '../../src/errors.ts'
 import { scriptArgs } from '../args.ts'
+import { isBuilt } from '../../bin/built.js'
 
 const { values } = scriptArgs({
   script: 'bench:footprint',
@@ -141,8 +143,11 @@ const median = (xs: number[]): number => {
 const clis: Array<{ name: string, path: string }> = [{ name: values.cli ?? 'this checkout', path: values.cli ?? CLI }]
 if (values.baseline != null) clis.push({ name: values.baseline, path: values.baseline })
 const runs = new Map<string, Run[]>(clis.map(c => [c.path, []]))
+// A checkout whose dist/ is missing or stale runs its TypeScript sources (bin/capmesh.js): say which each one runs.
+const runsWhat = (cli: string): string => isBuilt(new URL('../', pathToFileURL(cli))) ? 'dist/' : 'the TypeScript sources'
 try {
   console.log(`bench:footprint  ${new Date().toISOString()}  load ${loadavg().map(l => l.toFixed(2)).join(' ')}  ${RUNS} run(s) each, settle ${values.settle}`)
+  for (const c of clis) console.log(`  ${c.name} runs ${runsWhat(c.path)}`)
   for (let i = 0; i < RUNS; i++) {
     // Alternate which goes first, so neither always starts on a machine the other just warmed.
     const order = i % 2 === 0 ? clis : [...clis].reverse()
@@ -157,7 +162,7 @@ try {
   for (const c of clis) {
     const rs = runs.get(c.path)!
     const m = (f: (r: Run) => number): number => median(rs.map(f))
-    console.log(`${c.name} (medians of ${rs.length})`)
+    console.log(`${c.name}, ${runsWhat(c.path)} (medians of ${rs.length}; load now ${loadavg()[0].toFixed(2)})`)
     console.log(`  capmesh --help                        ${ms(m(r => r.helpMs))}`)
     console.log(`  controller spawn to first /health     ${ms(m(r => r.startupMs))}`)
     console.log(`  worker spawn to serving, attached     ${ms(m(r => r.workerStartupMs))}`)
