@@ -9,7 +9,7 @@ import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { InvalidStateError } from '../../../src/errors.ts'
 import {
-  Origin, Registry, ROOT, SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError,
+  Origin, Registry, ROOT, SEAL_KEY, SEAL_VERSION, SealDirectory, SegmentDigest, UnsignedWriteError,
   decodeSeal, encodeSeal, entryLeaf, exportState, importState, makeSeal,
   type Capability, type WorkerRecord
 } from '../../../src/registry/index.ts'
@@ -148,7 +148,7 @@ describe('seals', () => {
       expect(seal).not.toBeNull()
       expect(seal?.root).toBe(digestOf(seg).root())
       expect(seal?.signer).toBe(keys.authority('a').self)
-      expect(keys.authority('b').verify(seal?.signer ?? '', Buffer.from(`capmesh/seal/1\0${key}\0${seal?.seq}\0${seal?.root}`), Buffer.from(seal?.sig ?? '', 'base64'))).toBe(true)
+      expect(keys.authority('b').verify(seal?.signer ?? '', Buffer.from(`capmesh/seal/${SEAL_VERSION}\0${key}\0${seal?.seq}\0${seal?.root}`), Buffer.from(seal?.sig ?? '', 'base64'))).toBe(true)
     }
     expect(a.stats().compactions).toBeGreaterThan(0)
   })
@@ -248,7 +248,7 @@ describe('seals', () => {
       const [key, seg] = segmentOf(doc, 'a')
       seg.set('evil', forged())
       const old = decodeSeal(seg.get(SEAL_KEY))
-      seg.set(SEAL_KEY, encodeSeal({ v: 1, signer: keys.authority('a').self, seq: (old?.seq ?? 0) + 1, root: digestOf(seg).root(), sig }))
+      seg.set(SEAL_KEY, encodeSeal({ v: SEAL_VERSION, signer: keys.authority('a').self, seq: (old?.seq ?? 0) + 1, root: digestOf(seg).root(), sig }))
       void key
       expect(expectRefused(b, diffFrom(doc, b)).message).toMatch(/signature does not verify/)
     }
