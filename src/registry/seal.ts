@@ -164,6 +164,22 @@ function bucketHash (ordered: readonly string[] | undefined): string {
   return ordered == null || ordered.length === 0 ? EMPTY_BUCKET : shaLatin1(ordered.join(''))
 }
 
+/**
+ * SHA-256 of `bytes` with the 32-byte hashes `over` (offset → latin1 string)
+ * written in, leaving `bytes` as it was: no copy of a group's or the root's
+ * bytes per preview.
+ */
+function hashWith (bytes: Buffer, over: ReadonlyMap<number, string>, encoding: 'binary' | 'hex'): string {
+  const held: Array<[number, string]> = []
+  for (const offset of over.keys()) held.push([offset, bytes.toString('latin1', offset, offset + 32)])
+  try {
+    for (const [offset, h] of over) bytes.write(h, offset, 'latin1')
+    return hash('sha256', bytes, encoding)
+  } finally {
+    for (const [offset, h] of held) bytes.write(h, offset, 'latin1')
+  }
+}
+
 /** Leaf changes for one segment: worker id → its new leaf, or null when its entry goes. */
 export type LeafChanges = Map<string, string | null>
 
@@ -270,7 +286,7 @@ export class SegmentDigest {
   computePreview (dirty: ReadonlyMap<number, ReadonlyArray<string | null>>): Previewed {
     this.refresh()
     const buckets = new Map<number, string>()
-    const touched = new Map<number, Buffer>()
+    const touched = new Map<number, Map<number, string>>()
     for (const [b, pairs] of dirty) {
       const list = this.ordered[b]?.slice() ?? []
       for (let i = 0; i < pairs.length; i += 2) {
@@ -283,20 +299,19 @@ export class SegmentDigest {
       }
       const h = bucketHash(list)
       buckets.set(b, h)
-      // A copy of the group's bytes with the new bucket hashes written in (2 KiB: cheaper than joining strings).
       const g = b >>> GROUP_BITS
-      let bytes = touched.get(g)
-      if (bytes == null) touched.set(g, bytes = Buffer.from(this.groups[g] ?? EMPTY_GROUP_BYTES))
-      bytes.write(h, (b & (GROUP - 1)) * 32, 'latin1')
+      const inGroup = touched.get(g)
+      if (inGroup == null) touched.set(g, new Map([[(b & (GROUP - 1)) * 32, h]]))
+      else inGroup.set((b & (GROUP - 1)) * 32, h)
     }
     const groups = new Map<number, string>()
-    const root = Buffer.from(this.rootBytes)
-    for (const [g, bytes] of touched) {
-      const h = sha(bytes)
+    const atRoot = new Map<number, string>()
+    for (const [g, hashes] of touched) {
+      const h = hashWith(this.groupBytes(g), hashes, 'binary')
       groups.set(g, h)
-      root.write(h, ROOT_PREFIX.length + g * 32, 'latin1')
+      atRoot.set(ROOT_PREFIX.length + g * 32, h)
     }
-    return { stamp: this.leafChanges, buckets, groups, root: hash('sha256', root, 'hex') }
+    return { stamp: this.leafChanges, buckets, groups, root: hashWith(this.rootBytes, atRoot, 'hex') }
   }
 
   /**
