@@ -167,9 +167,16 @@ function bucketHash (ordered: readonly string[] | undefined): string {
 /**
  * SHA-256 of `bytes` with the 32-byte hashes `over` (offset → latin1 string)
  * written in, leaving `bytes` as it was: no copy of a group's or the root's
- * bytes per preview.
+ * bytes for a preview of a few changes.
  */
 function hashWith (bytes: Buffer, over: ReadonlyMap<number, string>, encoding: 'binary' | 'hex'): string {
+  if (over.size > 4) {
+    // Many (a heal): one copy to write into beats saving and putting back each.
+    const copy = Buffer.allocUnsafe(bytes.length)
+    bytes.copy(copy)
+    for (const [offset, h] of over) copy.write(h, offset, 'latin1')
+    return hash('sha256', copy, encoding)
+  }
   const held: Array<[number, string]> = []
   for (const offset of over.keys()) held.push([offset, bytes.toString('latin1', offset, offset + 32)])
   try {
@@ -286,28 +293,37 @@ export class SegmentDigest {
   computePreview (dirty: ReadonlyMap<number, ReadonlyArray<string | null>>): Previewed {
     this.refresh()
     const buckets = new Map<number, string>()
-    const touched = new Map<number, Map<number, string>>()
+    // Per group, the new bucket hashes by their offset in the group's bytes.
+    const touched: Array<Map<number, string> | undefined> = new Array(GROUPS)
     for (const [b, pairs] of dirty) {
-      const list = this.ordered[b]?.slice() ?? []
-      for (let i = 0; i < pairs.length; i += 2) {
-        const before = this.leaves.get(pairs[i] as string)
-        if (before != null) list.splice(slotOf(list, before), 1)
-      }
-      for (let i = 1; i < pairs.length; i += 2) {
-        const leaf = pairs[i]
-        if (leaf != null) list.splice(slotOf(list, leaf), 0, leaf)
+      const held = this.ordered[b]
+      let list: string[]
+      if ((held == null || held.length === 0) && pairs.length === 2) {
+        // A first leaf in an empty bucket (most of a heal's into a small segment): nothing to order.
+        list = pairs[1] == null ? [] : [pairs[1]]
+      } else {
+        list = held?.slice() ?? []
+        for (let i = 0; i < pairs.length; i += 2) {
+          const before = this.leaves.get(pairs[i] as string)
+          if (before != null) list.splice(slotOf(list, before), 1)
+        }
+        for (let i = 1; i < pairs.length; i += 2) {
+          const leaf = pairs[i]
+          if (leaf != null) list.splice(slotOf(list, leaf), 0, leaf)
+        }
       }
       const h = bucketHash(list)
       buckets.set(b, h)
       const g = b >>> GROUP_BITS
-      const inGroup = touched.get(g)
-      if (inGroup == null) touched.set(g, new Map([[(b & (GROUP - 1)) * 32, h]]))
-      else inGroup.set((b & (GROUP - 1)) * 32, h)
+      const inGroup = touched[g] ?? (touched[g] = new Map())
+      inGroup.set((b & (GROUP - 1)) * 32, h)
     }
     const groups = new Map<number, string>()
     const atRoot = new Map<number, string>()
-    for (const [g, hashes] of touched) {
-      const h = hashWith(this.groupBytes(g), hashes, 'binary')
+    for (let g = 0; g < GROUPS; g++) {
+      const hashes = touched[g]
+      if (hashes == null) continue
+      const h = hashWith(this.groups[g] ?? EMPTY_GROUP_BYTES, hashes, 'binary')
       groups.set(g, h)
       atRoot.set(ROOT_PREFIX.length + g * 32, h)
     }
