@@ -304,7 +304,35 @@ describe('seals', () => {
     for (let i = 0; i < 30; i += 2) a.deregister(`w${i}`)
     a.compact()
     a.register(input('w1', 'https://127.0.0.1:7000/moved'))
-    expect([...b.workers()].map(w => w.worker_url).sort()).toEqual([...a.workers()].map(w => w.worker_url).sort())
+    expect([...b.workers()].map(w => w.worker_url).sort()).toEqual([...a.workers()].filter(w => w.owner === 'a').map(w => w.worker_url).sort())
+  })
+
+  it('a peer that checks each update and then applies it with the verdict (as gossip does) follows the owner, refusing forgeries in between', () => {
+    const { a, b } = mesh()
+    const updates: Uint8Array[] = []
+    a.on('update', (u, o) => { if (o === Origin.local) updates.push(u) })
+    for (let i = 0; i < 40; i++) {
+      if (i % 3 === 0) a.deregister(`a${i % 5}`)
+      a.register(input(`n${i}`, `https://127.0.0.1:7000/n${i}/${i % 4}`))
+    }
+    a.compact()
+    a.register(input('after-compaction'))
+    for (const [i, u] of updates.entries()) {
+      const verdict = b.validate(u, Origin.remote)
+      if (i % 7 === 3) {
+        // Another path (a sync) brought it first: the verdict is stale, the apply checks again and finds nothing new.
+        b.applyUpdate(u, Origin.remote)
+        expect(b.applyUpdate(u, Origin.remote, { validated: verdict })).toBe(false)
+      } else {
+        expect(b.applyUpdate(u, Origin.remote, { validated: verdict })).toBe(true)
+      }
+      if (i % 5 === 0) {
+        const doc = insiderCopy(b)
+        segmentOf(doc, 'a')[1].set('evil', forged())
+        expectRefused(b, diffFrom(doc, b))
+      }
+    }
+    expect([...b.workers()].filter(w => w.owner === 'a').map(w => w.worker_url).sort()).toEqual([...a.workers()].filter(w => w.owner === 'a').map(w => w.worker_url).sort())
   })
 
   it('refuses an entry forged into another owner\'s segment, alone', () => {
