@@ -42,8 +42,8 @@ export interface ParsedEntry {
 /** Entries (and seals) parsed from their text, by the Yjs item (client, clock) that holds them. */
 export class ParsedEntries {
   private readonly byClient = new Map<number, Map<number, ParsedEntry>>()
-  /** Seals by `client:clock`: a few an update. */
-  private readonly seals = new Map<string, Seal>()
+  /** Seals with the (client, clock) of their item: one or a few an update. */
+  private readonly seals: Array<[client: number, clock: number, seal: Seal]> = []
   // Almost every entry of an update comes from one client (its owner's): skip the outer look-up.
   private lastClient = -1
   private lastClocks: Map<number, ParsedEntry> | undefined
@@ -59,11 +59,13 @@ export class ParsedEntries {
   }
 
   setSeal (client: number, clock: number, seal: Seal): void {
-    this.seals.set(`${client}:${clock}`, seal)
+    this.seals.push([client, clock, seal])
   }
 
   sealAt (client: number, clock: number): Seal | undefined {
-    return this.seals.size === 0 ? undefined : this.seals.get(`${client}:${clock}`)
+    // A scan: a catch-up carries one seal a segment, gossip of one transaction one or two.
+    for (const [c, k, seal] of this.seals) if (c === client && k === clock) return seal
+    return undefined
   }
 
   /** get() without an ID object. */
