@@ -42,8 +42,8 @@ export interface ParsedEntry {
 /** Entries (and seals) parsed from their text, by the Yjs item (client, clock) that holds them. */
 export class ParsedEntries {
   private readonly byClient = new Map<number, Map<number, ParsedEntry>>()
-  /** Seals with the (client, clock) of their item: one or a few an update. */
-  private readonly seals: Array<[client: number, clock: number, seal: Seal]> = []
+  /** Seals by the (client, clock) of their item. */
+  private readonly seals = new Map<number, Map<number, Seal>>()
   // Almost every entry of an update comes from one client (its owner's): skip the outer look-up.
   private lastClient = -1
   private lastClocks: Map<number, ParsedEntry> | undefined
@@ -59,13 +59,13 @@ export class ParsedEntries {
   }
 
   setSeal (client: number, clock: number, seal: Seal): void {
-    this.seals.push([client, clock, seal])
+    let clocks = this.seals.get(client)
+    if (clocks == null) this.seals.set(client, clocks = new Map())
+    clocks.set(clock, seal)
   }
 
   sealAt (client: number, clock: number): Seal | undefined {
-    // A scan: a catch-up carries one seal a segment, gossip of one transaction one or two.
-    for (const [c, k, seal] of this.seals) if (c === client && k === clock) return seal
-    return undefined
+    return this.seals.get(client)?.get(clock)
   }
 
   /** get() without an ID object. */
