@@ -332,7 +332,8 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
       if (place.key === SEAL_KEY) {
         const seal = c.arr.length === 1 ? decodeSeal(c.arr[0]) : null
         if (seal == null) throw new InvalidStateError(`malformed seal in segment ${place.segment}`)
-        entries.setSeal(s.id.client, s.id.clock, seal)
+        // Only an item this replica lacks: one it holds keeps the content it has, whatever an update claims for its id.
+        if (isNew) entries.setSeal(s.id.client, s.id.clock, seal)
       } else {
         for (let i = 0; i < c.arr.length; i++) {
           const v = c.arr[i]
@@ -341,7 +342,7 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
           if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
           const owner = ownerOfSegment(place.segment)
           if (owner != null && e.owner !== owner) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${owner}`)
-          entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
+          if (isNew) entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
         }
       }
       if (fresh) addItem(workOf(place.map, place.segment), place.key, s)
