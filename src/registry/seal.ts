@@ -323,7 +323,7 @@ export class SegmentDigest {
     for (let g = 0; g < GROUPS; g++) {
       const hashes = touched[g]
       if (hashes == null) continue
-      const h = hashWith(this.groups[g] ?? EMPTY_GROUP_BYTES, hashes, 'binary')
+      const h = hashWith(this.groupBytes(g), hashes, 'binary')
       groups.set(g, h)
       atRoot.set(ROOT_PREFIX.length + g * 32, h)
     }
