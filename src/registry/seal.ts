@@ -177,8 +177,8 @@ function hashWith (bytes: Buffer, over: ReadonlyMap<number, string>, encoding: '
     for (const [offset, h] of over) copy.write(h, offset, 'latin1')
     return hash('sha256', copy, encoding)
   }
-  const held: Array<[number, string]> = []
-  for (const offset of over.keys()) held.push([offset, bytes.toString('latin1', offset, offset + 32)])
+  const held = new Map<number, string>()
+  for (const offset of over.keys()) held.set(offset, bytes.toString('latin1', offset, offset + 32))
   try {
     for (const [offset, h] of over) bytes.write(h, offset, 'latin1')
     return hash('sha256', bytes, encoding)
@@ -294,7 +294,7 @@ export class SegmentDigest {
     this.refresh()
     const buckets = new Map<number, string>()
     // Per group, the new bucket hashes by their offset in the group's bytes.
-    const touched: Array<Map<number, string> | undefined> = new Array(GROUPS)
+    const touched = new Map<number, Map<number, string>>()
     for (const [b, pairs] of dirty) {
       const held = this.ordered[b]
       let list: string[]
@@ -315,14 +315,13 @@ export class SegmentDigest {
       const h = bucketHash(list)
       buckets.set(b, h)
       const g = b >>> GROUP_BITS
-      const inGroup = touched[g] ?? (touched[g] = new Map())
-      inGroup.set((b & (GROUP - 1)) * 32, h)
+      const inGroup = touched.get(g)
+      if (inGroup == null) touched.set(g, new Map([[(b & (GROUP - 1)) * 32, h]]))
+      else inGroup.set((b & (GROUP - 1)) * 32, h)
     }
     const groups = new Map<number, string>()
     const atRoot = new Map<number, string>()
-    for (let g = 0; g < GROUPS; g++) {
-      const hashes = touched[g]
-      if (hashes == null) continue
+    for (const [g, hashes] of touched) {
       const h = hashWith(this.groupBytes(g), hashes, 'binary')
       groups.set(g, h)
       atRoot.set(ROOT_PREFIX.length + g * 32, h)
