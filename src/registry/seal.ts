@@ -187,6 +187,18 @@ function hashWith (bytes: Buffer, over: ReadonlyMap<number, string>, encoding: '
   }
 }
 
+/**
+ * A DigestPreview's digest changed while changes were being recorded (a
+ * check that yields to the event loop, while this controller wrote): its
+ * root would mix two states. Not a verdict on the update: check it again.
+ */
+export class DigestMovedError extends Error {
+  constructor () {
+    super('the segment digest changed while a preview of it was being recorded')
+    this.name = 'DigestMovedError'
+  }
+}
+
 /** Leaf changes for one segment: worker id → its new leaf, or null when its entry goes. */
 export type LeafChanges = Map<string, string | null>
 
@@ -376,7 +388,8 @@ export class SegmentDigest {
  * Changes to a segment's digest, collected for the root they would give:
  * each is filed under its bucket as it comes (the worker id hashed once),
  * and one that leaves a key's leaf as it is held is no change. Made against
- * the digest as it is: recorded and computed before the digest changes.
+ * the digest as it is: recorded and computed before the digest changes
+ * (root() throws DigestMovedError otherwise).
  */
 export class DigestPreview {
   readonly base: SegmentDigest
@@ -411,7 +424,7 @@ export class DigestPreview {
 
   /** The root of the segment with the changes recorded. */
   root (): string {
-    if (this.base.leafStamp !== this.stamp) throw new Error('DigestPreview: its digest changed while changes were being recorded')
+    if (this.base.leafStamp !== this.stamp) throw new DigestMovedError()
     if (this.changes === 0) return this.base.root()
     this.previewed ??= this.base.computePreview(this.dirty)
     return this.previewed.root

@@ -23,7 +23,7 @@ import * as Y from 'yjs'
 import { InvalidStateError } from '../errors.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { decodeEntry, type Entry } from './schema.ts'
-import { SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type DigestPreview, type Seal, type SealAuthority } from './seal.ts'
+import { DigestMovedError, SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type DigestPreview, type Seal, type SealAuthority } from './seal.ts'
 
 /** An update that builds on content this replica does not have (yet): not malformed, not applicable. */
 export class MissingDependencyError extends InvalidStateError {
@@ -174,10 +174,16 @@ export function validateUpdate (update: Uint8Array, doc: Y.Doc | undefined, seal
  */
 export async function validateUpdateAsync (update: Uint8Array, doc: Y.Doc | undefined, seals: SealContext | null): Promise<ValidUpdate> {
   const steps = validationSteps(update, doc, seals)
-  for (;;) {
-    const r = steps.next()
-    if (r.done === true) return r.value
-    await nextTurn()
+  try {
+    for (;;) {
+      const r = steps.next()
+      if (r.done === true) return r.value
+      await nextTurn()
+    }
+  } catch (err) {
+    // A segment's digest moved between two turns, in the middle of its check: check again, in one go.
+    if (err instanceof DigestMovedError) return validateUpdate(update, doc, seals)
+    throw err
   }
 }
 
