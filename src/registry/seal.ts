@@ -226,7 +226,7 @@ export class SegmentDigest {
   private readonly ordered: Array<string[] | undefined> = new Array(BUCKETS)
   /**
    * Each group's bytes, its 64 bucket hashes one after another, allocated
-   * at the group's first leaf (none: every bucket of the group is empty).
+   * when the group is first hashed (none yet: every bucket of it is empty).
    * Bytes, not strings: hashed as they are, nothing joined or copied.
    */
   private readonly groups: Array<Buffer | undefined> = new Array(GROUPS)
