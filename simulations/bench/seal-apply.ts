@@ -10,6 +10,13 @@
  * validate + apply (ControllerCore: registry, view, routing index), each into
  * a fresh receiver, seals on and off alternating, `--rounds` rounds; medians.
  *
+ * `--single` times instead what one receiver pays for a single
+ * registration: an owner registers `--updates` workers one at a time, and a
+ * receiver holding `--base` workers checks each update and then applies it
+ * with that verdict, one by one, as gossip delivers them; CPU µs per update,
+ * seals on and off, beside the cost of one Ed25519 verification (the floor
+ * of a sealed update).
+ *
  * `--compare DIR` loads the same code from another checkout (a `git worktree`
  * of an older commit, with node_modules linked) and alternates it with this
  * one round by round, so before/after come from one process on one machine
@@ -17,7 +24,9 @@
  *
  *   npm run bench:seal-apply
  *   npm run bench:seal-apply -- --entries 5000,10000 --owners 4 --compare /tmp/old
+ *   npm run bench:seal-apply -- --single --base 10000 --compare /tmp/old
  */
+import { generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto'
 import { loadavg } from 'node:os'
 import { resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -28,14 +37,17 @@ import { ed25519VerifiesPerSecond } from './machine.ts'
 const { values } = scriptArgs({
   script: 'bench:seal-apply',
   summary: `Checking and applying a heal's delta into a replica in one process, owner-signed segments
-on and off (and, with --compare, against another checkout), medians of alternating rounds.`,
+on and off (and, with --compare, against another checkout), medians of alternating rounds.
+With --single: what one receiver pays per single-registration update instead.`,
   options: {
     entries: { type: 'string', value: 'N[,N]', default: '5000,10000', description: 'workers in the delta (registered one at a time)' },
     owners: { type: 'string', value: 'N', default: '1', description: 'controllers that registered them (a heal at N = 8: 4 per side)' },
     base: { type: 'string', value: 'N', default: '200', description: 'workers the receiver already holds, in the same segments' },
     rounds: { type: 'string', value: 'N', default: '7', description: 'rounds, each timing every variant once' },
     seals: { type: 'string', value: 'on|off|both', default: 'both', description: 'owner-signed segments on, off, or both alternating' },
-    compare: { type: 'string', value: 'DIR', description: 'another checkout of capmesh to time beside this one, alternating' }
+    compare: { type: 'string', value: 'DIR', description: 'another checkout of capmesh to time beside this one, alternating' },
+    single: { type: 'boolean', default: false, description: 'instead: CPU per single-registration update at one receiver, checked then applied one by one' },
+    updates: { type: 'string', value: 'N', default: '2000', description: 'with --single: single-registration updates a round' }
   }
 })
 const SIZES = values.entries.split(',').map(Number)
@@ -46,6 +58,8 @@ if (SIZES.some(n => !Number.isInteger(n) || n < 1)) throw new Error(`--entries: 
 if (![OWNERS, ROUNDS].every(n => Number.isInteger(n) && n >= 1) || !Number.isInteger(BASE) || BASE < 0) throw new Error('--owners, --rounds: positive integers; --base: an integer ≥ 0')
 if (!['on', 'off', 'both'].includes(values.seals)) throw new Error(`--seals: expected on, off or both, got ${values.seals}`)
 const SEALS: boolean[] = values.seals === 'both' ? [false, true] : [values.seals === 'on']
+const UPDATES = Number(values.updates)
+if (!Number.isInteger(UPDATES) || UPDATES < 1) throw new Error(`--updates: "${values.updates}" is not a positive integer`)
 
 /** What the bench needs from a checkout: its core, registry and seal directory. */
 interface Code {
@@ -133,8 +147,72 @@ const ms = (x: number): string => `${x.toFixed(1)} ms`
 const codes = [await load('this checkout', resolve(import.meta.dirname, '../..'))]
 if (values.compare != null) codes.push(await load(`--compare ${values.compare}`, values.compare))
 
-console.log(`bench:seal-apply  ${new Date().toISOString()}  load ${loadavg().map(l => l.toFixed(2)).join(' ')}  ${ed25519VerifiesPerSecond()} Ed25519 verifies/s  owners ${OWNERS}, base ${BASE}, ${ROUNDS} rounds`)
-for (const entries of SIZES) {
+/** `--single`: an owner's single-registration updates, and the receiver's state before them. */
+interface Singles { code: Code, sealed: boolean, dir: Scenario['dir'], before: Uint8Array, updates: Uint8Array[] }
+
+function singles (code: Code, sealed: boolean): Singles {
+  const dir = new code.SealDirectory()
+  const owner = new code.ControllerCore({ controllerId: 'owner-0', seals: sealed ? dir.authority('owner-0') : false, ...CORE_TIMES })
+  const reg = (k: number, tag: string): void => {
+    owner.registry.register({ worker_id: `${tag}-${k}`, worker_url: `https://10.0.${(k >> 8) & 255}.${k & 255}:8443/`, capabilities: [cap(`cap-${k % 100}`)] })
+  }
+  for (let k = 0; k < BASE; k++) reg(k, 'base')
+  const before = owner.registry.encodeState()
+  const updates: Uint8Array[] = []
+  owner.registry.on('update', (u, origin) => { if (origin === code.Origin.local) updates.push(u) })
+  for (let k = 0; k < UPDATES; k++) reg(k, 'single')
+  return { code, sealed, dir, before, updates }
+}
+
+/** CPU µs per update at a fresh receiver holding `before`: each checked, then applied with the verdict (the gossip path). */
+function onceSingles (s: Singles): number {
+  const r = receiver(s.code, s.dir, s.sealed)
+  r.registry.applyUpdate(s.before, s.code.Origin.remote)
+  const c0 = process.cpuUsage()
+  for (const u of s.updates) {
+    const checked = r.replica.check(u)
+    if (!checked.ok) throw new Error(`${s.code.label}: an update was refused: ${checked.reason}`)
+    r.replica.apply(u, checked.token)
+  }
+  const c = process.cpuUsage(c0)
+  if (r.registry.size !== BASE + UPDATES) throw new Error(`${s.code.label}: ${r.registry.size} workers after the updates, expected ${BASE + UPDATES}`)
+  return (c.user + c.system) / UPDATES
+}
+
+/** CPU µs of one Ed25519 verification (node:crypto, as seals verify), median of 5 runs of 200. */
+function verifyCpuMicros (): number {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519')
+  const message = randomBytes(120)
+  const signature = sign(null, message, privateKey)
+  const runs: number[] = []
+  for (let r = 0; r < 6; r++) {
+    const c0 = process.cpuUsage()
+    for (let i = 0; i < 200; i++) verify(null, message, publicKey, signature)
+    const c = process.cpuUsage(c0)
+    if (r > 0) runs.push((c.user + c.system) / 200)
+  }
+  return median(runs)
+}
+
+const verifies = ed25519VerifiesPerSecond()
+console.log(`bench:seal-apply  ${new Date().toISOString()}  load ${loadavg().map(l => l.toFixed(2)).join(' ')}  ${verifies} Ed25519 verifies/s  owners ${OWNERS}, base ${BASE}, ${ROUNDS} rounds`)
+if (values.single) {
+  const variants = codes.flatMap(code => SEALS.map(sealed => singles(code, sealed)))
+  const times = variants.map(() => [] as number[])
+  for (const v of variants) onceSingles(v)
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = variants.map((_, i) => i)
+    if (r % 2 === 1) order.reverse()
+    for (const i of order) times[i].push(onceSingles(variants[i]))
+  }
+  console.log(`\n${UPDATES} single-registration updates from one owner, each checked then applied at a receiver holding ${BASE} workers; CPU µs per update, medians of ${ROUNDS} (one Ed25519 verification: ${verifyCpuMicros().toFixed(1)} µs of CPU)`)
+  console.log('| code | seals | µs per update | min–max |')
+  console.log('|---|---|---|---|')
+  variants.forEach((v, i) => {
+    console.log(`| ${v.code.label} | ${v.sealed ? 'on' : 'off'} | ${median(times[i]).toFixed(1)} | ${Math.min(...times[i]).toFixed(1)}–${Math.max(...times[i]).toFixed(1)} |`)
+  })
+}
+for (const entries of values.single ? [] : SIZES) {
   const scenarios = codes.flatMap(code => SEALS.map(sealed => scenario(code, sealed, entries)))
   const times = scenarios.map(() => ({ validate: [] as number[], apply: [] as number[], validateCpu: [] as number[], applyCpu: [] as number[] }))
   // Warm-up round, untimed: JIT and first-use costs land on no variant.

@@ -13,7 +13,7 @@ export type { RegisterInput, RegistryEvents, RegistryInit, RegistryStats, Worker
 export { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 export { MissingDependencyError, validateUpdate } from './validate.ts'
 export type { SealContext, ValidUpdate } from './validate.ts'
-export { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, sealMessage } from './seal.ts'
+export { SEAL_KEY, SEAL_VERSION, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, sealMessage } from './seal.ts'
 export type { Seal, SealAuthority } from './seal.ts'
 export { registryReplica } from './replica.ts'
 export { FileStore } from './store.ts'

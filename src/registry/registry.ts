@@ -37,7 +37,7 @@ import { InvalidStateError } from '../errors.ts'
 import { decodeEntry, encodeEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, type SealAuthority } from './seal.ts'
-import { MissingDependencyError, ParsedEntries, stillValid, validateUpdate, validateUpdateAsync, type SealContext, type ValidUpdate } from './validate.ts'
+import { MissingDependencyError, ParsedEntries, adoptPreviews, stillValid, validateUpdate, validateUpdateAsync, type SealContext, type ValidUpdate } from './validate.ts'
 import { sliceUpdate } from './slices.ts'
 
 /** Transaction origins: who caused a change. */
@@ -434,6 +434,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.doc.on('afterTransaction', seen)
     try {
       Y.applyUpdate(this.doc, update, origin)
+      adoptPreviews(valid)
     } catch (err) {
       throw new InvalidStateError(`update could not be applied: ${(err as Error).message}`, { cause: err })
     } finally {
@@ -478,6 +479,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
             this.parsed = new ParsedEntries()
           }
         }
+        adoptPreviews(valid)
       } finally {
         this.midSlices = false
       }
@@ -730,7 +732,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
         }
         this.unlocate(id, key, mirror)
         const item = seg._map.get(id)
-        if (change.action !== 'delete' && item != null && !item.deleted) this.locate(id, key, mirror, item)
+        // The digest's leaf is replaced where the entry is (one change of it, none for this
+        // controller's own writes, which put() already recorded), and deleted where it is not.
+        if (change.action === 'delete' || item == null || item.deleted || !this.locate(id, key, mirror, item)) this.digests.get(key)?.delete(id)
         touched.add(id)
       }
     }
@@ -784,7 +788,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     }
     const mirror = new Map<string, Entry>()
     this.segments.set(key, mirror)
-    this.digests.set(key, new SegmentDigest())
+    // A digest already there is the one this controller's own transaction filled (put) while
+    // creating the segment: it holds these entries already.
+    if (!this.digests.has(key)) this.digests.set(key, new SegmentDigest())
     for (const [id, item] of value._map) {
       if (item.deleted || id === SEAL_KEY) continue
       this.locate(id, key, mirror, item)
@@ -795,7 +801,11 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   private readSeal (key: string, seg: Y.Map<unknown>): void {
     const d = this.digests.get(key)
-    if (d != null) d.seal = decodeSeal(seg.get(SEAL_KEY))
+    if (d == null) return
+    const item = seg._map.get(SEAL_KEY)
+    // The seal as the check parsed it, if it came in the update being applied.
+    const parsed = item == null || item.deleted ? undefined : this.parsed.sealAt(item.id.client, item.id.clock + item.length - 1)
+    d.seal = parsed ?? decodeSeal(seg.get(SEAL_KEY))
   }
 
   /**
@@ -846,15 +856,15 @@ export class Registry extends EventEmitter<RegistryEvents> {
     })
   }
 
-  /** Mirrors the entry held by `item` (the live item of key `id` in segment `key`). */
-  private locate (id: string, key: string, mirror: Map<string, Entry>, item: Y.Item): void {
+  /** Mirrors the entry held by `item` (the live item of key `id` in segment `key`). False if it is malformed (ignored). */
+  private locate (id: string, key: string, mirror: Map<string, Entry>, item: Y.Item): boolean {
     const last = Y.createID(item.id.client, item.id.clock + item.length - 1)
     const parsed = this.parsed.get(last)
     const text = item.content.getContent()[item.length - 1]
     const entry = parsed?.entry ?? decodeEntry(text)
     if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key) || typeof text !== 'string') {
       this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
-      return
+      return false
     }
     mirror.set(id, entry)
     this.digests.get(key)?.set(id, parsed?.leaf ?? entryLeaf(id, text))
@@ -862,6 +872,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (locs == null) this.locations.set(id, key)
     else if (typeof locs !== 'string') locs.add(key)
     else if (locs !== key) this.locations.set(id, new Set([locs, key]))
+    return true
   }
 
   /** The segments holding an entry for worker `id`. */
@@ -882,9 +893,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     else if (locs.size === 0) this.locations.delete(id)
   }
 
+  /** Forgets worker `id`'s entry in segment `key` (its digest leaf stays: see onEvents). */
   private unlocate (id: string, key: string, mirror: Map<string, Entry>): void {
     mirror.delete(id)
-    this.digests.get(key)?.delete(id)
     this.unlocateKey(id, key)
   }
 

@@ -13,13 +13,15 @@
  * writes seals under a Yjs client id of their own, so the seals it replaces
  * merge into one deleted item (Registry.writeSeal).
  *
- * The digest is two-level: each entry's leaf is SHA-256(worker id, entry
- * text); leaves fall into 256 buckets by a hash of the worker id; a bucket's
- * hash covers its leaves sorted; the root covers the 256 bucket hashes. A
- * change of k entries re-hashes k leaves and at most k buckets, so sealing a
- * registration and checking a 5,000-entry heal delta stay cheap (one
- * signature per segment per update, not one per entry). docs/internals.md
- * ("Owner-signed segments") has the reasoning and the costs.
+ * The digest is a fixed tree of SHA-256: each entry's leaf is SHA-256(worker
+ * id, entry text); leaves fall into 4,096 buckets by a hash of the worker id;
+ * a bucket's hash covers its leaves sorted, a group's the hashes of its 64
+ * buckets, the root the 64 group hashes. A change of k entries re-hashes k
+ * leaves, at most k small buckets and k groups, and the root: sealing a batch
+ * of registrations, checking one registration and checking a 5,000-entry
+ * heal delta all stay cheap (one signature per segment per update, not one
+ * per entry). docs/internals.md ("Owner-signed segments") has the reasoning
+ * and the costs.
  */
 import { createHash, generateKeyPairSync, hash, sign, verify, type KeyObject } from 'node:crypto'
 import { InvalidStateError } from '../errors.ts'
@@ -28,8 +30,13 @@ import type { SealAuthority } from '../gossip/seal-keys.ts'
 /** The key of a segment's seal: a space cannot start a worker id, so it never collides with one. */
 export const SEAL_KEY = ' seal'
 /** Seal format version. */
-export const SEAL_VERSION = 1
-const BUCKETS = 256
+export const SEAL_VERSION = 2
+/** Leaf buckets of a segment's digest, by a hash of the worker id. */
+const BUCKETS = 4096
+/** Buckets per group (a power of two): a group's hash covers its buckets' hashes, the root covers the groups'. */
+const GROUP_BITS = 6
+const GROUP = 1 << GROUP_BITS
+const GROUPS = BUCKETS / GROUP
 
 /** A segment's seal as stored (its JSON text) in the segment. */
 export interface Seal {
@@ -113,17 +120,31 @@ export function entryLeaf (workerId: string, text: string): string {
   return hash('sha256', `${workerId.length}:${workerId}${text}`, 'binary')
 }
 
-/** FNV-1a of the worker id: which bucket its leaf falls in. Not a security boundary (the buckets' hashes are). */
+/** SHA-256 of `bytes`, as a 32-character latin1 string (crypto.hash returns a string 3x cheaper than a Buffer of 32 bytes). */
+function sha (bytes: Uint8Array): string {
+  return hash('sha256', bytes, 'binary')
+}
+
+/** SHA-256 of a latin1 string's bytes (one a character), as a latin1 string. */
+function shaLatin1 (bytes: string): string {
+  return sha(Buffer.from(bytes, 'latin1'))
+}
+
+/** The hash of a bucket with no leaves. */
+const EMPTY_BUCKET = shaLatin1('')
+/** A group's bytes while all its buckets are empty. */
+const EMPTY_GROUP_BYTES = Buffer.from(EMPTY_BUCKET.repeat(GROUP), 'latin1')
+const EMPTY_GROUP = sha(EMPTY_GROUP_BYTES)
+/** The root covers this, then the 64 group hashes. */
+const ROOT_PREFIX = `capmesh/segment/${SEAL_VERSION}\0`
+/** The root's bytes while all groups are empty. */
+const EMPTY_ROOT_BYTES = Buffer.from(ROOT_PREFIX + EMPTY_GROUP.repeat(GROUPS), 'latin1')
+
+/** FNV-1a of the worker id: which bucket its leaf falls in. Not a security boundary (the hashes above it are). */
 function bucketOf (key: string): number {
   let h = 0x811c9dc5
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193)
   return (h >>> 0) % BUCKETS
-}
-
-/** SHA-256 of a bucket's leaves, given in order (the default sort's: by UTF-16 code unit, here bytes), into `out` at `offset` (32 zero bytes for an empty bucket). */
-function hashSorted (sorted: readonly string[], out: Buffer, offset: number): void {
-  if (sorted.length === 0) out.fill(0, offset, offset + 32)
-  else createHash('sha256').update(sorted.join(''), 'binary').digest().copy(out, offset)
 }
 
 /** Where `leaf` is, or goes, in the ordered `list` (binary search, the order of `<`). */
@@ -138,76 +159,130 @@ function slotOf (list: readonly string[], leaf: string): number {
   return lo
 }
 
+/** The hash of a bucket whose leaves are `ordered`. */
+function bucketHash (ordered: readonly string[] | undefined): string {
+  return ordered == null || ordered.length === 0 ? EMPTY_BUCKET : shaLatin1(ordered.join(''))
+}
+
+/**
+ * SHA-256 of `bytes` with the 32-byte hashes `over` (offset → latin1 string)
+ * written in, leaving `bytes` as it was: no copy of a group's or the root's
+ * bytes for a preview of a few changes.
+ */
+function hashWith (bytes: Buffer, over: ReadonlyMap<number, string>, encoding: 'binary' | 'hex'): string {
+  if (over.size > 4) {
+    // Many (a heal): one copy to write into beats saving and putting back each.
+    const copy = Buffer.allocUnsafe(bytes.length)
+    bytes.copy(copy)
+    for (const [offset, h] of over) copy.write(h, offset, 'latin1')
+    return hash('sha256', copy, encoding)
+  }
+  const held = new Map<number, string>()
+  for (const offset of over.keys()) held.set(offset, bytes.toString('latin1', offset, offset + 32))
+  try {
+    for (const [offset, h] of over) bytes.write(h, offset, 'latin1')
+    return hash('sha256', bytes, encoding)
+  } finally {
+    for (const [offset, h] of held) bytes.write(h, offset, 'latin1')
+  }
+}
+
+/**
+ * A DigestPreview's digest changed while changes were being recorded (a
+ * check that yields to the event loop, while this controller wrote): its
+ * root would mix two states. Not a verdict on the update: check it again.
+ */
+export class DigestMovedError extends Error {
+  constructor () {
+    super('the segment digest changed while a preview of it was being recorded')
+    this.name = 'DigestMovedError'
+  }
+}
+
 /** Leaf changes for one segment: worker id → its new leaf, or null when its entry goes. */
 export type LeafChanges = Map<string, string | null>
 
+/** What a DigestPreview computed: the hashes that change, and the root. */
+interface Previewed {
+  /** The base digest's leaf stamp they were computed against. */
+  stamp: number
+  buckets: Map<number, string>
+  groups: Map<number, string>
+  root: string
+}
+
 /**
  * The digest of one segment's live entries, kept up to date as entries come
- * and go; bucket hashes are cached and recomputed only where leaves changed.
+ * and go; bucket and group hashes are cached and recomputed only where
+ * leaves changed.
  */
 export class SegmentDigest {
-  private readonly buckets: Array<Map<string, string> | undefined> = new Array(BUCKETS)
+  /** Worker id → its leaf. */
+  private readonly leaves = new Map<string, string>()
   /**
-   * Each bucket's leaves kept in order as they come and go, so that a stale
-   * bucket is hashed without sorting it again: a batch of registrations
-   * stales most buckets, and sorting every one of them cost more than the
-   * hashing (100,000 entries: ~400 leaves a bucket).
+   * Each bucket's leaves kept in order as they come and go (allocated at a
+   * bucket's first leaf), so that a stale bucket is hashed without sorting.
    */
   private readonly ordered: Array<string[] | undefined> = new Array(BUCKETS)
-  /** The 256 bucket hashes, one after another: what the root hashes. */
-  private readonly hashes = Buffer.alloc(BUCKETS * 32)
-  /** Buckets whose hash in `hashes` is out of date. */
+  /**
+   * Each group's bytes, its 64 bucket hashes one after another, allocated
+   * when the group is first hashed (none yet: every bucket of it is empty).
+   * Bytes, not strings: hashed as they are, nothing joined or copied.
+   */
+  private readonly groups: Array<Buffer | undefined> = new Array(GROUPS)
+  /** The root's bytes: the prefix, then the 64 group hashes. */
+  private readonly rootBytes = Buffer.from(EMPTY_ROOT_BYTES)
+  /** Buckets whose hash (and so their group's, and the root) is out of date. */
   private readonly stale = new Set<number>()
+  /** The root (hex) while nothing is stale. */
+  private cachedRoot: string | null = null
   private current: Seal | null = null
-  private count = 0
-  /** Grows with every change: a check made against this digest holds while it is unchanged. */
-  private changes = 0
+  /** Grows with every change of a leaf. */
+  private leafChanges = 0
+  private sealChanges = 0
 
   /** The seal stored in the segment (verified when it came in), if any. */
   get seal (): Seal | null { return this.current }
   set seal (s: Seal | null) {
     this.current = s
-    this.changes++
+    this.sealChanges++
   }
 
-  get stamp (): number { return this.changes }
+  /** Grows with every change (leaf or seal): a check made against this digest holds while it is unchanged. */
+  get stamp (): number { return this.leafChanges + this.sealChanges }
 
-  get size (): number { return this.count }
+  /** Grows with every change of a leaf. */
+  get leafStamp (): number { return this.leafChanges }
 
-  leaf (key: string): string | undefined { return this.buckets[bucketOf(key)]?.get(key) }
+  get size (): number { return this.leaves.size }
+
+  leaf (key: string): string | undefined { return this.leaves.get(key) }
 
   set (key: string, leaf: string): void {
-    const b = bucketOf(key)
-    let m = this.buckets[b]
-    if (m == null) this.buckets[b] = m = new Map()
-    const before = m.get(key)
+    const before = this.leaves.get(key)
     if (before === leaf) return
-    let list = this.ordered[b]
-    if (list == null) this.ordered[b] = list = []
-    if (before == null) this.count++
-    else list.splice(slotOf(list, before), 1)
+    const b = bucketOf(key)
+    const list = this.ordered[b] ?? (this.ordered[b] = [])
+    if (before != null) list.splice(slotOf(list, before), 1)
     list.splice(slotOf(list, leaf), 0, leaf)
-    m.set(key, leaf)
-    this.stale.add(b)
-    this.changes++
+    this.leaves.set(key, leaf)
+    this.changed(b)
   }
 
   delete (key: string): void {
+    const before = this.leaves.get(key)
+    if (before == null) return
     const b = bucketOf(key)
-    const before = this.buckets[b]?.get(key)
-    if (before != null && this.buckets[b]!.delete(key)) {
-      const list = this.ordered[b]!
-      list.splice(slotOf(list, before), 1)
-      this.count--
-      this.stale.add(b)
-      this.changes++
-    }
+    const list = this.ordered[b]!
+    list.splice(slotOf(list, before), 1)
+    this.leaves.delete(key)
+    this.changed(b)
   }
 
   /** The root of the current entries. */
   root (): string {
     this.refresh()
-    return rootOf(this.hashes)
+    return this.cachedRoot!
   }
 
   /** The root the segment would have after `changes`, without applying them. */
@@ -222,83 +297,138 @@ export class SegmentDigest {
     return new DigestPreview(this)
   }
 
-  /** The leaf held for `key` in bucket `b` (its bucket, known to the caller). */
-  leafIn (b: number, key: string): string | undefined { return this.buckets[b]?.get(key) }
+  /**
+   * The hashes that `dirty` (per bucket, flat pairs of worker id and new
+   * leaf or null; each id at most once) changes, and the root they give,
+   * without applying them.
+   */
+  computePreview (dirty: ReadonlyMap<number, ReadonlyArray<string | null>>): Previewed {
+    this.refresh()
+    const buckets = new Map<number, string>()
+    // Per group, the new bucket hashes by their offset in the group's bytes.
+    const touched = new Map<number, Map<number, string>>()
+    for (const [b, pairs] of dirty) {
+      const held = this.ordered[b]
+      let list: string[]
+      if ((held == null || held.length === 0) && pairs.length === 2) {
+        // A first leaf in an empty bucket (most of a heal's into a small segment): nothing to order.
+        list = pairs[1] == null ? [] : [pairs[1]]
+      } else {
+        list = held?.slice() ?? []
+        for (let i = 0; i < pairs.length; i += 2) {
+          const before = this.leaves.get(pairs[i] as string)
+          if (before != null) list.splice(slotOf(list, before), 1)
+        }
+        for (let i = 1; i < pairs.length; i += 2) {
+          const leaf = pairs[i]
+          if (leaf != null) list.splice(slotOf(list, leaf), 0, leaf)
+        }
+      }
+      const h = bucketHash(list)
+      buckets.set(b, h)
+      const g = b >>> GROUP_BITS
+      const inGroup = touched.get(g)
+      if (inGroup == null) touched.set(g, new Map([[(b & (GROUP - 1)) * 32, h]]))
+      else inGroup.set((b & (GROUP - 1)) * 32, h)
+    }
+    const groups = new Map<number, string>()
+    const atRoot = new Map<number, string>()
+    for (const [g, hashes] of touched) {
+      const h = hashWith(this.groupBytes(g), hashes, 'binary')
+      groups.set(g, h)
+      atRoot.set(ROOT_PREFIX.length + g * 32, h)
+    }
+    return { stamp: this.leafChanges, buckets, groups, root: hashWith(this.rootBytes, atRoot, 'hex') }
+  }
 
   /**
-   * The root with the bucket changes `dirty` (per bucket, flat pairs of key
-   * and new leaf or null; each key at most once), without applying them.
+   * Takes the hashes `p` computed when the changes it previewed are exactly
+   * the ones made since (the apply of a checked update): the same state, not
+   * hashed twice. Anything else, and nothing is taken.
    */
-  rootWithDirty (dirty: ReadonlyArray<ReadonlyArray<string | null> | undefined>): string {
-    this.refresh()
-    const hashes = Buffer.from(this.hashes)
-    for (let b = 0; b < BUCKETS; b++) {
-      const list = dirty[b]
-      if (list == null) continue
-      const held = this.buckets[b]
-      // Start from the bucket's leaves already in order: removing keeps the order, and the sort
-      // below has only the new leaves to place (V8's sort is fast on runs already in order).
-      const leaves = held == null || held.size === 0 ? [] : this.ordered[b]!.slice()
-      const added: string[] = []
-      for (let i = 0; i < list.length; i += 2) {
-        const before = held?.get(list[i] as string)
-        if (before != null) leaves.splice(slotOf(leaves, before), 1)
-        const leaf = list[i + 1]
-        if (leaf != null) added.push(leaf)
-      }
-      if (added.length > 0) {
-        for (const leaf of added) leaves.push(leaf)
-        leaves.sort()
-      }
-      hashSorted(leaves, hashes, b * 32)
+  adopt (p: DigestPreview): void {
+    const c = p.previewed
+    if (c == null || p.base !== this || this.leafChanges !== c.stamp + p.changes) return
+    // Each previewed key needed a change of its own to reach its new leaf: with as many changes as
+    // keys, and every key at its new leaf, there was no other.
+    for (const pairs of p.dirty.values()) {
+      for (let i = 0; i < pairs.length; i += 2) if ((this.leaves.get(pairs[i] as string) ?? null) !== pairs[i + 1]) return
     }
-    return rootOf(hashes)
+    for (const [b, h] of c.buckets) this.groupBytes(b >>> GROUP_BITS).write(h, (b & (GROUP - 1)) * 32, 'latin1')
+    for (const [g, h] of c.groups) this.rootBytes.write(h, ROOT_PREFIX.length + g * 32, 'latin1')
+    this.stale.clear()
+    this.cachedRoot = c.root
+  }
+
+  private changed (b: number): void {
+    this.stale.add(b)
+    this.cachedRoot = null
+    this.leafChanges++
+  }
+
+  private groupBytes (g: number): Buffer {
+    return this.groups[g] ?? (this.groups[g] = Buffer.from(EMPTY_GROUP_BYTES))
   }
 
   private refresh (): void {
-    for (const b of this.stale) hashSorted(this.ordered[b] ?? [], this.hashes, b * 32)
+    if (this.cachedRoot != null) return
+    const groups = new Set<number>()
+    for (const b of this.stale) {
+      const g = b >>> GROUP_BITS
+      this.groupBytes(g).write(bucketHash(this.ordered[b]), (b & (GROUP - 1)) * 32, 'latin1')
+      groups.add(g)
+    }
     this.stale.clear()
+    for (const g of groups) this.rootBytes.write(sha(this.groupBytes(g)), ROOT_PREFIX.length + g * 32, 'latin1')
+    this.cachedRoot = hash('sha256', this.rootBytes, 'hex')
   }
 }
 
 /**
  * Changes to a segment's digest, collected for the root they would give:
  * each is filed under its bucket as it comes (the worker id hashed once),
- * and one that leaves a key's leaf as it is held is no change.
+ * and one that leaves a key's leaf as it is held is no change. Made against
+ * the digest as it is: recorded and computed before the digest changes
+ * (root() throws DigestMovedError otherwise).
  */
 export class DigestPreview {
-  private readonly dirty: Array<Array<string | null> | undefined> = new Array(BUCKETS)
-  private readonly base: SegmentDigest
+  readonly base: SegmentDigest
+  /** Per bucket: flat pairs (worker id, new leaf or null), no array per change. */
+  readonly dirty = new Map<number, Array<string | null>>()
   /** Real changes recorded. */
   changes = 0
   /** Entries the segment would hold after them. */
   entries: number
+  /** What root() computed (for SegmentDigest.adopt). */
+  previewed: Previewed | null = null
+  private readonly stamp: number
 
   constructor (base: SegmentDigest) {
     this.base = base
     this.entries = base.size
+    this.stamp = base.leafStamp
   }
 
   /** `key`'s leaf becomes `leaf` (null: its entry goes). Each key at most once. */
   change (key: string, leaf: string | null): void {
-    const b = bucketOf(key)
-    const held = this.base.leafIn(b, key) ?? null
+    const held = this.base.leaf(key) ?? null
     if (held === leaf) return
-    const list = this.dirty[b] ?? (this.dirty[b] = [])
-    // Pairs flat (key, leaf, key, leaf...): no array per change.
-    list.push(key, leaf)
+    const b = bucketOf(key)
+    const list = this.dirty.get(b)
+    if (list == null) this.dirty.set(b, [key, leaf])
+    else list.push(key, leaf)
     this.changes++
     this.entries += (held == null ? 0 : -1) + (leaf == null ? 0 : 1)
+    this.previewed = null
   }
 
   /** The root of the segment with the changes recorded. */
   root (): string {
-    return this.changes === 0 ? this.base.root() : this.base.rootWithDirty(this.dirty)
+    if (this.base.leafStamp !== this.stamp) throw new DigestMovedError()
+    if (this.changes === 0) return this.base.root()
+    this.previewed ??= this.base.computePreview(this.dirty)
+    return this.previewed.root
   }
-}
-
-function rootOf (hashes: Buffer): string {
-  return createHash('sha256').update(`capmesh/segment/${SEAL_VERSION}\0`).update(hashes).digest('hex')
 }
 
 /**

@@ -23,7 +23,7 @@ import * as Y from 'yjs'
 import { InvalidStateError } from '../errors.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { decodeEntry, type Entry } from './schema.ts'
-import { SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type Seal, type SealAuthority } from './seal.ts'
+import { DigestMovedError, SEAL_KEY, SegmentDigest, UnsignedWriteError, decodeSeal, entryLeaf, sealProblem, type DigestPreview, type Seal, type SealAuthority } from './seal.ts'
 
 /** An update that builds on content this replica does not have (yet): not malformed, not applicable. */
 export class MissingDependencyError extends InvalidStateError {
@@ -39,9 +39,11 @@ export interface ParsedEntry {
   leaf?: string
 }
 
-/** Entries parsed from their text, by the Yjs item (client, clock) that holds them. */
+/** Entries (and seals) parsed from their text, by the Yjs item (client, clock) that holds them. */
 export class ParsedEntries {
   private readonly byClient = new Map<number, Map<number, ParsedEntry>>()
+  /** Seals by the (client, clock) of their item. */
+  private readonly seals = new Map<number, Map<number, Seal>>()
   // Almost every entry of an update comes from one client (its owner's): skip the outer look-up.
   private lastClient = -1
   private lastClocks: Map<number, ParsedEntry> | undefined
@@ -54,6 +56,16 @@ export class ParsedEntries {
 
   get (id: Y.ID): ParsedEntry | undefined {
     return this.clocksOf(id.client)?.get(id.clock)
+  }
+
+  setSeal (client: number, clock: number, seal: Seal): void {
+    let clocks = this.seals.get(client)
+    if (clocks == null) this.seals.set(client, clocks = new Map())
+    clocks.set(clock, seal)
+  }
+
+  sealAt (client: number, clock: number): Seal | undefined {
+    return this.seals.get(client)?.get(clock)
   }
 
   /** get() without an ID object. */
@@ -82,6 +94,17 @@ export interface ValidUpdate {
   decoded: ReturnType<typeof Y.decodeUpdate>
   /** Whether it brings anything this replica lacks: a struct, or the deletion of a live item. */
   news: boolean
+  /** The seal checks' previews of the digests the update changes: once it is applied, they hold the hashes of the new state. */
+  previews: DigestPreview[]
+}
+
+/**
+ * After `valid`'s update is applied: each digest it changed takes the
+ * hashes its check computed, where its leaves are exactly the ones the
+ * check previewed (SegmentDigest.adopt), so the state is not hashed twice.
+ */
+export function adoptPreviews (valid: ValidUpdate): void {
+  for (const p of valid.previews) p.base.adopt(p)
 }
 
 /** Whether a check made earlier still holds: no segment it read has changed since. */
@@ -151,10 +174,16 @@ export function validateUpdate (update: Uint8Array, doc: Y.Doc | undefined, seal
  */
 export async function validateUpdateAsync (update: Uint8Array, doc: Y.Doc | undefined, seals: SealContext | null): Promise<ValidUpdate> {
   const steps = validationSteps(update, doc, seals)
-  for (;;) {
-    const r = steps.next()
-    if (r.done === true) return r.value
-    await nextTurn()
+  try {
+    for (;;) {
+      const r = steps.next()
+      if (r.done === true) return r.value
+      await nextTurn()
+    }
+  } catch (err) {
+    // A segment's digest moved between two turns, in the middle of its check: check again, in one go.
+    if (err instanceof DigestMovedError) return validateUpdate(update, doc, seals)
+    throw err
   }
 }
 
@@ -307,7 +336,10 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     if (c instanceof Y.ContentAny) {
       if (place.kind !== 'segment') throw new InvalidStateError('plain value where a segment was expected')
       if (place.key === SEAL_KEY) {
-        if (c.arr.length !== 1 || decodeSeal(c.arr[0]) == null) throw new InvalidStateError(`malformed seal in segment ${place.segment}`)
+        const seal = c.arr.length === 1 ? decodeSeal(c.arr[0]) : null
+        if (seal == null) throw new InvalidStateError(`malformed seal in segment ${place.segment}`)
+        // Only an item this replica lacks: one it holds keeps the content it has, whatever an update claims for its id.
+        if (isNew) entries.setSeal(s.id.client, s.id.clock, seal)
       } else {
         for (let i = 0; i < c.arr.length; i++) {
           const v = c.arr[i]
@@ -316,7 +348,7 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
           if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
           const owner = ownerOfSegment(place.segment)
           if (owner != null && e.owner !== owner) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${owner}`)
-          entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
+          if (isNew) entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
         }
       }
       if (fresh) addItem(workOf(place.map, place.segment), place.key, s)
@@ -325,6 +357,7 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     throw new InvalidStateError(`unsupported content ${c.constructor.name}`)
   }
   const read: ValidUpdate['read'] = []
+  const previews: DigestPreview[] = []
   const deletesLive = (): void => { news = true }
   if (seals == null) {
     if (!news) deletions(decoded.ds, byClient, doc, () => ({ segment: '', deleted: false, items: new Map(), removed: new Set() }), deletesLive)
@@ -333,10 +366,11 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     for (const [map, w] of work) {
       const base = seals.digestOf(w.segment)
       read.push([w.segment, base, base?.stamp ?? 0])
-      yield * checkSegment(map, w, doc, seals, entries, deletedInUpdate)
+      const preview = yield * checkSegment(map, w, doc, seals, entries, deletedInUpdate)
+      if (preview != null) previews.push(preview)
     }
   }
-  return { entries, read, decoded, news }
+  return { entries, read, decoded, news, previews }
 }
 
 function addItem (w: SegmentWork, key: string, item: Y.Item): void {
@@ -411,13 +445,14 @@ function firstEndingAfter (items: Y.Item[], clock: number): number {
  * document's current item (the way only a single writer produces them); the
  * last one is the key's new value.
  */
-function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, seals: SealContext, entries: ParsedEntries, deletedInUpdate: Set<Y.Item>): Generator<void, void> {
+function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, seals: SealContext, entries: ParsedEntries, deletedInUpdate: Set<Y.Item>): Generator<void, DigestPreview | undefined> {
   const segment = w.segment
   if (w.deleted || (w.created != null && deletedInUpdate.has(w.created))) return
   const live = w.created != null ? undefined : liveSegment(doc, segment, map)
   // Items below a map this replica has deleted: Yjs integrates them deleted; nothing becomes routable.
   if (w.created == null && live == null) return
-  const base = (w.created != null ? undefined : seals.digestOf(segment)) ?? new SegmentDigest()
+  const held = w.created != null ? undefined : seals.digestOf(segment)
+  const base = held ?? new SegmentDigest()
   // Only real changes, filed by bucket as they are found (one pass, one look-up of the leaf held per
   // key): a key rewritten with the same text, or removed where it was absent, changes nothing.
   const changes = base.preview()
@@ -428,7 +463,7 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
     const tail = chainEnd(segment, key, items, live?._map.get(key))
     const gone = tail.deleted || tail.content instanceof Y.ContentDeleted || deletedInUpdate.has(tail)
     if (key === SEAL_KEY) {
-      seal = gone ? null : decodeSeal((tail.content as Y.ContentAny).arr[0])
+      seal = gone ? null : entries.sealAt(tail.id.client, tail.id.clock) ?? decodeSeal((tail.content as Y.ContentAny).arr[0])
       continue
     }
     if (gone) {
@@ -458,6 +493,7 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
   if (seal != null && current != null && seal.seq <= current.seq) throw new UnsignedWriteError(`segment ${segment}: seal ${seal.seq} is not newer than the seal ${current.seq} already held`)
   const problem = sealProblem(seals.authority, segment, ownerOf(segment), after, changes.root())
   if (problem != null) throw new UnsignedWriteError(`segment ${segment}: ${problem}`)
+  return held != null && changes.changes > 0 ? changes : undefined
 }
 
 /** The last of a key's new items, checking they continue the key's chain one after another from `current`. */

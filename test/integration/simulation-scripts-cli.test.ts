@@ -62,7 +62,7 @@ const SCRIPTS: Record<string, { script: string, options: Record<string, string> 
   'simulations/bench/footprint.ts': { script: 'bench:footprint', options: { cli: 'not set', settle: '10s' } },
   'simulations/bench/catchup.ts': { script: 'bench:catchup', options: { sizes: '30000,100000', connections: '32', timeout: '300s' } },
   'simulations/bench/state.ts': { script: 'bench:state', options: { workers: '100000', connections: '32' } },
-  'simulations/bench/seal-apply.ts': { script: 'bench:seal-apply', options: { entries: '5000,10000', owners: '1', base: '200', rounds: '7', seals: 'both', compare: 'not set' } },
+  'simulations/bench/seal-apply.ts': { script: 'bench:seal-apply', options: { entries: '5000,10000', owners: '1', base: '200', rounds: '7', seals: 'both', compare: 'not set', single: 'off', updates: '2000' } },
   'simulations/bench/net-modes.ts': {
     script: 'bench:net-modes',
     options: { scenarios: 'controller-crash-failover,partition-heal,flapping-partition,black-hole', seeds: '1,2', nodes: '5', workers: '100', out: 'reports/net-modes' }

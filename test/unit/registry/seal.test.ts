@@ -5,11 +5,13 @@
  * nothing, and leaves the valid state intact. Forgeries are real Yjs updates
  * made by a replica of the victim's document, as a peer would make them.
  */
+import { createHash } from 'node:crypto'
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { InvalidStateError } from '../../../src/errors.ts'
+import { DigestMovedError } from '../../../src/registry/seal.ts'
 import {
-  Origin, Registry, ROOT, SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError,
+  Origin, Registry, ROOT, SEAL_KEY, SEAL_VERSION, SealDirectory, SegmentDigest, UnsignedWriteError,
   decodeSeal, encodeSeal, entryLeaf, exportState, importState, makeSeal,
   type Capability, type WorkerRecord
 } from '../../../src/registry/index.ts'
@@ -74,6 +76,13 @@ function expectRefused (r: Registry, u: Uint8Array, origin: Origin = Origin.remo
   return err as UnsignedWriteError
 }
 
+/** The bucket of a worker id, as docs/internals.md describes it: FNV-1a of its UTF-16 code units, mod 4,096. */
+function bucketOf (key: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193)
+  return (h >>> 0) % 4096
+}
+
 describe('SegmentDigest', () => {
   it('depends on the entries, not on the order they were set in, and rootWith() previews set()', () => {
     const x = new SegmentDigest()
@@ -127,6 +136,108 @@ describe('SegmentDigest', () => {
     }
   })
 
+  it('is the documented tree: 4,096 buckets of sorted leaves by FNV-1a of the worker id, 64 groups of 64, the root over the groups', () => {
+    // A plain reference implementation of the format, from its description in docs/internals.md.
+    const sha = (b: Buffer): Buffer => createHash('sha256').update(b).digest()
+    const reference = (entries: Map<string, string>): string => {
+      const buckets: Buffer[][] = Array.from({ length: 4096 }, () => [])
+      for (const [id, text] of entries) buckets[bucketOf(id)].push(createHash('sha256').update(`${id.length}:${id}${text}`).digest())
+      const bucketHashes = buckets.map(leaves => sha(Buffer.concat(leaves.sort(Buffer.compare))))
+      const groups = Array.from({ length: 64 }, (_, g) => sha(Buffer.concat(bucketHashes.slice(g * 64, g * 64 + 64))))
+      return createHash('sha256').update(`capmesh/segment/${SEAL_VERSION}\0`).update(Buffer.concat(groups)).digest('hex')
+    }
+    const entries = new Map<string, string>()
+    const d = new SegmentDigest()
+    expect(d.root()).toBe(reference(entries))
+    for (const n of [1, 2, 300, 6000]) {
+      while (entries.size < n) {
+        const id = `worker-${entries.size}-é`
+        entries.set(id, `{"text ${entries.size}":"ü"}`)
+        d.set(id, entryLeaf(id, entries.get(id)!))
+      }
+      expect(d.root()).toBe(reference(entries))
+    }
+  })
+
+  it('an empty segment has the root of no entries, and deleting everything (then adding it back) returns to each root', () => {
+    const empty = new SegmentDigest().root()
+    const d = new SegmentDigest()
+    expect(d.root()).toBe(empty)
+    expect(d.size).toBe(0)
+    const ids = Array.from({ length: 500 }, (_, i) => `w${i}`)
+    for (const id of ids) d.set(id, entryLeaf(id, 't'))
+    const full = d.root()
+    expect(full).not.toBe(empty)
+    for (const id of ids) d.delete(id)
+    expect(d.root()).toBe(empty)
+    expect(d.size).toBe(0)
+    for (const id of [...ids].reverse()) d.set(id, entryLeaf(id, 't'))
+    expect(d.root()).toBe(full)
+    // Deleting an absent key, or setting a key to the leaf it holds, changes nothing.
+    const stamp = d.stamp
+    d.delete('absent')
+    d.set('w1', entryLeaf('w1', 't'))
+    expect(d.stamp).toBe(stamp)
+    expect(d.root()).toBe(full)
+    // A preview of everything going is the empty root; one of nothing that changes is the root held.
+    expect(d.rootWith(new Map(ids.map(id => [id, null])))).toBe(empty)
+    expect(d.rootWith(new Map([['absent', null], ['w2', entryLeaf('w2', 't')]]))).toBe(full)
+    expect(new SegmentDigest().rootWith(new Map())).toBe(empty)
+  })
+
+  it('previews several changes within one bucket (removals, rewrites, additions) as applying them gives', () => {
+    const same = ['w0']
+    for (let i = 1; same.length < 6; i++) if (bucketOf(`k${i}`) === bucketOf('w0')) same.push(`k${i}`)
+    const d = new SegmentDigest()
+    for (const id of same.slice(0, 4)) d.set(id, entryLeaf(id, 'one'))
+    const changes: Map<string, string | null> = new Map([[same[0], null], [same[1], entryLeaf(same[1], 'two')], [same[4], entryLeaf(same[4], 'new')], [same[5], entryLeaf(same[5], 'new')]])
+    const preview = d.rootWith(changes)
+    for (const [id, leaf] of changes) if (leaf == null) d.delete(id); else d.set(id, leaf)
+    const fresh = new SegmentDigest()
+    for (const id of [same[1], same[2], same[3], same[4], same[5]]) fresh.set(id, d.leaf(id)!)
+    expect(d.root()).toBe(preview)
+    expect(fresh.root()).toBe(preview)
+  })
+
+  it('takes a preview\'s hashes only when exactly its changes were made since, and keeps the right root either way', () => {
+    let seed = 5
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }
+    const d = new SegmentDigest()
+    for (let i = 0; i < 3000; i++) d.set(`w${i}`, entryLeaf(`w${i}`, 't'))
+    /** A digest built afresh from `d`'s leaves. */
+    const rebuilt = (): string => {
+      const f = new SegmentDigest()
+      for (let i = 0; i < 4000; i++) { const leaf = d.leaf(`w${i}`); if (leaf != null) f.set(`w${i}`, leaf) }
+      return f.root()
+    }
+    for (let round = 0; round < 30; round++) {
+      const changes = new Map<string, string | null>()
+      for (let k = rand(round % 2 === 0 ? 3 : 400); k >= 0; k--) {
+        const id = `w${rand(4000)}`
+        changes.set(id, rand(3) === 0 ? null : entryLeaf(id, `t${rand(5)}`))
+      }
+      const p = d.preview()
+      for (const [id, leaf] of changes) p.change(id, leaf)
+      const expected = p.root()
+      const how = round % 5
+      // 0: exactly the previewed changes; 1: those and one more; 2: all but one; 3: one key to another leaf; 4: exactly, twice adopted.
+      const applied = [...changes]
+      if (how === 2) applied.pop()
+      if (how === 3 && applied.length > 0) applied[0] = [applied[0][0], entryLeaf(applied[0][0], 'other')]
+      for (const [id, leaf] of applied) if (leaf == null) d.delete(id); else d.set(id, leaf)
+      if (how === 1) d.set('w3999', entryLeaf('w3999', `extra${round}`))
+      d.adopt(p)
+      if (how === 4) d.adopt(p)
+      expect(d.root()).toBe(rebuilt())
+      if (how === 0 || how === 4) expect(d.root()).toBe(expected)
+    }
+    // A preview is made against its digest as it is.
+    const p = d.preview()
+    p.change('w1', entryLeaf('w1', 'p'))
+    d.set('w2', entryLeaf('w2', 'moved on'))
+    expect(() => p.root()).toThrow(DigestMovedError)
+  })
+
   it('changes with any entry text, and a moved text under another key is another leaf', () => {
     const x = new SegmentDigest()
     x.set('w1', entryLeaf('w1', 'one'))
@@ -148,7 +259,7 @@ describe('seals', () => {
       expect(seal).not.toBeNull()
       expect(seal?.root).toBe(digestOf(seg).root())
       expect(seal?.signer).toBe(keys.authority('a').self)
-      expect(keys.authority('b').verify(seal?.signer ?? '', Buffer.from(`capmesh/seal/1\0${key}\0${seal?.seq}\0${seal?.root}`), Buffer.from(seal?.sig ?? '', 'base64'))).toBe(true)
+      expect(keys.authority('b').verify(seal?.signer ?? '', Buffer.from(`capmesh/seal/${SEAL_VERSION}\0${key}\0${seal?.seq}\0${seal?.root}`), Buffer.from(seal?.sig ?? '', 'base64'))).toBe(true)
     }
     expect(a.stats().compactions).toBeGreaterThan(0)
   })
@@ -194,7 +305,35 @@ describe('seals', () => {
     for (let i = 0; i < 30; i += 2) a.deregister(`w${i}`)
     a.compact()
     a.register(input('w1', 'https://127.0.0.1:7000/moved'))
-    expect([...b.workers()].map(w => w.worker_url).sort()).toEqual([...a.workers()].map(w => w.worker_url).sort())
+    expect([...b.workers()].map(w => w.worker_url).sort()).toEqual([...a.workers()].filter(w => w.owner === 'a').map(w => w.worker_url).sort())
+  })
+
+  it('a peer that checks each update and then applies it with the verdict (as gossip does) follows the owner, refusing forgeries in between', () => {
+    const { a, b } = mesh()
+    const updates: Uint8Array[] = []
+    a.on('update', (u, o) => { if (o === Origin.local) updates.push(u) })
+    for (let i = 0; i < 40; i++) {
+      if (i % 3 === 0) a.deregister(`a${i % 5}`)
+      a.register(input(`n${i}`, `https://127.0.0.1:7000/n${i}/${i % 4}`))
+    }
+    a.compact()
+    a.register(input('after-compaction'))
+    for (const [i, u] of updates.entries()) {
+      const verdict = b.validate(u, Origin.remote)
+      if (i % 7 === 3) {
+        // Another path (a sync) brought it first: the verdict is stale, the apply checks again and finds nothing new.
+        b.applyUpdate(u, Origin.remote)
+        expect(b.applyUpdate(u, Origin.remote, { validated: verdict })).toBe(false)
+      } else {
+        expect(b.applyUpdate(u, Origin.remote, { validated: verdict })).toBe(true)
+      }
+      if (i % 5 === 0) {
+        const doc = insiderCopy(b)
+        segmentOf(doc, 'a')[1].set('evil', forged())
+        expectRefused(b, diffFrom(doc, b))
+      }
+    }
+    expect([...b.workers()].filter(w => w.owner === 'a').map(w => w.worker_url).sort()).toEqual([...a.workers()].filter(w => w.owner === 'a').map(w => w.worker_url).sort())
   })
 
   it('refuses an entry forged into another owner\'s segment, alone', () => {
@@ -248,7 +387,7 @@ describe('seals', () => {
       const [key, seg] = segmentOf(doc, 'a')
       seg.set('evil', forged())
       const old = decodeSeal(seg.get(SEAL_KEY))
-      seg.set(SEAL_KEY, encodeSeal({ v: 1, signer: keys.authority('a').self, seq: (old?.seq ?? 0) + 1, root: digestOf(seg).root(), sig }))
+      seg.set(SEAL_KEY, encodeSeal({ v: SEAL_VERSION, signer: keys.authority('a').self, seq: (old?.seq ?? 0) + 1, root: digestOf(seg).root(), sig }))
       void key
       expect(expectRefused(b, diffFrom(doc, b)).message).toMatch(/signature does not verify/)
     }
