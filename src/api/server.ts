@@ -72,6 +72,9 @@ export async function buildApi (init: ApiInit): Promise<Api> {
     // No child logger per request (a pino child costs about a microsecond) unless debugging: the
     // error handler names the request in the lines it logs.
     ...(init.logger != null && !debugging(init.logger) ? { childLoggerFactory: (logger: FastifyBaseLogger) => logger } : {}),
+    // fastify's "incoming request" / "request completed" lines are info: below the API logger's level
+    // unless debugging, yet each built its object (and read the clock) on every request.
+    disableRequestLogging: init.logger == null || !debugging(init.logger),
     // Clients are long-lived workers heartbeating over keep-alive.
     keepAliveTimeout: 65_000,
     requestTimeout: 30_000,
