@@ -68,3 +68,25 @@ describe('rate limit', () => {
     await a.close()
   })
 })
+
+describe('back-pressure', () => {
+  it('sheds requests with 503 overloaded and Retry-After once a sample finds the heap over its limit', async () => {
+    const a = Fastify({ logger: false }) as unknown as Api
+    errorHandler(a)
+    await limitsPlugin(a, { ratePerSecond: 0, maxEventLoopDelayMs: 0, maxHeapBytes: 1, retryAfterSeconds: 7 })
+    a.get('/x', () => ({ ok: true }))
+    await a.ready()
+    try {
+      // Before the first sample (one second in) nothing is known: served.
+      expect((await a.inject({ url: '/x' })).statusCode).toBe(200)
+      await new Promise(resolve => setTimeout(resolve, 1300))
+      const shed = await a.inject({ url: '/x' })
+      expect(shed.statusCode).toBe(503)
+      expect(shed.json()).toMatchObject({ error: 'overloaded', code: 'CAPMESH_ERR_OVERLOADED' })
+      expect(shed.json().message).toMatch(/heapUsedBytes \d+/)
+      expect(shed.headers['retry-after']).toBe('7')
+    } finally {
+      await a.close()
+    }
+  })
+})
