@@ -60,6 +60,8 @@ export const DEFAULT_IDEMPOTENCY_MAX_KEYS = 100_000
  * second on 2 cores), it does not meter ordinary use.
  */
 export const DEFAULT_RATE_LIMIT_PER_SECOND = 10_000
+/** Callers whose rate-limit window is kept (least recently seen dropped first): @fastify/rate-limit's default. */
+export const RATE_LIMIT_KEYS = 5000
 /**
  * Shed new requests (503 + Retry-After) while the event loop is this late: a controller that
  * falls behind answers late everything it takes, heartbeats included, and late heartbeats make

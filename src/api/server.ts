@@ -72,6 +72,9 @@ export async function buildApi (init: ApiInit): Promise<Api> {
     // No child logger per request (a pino child costs about a microsecond) unless debugging: the
     // error handler names the request in the lines it logs.
     ...(init.logger != null && !debugging(init.logger) ? { childLoggerFactory: (logger: FastifyBaseLogger) => logger } : {}),
+    // fastify's "incoming request" / "request completed" lines are info: below the API logger's level
+    // unless debugging, yet each built its object (and read the clock) on every request.
+    disableRequestLogging: init.logger == null || !debugging(init.logger),
     // Clients are long-lived workers heartbeating over keep-alive.
     keepAliveTimeout: 65_000,
     requestTimeout: 30_000,
@@ -81,13 +84,13 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   errorHandler(app)
   // First: its span covers what the other plugins refuse, and its onRoute hook must precede the routes.
   tracingPlugin(app, init.tracing)
-  // Authentication, metrics and audit hooks are attached per route (plugins/route-hooks.ts); the 404
+  // Authentication, rate limit, metrics and audit hooks are attached per route (plugins/route-hooks.ts); the 404
   // handler gets the same ones.
   const authNotFound = authPlugin(app, { ...init.auth, policy: init.policy })
-  await limitsPlugin(app, init.limits)
+  const limitsNotFound = await limitsPlugin(app, init.limits)
   const metricsNotFound = metricsPlugin(app, init)
   auditPlugin(app, init.audit)
-  notFoundHandler(app, mergeNotFoundHooks(authNotFound, metricsNotFound))
+  notFoundHandler(app, mergeNotFoundHooks(authNotFound, limitsNotFound, metricsNotFound))
   const watchers = watchersPlugin(app, { max: init.watch?.maxWatchers })
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')

@@ -1,21 +1,36 @@
 /**
- * Rate limiting and back-pressure, each a well-kept fastify plugin:
+ * Rate limiting and back-pressure:
  *
- * - @fastify/rate-limit, keyed by identity (by address for a caller without
- *   one): past `ratePerSecond` requests in a second, 429 `rate_limited` with
- *   Retry-After. The default is generous (a worker heartbeats once every
- *   `heartbeat-interval`; a busy client routes thousands of times a second):
- *   it stops a runaway caller from taking a controller's whole CPU, it does
- *   not meter ordinary use.
- * - @fastify/under-pressure: while the event loop is late by more than
- *   `maxEventLoopDelayMs` or the heap holds more than `maxHeapBytes`, new
- *   requests get 503 `overloaded` with Retry-After, so a controller that
- *   falls behind sheds work instead of queueing it (agents wait and retry).
+ * - A fixed one-second window per identity (per address for a caller
+ *   without one): past `ratePerSecond` requests in the window, 429
+ *   `rate_limited` with Retry-After (the rest of the window). The default is
+ *   generous (a worker heartbeats once every `heartbeat-interval`; a busy
+ *   client routes thousands of times a second): it stops a runaway caller
+ *   from taking a controller's whole CPU, it does not meter ordinary use.
+ *   The windows of the last RATE_LIMIT_KEYS callers are kept, least recently
+ *   seen dropped first (toad-cache's LRU map, fastify's own cache). This is
+ *   @fastify/rate-limit's local store and algorithm, checked synchronously:
+ *   the plugin's per-request path (an async hook awaiting the key generator
+ *   and a promise around its store) cost 5–7 µs a request, half of what
+ *   separated `/route` from a bare fastify answer (docs/internals.md).
+ * - Back-pressure: while the event loop is late by more than
+ *   `maxEventLoopDelayMs` or the heap holds more than `maxHeapBytes` (as
+ *   @fastify/under-pressure samples them), new requests get 503
+ *   `overloaded` with Retry-After, so a controller that falls behind sheds
+ *   work instead of queueing it (agents wait and retry).
+ *
+ * The rate limit runs right after authentication (the key is who is
+ * calling) and before the body is parsed: a refused request costs little.
  */
-import rateLimit from '@fastify/rate-limit'
+import type { onRequestHookHandler } from 'fastify'
 import underPressure from '@fastify/under-pressure'
+import { LruMap } from 'toad-cache'
+import { RATE_LIMIT_KEYS } from '../../constants.ts'
 import { OverloadedError, RateLimitedError } from '../../errors.ts'
 import type { Api } from '../types.ts'
+import { addRouteHook, type NotFoundHooks } from './route-hooks.ts'
+
+const WINDOW_MS = 1000
 
 export interface LimitsInit {
   /** Requests a second per identity (per address without one); 0: no limit. */
@@ -28,28 +43,49 @@ export interface LimitsInit {
   retryAfterSeconds: number
 }
 
-export async function limitsPlugin (app: Api, init: LimitsInit): Promise<void> {
+/** One caller's current window. */
+interface Window {
+  /** When it opened (ms, Date.now()). */
+  start: number
+  /** Requests in it so far. */
+  count: number
+}
+
+/** Registers the limits; returns the rate limit's hook for the 404 handler (see route-hooks.ts). */
+export async function limitsPlugin (app: Api, init: LimitsInit): Promise<NotFoundHooks> {
+  let hooks: NotFoundHooks = {}
   if (init.ratePerSecond > 0) {
-    await app.register(rateLimit, {
-      global: true,
-      max: init.ratePerSecond,
-      timeWindow: 1000,
-      // After authentication (onRequest), so the key is who is calling.
-      hook: 'preHandler',
-      keyGenerator: req => req.identity?.id ?? req.ip,
-      // Headers only on a refusal: every answer carrying three more would cost the hot path.
-      addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
-      errorResponseBuilder: (_req, ctx) => new RateLimitedError(Math.max(1, Math.ceil(ctx.ttl / 1000)), ctx.max)
-    })
+    const max = init.ratePerSecond
+    const windows = new LruMap<Window>(RATE_LIMIT_KEYS)
+    const limit: onRequestHookHandler = (req, _reply, done) => {
+      const key = req.identity?.id ?? req.ip
+      const now = Date.now()
+      let w = windows.get(key)
+      if (w == null || now - w.start >= WINDOW_MS) windows.set(key, w = { start: now, count: 0 })
+      if (++w.count > max) {
+        done(new RateLimitedError(Math.max(1, Math.ceil((w.start + WINDOW_MS - now) / 1000)), max))
+        return
+      }
+      done()
+    }
+    // Per route, after the auth plugin's hook (registered before this one): the key is the identity.
+    app.addHook('onRoute', route => { addRouteHook(route, 'onRequest', limit) })
+    hooks = { onRequest: [limit] }
   }
   if (init.maxEventLoopDelayMs > 0 || init.maxHeapBytes > 0) {
-    await app.register(underPressure, {
-      maxEventLoopDelay: init.maxEventLoopDelayMs > 0 ? init.maxEventLoopDelayMs : undefined,
-      maxHeapUsedBytes: init.maxHeapBytes > 0 ? init.maxHeapBytes : undefined,
-      retryAfter: init.retryAfterSeconds,
-      pressureHandler: async (_req, _reply, type, value) => {
-        throw new OverloadedError(init.retryAfterSeconds, `${String(type)} ${Math.round(Number(value))}`)
-      }
+    // The plugin samples (the event loop's mean delay and the heap, once a second). Given no
+    // threshold, it adds no hook of its own: its hook looked up a per-route handler in
+    // req.routeOptions, which fastify builds afresh on each access (~3 µs a request); this
+    // one compares the latest sample with the limits.
+    await app.register(underPressure)
+    const { maxEventLoopDelayMs: maxDelay, maxHeapBytes: maxHeap, retryAfterSeconds } = init
+    app.addHook('onRequest', (_req, _reply, done) => {
+      const m = app.memoryUsage()
+      // The delay is Infinity when the loop was blocked for a whole sample (no tick measured).
+      if (maxDelay > 0 && m.eventLoopDelay > maxDelay) done(new OverloadedError(retryAfterSeconds, `eventLoopDelay ${Math.round(m.eventLoopDelay)}`))
+      else if (maxHeap > 0 && m.heapUsed > maxHeap) done(new OverloadedError(retryAfterSeconds, `heapUsedBytes ${m.heapUsed}`))
+      else done()
     })
   }
+  return hooks
 }
