@@ -11,7 +11,7 @@
  * it throws, at once, where an async one costs a promise and a microtask on
  * every request.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyServerOptions } from 'fastify'
 import swagger from '@fastify/swagger'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { MAX_JSON_DEPTH } from '../constants.ts'
@@ -74,7 +74,7 @@ export async function buildApi (init: ApiInit): Promise<Api> {
     ...(init.logger != null && !debugging(init.logger) ? { childLoggerFactory: (logger: FastifyBaseLogger) => logger } : {}),
     // fastify's "incoming request" / "request completed" lines are info: below the API logger's level
     // unless debugging, yet each built its object (and read the clock) on every request.
-    disableRequestLogging: init.logger == null || !debugging(init.logger),
+    logController: new LogController({ disableRequestLogging: init.logger == null || !debugging(init.logger) }),
     // Clients are long-lived workers heartbeating over keep-alive.
     keepAliveTimeout: 65_000,
     requestTimeout: 30_000,
