@@ -11,8 +11,8 @@
  *   seen dropped first (toad-cache's LRU map, fastify's own cache). This is
  *   @fastify/rate-limit's local store and algorithm, checked synchronously:
  *   the plugin's per-request path (an async hook awaiting the key generator
- *   and a promise around its store) cost 5–7 µs a request, half of what
- *   separated `/route` from a bare fastify answer (docs/internals.md).
+ *   and a promise around its store) cost 5–7 µs a request measured through
+ *   `inject` (docs/benchmarks.md, "Where the time goes").
  * - Back-pressure: while the event loop is late by more than
  *   `maxEventLoopDelayMs` or the heap holds more than `maxHeapBytes` (as
  *   @fastify/under-pressure samples them), new requests get 503
@@ -75,7 +75,8 @@ export async function limitsPlugin (app: Api, init: LimitsInit): Promise<NotFoun
   if (init.maxEventLoopDelayMs > 0 || init.maxHeapBytes > 0) {
     // The plugin samples (the event loop's mean delay and the heap, once a second). Given no
     // threshold, it adds no hook of its own: its hook looked up a per-route handler in
-    // req.routeOptions, which fastify builds afresh on each access (~3 µs a request); this
+    // req.routeOptions, which fastify builds afresh on each access (~3 µs a request through
+    // `inject`); this
     // one compares the latest sample with the limits.
     await app.register(underPressure)
     const { maxEventLoopDelayMs: maxDelay, maxHeapBytes: maxHeap, retryAfterSeconds } = init
