@@ -56,6 +56,7 @@ export interface ApiInit extends ApiComponents {
 const debugging = (log: FastifyBaseLogger): boolean => log.level === 'debug' || log.level === 'trace'
 
 export async function buildApi (init: ApiInit): Promise<Api> {
+  const verbose = init.logger != null && debugging(init.logger)
   // fastify's overloads type an https server differently; the routes only need the TypeBox provider.
   const app = Fastify({
     https: {
@@ -71,10 +72,10 @@ export async function buildApi (init: ApiInit): Promise<Api> {
     ...(init.logger != null ? { loggerInstance: init.logger } : { logger: false }),
     // No child logger per request (a pino child costs about a microsecond) unless debugging: the
     // error handler names the request in the lines it logs.
-    ...(init.logger != null && !debugging(init.logger) ? { childLoggerFactory: (logger: FastifyBaseLogger) => logger } : {}),
+    ...(init.logger != null && !verbose ? { childLoggerFactory: (logger: FastifyBaseLogger) => logger } : {}),
     // fastify's "incoming request" / "request completed" lines are info: below the API logger's level
     // unless debugging, yet each built its object (and read the clock) on every request.
-    logController: new LogController({ disableRequestLogging: init.logger == null || !debugging(init.logger) }),
+    logController: new LogController({ disableRequestLogging: !verbose }),
     // Clients are long-lived workers heartbeating over keep-alive.
     keepAliveTimeout: 65_000,
     requestTimeout: 30_000,
