@@ -274,6 +274,12 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
     return this.router.route(q)
   }
 
+  /** `route`'s answer as JSON text. */
+  routeText (q: RouteQuery, actor: Identity | null = null): string {
+    if (actor != null) q.requester_identity = actor.id
+    return this.router.routeText(q)
+  }
+
   /** Capabilities on offer, with how many workers offer each and how many are healthy. */
   capabilities (): CapabilitySummary[] {
     return this.router.capabilities()

@@ -71,6 +71,8 @@ export interface ControllerView {
   drain: (workerId: string, incarnation: number | undefined, actor: Identity | null) => DrainReply
   deregister: (workerId: string, actor: Identity | null) => DeregisterReply
   route: (q: RouteQuery, actor: Identity | null) => RouteResult
+  /** `route`'s answer as JSON text: what `/route` sends (the common pick builds no object; see routing/tier.ts). */
+  routeText: (q: RouteQuery, actor: Identity | null) => string
   capabilities: () => CapabilitySummary[]
   workers: (filter: { state?: HealthState, capability?: string, limit: number, offset: number }) => WorkersReply
   /** The export as JSON text in pieces (PortableState; never one string of the whole). */
@@ -167,6 +169,7 @@ export function controllerView (core: ControllerCore, facts: NodeFacts, events: 
     drain: (id, incarnation, actor) => core.drain(id, incarnation, actor),
     deregister: (id, actor) => core.deregister(id, actor),
     route: (q, actor) => core.route(q, actor),
+    routeText: (q, actor) => core.routeText(q, actor),
     capabilities: () => core.capabilities(),
     workers: filter => core.workers(filter),
     exportJson: () => core.exportJson(),

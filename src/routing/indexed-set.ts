@@ -1,7 +1,7 @@
 /** A set with O(1) add, delete and access by position: what round-robin over a changing set needs. */
 export class IndexedSet<T> {
-  private readonly items: T[] = []
-  private readonly pos = new Map<T, number>()
+  protected readonly items: T[] = []
+  protected readonly pos = new Map<T, number>()
 
   get size (): number { return this.items.length }
 

@@ -23,7 +23,7 @@ import { NoHealthyWorkerError, NoWorkerError } from '../errors.ts'
 import type { Capability, HealthState, RouteQuery, RouteResult, Strategy } from '../wire/index.ts'
 import type { WorkerRecord } from '../registry/schema.ts'
 import { IdempotencyCache, type IdempotencyCacheInit } from './idempotency.ts'
-import { IndexedSet } from './indexed-set.ts'
+import { Tier } from './tier.ts'
 
 export type { RouteQuery, RouteResult, Strategy }
 
@@ -68,9 +68,11 @@ class Bucket {
   readonly offers = new Map<string, Offer>()
   // Offers, not worker ids: a selection reads the worker and its capabilities with no map lookup
   // (on a server whose caches the TLS and HTTP work keep cold, each lookup is a few cache misses).
-  readonly healthy = new IndexedSet<Offer>()
-  readonly healthyByOwner = new Map<string, IndexedSet<Offer>>()
-  readonly pending = new IndexedSet<Offer>()
+  readonly healthy = new Tier<Offer>()
+  readonly healthyByOwner = new Map<string, Tier<Offer>>()
+  /** `healthyByOwner`'s tier of the answering controller (what a query without affinity prefers), without the lookup. */
+  own: Tier<Offer> | undefined
+  readonly pending = new Tier<Offer>()
   cursor = 0
   readonly verb: string
   readonly name: string
@@ -81,6 +83,8 @@ class Bucket {
 }
 
 const keyOf = (verb: string, name: string): string => `${verb}\u0000${name}`
+const isFiltered = (q: RouteQuery): boolean => q.version != null || q.requires_gpu === true || q.slo_constraints != null || q.budget_tokens != null
+const nonEmpty = (t: Tier<Offer> | undefined): Tier<Offer> | undefined => t != null && t.size > 0 ? t : undefined
 
 export class Router {
   readonly controllerId: string
@@ -161,6 +165,13 @@ export class Router {
   setLoad (workerId: string, load: number): void {
     const w = this.workers.get(workerId)
     if (w == null || w.load === load) return
+    if ((w.load > 0) !== (load > 0)) {
+      // Idle ⇄ busy: the tiers count busy workers (see tier.ts), so take it out and put it back.
+      this.placeAll(w, false)
+      w.load = load
+      this.placeAll(w, true)
+      return
+    }
     w.load = load
     // Saturation depends on load: a cached "nothing matches" may no longer hold.
     this.touch(w)
@@ -194,8 +205,36 @@ export class Router {
   route (q: RouteQuery): RouteResult {
     const b = this.buckets.get(keyOf(q.verb, q.capability))
     if (b == null) throw new NoWorkerError(q.capability, q.verb)
+    return this.decide(b, q)
+  }
+
+  /**
+   * The same decision as `route`, answered as JSON text (what `/route`
+   * sends). A plain query (no filter, strategy or idempotency key) whose
+   * first tier holds only idle workers is answered from that tier's cached
+   * text, reading nothing else (see tier.ts).
+   */
+  routeText (q: RouteQuery): string {
+    const b = this.buckets.get(keyOf(q.verb, q.capability))
+    if (b == null) throw new NoWorkerError(q.capability, q.verb)
+    if ((q.strategy == null || q.strategy === 'round_robin') && q.idempotency_key == null && !isFiltered(q)) {
+      // The tier `pick` would try first: its worker at the cursor matches, being idle and unfiltered.
+      const tier = nonEmpty(q.affinity == null ? b.own : b.healthyByOwner.get(q.affinity)) ?? nonEmpty(b.healthy) ?? nonEmpty(b.pending)
+      if (tier != null && tier.busy === 0) {
+        const idx = b.cursor % tier.size
+        b.cursor = idx + 1
+        return tier.text(idx, this.plainText)
+      }
+    }
+    return JSON.stringify(this.decide(b, q))
+  }
+
+  /** The answer of a plain round-robin pick of an idle `offer` (state from the tier it is in). */
+  private readonly plainText = (offer: Offer): string => JSON.stringify(this.result(offer.worker, offer.caps[0], 'round_robin'))
+
+  private decide (b: Bucket, q: RouteQuery): RouteResult {
     const strategy = q.strategy ?? 'round_robin'
-    const filtered = q.version != null || q.requires_gpu === true || q.slo_constraints != null || q.budget_tokens != null
+    const filtered = isFiltered(q)
 
     if (q.idempotency_key != null) {
       const idemKey = `${b.verb}\u0000${b.name}\u0000${q.idempotency_key}`
@@ -237,7 +276,7 @@ export class Router {
     throw error
   }
 
-  private select (b: Bucket, tier: IndexedSet<Offer>, q: RouteQuery, strategy: Strategy, filtered: boolean): [Indexed, Capability] | undefined {
+  private select (b: Bucket, tier: Tier<Offer>, q: RouteQuery, strategy: Strategy, filtered: boolean): [Indexed, Capability] | undefined {
     const n = tier.size
     const start = b.cursor % n
     const comparing = strategy === 'least_loaded' || q.budget_tokens != null
@@ -333,15 +372,22 @@ export class Router {
     b.epoch++
     const w = offer.worker
     if (w.state === 'healthy') {
-      let own = b.healthyByOwner.get(w.record.owner)
-      if (own == null && add) b.healthyByOwner.set(w.record.owner, own = new IndexedSet())
+      const owner = w.record.owner
+      let own = b.healthyByOwner.get(owner)
+      if (own == null && add) {
+        b.healthyByOwner.set(owner, own = new Tier())
+        if (owner === this.controllerId) b.own = own
+      }
       if (add) {
         b.healthy.add(offer)
         own!.add(offer)
       } else {
         b.healthy.delete(offer)
         own?.delete(offer)
-        if (own?.size === 0) b.healthyByOwner.delete(w.record.owner)
+        if (own?.size === 0) {
+          b.healthyByOwner.delete(owner)
+          if (owner === this.controllerId) b.own = undefined
+        }
       }
     } else if (w.state === 'pending') {
       if (add) b.pending.add(offer)

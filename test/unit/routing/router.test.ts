@@ -317,6 +317,77 @@ describe('Router', () => {
   })
 })
 
+describe('Router.routeText', () => {
+  it('answers what route() answers, as JSON text, through random changes of records, states and loads', () => {
+    // Two routers fed the same changes make the same decisions: one answers with route(), the other with routeText().
+    const a = router()
+    const b = router()
+    const states: HealthState[] = ['healthy', 'unhealthy', 'draining', 'pending']
+    const owners = ['me', 'peer-1', 'peer-2']
+    let seed = 11
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n }
+    const queries: RouteQuery[] = [
+      q(), q(), q({ capability: 'c1' }), q({ affinity: 'peer-1' }), q({ affinity: 'nobody' }), q({ strategy: 'least_loaded' }),
+      q({ version: '2.0.0' }), q({ requires_gpu: true }), q({ idempotency_key: 'k1' }), q({ budget_tokens: 5 })
+    ]
+    let routed = 0
+    for (let step = 0; step < 3_000; step++) {
+      const id = `w${rand(30)}`
+      const op = rand(6)
+      if (op === 0) {
+        const caps = [cap('echo', { version: rand(2) === 0 ? '1.0.0' : '2.0.0', requires_gpu: rand(3) === 0, cost_tokens_per_invocation: rand(10) }), cap(`c${rand(2)}`)]
+        const record = rec(id, caps, owners[rand(3)], 1 + rand(5))
+        record.worker_url = `https://127.0.0.1:${7000 + rand(100)}/${id}`
+        const st = states[rand(4)]
+        const load = rand(3) === 0 ? rand(12) : 0
+        a.upsert(record, st, load)
+        b.upsert(structuredClone(record), st, load)
+      } else if (op === 1) {
+        const st = states[rand(4)]
+        a.setState(id, st)
+        b.setState(id, st)
+      } else if (op === 2) {
+        const load = rand(2) === 0 ? 0 : rand(12)
+        a.setLoad(id, load)
+        b.setLoad(id, load)
+      } else if (op === 3) {
+        a.remove(id)
+        b.remove(id)
+      } else {
+        const query = queries[rand(queries.length)]
+        const answer = (f: () => unknown): unknown => { try { return f() } catch (err) { return err } }
+        const want = answer(() => a.route({ ...query }))
+        const got = answer(() => b.routeText({ ...query }))
+        if (want instanceof Error) {
+          expect(got).toBeInstanceOf(want.constructor)
+        } else {
+          expect(JSON.parse(got as string)).toEqual(want)
+          routed++
+        }
+      }
+    }
+    expect(routed).toBeGreaterThan(500)
+  })
+
+  it('never answers from a stale cached text: a new record, state or load shows at once', () => {
+    const r = router([[rec('a')]])
+    expect(JSON.parse(r.routeText(q()))).toMatchObject({ worker_id: 'a', worker_url: 'https://127.0.0.1:7000/a', state: 'healthy', load: 0, incarnation: 1 })
+    const moved = rec('a', [cap('echo')], 'me', 2)
+    moved.worker_url = 'https://127.0.0.1:7001/a'
+    r.upsert(moved, 'healthy')
+    expect(JSON.parse(r.routeText(q()))).toMatchObject({ worker_url: 'https://127.0.0.1:7001/a', incarnation: 2 })
+    r.setState('a', 'pending')
+    expect(JSON.parse(r.routeText(q()))).toMatchObject({ state: 'pending' })
+    r.setState('a', 'healthy')
+    r.setLoad('a', 3)
+    expect(JSON.parse(r.routeText(q()))).toMatchObject({ state: 'healthy', load: 3 })
+    r.setLoad('a', 0)
+    expect(JSON.parse(r.routeText(q()))).toMatchObject({ load: 0 })
+    r.setLoad('a', 10)
+    expect(errorOf(() => r.routeText(q()))).toBeInstanceOf(NoHealthyWorkerError)
+  })
+})
+
 describe('IndexedSet', () => {
   it('adds, deletes by swap and indexes by position', () => {
     const s = new IndexedSet<string>()
