@@ -17,6 +17,9 @@ import type { HealthState } from '../wire/index.ts'
 import { LabelledHistogram } from './histogram.ts'
 import { exposition } from './process.ts'
 
+/** Counts and times one answered request of a given method and route (see `ControllerMetrics.httpRecorder`). */
+export type HttpRecorder = (status: number, seconds: number) => void
+
 export interface ControllerMetricsComponents {
   /** The controller, as everything outside its core sees it. */
   view: ControllerView
@@ -251,11 +254,33 @@ export class ControllerMetrics {
 
   /** One answered HTTPS request. `route` is the route's pattern (never the raw URL: bounded labels). */
   observeHttp (method: string, route: string, status: number, seconds: number): void {
-    const key = `${method} ${route} ${status}`
-    const c = this.httpCounts.get(key)
-    if (c != null) c.n++
-    else this.httpCounts.set(key, { labels: { method, route, status: String(status) }, n: 1 })
+    this.httpCount(method, route, status).n++
     this.httpSeconds.observe(route, seconds)
+  }
+
+  /**
+   * `observeHttp` for one method and route pattern, as a function the API's
+   * per-route hook keeps: it builds and hashes no key per request (that cost
+   * ~1 µs a request in a profile of `/route` under load).
+   */
+  httpRecorder (method: string, route: string): HttpRecorder {
+    const byStatus = new Map<number, { n: number }>()
+    const series = this.httpSeconds.seriesOf(route)
+    const histogram = this.httpSeconds
+    return (status, seconds) => {
+      let c = byStatus.get(status)
+      if (c == null) byStatus.set(status, c = this.httpCount(method, route, status))
+      c.n++
+      histogram.record(series, seconds)
+    }
+  }
+
+  /** The request counter of method + route + status, created at 0. */
+  private httpCount (method: string, route: string, status: number): { n: number } {
+    const key = `${method} ${route} ${status}`
+    let c = this.httpCounts.get(key)
+    if (c == null) this.httpCounts.set(key, c = { labels: { method, route, status: String(status) }, n: 0 })
+    return c
   }
 
   /** The exposition format's content type. */

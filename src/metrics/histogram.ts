@@ -23,7 +23,7 @@ export interface LabelledHistogramInit {
   registers: Registry[]
 }
 
-interface Series {
+export interface Series {
   /** Observations per bucket, not cumulative; the last slot counts those above every bound. */
   counts: number[]
   sum: number
@@ -66,8 +66,18 @@ export class LabelledHistogram {
 
   /** One observation of a finite `value` for `labelValue`. */
   observe (labelValue: string, value: number): void {
+    this.record(this.seriesOf(labelValue), value)
+  }
+
+  /** `labelValue`'s series (created empty on first use), for a caller that observes into it with `record` and no lookup. */
+  seriesOf (labelValue: string): Series {
     let s = this.series.get(labelValue)
     if (s == null) this.series.set(labelValue, s = { counts: new Array<number>(this.buckets.length + 1).fill(0), sum: 0, count: 0 })
+    return s
+  }
+
+  /** One observation of a finite `value` into a series from `seriesOf`. */
+  record (s: Series, value: number): void {
     let i = 0
     while (i < this.buckets.length && value > this.buckets[i]) i++
     s.counts[i]++
@@ -75,14 +85,21 @@ export class LabelledHistogram {
     s.count++
   }
 
+  /** Zeroes every series in place: series handed out by `seriesOf` stay valid, and are printed again once observed. */
   reset (): void {
-    this.series.clear()
+    for (const s of this.series.values()) {
+      s.counts.fill(0)
+      s.sum = 0
+      s.count = 0
+    }
   }
 
   /** What the Registry prints: per label value, the cumulative `_bucket`s, `+Inf`, `_sum` and `_count`. */
   getForPromString (): Exported {
     const values: Sample[] = []
     for (const [labelValue, s] of this.series) {
+      // As prom-client: a label value is printed once observed (and not after a reset).
+      if (s.count === 0) continue
       const sharedLabels = { [this.label]: labelValue }
       const sample = (labels: Sample['labels'], value: number, suffix: string): Sample => ({ metricName: this.name + suffix, labels, sharedLabels, value })
       let cumulative = 0

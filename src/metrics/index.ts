@@ -7,6 +7,6 @@
  *   await metrics.text()
  */
 export { ControllerMetrics, controllerMetrics } from './controller-metrics.ts'
-export type { ControllerMetricsComponents, ControllerMetricsInit } from './controller-metrics.ts'
+export type { ControllerMetricsComponents, ControllerMetricsInit, HttpRecorder } from './controller-metrics.ts'
 export { AgentMetrics, agentMetrics } from './agent-metrics.ts'
 export type { AgentMetricsInit } from './agent-metrics.ts'

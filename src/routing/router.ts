@@ -90,6 +90,12 @@ export class Router {
   readonly controllerId: string
   private readonly retryAfter: number
   private readonly buckets = new Map<string, Bucket>()
+  /**
+   * The same buckets by verb, then name: what a query looks up. Its strings
+   * as JSON.parse gave them (short ones interned), with no key to build,
+   * flatten and hash per request as `keyOf` would.
+   */
+  private readonly byVerb = new Map<string, Map<string, Bucket>>()
   private readonly workers = new Map<string, Indexed>()
   /** Workers per state, kept up to date so that /health is O(1) however large the registry. */
   private readonly perState: Record<HealthState, number> = { healthy: 0, unhealthy: 0, draining: 0, pending: 0 }
@@ -114,6 +120,9 @@ export class Router {
       if (b == null) {
         const cap = record.capabilities.find(c => keyOf(c.verb, c.name) === key)!
         this.buckets.set(key, b = new Bucket(cap.verb, cap.name))
+        let names = this.byVerb.get(cap.verb)
+        if (names == null) this.byVerb.set(cap.verb, names = new Map())
+        names.set(cap.name, b)
       }
       const offer: Offer = { worker: w, caps: record.capabilities.filter(c => keyOf(c.verb, c.name) === key) }
       b.offers.set(record.worker_id, offer)
@@ -130,7 +139,12 @@ export class Router {
       if (b == null || offer == null) continue
       this.place(b, offer, false)
       b.offers.delete(workerId)
-      if (b.offers.size === 0) this.buckets.delete(key)
+      if (b.offers.size === 0) {
+        this.buckets.delete(key)
+        const names = this.byVerb.get(b.verb)!
+        names.delete(b.name)
+        if (names.size === 0) this.byVerb.delete(b.verb)
+      }
     }
     this.workers.delete(workerId)
     this.perState[w.state]--
@@ -143,7 +157,7 @@ export class Router {
 
   /** Workers that offer `verb` + `name` and could be routed to (healthy or pending), whatever their load. O(1). */
   routable (verb: string, name: string): number {
-    const b = this.buckets.get(keyOf(verb, name))
+    const b = this.byVerb.get(verb)?.get(name)
     return b == null ? 0 : b.healthy.size + b.pending.size
   }
 
@@ -203,7 +217,7 @@ export class Router {
    * worker does but none is routable right now.
    */
   route (q: RouteQuery): RouteResult {
-    const b = this.buckets.get(keyOf(q.verb, q.capability))
+    const b = this.byVerb.get(q.verb)?.get(q.capability)
     if (b == null) throw new NoWorkerError(q.capability, q.verb)
     return this.decide(b, q)
   }
@@ -215,7 +229,7 @@ export class Router {
    * text, reading nothing else (see tier.ts).
    */
   routeText (q: RouteQuery): string {
-    const b = this.buckets.get(keyOf(q.verb, q.capability))
+    const b = this.byVerb.get(q.verb)?.get(q.capability)
     if (b == null) throw new NoWorkerError(q.capability, q.verb)
     if ((q.strategy == null || q.strategy === 'round_robin') && q.idempotency_key == null && !isFiltered(q)) {
       // The tier `pick` would try first: its worker at the cursor matches, being idle and unfiltered.

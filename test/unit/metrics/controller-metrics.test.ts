@@ -104,6 +104,21 @@ describe('controller metrics', () => {
     expect(s.sum('capmesh_http_request_duration_seconds_bucket', { route: '/route', le: '+Inf' })).toBe(3)
   })
 
+  it('count through a per-route recorder into the same series as observeHttp', async () => {
+    const m = metricsOf(core())
+    const post = m.httpRecorder('POST', '/route')
+    post(200, 0.0003)
+    post(503, 0.003)
+    m.observeHttp('POST', '/route', 200, 3)
+    m.httpRecorder('GET', '/route')(200, 0.0003)
+    const s = parseMetrics(await m.text())
+    expect(s.sum('capmesh_http_requests_total', { method: 'POST', route: '/route', status: '200' })).toBe(2)
+    expect(s.sum('capmesh_http_requests_total', { method: 'POST', route: '/route', status: '503' })).toBe(1)
+    expect(s.sum('capmesh_http_requests_total', { method: 'GET', route: '/route' })).toBe(1)
+    expect(s.sum('capmesh_http_request_duration_seconds_bucket', { route: '/route', le: '0.0005' })).toBe(2)
+    expect(s.sum('capmesh_http_request_duration_seconds_count', { route: '/route' })).toBe(4)
+  })
+
   it('include Node\'s process metrics only when asked, one set per process', async () => {
     const without = parseMetrics(await metricsOf(core()).text())
     expect(() => without.sum('process_cpu_seconds_total')).toThrow(/no metric/)

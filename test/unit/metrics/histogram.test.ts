@@ -41,4 +41,19 @@ describe('LabelledHistogram', () => {
     again.ours.resetMetrics()
     expect(await again.ours.metrics()).toBe(await theirs.metrics())
   })
+
+  it('observes through a kept series as through observe(), before and after a reset', async () => {
+    const ours = new Registry()
+    const h = new LabelledHistogram({ name, help, label: 'route', buckets, registers: [ours] })
+    const kept = new Map<string, ReturnType<LabelledHistogram['seriesOf']>>()
+    const record = (route: string, v: number): void => {
+      if (!kept.has(route)) kept.set(route, h.seriesOf(route))
+      h.record(kept.get(route)!, v)
+    }
+    for (const [route, v] of observations) record(route, v)
+    expect(await ours.metrics()).toBe(await both(observations).theirs.metrics())
+    ours.resetMetrics()
+    for (const [route, v] of observations.slice(0, 3)) record(route, v)
+    expect(await ours.metrics()).toBe(await both(observations.slice(0, 3)).theirs.metrics())
+  })
 })
