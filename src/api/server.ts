@@ -95,17 +95,17 @@ export async function buildApi (init: ApiInit): Promise<Api> {
   const watchers = watchersPlugin(app, { max: init.watch?.maxWatchers })
   // Only JSON bodies: without this, fastify's text/plain parser would accept text and fail later as "must be object".
   app.removeContentTypeParser('text/plain')
-  // Refuse absurdly nested JSON before validation or storage recurse into it.
-  app.addHook('preValidation', (req, _reply, done) => {
-    // Only objects: every endpoint wants one, and the schema rejects anything else without recursing.
-    const body = req.body
-    // (Raw bytes, a binary /state/import, are not JSON: the registry checks them.)
-    const where = body != null && typeof body === 'object' && !Array.isArray(body) && !(body instanceof Uint8Array) ? tooDeep(body, MAX_JSON_DEPTH) : null
-    if (where == null) {
-      done()
-      return
-    }
-    done(new ValidationError(`body${where} is nested deeper than ${MAX_JSON_DEPTH} levels`, [{ field: `body${where}`, message: `must not nest deeper than ${MAX_JSON_DEPTH} levels` }]))
+  // fastify's own JSON parser, then absurdly nested JSON refused before validation or storage recurse
+  // into it: in the parser, not a preValidation hook, so a request pays for no extra hook phase.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, text, done) => {
+    parseJson(req, text as string, (err: Error | null, body?: unknown) => {
+      // Only objects: every endpoint wants one, and the schema rejects anything else without recursing.
+      const where = err == null && body != null && typeof body === 'object' && !Array.isArray(body) ? tooDeep(body, MAX_JSON_DEPTH) : null
+      if (where == null) done(err, body)
+      else done(new ValidationError(`body${where} is nested deeper than ${MAX_JSON_DEPTH} levels`, [{ field: `body${where}`, message: `must not nest deeper than ${MAX_JSON_DEPTH} levels` }]), undefined)
+    })
   })
   await app.register(swagger, {
     openapi: {

@@ -11,6 +11,7 @@ export function tooDeep (value: unknown, max: number): string | null {
 }
 
 function withinDepth (value: unknown, max: number): boolean {
+  if (max >= 1 && flat(value)) return true
   const values: unknown[] = [value]
   const depths: number[] = [0]
   while (values.length > 0) {
@@ -29,6 +30,17 @@ function withinDepth (value: unknown, max: number): boolean {
         depths.push(depth + 1)
       }
     }
+  }
+  return true
+}
+
+/** An object whose values are all primitives (most request bodies): checked without allocating. */
+function flat (value: unknown): boolean {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false
+  for (const k in value) {
+    if (!Object.hasOwn(value, k)) return false
+    const v = (value as Record<string, unknown>)[k]
+    if (v !== null && typeof v === 'object') return false
   }
   return true
 }
