@@ -662,6 +662,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 
   private bestOwnEntry (workerId: string, among?: Set<string>): Entry | undefined {
+    const locs = this.locations.get(workerId)
+    if (locs == null || (typeof locs === 'string' && ownerOf(locs) !== this.controllerId)) return undefined
     let best: Entry | undefined
     for (const key of this.where(workerId)) {
       if (ownerOf(key) !== this.controllerId || (among != null && !among.has(key))) continue
@@ -725,7 +727,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
       const mirror = this.segments.get(key)
       if (mirror == null) continue
       const seg = ev.target as Y.Map<unknown>
-      for (const [id, change] of ev.changes.keys) {
+      // The keys changed, read from the map as it is now: not `ev.changes.keys`, for which Yjs works
+      // out an action and old value per key (a slice of an import changes thousands).
+      for (const id of (ev as Y.YMapEvent<unknown>).keysChanged) {
+        if (id == null) continue
         if (id === SEAL_KEY) {
           this.readSeal(key, seg)
           continue
@@ -734,7 +739,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         const item = seg._map.get(id)
         // The digest's leaf is replaced where the entry is (one change of it, none for this
         // controller's own writes, which put() already recorded), and deleted where it is not.
-        if (change.action === 'delete' || item == null || item.deleted || !this.locate(id, key, mirror, item)) this.digests.get(key)?.delete(id)
+        if (item == null || item.deleted || !this.locate(id, key, mirror, item)) this.digests.get(key)?.delete(id)
         touched.add(id)
       }
     }
@@ -858,14 +863,16 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** Mirrors the entry held by `item` (the live item of key `id` in segment `key`). False if it is malformed (ignored). */
   private locate (id: string, key: string, mirror: Map<string, Entry>, item: Y.Item): boolean {
-    const last = Y.createID(item.id.client, item.id.clock + item.length - 1)
-    const parsed = this.parsed.get(last)
+    const parsed = this.parsed.at(item.id.client, item.id.clock + item.length - 1)
     const text = item.content.getContent()[item.length - 1]
     const entry = parsed?.entry ?? decodeEntry(text)
     if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key) || typeof text !== 'string') {
       this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
       return false
     }
+    // One string object for the worker id in every map keyed by it (here, the router, liveness):
+    // hashed once, held once.
+    entry.worker_id = id
     mirror.set(id, entry)
     this.digests.get(key)?.set(id, parsed?.leaf ?? entryLeaf(id, text))
     const locs = this.locations.get(id)
@@ -901,6 +908,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** The winning entry for a worker, tombstones included. */
   private winner (id: string): Entry | undefined {
+    const locs = this.locations.get(id)
+    // Almost every worker: one entry, no array of its segments.
+    if (typeof locs === 'string') return this.segments.get(locs)?.get(id)
     let best: Entry | undefined
     for (const key of this.where(id)) {
       const e = this.segments.get(key)?.get(id)
