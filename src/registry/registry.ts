@@ -34,7 +34,7 @@ import {
   APPLY_IN_SLICES_BYTES, APPLY_SLICE_STRUCTS, DEFAULT_SEGMENT_GARBAGE_RATIO, DEFAULT_SEGMENT_MIN_GARBAGE, DEFAULT_TOMBSTONE_TTL_MS
 } from '../constants.ts'
 import { InvalidStateError } from '../errors.ts'
-import { decodeEntry, encodeEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
+import { decodeEntry, encodeEntry, isTombstone, parseOwnEntry, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, type SealAuthority } from './seal.ts'
 import { MissingDependencyError, ParsedEntries, adoptPreviews, stillValid, validateUpdate, validateUpdateAsync, type SealContext, type ValidUpdate } from './validate.ts'
@@ -159,6 +159,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * from here instead of parsing the same text again.
    */
   private parsed = new ParsedEntries()
+  /** True while this controller's own snapshot is applied (applyUpdate `own`): its entries are parsed, not checked again. */
+  private ownReplay = false
   /** Digest of each segment's live entries, and its seal. */
   private readonly digests = new Map<string, SegmentDigest>()
   private readonly seals: SealContext | null
@@ -423,23 +425,32 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * first (validateUpdate); a malformed update throws InvalidStateError and
    * changes nothing. Merging is idempotent and order-independent. True if
    * it changed the document.
+   *
+   * `own`: the update is this controller's own snapshot, as it wrote it (the
+   * store verified its MAC, store.ts): every part of it was checked when it
+   * came in, so it is applied unchecked, and its entries are parsed without
+   * the schema check (parseOwnEntry). Segments sealed by a key no longer
+   * admitted are the caller's to drop (dropUnadmitted). Only for Origin.load.
    */
-  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): boolean {
+  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate, own?: boolean } = {}): boolean {
     if (this.midSlices) throw this.busyError()
+    if (opts.own === true && origin !== Origin.load) throw new TypeError('applyUpdate: only a replay of the data dir may be applied unchecked')
     // `validated`: the caller checked it already (the gossip validator); again if the document moved since.
-    const valid = opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
-    this.parsed = valid.entries
+    const valid = opts.own === true ? null : opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
+    this.parsed = valid?.entries ?? new ParsedEntries()
     let changed = false
     const seen = (tr: Y.Transaction): void => { changed = transactionChanged(tr) }
     this.doc.on('afterTransaction', seen)
+    this.ownReplay = valid == null
     try {
       Y.applyUpdate(this.doc, update, origin)
-      adoptPreviews(valid)
+      if (valid != null) adoptPreviews(valid)
     } catch (err) {
       throw new InvalidStateError(`update could not be applied: ${(err as Error).message}`, { cause: err })
     } finally {
       this.doc.off('afterTransaction', seen)
       this.parsed = new ParsedEntries()
+      this.ownReplay = false
     }
     // The bytes as received are what the store logs: replaying them rebuilds the same state, and
     // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it. An update
@@ -865,7 +876,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private locate (id: string, key: string, mirror: Map<string, Entry>, item: Y.Item): boolean {
     const parsed = this.parsed.at(item.id.client, item.id.clock + item.length - 1)
     const text = item.content.getContent()[item.length - 1]
-    const entry = parsed?.entry ?? decodeEntry(text)
+    const entry = parsed?.entry ?? (this.ownReplay ? parseOwnEntry(text) : decodeEntry(text))
     if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key) || typeof text !== 'string') {
       this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
       return false
