@@ -805,8 +805,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const mirror = new Map<string, Entry>()
     this.segments.set(key, mirror)
     // A digest already there is the one this controller's own transaction filled (put) while
-    // creating the segment: it holds these entries already.
-    if (!this.digests.has(key)) this.digests.set(key, new SegmentDigest())
+    // creating the segment: it holds these entries already. One replayed from this controller's
+    // own snapshot is filled from the segment when first needed.
+    if (!this.digests.has(key)) this.digests.set(key, this.ownReplay ? SegmentDigest.deferred(() => leavesOf(value, mirror)) : new SegmentDigest())
     for (const [id, item] of value._map) {
       if (item.deleted || id === SEAL_KEY) continue
       this.locate(id, key, mirror, item)
@@ -885,7 +886,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     // hashed once, held once.
     entry.worker_id = id
     mirror.set(id, entry)
-    this.digests.get(key)?.set(id, parsed?.leaf ?? entryLeaf(id, text))
+    const d = this.digests.get(key)
+    // A deferred digest reads the leaves from the segment when first used: no leaf computed now.
+    if (d != null) d.set(id, d.deferred ? '' : parsed?.leaf ?? entryLeaf(id, text))
     const locs = this.locations.get(id)
     if (locs == null) this.locations.set(id, key)
     else if (typeof locs !== 'string') locs.add(key)
@@ -933,6 +936,15 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private resolve (id: string): WorkerRecord | undefined {
     const best = this.winner(id)
     return best == null || isTombstone(best) ? undefined : best
+  }
+}
+
+/** The leaf of each entry `mirror` holds, from its text in segment map `seg`. */
+function * leavesOf (seg: Y.Map<unknown>, mirror: Map<string, Entry>): Generator<[string, string]> {
+  for (const id of mirror.keys()) {
+    const item = seg._map.get(id)
+    if (item == null) continue
+    yield [id, entryLeaf(id, item.content.getContent()[item.length - 1] as string)]
   }
 }
 
