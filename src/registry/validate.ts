@@ -248,23 +248,33 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     return { kind: 'invalid', why: 'builds on content outside the registry' }
   }
 
+  // The last parent placed, and its place and map key: the entries of a delta share a few parents
+  // (their segment maps), so most are placed without a search, a lookup or a string built.
+  let lastParent: { client: number, clock: number, place: Place, map: string } | null = null
   /** Where an entry lands when its parent is given: the common case, one per worker in a delta. */
   const placeUnder = (item: Y.Item, parent: Y.ID): Place => {
-    const p = inUpdate(parent)
-    const pp = p != null ? placeOf(p) : placeInDoc(parent)
+    let pp: Place
+    let map: string
+    if (lastParent != null && lastParent.client === parent.client && lastParent.clock === parent.clock) {
+      pp = lastParent.place
+      map = lastParent.map
+    } else {
+      const p = inUpdate(parent)
+      pp = p != null ? placeOf(p) : placeInDoc(parent)
+      map = idKey(parent)
+      lastParent = { client: parent.client, clock: parent.clock, place: pp, map }
+    }
     return pp.kind === 'root' && item.parentSub != null
-      ? { kind: 'segment', segment: pp.key, map: idKey(parent), key: item.parentSub }
+      ? { kind: 'segment', segment: pp.key, map, key: item.parentSub }
       : pp.kind === 'missing' || pp.kind === 'collected' || pp.kind === 'invalid' ? pp : { kind: 'invalid', why: 'nested below a segment' }
   }
 
   const placeOf = (item: Y.Item): Place => {
+    // An item with its parent given is placed from it (cheap, see placeUnder): not remembered, as a
+    // map keyed by the item held every entry of a catch-up until its check ended.
+    if (item.parent instanceof Y.ID) return placeUnder(item, item.parent)
     const known = places.get(item)
     if (known != null) return known
-    if (item.parent instanceof Y.ID) {
-      const place = placeUnder(item, item.parent)
-      places.set(item, place)
-      return place
-    }
     // Walk the origin chain iteratively (an update may overwrite one key many times).
     const chain: Y.Item[] = []
     let cur: Y.Item | undefined = item
