@@ -22,6 +22,7 @@ import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { DEFAULT_FSYNC, DEFAULT_LOG_COMPACT_BYTES } from '../constants.ts'
 import { StoreError } from '../errors.ts'
+import { SEAL_VERSION } from './seal.ts'
 
 export interface FileStoreInit {
   /** Folder holding `snapshot.bin` and `updates.log` (created if missing). */
@@ -52,11 +53,14 @@ export interface LoadResult {
 
 const HEADER = 8
 /**
- * What the snapshot MAC covers, before the snapshot's bytes. Bumping it makes
- * every controller check its snapshot at its next start: needed when what a
- * replayed state must satisfy changes (new checks in validate.ts).
+ * What the snapshot MAC covers, before the snapshot's bytes: its own
+ * version and the seal format's. A change of either makes every controller
+ * check its snapshot at its next start, as a snapshot of another seal
+ * format is checked (and refused) like any other data. Bump the first when
+ * what a replayed state must satisfy changes otherwise (new checks in
+ * validate.ts or schema.ts).
  */
-const MAC_DOMAIN = 'capmesh/snapshot/1\0'
+const MAC_DOMAIN = `capmesh/snapshot/1/seal/${SEAL_VERSION}\0`
 
 export class FileStore {
   readonly dir: string
