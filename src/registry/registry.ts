@@ -481,7 +481,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         if (!stillValid(valid, this.seals)) valid = this.validate(update, origin, true)
         if (!valid.news) return false
         this.emit('update', update, origin)
-        for (const slice of sliceUpdate(valid.decoded, opts.sliceStructs ?? APPLY_SLICE_STRUCTS)) {
+        for (const slice of sliceUpdate(valid.decoded, opts.sliceStructs ?? APPLY_SLICE_STRUCTS, update)) {
           await nextTurn()
           this.parsed = valid.entries
           try {
