@@ -875,9 +875,11 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** Mirrors the entry held by `item` (the live item of key `id` in segment `key`). False if it is malformed (ignored). */
   private locate (id: string, key: string, mirror: Map<string, Entry>, item: Y.Item): boolean {
-    const parsed = this.parsed.at(item.id.client, item.id.clock + item.length - 1)
+    const client = item.id.client
+    const clock = item.id.clock + item.length - 1
+    const parsed = this.parsed.at(client, clock)
     const text = item.content.getContent()[item.length - 1]
-    const entry = parsed?.entry ?? (this.ownReplay ? parseOwnEntry(text) : decodeEntry(text))
+    const entry = parsed ?? (this.ownReplay ? parseOwnEntry(text) : decodeEntry(text))
     if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key) || typeof text !== 'string') {
       this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
       return false
@@ -888,7 +890,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     mirror.set(id, entry)
     const d = this.digests.get(key)
     // A deferred digest reads the leaves from the segment when first used: no leaf computed now.
-    if (d != null) d.set(id, d.deferred ? '' : parsed?.leaf ?? entryLeaf(id, text))
+    if (d != null) d.set(id, d.deferred ? '' : (parsed != null ? this.parsed.leafAt(client, clock) : undefined) ?? entryLeaf(id, text))
     const locs = this.locations.get(id)
     if (locs == null) this.locations.set(id, key)
     else if (typeof locs !== 'string') locs.add(key)
