@@ -42,7 +42,7 @@ import { TlsError } from '../errors.ts'
 import type { WorkerChange } from '../registry/index.ts'
 import { startTracing, type Tracing } from '../tracing/index.ts'
 import { fileStamp } from '../utils/files.ts'
-import { claimDataDir, Persistence, releaseDataDir } from './persistence.ts'
+import { claimDataDir, Persistence, releaseDataDir, snapshotMacKey } from './persistence.ts'
 
 export interface ControllerInit {
   config: ControllerConfig
@@ -175,7 +175,7 @@ export class Controller {
     const refusedAtLoad: Array<'unsigned' | 'malformed'> = []
     const onRefused = (origin: string, unsigned: boolean): void => { if (origin === 'load') refusedAtLoad.push(unsigned ? 'unsigned' : 'malformed') }
     core.on('refused', onRefused)
-    this.persistence = new Persistence({ dir: cfg.dataDir, fsync: cfg.fsync, registry: core.registry, log: this.log })
+    this.persistence = new Persistence({ dir: cfg.dataDir, fsync: cfg.fsync, registry: core.registry, log: this.log, macKey: snapshotMacKey(peerKey.raw) })
     this.restored = this.persistence.load()
     core.off('refused', onRefused)
     this.logEvents()

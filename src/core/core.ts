@@ -446,9 +446,9 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   }
 
   private xorEntry (r: WorkerRecord): void {
-    const [hi, lo] = entryHash(r)
-    this.hashHi = (this.hashHi ^ hi) >>> 0
-    this.hashLo = (this.hashLo ^ lo) >>> 0
+    entryHash(r)
+    this.hashHi = (this.hashHi ^ hashOut[0]) >>> 0
+    this.hashLo = (this.hashLo ^ hashOut[1]) >>> 0
   }
 
   /** Own workers' liveness removed with their entry during this turn (see onChange), until the next one. */
@@ -547,20 +547,38 @@ function fmix32 (h: number): number {
   return (h ^ (h >>> 16)) >>> 0
 }
 
+/** Where entryHash puts its two lanes (no array per entry: it runs for every worker of an import). */
+const hashOut = new Uint32Array(2)
+
 /**
  * A 64-bit hash of (worker, incarnation, owner) as two independent 32-bit
- * FNV-style lanes. Not cryptographic: it only tells whether two replicas
+ * FNV-style lanes, over `<worker id>\0<incarnation>\0<owner>` (fed part by
+ * part, not joined). Not cryptographic: it only tells whether two replicas
  * agree, and a crypto hash per entry was a visible cost of applying a heal.
+ * Into hashOut.
  */
-function entryHash (r: WorkerRecord): [number, number] {
-  const s = `${r.worker_id}\u0000${r.incarnation}\u0000${r.owner}`
+function entryHash (r: WorkerRecord): void {
+  const inc = String(r.incarnation)
   let a = 0x811c9dc5
-  let b = 0x9747b28c ^ s.length
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    a = Math.imul(a ^ c, 0x01000193)
-    b = Math.imul(b ^ c, 0x5bd1e995)
+  let b = 0x9747b28c ^ (r.worker_id.length + 1 + inc.length + 1 + r.owner.length)
+  const feed = (s: string): void => {
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i)
+      a = Math.imul(a ^ c, 0x01000193)
+      b = Math.imul(b ^ c, 0x5bd1e995)
+      b ^= b >>> 15
+    }
+  }
+  const sep = (): void => {
+    a = Math.imul(a, 0x01000193)
+    b = Math.imul(b, 0x5bd1e995)
     b ^= b >>> 15
   }
-  return [fmix32(a), fmix32(b ^ a)]
+  feed(r.worker_id)
+  sep()
+  feed(inc)
+  sep()
+  feed(r.owner)
+  hashOut[0] = fmix32(a)
+  hashOut[1] = fmix32(b ^ a)
 }

@@ -34,7 +34,7 @@ import {
   APPLY_IN_SLICES_BYTES, APPLY_SLICE_STRUCTS, DEFAULT_SEGMENT_GARBAGE_RATIO, DEFAULT_SEGMENT_MIN_GARBAGE, DEFAULT_TOMBSTONE_TTL_MS
 } from '../constants.ts'
 import { InvalidStateError } from '../errors.ts'
-import { decodeEntry, encodeEntry, isTombstone, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
+import { decodeEntry, encodeEntry, isTombstone, parseOwnEntry, type Capability, type Entry, type Tombstone, type WorkerRecord } from './schema.ts'
 import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, type SealAuthority } from './seal.ts'
 import { MissingDependencyError, ParsedEntries, adoptPreviews, stillValid, validateUpdate, validateUpdateAsync, type SealContext, type ValidUpdate } from './validate.ts'
@@ -159,6 +159,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * from here instead of parsing the same text again.
    */
   private parsed = new ParsedEntries()
+  /** True while this controller's own snapshot is applied (applyUpdate `own`): its entries are parsed, not checked again. */
+  private ownReplay = false
   /** Digest of each segment's live entries, and its seal. */
   private readonly digests = new Map<string, SegmentDigest>()
   private readonly seals: SealContext | null
@@ -423,23 +425,32 @@ export class Registry extends EventEmitter<RegistryEvents> {
    * first (validateUpdate); a malformed update throws InvalidStateError and
    * changes nothing. Merging is idempotent and order-independent. True if
    * it changed the document.
+   *
+   * `own`: the update is this controller's own snapshot, as it wrote it (the
+   * store verified its MAC, store.ts): every part of it was checked when it
+   * came in, so it is applied unchecked, and its entries are parsed without
+   * the schema check (parseOwnEntry). Segments sealed by a key no longer
+   * admitted are the caller's to drop (dropUnadmitted). Only for Origin.load.
    */
-  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate } = {}): boolean {
+  applyUpdate (update: Uint8Array, origin: Origin, opts: { validated?: ValidUpdate, own?: boolean } = {}): boolean {
     if (this.midSlices) throw this.busyError()
+    if (opts.own === true && origin !== Origin.load) throw new TypeError('applyUpdate: only a replay of the data dir may be applied unchecked')
     // `validated`: the caller checked it already (the gossip validator); again if the document moved since.
-    const valid = opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
-    this.parsed = valid.entries
+    const valid = opts.own === true ? null : opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
+    this.parsed = valid?.entries ?? new ParsedEntries()
     let changed = false
     const seen = (tr: Y.Transaction): void => { changed = transactionChanged(tr) }
     this.doc.on('afterTransaction', seen)
+    this.ownReplay = valid == null
     try {
       Y.applyUpdate(this.doc, update, origin)
-      adoptPreviews(valid)
+      if (valid != null) adoptPreviews(valid)
     } catch (err) {
       throw new InvalidStateError(`update could not be applied: ${(err as Error).message}`, { cause: err })
     } finally {
       this.doc.off('afterTransaction', seen)
       this.parsed = new ParsedEntries()
+      this.ownReplay = false
     }
     // The bytes as received are what the store logs: replaying them rebuilds the same state, and
     // having Yjs re-encode a 1 MB delta after a heal would cost more than applying it. An update
@@ -470,7 +481,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         if (!stillValid(valid, this.seals)) valid = this.validate(update, origin, true)
         if (!valid.news) return false
         this.emit('update', update, origin)
-        for (const slice of sliceUpdate(valid.decoded, opts.sliceStructs ?? APPLY_SLICE_STRUCTS)) {
+        for (const slice of sliceUpdate(valid.decoded, opts.sliceStructs ?? APPLY_SLICE_STRUCTS, update)) {
           await nextTurn()
           this.parsed = valid.entries
           try {
@@ -662,6 +673,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 
   private bestOwnEntry (workerId: string, among?: Set<string>): Entry | undefined {
+    const locs = this.locations.get(workerId)
+    if (locs == null || (typeof locs === 'string' && ownerOf(locs) !== this.controllerId)) return undefined
     let best: Entry | undefined
     for (const key of this.where(workerId)) {
       if (ownerOf(key) !== this.controllerId || (among != null && !among.has(key))) continue
@@ -725,7 +738,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
       const mirror = this.segments.get(key)
       if (mirror == null) continue
       const seg = ev.target as Y.Map<unknown>
-      for (const [id, change] of ev.changes.keys) {
+      // The keys changed, read from the map as it is now: not `ev.changes.keys`, for which Yjs works
+      // out an action and old value per key (a slice of an import changes thousands).
+      for (const id of (ev as Y.YMapEvent<unknown>).keysChanged) {
+        if (id == null) continue
         if (id === SEAL_KEY) {
           this.readSeal(key, seg)
           continue
@@ -734,7 +750,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         const item = seg._map.get(id)
         // The digest's leaf is replaced where the entry is (one change of it, none for this
         // controller's own writes, which put() already recorded), and deleted where it is not.
-        if (change.action === 'delete' || item == null || item.deleted || !this.locate(id, key, mirror, item)) this.digests.get(key)?.delete(id)
+        if (item == null || item.deleted || !this.locate(id, key, mirror, item)) this.digests.get(key)?.delete(id)
         touched.add(id)
       }
     }
@@ -789,8 +805,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const mirror = new Map<string, Entry>()
     this.segments.set(key, mirror)
     // A digest already there is the one this controller's own transaction filled (put) while
-    // creating the segment: it holds these entries already.
-    if (!this.digests.has(key)) this.digests.set(key, new SegmentDigest())
+    // creating the segment: it holds these entries already. One replayed from this controller's
+    // own snapshot is filled from the segment when first needed.
+    if (!this.digests.has(key)) this.digests.set(key, this.ownReplay ? SegmentDigest.deferred(() => leavesOf(value, mirror)) : new SegmentDigest())
     for (const [id, item] of value._map) {
       if (item.deleted || id === SEAL_KEY) continue
       this.locate(id, key, mirror, item)
@@ -858,16 +875,22 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** Mirrors the entry held by `item` (the live item of key `id` in segment `key`). False if it is malformed (ignored). */
   private locate (id: string, key: string, mirror: Map<string, Entry>, item: Y.Item): boolean {
-    const last = Y.createID(item.id.client, item.id.clock + item.length - 1)
-    const parsed = this.parsed.get(last)
+    const client = item.id.client
+    const clock = item.id.clock + item.length - 1
+    const parsed = this.parsed.at(client, clock)
     const text = item.content.getContent()[item.length - 1]
-    const entry = parsed?.entry ?? decodeEntry(text)
+    const entry = parsed ?? (this.ownReplay ? parseOwnEntry(text) : decodeEntry(text))
     if (entry == null || entry.worker_id !== id || entry.owner !== ownerOf(key) || typeof text !== 'string') {
       this.emit('invalid', `entry ${JSON.stringify(id).slice(0, 80)} in segment ${key} ignored: malformed`)
       return false
     }
+    // One string object for the worker id in every map keyed by it (here, the router, liveness):
+    // hashed once, held once.
+    entry.worker_id = id
     mirror.set(id, entry)
-    this.digests.get(key)?.set(id, parsed?.leaf ?? entryLeaf(id, text))
+    const d = this.digests.get(key)
+    // A deferred digest reads the leaves from the segment when first used: no leaf computed now.
+    if (d != null) d.set(id, d.deferred ? '' : (parsed != null ? this.parsed.leafAt(client, clock) : undefined) ?? entryLeaf(id, text))
     const locs = this.locations.get(id)
     if (locs == null) this.locations.set(id, key)
     else if (typeof locs !== 'string') locs.add(key)
@@ -901,6 +924,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** The winning entry for a worker, tombstones included. */
   private winner (id: string): Entry | undefined {
+    const locs = this.locations.get(id)
+    // Almost every worker: one entry, no array of its segments.
+    if (typeof locs === 'string') return this.segments.get(locs)?.get(id)
     let best: Entry | undefined
     for (const key of this.where(id)) {
       const e = this.segments.get(key)?.get(id)
@@ -912,6 +938,15 @@ export class Registry extends EventEmitter<RegistryEvents> {
   private resolve (id: string): WorkerRecord | undefined {
     const best = this.winner(id)
     return best == null || isTombstone(best) ? undefined : best
+  }
+}
+
+/** The leaf of each entry `mirror` holds, from its text in segment map `seg`. */
+function * leavesOf (seg: Y.Map<unknown>, mirror: Map<string, Entry>): Generator<[string, string]> {
+  for (const id of mirror.keys()) {
+    const item = seg._map.get(id)
+    if (item == null) continue
+    yield [id, entryLeaf(id, item.content.getContent()[item.length - 1] as string)]
   }
 }
 

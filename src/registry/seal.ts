@@ -220,6 +220,13 @@ export class SegmentDigest {
   /** Worker id → its leaf. */
   private readonly leaves = new Map<string, string>()
   /**
+   * For a digest made `deferred`: what yields every entry's (worker id,
+   * leaf) of the segment as it is when first needed. Until then set() and
+   * delete() only count as changes (the source is the truth), and the first
+   * read of a leaf, the size or a hash fills the digest from it.
+   */
+  private source: (() => Iterable<[string, string]>) | null = null
+  /**
    * Each bucket's leaves kept in order as they come and go (allocated at a
    * bucket's first leaf), so that a stale bucket is hashed without sorting.
    */
@@ -248,17 +255,61 @@ export class SegmentDigest {
     this.sealChanges++
   }
 
+  /**
+   * A digest filled from `source` only when first needed: a segment replayed
+   * from this controller's own snapshot is checked against again only when
+   * its owner next writes (for its own segments: never, the next write
+   * starts a new generation), so a restart does not hash 100,000 leaves it
+   * may never use.
+   */
+  static deferred (source: () => Iterable<[string, string]>): SegmentDigest {
+    const d = new SegmentDigest()
+    d.source = source
+    return d
+  }
+
+  /** Whether this digest waits for its first use to be filled (see deferred): its set() takes no leaf. */
+  get deferred (): boolean { return this.source != null }
+
+  /** Fills a deferred digest from its source (once). */
+  private fill (): void {
+    const source = this.source
+    if (source == null) return
+    this.source = null
+    for (const [key, leaf] of source()) {
+      this.leaves.set(key, leaf)
+      const b = bucketOf(key)
+      const list = this.ordered[b]
+      if (list == null) this.ordered[b] = [leaf]
+      else list.push(leaf)
+      this.stale.add(b)
+    }
+    // The default order of sort() is that of `<` on strings (UTF-16 code units), which slotOf keeps.
+    for (const b of this.stale) this.ordered[b]!.sort()
+    this.cachedRoot = null
+  }
+
   /** Grows with every change (leaf or seal): a check made against this digest holds while it is unchanged. */
   get stamp (): number { return this.leafChanges + this.sealChanges }
 
   /** Grows with every change of a leaf. */
   get leafStamp (): number { return this.leafChanges }
 
-  get size (): number { return this.leaves.size }
+  get size (): number {
+    this.fill()
+    return this.leaves.size
+  }
 
-  leaf (key: string): string | undefined { return this.leaves.get(key) }
+  leaf (key: string): string | undefined {
+    this.fill()
+    return this.leaves.get(key)
+  }
 
   set (key: string, leaf: string): void {
+    if (this.source != null) {
+      this.leafChanges++
+      return
+    }
     const before = this.leaves.get(key)
     if (before === leaf) return
     const b = bucketOf(key)
@@ -270,6 +321,10 @@ export class SegmentDigest {
   }
 
   delete (key: string): void {
+    if (this.source != null) {
+      this.leafChanges++
+      return
+    }
     const before = this.leaves.get(key)
     if (before == null) return
     const b = bucketOf(key)
@@ -303,6 +358,7 @@ export class SegmentDigest {
    * without applying them.
    */
   computePreview (dirty: ReadonlyMap<number, ReadonlyArray<string | null>>): Previewed {
+    this.fill()
     this.refresh()
     const buckets = new Map<number, string>()
     // Per group, the new bucket hashes by their offset in the group's bytes.
@@ -347,6 +403,7 @@ export class SegmentDigest {
    * hashed twice. Anything else, and nothing is taken.
    */
   adopt (p: DigestPreview): void {
+    this.fill()
     const c = p.previewed
     if (c == null || p.base !== this || this.leafChanges !== c.stamp + p.changes) return
     // Each previewed key needed a change of its own to reach its new leaf: with as many changes as
@@ -371,6 +428,7 @@ export class SegmentDigest {
   }
 
   private refresh (): void {
+    this.fill()
     if (this.cachedRoot != null) return
     const groups = new Set<number>()
     for (const b of this.stale) {

@@ -8,12 +8,21 @@
  * length or checksum and is cut off on the next load; a crash between the
  * snapshot rename and the log truncation only replays updates the snapshot
  * already holds, which Yjs applies idempotently.
+ *
+ * With a `macKey`, a snapshot is followed in its file by a second record: an
+ * HMAC-SHA256 of the snapshot under that key (a secret of this controller,
+ * derived from its peer key). A snapshot whose MAC verifies is one this
+ * controller wrote itself, of a state it had checked as it came in, and is
+ * replayed without checking it again (see LoadResult.own). Readers that do
+ * not know the MAC read the first record and ignore the rest.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto'
 import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writevSync, fstatSync } from 'node:fs'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { DEFAULT_FSYNC, DEFAULT_LOG_COMPACT_BYTES } from '../constants.ts'
 import { StoreError } from '../errors.ts'
+import { SEAL_VERSION } from './seal.ts'
 
 export interface FileStoreInit {
   /** Folder holding `snapshot.bin` and `updates.log` (created if missing). */
@@ -22,6 +31,12 @@ export interface FileStoreInit {
   fsync?: boolean
   /** Log size that triggers a snapshot, if also larger than the last snapshot. @default 1 MiB */
   compactBytes?: number
+  /**
+   * Key of the MAC written after each snapshot, by which load() knows a
+   * snapshot as this controller's own. @default none: no MAC is written,
+   * and no snapshot is known as its own
+   */
+  macKey?: Uint8Array
 }
 
 export interface LoadResult {
@@ -29,14 +44,29 @@ export interface LoadResult {
   updates: Uint8Array[]
   /** Bytes cut off the end of the log because the last record was torn. */
   truncatedBytes: number
+  /**
+   * With a `macKey`: whether `updates[0]` is a snapshot this controller
+   * wrote (its MAC verified under the key). Absent without a key.
+   */
+  own?: boolean
 }
 
 const HEADER = 8
+/**
+ * What the snapshot MAC covers, before the snapshot's bytes: its own
+ * version and the seal format's. A change of either makes every controller
+ * check its snapshot at its next start, as a snapshot of another seal
+ * format is checked (and refused) like any other data. Bump the first when
+ * what a replayed state must satisfy changes otherwise (new checks in
+ * validate.ts or schema.ts).
+ */
+const MAC_DOMAIN = `capmesh/snapshot/1/seal/${SEAL_VERSION}\0`
 
 export class FileStore {
   readonly dir: string
   private readonly fsync: boolean
   private readonly compactBytes: number
+  private readonly macKey: Uint8Array | undefined
   private logFd: number | null = null
   private logBytes = 0
   private snapshotBytes = 0
@@ -45,6 +75,12 @@ export class FileStore {
     this.dir = init.dir
     this.fsync = init.fsync ?? DEFAULT_FSYNC
     this.compactBytes = init.compactBytes ?? DEFAULT_LOG_COMPACT_BYTES
+    this.macKey = init.macKey
+  }
+
+  /** The MAC of snapshot `state` under macKey. */
+  private mac (state: Uint8Array): Buffer {
+    return createHmac('sha256', this.macKey as Uint8Array).update(MAC_DOMAIN).update(state).digest()
   }
 
   private get snapshotPath (): string { return join(this.dir, 'snapshot.bin') }
@@ -55,12 +91,17 @@ export class FileStore {
     try {
       mkdirSync(this.dir, { recursive: true })
       const updates: Uint8Array[] = []
+      let own = false
       if (existsSync(this.snapshotPath)) {
         const snap = readFileSync(this.snapshotPath)
         const body = readRecord(snap, 0)
         if (body == null) throw new StoreError(`snapshot ${this.snapshotPath} is corrupt (checksum mismatch)`)
         updates.push(body)
         this.snapshotBytes = snap.length
+        if (this.macKey != null) {
+          const mac = readRecord(snap, HEADER + body.length)
+          own = mac != null && mac.length === 32 && timingSafeEqual(mac, this.mac(body))
+        }
       }
       let truncatedBytes = 0
       this.logFd = openSync(this.logPath, 'a+')
@@ -77,7 +118,7 @@ export class FileStore {
         ftruncateSync(this.logFd, offset)
       }
       this.logBytes = offset
-      return { updates, truncatedBytes }
+      return this.macKey != null ? { updates, truncatedBytes, own } : { updates, truncatedBytes }
     } catch (err) {
       if (err instanceof StoreError) throw err
       throw new StoreError(`cannot load registry from ${this.dir}: ${(err as Error).message}`, { cause: err })
@@ -104,6 +145,7 @@ export class FileStore {
     const fd = openSync(tmp, 'w')
     try {
       writeRecord(fd, state)
+      if (this.macKey != null) writeRecord(fd, this.mac(state))
       fsyncSync(fd)
     } finally {
       closeSync(fd)
@@ -113,7 +155,7 @@ export class FileStore {
     ftruncateSync(this.logFd, 0)
     if (this.fsync) fsyncSync(this.logFd)
     this.logBytes = 0
-    this.snapshotBytes = HEADER + state.length
+    this.snapshotBytes = HEADER + state.length + (this.macKey != null ? HEADER + 32 : 0)
   }
 
   /** Sizes on disk, for /health and benchmarks. */

@@ -33,29 +33,83 @@ export class MissingDependencyError extends InvalidStateError {
   }
 }
 
-/** An entry parsed from its text, and its leaf (seal.ts) once computed. */
-export interface ParsedEntry {
-  entry: Entry
-  leaf?: string
+/** Clock gap past which a client's parsed entries go to a map rather than into its arrays. */
+const RUN_GAP = 4096
+
+/**
+ * One client's parsed entries, in arrays indexed by clock from `base` (an
+ * update's items of one client come in clock order, nearly without gaps),
+ * and in `spill` for a clock below `base` or far past the arrays' end.
+ */
+interface ClientRun {
+  base: number
+  entries: Array<Entry | undefined>
+  leaves: Array<string | undefined>
+  spill: Map<number, [Entry, string | undefined]> | null
 }
 
-/** Entries (and seals) parsed from their text, by the Yjs item (client, clock) that holds them. */
+/**
+ * Entries (and seals) parsed from their text, and their leaves (seal.ts)
+ * once computed, by the Yjs item (client, clock) that holds them. Arrays per
+ * client, not a map entry and an object per entry: a 100,000-worker
+ * catch-up or import parses 100,000.
+ */
 export class ParsedEntries {
-  private readonly byClient = new Map<number, Map<number, ParsedEntry>>()
+  private readonly byClient = new Map<number, ClientRun>()
   /** Seals by the (client, clock) of their item. */
   private readonly seals = new Map<number, Map<number, Seal>>()
   // Almost every entry of an update comes from one client (its owner's): skip the outer look-up.
   private lastClient = -1
-  private lastClocks: Map<number, ParsedEntry> | undefined
+  private lastRun: ClientRun | undefined
 
   set (id: Y.ID, entry: Entry, leaf?: string): void {
-    let clocks = this.clocksOf(id.client)
-    if (clocks == null) this.byClient.set(id.client, this.lastClocks = clocks = new Map())
-    clocks.set(id.clock, { entry, leaf })
+    this.put(id.client, id.clock, entry, leaf)
   }
 
-  get (id: Y.ID): ParsedEntry | undefined {
-    return this.clocksOf(id.client)?.get(id.clock)
+  /** set() without an ID object. */
+  put (client: number, clock: number, entry: Entry, leaf?: string): void {
+    let run = this.runOf(client)
+    if (run == null) this.byClient.set(client, this.lastRun = run = { base: clock, entries: [], leaves: [], spill: null })
+    const i = clock - run.base
+    if (i < 0 || i > run.entries.length + RUN_GAP) {
+      (run.spill ??= new Map()).set(clock, [entry, leaf])
+      return
+    }
+    while (run.entries.length < i) {
+      run.entries.push(undefined)
+      run.leaves.push(undefined)
+    }
+    run.entries[i] = entry
+    run.leaves[i] = leaf
+  }
+
+  /** The entry held by the item element (client, clock), if parsed. */
+  at (client: number, clock: number): Entry | undefined {
+    const run = this.runOf(client)
+    if (run == null) return undefined
+    const i = clock - run.base
+    return i >= 0 && i < run.entries.length ? run.entries[i] : run.spill?.get(clock)?.[0]
+  }
+
+  /** Its leaf, once computed. */
+  leafAt (client: number, clock: number): string | undefined {
+    const run = this.runOf(client)
+    if (run == null) return undefined
+    const i = clock - run.base
+    return i >= 0 && i < run.entries.length ? run.leaves[i] : run.spill?.get(clock)?.[1]
+  }
+
+  /** Records the leaf of a parsed entry (none parsed there: nothing). */
+  setLeaf (client: number, clock: number, leaf: string): void {
+    const run = this.runOf(client)
+    if (run == null) return
+    const i = clock - run.base
+    if (i >= 0 && i < run.entries.length) {
+      if (run.entries[i] !== undefined) run.leaves[i] = leaf
+      return
+    }
+    const spilt = run.spill?.get(clock)
+    if (spilt != null) spilt[1] = leaf
   }
 
   setSeal (client: number, clock: number, seal: Seal): void {
@@ -68,17 +122,12 @@ export class ParsedEntries {
     return this.seals.get(client)?.get(clock)
   }
 
-  /** get() without an ID object. */
-  at (client: number, clock: number): ParsedEntry | undefined {
-    return this.clocksOf(client)?.get(clock)
-  }
-
-  private clocksOf (client: number): Map<number, ParsedEntry> | undefined {
+  private runOf (client: number): ClientRun | undefined {
     if (client !== this.lastClient) {
       this.lastClient = client
-      this.lastClocks = this.byClient.get(client)
+      this.lastRun = this.byClient.get(client)
     }
-    return this.lastClocks
+    return this.lastRun
   }
 }
 
@@ -248,23 +297,33 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     return { kind: 'invalid', why: 'builds on content outside the registry' }
   }
 
+  // The last parent placed, and its place and map key: the entries of a delta share a few parents
+  // (their segment maps), so most are placed without a search, a lookup or a string built.
+  let lastParent: { client: number, clock: number, place: Place, map: string } | null = null
   /** Where an entry lands when its parent is given: the common case, one per worker in a delta. */
   const placeUnder = (item: Y.Item, parent: Y.ID): Place => {
-    const p = inUpdate(parent)
-    const pp = p != null ? placeOf(p) : placeInDoc(parent)
+    let pp: Place
+    let map: string
+    if (lastParent != null && lastParent.client === parent.client && lastParent.clock === parent.clock) {
+      pp = lastParent.place
+      map = lastParent.map
+    } else {
+      const p = inUpdate(parent)
+      pp = p != null ? placeOf(p) : placeInDoc(parent)
+      map = idKey(parent)
+      lastParent = { client: parent.client, clock: parent.clock, place: pp, map }
+    }
     return pp.kind === 'root' && item.parentSub != null
-      ? { kind: 'segment', segment: pp.key, map: idKey(parent), key: item.parentSub }
+      ? { kind: 'segment', segment: pp.key, map, key: item.parentSub }
       : pp.kind === 'missing' || pp.kind === 'collected' || pp.kind === 'invalid' ? pp : { kind: 'invalid', why: 'nested below a segment' }
   }
 
   const placeOf = (item: Y.Item): Place => {
+    // An item with its parent given is placed from it (cheap, see placeUnder): not remembered, as a
+    // map keyed by the item held every entry of a catch-up until its check ended.
+    if (item.parent instanceof Y.ID) return placeUnder(item, item.parent)
     const known = places.get(item)
     if (known != null) return known
-    if (item.parent instanceof Y.ID) {
-      const place = placeUnder(item, item.parent)
-      places.set(item, place)
-      return place
-    }
     // Walk the origin chain iteratively (an update may overwrite one key many times).
     const chain: Y.Item[] = []
     let cur: Y.Item | undefined = item
@@ -348,7 +407,7 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
           if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
           const owner = ownerOfSegment(place.segment)
           if (owner != null && e.owner !== owner) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${owner}`)
-          if (isNew) entries.set(i === 0 ? s.id : Y.createID(s.id.client, s.id.clock + i), e)
+          if (isNew) entries.put(s.id.client, s.id.clock + i, e)
         }
       }
       if (fresh) addItem(workOf(place.map, place.segment), place.key, s)
@@ -474,8 +533,7 @@ function * checkSegment (map: string, w: SegmentWork, doc: Y.Doc | undefined, se
     const text = arr[arr.length - 1]
     if (typeof text !== 'string') throw new UnsignedWriteError(`entry ${key} in segment ${segment} is not stored as text, so it cannot be sealed`)
     const leaf = entryLeaf(key, text)
-    const parsed = entries.at(tail.id.client, tail.id.clock + arr.length - 1)
-    if (parsed != null) parsed.leaf = leaf
+    entries.setLeaf(tail.id.client, tail.id.clock + arr.length - 1, leaf)
     changes.change(key, leaf)
   }
   for (const key of w.removed) {

@@ -3,7 +3,7 @@
  *
  * The index keys workers by `verb + capability name`; each key holds the
  * healthy workers (all, and per owning controller) and the pending ones in
- * IndexedSets, kept up to date on every registry change and health
+ * tiers (indexed sets, see tier.ts), kept up to date on every registry change and health
  * transition. So a plain route is O(1) in the number of workers; filters
  * (version, GPU, SLO, budget, saturation) and `least_loaded` cost O(k) in the
  * candidates for that one capability, and only when asked for.
@@ -23,7 +23,7 @@ import { NoHealthyWorkerError, NoWorkerError } from '../errors.ts'
 import type { Capability, HealthState, RouteQuery, RouteResult, Strategy } from '../wire/index.ts'
 import type { WorkerRecord } from '../registry/schema.ts'
 import { IdempotencyCache, type IdempotencyCacheInit } from './idempotency.ts'
-import { Tier } from './tier.ts'
+import { OfferSet, Tier } from './tier.ts'
 
 export type { RouteQuery, RouteResult, Strategy }
 
@@ -46,12 +46,27 @@ interface Indexed {
   record: RoutableWorker
   state: HealthState
   load: number
+  /** Its offer in each bucket it is in (one for almost every worker). */
+  offers: Offer[]
 }
 
-/** A worker in one bucket: itself and its capabilities with that verb + name (a worker may offer several versions). */
+/**
+ * A worker in one bucket: itself and its capabilities with that verb + name
+ * (a worker may offer several versions), and its position in each of the
+ * bucket's sets (-1: not in it; see tier.ts).
+ */
 interface Offer {
   worker: Indexed
   caps: Capability[]
+  bucket: Bucket
+  /** In `bucket.all`. */
+  inAll: number
+  /** In `bucket.healthy`. */
+  inHealthy: number
+  /** In the bucket's `healthyByOwner` set of its worker's owner. */
+  inOwn: number
+  /** In `bucket.pending`. */
+  inPending: number
 }
 
 /** Candidates looked at past the first match by least_loaded and budget queries (d in "power of d choices"). */
@@ -64,19 +79,21 @@ class Bucket {
   epoch = 0
   /** filter signature → the error it got, valid while `epoch` is unchanged. */
   readonly misses = new Map<string, { epoch: number, error: NoWorkerError | NoHealthyWorkerError }>()
-  /** worker id → its offer here. */
-  readonly offers = new Map<string, Offer>()
+  /** Every worker's offer here, whatever its state. */
+  readonly all = new OfferSet<Offer>('inAll')
   // Offers, not worker ids: a selection reads the worker and its capabilities with no map lookup
   // (on a server whose caches the TLS and HTTP work keep cold, each lookup is a few cache misses).
-  readonly healthy = new Tier<Offer>()
+  readonly healthy = new Tier<Offer>('inHealthy')
   readonly healthyByOwner = new Map<string, Tier<Offer>>()
   /** `healthyByOwner`'s tier of the answering controller (what a query without affinity prefers), without the lookup. */
   own: Tier<Offer> | undefined
-  readonly pending = new Tier<Offer>()
+  readonly pending = new Tier<Offer>('inPending')
   cursor = 0
+  readonly key: string
   readonly verb: string
   readonly name: string
-  constructor (verb: string, name: string) {
+  constructor (key: string, verb: string, name: string) {
+    this.key = key
     this.verb = verb
     this.name = name
   }
@@ -111,42 +128,62 @@ export class Router {
 
   /** Adds or replaces a worker (a registry change). */
   upsert (record: RoutableWorker, state: HealthState, load = 0): void {
-    if (this.workers.has(record.worker_id)) this.remove(record.worker_id)
-    const w: Indexed = { record, state, load }
+    const old = this.workers.get(record.worker_id)
+    if (old != null) this.unindex(old)
+    const w: Indexed = { record, state, load, offers: [] }
     this.workers.set(record.worker_id, w)
     this.perState[state]++
-    for (const key of this.keysOf(record)) {
-      let b = this.buckets.get(key)
-      if (b == null) {
-        const cap = record.capabilities.find(c => keyOf(c.verb, c.name) === key)!
-        this.buckets.set(key, b = new Bucket(cap.verb, cap.name))
-        let names = this.byVerb.get(cap.verb)
-        if (names == null) this.byVerb.set(cap.verb, names = new Map())
-        names.set(cap.name, b)
-      }
-      const offer: Offer = { worker: w, caps: record.capabilities.filter(c => keyOf(c.verb, c.name) === key) }
-      b.offers.set(record.worker_id, offer)
-      this.place(b, offer, true)
+    const caps = record.capabilities
+    if (caps.length === 1) {
+      // Almost every worker: one bucket, and the record's own array as the offer's capabilities.
+      this.offer(w, keyOf(caps[0].verb, caps[0].name), caps)
+      return
     }
+    const byKey = new Map<string, Capability[]>()
+    for (const c of caps) {
+      const key = keyOf(c.verb, c.name)
+      const list = byKey.get(key)
+      if (list == null) byKey.set(key, [c])
+      else list.push(c)
+    }
+    for (const [key, list] of byKey) this.offer(w, key, list)
+  }
+
+  /** Puts `w` into the bucket `key` with its capabilities `caps` there. */
+  private offer (w: Indexed, key: string, caps: Capability[]): void {
+    let b = this.buckets.get(key)
+    if (b == null) {
+      this.buckets.set(key, b = new Bucket(key, caps[0].verb, caps[0].name))
+      let names = this.byVerb.get(b.verb)
+      if (names == null) this.byVerb.set(b.verb, names = new Map())
+      names.set(b.name, b)
+    }
+    const offer: Offer = { worker: w, caps, bucket: b, inAll: -1, inHealthy: -1, inOwn: -1, inPending: -1 }
+    w.offers.push(offer)
+    b.all.add(offer)
+    this.place(b, offer, true)
   }
 
   remove (workerId: string): void {
     const w = this.workers.get(workerId)
     if (w == null) return
-    for (const key of this.keysOf(w.record)) {
-      const b = this.buckets.get(key)
-      const offer = b?.offers.get(workerId)
-      if (b == null || offer == null) continue
+    this.unindex(w)
+  }
+
+  /** Takes `w` out of every bucket and out of the index. */
+  private unindex (w: Indexed): void {
+    for (const offer of w.offers) {
+      const b = offer.bucket
       this.place(b, offer, false)
-      b.offers.delete(workerId)
-      if (b.offers.size === 0) {
-        this.buckets.delete(key)
+      b.all.delete(offer)
+      if (b.all.size === 0) {
+        this.buckets.delete(b.key)
         const names = this.byVerb.get(b.verb)!
         names.delete(b.name)
         if (names.size === 0) this.byVerb.delete(b.verb)
       }
     }
-    this.workers.delete(workerId)
+    this.workers.delete(w.record.worker_id)
     this.perState[w.state]--
   }
 
@@ -192,10 +229,7 @@ export class Router {
   }
 
   private touch (w: Indexed): void {
-    for (const key of this.keysOf(w.record)) {
-      const b = this.buckets.get(key)
-      if (b != null) b.epoch++
-    }
+    for (const offer of w.offers) offer.bucket.epoch++
   }
 
   /** Capabilities offered, with how many workers offer each and how many are healthy. */
@@ -203,8 +237,8 @@ export class Router {
     const out = []
     for (const b of this.buckets.values()) {
       const versions = new Set<string>()
-      for (const o of b.offers.values()) for (const c of o.caps) versions.add(c.version)
-      out.push({ verb: b.verb, name: b.name, versions: [...versions].sort(), workers: b.offers.size, healthy_workers: b.healthy.size })
+      for (const o of b.all) for (const c of o.caps) versions.add(c.version)
+      out.push({ verb: b.verb, name: b.name, versions: [...versions].sort(), workers: b.all.size, healthy_workers: b.healthy.size })
     }
     return out.sort((a, b) => a.verb === b.verb ? (a.name < b.name ? -1 : 1) : (a.verb < b.verb ? -1 : 1))
   }
@@ -253,7 +287,7 @@ export class Router {
     if (q.idempotency_key != null) {
       const idemKey = `${b.verb}\u0000${b.name}\u0000${q.idempotency_key}`
       const prev = this.idem.get(idemKey)
-      const offer = prev == null ? undefined : b.offers.get(prev)
+      const offer = prev == null ? undefined : this.workers.get(prev)?.offers.find(o => o.bucket === b)
       if (offer != null && offer.worker.state === 'healthy') {
         const cap = this.match(offer, q)
         if (cap != null) return this.result(offer.worker, cap, strategy)
@@ -279,7 +313,7 @@ export class Router {
     }
     // Nothing routable. 503 if a worker in any state would match (it may recover), else 404.
     let error: NoWorkerError | NoHealthyWorkerError = new NoWorkerError(q.capability, q.verb)
-    for (const offer of b.offers.values()) {
+    for (const offer of b.all) {
       if (this.match(offer, q, true) != null) {
         error = new NoHealthyWorkerError(q.capability, q.verb, this.retryAfter)
         break
@@ -367,18 +401,9 @@ export class Router {
     return r
   }
 
-  private keysOf (record: RoutableWorker): Set<string> {
-    const keys = new Set<string>()
-    for (const c of record.capabilities) keys.add(keyOf(c.verb, c.name))
-    return keys
-  }
-
   /** Puts `w` into (or takes it out of) the routable sets of every bucket it offers in. */
   private placeAll (w: Indexed, add: boolean): void {
-    for (const key of this.keysOf(w.record)) {
-      const b = this.buckets.get(key)!
-      this.place(b, b.offers.get(w.record.worker_id)!, add)
-    }
+    for (const offer of w.offers) this.place(offer.bucket, offer, add)
   }
 
   /** Puts `offer` into (or takes it out of) the routable sets of `b` that match its worker's state. */
@@ -389,7 +414,7 @@ export class Router {
       const owner = w.record.owner
       let own = b.healthyByOwner.get(owner)
       if (own == null && add) {
-        b.healthyByOwner.set(owner, own = new Tier())
+        b.healthyByOwner.set(owner, own = new Tier('inOwn'))
         if (owner === this.controllerId) b.own = own
       }
       if (add) {

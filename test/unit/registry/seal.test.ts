@@ -119,6 +119,32 @@ describe('SegmentDigest', () => {
     expect(new SegmentDigest().rootWith(new Map(live))).toBe(fresh.root())
   })
 
+  it('a deferred digest fills itself from its source when first used: the same root and leaves as one kept by set(), and later changes go on from there', () => {
+    const source = new Map<string, string>()
+    for (let i = 0; i < 3000; i++) source.set(`w${i}`, entryLeaf(`w${i}`, `t${i % 7}`))
+    let reads = 0
+    const deferred = SegmentDigest.deferred(() => { reads++; return source.entries() })
+    // Changes made while it waits are the source's: counted, not applied on their own.
+    deferred.set('w1', entryLeaf('w1', 'ignored'))
+    deferred.delete('w2')
+    source.delete('w2')
+    expect(deferred.deferred).toBe(true)
+    expect(deferred.stamp).toBe(2)
+    expect(reads).toBe(0)
+    const kept = new SegmentDigest()
+    for (const [id, leaf] of [...source].reverse()) kept.set(id, leaf)
+    expect(deferred.root()).toBe(kept.root())
+    expect(deferred.deferred).toBe(false)
+    expect(deferred.size).toBe(source.size)
+    expect(deferred.leaf('w1')).toBe(source.get('w1'))
+    expect(deferred.leaf('w2')).toBeUndefined()
+    const changes = new Map<string, string | null>([['w3', null], ['new', entryLeaf('new', 'n')]])
+    expect(deferred.rootWith(changes)).toBe(kept.rootWith(changes))
+    for (const d of [deferred, kept]) { d.delete('w3'); d.set('new', entryLeaf('new', 'n')) }
+    expect(deferred.root()).toBe(kept.root())
+    expect(reads).toBe(1)
+  })
+
   it('rootWith() previews every batch of random sets, overwrites and deletes of a populated digest', () => {
     let seed = 11
     const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n }

@@ -28,6 +28,17 @@ function history (): Registry[] {
   return [a, b, c]
 }
 
+/** What an update holds, comparable (a subdocument by its guid: decoding gives each a random client id). */
+function structsOf (update: Uint8Array): unknown {
+  const { structs, ds } = Y.decodeUpdate(update)
+  return {
+    ds,
+    structs: structs.map(s => s instanceof Y.Item
+      ? { id: s.id, length: s.length, origin: s.origin, rightOrigin: s.rightOrigin, parent: s.parent, parentSub: s.parentSub, ref: s.content.getRef(), content: s.content instanceof Y.ContentDoc ? s.content.doc.guid : s.content.getContent() }
+      : { kind: s.constructor.name, id: s.id, length: s.length })
+  }
+}
+
 describe('sliceUpdate', () => {
   it('slices that, applied in order, build the same document as the whole update', () => {
     const [, , c] = history()
@@ -38,6 +49,59 @@ describe('sliceUpdate', () => {
       expect(slices.length).toBeGreaterThan(1)
       for (const s of slices) Y.applyUpdate(doc, s)
       expect(Buffer.from(Y.encodeStateAsUpdate(doc))).toEqual(Buffer.from(whole))
+    }
+  })
+
+  it('cut out of the update\'s bytes, slices hold the structs Yjs encodes from the decoded ones, whatever the content', () => {
+    const [, , c] = history()
+    // Every kind of content Yjs writes: text with formatting and embeds, values of every kind, XML,
+    // a subdocument, nested types, deletions (collected and kept), on several clients.
+    const rich = new Y.Doc({ gc: true })
+    const other = new Y.Doc({ gc: false })
+    const text = rich.getText('t')
+    text.insert(0, 'héllo wörld ✓ 𝄞')
+    text.format(2, 5, { bold: true, href: 'https://x' })
+    text.insertEmbed(3, { image: 'a.png' })
+    text.delete(1, 2)
+    const arr = rich.getArray<unknown>('a')
+    arr.push([1, -7, 2 ** 40, 1.5, -0.25, 'str', true, false, null, { k: [1, { z: 'y' }], big: 2n ** 60n, bytes: new Uint8Array([4]) }, [1, [2]], new Uint8Array([1, 2, 3])])
+    arr.push([new Y.Map(), new Y.Array(), new Y.Text('x')])
+    arr.delete(0, 3)
+    const xml = rich.getXmlFragment('x')
+    const el = new Y.XmlElement('p')
+    el.setAttribute('class', 'c')
+    el.insert(0, [new Y.XmlText('inside')])
+    xml.insert(0, [el, new Y.XmlHook('hook') as unknown as Y.XmlElement])
+    rich.getMap('m').set('doc', new Y.Doc({ guid: 'sub' }))
+    Y.applyUpdate(other, Y.encodeStateAsUpdate(rich))
+    other.getArray('a').insert(1, ['from another client'])
+    other.getText('t').delete(0, 4)
+    for (const whole of [c.encodeState(), Y.encodeStateAsUpdate(rich), Y.encodeStateAsUpdate(other)]) {
+      for (const size of [1, 2, 7, 1000]) {
+        const decoded = Y.decodeUpdate(whole)
+        const cut = [...sliceUpdate(decoded, size, whole)]
+        const encoded = [...sliceUpdate(decoded, size)]
+        // Not byte for byte: an item written from a document flags its key even where it is not
+        // written (it has an origin), one written from a decoded struct does not.
+        expect(cut.map(structsOf)).toEqual(encoded.map(structsOf))
+        const doc = new Y.Doc({ gc: false })
+        for (const s of cut) Y.applyUpdate(doc, s)
+        const ref = new Y.Doc({ gc: false })
+        Y.applyUpdate(ref, whole)
+        expect(Buffer.from(Y.encodeStateAsUpdate(doc))).toEqual(Buffer.from(Y.encodeStateAsUpdate(ref)))
+      }
+    }
+  })
+
+  it('bytes that do not hold the decoded structs are not cut: the slices are encoded from the structs', () => {
+    const [, , c] = history()
+    const whole = c.encodeState()
+    const decoded = Y.decodeUpdate(whole)
+    const encoded = [...sliceUpdate(decoded, 5)].map(b => Buffer.from(b))
+    const z = registry('z')
+    z.register(input('z1'))
+    for (const bytes of [z.encodeState(), whole.subarray(0, whole.length >> 1), new Uint8Array([1, 2, 3])]) {
+      expect([...sliceUpdate(decoded, 5, bytes)].map(b => Buffer.from(b))).toEqual(encoded)
     }
   })
 

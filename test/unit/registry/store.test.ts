@@ -1,3 +1,4 @@
+import { crc32 } from 'node:zlib'
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,7 +17,7 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-function open (init: { compactBytes?: number, fsync?: boolean } = {}): FileStore {
+function open (init: { compactBytes?: number, fsync?: boolean, macKey?: Uint8Array } = {}): FileStore {
   const s = new FileStore({ dir, ...init })
   stores.push(s)
   return s
@@ -118,6 +119,44 @@ describe('FileStore', () => {
     const err = errorOf(() => open().load())
     expect(err).toBeInstanceOf(StoreError)
     expect((err as StoreError).code).toBe('CAPMESH_ERR_STORE')
+  })
+
+  describe('a snapshot MAC (macKey)', () => {
+    const key = new Uint8Array(32).fill(7)
+
+    it('a snapshot written under the key loads as its own; under another key, or none, it does not', () => {
+      const s = open({ macKey: key })
+      s.load()
+      s.snapshot(bytes(5, 6, 7))
+      expect(s.stats().snapshotBytes).toBe(8 + 3 + 8 + 32)
+      s.append(bytes(8))
+      s.close()
+      expect(open({ macKey: key }).load()).toEqual({ updates: [bytes(5, 6, 7), bytes(8)], truncatedBytes: 0, own: true })
+      stores.splice(0).forEach(x => { x.close() })
+      expect(open({ macKey: new Uint8Array(32).fill(8) }).load().own).toBe(false)
+      stores.splice(0).forEach(x => { x.close() })
+      // A reader without the key reads the snapshot alone, as before there were MACs.
+      expect(open().load()).toEqual({ updates: [bytes(5, 6, 7), bytes(8)], truncatedBytes: 0 })
+    })
+
+    it('a snapshot written without the key, or altered with its checksum fixed up, is not its own', () => {
+      const plain = open()
+      plain.load()
+      plain.snapshot(bytes(1, 2, 3))
+      plain.close()
+      expect(open({ macKey: key }).load()).toEqual({ updates: [bytes(1, 2, 3)], truncatedBytes: 0, own: false })
+      stores.splice(0).forEach(x => { x.close() })
+
+      const s = open({ macKey: key })
+      s.load()
+      s.snapshot(bytes(1, 2, 3))
+      s.close()
+      const buf = readFileSync(snapshotPath())
+      buf[8] ^= 0xff
+      buf.writeUInt32LE(crc32(buf.subarray(8, 11)), 4)
+      writeFileSync(snapshotPath(), buf)
+      expect(open({ macKey: key }).load()).toEqual({ updates: [bytes(1 ^ 0xff, 2, 3)], truncatedBytes: 0, own: false })
+    })
   })
 
   it('wantsSnapshot once the log outgrows compactBytes and the last snapshot', () => {

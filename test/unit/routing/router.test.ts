@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { NoHealthyWorkerError, NoWorkerError } from '../../../src/errors.ts'
 import type { HealthState } from '../../../src/liveness/index.ts'
 import type { Capability, WorkerRecord } from '../../../src/registry/index.ts'
-import { IdempotencyCache, IndexedSet, Router, type RouteQuery } from '../../../src/routing/index.ts'
+import { IdempotencyCache, Router, type RouteQuery } from '../../../src/routing/index.ts'
+import { Tier } from '../../../src/routing/tier.ts'
 import { errorOf } from '../../helpers/controllers.ts'
 
 function cap (name: string, extra: Partial<Capability> = {}): Capability {
@@ -388,21 +389,41 @@ describe('Router.routeText', () => {
   })
 })
 
-describe('IndexedSet', () => {
-  it('adds, deletes by swap and indexes by position', () => {
-    const s = new IndexedSet<string>()
-    for (const v of ['a', 'b', 'c', 'd']) s.add(v)
-    s.add('a')
-    expect(s.size).toBe(4)
-    expect(s.delete('b')).toBe(true)
-    expect(s.delete('b')).toBe(false)
-    expect([...s].sort()).toEqual(['a', 'c', 'd'])
-    expect(s.has('d')).toBe(true)
-    expect(new Set([s.at(0), s.at(1), s.at(2)])).toEqual(new Set(['a', 'c', 'd']))
-    s.delete('d')
-    s.delete('a')
-    s.delete('c')
-    expect(s.size).toBe(0)
+describe('Tier', () => {
+  const offer = (load = 0) => ({ inAll: -1, inHealthy: -1, inOwn: -1, inPending: -1, worker: { load }, name: '' })
+  it('adds, deletes by swap and indexes by position, each offer knowing its place', () => {
+    const t = new Tier<ReturnType<typeof offer>>('inHealthy')
+    const [a, b, c, d] = ['a', 'b', 'c', 'd'].map(name => ({ ...offer(), name }))
+    for (const o of [a, b, c, d]) t.add(o)
+    expect(t.add(a)).toBe(false)
+    expect(t.size).toBe(4)
+    expect(t.delete(b)).toBe(1)
+    expect(t.delete(b)).toBe(-1)
+    expect([...t].map(o => o.name)).toEqual(['a', 'd', 'c'])
+    for (const [i, o] of [...t].entries()) expect(o.inHealthy).toBe(i)
+    expect(b.inHealthy).toBe(-1)
+    for (const o of [d, a, c]) t.delete(o)
+    expect(t.size).toBe(0)
+  })
+
+  it('keeps each cached text with its offer through swap-removes, and counts busy offers', () => {
+    const t = new Tier<ReturnType<typeof offer>>('inOwn')
+    const os = ['a', 'b', 'c'].map(name => ({ ...offer(name === 'b' ? 2 : 0), name }))
+    for (const o of os) t.add(o)
+    expect(t.busy).toBe(1)
+    const built: string[] = []
+    const build = (o: { name: string }): string => { built.push(o.name); return `text-${o.name}` }
+    expect([0, 1, 2].map(i => t.text(i, build))).toEqual(['text-a', 'text-b', 'text-c'])
+    t.delete(os[0])
+    expect(t.busy).toBe(1)
+    // c moved into a's place with its text; nothing is built again.
+    expect([0, 1].map(i => t.text(i, build))).toEqual(['text-c', 'text-b'])
+    expect(built).toEqual(['a', 'b', 'c'])
+    t.delete(os[1])
+    expect(t.busy).toBe(0)
+    t.add(os[0])
+    expect(t.text(1, build)).toBe('text-a')
+    expect(built).toEqual(['a', 'b', 'c', 'a'])
   })
 })
 
