@@ -494,4 +494,20 @@ describe('Registry', () => {
     expect(errorOf(() => importState(b, null))).toBeInstanceOf(InvalidStateError)
     expect(b.size).toBe(6)
   })
+
+  it('importState takes the update as base64 the schema describes, padded or not, and refuses anything else whole', () => {
+    const a = new Registry({ seals: keys.authority('a'), controllerId: 'a' })
+    for (let i = 0; i < 5; i++) a.register(input(`w${i}`))
+    const doc = exportState(a)
+    const b = new Registry({ seals: keys.authority('b'), controllerId: 'b' })
+    // What Node's decoder would read past (other characters, whitespace, base64url, a third "="): refused.
+    const bad = ['!' + doc.update, doc.update.slice(0, 8) + '\n' + doc.update.slice(8), doc.update.replace(/\+/g, '-').replace(/\//g, '_'), doc.update + '===', 'A']
+    if (!/[+/]/.test(doc.update)) bad.splice(2, 1)
+    for (const update of bad) {
+      const err = errorOf(() => importState(b, { ...doc, update }))
+      expect(err, JSON.stringify(update.slice(0, 20))).toBeInstanceOf(InvalidStateError)
+    }
+    expect(b.size).toBe(0)
+    expect(importState(b, { ...doc, update: doc.update.replace(/=+$/, '') })).toEqual({ added: 5, workers: 5 })
+  })
 })

@@ -139,6 +139,18 @@ describe('FileStore', () => {
       expect(open().load()).toEqual({ updates: [bytes(5, 6, 7), bytes(8)], truncatedBytes: 0 })
     })
 
+    it('with a key too, a corrupt snapshot is a StoreError', () => {
+      const s = open({ macKey: key })
+      s.load()
+      s.snapshot(bytes(1, 2, 3, 4))
+      s.close()
+      const buf = readFileSync(snapshotPath())
+      buf[9] ^= 0xff
+      writeFileSync(snapshotPath(), buf)
+      const err = errorOf(() => open({ macKey: key }).load())
+      expect(err).toBeInstanceOf(StoreError)
+    })
+
     it('a snapshot written without the key, or altered with its checksum fixed up, is not its own', () => {
       const plain = open()
       plain.load()
