@@ -110,6 +110,11 @@ export interface SyncOptions {
   applyMsPerMiB: number
   /** Called whenever bytes arrive or leave (lets the scheduler tell a slow exchange from a stalled one). */
   onProgress?: () => void
+  /**
+   * Called with true when this side starts applying the peer's delta and with false when it is done:
+   * however long that takes (seconds for a whole registry), the exchange is not stalled.
+   */
+  onApplying?: (applying: boolean) => void
   /** Called with the peer's controller id once its HELLO is read (before the exchange can fail on size). */
   onPeer?: (controllerId: string) => void
 }
@@ -258,12 +263,15 @@ export function classify (err: unknown): Error {
 const svEqual = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((v, i) => v === b[i])
 
 /** Applies a peer's delta; a refusal is a SyncError('rejected'). */
-async function applyDelta (replica: SyncReplica, delta: Uint8Array): Promise<void> {
+async function applyDelta (replica: SyncReplica, delta: Uint8Array, opts: SyncOptions): Promise<void> {
+  opts.onApplying?.(true)
   try {
     if (replica.applyDelta != null) await replica.applyDelta(delta)
     else replica.apply(delta)
   } catch (err) {
     throw new SyncError('rejected', `the peer's delta was refused: ${(err as Error).message}`, { cause: err })
+  } finally {
+    opts.onApplying?.(false)
   }
 }
 
@@ -282,7 +290,7 @@ export async function syncInitiator (stream: Stream, replica: SyncReplica, opts:
     throw err
   }
   const incoming = await x.readDiff()
-  await applyDelta(replica, incoming)
+  await applyDelta(replica, incoming, opts)
   const delta = replica.diff(theirs.sv)
   await x.sendDiff(delta, theirs.maxDelta)
   await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
@@ -298,7 +306,7 @@ export async function syncResponder (stream: Stream, replica: SyncReplica, opts:
   await x.sendDiff(delta, theirs.maxDelta)
   // The initiator checks and applies what we sent before it answers.
   const incoming = await x.readDiff(applyAllowance(delta.length, opts))
-  await applyDelta(replica, incoming)
+  await applyDelta(replica, incoming, opts)
   await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
   return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: x.bytesSent, bytesReceived: incoming.length }
 }
