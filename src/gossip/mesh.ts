@@ -430,6 +430,14 @@ export class Mesh extends EventEmitter<MeshEvents> {
     return this.node?.services.pubsub.getSubscribers(topic).length ?? 0
   }
 
+  /** Whether every peer subscribed to `topic` is subscribed to `also` too (true when none is). */
+  subscribedToBoth (topic: string, also: string): boolean {
+    const pubsub = this.node?.services.pubsub
+    if (pubsub == null) return false
+    const both = new Set(pubsub.getSubscribers(also).map(p => p.toString()))
+    return pubsub.getSubscribers(topic).every(p => both.has(p.toString()))
+  }
+
   /** Remembers where a controller listens (from its digest) so the reconnect loop can dial it directly. */
   learnAddrs (peerId: string, addrs: string[]): void { this.dialer.learnAddrs(peerId, addrs) }
 
