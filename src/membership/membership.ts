@@ -114,7 +114,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private transport: MembershipTransport | null = null
   private seq = 0
   /** What members last heard, to send the next message only when it says something new, and only what changed. */
-  private readonly published: Published = { word: null, selfPreservation: false, hash: '', hashAtLastTick: '', at: -Infinity, force: true, fullAt: -Infinity, fullBytes: 0, changedBytes: 0 }
+  private readonly published: Published = { seq: -1, word: null, selfPreservation: false, hash: '', hashAtLastTick: '', at: -Infinity, force: true, fullAt: -Infinity, fullBytes: 0, changedBytes: 0 }
   /** A digest is owed to members that connected (monotonic ms to send it at, and when the first was owed); null if none. */
   private owed: { at: number, since: number } | null = null
   /** Peers ever connected: a first connection makes the next digest introduce the mesh. */
@@ -259,7 +259,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       changes.bytes < fullBytes && changes.bytes <= DIGEST_PART_BYTES && p.changedBytes + changes.bytes <= Math.max(p.fullBytes, fullBytes) &&
       this.transport.changesUnderstood()
     if (asChanges) {
-      this.transport.publishChanges(encodeChanges({ epoch: this.epoch, seq, base: seq - 1, owned, states: changes.states, loads: changes.loads, registry_hash: hash, self_preservation: selfPreservation }))
+      this.transport.publishChanges(encodeChanges({ epoch: this.epoch, seq, base: p.seq, owned, states: changes.states, loads: changes.loads, registry_hash: hash, self_preservation: selfPreservation }))
       p.changedBytes += changes.bytes
     } else {
       const header: DigestHeader = { epoch: this.epoch, seq, owned, registry_hash: hash, self_preservation: selfPreservation, addrs: this.transport.localAddrs().slice(0, 16) }
@@ -269,7 +269,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       for (const d of buildDigest(header, listedWorkers(word))) this.transport.publish(encodeDigest(d))
       Object.assign(p, { fullAt: now, fullBytes, changedBytes: 0 })
     }
-    Object.assign(p, { word, selfPreservation, hash, at: now, force: false })
+    Object.assign(p, { seq, word, selfPreservation, hash, at: now, force: false })
     if (owed) this.owed = null
   }
 
@@ -320,6 +320,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
 /** What members last heard from this controller (tick). */
 interface Published {
+  /** The seq of the last message, full or changes (-1 before the first). */
+  seq: number
   /** The word of the last message, full or changes (null before the first). */
   word: Word | null
   selfPreservation: boolean
