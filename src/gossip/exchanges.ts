@@ -342,6 +342,9 @@ export class Exchanges {
     // Each side now holds what the other had (membership records that on the sync event).
     s.lastSyncMs = ms
     s.inSync = res.wasInSync
+    const r = (v: number): number => Math.round(v)
+    this.log.debug({ peer: peerId, controller: res.peerController, ms: r(ms), encode_ms: r(res.phases.encodeMs), send_ms: r(res.phases.sendMs), receive_ms: r(res.phases.receiveMs), apply_ms: r(res.phases.applyMs), bytes_sent: res.bytesSent, bytes_received: res.bytesReceived },
+      `sync exchange with ${res.peerController} done in ${r(ms)} ms`)
     this.init.onSync({ ...res, peerId, ms })
   }
 

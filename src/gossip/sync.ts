@@ -39,6 +39,7 @@
  */
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
+import { performance } from 'node:perf_hooks'
 import { promisify } from 'node:util'
 import { deflateRaw as deflateRawCb, inflateRaw as inflateRawCb } from 'node:zlib'
 import { SYNC_DEFLATE_MIN_BYTES } from '../constants.ts'
@@ -113,8 +114,28 @@ export interface SyncResult {
   peerController: string
   /** State vectors were equal before the exchange. */
   wasInSync: boolean
+  /** Bytes written to the stream (frames, compressed where the delta was). */
   bytesSent: number
+  /** Length of the peer's delta (as applied, after inflating). */
   bytesReceived: number
+  /** Where the exchange's time went (ms). */
+  phases: SyncPhases
+}
+
+/**
+ * The steps of one side of an exchange (ms). `receiveMs` runs from this
+ * side's HELLO to the peer's whole delta in hand (inflated): on the
+ * responder it includes the initiator's apply of what it was sent.
+ */
+export interface SyncPhases {
+  /** Encoding the delta the peer lacks. */
+  encodeMs: number
+  /** Compressing and sending it. */
+  sendMs: number
+  /** Waiting for and receiving the peer's delta. */
+  receiveMs: number
+  /** Checking and applying the peer's delta. */
+  applyMs: number
 }
 
 export interface SyncOptions {
@@ -351,6 +372,7 @@ const applyAllowance = (bytes: number, opts: SyncOptions): number => Math.ceil(b
 /** Runs the initiator side on an opened stream. */
 export async function syncInitiator (stream: Stream, replica: SyncReplica, opts: SyncOptions): Promise<SyncResult> {
   const x = new Exchange(stream, opts)
+  const t0 = performance.now()
   const mySv = await x.hello(replica)
   let theirs: Hello
   try {
@@ -360,25 +382,34 @@ export async function syncInitiator (stream: Stream, replica: SyncReplica, opts:
     throw err
   }
   const incoming = await x.readDiff()
+  const t1 = performance.now()
   await applyDelta(replica, incoming, opts)
+  const t2 = performance.now()
   const delta = replica.diff(theirs.sv)
+  const t3 = performance.now()
   await x.sendDiff(delta, theirs.maxDelta)
+  const phases = { encodeMs: t3 - t2, sendMs: performance.now() - t3, receiveMs: t1 - t0, applyMs: t2 - t1 }
   await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
-  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: x.bytesSent, bytesReceived: incoming.length }
+  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: x.bytesSent, bytesReceived: incoming.length, phases }
 }
 
 /** Runs the responder side on an incoming stream. */
 export async function syncResponder (stream: Stream, replica: SyncReplica, opts: SyncOptions): Promise<SyncResult> {
   const x = new Exchange(stream, opts)
   const theirs = await x.readHello(replica)
+  const t0 = performance.now()
   const mySv = await x.hello(replica)
   const delta = replica.diff(theirs.sv)
+  const t1 = performance.now()
   await x.sendDiff(delta, theirs.maxDelta)
+  const t2 = performance.now()
   // The initiator checks and applies what we sent before it answers.
   const incoming = await x.readDiff(applyAllowance(delta.length, opts))
+  const t3 = performance.now()
   await applyDelta(replica, incoming, opts)
+  const phases = { encodeMs: t1 - t0, sendMs: t2 - t1, receiveMs: t3 - t2, applyMs: performance.now() - t3 }
   await stream.close({ signal: AbortSignal.timeout(opts.timeoutMs) }).catch(() => {})
-  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: x.bytesSent, bytesReceived: incoming.length }
+  return { peerController: theirs.controllerId, wasInSync: svEqual(mySv, theirs.sv), bytesSent: x.bytesSent, bytesReceived: incoming.length, phases }
 }
 
 /** Answers an exchange this controller cannot take now (it is in another one). */

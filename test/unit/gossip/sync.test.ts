@@ -40,6 +40,12 @@ describe('sync protocol', () => {
     const [ra, rb] = await exchange(a, b, options('a'), options('b'))
     expect(ra.status === 'fulfilled' && ra.value).toMatchObject({ peerController: 'b', wasInSync: false })
     expect(rb.status === 'fulfilled' && rb.value).toMatchObject({ peerController: 'a', wasInSync: false })
+    // Each side says where its time went.
+    for (const r of [ra, rb]) {
+      const phases = (r as PromiseFulfilledResult<SyncResult>).value.phases
+      expect(Object.keys(phases).sort()).toEqual(['applyMs', 'encodeMs', 'receiveMs', 'sendMs'])
+      for (const v of Object.values(phases)) expect(v).toBeGreaterThanOrEqual(0)
+    }
     expect(a.digest()).toBe(b.digest())
     expect([...a.items.keys()].sort()).toEqual(['x', 'y', 'z'])
   })
