@@ -23,8 +23,9 @@ let old: RogueNode | null = null
 /** What b received from a, in order. */
 const received: Array<{ kind: 'digest', d: Digest } | { kind: 'changes', c: WordChanges }> = []
 
-// Workers never go silent here (long timeouts): their states change by drains and heartbeats only.
-const calm = { heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 100 }
+// Workers never go silent here (long timeouts): their states change by drains and heartbeats only. No
+// keepalive digest within a test either (one would come between the changes the first test counts).
+const calm = { heartbeatIntervalMs: 10_000, unhealthyAfterMs: 600_000, staleAfterMs: 1_200_000, digestIntervalMs: 100, digestKeepaliveMs: 300_000 }
 const N = 300
 const LISTED = 100
 
