@@ -315,8 +315,9 @@ class Exchange {
     let out: Uint8Array
     try {
       // Never more than announced: a small message must not inflate into a large allocation. One
-      // output chunk of the announced size: zlib's default (16 KiB) made ~2,000 pieces to concatenate.
-      out = await inflateRaw(z, { maxOutputLength: total, chunkSize: Math.max(total, 64) })
+      // output chunk with room to spare: zlib's default (16 KiB) made ~2,000 pieces to concatenate,
+      // and a chunk of exactly the announced size, once full, made zlib allocate a second one.
+      out = await inflateRaw(z, { maxOutputLength: total, chunkSize: total + 64 })
     } catch (err) {
       throw new SyncError('malformed', `the compressed delta does not inflate to its announced ${total} bytes: ${(err as Error).message}`, { cause: err })
     }
