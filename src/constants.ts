@@ -233,6 +233,12 @@ export const DEFAULT_MAX_SYNC_BYTES = 256 * 1024 * 1024
  * read buffer, and small enough that neither side holds much beyond the delta itself.
  */
 export const SYNC_CHUNK_BYTES = 1024 * 1024
+/**
+ * Deltas of this size or more travel compressed on /capmesh/sync/3.1.0 (raw DEFLATE, level 1): a
+ * registry's delta shrinks ~25-fold, and every byte not sent is a byte the mesh-key cipher, noise
+ * and yamux do not process at both ends. Below it, compressing saves less than it costs.
+ */
+export const SYNC_DEFLATE_MIN_BYTES = 64 * 1024
 /** A sync exchange whose reads or writes make no progress for this long is abandoned (and retried later). */
 export const DEFAULT_SYNC_TIMEOUT_MS = 15_000
 /**

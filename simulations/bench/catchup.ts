@@ -13,7 +13,8 @@
  * - the baseline: this process checking and applying A's exported state into
  *   an empty registry (the work B cannot avoid, without any networking);
  * - peak RSS (VmHWM) of A while it serves the catch-up (reset right before B
- *   starts) and of B over its whole life, from /proc;
+ *   starts) and of B over its whole life, from /proc, and B's RSS once it
+ *   caught up (what it holds, against what the catch-up cost on top);
  * - the slowest `GET /health` B answered while it caught up (it applies a
  *   large delta in slices and keeps serving).
  *
@@ -157,6 +158,7 @@ async function run (n: number): Promise<void> {
     await poller
     const catchUpMs = at - b0
     await new Promise(resolve => setTimeout(resolve, 500))
+    const bSettled = rssMb(b.pid)
     const aPeak = peakRssMb(a.pid)
     const bPeak = peakRssMb(b.pid)
     const bMesh = (await client.json('GET', `${b.url}/mesh`)).body
@@ -165,7 +167,7 @@ async function run (n: number): Promise<void> {
     console.log(`        catch-up      ${(catchUpMs / 1000).toFixed(2)} s from spawning b (empty start-up alone: ${(startupMs / 1000).toFixed(2)} s; b's exchange with a: ${exchange?.last_sync_ms != null ? `${(exchange.last_sync_ms / 1000).toFixed(2)} s` : 'n/a'})`)
     console.log(`        baseline      ${(applyMs / 1000).toFixed(2)} s to check and apply the same state in one process`)
     console.log(`        /health       slowest answer from b while it caught up: ${(slowest / 1000).toFixed(2)} s (issue's baseline at 100,000: stalled 1.85 s)`)
-    console.log(`        peak RSS      a ${aPeak.toFixed(0)} MB while serving it (${aRssBefore.toFixed(0)} MB before), b ${bPeak.toFixed(0)} MB`)
+    console.log(`        peak RSS      a ${aPeak.toFixed(0)} MB while serving it (${aRssBefore.toFixed(0)} MB before), b ${bPeak.toFixed(0)} MB (${bSettled.toFixed(0)} MB once caught up)`)
   } finally {
     await Promise.all(started.map(async c => { await c.stop() }))
     await client.close()

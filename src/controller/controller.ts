@@ -31,7 +31,7 @@ import { Admission, ensureMeshKey, isWildcard, loadOrCreatePeerKey, Mesh, meshKe
 import {
   createTokenVerifier, defaultRoutePolicy, loadPolicy, loadSubjectMap, loadTokenKeys, policyWithDenials, type RoutePolicy
 } from '../identity/index.ts'
-import { LIVENESS_TOPIC, type Digest } from '../membership/index.ts'
+import { LIVENESS_CHANGES_TOPIC, LIVENESS_TOPIC, type Digest, type WordChanges } from '../membership/index.ts'
 import { controllerMetrics, type ControllerMetrics } from '../metrics/index.ts'
 import { ensureTls, loadTlsFiles, uncovered, type TlsMaterial } from '../tls/index.ts'
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
@@ -203,6 +203,10 @@ export class Controller {
         [LIVENESS_TOPIC]: {
           check: payload => membership.decode(payload),
           deliver: (d: Digest, from) => { membership.receive(from.controllerId, from.peerId, d) }
+        },
+        [LIVENESS_CHANGES_TOPIC]: {
+          check: payload => membership.decodeChanges(payload),
+          deliver: (c: WordChanges, from) => { membership.receiveChanges(from.controllerId, from.peerId, c) }
         }
       },
       faults: this.faults,
@@ -224,6 +228,8 @@ export class Controller {
     })
     membership.attach({
       publish: payload => { mesh.publish(LIVENESS_TOPIC, payload) },
+      publishChanges: payload => { mesh.publish(LIVENESS_CHANGES_TOPIC, payload) },
+      changesUnderstood: () => mesh.subscribedToBoth(LIVENESS_TOPIC, LIVENESS_CHANGES_TOPIC),
       reachable: () => mesh.subscribers(LIVENESS_TOPIC) > 0,
       localAddrs: () => mesh.multiaddrs,
       introductions: () => mesh.introductions(),

@@ -60,13 +60,19 @@ export interface ExchangesInit {
   onSyncFailed?: (peerId: string, reason: SyncFailureReason) => void
 }
 
+/** One exchange in progress: when it last moved bytes (monotonic ms), and whether it is applying the peer's delta. */
+interface ExchangeState {
+  progress: number
+  applying: boolean
+}
+
 export class Exchanges {
   private readonly init: ExchangesInit
   private readonly peers: PeerTable
   private readonly log: Logger
   private readonly syncing = new Set<string>()
-  /** The exchanges in progress, either side: when each last moved bytes (monotonic ms). */
-  private readonly exchanges = new Set<{ progress: number }>()
+  /** The exchanges in progress, either side: when each last moved bytes (monotonic ms), and whether it is applying a delta. */
+  private readonly exchanges = new Set<ExchangeState>()
   /** Failure warnings already logged, by `peer reason`: when, and how many were held back since. */
   private readonly logged = new Map<string, { at: number, held: number }>()
   /** Re-runs the wanted queue when the youngest exchange stops counting as busy. */
@@ -85,7 +91,7 @@ export class Exchanges {
     this.log = init.log
   }
 
-  private options (exchange: { progress: number }, peerId: string): SyncOptions {
+  private options (exchange: ExchangeState, peerId: string): SyncOptions {
     return {
       onPeer: controllerId => { this.peers.state(peerId).controllerId = controllerId },
       controllerId: this.init.controllerId,
@@ -93,7 +99,11 @@ export class Exchanges {
       chunkBytes: SYNC_CHUNK_BYTES,
       timeoutMs: this.init.syncTimeoutMs,
       applyMsPerMiB: SYNC_APPLY_MS_PER_MIB,
-      onProgress: () => { exchange.progress = performance.now() }
+      onProgress: () => { exchange.progress = performance.now() },
+      onApplying: applying => {
+        exchange.applying = applying
+        exchange.progress = performance.now()
+      }
     }
   }
 
@@ -159,8 +169,11 @@ export class Exchanges {
 
   /**
    * True while this controller takes part in a sync exchange, either side,
-   * that moved bytes less than SYNC_BUSY_WINDOW_MS ago: an exchange a peer stalls
-   * (up to the sync timeout) must not hold off everyone else's.
+   * that is applying a delta or moved bytes less than SYNC_BUSY_WINDOW_MS
+   * ago: an exchange a peer stalls (up to the sync timeout) must not hold off
+   * everyone else's, but one applying a whole registry (seconds) is not
+   * stalled, and a second exchange meanwhile would carry the same delta
+   * again (computed against the state vector of a half-applied one).
    */
   get busy (): boolean { return this.busyForMs() > 0 }
 
@@ -213,17 +226,18 @@ export class Exchanges {
   private busyForMs (): number {
     const now = performance.now()
     let left = 0
-    for (const e of this.exchanges) left = Math.max(left, e.progress + SYNC_BUSY_WINDOW_MS - now)
+    // An apply in progress counts as fresh progress (its end runs the queue).
+    for (const e of this.exchanges) left = Math.max(left, (e.applying ? now : e.progress) + SYNC_BUSY_WINDOW_MS - now)
     return left
   }
 
-  private begin (): { progress: number } {
-    const e = { progress: performance.now() }
+  private begin (): ExchangeState {
+    const e = { progress: performance.now(), applying: false }
     this.exchanges.add(e)
     return e
   }
 
-  private end (e: { progress: number }): void {
+  private end (e: ExchangeState): void {
     this.exchanges.delete(e)
     if (this.busyWaitTimer != null) {
       clearTimeout(this.busyWaitTimer)
@@ -301,7 +315,7 @@ export class Exchanges {
       // The smaller peer id of the two takes the exchange over: it calls back once free, and the
       // other stops asking. Without that, a controller refused by every peer of the other side
       // after a heal kept polling them; with both calling back, two would refuse each other for ever.
-      refuseSync(stream, this.init.replica, this.options({ progress: 0 }, peerId)).then(() => {
+      refuseSync(stream, this.init.replica, this.options({ progress: 0, applying: false }, peerId)).then(() => {
         if (this.peerId < peerId) this.want(peerId)
       }, (err: Error) => { this.syncAborted(stream, peerId, err) })
       return
@@ -328,6 +342,9 @@ export class Exchanges {
     // Each side now holds what the other had (membership records that on the sync event).
     s.lastSyncMs = ms
     s.inSync = res.wasInSync
+    const r = (v: number): number => Math.round(v)
+    this.log.debug({ peer: peerId, controller: res.peerController, ms: r(ms), encode_ms: r(res.phases.encodeMs), send_ms: r(res.phases.sendMs), receive_ms: r(res.phases.receiveMs), apply_ms: r(res.phases.applyMs), bytes_sent: res.bytesSent, bytes_received: res.bytesReceived },
+      `sync exchange with ${res.peerController} done in ${r(ms)} ms`)
     this.init.onSync({ ...res, peerId, ms })
   }
 

@@ -60,7 +60,7 @@ import { PeerTable, type PeerView } from './peers.ts'
 import { meshKeyId } from './mesh-key.ts'
 import { MeshKeyMismatchError, PrivateNetwork } from './private-network.ts'
 import type { Replica } from './replica.ts'
-import { SYNC_PROTOCOL, type SyncFailureReason, type SyncReplica, type SyncResult } from './sync.ts'
+import { SYNC_PROTOCOLS, type SyncFailureReason, type SyncReplica, type SyncResult } from './sync.ts'
 import { PendingLinks, tracedApply, tracedSyncApply, WriteTraces } from './tracing.ts'
 import { useHalfWindowUpdates } from './yamux-window.ts'
 
@@ -232,7 +232,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
       peers: this.peers,
       log: init.log,
       peerId: () => this.peerId,
-      dial: async (peerId, signal) => await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOL, { signal }),
+      dial: async (peerId, signal) => await this.libp2p.dialProtocol(peerIdFromString(peerId), SYNC_PROTOCOLS, { signal }),
       registryHash: init.registryHash,
       peerHash: init.peerHash,
       blocked,
@@ -367,7 +367,7 @@ export class Mesh extends EventEmitter<MeshEvents> {
     }
     pubsub.addEventListener('message', evt => { this.onMessage(evt.detail) })
 
-    await this.libp2p.handle(SYNC_PROTOCOL, (stream: Stream, conn) => {
+    await this.libp2p.handle(SYNC_PROTOCOLS, (stream: Stream, conn) => {
       const peer = conn.remotePeer.toString()
       // The gater let it in; a reload may have removed it since (its hang-up is under way).
       if (admission != null && !admission.admitted(peer)) {
@@ -428,6 +428,14 @@ export class Mesh extends EventEmitter<MeshEvents> {
   /** Peers subscribed to `topic` (they would receive what is published on it now). */
   subscribers (topic: string): number {
     return this.node?.services.pubsub.getSubscribers(topic).length ?? 0
+  }
+
+  /** Whether every peer subscribed to `topic` is subscribed to `also` too (true when none is). */
+  subscribedToBoth (topic: string, also: string): boolean {
+    const pubsub = this.node?.services.pubsub
+    if (pubsub == null) return false
+    const both = new Set(pubsub.getSubscribers(also).map(p => p.toString()))
+    return pubsub.getSubscribers(topic).every(p => both.has(p.toString()))
   }
 
   /** Remembers where a controller listens (from its digest) so the reconnect loop can dial it directly. */

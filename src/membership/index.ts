@@ -2,7 +2,7 @@
  * membership — the other controllers: one member table (controller id ↔
  * peer id, status, last heard, registry hash, what each last said of its
  * workers) and the liveness-digest protocol (build, wire schema, publish
- * policy, apply), with peer self-preservation. No libp2p here: the mesh
+ * policy, apply; full digests and word changes), with peer self-preservation. No libp2p here: the mesh
  * reaches it through MembershipTransport.
  *
  * @example
@@ -11,9 +11,9 @@
  * setInterval(() => { membership.tick() }, 1000)
  * membership.on('status', (id, from, to) => console.log(`${id} is ${to}`))
  */
-export { LIVENESS_TOPIC, Membership } from './membership.ts'
+export { LIVENESS_CHANGES_TOPIC, LIVENESS_TOPIC, Membership } from './membership.ts'
 export type { LocalWord, MembershipEvents, MembershipInit, MembershipTransport } from './membership.ts'
 export { MemberTable } from './members.ts'
 export type { Member, MemberStatus, MemberTableEvents, MemberTableInit } from './members.ts'
-export { buildDigest, decodeDigest, Digest, DigestError, encodeDigest, partOf } from './digest.ts'
-export type { DigestHeader, OwnedWorker } from './digest.ts'
+export { buildDigest, decodeChanges, decodeDigest, Digest, DigestError, encodeChanges, encodeDigest, partOf, WordChanges } from './digest.ts'
+export type { DigestHeader, OwnedWorker, Word } from './digest.ts'

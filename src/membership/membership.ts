@@ -3,14 +3,16 @@
  * the whole liveness-digest protocol in one place (as memberlist's state.go
  * owns its member table and every message about members):
  *
- * - outbound: `tick()` builds this controller's digest from its own word
+ * - outbound: `tick()` builds this controller's word from what it knows
  *   (`LocalWord`: its workers' states and loads, its registry hash, its
- *   self-preservation) and publishes it when it says something new (see
- *   `tick`), with this controller's addresses and, after a controller it
- *   never met connected, introductions to the controllers it is connected to;
- * - inbound: `decode()` checks a digest once, in the topic validator;
- *   `receive()` applies the decoded digest to the member table and hands
- *   the addresses in it to the transport;
+ *   self-preservation) and, when it says something new (see `tick`),
+ *   publishes it whole as a digest (with this controller's addresses and,
+ *   after a controller it never met connected, introductions to the
+ *   controllers it is connected to) or only what changed since the last
+ *   message, on the changes topic;
+ * - inbound: `decode()` / `decodeChanges()` check a message once, in the
+ *   topic validator; `receive()` / `receiveChanges()` apply it to the member
+ *   table (and hand a digest's addresses to the transport);
  * - `heard()` / `synced()` / `connected()` take the mesh's other news;
  * - `sweep()` applies silence timeouts and peer self-preservation, and says
  *   which members are gone for good.
@@ -21,11 +23,22 @@ import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import { DEFAULT_SELF_PRESERVATION_MAX_WINDOWS, DEFAULT_SELF_PRESERVATION_PEER_RATIO } from '../constants.ts'
-import { buildDigest, decodeDigest, encodeDigest, type Digest, type DigestHeader, type OwnedWorker } from './digest.ts'
+import { DIGEST_PART_BYTES } from '../constants.ts'
+import {
+  buildDigest, decodeChanges, decodeDigest, encodeChanges, encodeDigest, listedWorkers, wordChanges, wordOf, type Digest, type DigestHeader,
+  type OwnedWorker, type Word, type WordChanges
+} from './digest.ts'
 import { MemberTable, type Member, type MemberStatus } from './members.ts'
 
 /** The gossip topic digests travel on (`/3`: wire format 3, see gossip/envelope.ts). */
 export const LIVENESS_TOPIC = 'capmesh/liveness/3'
+/**
+ * The topic of word changes (WordChanges), a topic of its own so that a
+ * controller from before them, which does not subscribe to it, never sees
+ * one: a controller sends changes only while every peer subscribed to the
+ * digests takes them too, and full digests otherwise.
+ */
+export const LIVENESS_CHANGES_TOPIC = 'capmesh/liveness-changes/3'
 
 /** What this controller says about itself: read at every digest tick. */
 export interface LocalWord {
@@ -41,6 +54,10 @@ export interface LocalWord {
 export interface MembershipTransport {
   /** Publishes one digest message on the liveness topic. */
   publish: (payload: Uint8Array) => void
+  /** Publishes one changes message on the changes topic. */
+  publishChanges: (payload: Uint8Array) => void
+  /** Whether every peer subscribed to the liveness topic is subscribed to the changes topic too (none is from before them). */
+  changesUnderstood: () => boolean
   /** Whether any peer would receive a digest now (subscribed to the liveness topic). */
   reachable: () => boolean
   /** This controller's listen addresses. */
@@ -82,6 +99,8 @@ export interface MembershipEvents {
   selfPreservation: [on: boolean]
   /** A digest (or a part of one) from another controller, as received. */
   digest: [controllerId: string, digest: Digest]
+  /** A changes message from another controller, as received. */
+  changes: [controllerId: string, changes: WordChanges]
 }
 
 export class Membership extends EventEmitter<MembershipEvents> {
@@ -94,8 +113,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private readonly peerRatio: number
   private transport: MembershipTransport | null = null
   private seq = 0
-  /** What members last heard, to send the next digest only when it says something new. */
-  private readonly published = { key: '', hash: '', hashAtLastTick: '', at: -Infinity, force: true }
+  /** What members last heard, to send the next message only when it says something new, and only what changed. */
+  private readonly published: Published = { seq: -1, word: null, selfPreservation: false, hash: '', hashAtLastTick: '', at: -Infinity, force: true, fullAt: -Infinity, fullBytes: 0, changedBytes: 0 }
   /** A digest is owed to members that connected (monotonic ms to send it at, and when the first was owed); null if none. */
   private owed: { at: number, since: number } | null = null
   /** Peers ever connected: a first connection makes the next digest introduce the mesh. */
@@ -152,6 +171,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Decodes and checks a digest message (the topic validator; throws DigestError on garbage). */
   decode (payload: Uint8Array): Digest { return decodeDigest(payload) }
 
+  /** Decodes and checks a changes message (the topic validator; throws DigestError on garbage). */
+  decodeChanges (payload: Uint8Array): WordChanges { return decodeChanges(payload) }
+
   /** A checked digest from `controllerId` over `peerId`. */
   receive (controllerId: string, peerId: string, d: Digest): void {
     if (controllerId === this.controllerId) return
@@ -159,6 +181,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (d.peers != null) this.transport?.learnIntroduced(d.peers)
     this.table.digest(controllerId, d, peerId)
     this.emit('digest', controllerId, d)
+  }
+
+  /** A checked changes message from `controllerId` over `peerId`. */
+  receiveChanges (controllerId: string, peerId: string, c: WordChanges): void {
+    if (controllerId === this.controllerId) return
+    this.table.changes(controllerId, c, peerId)
+    this.emit('changes', controllerId, c)
   }
 
   /** Any valid message (or a completed exchange) from `controllerId`: it is alive. */
@@ -191,35 +220,56 @@ export class Membership extends EventEmitter<MembershipEvents> {
   // --------------------------------------------------------------- outbound
 
   /**
-   * Publishes the digest when it says something members do not know: a
-   * worker's state or load changed, self-preservation switched, the registry
-   * hash changed and has held still for one interval (so a stream of
-   * registrations does not make every controller publish), members connected
-   * (once the burst of connections is over), or `digestKeepaliveMs` passed
-   * since the last one. Every message costs each receiver ~0.2–0.5 ms of CPU
-   * in the libp2p stack, so an unchanged word is not repeated.
+   * Publishes this controller's word when it says something members do not
+   * know: a worker's state or load changed, self-preservation switched, the
+   * registry hash changed and has held still for one interval (so a stream
+   * of registrations does not make every controller publish), members
+   * connected (once the burst of connections is over), or
+   * `digestKeepaliveMs` passed since the last message. Every message costs
+   * each receiver ~0.2–0.5 ms of CPU in the libp2p stack, so an unchanged
+   * word is not repeated.
+   *
+   * What goes out is the whole word (a digest, in parts if large) or, when
+   * that is cheaper, only what changed since the last message (WordChanges).
+   * A full digest goes out anyway when one is owed (the first, a new link),
+   * when self-preservation switched, once a keepalive interval since the last
+   * full one, once the changes sent since add up to a full one's size (a
+   * receiver that lost a changes message is exact again within that), and
+   * whenever a peer subscribed to digests does not take changes.
    */
   tick (): void {
     // With nobody subscribed yet, a digest reaches no one now and arrives late and stale through
     // gossipsub's catch-up (IHAVE/IWANT) later: hold it, with what it owes, for the first listener.
     if (this.transport == null || !this.transport.reachable()) return
     const local = this.init.local
-    const workers = [...local.ownWorkers()]
+    const { word, owned, bytes: fullBytes } = wordOf(local.ownWorkers())
     const hash = local.registryHash()
     const selfPreservation = local.workersSelfPreservation() || this.peerSelfPreservation
     const p = this.published
-    const key = wordKey(selfPreservation, workers)
+    const changes = p.word == null ? null : wordChanges(p.word, word)
+    const changed = changes == null || changes.states.length > 0 || changes.loads.length > 0 || selfPreservation !== p.selfPreservation
     const settledHash = hash !== p.hash && hash === p.hashAtLastTick
     p.hashAtLastTick = hash
     const now = this.now()
     const owed = this.owed != null && now >= this.owed.at
-    if (!p.force && !owed && key === p.key && !settledHash && now - p.at < this.init.digestKeepaliveMs) return
-    const header: DigestHeader = { epoch: this.epoch, seq: this.seq++, owned: workers.length, registry_hash: hash, self_preservation: selfPreservation, addrs: this.transport.localAddrs().slice(0, 16) }
-    // Introductions cost ~100 bytes per controller: only after a controller this one never met connected.
-    if (this.introduceNext) header.peers = this.transport.introductions()
-    this.introduceNext = false
-    for (const d of buildDigest(header, workers)) this.transport.publish(encodeDigest(d))
-    Object.assign(p, { key, hash, at: now, force: false })
+    if (!p.force && !owed && !changed && !settledHash && now - p.at < this.init.digestKeepaliveMs) return
+    const seq = this.seq++
+    const asChanges = changes != null && !p.force && !owed && !this.introduceNext &&
+      selfPreservation === p.selfPreservation && now - p.fullAt < this.init.digestKeepaliveMs &&
+      changes.bytes < fullBytes && changes.bytes <= DIGEST_PART_BYTES && p.changedBytes + changes.bytes <= Math.max(p.fullBytes, fullBytes) &&
+      this.transport.changesUnderstood()
+    if (asChanges) {
+      this.transport.publishChanges(encodeChanges({ epoch: this.epoch, seq, base: p.seq, owned, states: changes.states, loads: changes.loads, registry_hash: hash, self_preservation: selfPreservation }))
+      p.changedBytes += changes.bytes
+    } else {
+      const header: DigestHeader = { epoch: this.epoch, seq, owned, registry_hash: hash, self_preservation: selfPreservation, addrs: this.transport.localAddrs().slice(0, 16) }
+      // Introductions cost ~100 bytes per controller: only after a controller this one never met connected.
+      if (this.introduceNext) header.peers = this.transport.introductions()
+      this.introduceNext = false
+      for (const d of buildDigest(header, listedWorkers(word))) this.transport.publish(encodeDigest(d))
+      Object.assign(p, { fullAt: now, fullBytes, changedBytes: 0 })
+    }
+    Object.assign(p, { seq, word, selfPreservation, hash, at: now, force: false })
     if (owed) this.owed = null
   }
 
@@ -268,13 +318,21 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 }
 
-/** What a digest says about liveness, as one comparable string. */
-function wordKey (selfPreservation: boolean, workers: OwnedWorker[]): string {
-  const exceptions: Array<[string, string]> = []
-  const loads: Array<[string, number]> = []
-  for (const w of workers) {
-    if (w.state !== 'healthy') exceptions.push([w.id, w.state])
-    if (w.load > 0) loads.push([w.id, w.load])
-  }
-  return JSON.stringify([selfPreservation, exceptions, loads])
+/** What members last heard from this controller (tick). */
+interface Published {
+  /** The seq of the last message, full or changes (-1 before the first). */
+  seq: number
+  /** The word of the last message, full or changes (null before the first). */
+  word: Word | null
+  selfPreservation: boolean
+  hash: string
+  hashAtLastTick: string
+  /** Monotonic ms of the last message, and of the last full digest. */
+  at: number
+  fullAt: number
+  /** The next message must be a full digest. */
+  force: boolean
+  /** Approximate bytes of the last full digest, and of the changes sent since. */
+  fullBytes: number
+  changedBytes: number
 }

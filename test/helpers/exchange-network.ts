@@ -189,6 +189,7 @@ export class ExchangeNetwork {
     signal.throwIfAborted()
     if (this.isCut(from.id, to)) throw new Error('the connection gater refused the dial')
     const [outbound, inbound] = await streamPair({ protocol: SYNC_PROTOCOL, delay: 0 })
+    outbound.protocol = inbound.protocol = SYNC_PROTOCOL
     const key = pairKey(from.id, to)
     const open = this.streams.get(key) ?? new Set()
     this.streams.set(key, open)

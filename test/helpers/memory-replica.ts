@@ -18,6 +18,10 @@ export class MemoryReplica implements SyncReplica {
   duplicates = 0
   /** Refuse every delta (to test a rejected exchange). */
   refuse = false
+  /** While set, an exchange's delta waits for this promise before it is applied (a long apply: a whole registry). */
+  applyGate: Promise<void> | null = null
+  /** Deltas waiting at the gate. */
+  waitingAtGate = 0
 
   constructor (items: Record<string, Uint8Array | number> = {}) {
     for (const [k, v] of Object.entries(items)) this.items.set(k, typeof v === 'number' ? blob(k, v) : v)
@@ -51,6 +55,19 @@ export class MemoryReplica implements SyncReplica {
       at += 4 + v.length
     }
     return out
+  }
+
+  /** The anti-entropy apply: `apply`, after the gate if one is set. */
+  async applyDelta (update: Uint8Array): Promise<boolean> {
+    if (this.applyGate != null) {
+      this.waitingAtGate++
+      try {
+        await this.applyGate
+      } finally {
+        this.waitingAtGate--
+      }
+    }
+    return this.apply(update)
   }
 
   apply (update: Uint8Array): boolean {

@@ -35,7 +35,7 @@ import * as Y from 'yjs'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { encodeEnvelope, Kind, readMeshKey, REGISTRY_TOPIC, SYNC_PROTOCOL } from '../../src/gossip/index.ts'
-import { LIVENESS_TOPIC } from '../../src/membership/index.ts'
+import { LIVENESS_CHANGES_TOPIC, LIVENESS_TOPIC } from '../../src/membership/index.ts'
 import { VERSION } from '../../src/gossip/envelope.ts'
 import { scrape } from '../helpers/metrics.ts'
 import { rogueNode } from '../helpers/rogue.ts'
@@ -176,11 +176,12 @@ async function attacker (): Promise<Node> {
   await node.dial(multiaddr(victim.p2p.multiaddrs[0]))
   node.services.pubsub.subscribe(REGISTRY_TOPIC)
   node.services.pubsub.subscribe(LIVENESS_TOPIC)
+  node.services.pubsub.subscribe(LIVENESS_CHANGES_TOPIC)
   // gossipsub drops (silently) what is published before its outbound stream to a peer is open.
   const outbound = (node.services.pubsub as unknown as { streamsOutbound: Map<string, unknown> }).streamsOutbound
   await eventually(() => outbound.has(victim.p2p.peerId) &&
-    [REGISTRY_TOPIC, LIVENESS_TOPIC].every(t => node.services.pubsub.getSubscribers(t).some(p => p.toString() === victim.p2p.peerId)),
-  'the attacker to see the victim subscribed to both topics, with a stream open to it', 5_000)
+    [REGISTRY_TOPIC, LIVENESS_TOPIC, LIVENESS_CHANGES_TOPIC].every(t => node.services.pubsub.getSubscribers(t).some(p => p.toString() === victim.p2p.peerId)),
+  'the attacker to see the victim subscribed to every topic, with a stream open to it', 5_000)
   return node
 }
 
@@ -320,6 +321,7 @@ function victimSegment (segments: Y.Map<unknown>): Y.Map<unknown> {
 const validEntryUpdate = (): Uint8Array => segmentWith(seg => { seg.set('x', entry('x')) })
 const digestJson = (d: Record<string, unknown>): Uint8Array => enc.encode(JSON.stringify(d))
 const goodDigest = { epoch: 'e', seq: 1, owned: 0, exceptions: [], loads: [], registry_hash: '0', self_preservation: false }
+const goodChanges = { epoch: 'e', seq: 2, base: 1, owned: 1, states: [['w0-0', 'u']], loads: [], registry_hash: '0', self_preservation: false }
 const id4 = [...enc.encode('evil')]
 
 const gossipCases: Array<[string, Array<[string, string, () => Uint8Array]>]> = [
@@ -372,6 +374,15 @@ const gossipCases: Array<[string, Array<[string, string, () => Uint8Array]>]> = 
     }))],
     ['a digest whose introduced peers are not addresses', LIVENESS_TOPIC, () => envelope(Kind.message, digestJson({ ...goodDigest, peers: [1, 2, 3] }))],
     ['a digest introducing more than 256 peers', LIVENESS_TOPIC, () => envelope(Kind.message, digestJson({ ...goodDigest, peers: Array.from({ length: 300 }, () => '/ip4/127.0.0.1/tcp/1') }))]
+  ]],
+  ['malformed word changes', [
+    ['word changes that are not JSON', LIVENESS_CHANGES_TOPIC, () => envelope(Kind.message, enc.encode('{"epoch": '))],
+    ['a full digest on the changes topic', LIVENESS_CHANGES_TOPIC, () => envelope(Kind.message, digestJson(goodDigest))],
+    ['word changes with an unknown health code', LIVENESS_CHANGES_TOPIC, () => envelope(Kind.message, digestJson({ ...goodChanges, states: [['w0-0', 'z']] }))],
+    ['word changes with a negative load', LIVENESS_CHANGES_TOPIC, () => envelope(Kind.message, digestJson({ ...goodChanges, loads: [['w0-0', -3]] }))],
+    ['word changes that follow a later message', LIVENESS_CHANGES_TOPIC, () => envelope(Kind.message, digestJson({ ...goodChanges, base: 9 }))],
+    ['word changes on the liveness topic', LIVENESS_TOPIC, () => envelope(Kind.message, digestJson(goodChanges))],
+    ['a registry update on the changes topic', LIVENESS_CHANGES_TOPIC, () => envelope(Kind.update, validEntryUpdate())]
   ]]
 ]
 

@@ -355,6 +355,31 @@ describe('Exchanges: a stalled exchange', () => {
   }, 15_000)
 })
 
+describe('Exchanges: a long apply', () => {
+  it(`keeps the node busy past ${SYNC_BUSY_WINDOW_MS} ms while it applies a delta: no second exchange carries it again meanwhile`, async () => {
+    net = new ExchangeNetwork({ n: 3, items: i => i === 0 ? {} : ownItem(i), syncTimeoutMs: 20_000 })
+    const [a, b, c] = net.nodes
+    // a joins late: it pulls b's registry and takes longer than the busy window to apply it.
+    let release = (): void => {}
+    a.replica.applyGate = new Promise(resolve => { release = resolve })
+    const first = a.exchanges.syncWith(b.id)
+    await vi.waitFor(() => { expect(a.replica.waitingAtGate).toBe(1) }, { timeout: 5000, interval: 10 })
+    await sleep(SYNC_BUSY_WINDOW_MS + 500)
+    expect(a.exchanges.busy).toBe(true)
+    // Peers asking meanwhile are answered BUSY (nothing sent, nothing failed), and a asks no one.
+    expect(await b.exchanges.syncWith(a.id)).toBeNull()
+    expect(await c.exchanges.syncWith(a.id)).toBeNull()
+    expect(a.dials).toEqual([b.id])
+    expect(a.replica.waitingAtGate).toBe(1)
+    release()
+    expect(await first).not.toBeNull()
+    // Then a calls the two back (the smaller id of each pair): c's item arrives, b's is not carried twice.
+    await vi.waitFor(() => { expect(names(a.replica.items)).toEqual(['item-1', 'item-2']) }, { timeout: 5000, interval: 10 })
+    expect(a.replica.duplicates).toBe(0)
+    expect([...a.failures, ...b.failures, ...c.failures]).toEqual([])
+  }, 15_000)
+})
+
 describe('Exchanges: the periodic exchange', () => {
   it('goes to a peer whose registry hash differs, once this node\'s own hash held still for a tick', async () => {
     net = new ExchangeNetwork({ n: 3, items: (i): Record<string, number> => i === 2 ? { other: 10 } : { same: 10 } })

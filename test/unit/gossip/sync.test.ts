@@ -2,14 +2,15 @@
  * The sync protocol on in-memory stream pairs (@libp2p/utils' streamPair)
  * between in-memory replicas: no sockets, no Yjs. What is under test is the
  * framing: deltas of any size up to the receiver's limit, chunked; a delta
- * beyond it refused before it is sent; malformed, stalled and refused
- * exchanges.
+ * beyond it refused before it is sent; compressed deltas on 3.1.0 (and
+ * not on 3.0.0); malformed, stalled and refused exchanges.
  */
 import type { Stream } from '@libp2p/interface'
 import { lpStream, streamPair } from '@libp2p/utils'
 import { describe, expect, it } from 'vitest'
+import { deflateRawSync } from 'node:zlib'
 import {
-  refuseSync, SYNC_PROTOCOL, syncInitiator, syncResponder, SyncError, PeerBusyError, type SyncOptions
+  refuseSync, SYNC_PROTOCOL, SYNC_PROTOCOL_UNCOMPRESSED, syncInitiator, syncResponder, SyncError, PeerBusyError, type SyncOptions, type SyncResult
 } from '../../../src/gossip/sync.ts'
 import { MemoryReplica } from '../../helpers/memory-replica.ts'
 
@@ -20,7 +21,10 @@ function options (id: string, extra: Partial<SyncOptions> = {}): SyncOptions {
 }
 
 async function pair (protocol = SYNC_PROTOCOL): Promise<[Stream, Stream]> {
-  return await streamPair({ protocol, delay: 0 })
+  const [out, inc] = await streamPair({ protocol, delay: 0 })
+  // What multistream-select negotiated, at both ends (the mock muxer leaves it unset).
+  out.protocol = inc.protocol = protocol
+  return [out, inc]
 }
 
 /** Runs both sides; resolves with each side's outcome (result or error). */
@@ -36,6 +40,12 @@ describe('sync protocol', () => {
     const [ra, rb] = await exchange(a, b, options('a'), options('b'))
     expect(ra.status === 'fulfilled' && ra.value).toMatchObject({ peerController: 'b', wasInSync: false })
     expect(rb.status === 'fulfilled' && rb.value).toMatchObject({ peerController: 'a', wasInSync: false })
+    // Each side says where its time went.
+    for (const r of [ra, rb]) {
+      const phases = (r as PromiseFulfilledResult<SyncResult>).value.phases
+      expect(Object.keys(phases).sort()).toEqual(['applyMs', 'encodeMs', 'receiveMs', 'sendMs'])
+      for (const v of Object.values(phases)) expect(v).toBeGreaterThanOrEqual(0)
+    }
     expect(a.digest()).toBe(b.digest())
     expect([...a.items.keys()].sort()).toEqual(['x', 'y', 'z'])
   })
@@ -102,6 +112,59 @@ describe('sync protocol', () => {
     await lp.write(Uint8Array.of(2, 0, 0, 0, 10))
     await lp.write(new Uint8Array(20))
     await expect(initiator).rejects.toMatchObject({ name: 'SyncError', reason: 'malformed' })
+  })
+
+  it('a delta that compresses travels compressed on 3.1.0, and as it is on 3.0.0', async () => {
+    // JSON text, as a registry's entries are: it shrinks many times over.
+    const text = new TextEncoder().encode(Array.from({ length: 40_000 }, (_, i) => JSON.stringify({ worker_id: `w${i}`, worker_url: `https://127.0.0.1:7000/w${i}`, capabilities: [{ name: `cap-${i % 100}`, verb: 'invoke' }] })).join(''))
+    for (const [protocol, compressed] of [[SYNC_PROTOCOL, true], [SYNC_PROTOCOL_UNCOMPRESSED, false]] as const) {
+      const a = new MemoryReplica()
+      const b = new MemoryReplica({ big: text, small: 100 })
+      const [out, inc] = await pair(protocol)
+      let read = 0
+      out.addEventListener('message', evt => { read += evt.data.byteLength })
+      const [ra, rb] = await Promise.allSettled([syncInitiator(out, a, options('a')), syncResponder(inc, b, options('b'))])
+      expect(ra.status).toBe('fulfilled')
+      expect(rb.status).toBe('fulfilled')
+      expect(a.digest()).toBe(b.digest())
+      expect(Buffer.from(a.items.get('big')!).equals(text)).toBe(true)
+      // What the initiator read: a tenth of the delta or less compressed, all of it otherwise.
+      if (compressed) expect(read).toBeLessThan(text.length / 10)
+      else expect(read).toBeGreaterThan(text.length)
+      expect((ra as PromiseFulfilledResult<SyncResult>).value.bytesReceived).toBeGreaterThan(text.length)
+    }
+  })
+
+  it('a compressed delta that does not inflate to exactly its announced length, or on 3.0.0, is malformed; one announced beyond the limit is too large', async () => {
+    const hello = Uint8Array.of(1, 1, 0x62, 0, 0x10, 0, 0, ...new TextEncoder().encode('[]'))
+    const deflated = (total: number, z: Uint8Array): Uint8Array[] => {
+      const head = new Uint8Array(9)
+      head[0] = 5
+      new DataView(head.buffer).setUint32(1, total)
+      new DataView(head.buffer).setUint32(5, z.length)
+      return [head, z]
+    }
+    const payload = new Uint8Array(200_000).fill(7)
+    const z = deflateRawSync(payload)
+    const cases: Array<[string, Uint8Array[], string, string]> = [
+      ['inflates to more than announced', deflated(100_000, z), 'malformed', SYNC_PROTOCOL],
+      ['inflates to less than announced', deflated(300_000, z), 'malformed', SYNC_PROTOCOL],
+      ['is not DEFLATE', deflated(300_000, new Uint8Array(1000).fill(0xff)), 'malformed', SYNC_PROTOCOL],
+      ['is no smaller than the delta', deflated(10, new Uint8Array(10)), 'malformed', SYNC_PROTOCOL],
+      ['is announced beyond the limit', deflated(128 * MiB, z), 'too_large', SYNC_PROTOCOL],
+      ['comes on 3.0.0', deflated(200_000, z), 'malformed', SYNC_PROTOCOL_UNCOMPRESSED]
+    ]
+    for (const [what, frames, reason, protocol] of cases) {
+      const [out, inc] = await pair(protocol)
+      const a = new MemoryReplica()
+      const initiator = syncInitiator(out, a, options('a'))
+      const lp = lpStream(inc)
+      await lp.read()
+      await lp.write(hello)
+      for (const f of frames) await lp.write(f)
+      await expect(initiator, what).rejects.toMatchObject({ name: 'SyncError', reason })
+      expect(a.applied, what).toEqual([])
+    }
   })
 
   it('a busy controller answers BUSY after reading the HELLO', async () => {
