@@ -35,6 +35,14 @@ export const NONCE_BYTES = 24
 const BLOCK = 64
 const ZERO_BLOCK = new Uint8Array(BLOCK)
 /**
+ * Keystream made ahead for chunks smaller than this: one cipher call per
+ * AHEAD bytes rather than one per chunk. Gossip writes many small frames,
+ * and each call's set-up (typed-array views of key, nonce and data) cost
+ * more than its XOR: ~10 % of the CPU of a 32-controller heal, in a profile.
+ */
+const AHEAD = 4096
+const ZEROS = new Uint8Array(AHEAD)
+/**
  * What each side sends first on a new connection once the nonces are exchanged: the
  * multistream-select header, length-prefixed (varint 19, `/multistream/1.0.0\n`).
  */
@@ -48,6 +56,10 @@ export class KeyStream {
   private readonly nonce: Uint8Array
   /** Bytes of keystream used so far. */
   private offset = 0
+  /** Keystream from stream position `aheadStart` (a block boundary) to `aheadEnd`, for small chunks. */
+  private readonly ahead = new Uint8Array(AHEAD)
+  private aheadStart = 0
+  private aheadEnd = 0
 
   constructor (key: Uint8Array, nonce: Uint8Array) {
     if (key.length !== KEY_BYTES) throw new RangeError(`the key must be ${KEY_BYTES} bytes`)
@@ -61,6 +73,23 @@ export class KeyStream {
     const out = new Uint8Array(data.length)
     if (data.length === 0) return out
     if ((this.offset + data.length) / BLOCK >= MAX_BLOCKS) throw new RangeError('keystream exhausted on this connection')
+    if (data.length < AHEAD && (this.offset + AHEAD) / BLOCK < MAX_BLOCKS) {
+      let done = 0
+      while (done < data.length) {
+        if (this.offset >= this.aheadEnd) {
+          this.aheadStart = this.offset - (this.offset % BLOCK)
+          xsalsa20(this.key, this.nonce, ZEROS, this.ahead, this.aheadStart / BLOCK)
+          this.aheadEnd = this.aheadStart + AHEAD
+        }
+        const n = Math.min(data.length - done, this.aheadEnd - this.offset)
+        const ks = this.ahead
+        const from = this.offset - this.aheadStart
+        for (let i = 0; i < n; i++) out[done + i] = data[done + i] ^ ks[from + i]
+        done += n
+        this.offset += n
+      }
+      return out
+    }
     let done = 0
     const into = this.offset % BLOCK
     if (into !== 0) {

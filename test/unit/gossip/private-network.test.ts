@@ -22,6 +22,24 @@ describe('the mesh key stream (XSalsa20)', () => {
     expect(sha256(out)).toBe('662b9d0e3463029156069b12f918691a98f7dfb2ca0393c96bbfc6b1fbd630a2')
   })
 
+  it('gives the same stream in many small chunks (from the keystream made ahead) as in one', () => {
+    const key = randomBytes(32)
+    const nonce = randomBytes(24)
+    const data = randomBytes(300_000)
+    const whole = new KeyStream(key, nonce).xor(data)
+    const ks = new KeyStream(key, nonce)
+    const parts: Uint8Array[] = []
+    // Small and large chunks mixed, so the stream moves in and out of what was made ahead.
+    const sizes = [1, 2, 3, 17, 61, 200, 4095, 4096, 5000, 0, 64, 1]
+    let at = 0
+    for (let i = 0; at < data.length; i++) {
+      const n = Math.min(sizes[i % sizes.length], data.length - at)
+      parts.push(ks.xor(data.subarray(at, at + n)))
+      at += n
+    }
+    expect(sha256(Buffer.concat(parts))).toBe(sha256(whole))
+  })
+
   it('takes a chunk larger than the 64 MB that broke the WebAssembly implementation, and undoes itself', () => {
     const key = randomBytes(32)
     const nonce = randomBytes(24)
