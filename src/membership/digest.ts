@@ -158,15 +158,21 @@ export function encodeDigest (d: Digest): Uint8Array {
   return enc.encode(JSON.stringify(d))
 }
 
-/** Decodes and checks a digest's bytes (once per message: the topic validator does it). */
-export function decodeDigest (payload: Uint8Array): Digest {
+/** A message's bytes as JSON checked by `check`; `what` names it in the error. */
+function decodeChecked<T> (payload: Uint8Array, check: { Check: (v: unknown) => v is T }, what: string): T {
   let json: unknown
   try {
     json = JSON.parse(dec.decode(payload))
   } catch {
-    throw new DigestError('digest is not JSON')
+    throw new DigestError(`${what} is not JSON`)
   }
-  if (!checkDigest.Check(json)) throw new DigestError('digest does not match its schema')
+  if (!check.Check(json)) throw new DigestError(`${what} does not match its schema`)
+  return json
+}
+
+/** Decodes and checks a digest's bytes (once per message: the topic validator does it). */
+export function decodeDigest (payload: Uint8Array): Digest {
+  const json = decodeChecked(payload, checkDigest, 'digest')
   if (json.part != null && json.part[0] >= json.part[1]) throw new DigestError(`digest part ${json.part[0]} of ${json.part[1]}`)
   return json
 }
@@ -248,13 +254,7 @@ export function encodeChanges (c: WordChanges): Uint8Array {
 
 /** Decodes and checks a changes message's bytes (the topic validator). */
 export function decodeChanges (payload: Uint8Array): WordChanges {
-  let json: unknown
-  try {
-    json = JSON.parse(dec.decode(payload))
-  } catch {
-    throw new DigestError('word changes are not JSON')
-  }
-  if (!checkChanges.Check(json)) throw new DigestError('word changes do not match their schema')
+  const json = decodeChecked(payload, checkChanges, 'word-changes message')
   if (json.base >= json.seq) throw new DigestError(`word changes ${json.seq} follow ${json.base}, not an earlier message`)
   return json
 }

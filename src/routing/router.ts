@@ -89,11 +89,9 @@ class Bucket {
   own: Tier<Offer> | undefined
   readonly pending = new Tier<Offer>('inPending')
   cursor = 0
-  readonly key: string
   readonly verb: string
   readonly name: string
-  constructor (key: string, verb: string, name: string) {
-    this.key = key
+  constructor (verb: string, name: string) {
     this.verb = verb
     this.name = name
   }
@@ -106,11 +104,10 @@ const nonEmpty = (t: Tier<Offer> | undefined): Tier<Offer> | undefined => t != n
 export class Router {
   readonly controllerId: string
   private readonly retryAfter: number
-  private readonly buckets = new Map<string, Bucket>()
   /**
-   * The same buckets by verb, then name: what a query looks up. Its strings
-   * as JSON.parse gave them (short ones interned), with no key to build,
-   * flatten and hash per request as `keyOf` would.
+   * The buckets by verb, then name: a query looks one up with its strings as
+   * JSON.parse gave them (short ones interned), with no key to build,
+   * flatten and hash per request.
    */
   private readonly byVerb = new Map<string, Map<string, Bucket>>()
   private readonly workers = new Map<string, Indexed>()
@@ -136,7 +133,7 @@ export class Router {
     const caps = record.capabilities
     if (caps.length === 1) {
       // Almost every worker: one bucket, and the record's own array as the offer's capabilities.
-      this.offer(w, keyOf(caps[0].verb, caps[0].name), caps)
+      this.offer(w, caps)
       return
     }
     const byKey = new Map<string, Capability[]>()
@@ -146,18 +143,16 @@ export class Router {
       if (list == null) byKey.set(key, [c])
       else list.push(c)
     }
-    for (const [key, list] of byKey) this.offer(w, key, list)
+    for (const list of byKey.values()) this.offer(w, list)
   }
 
-  /** Puts `w` into the bucket `key` with its capabilities `caps` there. */
-  private offer (w: Indexed, key: string, caps: Capability[]): void {
-    let b = this.buckets.get(key)
-    if (b == null) {
-      this.buckets.set(key, b = new Bucket(key, caps[0].verb, caps[0].name))
-      let names = this.byVerb.get(b.verb)
-      if (names == null) this.byVerb.set(b.verb, names = new Map())
-      names.set(b.name, b)
-    }
+  /** Puts `w` into the bucket of `caps` (its capabilities of one verb + name). */
+  private offer (w: Indexed, caps: Capability[]): void {
+    const { verb, name } = caps[0]
+    let names = this.byVerb.get(verb)
+    if (names == null) this.byVerb.set(verb, names = new Map())
+    let b = names.get(name)
+    if (b == null) names.set(name, b = new Bucket(verb, name))
     const offer: Offer = { worker: w, caps, bucket: b, inAll: -1, inHealthy: -1, inOwn: -1, inPending: -1 }
     w.offers.push(offer)
     b.all.add(offer)
@@ -177,7 +172,6 @@ export class Router {
       this.place(b, offer, false)
       b.all.delete(offer)
       if (b.all.size === 0) {
-        this.buckets.delete(b.key)
         const names = this.byVerb.get(b.verb)!
         names.delete(b.name)
         if (names.size === 0) this.byVerb.delete(b.verb)
@@ -235,7 +229,7 @@ export class Router {
   /** Capabilities offered, with how many workers offer each and how many are healthy. */
   capabilities (): Array<{ verb: string, name: string, versions: string[], workers: number, healthy_workers: number }> {
     const out = []
-    for (const b of this.buckets.values()) {
+    for (const b of [...this.byVerb.values()].flatMap(names => [...names.values()])) {
       const versions = new Set<string>()
       for (const o of b.all) for (const c of o.caps) versions.add(c.version)
       out.push({ verb: b.verb, name: b.name, versions: [...versions].sort(), workers: b.all.size, healthy_workers: b.healthy.size })
