@@ -437,6 +437,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (opts.own === true && origin !== Origin.load) throw new TypeError('applyUpdate: only a replay of the data dir may be applied unchecked')
     // `validated`: the caller checked it already (the gossip validator); again if the document moved since.
     const valid = opts.own === true ? null : opts.validated != null && stillValid(opts.validated, this.seals) ? opts.validated : this.validate(update, origin)
+    // Nothing this replica lacks (a second copy of a delta): Yjs would decode it all to skip it all.
+    if (valid?.news === false) return false
     this.parsed = valid?.entries ?? new ParsedEntries()
     let changed = false
     const seen = (tr: Y.Transaction): void => { changed = transactionChanged(tr) }

@@ -362,23 +362,34 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
   }
   // Items this replica has already: Yjs skips them, and so do the seal checks.
   const known = (id: Y.ID): boolean => doc != null && id.clock < Y.getState(doc.store, id.client)
+  /** Items this replica holds the start of, each as the tail Yjs integrates (see tailOf), by the update's item. */
+  const tails = new Map<Y.Item, Y.Item>()
   let news = false
 
   let step = 0
-  for (const s of decoded.structs) {
+  for (let s of decoded.structs) {
     if (++step % VALIDATE_STEP === 0) yield
     if (!(s instanceof Y.Item)) {
       if (s instanceof Y.GC && !known(s.id)) news = true
       continue
+    }
+    // One this replica holds whole keeps the content it has, whatever the update says (Yjs skips it):
+    // nothing to place or parse. A second exchange's copy of a heal's delta is all such items.
+    const state = doc == null ? 0 : Y.getState(doc.store, s.id.client)
+    if (s.id.clock + s.length <= state) continue
+    // One it holds the start of: Yjs integrates the rest as an item of its own, which is what is checked.
+    if (s.id.clock < state) {
+      const tail = tailOf(s, state - s.id.clock)
+      tails.set(s, tail)
+      s = tail
     }
     const place = placeOf(s)
     if (place.kind === 'invalid') throw new InvalidStateError(place.why)
     if (place.kind === 'missing') throw new MissingDependencyError(`builds on content this replica does not have (item ${s.id.client}:${s.id.clock})`)
     if (place.kind === 'collected') continue
     const c = s.content
-    const isNew = !known(s.id)
-    if (isNew) news = true
-    const fresh = seals != null && isNew
+    news = true
+    const fresh = seals != null
     if (c instanceof Y.ContentDeleted) {
       if (!fresh) continue
       if (place.kind === 'root') workOf(idKey(s.id), place.key).deleted = true
@@ -397,8 +408,7 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
       if (place.key === SEAL_KEY) {
         const seal = c.arr.length === 1 ? decodeSeal(c.arr[0]) : null
         if (seal == null) throw new InvalidStateError(`malformed seal in segment ${place.segment}`)
-        // Only an item this replica lacks: one it holds keeps the content it has, whatever an update claims for its id.
-        if (isNew) entries.setSeal(s.id.client, s.id.clock, seal)
+        entries.setSeal(s.id.client, s.id.clock, seal)
       } else {
         for (let i = 0; i < c.arr.length; i++) {
           const v = c.arr[i]
@@ -407,7 +417,7 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
           if (e.worker_id !== place.key) throw new InvalidStateError(`entry for ${e.worker_id} stored under key ${place.key}`)
           const owner = ownerOfSegment(place.segment)
           if (owner != null && e.owner !== owner) throw new InvalidStateError(`entry of ${e.owner} in the segment of ${owner}`)
-          if (isNew) entries.put(s.id.client, s.id.clock + i, e)
+          entries.put(s.id.client, s.id.clock + i, e)
         }
       }
       if (fresh) addItem(workOf(place.map, place.segment), place.key, s)
@@ -422,6 +432,7 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     if (!news) deletions(decoded.ds, byClient, doc, () => ({ segment: '', deleted: false, items: new Map(), removed: new Set() }), deletesLive)
   } else {
     const deletedInUpdate = deletions(decoded.ds, byClient, doc, workOf, deletesLive)
+    for (const [whole, tail] of tails) if (deletedInUpdate.has(whole)) deletedInUpdate.add(tail)
     for (const [map, w] of work) {
       const base = seals.digestOf(w.segment)
       read.push([w.segment, base, base?.stamp ?? 0])
@@ -430,6 +441,16 @@ function * validationSteps (update: Uint8Array, doc: Y.Doc | undefined, seals: S
     }
   }
   return { entries, read, decoded, news, previews }
+}
+
+/**
+ * Item `s` from element `offset` on, as Yjs integrates an item whose first `offset` elements this
+ * replica holds: the same place, its origin the last element held. Its content is a copy: the
+ * update's structs stay as decoded (slices.ts cuts them).
+ */
+function tailOf (s: Y.Item, offset: number): Y.Item {
+  const content = s.content.copy().splice(offset)
+  return new Y.Item(Y.createID(s.id.client, s.id.clock + offset), null, Y.createID(s.id.client, s.id.clock + offset - 1), null, s.rightOrigin, s.parent, s.parentSub, content)
 }
 
 function addItem (w: SegmentWork, key: string, item: Y.Item): void {

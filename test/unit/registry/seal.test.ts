@@ -6,6 +6,7 @@
  * made by a replica of the victim's document, as a peer would make them.
  */
 import { createHash } from 'node:crypto'
+import * as encoding from 'lib0/encoding'
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { InvalidStateError } from '../../../src/errors.ts'
@@ -360,6 +361,71 @@ describe('seals', () => {
       }
     }
     expect([...b.workers()].filter(w => w.owner === 'a').map(w => w.worker_url).sort()).toEqual([...a.workers()].filter(w => w.owner === 'a').map(w => w.worker_url).sort())
+  })
+
+  it('a delta computed against an older state vector is accepted after gossip moved the peer on: the replaced seals it carries straddle what the peer holds', () => {
+    const { a, b } = mesh()
+    const old = b.encodeStateVector()
+    a.register(input('n0'))
+    // Gossip delivers n0 while an exchange's delta, computed against the state before it, is on its way.
+    b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+    for (let i = 1; i < 4; i++) a.register(input(`n${i}`))
+    const delta = a.encodeDiff(old)
+    const sealClient = (segmentOf(a.doc, 'a')[1]._map.get(SEAL_KEY) as Y.Item).id.client
+    const held = Y.getState(b.doc.store, sealClient)
+    // The replaced seals are one dead item that starts below what b holds and ends past it: Yjs integrates its rest.
+    expect(Y.decodeUpdate(delta).structs.filter(s => s.id.client === sealClient && s.id.clock < held && s.id.clock + s.length > held)).toHaveLength(1)
+    expect(b.applyUpdate(delta, Origin.remote)).toBe(true)
+    expect([...b.workers()].map(w => w.worker_id).sort()).toEqual([...a.workers()].map(w => w.worker_id).sort())
+    // And a's next write still follows at b.
+    a.register(input('n4'))
+    b.applyUpdate(a.encodeDiff(b.encodeStateVector()), Origin.remote)
+    expect(b.get('n4')).toBeDefined()
+  })
+
+  it('a second copy of a delta changes nothing, whatever it claims for items the peer holds; it is not checked again item by item', () => {
+    const { a, b } = mesh()
+    const before = b.encodeStateVector()
+    for (let i = 0; i < 20; i++) a.register(input(`n${i}`))
+    const delta = a.encodeDiff(before)
+    expect(b.applyUpdate(delta, Origin.remote)).toBe(true)
+    const state = b.encodeState()
+    const changes: unknown[] = []
+    b.on('change', c => { changes.push(c) })
+    expect(b.applyUpdate(delta, Origin.remote)).toBe(false)
+    // A copy whose held items carry other text (malformed, even): Yjs keeps what b holds, so it is no write.
+    const [key] = segmentOf(b.doc, 'a')
+    const text = JSON.stringify(JSON.parse(b.doc.getMap(ROOT).get(key) instanceof Y.Map ? (b.doc.getMap(ROOT).get(key) as Y.Map<string>).get('n3')! : '{}'))
+    const tampered = Buffer.from(delta)
+    const at = tampered.indexOf(text)
+    expect(at).toBeGreaterThan(0)
+    tampered.write('{', at + 1)
+    expect(b.applyUpdate(new Uint8Array(tampered), Origin.remote)).toBe(false)
+    expect(b.encodeState()).toEqual(state)
+    expect(changes).toEqual([])
+    expect(b.get('n3')?.worker_url).toBe('https://127.0.0.1:7000/n3')
+  })
+
+  it('refuses an item that starts with an entry the peer holds and goes on into a forged one (Yjs would integrate the rest as the key\'s new value)', () => {
+    const { a, b } = mesh()
+    // a4 is the last item on a's client: the element after it is the first one b lacks.
+    const [, seg] = segmentOf(b.doc, 'a')
+    const held = seg._map.get('a4') as Y.Item
+    expect(held.id.clock + held.length).toBe(Y.getState(b.doc.store, held.id.client))
+    const text = (held.content as Y.ContentAny).arr[0] as string
+    const item = new Y.Item(held.id, null, held.origin, null, null, (seg._item as Y.Item).id, 'a4',
+      new Y.ContentAny([text, forged({ worker_id: 'a4', incarnation: 5 })]))
+    const enc = new Y.UpdateEncoderV1()
+    encoding.writeVarUint(enc.restEncoder, 1)
+    encoding.writeVarUint(enc.restEncoder, 1)
+    enc.writeClient(held.id.client)
+    encoding.writeVarUint(enc.restEncoder, held.id.clock)
+    item.write(enc, 0)
+    encoding.writeVarUint(enc.restEncoder, 0)
+    const err = expectRefused(b, enc.toUint8Array())
+    expect(err.message).toMatch(/not the ones its owner sealed/)
+    expect(b.get('a4')?.worker_url).toBe('https://127.0.0.1:7000/a4')
+    expect(a.get('a4')?.worker_url).toBe('https://127.0.0.1:7000/a4')
   })
 
   it('refuses an entry forged into another owner\'s segment, alone', () => {
