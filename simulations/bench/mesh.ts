@@ -40,7 +40,7 @@ import { performance } from 'node:perf_hooks'
 import { localPreset, resolveControllerConfig } from '../../src/config.ts'
 import { Controller } from '../../src/controller/index.ts'
 import { ControllerCore } from '../../src/core/index.ts'
-import { networkFaults, type NetworkFaults } from '../../src/gossip/index.ts'
+import { networkFaults, type NetworkFaults, type SyncResult } from '../../src/gossip/index.ts'
 import { Origin, type Capability } from '../../src/registry/index.ts'
 import { ensureTls, issueIdentity } from '../../src/tls/index.ts'
 import { parseDuration } from '../../src/utils/duration.ts'
@@ -79,10 +79,15 @@ const SETTLE_MS = parseDuration(values.settle, '--settle')
 if (!['on', 'off', 'both'].includes(values.seals)) throw new Error(`--seals: expected on, off or both, got ${values.seals}`)
 const SEAL_MODES: boolean[] = values.seals === 'both' ? [false, true] : [values.seals === 'on']
 
+// Nothing heartbeats here: platform timeouts longer than any run keep every worker healthy at its
+// owner throughout, as heartbeating workers are. With 60 s, at N = 32 (where registering the heal's
+// workers takes about a minute) the first of them went unhealthy at their owners during the heal:
+// every controller published liveness changes every second (~400 messages a second through the
+// process) and re-routed them, on top of the heal being measured.
 const MESH_CONFIG = {
-  heartbeatIntervalMs: 10_000,
-  unhealthyAfterMs: 60_000,
-  staleAfterMs: 120_000,
+  heartbeatIntervalMs: 60_000,
+  unhealthyAfterMs: 600_000,
+  staleAfterMs: 1_200_000,
   digestIntervalMs: 1_000,
   syncIntervalMs: 500,
   reconnectIntervalMs: 250
@@ -314,7 +319,7 @@ async function runSize (n: number, seals: boolean, root: string, tlsDir: string,
   const applyMs: number[] = []
   for (let k = 0; k < 3; k++) {
     // It trusts the seals the controllers trust (it writes nothing).
-    const probe = new ControllerCore({ controllerId: `probe-${k}`, seals: seals ? A[0].seals : false, heartbeatIntervalMs: 10_000, unhealthyAfterMs: 60_000, staleAfterMs: 120_000, digestIntervalMs: 1000, digestKeepaliveMs: 15_000 })
+    const probe = new ControllerCore({ controllerId: `probe-${k}`, seals: seals ? A[0].seals : false, ...MESH_CONFIG, digestKeepaliveMs: 15_000 })
     probe.registry.applyUpdate(B[0].core.registry.encodeState(), Origin.remote)
     const delta = A[0].core.registry.encodeDiff(probe.registry.encodeStateVector())
     const t = performance.now()
@@ -328,7 +333,14 @@ async function runSize (n: number, seals: boolean, root: string, tlsDir: string,
   // What the heal costs each controller: exchanges it took part in, and bytes it received by sync.
   const healSyncs = cs.map(() => ({ count: 0, bytes: 0 }))
   const syncListeners = cs.map((c, i) => {
-    const fn = (r: { bytesReceived: number, peerId: string, ms: number }): void => { healSyncs[i].count++; healSyncs[i].bytes += r.bytesReceived; if (values.verbose === true) console.log(`    ${(performance.now() - t0).toFixed(0)} ms: c${i} ← c${cs.findIndex(x => x.p2p.peerId === r.peerId)} ${(r.bytesReceived / 1e6).toFixed(2)} MB in ${r.ms.toFixed(0)} ms`) }
+    const fn = (r: SyncResult & { peerId: string, ms: number }): void => {
+      healSyncs[i].count++
+      healSyncs[i].bytes += r.bytesReceived
+      if (values.verbose !== true) return
+      const p = r.phases
+      const rest = r.ms - p.receiveMs - p.applyMs - p.encodeMs - p.sendMs
+      console.log(`    ${(performance.now() - t0).toFixed(0)} ms: c${i} ← c${cs.findIndex(x => x.p2p.peerId === r.peerId)} ${(r.bytesReceived / 1e6).toFixed(2)} MB in ${r.ms.toFixed(0)} ms (receive ${p.receiveMs.toFixed(0)}, apply ${p.applyMs.toFixed(0)}, encode ${p.encodeMs.toFixed(0)}, send ${p.sendMs.toFixed(0)}, the rest ${rest.toFixed(0)})`)
+    }
     c.p2p.on('sync', fn)
     return fn
   })
