@@ -78,6 +78,11 @@ export async function build ({ outdir = join(ROOT, 'dist') } = {}) {
     format: 'esm',
     platform: 'node',
     target: 'node22',
+    // Without whitespace and with shorter syntax the chunks a controller loads are ~40 % smaller:
+    // V8 keeps every script's text in the heap (an idle controller held ~11 MB of it), and parses
+    // less at start. Names stay as written: stack traces and `constructor.name` read as in the source.
+    minifyWhitespace: true,
+    minifySyntax: true,
     // Dependencies too: one file read per chunk instead of resolving and compiling ~1,000 modules
     // at every start. Their CommonJS modules call require() for Node's own modules, which an ES
     // module has only when given one.
