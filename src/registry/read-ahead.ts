@@ -11,8 +11,7 @@
  * when the read began may have replaced the snapshot since (a rename: a new
  * inode) and emptied the log; load() then reads it again.
  */
-import { statSync, type BigIntStats } from 'node:fs'
-import { open } from 'node:fs/promises'
+import { close, closeSync, fstatSync, openSync, read, statSync, type BigIntStats } from 'node:fs'
 import { join } from 'node:path'
 
 /** The snapshot's file name in the store's folder. */
@@ -41,28 +40,42 @@ export function snapshotStamp (path: string): string | null {
 /**
  * Reads `<storeDir>/snapshot.bin` in the background. Resolves with its bytes
  * and stamp, null if there is none or it cannot be read (load() then reads
- * it itself, and reports what is wrong).
+ * it itself, and reports what is wrong). The file is opened and sized now,
+ * and its read handed to the thread pool as one request (a regular file is
+ * read whole by it): readFile's 512 KiB requests, each waiting for a turn of
+ * a main thread busy loading modules, got no further than the first few.
  */
 export async function readSnapshotAhead (storeDir: string): Promise<SnapshotRead | null> {
+  let fd: number
+  let stats: BigIntStats
   try {
-    const file = await open(join(storeDir, SNAPSHOT_FILE), 'r')
-    try {
-      // The stamp of the file descriptor read from: exactly the file these bytes are.
-      const stats = await file.stat({ bigint: true })
-      // One read of the whole file where the system allows (a regular file: it does), not
-      // readFile's 512 KiB chunks, each of which waits for a turn of a main thread busy loading modules.
-      const bytes = Buffer.allocUnsafe(Number(stats.size))
-      let done = 0
-      while (done < bytes.length) {
-        const { bytesRead } = await file.read(bytes, done, bytes.length - done, done)
-        if (bytesRead === 0) return null
-        done += bytesRead
-      }
-      return { bytes, stamp: stampOf(stats) }
-    } finally {
-      await file.close()
-    }
+    fd = openSync(join(storeDir, SNAPSHOT_FILE), 'r')
   } catch {
     return null
   }
+  try {
+    // The stamp of the descriptor read from: exactly the file these bytes are.
+    stats = fstatSync(fd, { bigint: true })
+  } catch {
+    closeSync(fd)
+    return null
+  }
+  const bytes = Buffer.allocUnsafe(Number(stats.size))
+  return await new Promise(resolve => {
+    const finish = (value: SnapshotRead | null): void => {
+      close(fd, () => { resolve(value) })
+    }
+    const from = (done: number): void => {
+      if (done === bytes.length) {
+        finish({ bytes, stamp: stampOf(stats) })
+        return
+      }
+      read(fd, bytes, done, bytes.length - done, done, (err, n) => {
+        // Shorter than it was (changed meanwhile: its stamp tells load() to read it itself).
+        if (err != null || n === 0) finish(null)
+        else from(done + n)
+      })
+    }
+    from(0)
+  })
 }
