@@ -42,8 +42,8 @@ export function snapshotStamp (path: string): string | null {
  * and stamp, null if there is none or it cannot be read (load() then reads
  * it itself, and reports what is wrong). The file is opened and sized now,
  * and its read handed to the thread pool as one request (a regular file is
- * read whole by it): readFile's 512 KiB requests, each waiting for a turn of
- * a main thread busy loading modules, got no further than the first few.
+ * read whole by it), not as readFile's 512 KiB requests, each of which
+ * waits for a turn of a main thread that is busy loading modules.
  */
 export async function readSnapshotAhead (storeDir: string): Promise<SnapshotRead | null> {
   let fd: number

@@ -16,8 +16,8 @@
  * replayed without checking it again (see LoadResult.own). Readers that do
  * not know the MAC read the first record and ignore the rest. A snapshot
  * whose MAC verifies is not put through its CRC32 as well: the MAC covers
- * the same bytes, and any change of them fails it (the CRC of 32 MB cost
- * ~70 ms of a restart).
+ * the same bytes, and any change of them fails it (the CRC32 of a 32 MB
+ * snapshot cost a restart ~40–70 ms).
  */
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, writevSync, fstatSync } from 'node:fs'
