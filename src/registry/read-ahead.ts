@@ -47,20 +47,22 @@ export function snapshotStamp (path: string): string | null {
  */
 export async function readSnapshotAhead (storeDir: string): Promise<SnapshotRead | null> {
   let fd: number
-  let stats: BigIntStats
   try {
     fd = openSync(join(storeDir, SNAPSHOT_FILE), 'r')
   } catch {
     return null
   }
+  let stats: BigIntStats
+  let bytes: Buffer
   try {
     // The stamp of the descriptor read from: exactly the file these bytes are.
     stats = fstatSync(fd, { bigint: true })
+    bytes = Buffer.allocUnsafe(Number(stats.size))
   } catch {
+    // Larger than a Buffer can be, say: load() reads it and says what is wrong.
     closeSync(fd)
     return null
   }
-  const bytes = Buffer.allocUnsafe(Number(stats.size))
   return await new Promise(resolve => {
     const finish = (value: SnapshotRead | null): void => {
       close(fd, () => { resolve(value) })
