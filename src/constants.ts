@@ -23,6 +23,8 @@ export const PEER_ALLOW_FILE = 'peers.allow'
 export const SILENT_PING_TIMEOUT_MS = 2000
 /** The controller's peer key (its libp2p identity) in its data dir. */
 export const PEER_KEY_FILE = 'peer.key'
+/** The registry's store (snapshot and update log) in a controller's data dir. */
+export const REGISTRY_STORE_DIR = 'registry'
 
 /** How often workers are expected to heartbeat (platform default). */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000

@@ -9,8 +9,9 @@ import { pipeline } from 'node:stream/promises'
 import { join, resolve } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { controllerFlags, parseRawConfig, readConfigFile, resolveControllerConfig, type RawConfig } from '../config.ts'
-import { CONTROLLER_ID, DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE, PEER_KEY_FILE } from '../constants.ts'
+import { CONTROLLER_ID, DEFAULT_IDENTITY_VALIDITY_DAYS, DEFAULT_TRUST_DOMAIN, IDENTITY_ROLES, MESH_KEY_FILE, PEER_KEY_FILE, REGISTRY_STORE_DIR } from '../constants.ts'
 import { CapmeshError, ConfigError } from '../errors.ts'
+import { readSnapshotAhead } from '../registry/read-ahead.ts'
 import { httpsClient } from '../utils/https-client.ts'
 import { CALLER_FLAGS, callerTls, type CallerOptions } from './caller.ts'
 import { stopOnSignal, stopWithParent } from './signals.ts'
@@ -41,10 +42,12 @@ controllerCommand
     if (typeof file === 'string') layers.push(readConfigFile(file))
     layers.push(parseRawConfig(flags, 'flag'))
     const config = resolveControllerConfig(...layers)
+    // The registry's snapshot (tens of MB for a large one) is read while the controller's modules load.
+    const snapshotAhead = readSnapshotAhead(join(config.dataDir, REGISTRY_STORE_DIR))
     const [{ Controller }, { networkFaults }, { acceptSimControl }] = await Promise.all([import('../controller/index.ts'), import('../gossip/index.ts'), import('../launch/index.ts')])
     // Faults exist only where the simulation harness drives them.
     const faults = simControl === true ? networkFaults() : undefined
-    const controller = new Controller({ config, faults })
+    const controller = new Controller({ config, faults, snapshotAhead })
     await controller.start()
     if (faults != null) acceptSimControl(controller.view, faults)
     // The route policy, the peer allow list and the mesh keys; each bad file is logged and leaves what is in force.

@@ -37,9 +37,10 @@ import { ensureTls, loadTlsFiles, uncovered, type TlsMaterial } from '../tls/ind
 import type { PeerStatus, SyncHealth } from '../wire/index.ts'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, PEER_KEY_FILE, SILENT_PING_TIMEOUT_MS, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
+import { DEFAULT_OVERLOAD_RETRY_AFTER_S, MAX_SPAN_WORKER_IDS, MESH_FILES_POLL_MS, PEER_KEY_FILE, REGISTRY_STORE_DIR, SILENT_PING_TIMEOUT_MS, SPAN_ATTR, TRACE_SERVICE_CONTROLLER } from '../constants.ts'
 import { TlsError } from '../errors.ts'
 import type { WorkerChange } from '../registry/index.ts'
+import { readSnapshotAhead, type SnapshotRead } from '../registry/read-ahead.ts'
 import { startTracing, type Tracing } from '../tracing/index.ts'
 import { fileStamp } from '../utils/files.ts'
 import { claimDataDir, Persistence, releaseDataDir, snapshotMacKey } from './persistence.ts'
@@ -58,6 +59,13 @@ export interface ControllerInit {
    * alike; never in a deployment. @default seals on
    */
   seals?: false
+  /**
+   * The data dir's snapshot, its read begun before the controller's modules
+   * loaded (`capmesh controller` does: readSnapshotAhead). Used if the file
+   * is still the one read. @default read in start(), alongside the TLS and
+   * key files
+   */
+  snapshotAhead?: Promise<SnapshotRead | null>
 }
 
 export class Controller {
@@ -70,6 +78,7 @@ export class Controller {
   private readonly events = new EventEmitter<ViewEvents>()
   private readonly faults: NetworkFaults | undefined
   private readonly resolve: Resolve | undefined
+  private snapshotAhead: Promise<SnapshotRead | null> | undefined
   /** Signs this controller's segments with its peer key (loaded at start) and names each owner's signer. */
   readonly seals: PeerSeals
   private persistence: Persistence | null = null
@@ -93,6 +102,7 @@ export class Controller {
     this.log = init.logger ?? pino({ level: cfg.logLevel, base: { controller: cfg.id } })
     this.faults = init.faults
     this.resolve = init.resolve
+    this.snapshotAhead = init.snapshotAhead
     this.seals = new PeerSeals(owner => owner === cfg.id ? this.seals.self : this.admission?.recheckController(owner))
     this.core = new ControllerCore({
       seals: init.seals === false ? false : this.seals,
@@ -136,6 +146,9 @@ export class Controller {
   async start (): Promise<this> {
     const cfg = this.config
     const core = this.core
+    // Read off the main thread while the TLS and key files are prepared (FileStore.load checks it is still the file).
+    let snapshotAhead: Promise<SnapshotRead | null> | null = this.snapshotAhead ?? readSnapshotAhead(join(cfg.dataDir, REGISTRY_STORE_DIR))
+    this.snapshotAhead = undefined
     claimDataDir(cfg.dataDir)
     this.tls = cfg.tlsFiles != null ? loadTlsFiles(cfg.tlsFiles) : await ensureTls({ dir: cfg.tlsDir, hosts: certificateHosts(cfg.host, cfg.advertise) })
     if (this.tls.createdCa) this.log.info({ ca: this.tls.caPath }, 'created a local development CA')
@@ -176,7 +189,8 @@ export class Controller {
     const onRefused = (origin: string, unsigned: boolean): void => { if (origin === 'load') refusedAtLoad.push(unsigned ? 'unsigned' : 'malformed') }
     core.on('refused', onRefused)
     this.persistence = new Persistence({ dir: cfg.dataDir, fsync: cfg.fsync, registry: core.registry, log: this.log, macKey: snapshotMacKey(peerKey.raw) })
-    this.restored = this.persistence.load()
+    this.restored = this.persistence.load(await snapshotAhead)
+    snapshotAhead = null // its tens of MB go with it
     core.off('refused', onRefused)
     this.logEvents()
 

@@ -9,9 +9,10 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
-import { SNAPSHOT_DELAY_MS, SNAPSHOT_MAX_DELAY_MS } from '../constants.ts'
+import { REGISTRY_STORE_DIR, SNAPSHOT_DELAY_MS, SNAPSHOT_MAX_DELAY_MS } from '../constants.ts'
 import { ConfigError, InvalidStateError } from '../errors.ts'
 import { FileStore, Origin, type Registry } from '../registry/index.ts'
+import type { SnapshotRead } from '../registry/read-ahead.ts'
 
 /** Refuses to run two controllers on one data dir (a stale pid file from a kill -9 is taken over). */
 export function claimDataDir (dir: string): void {
@@ -70,7 +71,7 @@ export class Persistence {
    * @default none: every snapshot is checked
    */
   constructor (init: { dir: string, fsync: boolean, registry: Registry, log: Logger, macKey?: Uint8Array }) {
-    this.store = new FileStore({ dir: join(init.dir, 'registry'), fsync: init.fsync, macKey: init.macKey })
+    this.store = new FileStore({ dir: join(init.dir, REGISTRY_STORE_DIR), fsync: init.fsync, macKey: init.macKey })
     this.registry = init.registry
     this.log = init.log
   }
@@ -84,10 +85,11 @@ export class Persistence {
    * sign as this controller to the whole mesh anyway. What that skips at
    * 100,000 workers: decoding the update once more, placing and chaining
    * every item, and a seal verification per segment (docs/internals.md,
-   * "Where an import's time goes").
+   * "Where an import's time goes"). `ahead`: the snapshot read ahead
+   * (readSnapshotAhead), used if the file has not changed since.
    */
-  load (): number {
-    const { updates, truncatedBytes, own = false } = this.store.load()
+  load (ahead?: SnapshotRead | null): number {
+    const { updates, truncatedBytes, own = false } = this.store.load(ahead)
     if (truncatedBytes > 0) this.log.warn({ truncatedBytes }, 'cut a torn record off the end of the update log')
     for (const [i, u] of updates.entries()) {
       try {

@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Logger } from 'pino'
 import { localPreset, resolveControllerConfig, type RawConfig } from '../../src/config.ts'
-import { Controller } from '../../src/controller/index.ts'
+import { Controller, type ControllerInit } from '../../src/controller/index.ts'
 import { networkFaults, PeerSeals, type NetworkFaults, type Resolve } from '../../src/gossip/index.ts'
 import { Registry } from '../../src/registry/index.ts'
 import type { Role } from '../../src/identity/index.ts'
@@ -33,7 +33,7 @@ export interface TestBed {
   /** A client certificate for `spiffe://capmesh.local/<role>/<name>`, issued by the bed's CA (once per identity). */
   identity: (role: Role, name: string) => Promise<CallerTls>
   /** Starts a controller in-process (local preset: fast timeouts, port 0), optionally with its own resolver; `logger` to read what it logs. */
-  start: (overrides?: RawConfig, init?: { resolve?: Resolve, logger?: Logger }) => Promise<Controller>
+  start: (overrides?: RawConfig, init?: Pick<ControllerInit, 'resolve' | 'logger' | 'snapshotAhead'>) => Promise<Controller>
   /**
    * A registry of a controller that is not running (an export of another
    * mesh's controller, a bulk load), with a peer key of its own that the

@@ -2,14 +2,17 @@
  * Restart recovery from the data dir: in-process restarts (restored workers
  * are `pending` until a heartbeat, removed if none comes within
  * stale-after), a real `capmesh controller` child process killed with
- * SIGKILL while registrations stream in, a torn log tail, and a lost data
- * dir (worker_not_registered → re-register → routable).
+ * SIGKILL while registrations stream in, a torn log tail, a lost data
+ * dir (worker_not_registered → re-register → routable), a clean stop and
+ * start of a child process (its snapshot read ahead while its modules
+ * load), and a snapshot read ahead that was replaced before the replay.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { appendFileSync, existsSync } from 'node:fs'
+import { appendFileSync, existsSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { readSnapshotAhead } from '../../src/registry/read-ahead.ts'
 import { capability, eventually, testBed, type TestBed } from '../helpers/controllers.ts'
 
 const REPO = resolve(import.meta.dirname, '../..')
@@ -137,6 +140,22 @@ describe('in-process restart on the same data dir', () => {
     expect((await get(third.url, '/workers')).body.total).toBe(0)
   })
 
+  it('a snapshot read ahead that a later stop replaced before the replay is read again, not replayed stale', async () => {
+    const dataDir = join(bed.root, 'r5')
+    const first = await bed.start({ id: 'r5', dataDir })
+    expect((await post(first.url, '/register', workerBody('w1'))).status).toBe(200)
+    await first.stop()
+    // Read as `capmesh controller` does before its modules load: here, before the run below stops.
+    const stale = readSnapshotAhead(join(dataDir, 'registry'))
+    expect((await stale)?.bytes.length).toBeGreaterThan(0)
+    const second = await bed.start({ id: 'r5', dataDir })
+    expect((await post(second.url, '/register', workerBody('w2'))).status).toBe(200)
+    // Its stop writes a new snapshot holding w1 and w2, and empties the log.
+    await second.stop()
+    const third = await bed.start({ id: 'r5', dataDir }, { snapshotAhead: stale })
+    expect(await states(third.url)).toEqual({ w1: 'pending', w2: 'pending' })
+  })
+
   it('a lost data dir: heartbeat gets worker_not_registered, re-registration is routable at once', async () => {
     const first = await bed.start({ id: 'r3', dataDir: join(bed.root, 'r3-old') })
     expect((await post(first.url, '/register', workerBody('w1'))).status).toBe(200)
@@ -151,6 +170,36 @@ describe('in-process restart on the same data dir', () => {
     const res = await post(c.url, '/route', { verb: 'invoke', capability: 'echo' })
     expect(res.status).toBe(200)
     expect(res.body).toMatchObject({ worker_id: 'w1', state: 'healthy' })
+  })
+})
+
+describe('capmesh controller process stopped cleanly and started again', () => {
+  it('replays the snapshot its stop wrote, and logs what comes after it', async () => {
+    const dataDir = join(bed.root, 'clean')
+    const first = await spawnController('s', dataDir)
+    const workers = Array.from({ length: 300 }, (_, i) => workerBody(`s-${i}`, `cap${i % 5}`))
+    const batch = await post(first.url, '/register/batch', { workers })
+    expect(batch.status).toBe(200)
+    expect(batch.body.results.filter((r: any) => r.status === 'registered')).toHaveLength(300)
+    const exited = new Promise(resolve => first.child.once('exit', code => { resolve(code) }))
+    first.child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+    // The stop wrote the whole registry into the snapshot and emptied the log.
+    expect(statSync(join(dataDir, 'registry', 'snapshot.bin')).size).toBeGreaterThan(0)
+    expect(statSync(join(dataDir, 'registry', 'updates.log')).size).toBe(0)
+
+    // Started again: the snapshot (read while the command loads its modules) is replayed whole before it serves.
+    const second = await spawnController('s', dataDir)
+    const health = await get(second.url, '/health')
+    expect(health.body.workers).toMatchObject({ total: 300, pending: 300 })
+    expect(Object.keys(await states(second.url)).sort()).toEqual(workers.map(w => w.worker_id as string).sort())
+    // The log goes on after the replayed snapshot: a registration then survives a kill.
+    expect((await post(second.url, '/register', workerBody('after-restart'))).status).toBe(200)
+    await killChild(second.child)
+    const third = await spawnController('s', dataDir)
+    const again = await states(third.url)
+    expect(Object.keys(again)).toHaveLength(301)
+    expect(again['after-restart']).toBe('pending')
   })
 })
 
