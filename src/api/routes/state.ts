@@ -31,8 +31,12 @@ export function stateRoutes (app: Api, { view, importBodyLimit }: ApiComponents)
     void reply.header('x-capmesh-workers', String(view.registryStats().workers))
     const binary = req.query.format === 'binary' || (req.query.format == null && accept.includes(BINARY) && !accept.includes('application/json'))
     if (binary) {
-      const state = view.exportBinary()
-      return await reply.type(BINARY).send(Buffer.from(state.buffer, state.byteOffset, state.byteLength) as unknown as PortableState)
+      // The pieces as Yjs encoded them, one after another: the update is never joined into one buffer.
+      const pieces = view.exportBinary()
+      let length = 0
+      for (const p of pieces) length += p.length
+      void reply.header('content-length', String(length))
+      return await reply.type(BINARY).send(Readable.from(pieces, { objectMode: false }) as unknown as PortableState)
     }
     // A stream: fastify skips the serializer, and destroys it (ending the generator) if the client goes away.
     // (The response schema documents the JSON form; a Buffer or stream is sent as it is.)
