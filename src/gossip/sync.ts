@@ -10,16 +10,17 @@
  *
  * A DIFF is a header frame (its total length) followed by raw frames of at
  * most `chunkBytes` each, so a delta of any size up to the receiver's limit
- * travels in bounded frames: the sender holds the delta once and sends
- * slices of it, the receiver copies the slices into one buffer of the
- * announced length. Neither side buffers more than a chunk and a stream
+ * travels in bounded frames: the sender holds the delta once (in the
+ * pieces its replica encoded it in, never joined) and sends slices of it,
+ * the receiver copies the slices into one buffer of the announced length. Neither side buffers more than a chunk and a stream
  * window beyond the delta itself. A delta larger than what the receiver said
  * it takes is never sent: the sender answers TOO_LARGE with both sizes, and
  * both sides record a size failure (the scheduler backs off; it is not
  * retried in a loop).
  *
  * On `/capmesh/sync/3.1.0` a delta of SYNC_DEFLATE_MIN_BYTES or more may
- * travel compressed instead (raw DEFLATE, level 1, on libuv's thread pool):
+ * travel compressed instead (raw DEFLATE, level 1, on libuv's thread pool,
+ * the delta's pieces fed in turn to one stream):
  * a DEFLATED header (the delta's length and the compressed length), then the
  * compressed bytes in chunks. A registry's delta is JSON text in Yjs items
  * and shrinks ~25-fold (100,000 workers: 32 MB to ~1.3 MB), which spares
