@@ -28,6 +28,8 @@ export function encodeUpdatePieces (doc: Y.Doc, sv?: Uint8Array): Uint8Array[] {
   const encoder = new PiecesEncoder()
   Y.encodeStateAsUpdateV2(doc, sv, encoder)
   const { bufs, cbuf, cpos } = encoder.restEncoder
+  // lib0's Encoder fields, read directly: should a lib0 release lay them out otherwise, encode as Yjs does.
+  if (!Array.isArray(bufs) || !(cbuf instanceof Uint8Array) || !Number.isInteger(cpos)) return [Y.encodeStateAsUpdate(doc, sv)]
   const pieces = bufs.filter(b => b.length > 0)
   if (cpos > 0) pieces.push(new Uint8Array(cbuf.buffer, cbuf.byteOffset, cpos))
   return pieces
