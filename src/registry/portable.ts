@@ -44,8 +44,14 @@ function base64Of (text: string): Buffer | null {
   return back === (end < text.length ? text.slice(0, end) : text) ? bytes : null
 }
 
-/** Bytes of update per piece of the JSON stream (a multiple of 3: each piece is whole base64). */
-const EXPORT_PIECE_BYTES = 3 * 64 * 1024
+/**
+ * Bytes of update per piece of the JSON stream (a multiple of 3: each piece
+ * is whole base64): 64 KiB of text. A string of 128 KiB or more goes to
+ * V8's large-object space, which only a full collection frees: pieces of
+ * 256 KiB piled up there, ~20 MB more at the peak of a 100,000-worker
+ * export than these, which scavenges free.
+ */
+const EXPORT_PIECE_BYTES = 3 * 16 * 1024
 
 /** The document's fields other than the update, at the time of the export. */
 function header (registry: Registry): Omit<PortableState, 'update'> {
@@ -68,7 +74,7 @@ export function exportBinary (registry: Registry): Uint8Array[] {
 
 /**
  * The JSON document as pieces of text: everything up to the update, the
- * update in base64 ~256 KiB at a time, then the closing quote and brace.
+ * update in base64 64 KiB at a time, then the closing quote and brace.
  * Only the encoded update (bytes, in Yjs's pieces) is held while the pieces
  * are taken; a consumer that stops early (a client gone) lets it go with
  * the generator.
