@@ -62,6 +62,23 @@ describe('GET /state/export', () => {
     }
   })
 
+  it('a registry of several MB (an update in many pieces) exports whole in both forms, byte for byte its encode', async () => {
+    const bulk = { type: 'object', description: 'y'.repeat(100_000) }
+    for (let i = 0; i < 40; i++) source.core.registry.register({ worker_id: `many${i}`, worker_url: `https://127.0.0.1:7003/m${i}`, capabilities: [capability('many', { input_schema: { ...bulk, title: `m${i}` } }) as never] })
+    try {
+      const state = Buffer.from(source.core.registry.encodeState())
+      expect(state.length).toBeGreaterThan(4_000_000)
+      const bin = await bytesOf(source.url + '/state/export?format=binary', '*/*')
+      expect(bin.length).toBe(String(state.length))
+      expect(bin.body.equals(state)).toBe(true)
+      const json = await bytesOf(source.url + '/state/export', 'application/json')
+      const update = JSON.parse(json.body.toString('utf8')).update as string
+      expect(update).toBe(state.toString('base64'))
+    } finally {
+      for (let i = 0; i < 40; i++) source.core.registry.deregister(`many${i}`)
+    }
+  }, 120_000)
+
   it('a client that goes away mid-export ends it: the controller lets the encoded registry go', async () => {
     // Big enough (~40 MB of JSON) that the response cannot all sit in socket buffers while the client reads nothing.
     const bulk = { type: 'object', description: 'x'.repeat(150_000) }
