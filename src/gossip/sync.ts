@@ -12,8 +12,9 @@
  * most `chunkBytes` each, so a delta of any size up to the receiver's limit
  * travels in bounded frames: the sender holds the delta once (in the
  * pieces its replica encoded it in, never joined) and sends slices of it,
- * the receiver copies the slices into one buffer of the announced length. Neither side buffers more than a chunk and a stream
- * window beyond the delta itself. A delta larger than what the receiver said
+ * the receiver copies the slices into one buffer of the announced length.
+ * Neither side buffers more than a chunk and a stream window beyond the
+ * delta itself. A delta larger than what the receiver said
  * it takes is never sent: the sender answers TOO_LARGE with both sizes, and
  * both sides record a size failure (the scheduler backs off; it is not
  * retried in a loop).
