@@ -14,10 +14,10 @@
  * pieces its replica encoded it in, never joined) and sends slices of it,
  * the receiver copies the slices into one buffer of the announced length.
  * Neither side buffers more than a chunk and a stream window beyond the
- * delta itself. A delta larger than what the receiver said
- * it takes is never sent: the sender answers TOO_LARGE with both sizes, and
- * both sides record a size failure (the scheduler backs off; it is not
- * retried in a loop).
+ * delta itself. A delta larger than what the receiver said it takes is
+ * never sent: the sender answers TOO_LARGE with both sizes, and both sides
+ * record a size failure (the scheduler backs off; it is not retried in a
+ * loop).
  *
  * On `/capmesh/sync/3.1.0` a delta of SYNC_DEFLATE_MIN_BYTES or more may
  * travel compressed instead (raw DEFLATE, level 1, on libuv's thread pool,
