@@ -16,7 +16,10 @@
  *   starts) and of B over its whole life, from /proc, and B's RSS once it
  *   caught up (what it holds, against what the catch-up cost on top);
  * - the slowest `GET /health` B answered while it caught up (it applies a
- *   large delta in slices and keeps serving).
+ *   large delta in slices and keeps serving);
+ * - B's peak RSS while it writes its first snapshot (the catch-up's delta
+ *   outgrew its update log; reset once it caught up, read once
+ *   `/health` shows the snapshot, at most a minute later).
  *
  *   npm run bench:catchup
  *   npm run bench:catchup -- --sizes 30000,100000   (--help lists every option)
@@ -161,6 +164,15 @@ async function run (n: number): Promise<void> {
     const bSettled = rssMb(b.pid)
     const aPeak = peakRssMb(a.pid)
     const bPeak = peakRssMb(b.pid)
+    // The delta went to b's update log; once writes pause (SNAPSHOT_DELAY_MS), b writes its first snapshot.
+    resetPeak(b.pid)
+    const snapshotUntil = performance.now() + 60_000
+    let snapshotBytes = 0
+    while (snapshotBytes === 0 && performance.now() < snapshotUntil) {
+      snapshotBytes = ((await client.json('GET', `${b.url}/health`)).body.store?.snapshotBytes as number | undefined) ?? 0
+      if (snapshotBytes === 0) await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    const bSnapshotPeak = peakRssMb(b.pid)
     const bMesh = (await client.json('GET', `${b.url}/mesh`)).body
     const exchange = (bMesh.peers as Array<{ peer_id: string, last_sync_ms: number | null }>).find(p => p.peer_id === a.peerId)
     console.log(`${String(n).padStart(7)} workers  state ${(stateBytes / 1e6).toFixed(1)} MB  (registered at ${Math.round(rate)}/s)`)
@@ -168,6 +180,7 @@ async function run (n: number): Promise<void> {
     console.log(`        baseline      ${(applyMs / 1000).toFixed(2)} s to check and apply the same state in one process`)
     console.log(`        /health       slowest answer from b while it caught up: ${(slowest / 1000).toFixed(2)} s (issue's baseline at 100,000: stalled 1.85 s)`)
     console.log(`        peak RSS      a ${aPeak.toFixed(0)} MB while serving it (${aRssBefore.toFixed(0)} MB before), b ${bPeak.toFixed(0)} MB (${bSettled.toFixed(0)} MB once caught up)`)
+    console.log(`        snapshot      ${snapshotBytes > 0 ? `b's peak RSS while it wrote its first (${(snapshotBytes / 1e6).toFixed(1)} MB): ${bSnapshotPeak.toFixed(0)} MB` : 'b wrote none within a minute'}`)
   } finally {
     await Promise.all(started.map(async c => { await c.stop() }))
     await client.close()

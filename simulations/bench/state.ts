@@ -7,7 +7,8 @@
  * the same kind of machine (2 vCPUs; "issue's baseline"):
  *
  * - export from a, JSON (streamed) and binary: time, size, a's peak RSS while
- *   it serves each (VmHWM reset right before);
+ *   it serves each (VmHWM reset right before, once a has written the
+ *   snapshot its registrations called for), and its RSS right before;
  * - import into a fresh controller b, binary and (into c) JSON: time of the
  *   POST, the importer's peak RSS, and the slowest `GET /health` answered by
  *   it while it imported (a poller asks every 20 ms);
@@ -179,17 +180,25 @@ try {
   const a = await spawn('a')
   const rate = await registerAll(client, a.url)
   console.log(`  registered at ${Math.round(rate)}/s; a holds RSS ${mb(proc(a.pid, 'VmRSS'))}`)
-  await new Promise(resolve => setTimeout(resolve, 2000))
+  // a writes its snapshot once registrations have paused (SNAPSHOT_DELAY_MS): not while an export is measured.
+  const snapshotUntil = performance.now() + 60_000
+  while (((await client.json('GET', `${a.url}/health`)).body.store?.logBytes as number | undefined ?? 0) > 0 && performance.now() < snapshotUntil) {
+    await new Promise(resolve => setTimeout(resolve, 200))
+  }
+  await new Promise(resolve => setTimeout(resolve, 1000))
 
   resetPeak(a.pid)
+  const jsonBefore = proc(a.pid, 'VmRSS')
   const [jsonMs, jsonBytes, jsonBody] = await download(client, `${a.url}/state/export`, false)
   const jsonPeak = proc(a.pid, 'VmHWM')
   resetPeak(a.pid)
+  const binBefore = proc(a.pid, 'VmRSS')
   const [binMs, binBytes, binBody] = await download(client, `${a.url}/state/export?format=binary`, true)
   const binPeak = proc(a.pid, 'VmHWM')
   row('export, JSON (streamed)', `${s(jsonMs)} (${(jsonBytes / 1e6).toFixed(1)} MB)`, BASELINE.exportS)
   row('export, binary', `${s(binMs)} (${(binBytes / 1e6).toFixed(1)} MB)`, '(none)')
   row('a\'s peak RSS during export', `${mb(jsonPeak)} JSON, ${mb(binPeak)} binary`, BASELINE.exportPeakMb)
+  row('  its RSS right before each', `${mb(jsonBefore)} JSON, ${mb(binBefore)} binary`, '(none)')
 
   const b = await spawn('b')
   await new Promise(resolve => setTimeout(resolve, 3000))

@@ -121,7 +121,7 @@ export class Persistence {
     if (this.snapshotTimer != null) clearTimeout(this.snapshotTimer)
     this.snapshotTimer = null
     this.registry.off('update', this.onUpdate)
-    if (!this.registry.applyingSlices) this.store.snapshot(this.registry.encodeState())
+    if (!this.registry.applyingSlices) this.store.snapshot(this.registry.encodePieces())
     this.store.close()
   }
 
@@ -147,7 +147,7 @@ export class Persistence {
       }
       this.snapshotTimer = null
       this.snapshotWantedSince = null
-      this.store.snapshot(this.registry.encodeState())
+      this.store.snapshot(this.registry.encodePieces())
     }
     this.snapshotTimer = setTimeout(fire, Math.max(0, delay))
   }

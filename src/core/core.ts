@@ -358,8 +358,8 @@ export class ControllerCore extends EventEmitter<CoreEvents> {
   /** JSON exports being streamed now (each holds the encoded registry until it ends or its client goes). */
   get exportsInProgress (): number { return this.openExports }
 
-  /** The registry as the raw Yjs update (the binary export). */
-  exportBinary (): Uint8Array { return exportBinary(this.registry) }
+  /** The registry as the raw Yjs update (the binary export), in pieces to send one after another. */
+  exportBinary (): Uint8Array[] { return exportBinary(this.registry) }
 
   /** Merges a PortableState document or raw update bytes; large ones in slices (the controller keeps answering). */
   async importState (doc: unknown): Promise<ImportReply> { return { status: 'imported', ...await importStateInSlices(this.registry, doc) } }

@@ -77,8 +77,8 @@ export interface ControllerView {
   workers: (filter: { state?: HealthState, capability?: string, limit: number, offset: number }) => WorkersReply
   /** The export as JSON text in pieces (PortableState; never one string of the whole). */
   exportJson: () => Iterable<string>
-  /** The export as the raw Yjs update. */
-  exportBinary: () => Uint8Array
+  /** The export as the raw Yjs update, in pieces (their concatenation is the update; never joined into one buffer). */
+  exportBinary: () => Uint8Array[]
   /** Merges a PortableState document or raw update bytes; a large one is applied in slices while the controller keeps serving. */
   importState: (doc: unknown) => Promise<ImportReply>
   health: () => HealthReply

@@ -19,8 +19,12 @@ export interface Replica {
   stateVector: () => Uint8Array
   /** Throws if `sv` is not a well-formed state vector. */
   checkStateVector: (sv: Uint8Array) => void
-  /** What a replica with state vector `sv` lacks. */
-  diff: (sv: Uint8Array) => Uint8Array
+  /**
+   * What a replica with state vector `sv` lacks: one update, in pieces to
+   * send one after another (a whole registry's, joined, would be held twice
+   * for a moment).
+   */
+  diff: (sv: Uint8Array) => Uint8Array[]
   /** Checks a peer's update against the current state without applying it. */
   check: (update: Uint8Array) => CheckResult
   /**

@@ -44,8 +44,14 @@ function base64Of (text: string): Buffer | null {
   return back === (end < text.length ? text.slice(0, end) : text) ? bytes : null
 }
 
-/** Bytes of update per piece of the JSON stream (a multiple of 3: each piece is whole base64). */
-const EXPORT_PIECE_BYTES = 3 * 64 * 1024
+/**
+ * Bytes of update per piece of the JSON stream (a multiple of 3: each piece
+ * is whole base64): 64 KiB of text. A string of 128 KiB or more goes to
+ * V8's large-object space, which only a full collection frees: pieces of
+ * 256 KiB piled up there, ~20 MB more at the peak of a 100,000-worker
+ * export than these, which scavenges free.
+ */
+const EXPORT_PIECE_BYTES = 3 * 16 * 1024
 
 /** The document's fields other than the update, at the time of the export. */
 function header (registry: Registry): Omit<PortableState, 'update'> {
@@ -54,31 +60,61 @@ function header (registry: Registry): Omit<PortableState, 'update'> {
 
 /** The whole document as one object (small registries, tests and tools); controllers stream it (exportJson). */
 export function exportState (registry: Registry): PortableState {
-  return { ...header(registry), update: Buffer.from(registry.encodeState()).toString('base64') }
+  return { ...header(registry), update: [...base64Pieces(registry.encodePieces())].join('') }
 }
 
-/** The registry as raw Yjs update bytes: the binary form of an export. */
-export function exportBinary (registry: Registry): Uint8Array {
-  return registry.encodeState()
+/**
+ * The registry as raw Yjs update bytes, the binary form of an export: in
+ * the pieces Yjs encoded it in, to be sent one after another (their
+ * concatenation is the update).
+ */
+export function exportBinary (registry: Registry): Uint8Array[] {
+  return registry.encodePieces()
 }
 
 /**
  * The JSON document as pieces of text: everything up to the update, the
- * update in base64 ~256 KiB at a time, then the closing quote and brace.
- * Only the encoded update (bytes) is held while the pieces are taken; a
- * consumer that stops early (a client gone) lets it go with the generator.
+ * update in base64 64 KiB at a time, then the closing quote and brace.
+ * Only the encoded update (bytes, in Yjs's pieces) is held while the pieces
+ * are taken; a consumer that stops early (a client gone) lets it go with
+ * the generator.
  */
 export function * exportJson (registry: Registry): Generator<string> {
   const head = JSON.stringify(header(registry))
-  let state: Uint8Array | null = registry.encodeState()
+  let state: Uint8Array[] | null = registry.encodePieces()
   try {
     yield `${head.slice(0, -1)},"update":"`
-    const buf = Buffer.from(state.buffer, state.byteOffset, state.byteLength)
-    for (let at = 0; at < buf.length; at += EXPORT_PIECE_BYTES) yield buf.toString('base64', at, Math.min(buf.length, at + EXPORT_PIECE_BYTES))
+    yield * base64Pieces(state)
     yield '"}'
   } finally {
     state = null
   }
+}
+
+/**
+ * The base64 of the bytes `chunks` make up, as pieces of text whose
+ * concatenation is that one base64 string: every piece but the last encodes
+ * a multiple of 3 bytes (else it would end in padding), so the up to two
+ * bytes at the end of a chunk are carried over to the start of the next.
+ */
+export function * base64Pieces (chunks: Iterable<Uint8Array>, pieceBytes = EXPORT_PIECE_BYTES): Generator<string> {
+  if (pieceBytes <= 0 || pieceBytes % 3 !== 0) throw new RangeError(`pieceBytes must be a positive multiple of 3, not ${pieceBytes}`)
+  let carry: Buffer = Buffer.alloc(0)
+  for (const chunk of chunks) {
+    let buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    if (carry.length > 0) {
+      const take = Math.min(3 - carry.length, buf.length)
+      carry = Buffer.concat([carry, buf.subarray(0, take)])
+      buf = buf.subarray(take)
+      if (carry.length < 3) continue
+      yield carry.toString('base64')
+      carry = Buffer.alloc(0)
+    }
+    const whole = buf.length - buf.length % 3
+    for (let at = 0; at < whole; at += pieceBytes) yield buf.toString('base64', at, Math.min(whole, at + pieceBytes))
+    carry = buf.subarray(whole)
+  }
+  if (carry.length > 0) yield carry.toString('base64')
 }
 
 /** The update inside a portable document (checked against PortableState), or raw bytes as they are. */

@@ -39,6 +39,7 @@ import { ROOT, SEGMENT_KEY, ownerOf } from './keys.ts'
 import { SEAL_KEY, SealDirectory, SegmentDigest, UnsignedWriteError, decodeSeal, encodeSeal, entryLeaf, makeSeal, type SealAuthority } from './seal.ts'
 import { MissingDependencyError, ParsedEntries, adoptPreviews, stillValid, validateUpdate, validateUpdateAsync, type SealContext, type ValidUpdate } from './validate.ts'
 import { sliceUpdate } from './slices.ts'
+import { encodeUpdatePieces } from './chunks.ts'
 
 /** Transaction origins: who caused a change. */
 export const Origin = {
@@ -410,6 +411,13 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** What a peer with state vector `sv` is missing. */
   encodeDiff (sv: Uint8Array): Uint8Array { return Y.encodeStateAsUpdate(this.doc, sv) }
+
+  /**
+   * encodeState (or, with `sv`, encodeDiff) in the pieces Yjs encodes it in,
+   * not joined into one buffer: for what is only written out (snapshot,
+   * export, sync delta), which then holds the update once (see chunks.ts).
+   */
+  encodePieces (sv?: Uint8Array): Uint8Array[] { return encodeUpdatePieces(this.doc, sv) }
 
   /** Throws InvalidStateError unless `sv` is a well-formed state vector. */
   checkStateVector (sv: Uint8Array): void {

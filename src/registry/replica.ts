@@ -15,7 +15,7 @@ export function registryReplica (registry: Registry): Replica {
   return {
     stateVector: () => registry.encodeStateVector(),
     checkStateVector: sv => { registry.checkStateVector(sv) },
-    diff: sv => registry.encodeDiff(sv),
+    diff: sv => registry.encodePieces(sv),
     check (update): CheckResult {
       try {
         // The apply that follows checks again only if the document changed in between.

@@ -82,9 +82,11 @@ export class FileStore {
     this.macKey = init.macKey
   }
 
-  /** The MAC of snapshot `state` under macKey. */
-  private mac (state: Uint8Array): Buffer {
-    return createHmac('sha256', this.macKey as Uint8Array).update(MAC_DOMAIN).update(state).digest()
+  /** The MAC of snapshot `state` (one buffer, or the pieces of one) under macKey. */
+  private mac (state: Uint8Array | readonly Uint8Array[]): Buffer {
+    const h = createHmac('sha256', this.macKey as Uint8Array).update(MAC_DOMAIN)
+    for (const piece of pieces(state)) h.update(piece)
+    return h.digest()
   }
 
   private get snapshotPath (): string { return join(this.dir, SNAPSHOT_FILE) }
@@ -149,8 +151,12 @@ export class FileStore {
     return this.logBytes > this.compactBytes && this.logBytes > this.snapshotBytes
   }
 
-  /** Replaces the snapshot with `state` (a whole-document update) and empties the log. */
-  snapshot (state: Uint8Array): void {
+  /**
+   * Replaces the snapshot with `state` (a whole-document update, or its
+   * pieces in order: written one after another, as one record) and empties
+   * the log.
+   */
+  snapshot (state: Uint8Array | readonly Uint8Array[]): void {
     if (this.logFd == null) throw new StoreError('store is not open (call load() first)')
     const tmp = `${this.snapshotPath}.${process.pid}.tmp`
     const fd = openSync(tmp, 'w')
@@ -166,7 +172,7 @@ export class FileStore {
     ftruncateSync(this.logFd, 0)
     if (this.fsync) fsyncSync(this.logFd)
     this.logBytes = 0
-    this.snapshotBytes = HEADER + state.length + (this.macKey != null ? HEADER + 32 : 0)
+    this.snapshotBytes = HEADER + lengthOf(state) + (this.macKey != null ? HEADER + 32 : 0)
   }
 
   /** Sizes on disk, for /health and benchmarks. */
@@ -182,21 +188,41 @@ export class FileStore {
   }
 }
 
+/** The buffers `body` is made of, in order. */
+const pieces = (body: Uint8Array | readonly Uint8Array[]): readonly Uint8Array[] => body instanceof Uint8Array ? [body] : body
+
+function lengthOf (body: Uint8Array | readonly Uint8Array[]): number {
+  let n = 0
+  for (const piece of pieces(body)) n += piece.length
+  return n
+}
+
+/** What one writev may take (POSIX's IOV_MAX on Linux). */
+const IOV_MAX = 1024
+
 /**
  * Writes `[length][crc32][body]` at the file's position: header and body in
  * one writev, without copying the body into a record first (a whole-registry
  * snapshot or import is tens of MB, and a copy was that much more at the
- * peak). A write cut short is a torn record, cut off at the next load.
+ * peak). A body in pieces (an update as Yjs encoded it, unjoined) is one
+ * record: its checksum runs over the pieces in turn. A write cut short is a
+ * torn record, cut off at the next load.
  */
-function writeRecord (fd: number, body: Uint8Array): void {
+function writeRecord (fd: number, body: Uint8Array | readonly Uint8Array[]): void {
+  const parts = pieces(body)
   const header = Buffer.allocUnsafe(HEADER)
-  header.writeUInt32LE(body.length, 0)
-  header.writeUInt32LE(crc32(body), 4)
-  let done = writevSync(fd, [header, body])
-  // writev may write less than asked (large buffers, signals): finish the rest.
-  while (done < HEADER + body.length) {
-    const rest = done < HEADER ? [header.subarray(done), body] : [body.subarray(done - HEADER)]
-    done += writevSync(fd, rest)
+  let sum = 0
+  for (const piece of parts) sum = crc32(piece, sum)
+  header.writeUInt32LE(lengthOf(parts), 0)
+  header.writeUInt32LE(sum, 4)
+  let rest: Uint8Array[] = [header, ...parts]
+  while (rest.length > 0) {
+    // writev may write less than asked (large buffers, signals): go on from where it stopped.
+    let done = writevSync(fd, rest.slice(0, IOV_MAX))
+    let i = 0
+    while (i < rest.length && done >= rest[i].length) done -= rest[i++].length
+    rest = rest.slice(i)
+    if (done > 0) rest[0] = rest[0].subarray(done)
   }
 }
 

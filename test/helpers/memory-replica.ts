@@ -36,25 +36,28 @@ export class MemoryReplica implements SyncReplica {
     if (!Array.isArray(v) || v.some(x => typeof x !== 'string')) throw new Error('not a list of names')
   }
 
-  diff (sv: Uint8Array): Uint8Array {
+  /**
+   * In pieces, as a Yjs replica's is: a count, then each blob's name and
+   * length, and the blob itself (the held bytes, not a copy), so frames
+   * are cut across pieces' edges.
+   */
+  diff (sv: Uint8Array): Uint8Array[] {
     const have = new Set(JSON.parse(dec.decode(sv)) as string[])
     const missing = [...this.items].filter(([k]) => !have.has(k)).sort(([a], [b]) => a < b ? -1 : 1)
-    let size = 4
-    for (const [k, v] of missing) size += 8 + enc.encode(k).length + v.length
-    const out = new Uint8Array(size)
-    const dv = new DataView(out.buffer)
-    dv.setUint32(0, missing.length)
-    let at = 4
+    const count = new Uint8Array(4)
+    new DataView(count.buffer).setUint32(0, missing.length)
+    const pieces: Uint8Array[] = [count]
     for (const [k, v] of missing) {
       const key = enc.encode(k)
-      dv.setUint32(at, key.length)
-      out.set(key, at + 4)
-      at += 4 + key.length
-      dv.setUint32(at, v.length)
-      out.set(v, at + 4)
-      at += 4 + v.length
+      const head = new Uint8Array(8 + key.length)
+      const dv = new DataView(head.buffer)
+      dv.setUint32(0, key.length)
+      head.set(key, 4)
+      dv.setUint32(4 + key.length, v.length)
+      pieces.push(head)
+      if (v.length > 0) pieces.push(v)
     }
-    return out
+    return pieces
   }
 
   /** The anti-entropy apply: `apply`, after the gate if one is set. */

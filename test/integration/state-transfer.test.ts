@@ -28,7 +28,7 @@ beforeAll(async () => {
 afterAll(async () => { await bed.cleanup() })
 
 /** The whole body of a GET, as bytes. */
-async function bytesOf (url: string, accept: string): Promise<{ status: number, type: string, workers: string | undefined, body: Buffer }> {
+async function bytesOf (url: string, accept: string): Promise<{ status: number, type: string, workers: string | undefined, length: string | undefined, body: Buffer }> {
   const res = await bed.client.stream(url, { headers: { accept } })
   const chunks: Uint8Array[] = []
   try {
@@ -36,7 +36,7 @@ async function bytesOf (url: string, accept: string): Promise<{ status: number, 
   } finally {
     res.close()
   }
-  return { status: res.status, type: String(res.headers['content-type']), workers: res.headers['x-capmesh-workers'] as string | undefined, body: Buffer.concat(chunks) }
+  return { status: res.status, type: String(res.headers['content-type']), workers: res.headers['x-capmesh-workers'] as string | undefined, length: res.headers['content-length'] as string | undefined, body: Buffer.concat(chunks) }
 }
 
 describe('GET /state/export', () => {
@@ -51,12 +51,33 @@ describe('GET /state/export', () => {
 
     const byQuery = await bytesOf(source.url + '/state/export?format=binary', '*/*')
     const byAccept = await bytesOf(source.url + '/state/export', 'application/octet-stream')
+    // Sent in the pieces Yjs encoded it in, announced whole: byte for byte the registry's own encode.
+    const state = Buffer.from(source.core.registry.encodeState())
+    expect(Buffer.from(doc.update, 'base64').equals(state)).toBe(true)
     for (const b of [byQuery, byAccept]) {
       expect(b.status).toBe(200)
       expect(b.type).toBe('application/octet-stream')
-      expect(b.body).toEqual(Buffer.from(doc.update, 'base64'))
+      expect(b.length).toBe(String(state.length))
+      expect(b.body).toEqual(state)
     }
   })
+
+  it('a registry of several MB (an update in many pieces) exports whole in both forms, byte for byte its encode', async () => {
+    const bulk = { type: 'object', description: 'y'.repeat(100_000) }
+    for (let i = 0; i < 40; i++) source.core.registry.register({ worker_id: `many${i}`, worker_url: `https://127.0.0.1:7003/m${i}`, capabilities: [capability('many', { input_schema: { ...bulk, title: `m${i}` } }) as never] })
+    try {
+      const state = Buffer.from(source.core.registry.encodeState())
+      expect(state.length).toBeGreaterThan(4_000_000)
+      const bin = await bytesOf(source.url + '/state/export?format=binary', '*/*')
+      expect(bin.length).toBe(String(state.length))
+      expect(bin.body.equals(state)).toBe(true)
+      const json = await bytesOf(source.url + '/state/export', 'application/json')
+      const update = JSON.parse(json.body.toString('utf8')).update as string
+      expect(update).toBe(state.toString('base64'))
+    } finally {
+      for (let i = 0; i < 40; i++) source.core.registry.deregister(`many${i}`)
+    }
+  }, 120_000)
 
   it('a client that goes away mid-export ends it: the controller lets the encoded registry go', async () => {
     // Big enough (~40 MB of JSON) that the response cannot all sit in socket buffers while the client reads nothing.

@@ -6,6 +6,19 @@ import type { Api, ApiComponents } from '../types.ts'
 
 const BINARY = 'application/octet-stream'
 
+/**
+ * Bytes of the binary export handed to the socket at a time. A piece of the
+ * update is up to half of it (16 MB at 100,000 workers), and TLS encrypts
+ * all it is given into its output buffer at once: a copy of the piece,
+ * where views of this size leave back-pressure a few hundred KiB to hold.
+ */
+const EXPORT_WRITE_BYTES = 256 * 1024
+
+/** `pieces` as views of at most EXPORT_WRITE_BYTES (no copies). */
+function * views (pieces: readonly Uint8Array[]): Generator<Uint8Array> {
+  for (const p of pieces) for (let at = 0; at < p.length; at += EXPORT_WRITE_BYTES) yield p.subarray(at, at + EXPORT_WRITE_BYTES)
+}
+
 /** The largest JSON import body for a state of `limit` bytes: the update in base64 (4/3) plus the document's other fields. */
 export const jsonImportLimit = (limit: number): number => Math.ceil(limit / 3) * 4 + 4096
 
@@ -31,8 +44,12 @@ export function stateRoutes (app: Api, { view, importBodyLimit }: ApiComponents)
     void reply.header('x-capmesh-workers', String(view.registryStats().workers))
     const binary = req.query.format === 'binary' || (req.query.format == null && accept.includes(BINARY) && !accept.includes('application/json'))
     if (binary) {
-      const state = view.exportBinary()
-      return await reply.type(BINARY).send(Buffer.from(state.buffer, state.byteOffset, state.byteLength) as unknown as PortableState)
+      // The pieces as Yjs encoded them, one after another: the update is never joined into one buffer.
+      const pieces = view.exportBinary()
+      let length = 0
+      for (const p of pieces) length += p.length
+      void reply.header('content-length', String(length))
+      return await reply.type(BINARY).send(Readable.from(views(pieces), { objectMode: false }) as unknown as PortableState)
     }
     // A stream: fastify skips the serializer, and destroys it (ending the generator) if the client goes away.
     // (The response schema documents the JSON form; a Buffer or stream is sent as it is.)

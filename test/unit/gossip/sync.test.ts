@@ -10,7 +10,7 @@ import { lpStream, streamPair } from '@libp2p/utils'
 import { describe, expect, it } from 'vitest'
 import { deflateRawSync } from 'node:zlib'
 import {
-  refuseSync, SYNC_PROTOCOL, SYNC_PROTOCOL_UNCOMPRESSED, syncInitiator, syncResponder, SyncError, PeerBusyError, type SyncOptions, type SyncResult
+  frames, refuseSync, SYNC_PROTOCOL, SYNC_PROTOCOL_UNCOMPRESSED, syncInitiator, syncResponder, SyncError, PeerBusyError, type SyncOptions, type SyncResult
 } from '../../../src/gossip/sync.ts'
 import { MemoryReplica } from '../../helpers/memory-replica.ts'
 
@@ -133,6 +133,35 @@ describe('sync protocol', () => {
       else expect(read).toBeGreaterThan(text.length)
       expect((ra as PromiseFulfilledResult<SyncResult>).value.bytesReceived).toBeGreaterThan(text.length)
     }
+  })
+
+  it('a delta in many pieces (as Yjs encodes one) arrives whole, compressed on 3.1.0 and as it is on 3.0.0', async () => {
+    // 400 blobs of 1 byte to ~60 KiB: the responder's delta is ~800 pieces, frames cut across their edges.
+    const items: Record<string, Uint8Array> = {}
+    for (let i = 0; i < 400; i++) items[`w${i}`] = new TextEncoder().encode(`{"worker_id":"w${i}","pad":"${'abc'.repeat((i * 997) % 20_000)}"}`.slice(0, 1 + (i * 7919) % 60_000))
+    for (const protocol of [SYNC_PROTOCOL, SYNC_PROTOCOL_UNCOMPRESSED]) {
+      const a = new MemoryReplica({ mine: 10 })
+      const b = new MemoryReplica(items)
+      const [ra, rb] = await exchange(a, b, options('a', { chunkBytes: 64 * 1024 }), options('b', { chunkBytes: 64 * 1024 }), protocol)
+      expect(ra.status).toBe('fulfilled')
+      expect(rb.status).toBe('fulfilled')
+      expect(a.digest()).toBe(b.digest())
+      for (const [k, v] of Object.entries(items)) expect(Buffer.from(a.items.get(k)!).equals(v), k).toBe(true)
+    }
+  })
+
+  it('frames() cuts pieces where one buffer of them would be cut', () => {
+    const whole = new Uint8Array(10_000).map((_, i) => (i * 13) & 0xff)
+    const cuts = [0, 1, 2, 100, 101, 2000, 2001, 2001, 5000, 9999, 10_000]
+    const pieces = cuts.slice(1).map((end, i) => whole.subarray(cuts[i], end))
+    for (const size of [1, 7, 100, 4096, 10_000, 20_000]) {
+      const got = [...frames(pieces, size)].map(f => Buffer.from(f))
+      const want: Buffer[] = []
+      for (let at = 0; at < whole.length; at += size) want.push(Buffer.from(whole.subarray(at, at + size)))
+      expect(got, `size ${size}`).toEqual(want)
+    }
+    expect([...frames([], 10)]).toEqual([])
+    expect([...frames([new Uint8Array(0)], 10)]).toEqual([])
   })
 
   it('a compressed delta that does not inflate to exactly its announced length, or on 3.0.0, is malformed; one announced beyond the limit is too large', async () => {
