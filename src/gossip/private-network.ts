@@ -68,9 +68,14 @@ export class KeyStream {
     this.nonce = nonce
   }
 
-  /** `data` XOR the next `data.length` bytes of keystream (a new array). */
+  /**
+   * `data` XOR the next `data.length` bytes of keystream (a new Buffer). From Node's pool when
+   * small, not a typed array of its own: each of those was a backing store to allocate and zero,
+   * and the socket turned it into a Buffer again (allocating and writing a 1,400-byte chunk:
+   * 1.8–2.1 µs against 0.5 µs, in a throwaway loop).
+   */
   xor (data: Uint8Array): Uint8Array {
-    const out = new Uint8Array(data.length)
+    const out = Buffer.allocUnsafe(data.length)
     if (data.length === 0) return out
     if ((this.offset + data.length) / BLOCK >= MAX_BLOCKS) throw new RangeError('keystream exhausted on this connection')
     if (data.length < AHEAD && (this.offset + AHEAD) / BLOCK < MAX_BLOCKS) {

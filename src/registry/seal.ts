@@ -165,14 +165,24 @@ function bucketHash (ordered: readonly string[] | undefined): string {
 }
 
 /**
+ * Where hashWith writes a copy (hashing is synchronous, so one serves every
+ * digest): a heal's previews made thousands of 2 KiB copies, and each new
+ * 8 KiB pool Node cut them from cost more than the hashing (~10 % of a
+ * 32-controller heal's CPU, in a profile).
+ */
+let scratch = Buffer.allocUnsafeSlow(EMPTY_ROOT_BYTES.length)
+
+/**
  * SHA-256 of `bytes` with the 32-byte hashes `over` (offset → latin1 string)
  * written in, leaving `bytes` as it was: no copy of a group's or the root's
- * bytes for a preview of a few changes.
+ * bytes for a preview of a few changes. `shared` bytes (the empty group's or
+ * root's) are never written into, not even for a moment.
  */
-function hashWith (bytes: Buffer, over: ReadonlyMap<number, string>, encoding: 'binary' | 'hex'): string {
-  if (over.size > 4) {
+function hashWith (bytes: Buffer, over: ReadonlyMap<number, string>, encoding: 'binary' | 'hex', shared = false): string {
+  if (over.size > 4 || shared) {
     // Many (a heal): one copy to write into beats saving and putting back each.
-    const copy = Buffer.allocUnsafe(bytes.length)
+    if (scratch.length < bytes.length) scratch = Buffer.allocUnsafeSlow(bytes.length)
+    const copy = scratch.subarray(0, bytes.length)
     bytes.copy(copy)
     for (const [offset, h] of over) copy.write(h, offset, 'latin1')
     return hash('sha256', copy, encoding)
@@ -237,8 +247,12 @@ export class SegmentDigest {
    * Bytes, not strings: hashed as they are, nothing joined or copied.
    */
   private readonly groups: Array<Buffer | undefined> = new Array(GROUPS)
-  /** The root's bytes: the prefix, then the 64 group hashes. */
-  private readonly rootBytes = Buffer.from(EMPTY_ROOT_BYTES)
+  /**
+   * The root's bytes: the prefix, then the 64 group hashes; allocated when
+   * first written (a preview of a segment new to this replica reads the
+   * empty root's).
+   */
+  private rootHeld: Buffer | null = null
   /** Buckets whose hash (and so their group's, and the root) is out of date. */
   private readonly stale = new Set<number>()
   /** The root (hex) while nothing is stale. */
@@ -390,11 +404,13 @@ export class SegmentDigest {
     const groups = new Map<number, string>()
     const atRoot = new Map<number, string>()
     for (const [g, hashes] of touched) {
-      const h = hashWith(this.groupBytes(g), hashes, 'binary')
+      const held = this.groups[g]
+      const h = held != null ? hashWith(held, hashes, 'binary') : hashWith(EMPTY_GROUP_BYTES, hashes, 'binary', true)
       groups.set(g, h)
       atRoot.set(ROOT_PREFIX.length + g * 32, h)
     }
-    return { stamp: this.leafChanges, buckets, groups, root: hashWith(this.rootBytes, atRoot, 'hex') }
+    const root = this.rootHeld != null ? hashWith(this.rootHeld, atRoot, 'hex') : hashWith(EMPTY_ROOT_BYTES, atRoot, 'hex', true)
+    return { stamp: this.leafChanges, buckets, groups, root }
   }
 
   /**
@@ -421,6 +437,10 @@ export class SegmentDigest {
     this.stale.add(b)
     this.cachedRoot = null
     this.leafChanges++
+  }
+
+  private get rootBytes (): Buffer {
+    return this.rootHeld ?? (this.rootHeld = Buffer.from(EMPTY_ROOT_BYTES))
   }
 
   private groupBytes (g: number): Buffer {

@@ -163,6 +163,20 @@ describe('SegmentDigest', () => {
     }
   })
 
+  it('previews of a digest with no group hashed yet (a segment new to the replica) give the root the changes give, and leave the empty digest as it was', () => {
+    const empty = new SegmentDigest().root()
+    for (const size of [1, 3, 40, 700]) {
+      const changes = new Map<string, string | null>()
+      for (let i = 0; i < size; i++) changes.set(`n${size}-${i}`, entryLeaf(`n${size}-${i}`, 't'))
+      const fresh = new SegmentDigest()
+      const preview = fresh.rootWith(changes)
+      expect(fresh.root()).toBe(empty)
+      for (const [id, leaf] of changes) fresh.set(id, leaf!)
+      expect(fresh.root()).toBe(preview)
+      expect(new SegmentDigest().root()).toBe(empty)
+    }
+  })
+
   it('is the documented tree: 4,096 buckets of sorted leaves by FNV-1a of the worker id, 64 groups of 64, the root over the groups', () => {
     // A plain reference implementation of the format, from its description in docs/internals.md.
     const sha = (b: Buffer): Buffer => createHash('sha256').update(b).digest()
