@@ -25,6 +25,7 @@ import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { DEFAULT_FSYNC, DEFAULT_LOG_COMPACT_BYTES } from '../constants.ts'
 import { StoreError } from '../errors.ts'
+import { piecesLength } from './chunks.ts'
 import { SNAPSHOT_FILE, snapshotStamp, type SnapshotRead } from './read-ahead.ts'
 import { SEAL_VERSION } from './seal.ts'
 
@@ -191,11 +192,7 @@ export class FileStore {
 /** The buffers `body` is made of, in order. */
 const pieces = (body: Uint8Array | readonly Uint8Array[]): readonly Uint8Array[] => body instanceof Uint8Array ? [body] : body
 
-function lengthOf (body: Uint8Array | readonly Uint8Array[]): number {
-  let n = 0
-  for (const piece of pieces(body)) n += piece.length
-  return n
-}
+const lengthOf = (body: Uint8Array | readonly Uint8Array[]): number => piecesLength(pieces(body))
 
 /** What one writev may take (POSIX's IOV_MAX on Linux). */
 const IOV_MAX = 1024
